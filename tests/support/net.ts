@@ -1,0 +1,168 @@
+/**
+ * Socket helpers for tests: free ports, connecting with retry, and a collector that reads
+ * colo-framed messages from a stream and lets a test await them.
+ *
+ * @module
+ */
+
+/** Returns a TCP port on 127.0.0.1 that was free a moment ago (for programs that need a number). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Returns `count` distinct free ports. */
+export function freePorts(count: number): number[] {
+  const listeners = Array.from(
+    { length: count },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  for (const l of listeners) l.close();
+  return ports;
+}
+
+/** Connects to 127.0.0.1:port, retrying while the peer is not yet listening. */
+export async function connectRetry(port: number, timeoutMs = 10_000): Promise<Deno.TcpConn> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.setNoDelay(true);
+      return conn;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/** One framed message read from a stream. */
+export interface Received {
+  /** The frame bytes (after the length and optional vnet words). */
+  data: Uint8Array;
+  /** The vnet length word, when the stream carries one. */
+  vnetLen?: number;
+  /** performance.now() when the message was complete. */
+  at: number;
+}
+
+/**
+ * Reads framed messages (u32 BE length [+ u32 BE vnet length] + bytes) from a connection in
+ * the background, and lets tests await a count or a quiet period.
+ */
+export class FrameCollector {
+  readonly frames: Received[] = [];
+  #conn: Deno.Conn;
+  #vnet: boolean;
+  #pending = new Uint8Array(0);
+  #waiters: (() => void)[] = [];
+  #closed = false;
+  #done: Promise<void>;
+  #lastActivity = performance.now();
+
+  constructor(conn: Deno.Conn, vnet = false) {
+    this.#conn = conn;
+    this.#vnet = vnet;
+    this.#done = this.#loop();
+  }
+
+  /** True once the peer closed the stream. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  async #loop(): Promise<void> {
+    const buf = new Uint8Array(256 * 1024);
+    try {
+      while (true) {
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.#lastActivity = performance.now();
+        this.#feed(buf.subarray(0, n));
+      }
+    } catch {
+      // closed under us
+    }
+    this.#closed = true;
+    this.#wake();
+  }
+
+  #feed(chunk: Uint8Array): void {
+    const all = new Uint8Array(this.#pending.length + chunk.length);
+    all.set(this.#pending);
+    all.set(chunk, this.#pending.length);
+    const head = this.#vnet ? 8 : 4;
+    let o = 0;
+    const v = new DataView(all.buffer);
+    while (all.length - o >= head) {
+      const len = v.getUint32(o);
+      if (all.length - o < head + len) break;
+      this.frames.push({
+        data: all.slice(o + head, o + head + len),
+        vnetLen: this.#vnet ? v.getUint32(o + 4) : undefined,
+        at: performance.now(),
+      });
+      o += head + len;
+    }
+    this.#pending = all.slice(o);
+    this.#wake();
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  #changed(): Promise<void> {
+    return new Promise((r) => this.#waiters.push(r));
+  }
+
+  /** Waits until at least `count` frames arrived; throws after `timeoutMs`. */
+  async waitFor(count: number, timeoutMs = 5000): Promise<Received[]> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(new Error(`timed out waiting for ${count} frames (have ${this.frames.length})`)),
+        timeoutMs,
+      );
+    });
+    try {
+      while (this.frames.length < count) {
+        if (this.#closed) throw new Error(`stream closed with ${this.frames.length} frames`);
+        await Promise.race([this.#changed(), timeout]);
+      }
+      return this.frames.slice(0, count);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Waits until nothing has arrived for `quietMs`, then returns every frame so far. */
+  async quiet(quietMs = 150): Promise<Received[]> {
+    while (true) {
+      const idle = performance.now() - this.#lastActivity;
+      if (idle >= quietMs || this.#closed) return this.frames.slice();
+      await new Promise((r) => setTimeout(r, quietMs - idle + 1));
+    }
+  }
+
+  /** Removes and returns every frame collected so far. */
+  take(): Received[] {
+    return this.frames.splice(0, this.frames.length);
+  }
+
+  /** Closes the connection and waits for the reader to finish. */
+  async close(): Promise<void> {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    await this.#done;
+  }
+}
