@@ -1,0 +1,65 @@
+/**
+ * colo-compare: parse flags, start, wait for SIGINT/SIGTERM, stop.
+ *
+ * @module
+ */
+
+import { HELP, parseCommandLine, UsageError } from "./src/cli.ts";
+import { Comparator } from "./src/comparator.ts";
+import { runDemo } from "./src/demo/demo.ts";
+import { Logger } from "./src/log.ts";
+import { VERSION } from "./src/version.ts";
+import { StartupError } from "./src/wire/endpoint.ts";
+
+function fail(message: string): never {
+  console.error(`colo-compare: ${message}`);
+  Deno.exit(2);
+}
+
+function waitForSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((s) => {
+      const h = () => {
+        signals.forEach((t, i) => Deno.removeSignalListener(t, handlers[i]));
+        resolve(s);
+      };
+      Deno.addSignalListener(s, h);
+      return h;
+    });
+  });
+}
+
+async function main(args: string[]): Promise<number> {
+  let command;
+  try {
+    command = parseCommandLine(args);
+  } catch (error) {
+    if (error instanceof UsageError) fail(error.message);
+    throw error;
+  }
+  switch (command.kind) {
+    case "help":
+      console.log(HELP);
+      return 0;
+    case "version":
+      console.log(`colo-compare ${VERSION}`);
+      return 0;
+    case "demo":
+      return await runDemo({ logLevel: command.logLevel });
+  }
+  const log = new Logger(command.config.logLevel);
+  const comparator = new Comparator(command.config, log);
+  try {
+    await comparator.start();
+  } catch (error) {
+    if (error instanceof StartupError) fail(error.message);
+    throw error;
+  }
+  const signal = await waitForSignal();
+  log.info("stopping", { signal });
+  await comparator.stop();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,192 @@
+/**
+ * The command line (SPEC 2): flags to a validated {@linkcode Config}, or one clear error line
+ * that names the flag and the fix.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Address, AddressError, parseAddress, sameAddress } from "./wire/address.ts";
+import { type Level, LEVELS } from "./log.ts";
+import { VERSION } from "./version.ts";
+
+/** Everything the comparator needs to run. */
+export interface Config {
+  primaryIn: Address;
+  secondaryIn: Address;
+  outdev: Address;
+  notifyDev: Address | null;
+  /** ms; a held frame older than this requests a checkpoint. */
+  compareTimeout: number;
+  /** ms between expiry scans. */
+  expiredScanCycle: number;
+  /** Per connection and side (QEMU admits one more). */
+  maxQueueSize: number;
+  vnetHdrSupport: boolean;
+  logLevel: Level;
+}
+
+/** What the command line asks for. */
+export type Command =
+  | { kind: "run"; config: Config }
+  | { kind: "demo"; logLevel: Level | null }
+  | { kind: "help" }
+  | { kind: "version" };
+
+/** A mistake on the command line; `message` is the one line to print. */
+export class UsageError extends Error {}
+
+/** Defaults, as in QEMU. */
+export const DEFAULTS = {
+  compareTimeout: 3000,
+  expiredScanCycle: 1000,
+  maxQueueSize: 1024,
+} as const;
+
+/** setTimeout's limit; a larger period would fire at once. */
+const MAX_MS = 2 ** 31 - 1;
+
+export const HELP =
+  `colo-compare ${VERSION}: the COLO packet comparator (QEMU's colo-compare as one program)
+
+Usage:
+  colo-compare --primary-in ADDR --secondary-in ADDR --outdev ADDR [--notify-dev ADDR] [options]
+  colo-compare demo        run the comparator on a built-in demo (no VM needed)
+
+Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, unix:PATH or unix-listen:PATH;
+IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; tcp-listen port 0 picks a free port):
+  --primary-in ADDR          frames sent by the primary VM (QEMU primary_in)
+  --secondary-in ADDR        frames sent by the secondary VM (secondary_in)
+  --outdev ADDR              released primary frames (outdev)
+  --notify-dev ADDR          Xen COLO checkpoint channel: DO_CHECKPOINT out, COLO_CHECKPOINT in
+
+Options:
+  --compare-timeout MS       a frame held longer requests a checkpoint (default 3000)
+  --expired-scan-cycle MS    how often held frames are checked for age (default 1000)
+  --max-queue-size N         frames held per connection and side (default 1024; N+1 fit, as in QEMU)
+  --vnet-hdr-support         frames carry a vnet header length word (vnet_hdr_support=on)
+  --log-level LEVEL          error, warn, info (default), debug or trace (QEMU trace names)
+  -h, --help                 this text
+  -V, --version              the version
+
+Logs are logfmt lines on stderr. SIGINT/SIGTERM: stop reading, send what was released, exit 0.
+`;
+
+const OPTIONS = {
+  "primary-in": { type: "string" },
+  "secondary-in": { type: "string" },
+  "outdev": { type: "string" },
+  "notify-dev": { type: "string" },
+  "compare-timeout": { type: "string" },
+  "expired-scan-cycle": { type: "string" },
+  "max-queue-size": { type: "string" },
+  "vnet-hdr-support": { type: "boolean" },
+  "log-level": { type: "string" },
+  "help": { type: "boolean", short: "h" },
+  "version": { type: "boolean", short: "V" },
+} as const;
+
+function positiveInteger(flag: string, text: string, unit: string, max: number): number {
+  if (!/^[0-9]+$/.test(text.trim())) {
+    throw new UsageError(
+      `--${flag}: "${text}" is not a positive whole number of ${unit}; e.g. --${flag} ${
+        flag === "max-queue-size" ? 1024 : 3000
+      }`,
+    );
+  }
+  const n = Number(text.trim());
+  if (n === 0) throw new UsageError(`--${flag}: must be at least 1 ${unit}, not 0`);
+  if (n > max) throw new UsageError(`--${flag}: ${text} is too large; the limit is ${max} ${unit}`);
+  return n;
+}
+
+function address(flag: string, text: string | undefined, required: boolean): Address | null {
+  if (text === undefined) {
+    if (!required) return null;
+    throw new UsageError(
+      `--${flag} is required: give the ${flag} stream's address, e.g. --${flag} tcp-listen:127.0.0.1:9001 (see --help)`,
+    );
+  }
+  try {
+    return parseAddress(text);
+  } catch (error) {
+    if (error instanceof AddressError) throw new UsageError(`--${flag}: ${error.message}`);
+    throw error;
+  }
+}
+
+function level(text: string | undefined): Level | null {
+  if (text === undefined) return null;
+  if ((LEVELS as readonly string[]).includes(text)) return text as Level;
+  throw new UsageError(`--log-level: "${text}" is not a level; use one of ${LEVELS.join(", ")}`);
+}
+
+/** Parses `args` (without the program name). Throws {@linkcode UsageError}. */
+export function parseCommandLine(args: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    const msg = error instanceof Error ? error.message : String(error);
+    const unknown = /Unknown option '([^']+)'/.exec(msg);
+    if (unknown) throw new UsageError(`unknown flag ${unknown[1]}; see --help for the flags`);
+    const missing = /Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(msg);
+    if (missing) throw new UsageError(`${missing[1]} needs a value; see --help`);
+    const ambiguous = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
+    if (ambiguous) throw new UsageError(`${ambiguous[1]} takes no value; see --help`);
+    throw new UsageError(`${msg}; see --help`);
+  }
+  const v = parsed.values;
+  if (v.help) return { kind: "help" };
+  if (v.version) return { kind: "version" };
+  const positionals = parsed.positionals;
+  if (positionals.length > 0) {
+    if (positionals[0] === "demo" && positionals.length === 1) {
+      return { kind: "demo", logLevel: level(v["log-level"]) };
+    }
+    throw new UsageError(
+      `unexpected argument "${
+        positionals[0]
+      }"; the only command is "demo", everything else is a --flag (see --help)`,
+    );
+  }
+  const primaryIn = address("primary-in", v["primary-in"], true)!;
+  const secondaryIn = address("secondary-in", v["secondary-in"], true)!;
+  const outdev = address("outdev", v["outdev"], true)!;
+  const notifyDev = address("notify-dev", v["notify-dev"], false);
+  const named: [string, Address][] = [
+    ["primary-in", primaryIn],
+    ["secondary-in", secondaryIn],
+    ["outdev", outdev],
+  ];
+  if (notifyDev) named.push(["notify-dev", notifyDev]);
+  for (let i = 0; i < named.length; i++) {
+    for (let j = i + 1; j < named.length; j++) {
+      if (sameAddress(named[i][1], named[j][1])) {
+        throw new UsageError(
+          `--${named[j][0]}: ${named[j][1].text} is the same socket as --${
+            named[i][0]
+          }; every stream needs its own address`,
+        );
+      }
+    }
+  }
+  const config: Config = {
+    primaryIn,
+    secondaryIn,
+    outdev,
+    notifyDev,
+    compareTimeout: v["compare-timeout"] === undefined
+      ? DEFAULTS.compareTimeout
+      : positiveInteger("compare-timeout", v["compare-timeout"], "milliseconds", MAX_MS),
+    expiredScanCycle: v["expired-scan-cycle"] === undefined
+      ? DEFAULTS.expiredScanCycle
+      : positiveInteger("expired-scan-cycle", v["expired-scan-cycle"], "milliseconds", MAX_MS),
+    maxQueueSize: v["max-queue-size"] === undefined
+      ? DEFAULTS.maxQueueSize
+      : positiveInteger("max-queue-size", v["max-queue-size"], "frames", 2 ** 32 - 1),
+    vnetHdrSupport: v["vnet-hdr-support"] ?? false,
+    logLevel: level(v["log-level"]) ?? "info",
+  };
+  return { kind: "run", config };
+}

@@ -1,0 +1,21 @@
+/**
+ * What the comparison rules need from the engine that runs them.
+ *
+ * @module
+ */
+
+import type { Connection } from "./connection.ts";
+import type { CheckpointReason, Tracer } from "./events.ts";
+import type { Packet } from "./packet.ts";
+
+/** The engine as seen by the TCP and datagram rules. */
+export interface CompareContext {
+  /** Trace sink, or null when tracing is off. */
+  readonly tracer: Tracer | null;
+  /** Sends a primary packet (already taken off its queue) to outdev. */
+  sendPrimary(p: Packet): void;
+  /** Discards a secondary packet (already taken off its queue) that has been compared. */
+  dropSecondary(s: Packet): void;
+  /** Reports a divergence on `conn`. */
+  mismatch(reason: CheckpointReason, conn: Connection, now: number): void;
+}

@@ -1,0 +1,293 @@
+/**
+ * The compare engine: frames in, decisions out. Synchronous, no I/O, no timers: the socket
+ * layer feeds it "frame on primary / secondary", "checkpoint done" and "tick at time T", and
+ * it reports releases, discards and checkpoint needs to an {@linkcode EngineSink}.
+ *
+ * @module
+ */
+
+import { FrameInfo, parseFrame, TCP_SEGMENT, TH_ACK, UNSUPPORTED } from "../packet/parse.ts";
+import type { Connection } from "./connection.ts";
+import { ConnectionTable } from "./connection.ts";
+import type { CompareContext } from "./context.ts";
+import { compareDatagrams } from "./datagram.ts";
+import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
+import { Packet, type Side } from "./packet.ts";
+import { seqAdd, seqAfter } from "./seq.ts";
+import { compareTcp } from "./tcp.ts";
+
+/** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
+export interface EngineOptions {
+  /** A held frame older than this (ms) needs a checkpoint. */
+  compareTimeout: number;
+  /** Each side of a connection holds at most this many frames plus one (QEMU's rule). */
+  maxQueueSize: number;
+  /** Connections kept; beyond it the oldest idle one is forgotten. */
+  maxConnections?: number;
+  /** Bytes of frames held in all queues together; beyond it frames are dropped. */
+  maxHeldBytes?: number;
+}
+
+/** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
+export const DEFAULT_MAX_CONNECTIONS = 65536;
+/** Default bound on held bytes. */
+export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
+
+const POOL_MAX = 4096;
+
+/** The comparator's state and rules, for one primary/secondary pair. */
+export class CompareEngine implements CompareContext {
+  readonly tracer: Tracer | null;
+  readonly #sink: EngineSink;
+  readonly #compareTimeout: number;
+  readonly #maxQueueSize: number;
+  readonly #maxConnections: number;
+  readonly #maxHeldBytes: number;
+  readonly #table = new ConnectionTable();
+  readonly #info = new FrameInfo();
+  readonly #pool: Packet[] = [];
+  /** Held packets in arrival order, oldest first (arrival time order, too). */
+  #oldest: Packet | null = null;
+  #newest: Packet | null = null;
+  #heldPrimary = 0;
+  #heldSecondary = 0;
+  #heldPrimaryBytes = 0;
+  #heldSecondaryBytes = 0;
+
+  constructor(options: EngineOptions, sink: EngineSink, tracer: Tracer | null = null) {
+    this.#sink = sink;
+    this.tracer = tracer;
+    this.#compareTimeout = options.compareTimeout;
+    this.#maxQueueSize = options.maxQueueSize;
+    this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+  }
+
+  /** Frames held from the primary (waiting for the secondary or a checkpoint). */
+  get heldPrimary(): number {
+    return this.#heldPrimary;
+  }
+
+  /** Frames held from the secondary. */
+  get heldSecondary(): number {
+    return this.#heldSecondary;
+  }
+
+  /** Bytes held from the primary. */
+  get heldPrimaryBytes(): number {
+    return this.#heldPrimaryBytes;
+  }
+
+  /** Bytes held from the secondary. */
+  get heldSecondaryBytes(): number {
+    return this.#heldSecondaryBytes;
+  }
+
+  /** Connections known. */
+  get connections(): number {
+    return this.#table.size;
+  }
+
+  /** Arrival time of the oldest held frame, or null when nothing is held. */
+  get oldestHeldAt(): number | null {
+    return this.#oldest?.createdAt ?? null;
+  }
+
+  /** Connections in first-seen order. */
+  connectionList(): Iterable<Connection> {
+    return this.#table;
+  }
+
+  /** A frame arrived on primary-in. `frame` may be a view; it is copied if held. */
+  primary(frame: Uint8Array, vnetLen: number, now: number): void {
+    this.#input("primary", frame, vnetLen, now);
+  }
+
+  /** A frame arrived on secondary-in. `frame` may be a view; it is copied if held. */
+  secondary(frame: Uint8Array, vnetLen: number, now: number): void {
+    this.#input("secondary", frame, vnetLen, now);
+  }
+
+  /**
+   * A checkpoint completed (SPEC 7): for every connection in first-seen order, release every
+   * held primary frame in order and drop every held secondary frame.
+   */
+  checkpoint(): void {
+    const sink = this.#sink;
+    for (const conn of this.#table) {
+      if (conn.primary.length > 0) {
+        conn.primary.drain((p) => {
+          this.#unhold(p);
+          sink.release(p.data, p.vnetLen, "checkpoint");
+          this.#recycle(p);
+        });
+      }
+      if (conn.secondary.length > 0) {
+        conn.secondary.drain((s) => {
+          this.#unhold(s);
+          sink.discard("secondary", "checkpoint", s.data, conn);
+          this.#recycle(s);
+        });
+      }
+    }
+  }
+
+  /**
+   * The expiry scan (SPEC 6, "Timers"): if any held frame is older than `compare-timeout`,
+   * report it and return true. Costs O(1) however many connections exist.
+   */
+  tick(now: number): boolean {
+    const oldest = this.#oldest;
+    if (oldest === null || now - oldest.createdAt <= this.#compareTimeout) return false;
+    this.tracer?.trace("colo_old_packet_check_found", { old_time: Math.round(oldest.createdAt) });
+    this.#sink.checkpoint("timeout", oldest.conn, now);
+    return true;
+  }
+
+  #input(side: Side, frame: Uint8Array, vnetLen: number, now: number): void {
+    const sink = this.#sink;
+    if (frame.length === 0) {
+      sink.discard(side, "empty", frame, null);
+      return;
+    }
+    const info = this.#info;
+    const kind = parseFrame(frame, vnetLen, info);
+    if (kind === UNSUPPORTED) {
+      this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
+      if (side === "primary") sink.release(frame, vnetLen, "passthrough");
+      else sink.discard(side, info.reason, frame, null);
+      return;
+    }
+    const conn = this.#table.find(info.key, info.keyLen, info.hash) ??
+      this.#newConnection(info);
+    if (conn === null) {
+      sink.discard(side, "table-full", frame, null);
+      this.#sink.checkpoint("resources", null, now);
+      return;
+    }
+    const primary = side === "primary";
+    const queue = primary ? conn.primary : conn.secondary;
+    if (queue.length > this.#maxQueueSize) {
+      this.tracer?.trace("colo_compare_drop_packet", {
+        queue: side,
+        str: "queue size too big, drop packet",
+      });
+      sink.discard(side, "queue-full", frame, conn);
+      return;
+    }
+    if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + frame.length > this.#maxHeldBytes) {
+      sink.discard(side, "memory-limit", frame, conn);
+      this.#sink.checkpoint("resources", conn, now);
+      return;
+    }
+
+    const p = this.#pool.pop() ?? new Packet();
+    p.data = frame;
+    p.vnetLen = vnetLen;
+    p.createdAt = now;
+    p.side = side;
+    p.conn = conn;
+    p.offset = 0;
+    if (kind === TCP_SEGMENT) {
+      p.start = info.payload;
+      p.len = info.payloadLen;
+      p.seq = info.seq;
+      p.seqEnd = seqAdd(info.seq, info.payloadLen);
+      p.ack = info.ack;
+      p.flags = info.flags;
+      if ((info.flags & TH_ACK) !== 0) {
+        if (primary) {
+          if (!conn.primaryAckSet || seqAfter(info.ack, conn.primaryAck)) {
+            conn.primaryAck = info.ack;
+            conn.primaryAckSet = true;
+          }
+        } else if (!conn.secondaryAckSet || seqAfter(info.ack, conn.secondaryAck)) {
+          conn.secondaryAck = info.ack;
+          conn.secondaryAckSet = true;
+        }
+      }
+      queue.insertBySeq(p);
+    } else {
+      p.start = info.l4;
+      p.len = info.ipEnd - info.l4;
+      queue.push(p);
+    }
+    this.#hold(p);
+
+    if (conn.tcp) compareTcp(this, conn, now);
+    else compareDatagrams(this, conn, now);
+
+    // Still queued: it must outlive the read buffer it points into.
+    if (p.queued && p.data === frame) p.data = frame.slice();
+  }
+
+  #newConnection(info: FrameInfo): Connection | null {
+    const table = this.#table;
+    if (table.size >= this.#maxConnections) {
+      const idle = table.oldestIdle();
+      if (idle === null) return null;
+      table.remove(idle);
+      this.tracer?.trace("colo_compare_connection_evicted", { conn: idle.name });
+    }
+    return table.add(info.key, info.keyLen, info.hash, info.kind === TCP_SEGMENT);
+  }
+
+  #hold(p: Packet): void {
+    p.queued = true;
+    p.older = this.#newest;
+    p.newer = null;
+    if (this.#newest) this.#newest.newer = p;
+    else this.#oldest = p;
+    this.#newest = p;
+    if (p.side === "primary") {
+      this.#heldPrimary++;
+      this.#heldPrimaryBytes += p.data.length;
+    } else {
+      this.#heldSecondary++;
+      this.#heldSecondaryBytes += p.data.length;
+    }
+  }
+
+  #unhold(p: Packet): void {
+    p.queued = false;
+    if (p.older) p.older.newer = p.newer;
+    else this.#oldest = p.newer;
+    if (p.newer) p.newer.older = p.older;
+    else this.#newest = p.older;
+    p.older = p.newer = null;
+    if (p.side === "primary") {
+      this.#heldPrimary--;
+      this.#heldPrimaryBytes -= p.data.length;
+    } else {
+      this.#heldSecondary--;
+      this.#heldSecondaryBytes -= p.data.length;
+    }
+  }
+
+  #recycle(p: Packet): void {
+    p.data = EMPTY;
+    p.conn = null;
+    if (this.#pool.length < POOL_MAX) this.#pool.push(p);
+  }
+
+  // CompareContext, used by the TCP and datagram rules.
+
+  sendPrimary(p: Packet): void {
+    this.#unhold(p);
+    this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
+    this.#sink.release(p.data, p.vnetLen, "compared");
+    this.#recycle(p);
+  }
+
+  dropSecondary(s: Packet): void {
+    this.#unhold(s);
+    this.#sink.discard("secondary", "compared", s.data, s.conn);
+    this.#recycle(s);
+  }
+
+  mismatch(reason: CheckpointReason, conn: Connection, now: number): void {
+    this.#sink.checkpoint(reason, conn, now);
+  }
+}
+
+const EMPTY = new Uint8Array(0);

@@ -1,0 +1,66 @@
+/**
+ * What the compare engine tells the world. The engine is synchronous and does no I/O; it
+ * reports every decision, with its reason, to an {@linkcode EngineSink}.
+ *
+ * @module
+ */
+
+import type { UnsupportedReason } from "../packet/parse.ts";
+import type { Connection } from "./connection.ts";
+import type { Side } from "./packet.ts";
+
+/** Why a primary frame goes to outdev. */
+export type ReleaseReason =
+  /** The secondary produced the same output. */
+  | "compared"
+  /** Not comparable (SPEC 4): passed through at once. */
+  | "passthrough"
+  /** Held until a checkpoint flushed it (SPEC 7). */
+  | "checkpoint";
+
+/** Why a frame was discarded (for the secondary, "compared" is the normal fate). */
+export type DiscardReason =
+  | UnsupportedReason
+  /** Secondary frame consumed by a successful comparison. */
+  | "compared"
+  /** Secondary frame dropped by a checkpoint flush. */
+  | "checkpoint"
+  /** `len` = 0 (SPEC 3). */
+  | "empty"
+  /** The side's queue already held `max-queue-size` + 1 frames (SPEC 5). */
+  | "queue-full"
+  /** The connection table was full of connections that hold frames. */
+  | "table-full"
+  /** Holding the frame would exceed the comparator's memory budget. */
+  | "memory-limit";
+
+/** Why the engine needs a checkpoint. */
+export type CheckpointReason =
+  /** TCP payload bytes differ. */
+  | "tcp-payload"
+  /** TCP payload equal, but the primary acknowledges data the secondary has not (SPEC 6). */
+  | "tcp-ack"
+  /** No secondary datagram matches the oldest primary one. */
+  | "datagram"
+  /** A held frame is older than `compare-timeout`. */
+  | "timeout"
+  /** Held frames reached a limit; a checkpoint frees them. */
+  | "resources";
+
+/** Receives the engine's decisions. Frames passed in may be views: copy before keeping. */
+export interface EngineSink {
+  /** A primary frame goes to outdev, now, in this order. */
+  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason): void;
+  /** A frame is discarded. */
+  discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
+  /** The replicas diverged (or a frame timed out): a checkpoint is needed. */
+  checkpoint(reason: CheckpointReason, conn: Connection | null, now: number): void;
+}
+
+/**
+ * Receives QEMU-named trace events (`colo_compare_main`, `colo_compare_tcp_info`, ...). The
+ * engine only calls it when tracing is on.
+ */
+export interface Tracer {
+  trace(name: string, fields: Record<string, string | number>): void;
+}

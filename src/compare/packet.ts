@@ -1,0 +1,109 @@
+/**
+ * A held frame (QEMU's `Packet`) and the per-side queues of a connection.
+ *
+ * @module
+ */
+
+import type { Seq32 } from "./seq.ts";
+import { seqAfter } from "./seq.ts";
+import type { Connection } from "./connection.ts";
+
+/** Which input a frame came from. */
+export type Side = "primary" | "secondary";
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * One frame held by the comparator. `data` is the whole frame as received (vnet header
+ * included); it is a view into a read buffer while the frame is being compared, and an own
+ * copy once it stays queued.
+ */
+export class Packet {
+  data: Uint8Array = EMPTY;
+  vnetLen = 0;
+  /** Monotonic milliseconds at arrival. */
+  createdAt = 0;
+  side: Side = "primary";
+  conn: Connection | null = null;
+  /** True while the packet sits in a queue. */
+  queued = false;
+  /** Start and length of the compared bytes: the TCP payload, or the whole IP payload. */
+  start = 0;
+  len = 0;
+  /** TCP only. `offset` counts payload bytes already matched against the other side. */
+  seq: Seq32 = 0;
+  seqEnd: Seq32 = 0;
+  ack: Seq32 = 0;
+  flags = 0;
+  offset = 0;
+  /** Neighbours in the engine's arrival-order list of held packets (for the expiry scan). */
+  older: Packet | null = null;
+  newer: Packet | null = null;
+}
+
+/**
+ * A deque of packets: O(1) at both ends, sorted insertion for TCP (almost always at the
+ * tail), removal anywhere for datagram matching.
+ */
+export class PacketQueue {
+  #items: Packet[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  /** The `i`-th packet from the head. */
+  at(i: number): Packet {
+    return this.#items[this.#head + i];
+  }
+
+  peek(): Packet | undefined {
+    return this.#head < this.#items.length ? this.#items[this.#head] : undefined;
+  }
+
+  push(p: Packet): void {
+    this.#items.push(p);
+  }
+
+  shift(): Packet | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const p = this.#items[this.#head];
+    this.#items[this.#head++] = undefined as unknown as Packet;
+    if (this.#head === this.#items.length) {
+      this.#items.length = 0;
+      this.#head = 0;
+    } else if (this.#head >= 64 && this.#head * 2 >= this.#items.length) {
+      this.#items.splice(0, this.#head);
+      this.#head = 0;
+    }
+    return p;
+  }
+
+  /** Removes the `i`-th packet from the head. */
+  removeAt(i: number): Packet {
+    if (i === 0) return this.shift()!;
+    return this.#items.splice(this.#head + i, 1)[0];
+  }
+
+  /**
+   * Inserts a TCP segment by sequence number, after every segment it does not come before:
+   * equal sequence numbers keep arrival order (QEMU 7.2 compares the older copy first).
+   */
+  insertBySeq(p: Packet): void {
+    const items = this.#items;
+    let i = items.length;
+    while (i > this.#head && seqAfter(items[i - 1].seq, p.seq)) i--;
+    if (i === items.length) items.push(p);
+    else items.splice(i, 0, p);
+  }
+
+  /** Empties the queue, calling `fn` for each packet from the head. */
+  drain(fn: (p: Packet) => void): void {
+    const items = this.#items;
+    const head = this.#head;
+    this.#items = [];
+    this.#head = 0;
+    for (let i = head; i < items.length; i++) fn(items[i]);
+  }
+}

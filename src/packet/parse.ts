@@ -1,0 +1,296 @@
+/**
+ * Classifying a frame (SPEC 4) and building its connection key (SPEC 5), in place: the parser
+ * reads the frame's own bytes and fills a reused {@linkcode FrameInfo}, so the hot path
+ * allocates nothing.
+ *
+ * @module
+ */
+
+import type { Seq32 } from "../compare/seq.ts";
+
+/** QEMU refuses vnet headers longer than `virtio_net_hdr_v1_hash`. */
+export const MAX_VNET_HDR_LEN = 20;
+
+/** What the comparator does with a frame. */
+export type FrameKind = typeof UNSUPPORTED | typeof TCP_SEGMENT | typeof DATAGRAM;
+/** Not comparable: passed through from the primary, dropped from the secondary. */
+export const UNSUPPORTED = 0;
+/** A TCP segment: compared as part of its connection's byte stream. */
+export const TCP_SEGMENT = 1;
+/** Any other IP packet: compared whole, by its IP payload. */
+export const DATAGRAM = 2;
+
+/** Why a frame is not comparable; the class it is counted and logged under. */
+export type UnsupportedReason =
+  | "runt"
+  | "vnet-header"
+  | "not-ip"
+  | "vlan-stack"
+  | "bad-ipv4-header"
+  | "bad-ipv6-header"
+  | "truncated-transport";
+
+/** IP protocol numbers the key and the comparison care about. */
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_DCCP = 33;
+export const IPPROTO_ESP = 50;
+export const IPPROTO_AH = 51;
+export const IPPROTO_ICMPV6 = 58;
+export const IPPROTO_SCTP = 132;
+export const IPPROTO_UDPLITE = 136;
+
+/** Largest key: flags, protocol, two VLAN ids, ports, two IPv6 addresses. */
+export const KEY_MAX = 10 + 32;
+
+/** Key byte 0: IP version in the low bits, this bit for non-first fragments. */
+export const KEY_FRAGMENT = 0x80;
+
+/** TCP flag bits. */
+export const TH_FIN = 0x01;
+export const TH_SYN = 0x02;
+export const TH_RST = 0x04;
+export const TH_ACK = 0x10;
+
+/** The parse of one frame; one instance is reused for every frame. */
+export class FrameInfo {
+  kind: FrameKind = UNSUPPORTED;
+  reason: UnsupportedReason = "runt";
+  /** 4 or 6. */
+  ipVersion = 0;
+  /** Upper-layer protocol (after IPv6 extension headers). */
+  proto = 0;
+  /** Offset of the IP header in the frame (after vnet header, Ethernet and VLAN tags). */
+  l3 = 0;
+  /** Offset of the upper-layer header: the start of the compared IP payload. */
+  l4 = 0;
+  /** End of the IP payload (IP total length); Ethernet padding lies beyond it. */
+  ipEnd = 0;
+  /** True for IP fragments: no transport header is assumed. */
+  fragment = false;
+  /** TCP only: sequence and acknowledgement numbers, flags, payload offset and length. */
+  seq: Seq32 = 0;
+  ack: Seq32 = 0;
+  flags = 0;
+  payload = 0;
+  payloadLen = 0;
+  /** Connection key bytes (first `keyLen` bytes valid) and their hash. */
+  readonly key = new Uint8Array(KEY_MAX);
+  keyLen = 0;
+  hash = 0;
+}
+
+function u16(f: Uint8Array, at: number): number {
+  return (f[at] << 8) | f[at + 1];
+}
+
+function u32(f: Uint8Array, at: number): number {
+  return ((f[at] << 24) | (f[at + 1] << 16) | (f[at + 2] << 8) | f[at + 3]) >>> 0;
+}
+
+function isVlanTpid(t: number): boolean {
+  return t === 0x8100 || t === 0x88a8 || t === 0x9100;
+}
+
+function unsupported(info: FrameInfo, reason: UnsupportedReason): FrameKind {
+  info.kind = UNSUPPORTED;
+  info.reason = reason;
+  return UNSUPPORTED;
+}
+
+/**
+ * Parses `frame` (which starts with `vnetLen` bytes of virtio-net header) into `info` and
+ * returns its kind. Every offset is bounds-checked: no frame, however malformed, reads past
+ * its end.
+ */
+export function parseFrame(frame: Uint8Array, vnetLen: number, info: FrameInfo): FrameKind {
+  const size = frame.length;
+  if (vnetLen > MAX_VNET_HDR_LEN || vnetLen > size) return unsupported(info, "vnet-header");
+  let off = vnetLen + 12;
+  if (size < off + 2) return unsupported(info, "runt");
+  let type = u16(frame, off);
+  off += 2;
+  let outer = 0;
+  let inner = 0;
+  if (isVlanTpid(type)) {
+    if (size < off + 4) return unsupported(info, "runt");
+    outer = 0x1000 | (u16(frame, off) & 0xfff);
+    type = u16(frame, off + 2);
+    off += 4;
+    if (isVlanTpid(type)) {
+      if (size < off + 4) return unsupported(info, "runt");
+      inner = 0x1000 | (u16(frame, off) & 0xfff);
+      type = u16(frame, off + 2);
+      off += 4;
+      if (isVlanTpid(type)) return unsupported(info, "vlan-stack");
+    }
+  }
+  info.l3 = off;
+  const key = info.key;
+  let keyLen: number;
+  let proto: number;
+  let l4: number;
+  let ipEnd: number;
+  let fragment = false;
+  if (type === 0x0800) {
+    if (size < off + 20) return unsupported(info, "bad-ipv4-header");
+    const vihl = frame[off];
+    const hl = (vihl & 0x0f) << 2;
+    const total = u16(frame, off + 2);
+    if ((vihl >> 4) !== 4 || hl < 20 || total < hl || off + total > size) {
+      return unsupported(info, "bad-ipv4-header");
+    }
+    proto = frame[off + 9];
+    fragment = (u16(frame, off + 6) & 0x3fff) !== 0; // MF or a fragment offset
+    l4 = off + hl;
+    ipEnd = off + total;
+    info.ipVersion = 4;
+    key[0] = 4;
+    for (let i = 0; i < 8; i++) key[10 + i] = frame[off + 12 + i];
+    keyLen = 18;
+  } else if (type === 0x86dd) {
+    if (size < off + 40 || (frame[off] >> 4) !== 6) return unsupported(info, "bad-ipv6-header");
+    ipEnd = off + 40 + u16(frame, off + 4);
+    if (ipEnd > size) return unsupported(info, "bad-ipv6-header");
+    proto = frame[off + 6];
+    l4 = off + 40;
+    // Skip hop-by-hop, routing, destination-options and fragment headers.
+    for (let n = 0; proto === 0 || proto === 43 || proto === 60 || proto === 44; n++) {
+      if (n === 8 || l4 + 8 > ipEnd) return unsupported(info, "bad-ipv6-header");
+      const next = frame[l4];
+      if (proto === 44) {
+        if (u16(frame, l4 + 2) !== 0) fragment = true; // offset or M flag
+        l4 += 8;
+      } else {
+        l4 += (frame[l4 + 1] + 1) << 3;
+      }
+      proto = next;
+    }
+    if (l4 > ipEnd) return unsupported(info, "bad-ipv6-header");
+    info.ipVersion = 6;
+    key[0] = 6;
+    for (let i = 0; i < 32; i++) key[10 + i] = frame[off + 8 + i];
+    keyLen = 42;
+  } else {
+    return unsupported(info, "not-ip");
+  }
+  key[1] = proto;
+  key[2] = outer >> 8;
+  key[3] = outer;
+  key[4] = inner >> 8;
+  key[5] = inner;
+  key[6] =
+    key[7] =
+    key[8] =
+    key[9] =
+      0;
+  info.proto = proto;
+  info.l4 = l4;
+  info.ipEnd = ipEnd;
+  info.fragment = fragment;
+  info.kind = DATAGRAM;
+  if (fragment) {
+    // A fragment carries no usable transport header: key it by addresses and protocol only
+    // and compare it whole.
+    key[0] |= KEY_FRAGMENT;
+  } else if (proto === IPPROTO_TCP) {
+    if (l4 + 20 > ipEnd) return unsupported(info, "truncated-transport");
+    const doff = (frame[l4 + 12] >> 4) << 2;
+    if (doff < 20 || l4 + doff > ipEnd) return unsupported(info, "truncated-transport");
+    for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + i];
+    info.seq = u32(frame, l4 + 4);
+    info.ack = u32(frame, l4 + 8);
+    info.flags = frame[l4 + 13];
+    info.payload = l4 + doff;
+    info.payloadLen = ipEnd - (l4 + doff);
+    info.kind = TCP_SEGMENT;
+  } else if (
+    proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE || proto === IPPROTO_SCTP ||
+    proto === IPPROTO_DCCP || proto === IPPROTO_ESP
+  ) {
+    // Ports (ESP: the SPI) are the first four bytes of the transport header.
+    if (l4 + 4 > ipEnd) return unsupported(info, "truncated-transport");
+    for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + i];
+  } else if (proto === IPPROTO_AH) {
+    if (l4 + 8 > ipEnd) return unsupported(info, "truncated-transport");
+    for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + 4 + i];
+  }
+  info.keyLen = keyLen;
+  info.hash = hashKey(key, keyLen);
+  return info.kind;
+}
+
+/** FNV-1a over the key bytes. */
+export function hashKey(key: Uint8Array, len: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < len; i++) h = Math.imul(h ^ key[i], 0x01000193);
+  return h >>> 0;
+}
+
+const PROTO_NAMES: Record<number, string> = {
+  [IPPROTO_ICMP]: "icmp",
+  [IPPROTO_TCP]: "tcp",
+  [IPPROTO_UDP]: "udp",
+  [IPPROTO_DCCP]: "dccp",
+  47: "gre",
+  [IPPROTO_ESP]: "esp",
+  [IPPROTO_AH]: "ah",
+  [IPPROTO_ICMPV6]: "icmpv6",
+  [IPPROTO_SCTP]: "sctp",
+  [IPPROTO_UDPLITE]: "udplite",
+};
+
+/** The name logs use for an IP protocol number. */
+export function protoName(proto: number): string {
+  return PROTO_NAMES[proto] ?? `proto-${proto}`;
+}
+
+function addressText(key: Uint8Array, at: number, v6: boolean): string {
+  if (!v6) return `${key[at]}.${key[at + 1]}.${key[at + 2]}.${key[at + 3]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((key[at + i] << 8) | key[at + i + 1]).toString(16));
+  // Compress the longest run of zero groups, as RFC 5952 does.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== "0") {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  if (best < 0) return `[${groups.join(":")}]`;
+  return `[${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}]`;
+}
+
+/**
+ * A connection key as operators read it: `tcp 10.0.0.1:80 > 10.0.0.2:40000`, with
+ * `vlan=10` / `vlan=10.20` and `fragments` where they apply.
+ */
+export function describeKey(key: Uint8Array): string {
+  const v6 = (key[0] & 0x0f) === 6;
+  const proto = key[1];
+  const src = addressText(key, 10, v6);
+  const dst = addressText(key, v6 ? 26 : 14, v6);
+  const sp = (key[6] << 8) | key[7];
+  const dp = (key[8] << 8) | key[9];
+  const outer = ((key[2] << 8) | key[3]) & 0xfff;
+  const inner = ((key[4] << 8) | key[5]) & 0xfff;
+  const hasOuter = (key[2] & 0x10) !== 0;
+  const hasInner = (key[4] & 0x10) !== 0;
+  const withPorts = (key[0] & KEY_FRAGMENT) === 0 &&
+    (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE ||
+      proto === IPPROTO_SCTP || proto === IPPROTO_DCCP);
+  const spi = (key[0] & KEY_FRAGMENT) === 0 && (proto === IPPROTO_ESP || proto === IPPROTO_AH);
+  let text = withPorts
+    ? `${protoName(proto)} ${src}:${sp} > ${dst}:${dp}`
+    : `${protoName(proto)} ${src} > ${dst}`;
+  if (spi) text += ` spi=0x${(((sp << 16) | dp) >>> 0).toString(16)}`;
+  if (hasOuter) text += hasInner ? ` vlan=${outer}.${inner}` : ` vlan=${outer}`;
+  if ((key[0] & KEY_FRAGMENT) !== 0) text += " fragments";
+  return text;
+}

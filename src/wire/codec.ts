@@ -1,0 +1,169 @@
+/**
+ * The colo chardev framing (SPEC 3), QEMU's `SocketReadState`: every message is a u32
+ * big-endian `len`, on packet streams with `--vnet-hdr-support` a u32 big-endian `vnet_len`,
+ * then `len` bytes. Bytes may arrive split at any point.
+ *
+ * @module
+ */
+
+/** Largest valid `len`: a 64 KiB GSO frame plus room for Ethernet and virtio-net headers. */
+export const NET_BUFSIZE = 4096 + 65536;
+
+/** Receives the frames a {@linkcode FrameDecoder} finds. */
+export interface FrameSink {
+  /**
+   * One complete frame. `frame` may be a view into a buffer that is reused after this call
+   * returns: copy it if it must live longer. `vnetLen` is 0 on streams without a vnet word.
+   */
+  onFrame(frame: Uint8Array, vnetLen: number): void;
+}
+
+/** Why a stream could not be decoded any further. */
+export interface OversizeError {
+  /** The offending `len` word. */
+  len: number;
+}
+
+const STATE_LEN = 0;
+const STATE_VNET = 1;
+const STATE_DATA = 2;
+
+/**
+ * Incremental decoder for one connection. A complete frame that lies inside one chunk is
+ * handed out as a view of that chunk (no copy); only frames split across chunks are
+ * assembled in the decoder's own buffer.
+ */
+export class FrameDecoder {
+  readonly #vnet: boolean;
+  readonly #sink: FrameSink;
+  #state = STATE_LEN;
+  #word = 0;
+  #wordBytes = 0;
+  #len = 0;
+  #vnetLen = 0;
+  #buf: Uint8Array | null = null;
+  #fill = 0;
+
+  /** `vnet`: the stream carries a `vnet_len` word after every `len`. */
+  constructor(sink: FrameSink, vnet: boolean) {
+    this.#sink = sink;
+    this.#vnet = vnet;
+  }
+
+  /** True when the decoder holds part of a frame (a peer leaving now loses that frame). */
+  get midFrame(): boolean {
+    return this.#state !== STATE_LEN || this.#wordBytes !== 0;
+  }
+
+  /** Forgets any partial frame: the next byte starts a new `len` word. */
+  reset(): void {
+    this.#state = STATE_LEN;
+    this.#word = 0;
+    this.#wordBytes = 0;
+    this.#fill = 0;
+  }
+
+  /**
+   * Feeds one chunk. Calls the sink for every frame completed by it and returns `null`, or
+   * returns the oversize `len` that breaks the stream (the rest of the chunk is not read).
+   */
+  push(chunk: Uint8Array): OversizeError | null {
+    const n = chunk.length;
+    let i = 0;
+    while (i < n) {
+      if (this.#state === STATE_DATA) {
+        const want = this.#len - this.#fill;
+        const take = n - i < want ? n - i : want;
+        if (this.#fill === 0 && take === this.#len) {
+          // The whole frame is in this chunk: hand out a view.
+          i += take;
+          this.#state = STATE_LEN;
+          this.#sink.onFrame(chunk.subarray(i - take, i), this.#vnetLen);
+          continue;
+        }
+        const buf = this.#buf ??= new Uint8Array(NET_BUFSIZE);
+        buf.set(chunk.subarray(i, i + take), this.#fill);
+        this.#fill += take;
+        i += take;
+        if (this.#fill === this.#len) {
+          this.#fill = 0;
+          this.#state = STATE_LEN;
+          this.#sink.onFrame(buf.subarray(0, this.#len), this.#vnetLen);
+        }
+        continue;
+      }
+      // Collect a 4-byte big-endian word; the common case reads it in one go.
+      if (this.#wordBytes === 0 && n - i >= 4) {
+        this.#word = ((chunk[i] << 24) | (chunk[i + 1] << 16) | (chunk[i + 2] << 8) |
+          chunk[i + 3]) >>> 0;
+        i += 4;
+      } else {
+        this.#word = ((this.#word << 8) | chunk[i++]) >>> 0;
+        if (++this.#wordBytes < 4) continue;
+        this.#wordBytes = 0;
+      }
+      if (this.#state === STATE_LEN) {
+        const len = this.#word;
+        if (len > NET_BUFSIZE) {
+          this.reset();
+          return { len };
+        }
+        this.#len = len;
+        this.#vnetLen = 0;
+        if (this.#vnet) {
+          this.#state = STATE_VNET;
+        } else if (len === 0) {
+          this.#sink.onFrame(EMPTY, 0);
+        } else {
+          this.#state = STATE_DATA;
+        }
+      } else {
+        this.#vnetLen = this.#word;
+        if (this.#len === 0) {
+          this.#state = STATE_LEN;
+          this.#sink.onFrame(EMPTY, this.#vnetLen);
+        } else {
+          this.#state = STATE_DATA;
+        }
+      }
+    }
+    return null;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Bytes of framing before a frame of a stream: 4, or 8 with a vnet word. */
+export function headerSize(vnet: boolean): number {
+  return vnet ? 8 : 4;
+}
+
+/**
+ * Writes the framing words for a `len`-byte frame at `at` in `out` and returns the offset of
+ * the frame bytes.
+ */
+export function writeHeader(
+  out: Uint8Array,
+  at: number,
+  len: number,
+  vnet: boolean,
+  vnetLen: number,
+): number {
+  out[at] = len >>> 24;
+  out[at + 1] = len >>> 16;
+  out[at + 2] = len >>> 8;
+  out[at + 3] = len;
+  if (!vnet) return at + 4;
+  out[at + 4] = vnetLen >>> 24;
+  out[at + 5] = vnetLen >>> 16;
+  out[at + 6] = vnetLen >>> 8;
+  out[at + 7] = vnetLen;
+  return at + 8;
+}
+
+/** One framed message as a new array (for small control messages and tests). */
+export function encodeFrame(frame: Uint8Array, vnet = false, vnetLen = 0): Uint8Array {
+  const out = new Uint8Array(headerSize(vnet) + frame.length);
+  out.set(frame, writeHeader(out, 0, frame.length, vnet, vnetLen));
+  return out;
+}
