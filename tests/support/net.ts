@@ -142,6 +142,39 @@ export class FrameCollector {
     }
   }
 
+  /**
+   * Waits until a frame not yet taken satisfies `match`; returns it, or `undefined` when
+   * `timeoutMs` passed or the stream closed first.
+   */
+  async waitUntil(
+    match: (f: Received) => boolean,
+    timeoutMs = 5000,
+  ): Promise<Received | undefined> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let expired = false;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        expired = true;
+        resolve();
+      }, timeoutMs);
+    });
+    try {
+      while (true) {
+        const found = this.frames.find(match);
+        if (found) return found;
+        if (this.#closed || expired) return undefined;
+        await Promise.race([this.#changed(), timeout]);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** performance.now() of the last bytes read. */
+  get lastActivity(): number {
+    return this.#lastActivity;
+  }
+
   /** Waits until nothing has arrived for `quietMs`, then returns every frame so far. */
   async quiet(quietMs = 150): Promise<Received[]> {
     while (true) {

@@ -1,0 +1,262 @@
+/**
+ * The two implementations the suite drives: QEMU 7.2's own colo-compare (no guest, as in
+ * `../shared/tools/qemu-colo-compare.sh`) and our program (`main.ts`). Each is started fresh
+ * for every scenario, listening on four loopback ports.
+ *
+ * @module
+ */
+
+import type { ScenarioOptions } from "./scenario.ts";
+import { freePorts } from "../support/net.ts";
+
+/** Which implementation. */
+export type ImplKind = "qemu" | "ours";
+
+/** A running implementation. */
+export interface Impl {
+  kind: ImplKind;
+  ports: { pri: number; sec: number; out: number; notify: number };
+  /** QEMU reads a vnet word on notify-dev when vnet is on (SPEC 9); ours never does. */
+  notifyVnet: boolean;
+  /** Resolves when the process ends. */
+  exited: Promise<Deno.CommandStatus>;
+  /** True once the process ended. */
+  hasExited(): boolean;
+  /** Everything the process wrote to stderr so far. */
+  log(): string;
+  /** Stops the process (SIGTERM, then SIGKILL); returns its exit status. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+const QEMU = "qemu-system-x86_64";
+
+/** The repository root (two levels above this file). */
+export const REPO_ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+
+/** True when `qemu-system-x86_64` can be run. */
+export async function qemuAvailable(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(QEMU, {
+      args: ["--version"],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+/** The QEMU version line, for the report. */
+export async function qemuVersion(): Promise<string> {
+  const out = await new Deno.Command(QEMU, { args: ["--version"], stdout: "piped" }).output();
+  return new TextDecoder().decode(out.stdout).split("\n")[0];
+}
+
+/** True when our program's entry point exists. */
+export function oursAvailable(): boolean {
+  try {
+    return Deno.statSync(`${REPO_ROOT}/main.ts`).isFile;
+  } catch {
+    return false;
+  }
+}
+
+class Process {
+  #child: Deno.ChildProcess;
+  #log = "";
+  #lineWaiters: ((line: string) => void)[] = [];
+  #exited = false;
+  readonly exited: Promise<Deno.CommandStatus>;
+  readonly #stderrDone: Promise<void>;
+
+  constructor(cmd: string, args: string[], cwd?: string) {
+    this.#child = new Deno.Command(cmd, {
+      args,
+      cwd,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.exited = this.#child.status.then((s) => {
+      this.#exited = true;
+      return s;
+    });
+    this.#stderrDone = this.#readStderr();
+  }
+
+  async #readStderr(): Promise<void> {
+    let partial = "";
+    for await (const chunk of this.#child.stderr.pipeThrough(new TextDecoderStream())) {
+      this.#log += chunk;
+      partial += chunk;
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) for (const w of this.#lineWaiters) w(line);
+    }
+  }
+
+  hasExited(): boolean {
+    return this.#exited;
+  }
+
+  log(): string {
+    return this.#log;
+  }
+
+  onLine(f: (line: string) => void): () => void {
+    this.#lineWaiters.push(f);
+    for (const line of this.#log.split("\n")) f(line);
+    return () => {
+      this.#lineWaiters = this.#lineWaiters.filter((w) => w !== f);
+    };
+  }
+
+  async stop(): Promise<Deno.CommandStatus> {
+    if (!this.#exited) {
+      try {
+        this.#child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      const timer = setTimeout(() => {
+        try {
+          this.#child.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+      }, 5000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    const status = await this.exited;
+    await this.#stderrDone;
+    return status;
+  }
+}
+
+function qemuProperties(o: ScenarioOptions): string {
+  const props: string[] = [];
+  if (o.compareTimeout !== undefined) props.push(`compare_timeout=${o.compareTimeout}`);
+  if (o.expiredScanCycle !== undefined) props.push(`expired_scan_cycle=${o.expiredScanCycle}`);
+  if (o.maxQueueSize !== undefined) props.push(`max_queue_size=${o.maxQueueSize}`);
+  if (o.vnet) props.push("vnet_hdr_support=on");
+  return props.map((p) => "," + p).join("");
+}
+
+async function waitListening(port: number, proc: Process, deadlineMs: number): Promise<boolean> {
+  while (performance.now() < deadlineMs && !proc.hasExited()) {
+    // A probe connection would become the chardev's one client, so look at the socket table
+    // instead: /proc/net/tcp lists listening sockets with state 0A.
+    const table = await Deno.readTextFile("/proc/net/tcp");
+    const hex = port.toString(16).toUpperCase().padStart(4, "0");
+    if (table.split("\n").some((l) => l.includes(`:${hex} 00000000:0000 0A`))) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return false;
+}
+
+/** Starts QEMU's colo-compare with the scenario's options (retrying if a port was taken). */
+export async function startQemu(o: ScenarioOptions): Promise<Impl> {
+  for (let attempt = 0;; attempt++) {
+    const [pri, sec, out, notify] = freePorts(4);
+    const chardev = (id: string, port: number) =>
+      `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off`;
+    const proc = new Process(QEMU, [
+      ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
+      ...["-serial", "none", "-object", "iothread,id=io1"],
+      ...["-chardev", chardev("pri", pri), "-chardev", chardev("sec", sec)],
+      ...["-chardev", chardev("out", out), "-chardev", chardev("ntf", notify)],
+      "-object",
+      "colo-compare,id=cmp,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1," +
+      "notify_dev=ntf" + qemuProperties(o),
+    ]);
+    const deadline = performance.now() + 10_000;
+    let ok = true;
+    for (const p of [pri, sec, out, notify]) ok &&= await waitListening(p, proc, deadline);
+    if (ok) {
+      return {
+        kind: "qemu",
+        ports: { pri, sec, out, notify },
+        notifyVnet: o.vnet === true,
+        exited: proc.exited,
+        hasExited: () => proc.hasExited(),
+        log: () => proc.log(),
+        stop: () => proc.stop(),
+      };
+    }
+    await proc.stop();
+    if (attempt >= 4 || !/Address already in use|bind/i.test(proc.log())) {
+      throw new Error(`QEMU did not start:\n${proc.log()}`);
+    }
+  }
+}
+
+const ENDPOINTS = {
+  "primary-in": "pri",
+  "secondary-in": "sec",
+  "outdev": "out",
+  "notify-dev": "notify",
+} as const;
+
+/** Starts our program (`deno run -A main.ts ...`) on port 0 and reads its ports from stderr. */
+export async function startOurs(o: ScenarioOptions): Promise<Impl> {
+  const args = [
+    "run",
+    "-A",
+    `${REPO_ROOT}/main.ts`,
+    ...["--primary-in", "tcp-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
+    ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tcp-listen:127.0.0.1:0"],
+  ];
+  if (o.compareTimeout !== undefined) args.push("--compare-timeout", String(o.compareTimeout));
+  if (o.expiredScanCycle !== undefined) {
+    args.push("--expired-scan-cycle", String(o.expiredScanCycle));
+  }
+  if (o.maxQueueSize !== undefined) args.push("--max-queue-size", String(o.maxQueueSize));
+  if (o.vnet) args.push("--vnet-hdr-support");
+  const proc = new Process(Deno.execPath(), args, REPO_ROOT);
+  const ports: Partial<Impl["ports"]> = {};
+  let ready = false;
+  let wake = () => {};
+  const off = proc.onLine((line) => {
+    const m = /event=listening\b.*\bendpoint=([a-z-]+)\b.*\baddress=\S*:(\d+)/.exec(line);
+    if (m && m[1] in ENDPOINTS) ports[ENDPOINTS[m[1] as keyof typeof ENDPOINTS]] = Number(m[2]);
+    if (/\bevent=ready\b/.test(line)) ready = true;
+    wake();
+  });
+  const timeout = setTimeout(() => wake(), 30_000);
+  const started = performance.now();
+  try {
+    while (!ready) {
+      if (proc.hasExited()) throw new Error(`our program exited at start:\n${proc.log()}`);
+      if (performance.now() - started > 30_000) {
+        await proc.stop();
+        throw new Error(`our program did not print event=ready within 30 s:\n${proc.log()}`);
+      }
+      await Promise.race([new Promise<void>((r) => (wake = r)), proc.exited]);
+    }
+  } finally {
+    clearTimeout(timeout);
+    off();
+  }
+  if (!ports.pri || !ports.sec || !ports.out || !ports.notify) {
+    await proc.stop();
+    throw new Error(`our program did not log all four listening ports:\n${proc.log()}`);
+  }
+  return {
+    kind: "ours",
+    ports: ports as Impl["ports"],
+    notifyVnet: false,
+    exited: proc.exited,
+    hasExited: () => proc.hasExited(),
+    log: () => proc.log(),
+    stop: () => proc.stop(),
+  };
+}
+
+/** Starts an implementation of the given kind. */
+export function startImpl(kind: ImplKind, o: ScenarioOptions): Promise<Impl> {
+  return kind === "qemu" ? startQemu(o) : startOurs(o);
+}
