@@ -230,6 +230,7 @@ function udpDatagram(u: UdpOptions): { proto: number; l4: Uint8Array; csumAt: nu
   v.setUint16(0, u.sport ?? 5353);
   v.setUint16(2, u.dport ?? 40000);
   v.setUint16(4, d.length);
+  if (u.checksum !== undefined) v.setUint16(6, u.checksum);
   d.set(payload, 8);
   return { proto: PROTO.UDP, l4: d, csumAt: u.checksum === undefined ? 6 : -1 };
 }
