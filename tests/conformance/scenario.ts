@@ -163,6 +163,8 @@ export interface Spec9 {
   rule: string;
   /** Why the two traces differ, in a sentence. */
   why?: string;
+  /** A row this suite proposes for the table (not in SPEC.md yet). */
+  proposed?: boolean;
 }
 
 /** One scenario. */
