@@ -87,6 +87,8 @@ export interface FrameSpec {
   /** The whole frame, hex (for anything the builder cannot express). */
   hex?: string;
   padTo?: number;
+  /** Byte the padding up to `padTo` is made of (default 0). */
+  padFill?: number;
   truncate?: number;
   /** Prefix this many bytes of virtio-net header (the vnet length word says the same). */
   vnet?: number;
@@ -321,6 +323,16 @@ export class FrameBook {
       eth = ethernet(s, s.ethertype, this.payload(s.l3));
     } else {
       eth = frame(this.#frameOptions(s));
+    }
+    if (s.padFill !== undefined && s.padTo !== undefined) {
+      const unpadded = s.hex !== undefined || s.arp ? eth.length : this.#build(label, {
+        ...s,
+        padTo: undefined,
+        padFill: undefined,
+        truncate: undefined,
+        vnet: undefined,
+      }).data.length;
+      eth.fill(s.padFill, Math.min(unpadded, eth.length));
     }
     const vnetLen = s.vnet ?? 0;
     const data = vnetLen > 0 ? withVnet(eth, vnetLen, s.vnetFill ?? 0) : eth;
