@@ -265,7 +265,9 @@ export class Session {
       : frame({
         srcMac: MARKER_MAC,
         ip: { src: "198.18.255.1", dst: "198.18.255.2", id: n & 0xffff },
-        udp: { sport: 9, dport: 9, payload: `colo-conformance-barrier-${n}` },
+        // A connection of its own per barrier: a marker left held by a stream that stopped
+        // being read can never be compared against a later one.
+        udp: { sport: 1024 + (n % 60000), dport: 9, payload: `colo-conformance-barrier-${n}` },
       });
     return { label: `marker-${n}`, data, vnetLen: 0 };
   }
@@ -394,7 +396,13 @@ export class Session {
         (r.frames ?? []).map((l) => this.#book.get(l)),
         r.into === "notify" ? this.impl.notifyVnet : this.#vnet,
       );
-      await this.#write(r.into, data.slice(r.from ?? 0, r.to ?? data.length));
+      const sent = data.slice(r.from ?? 0, r.to ?? data.length);
+      await this.#write(r.into, sent);
+      if (r.into === "notify") {
+        // INITs hidden in raw bytes are answered too: count them for the notify barrier.
+        const text = new TextDecoder("latin1").decode(sent);
+        this.#initsSent += text.split("COLO_USERSPACE_PROXY_INIT").length - 1;
+      }
       if (r.into === "pri" && this.#canPrimaryBarrier()) outSynced = await this.#barrier("pri");
       if (r.into === "sec" && this.#canSecondaryBarrier()) {
         outSynced = await this.#stallUnless("sec", this.#secondaryBarrier([]));
