@@ -1,0 +1,258 @@
+/**
+ * `deno task bench`: measures our comparator, QEMU 7.2's colo-compare and a pass-through
+ * forwarder side by side on loopback, with the same load from a separate generator process,
+ * and prints one table plus a PASS/FAIL line per target of issue 4.
+ *
+ *   deno task bench [--quick] [--only W,W] [--targets ours,qemu,forwarder,sink]
+ *                   [--duration S] [--warmup S] [--repeat N] [--flood-duration S]
+ *                   [--json FILE] [--ours "CMD ARGS"] [--cpu-prof DIR]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { LoadConfig, LoadResult } from "./loadgen.ts";
+import { describeMachine } from "./proc.ts";
+import { checkLines, checks, details, type Measurement, table } from "./report.ts";
+import {
+  defaultOursCommand,
+  start,
+  type TargetName,
+  type TargetOptions,
+  TARGETS,
+  unavailable,
+} from "./targets.ts";
+import { type WorkloadName, WORKLOADS } from "./workloads.ts";
+
+const USAGE = `usage: deno task bench [options]
+  --quick              short smoke run (a few seconds per target)
+  --only W[,W...]      workloads: ${WORKLOADS.join(", ")}
+  --targets T[,T...]   ${TARGETS.join(", ")} (default: all; sink = generator send-only max)
+  --duration S         measuring window per throughput run (default 5, quick 0.5)
+  --warmup S           warm-up before the window (default 2, quick 0.3)
+  --repeat N           runs per throughput/latency measurement, median reported (default 1)
+  --flood-duration S   lagging-secondary flood length (default 60, quick 2)
+  --scale-connections N  idle connections in the scale run (default 10000, quick 1000)
+  --scale-scan-cycle MS  expired-scan-cycle for ours and QEMU in the scale run (default 10)
+  --json FILE          also write every measurement as JSON
+  --ours "CMD ARGS"    command for our comparator (default: deno run -A main.ts)
+  --cpu-prof DIR       write V8 CPU profiles of ours into DIR`;
+
+/** Workloads each target takes part in (the forwarder has no connection table to scale). */
+function applies(target: TargetName, workload: WorkloadName): boolean {
+  if (target === "sink") return !["latency", "scale", "flood"].includes(workload);
+  if (target === "forwarder") return !["scale", "flood"].includes(workload);
+  return true;
+}
+
+function parse() {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      only: { type: "string" },
+      targets: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      repeat: { type: "string" },
+      "flood-duration": { type: "string" },
+      "scale-connections": { type: "string" },
+      "scale-scan-cycle": { type: "string" },
+      json: { type: "string" },
+      ours: { type: "string" },
+      "cpu-prof": { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  const list = <T extends string>(flag: string, text: string | undefined, all: readonly T[]) => {
+    if (text === undefined) return [...all];
+    const xs = text.split(",").map((x) => x.trim()).filter(Boolean);
+    for (const x of xs) {
+      if (!all.includes(x as T)) usage(`--${flag}: unknown "${x}"; choose from ${all.join(", ")}`);
+    }
+    return xs as T[];
+  };
+  const num = (flag: string, text: string | undefined, fallback: number) => {
+    if (text === undefined) return fallback;
+    const x = Number(text);
+    if (!(x > 0)) usage(`--${flag} needs a positive number, got "${text}"`);
+    return x;
+  };
+  const quick = values.quick;
+  return {
+    quick,
+    workloads: list("only", values.only, WORKLOADS),
+    targets: list("targets", values.targets, TARGETS),
+    windowMs: num("duration", values.duration, quick ? 0.5 : 5) * 1000,
+    warmupMs: num("warmup", values.warmup, quick ? 0.3 : 2) * 1000,
+    repeat: Math.round(num("repeat", values.repeat, 1)),
+    floodMs: num("flood-duration", values["flood-duration"], quick ? 2 : 60) * 1000,
+    scaleConnections: Math.round(
+      num("scale-connections", values["scale-connections"], quick ? 1000 : 10_000),
+    ),
+    scaleScanCycleMs: num("scale-scan-cycle", values["scale-scan-cycle"], 10),
+    json: values.json,
+    oursCommand: values.ours ? values.ours.split(/\s+/).filter(Boolean) : defaultOursCommand(),
+    cpuProfileDir: values["cpu-prof"],
+  };
+}
+
+function usage(message: string): never {
+  console.error(`bench: ${message}\n${USAGE}`);
+  Deno.exit(2);
+}
+
+type Options = ReturnType<typeof parse>;
+
+const generatorScript = new URL("./loadgen.ts", import.meta.url).pathname;
+
+/** Runs one workload once against a freshly started target. */
+async function runOnce(
+  opts: Options,
+  target: TargetName,
+  workload: WorkloadName,
+): Promise<{ result: LoadResult; peakRss: number }> {
+  const targetOpts: TargetOptions = {
+    oursCommand: opts.oursCommand,
+    cpuProfileDir: opts.cpuProfileDir,
+    expiredScanCycleMs: workload === "scale" ? opts.scaleScanCycleMs : undefined,
+  };
+  const running = await start(target, targetOpts);
+  try {
+    const cfg: LoadConfig = {
+      workload,
+      ports: running.ports,
+      targetPid: running.pid,
+      warmupMs: opts.warmupMs,
+      windowMs: opts.windowMs,
+      drainQuietMs: 3000,
+      sendOnly: target === "sink",
+      latencyPairs: opts.quick ? 300 : 5000,
+      latencyWarmup: opts.quick ? 50 : 500,
+      scaleConnections: opts.scaleConnections,
+      floodMs: opts.floodMs,
+      floodSecondaryRatio: 0.5,
+      checkpointDelayMs: 20,
+      writeSize: 256 * 1024,
+      windowPerConnection: 768,
+    };
+    const out = await new Deno.Command(Deno.execPath(), {
+      // -A: Deno reads /proc (the target's RSS and CPU) only with every permission.
+      args: ["run", "-A", generatorScript, JSON.stringify(cfg)],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+    let parsed: LoadResult & { error?: string };
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new Error(
+        `load generator failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+    if (parsed.error) {
+      throw new Error(`${parsed.error}\n--- ${target} stderr ---\n${running.stderrTail()}`);
+    }
+    return { result: parsed, peakRss: parsed.peakRss ?? 0 };
+  } finally {
+    await running.stop();
+  }
+}
+
+function progress(message: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(message));
+}
+
+async function main(): Promise<void> {
+  const opts = parse();
+  const machine = describeMachine();
+  const started = new Date();
+  const skip = new Map<TargetName, string>();
+  for (const t of opts.targets) {
+    const why = await unavailable(t, { oursCommand: opts.oursCommand });
+    if (why) skip.set(t, why);
+  }
+  progress(
+    `bench: ${machine.cores} cores ${machine.cpu}, ${machine.memory}, load ${machine.load}\n`,
+  );
+  const measurements: Measurement[] = [];
+  for (const workload of opts.workloads) {
+    for (const target of opts.targets) {
+      if (!applies(target, workload)) continue;
+      const m: Measurement = { workload, target, runs: [], peakRss: [], errors: [] };
+      measurements.push(m);
+      if (skip.has(target)) {
+        m.skipped = `skipped: ${skip.get(target)}`;
+        continue;
+      }
+      const repeat = workload === "scale" || workload === "flood" ? 1 : opts.repeat;
+      for (let i = 0; i < repeat; i++) {
+        progress(`bench: ${workload} / ${target}${repeat > 1 ? ` (${i + 1}/${repeat})` : ""} ... `);
+        try {
+          const { result, peakRss } = await runOnce(opts, target, workload);
+          m.runs.push(result);
+          m.peakRss.push(peakRss);
+          progress(summary(result) + "\n");
+        } catch (e) {
+          const message = e instanceof Error ? e.message : String(e);
+          m.errors.push(message);
+          progress(`FAILED: ${message}\n`);
+        }
+      }
+    }
+  }
+  const checked = checks(measurements);
+  const load = describeMachine().load;
+  const lines = [
+    `Machine: ${machine.cores} x ${machine.cpu}, ${machine.memory} RAM, ` +
+    `${Deno.build.os}/${Deno.build.arch}, Deno ${Deno.version.deno}; ` +
+    `load average ${machine.load} at start, ${load} at end`,
+    `Settings: window ${opts.windowMs / 1000} s after ${opts.warmupMs / 1000} s warm-up, ` +
+    `repeat ${opts.repeat}, generator window 768 frames in flight per connection`,
+    "",
+    table(measurements),
+    "",
+    ...details(measurements),
+    "",
+    ...checkLines(checked),
+  ];
+  console.log(lines.join("\n"));
+  if (opts.json) {
+    await Deno.writeTextFile(
+      opts.json,
+      JSON.stringify(
+        {
+          started: started.toISOString(),
+          machine,
+          endLoad: load,
+          options: opts,
+          measurements,
+          checks: checked,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+  }
+}
+
+function summary(r: LoadResult): string {
+  const parts: string[] = [];
+  if (r.framesPerSecond !== undefined) {
+    parts.push(`${r.framesPerSecond.toLocaleString("en-US")} frames/s`);
+  }
+  if (r.latency) parts.push(`p50 ${r.latency.p50} µs p99 ${r.latency.p99} µs`);
+  if (r.lost) parts.push(`${r.lost} lost`);
+  if (r.cpu) parts.push(`cpu ${r.cpu.target}%/${r.cpu.generator}%`);
+  if (r.scale) parts.push(`${r.scale.bytesPerConnection} B/conn, busy ${r.scale.ratio}`);
+  if (r.flood) parts.push(`peak ${(r.flood.peakRss / 2 ** 20).toFixed(1)} MiB`);
+  return parts.join(", ");
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,665 @@
+/**
+ * The load generator: a process of its own that connects to a comparator's four endpoints,
+ * sends the same pre-built frame stream on primary-in and secondary-in with large writes, and
+ * counts what comes out of outdev by its length words alone. One run, one workload; the
+ * result is one JSON line on stdout.
+ *
+ *   deno run -A bench/loadgen.ts '{"workload":"tcp-1000",...}'
+ *
+ * @module
+ */
+
+import { connectRetry } from "../tests/support/net.ts";
+import { notifyMessage } from "../tests/support/packets.ts";
+import { readCpuSeconds, readMemory } from "./proc.ts";
+import {
+  buildPattern,
+  frameBytes,
+  type Pattern,
+  PROBE,
+  PROBE_LEN,
+  setRound,
+  SHAPES,
+  type StreamShape,
+  type WorkloadName,
+} from "./workloads.ts";
+
+/** What the orchestrator asks of one generator run. */
+export interface LoadConfig {
+  workload: WorkloadName;
+  ports: { primary: number; secondary: number; outdev: number; notify?: number };
+  /** The comparator's pid, for RSS and CPU samples. */
+  targetPid: number;
+  warmupMs: number;
+  windowMs: number;
+  /** Give up waiting for the last frames after this long without progress. */
+  drainQuietMs: number;
+  /** Send only, count nothing (the target is a sink): measures the generator itself. */
+  sendOnly?: boolean;
+  latencyPairs: number;
+  latencyWarmup: number;
+  scaleConnections: number;
+  floodMs: number;
+  /** The lagging secondary sends this fraction of the primary's rounds. */
+  floodSecondaryRatio: number;
+  /** In the flood, answer DO_CHECKPOINT with COLO_CHECKPOINT after this long. */
+  checkpointDelayMs: number;
+  /** Bytes per write call. */
+  writeSize: number;
+  /** Frames in flight (sent, not yet out of outdev) per connection; 0 = no limit. */
+  windowPerConnection: number;
+}
+
+/** CPU use of the comparator and of this generator over a window, in percent of one core. */
+export interface CpuUse {
+  target?: number;
+  generator?: number;
+}
+
+/** What one generator run reports. */
+export interface LoadResult {
+  workload: WorkloadName;
+  frameBytes: number;
+  /** Frames released per second on outdev in the window (or sent, with sendOnly). */
+  framesPerSecond?: number;
+  /** Frames per second written on primary-in in the window. */
+  sentPerSecond?: number;
+  cpu?: CpuUse;
+  /** Primary frames sent in total, and frames that came out of outdev. */
+  sent?: number;
+  received?: number;
+  /** sent - received after the drain (0 when every frame was released). */
+  lost?: number;
+  /** DO_CHECKPOINT requests seen on notify-dev. */
+  checkpointRequests: number;
+  latency?: { p50: number; p99: number; mean: number; max: number; samples: number };
+  scale?: {
+    connections: number;
+    rssBefore: number;
+    rssAfter: number;
+    bytesPerConnection: number;
+    busyWithoutIdle: number;
+    busyWithIdle: number;
+    ratio: number;
+  };
+  flood?: {
+    seconds: number;
+    secondaryRatio: number;
+    samples: [number, number][];
+    peakRss: number;
+    firstHalfPeak: number;
+    secondHalfPeak: number;
+    levelledOff: boolean;
+    checkpointsAnswered: number;
+    primarySent: number;
+    secondarySent: number;
+  };
+  /** Resident set size of the comparator when the run ended. */
+  rssEnd?: number;
+  /** Peak resident set size (VmHWM) of the comparator when the run ended. */
+  peakRss?: number;
+  notes: string[];
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let o = 0;
+  while (o < data.length) o += await conn.write(data.subarray(o));
+}
+
+/**
+ * Counts frames on outdev by their length words, without looking at or copying the frame
+ * bytes. Probe frames (ARP, 60 bytes) are counted apart.
+ */
+class OutdevCounter {
+  frames = 0;
+  probes = 0;
+  lastProgress = performance.now();
+  closed = false;
+  #need = 0;
+  #headerBytes = 0;
+  #len = 0;
+  #waitFor = Infinity;
+  #wake: (() => void) | undefined;
+  readonly done: Promise<void>;
+
+  constructor(conn: Deno.Conn) {
+    this.done = this.#loop(conn);
+  }
+
+  async #loop(conn: Deno.Conn): Promise<void> {
+    const buf = new Uint8Array(1 << 20);
+    try {
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        this.#feed(buf, n);
+      }
+    } catch {
+      // closed under us
+    }
+    this.closed = true;
+    this.#wake?.();
+  }
+
+  #feed(buf: Uint8Array, n: number): void {
+    let i = 0;
+    let need = this.#need;
+    while (i < n) {
+      if (need > 0) {
+        const take = need < n - i ? need : n - i;
+        need -= take;
+        i += take;
+        if (need === 0) this.#complete(this.#len);
+        continue;
+      }
+      if (this.#headerBytes === 0 && n - i >= 4) {
+        this.#len = ((buf[i] << 24) | (buf[i + 1] << 16) | (buf[i + 2] << 8) | buf[i + 3]) >>> 0;
+        i += 4;
+      } else {
+        if (this.#headerBytes === 0) this.#len = 0;
+        this.#len = ((this.#len << 8) | buf[i++]) >>> 0;
+        if (++this.#headerBytes < 4) continue;
+        this.#headerBytes = 0;
+      }
+      need = this.#len;
+      if (need === 0) this.#complete(0);
+    }
+    this.#need = need;
+  }
+
+  #complete(len: number): void {
+    if (len === PROBE_LEN) this.probes++;
+    else this.frames++;
+    this.lastProgress = performance.now();
+    if (this.frames >= this.#waitFor) {
+      this.#waitFor = Infinity;
+      this.#wake?.();
+    }
+  }
+
+  /** Resolves once `count` workload frames have arrived (or the stream closed). */
+  until(count: number): Promise<void> {
+    if (this.frames >= count || this.closed) return Promise.resolve();
+    this.#waitFor = count;
+    return new Promise((r) => this.#wake = r);
+  }
+
+  /** Waits until `count` frames arrived, or nothing arrived for `quietMs`. */
+  async drain(count: number, quietMs: number): Promise<void> {
+    this.lastProgress = performance.now();
+    while (this.frames < count && !this.closed) {
+      if (performance.now() - this.lastProgress > quietMs) return;
+      await Promise.race([this.until(count), sleep(50)]);
+    }
+  }
+}
+
+const DO_CHECKPOINT = new TextEncoder().encode("DO_CHECKPOINT");
+
+function sameBytes(a: Uint8Array, at: number, b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (a[at + i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Reads notify-dev: counts DO_CHECKPOINT requests and, when asked to play the COLO
+ * controller, answers with COLO_CHECKPOINT after a delay (requests that arrive meanwhile
+ * are folded into the one checkpoint).
+ */
+class NotifyPeer {
+  requests = 0;
+  answered = 0;
+  #pending = new Uint8Array(0);
+  #answering = false;
+  answerAfterMs: number | undefined;
+  readonly done: Promise<void>;
+
+  constructor(readonly conn: Deno.Conn) {
+    this.done = this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await this.conn.read(buf);
+        if (n === null) break;
+        const all = new Uint8Array(this.#pending.length + n);
+        all.set(this.#pending);
+        all.set(buf.subarray(0, n), this.#pending.length);
+        let o = 0;
+        while (all.length - o >= 4) {
+          const len = ((all[o] << 24) | (all[o + 1] << 16) | (all[o + 2] << 8) | all[o + 3]) >>> 0;
+          if (all.length - o < 4 + len) break;
+          if (len === DO_CHECKPOINT.length && sameBytes(all, o + 4, DO_CHECKPOINT)) this.#request();
+          o += 4 + len;
+        }
+        this.#pending = all.slice(o);
+      }
+    } catch {
+      // closed under us
+    }
+  }
+
+  #request(): void {
+    this.requests++;
+    if (this.answerAfterMs === undefined || this.#answering) return;
+    this.#answering = true;
+    setTimeout(() => {
+      this.#answering = false;
+      this.answered++;
+      writeAll(this.conn, notifyMessage("COLO_CHECKPOINT")).catch(() => {});
+    }, this.answerAfterMs);
+  }
+}
+
+/** The four connections to a comparator, outdev and notify first so nothing released is lost. */
+interface Peers {
+  primary: Deno.TcpConn;
+  secondary: Deno.TcpConn;
+  outdev: Deno.TcpConn;
+  counter: OutdevCounter;
+  notify?: NotifyPeer;
+  close(): Promise<void>;
+}
+
+async function connect(cfg: LoadConfig): Promise<Peers> {
+  const outdev = await connectRetry(cfg.ports.outdev);
+  const notifyConn = cfg.ports.notify ? await connectRetry(cfg.ports.notify) : undefined;
+  const primary = await connectRetry(cfg.ports.primary);
+  const secondary = await connectRetry(cfg.ports.secondary);
+  const counter = new OutdevCounter(outdev);
+  const notify = notifyConn ? new NotifyPeer(notifyConn) : undefined;
+  return {
+    primary,
+    secondary,
+    outdev,
+    counter,
+    notify,
+    async close() {
+      for (const c of [primary, secondary, outdev, notifyConn]) {
+        try {
+          c?.close();
+        } catch { /* already closed */ }
+      }
+      await counter.done;
+      await notify?.done;
+    },
+  };
+}
+
+/**
+ * Sends an ARP frame on primary-in until one comes out of outdev: the comparator has
+ * accepted every peer and the release path is live. (QEMU accepts its chardev peers
+ * asynchronously and drops what it releases before outdev is accepted.)
+ */
+async function probe(peers: Peers): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    await writeAll(peers.primary, PROBE);
+    const deadline = performance.now() + 200;
+    while (performance.now() < deadline) {
+      if (peers.counter.probes > 0) return;
+      await sleep(5);
+    }
+  }
+  throw new Error("no probe frame came out of outdev in 10 s: is the comparator forwarding?");
+}
+
+/** CPU seconds of the comparator and of this process, to turn into percentages later. */
+function cpuMark(pid: number): { at: number; target?: number; self?: number } {
+  return { at: performance.now(), target: readCpuSeconds(pid), self: readCpuSeconds("self") };
+}
+
+function cpuBetween(a: ReturnType<typeof cpuMark>, b: ReturnType<typeof cpuMark>): CpuUse {
+  const seconds = (b.at - a.at) / 1000;
+  const pct = (x?: number, y?: number) =>
+    x === undefined || y === undefined ? undefined : Math.round(((y - x) / seconds) * 100);
+  return { target: pct(a.target, b.target), generator: pct(a.self, b.self) };
+}
+
+/**
+ * Writes `pattern` round after round on primary-in and secondary-in in lockstep (the same
+ * slice to both, then the next), and keeps at most `window` frames in flight: sent, but not
+ * yet out of outdev. That is what a guest's TCP receive window does, and it bounds how far
+ * the comparator can read one input ahead of the other: QEMU reads primary-in faster than
+ * secondary-in under load, and without a window its primary queue overflows
+ * `max_queue_size` within a second (dropped frames, then a mismatch on every frame).
+ * Stops at a round boundary once `stop()` is called.
+ */
+class LockstepSender {
+  rounds = 0;
+  /** Bytes of the pattern written on primary-in so far (both inputs get the same). */
+  bytes = 0;
+  #stop = false;
+  readonly #wire: number;
+  readonly done: Promise<void>;
+
+  constructor(
+    readonly peers: Peers,
+    readonly pattern: Pattern,
+    readonly writeSize: number,
+    readonly window: number,
+    /** Frames already counted on outdev before this sender started. */
+    readonly base: number,
+    firstRound = 0,
+  ) {
+    this.rounds = firstRound;
+    this.#wire = pattern.bytes.length / pattern.frames;
+    this.done = this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    const b = this.pattern.bytes;
+    const { counter, primary, secondary } = this.peers;
+    const step = Math.max(
+      this.#wire,
+      Math.min(this.writeSize, Math.floor(this.window * this.#wire / 4)),
+    );
+    while (!this.#stop) {
+      setRound(this.pattern, this.rounds);
+      for (let o = 0; o < b.length; o += step) {
+        const slice = b.subarray(o, Math.min(b.length, o + step));
+        const inFlight = Math.ceil((this.bytes + slice.length) / this.#wire);
+        if (inFlight - this.window > counter.frames - this.base) {
+          await counter.until(this.base + inFlight - this.window);
+          if (counter.closed) return;
+        }
+        await Promise.all([writeAll(primary, slice), writeAll(secondary, slice)]);
+        this.bytes += slice.length;
+      }
+      this.rounds++;
+    }
+  }
+
+  /** Primary frames completely sent. */
+  get frames(): number {
+    return Math.floor(this.bytes / this.#wire);
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true;
+    await this.done;
+  }
+}
+
+/** Frames the generator keeps in flight for `shape` (no limit when nothing is counted). */
+function windowFor(cfg: LoadConfig, shape: StreamShape): number {
+  if (cfg.sendOnly || cfg.windowPerConnection <= 0) return Infinity;
+  return cfg.windowPerConnection * shape.connections;
+}
+
+/** Measures released frames per second over a window after a warm-up, then checks the count. */
+async function throughput(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  const shape = SHAPES[cfg.workload];
+  const peers = await connect(cfg);
+  await probe(peers);
+  const pattern = buildPattern(shape, 512, 1 << 20);
+  const sender = new LockstepSender(
+    peers,
+    pattern,
+    cfg.writeSize,
+    windowFor(cfg, shape),
+    peers.counter.frames,
+  );
+  const window = await measureWindow(cfg, peers, sender, cfg.warmupMs);
+  Object.assign(result, window);
+  await sender.stop();
+  await finish(cfg, peers, sender.frames, result);
+}
+
+async function measureWindow(
+  cfg: LoadConfig,
+  peers: Peers,
+  sender: LockstepSender,
+  warmupMs: number,
+): Promise<{ framesPerSecond: number; sentPerSecond: number; cpu: CpuUse }> {
+  await sleep(warmupMs);
+  const c0 = cpuMark(cfg.targetPid);
+  const f0 = peers.counter.frames;
+  const s0 = sender.frames;
+  await sleep(cfg.windowMs);
+  const c1 = cpuMark(cfg.targetPid);
+  const seconds = (c1.at - c0.at) / 1000;
+  const sentPerSecond = Math.round((sender.frames - s0) / seconds);
+  return {
+    framesPerSecond: cfg.sendOnly
+      ? sentPerSecond
+      : Math.round((peers.counter.frames - f0) / seconds),
+    sentPerSecond,
+    cpu: cpuBetween(c0, c1),
+  };
+}
+
+/** Waits for the last frames, records what was lost, and closes. */
+async function finish(cfg: LoadConfig, peers: Peers, sent: number, result: LoadResult) {
+  if (!cfg.sendOnly) {
+    await peers.counter.drain(sent, cfg.drainQuietMs);
+    result.sent = sent;
+    result.received = peers.counter.frames;
+    result.lost = sent - peers.counter.frames;
+  }
+  result.checkpointRequests = peers.notify?.requests ?? 0;
+  const memory = readMemory(cfg.targetPid);
+  result.rssEnd = memory?.rss;
+  result.peakRss = memory?.peak;
+  await peers.close();
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/**
+ * One frame pair at a time: write the primary copy, then the secondary copy, and time from
+ * the moment both writes returned until the frame has been read from outdev.
+ */
+async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  const peers = await connect(cfg);
+  await probe(peers);
+  const total = cfg.latencyWarmup + cfg.latencyPairs;
+  const pattern = buildPattern(SHAPES.latency, total);
+  const wire = pattern.bytes.length / pattern.frames;
+  const samples: number[] = [];
+  for (let i = 0; i < total; i++) {
+    const f = pattern.bytes.subarray(pattern.frameOffsets[i], pattern.frameOffsets[i] + wire);
+    await writeAll(peers.primary, f);
+    await writeAll(peers.secondary, f);
+    const t0 = performance.now();
+    await peers.counter.until(i + 1);
+    const t1 = performance.now();
+    if (peers.counter.closed) throw new Error("outdev closed during the latency run");
+    if (i >= cfg.latencyWarmup) samples.push((t1 - t0) * 1000);
+  }
+  samples.sort((a, b) => a - b);
+  result.latency = {
+    p50: round1(percentile(samples, 50)),
+    p99: round1(percentile(samples, 99)),
+    mean: round1(samples.reduce((a, b) => a + b, 0) / samples.length),
+    max: round1(samples[samples.length - 1]),
+    samples: samples.length,
+  };
+  await finish(cfg, peers, total, result);
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+/**
+ * Busy-connection throughput, then `scaleConnections` connections opened by one matched
+ * segment pair each (held bytes: none), the comparator's RSS growth per connection, and the
+ * busy-connection throughput again with all of them in its table.
+ */
+async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  const peers = await connect(cfg);
+  await probe(peers);
+  const busy = buildPattern(SHAPES.scale, 512, 1 << 20);
+  const window = windowFor(cfg, SHAPES.scale);
+  let sender = new LockstepSender(peers, busy, cfg.writeSize, window, peers.counter.frames);
+  const before = await measureWindow(cfg, peers, sender, cfg.warmupMs);
+  await sender.stop();
+  let sent = sender.frames;
+  await peers.counter.drain(sent, cfg.drainQuietMs);
+  await sleep(300);
+  const rssBefore = readMemory(cfg.targetPid)?.rss ?? 0;
+
+  // One segment pair per idle connection: 64-byte payload, connections 1..N (0 is busy).
+  const idle = buildPattern(
+    { proto: "tcp", payload: 64, connections: cfg.scaleConnections },
+    cfg.scaleConnections,
+    0,
+    1,
+  );
+  for (let o = 0; o < idle.bytes.length; o += cfg.writeSize) {
+    const slice = idle.bytes.subarray(o, Math.min(idle.bytes.length, o + cfg.writeSize));
+    await Promise.all([writeAll(peers.primary, slice), writeAll(peers.secondary, slice)]);
+  }
+  sent += idle.frames;
+  await peers.counter.drain(sent, cfg.drainQuietMs);
+  if (peers.counter.frames < sent) {
+    result.notes.push(`scale: ${sent - peers.counter.frames} idle-opening frames not released`);
+  }
+  await sleep(300);
+  const rssAfter = readMemory(cfg.targetPid)?.rss ?? 0;
+
+  sender = new LockstepSender(
+    peers,
+    busy,
+    cfg.writeSize,
+    window,
+    peers.counter.frames,
+    sender.rounds,
+  );
+  const after = await measureWindow(cfg, peers, sender, Math.min(cfg.warmupMs, 500));
+  await sender.stop();
+  sent += sender.frames;
+  result.framesPerSecond = after.framesPerSecond;
+  result.cpu = after.cpu;
+  result.scale = {
+    connections: cfg.scaleConnections,
+    rssBefore,
+    rssAfter,
+    bytesPerConnection: Math.round((rssAfter - rssBefore) / cfg.scaleConnections),
+    busyWithoutIdle: before.framesPerSecond,
+    busyWithIdle: after.framesPerSecond,
+    ratio: Math.round((after.framesPerSecond / before.framesPerSecond) * 1000) / 1000,
+  };
+  await finish(cfg, peers, sent, result);
+}
+
+/**
+ * The lagging secondary: primary-in at full speed, secondary-in the same stream at a fraction
+ * of the primary's rate, this process answering checkpoint requests like a COLO controller.
+ * Samples the comparator's RSS every 500 ms.
+ */
+async function flood(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  const shape = SHAPES.flood;
+  const peers = await connect(cfg);
+  await probe(peers);
+  if (peers.notify) peers.notify.answerAfterMs = cfg.checkpointDelayMs;
+  const primaryPattern = buildPattern(shape, 512, 1 << 20);
+  const secondaryPattern = buildPattern(shape, 512, 1 << 20);
+  let primaryRounds = 0;
+  let secondaryRounds = 0;
+  let stop = false;
+  const send = async (
+    conn: Deno.Conn,
+    pattern: Pattern,
+    next: () => number,
+    mayGo: () => boolean,
+  ) => {
+    while (!stop) {
+      if (!mayGo()) {
+        await sleep(2);
+        continue;
+      }
+      setRound(pattern, next());
+      for (let o = 0; o < pattern.bytes.length; o += cfg.writeSize) {
+        await writeAll(conn, pattern.bytes.subarray(o, o + cfg.writeSize));
+      }
+    }
+  };
+  const primaryDone = send(peers.primary, primaryPattern, () => primaryRounds++, () => true);
+  const secondaryDone = send(
+    peers.secondary,
+    secondaryPattern,
+    () => secondaryRounds++,
+    () => secondaryRounds < primaryRounds * cfg.floodSecondaryRatio,
+  );
+  const samples: [number, number][] = [];
+  const start = performance.now();
+  const c0 = cpuMark(cfg.targetPid);
+  const f0 = peers.counter.frames;
+  while (performance.now() - start < cfg.floodMs) {
+    await sleep(500);
+    samples.push([
+      Math.round(performance.now() - start),
+      readMemory(cfg.targetPid)?.rss ?? 0,
+    ]);
+  }
+  const c1 = cpuMark(cfg.targetPid);
+  stop = true;
+  // The paced secondary may wait on a full socket that nobody reads any more: close first.
+  const released = peers.counter.frames - f0;
+  await peers.close();
+  await Promise.allSettled([primaryDone, secondaryDone]);
+  const half = samples.length >> 1;
+  const peakOf = (s: [number, number][]) => s.reduce((m, [, r]) => Math.max(m, r), 0);
+  const firstHalfPeak = peakOf(samples.slice(0, half));
+  const secondHalfPeak = peakOf(samples.slice(half));
+  result.framesPerSecond = Math.round(released / ((c1.at - c0.at) / 1000));
+  result.cpu = cpuBetween(c0, c1);
+  result.checkpointRequests = peers.notify?.requests ?? 0;
+  result.rssEnd = samples.at(-1)?.[1];
+  result.peakRss = readMemory(cfg.targetPid)?.peak;
+  result.flood = {
+    seconds: Math.round((c1.at - c0.at) / 1000),
+    secondaryRatio: cfg.floodSecondaryRatio,
+    samples,
+    peakRss: peakOf(samples),
+    firstHalfPeak,
+    secondHalfPeak,
+    // Levelled off: the second half never rose more than 10% (or 8 MiB) above the first.
+    levelledOff: secondHalfPeak <= Math.max(firstHalfPeak * 1.1, firstHalfPeak + 8 * 2 ** 20),
+    checkpointsAnswered: peers.notify?.answered ?? 0,
+    primarySent: primaryRounds * primaryPattern.frames,
+    secondarySent: secondaryRounds * secondaryPattern.frames,
+  };
+}
+
+/** Runs one workload as `cfg` says and returns what it measured. */
+export async function run(cfg: LoadConfig): Promise<LoadResult> {
+  const shape: StreamShape = SHAPES[cfg.workload];
+  const result: LoadResult = {
+    workload: cfg.workload,
+    frameBytes: frameBytes(shape),
+    checkpointRequests: 0,
+    notes: [],
+  };
+  switch (cfg.workload) {
+    case "latency":
+      await latency(cfg, result);
+      break;
+    case "scale":
+      await scale(cfg, result);
+      break;
+    case "flood":
+      await flood(cfg, result);
+      break;
+    default:
+      await throughput(cfg, result);
+  }
+  return result;
+}
+
+if (import.meta.main) {
+  const cfg = JSON.parse(Deno.args[0]) as LoadConfig;
+  try {
+    const result = await run(cfg);
+    console.log(JSON.stringify(result));
+  } catch (e) {
+    console.log(JSON.stringify({ error: e instanceof Error ? e.message : String(e) }));
+    Deno.exit(1);
+  }
+  Deno.exit(0);
+}

@@ -1,0 +1,62 @@
+/**
+ * Reads a process's memory and CPU time from Linux `/proc`, for the benchmark's RSS and CPU
+ * columns. Every function returns `undefined` where `/proc` is missing or the process is gone.
+ *
+ * Deno asks for `--allow-all` to read anything under `/proc`: the load generator, which
+ * samples the comparator, runs with `-A`; the orchestrator only uses `describeMachine`.
+ *
+ * @module
+ */
+
+import os from "node:os";
+
+/** Memory of one process, in bytes. */
+export interface MemorySample {
+  /** Resident set size now (`VmRSS`). */
+  rss: number;
+  /** Peak resident set size since the process started (`VmHWM`). */
+  peak: number;
+}
+
+/** Reads `VmRSS` and `VmHWM` of `pid`. */
+export function readMemory(pid: number): MemorySample | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${pid}/status`);
+  } catch {
+    return undefined;
+  }
+  const kib = (name: string): number => {
+    const m = text.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"));
+    return m ? Number(m[1]) * 1024 : 0;
+  };
+  return { rss: kib("VmRSS"), peak: kib("VmHWM") };
+}
+
+/** Clock ticks per second of `utime`/`stime` in `/proc/PID/stat` (USER_HZ, 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/** CPU time (user + system, all threads) consumed by `pid` so far, in seconds. */
+export function readCpuSeconds(pid: number | "self"): number | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may contain spaces; fields after its closing paren are fixed.
+  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  return (utime + stime) / TICKS_PER_SECOND;
+}
+
+/** The load averages and a short machine description, for the report header. */
+export function describeMachine(): { load: string; cpu: string; cores: number; memory: string } {
+  return {
+    load: Deno.loadavg().map((x) => x.toFixed(2)).join(" "),
+    cpu: os.cpus()[0]?.model ?? "?",
+    cores: navigator.hardwareConcurrency,
+    memory: `${(Deno.systemMemoryInfo().total / 2 ** 30).toFixed(1)} GiB`,
+  };
+}

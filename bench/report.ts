@@ -1,0 +1,249 @@
+/**
+ * Turns measurements into the benchmark's table and its target checks.
+ *
+ * @module
+ */
+
+import type { LoadResult } from "./loadgen.ts";
+import type { TargetName } from "./targets.ts";
+import type { WorkloadName } from "./workloads.ts";
+
+/** All runs of one workload against one target (several with `--repeat`). */
+export interface Measurement {
+  workload: WorkloadName;
+  target: TargetName;
+  runs: LoadResult[];
+  /** Peak RSS (VmHWM) of the target in each run, bytes. */
+  peakRss: number[];
+  /** Why it was not measured, when it was not. */
+  skipped?: string;
+  /** Errors of failed runs. */
+  errors: string[];
+}
+
+/** One checked target of the issue. */
+export interface Check {
+  name: string;
+  pass: boolean | undefined;
+  detail: string;
+}
+
+/** Median of the numbers (undefined for none). */
+export function median(xs: number[]): number | undefined {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median frames per second of a measurement. */
+export function rate(m: Measurement | undefined): number | undefined {
+  return median((m?.runs ?? []).flatMap((r) => r.framesPerSecond ?? []));
+}
+
+function spread(m: Measurement): string {
+  const xs = m.runs.flatMap((r) => r.framesPerSecond ?? []);
+  if (xs.length < 2) return "";
+  const med = median(xs)!;
+  const half = (Math.max(...xs) - Math.min(...xs)) / 2;
+  return ` ±${Math.round((half / med) * 100)}%`;
+}
+
+const fmtInt = (x: number | undefined) =>
+  x === undefined ? "-" : Math.round(x).toLocaleString("en-US");
+const fmtMiB = (x: number | undefined) => x === undefined ? "-" : `${(x / 2 ** 20).toFixed(1)} MiB`;
+const fmtUs = (x: number | undefined) => x === undefined ? "-" : `${x.toFixed(0)} µs`;
+
+/** The results table, one line per workload and target, as GitHub-flavoured Markdown. */
+export function table(measurements: Measurement[]): string {
+  const head = [
+    "workload",
+    "target",
+    "frames/s",
+    "Mbit/s",
+    "p50",
+    "p99",
+    "peak RSS",
+    "CPU target/gen",
+    "lost",
+    "ours/QEMU",
+  ];
+  const rows: string[][] = [];
+  for (const m of measurements) {
+    if (m.skipped || m.runs.length === 0) {
+      rows.push([m.workload, m.target, m.skipped ?? `failed: ${m.errors[0] ?? "?"}`]);
+      continue;
+    }
+    const r = rate(m);
+    const frame = m.runs[0].frameBytes;
+    const lat = (k: "p50" | "p99") => median(m.runs.flatMap((x) => x.latency?.[k] ?? []));
+    const cpu = (k: "target" | "generator") => median(m.runs.flatMap((x) => x.cpu?.[k] ?? []));
+    const lost = m.runs.reduce((s, x) => s + (x.lost ?? 0), 0);
+    const qemu = measurements.find((q) => q.workload === m.workload && q.target === "qemu");
+    let ratio = "";
+    if (m.target === "ours" && qemu) {
+      if (m.workload === "latency") {
+        ratio = qemu.runs.length > 0 ? ratioLatency(m, qemu) : "";
+      } else {
+        const q = rate(qemu);
+        ratio = r !== undefined && q ? `${(r / q).toFixed(2)}x` : "";
+      }
+    }
+    const c = [cpu("target"), cpu("generator")];
+    rows.push([
+      m.workload,
+      m.target === "sink" ? "sink (generator max)" : m.target,
+      m.workload === "latency" ? "-" : fmtInt(r) + spread(m),
+      r === undefined || m.workload === "latency" ? "-" : fmtInt((r * frame * 8) / 1e6),
+      fmtUs(lat("p50")),
+      fmtUs(lat("p99")),
+      m.target === "sink" ? "-" : fmtMiB(median(m.peakRss)),
+      c[0] === undefined ? "-" : `${c[0]}% / ${c[1]}%`,
+      m.target === "sink" || m.workload === "flood" ? "-" : String(lost),
+      ratio,
+    ]);
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    "| " + head.map((_, i) => (cells[i] ?? "").padEnd(widths[i])).join(" | ") + " |";
+  return [line(head), "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|", ...rows.map(line)]
+    .join("\n");
+}
+
+function ratioLatency(ours: Measurement, qemu: Measurement): string {
+  const p = (m: Measurement, k: "p50" | "p99") =>
+    median(m.runs.flatMap((x) => x.latency?.[k] ?? []));
+  const r50 = p(ours, "p50")! / p(qemu, "p50")!;
+  const r99 = p(ours, "p99")! / p(qemu, "p99")!;
+  return `p50 ${r50.toFixed(2)}x, p99 ${r99.toFixed(2)}x`;
+}
+
+/** Extra lines for the scale and flood workloads, which one table row cannot hold. */
+export function details(measurements: Measurement[]): string[] {
+  const out: string[] = [];
+  for (const m of measurements) {
+    for (const r of m.runs) {
+      if (r.scale) {
+        const s = r.scale;
+        out.push(
+          `scale/${m.target}: ${s.connections} idle connections: RSS ${fmtMiB(s.rssBefore)} -> ` +
+            `${fmtMiB(s.rssAfter)} = ${s.bytesPerConnection} B/connection; busy connection ` +
+            `${fmtInt(s.busyWithoutIdle)} -> ${fmtInt(s.busyWithIdle)} frames/s ` +
+            `(${(s.ratio * 100).toFixed(0)}%)`,
+        );
+      }
+      if (r.flood) {
+        const f = r.flood;
+        const series = f.samples.filter((_, i) => i % Math.ceil(f.samples.length / 12) === 0)
+          .map(([t, rss]) => `${(t / 1000).toFixed(0)}s:${(rss / 2 ** 20).toFixed(0)}`).join(" ");
+        out.push(
+          `flood/${m.target}: ${f.seconds} s, secondary at ${f.secondaryRatio}x the primary's ` +
+            `rate; RSS MiB over time ${series}; peak ${fmtMiB(f.peakRss)} (first half ` +
+            `${fmtMiB(f.firstHalfPeak)}, second half ${fmtMiB(f.secondHalfPeak)}): ` +
+            `${f.levelledOff ? "levelled off" : "STILL GROWING"}; ${r.checkpointRequests} ` +
+            `DO_CHECKPOINT, ${f.checkpointsAnswered} COLO_CHECKPOINT answered`,
+        );
+      }
+      if (r.checkpointRequests > 0 && !r.flood) {
+        out.push(`${m.workload}/${m.target}: ${r.checkpointRequests} checkpoint requests`);
+      }
+      for (const n of r.notes) out.push(`${m.workload}/${m.target}: ${n}`);
+    }
+    for (const e of m.errors) out.push(`${m.workload}/${m.target}: ERROR ${e}`);
+  }
+  return out;
+}
+
+/** Checks each target of issue 4 against the measurements. */
+export function checks(measurements: Measurement[]): Check[] {
+  const get = (w: WorkloadName, t: TargetName) =>
+    measurements.find((m) => m.workload === w && m.target === t && m.runs.length > 0);
+  const out: Check[] = [];
+  const speed = (w: WorkloadName, factor: number) => {
+    const ours = rate(get(w, "ours"));
+    const qemu = rate(get(w, "qemu"));
+    if (ours === undefined || qemu === undefined) {
+      out.push({ name: `${w}: ours >= ${factor}x QEMU`, pass: undefined, detail: "not measured" });
+      return;
+    }
+    out.push({
+      name: `${w}: ours >= ${factor}x QEMU`,
+      pass: ours >= factor * qemu,
+      detail: `${fmtInt(ours)} vs ${fmtInt(qemu)} frames/s = ${(ours / qemu).toFixed(2)}x`,
+    });
+  };
+  speed("tcp-1000", 3);
+  speed("tcp-1000x100", 3);
+  speed("tcp-64", 2);
+  speed("udp-512", 2);
+
+  const lo = get("latency", "ours");
+  const lq = get("latency", "qemu");
+  for (const k of ["p50", "p99"] as const) {
+    const a = median(lo?.runs.flatMap((r) => r.latency?.[k] ?? []) ?? []);
+    const b = median(lq?.runs.flatMap((r) => r.latency?.[k] ?? []) ?? []);
+    out.push({
+      name: `latency ${k}: ours <= QEMU`,
+      pass: a === undefined || b === undefined ? undefined : a <= b,
+      detail: a === undefined || b === undefined ? "not measured" : `${fmtUs(a)} vs ${fmtUs(b)}`,
+    });
+  }
+
+  const sc = get("scale", "ours")?.runs.flatMap((r) => r.scale ?? []) ?? [];
+  const perConn = median(sc.map((s) => s.bytesPerConnection));
+  const busy = median(sc.map((s) => s.ratio));
+  out.push({
+    name: "scale: idle connection < 2 KiB",
+    pass: perConn === undefined ? undefined : perConn < 2048,
+    detail: perConn === undefined ? "not measured" : `${perConn} B/connection`,
+  });
+  out.push({
+    name: "scale: busy throughput with idle >= 90%",
+    pass: busy === undefined ? undefined : busy >= 0.9,
+    detail: busy === undefined ? "not measured" : `${(busy * 100).toFixed(0)}% of without`,
+  });
+
+  const fl = get("flood", "ours")?.runs.flatMap((r) => r.flood ?? []) ?? [];
+  out.push({
+    name: "flood: memory levels off",
+    pass: fl.length === 0 ? undefined : fl.every((f) => f.levelledOff),
+    detail: fl.length === 0
+      ? "not measured"
+      : fl.map((f) => `peak ${fmtMiB(f.peakRss)} over ${f.seconds} s`).join("; "),
+  });
+
+  const ident = measurements.filter((m) =>
+    m.target === "ours" && m.workload !== "flood" && m.runs.length > 0
+  );
+  if (ident.length > 0) {
+    const lost = ident.reduce((s, m) => s + m.runs.reduce((t, r) => t + (r.lost ?? 0), 0), 0);
+    const cps = ident.reduce((s, m) => s + m.runs.reduce((t, r) => t + r.checkpointRequests, 0), 0);
+    out.push({
+      name: "ours: every frame released, no checkpoint",
+      pass: lost === 0 && cps === 0,
+      detail: `${lost} lost, ${cps} checkpoint requests on identical streams`,
+    });
+  }
+
+  // The generator must not be what limits a comparator: its send-only rate into the sink
+  // must be well above every comparator's rate on the same workload.
+  for (const w of ["tcp-1000", "tcp-1000x100", "tcp-64", "udp-512"] as const) {
+    const sink = rate(get(w, "sink"));
+    const best = Math.max(rate(get(w, "ours")) ?? 0, rate(get(w, "qemu")) ?? 0);
+    if (sink === undefined || best === 0) continue;
+    out.push({
+      name: `${w}: generator is not the bottleneck`,
+      pass: sink >= 1.5 * best,
+      detail: `sends ${fmtInt(sink)} frames/s into a sink = ${(sink / best).toFixed(1)}x the ` +
+        `fastest comparator`,
+    });
+  }
+  return out;
+}
+
+/** The checks as lines. */
+export function checkLines(list: Check[]): string[] {
+  return list.map((c) =>
+    `${c.pass === undefined ? "SKIP" : c.pass ? "PASS" : "FAIL"}  ${c.name}: ${c.detail}`
+  );
+}

@@ -1,0 +1,269 @@
+/**
+ * Starting and stopping the processes under test: our comparator, QEMU's colo-compare (no
+ * guest) and the pass-through forwarder, each listening on 127.0.0.1.
+ *
+ * @module
+ */
+
+import { freePorts } from "../tests/support/net.ts";
+
+/** Kinds of process the benchmark can measure. `sink` is the forwarder forwarding nothing. */
+export const TARGETS = ["ours", "qemu", "forwarder", "sink"] as const;
+
+/** One kind of target. */
+export type TargetName = typeof TARGETS[number];
+
+/** The four endpoints' ports of a running target. */
+export interface Ports {
+  primary: number;
+  secondary: number;
+  outdev: number;
+  notify?: number;
+}
+
+/** A running target. */
+export interface Running {
+  name: TargetName;
+  pid: number;
+  ports: Ports;
+  /** The last lines the target wrote on stderr (for error reports). */
+  stderrTail(): string;
+  /** SIGTERM, then SIGKILL after 5 s; resolves with the exit code. */
+  stop(): Promise<number>;
+}
+
+/** How to start each target. */
+export interface TargetOptions {
+  /** Command that runs our comparator (its flags follow). */
+  oursCommand: string[];
+  /** Extra comparator settings for this run (applied to ours and QEMU alike). */
+  expiredScanCycleMs?: number;
+  /** Directory for a V8 CPU profile of ours (`--cpu-prof`), if profiling. */
+  cpuProfileDir?: string;
+}
+
+const repoRoot = new URL("..", import.meta.url).pathname;
+
+/** The default command for ours: `deno run -A main.ts` from the repository root. */
+export function defaultOursCommand(): string[] {
+  return [Deno.execPath(), "run", "-A", `${repoRoot}main.ts`];
+}
+
+/** Why `name` cannot run on this machine, or undefined when it can. */
+export async function unavailable(
+  name: TargetName,
+  opts: TargetOptions,
+): Promise<string | undefined> {
+  if (name === "qemu") {
+    try {
+      const out = await new Deno.Command("qemu-system-x86_64", {
+        args: ["--version"],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      return out.success ? undefined : "qemu-system-x86_64 --version failed";
+    } catch {
+      return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)";
+    }
+  }
+  if (name === "ours") {
+    const main = opts.oursCommand.find((a) => a.endsWith(".ts"));
+    if (main) {
+      try {
+        await Deno.stat(main);
+      } catch {
+        return `${main} does not exist yet`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Starts `name` and resolves once it listens on every endpoint. */
+export async function start(name: TargetName, opts: TargetOptions): Promise<Running> {
+  switch (name) {
+    case "qemu":
+      return await startQemu(opts);
+    case "ours": {
+      const [cmd, ...pre] = opts.oursCommand;
+      const args = [...pre];
+      if (opts.cpuProfileDir) {
+        const run = args.indexOf("run");
+        args.splice(run + 1, 0, "--cpu-prof", `--cpu-prof-dir=${opts.cpuProfileDir}`);
+      }
+      args.push(...listenFlags());
+      if (opts.expiredScanCycleMs) {
+        args.push("--expired-scan-cycle", String(opts.expiredScanCycleMs));
+      }
+      return await startLogfmt(name, cmd, args);
+    }
+    case "forwarder":
+    case "sink": {
+      const args = [`${repoRoot}bench/forwarder.mjs`, ...listenFlags()];
+      if (name === "sink") args.push("--discard");
+      return await startLogfmt(name, "node", args);
+    }
+  }
+}
+
+function listenFlags(): string[] {
+  return ["primary-in", "secondary-in", "outdev", "notify-dev"].flatMap((e) => [
+    `--${e}`,
+    "tcp-listen:127.0.0.1:0",
+  ]);
+}
+
+/** Keeps reading a child's stderr (so it never blocks on a full pipe) and remembers the tail. */
+class StderrTail {
+  lines: string[] = [];
+  #unread: string[] = [];
+  #ended = false;
+  #waiter: (() => void) | undefined;
+  readonly done: Promise<void>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.#loop(stream);
+  }
+
+  async #loop(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    try {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        rest += chunk;
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          this.#push(rest.slice(0, nl));
+          rest = rest.slice(nl + 1);
+        }
+      }
+    } catch {
+      // the child went away
+    }
+    if (rest) this.#push(rest);
+    this.#ended = true;
+    this.#waiter?.();
+  }
+
+  #push(line: string): void {
+    this.lines.push(line);
+    if (this.lines.length > 200) this.lines.splice(0, this.lines.length - 100);
+    // Only startup lines are consumed with next(); stop queueing once nobody asks.
+    if (this.#unread.length < 1000) this.#unread.push(line);
+    this.#waiter?.();
+  }
+
+  /** Resolves with the next line not yet returned, or null at the end. */
+  async next(): Promise<string | null> {
+    while (this.#unread.length === 0) {
+      if (this.#ended) return null;
+      await new Promise<void>((r) => this.#waiter = r);
+      this.#waiter = undefined;
+    }
+    return this.#unread.shift()!;
+  }
+
+  tail(): string {
+    return this.lines.slice(-20).join("\n");
+  }
+}
+
+function wrap(
+  name: TargetName,
+  child: Deno.ChildProcess,
+  stderr: StderrTail,
+  ports: Ports,
+): Running {
+  let stopping: Promise<number> | undefined;
+  return {
+    name,
+    pid: child.pid,
+    ports,
+    stderrTail: () => stderr.tail(),
+    stop() {
+      stopping ??= (async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* already gone */ }
+        const timer = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* already gone */ }
+        }, 5000);
+        const status = await child.status;
+        clearTimeout(timer);
+        await stderr.done;
+        return status.code;
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Starts a program that prints `event=listening endpoint=E address=H:P` lines and `event=ready`. */
+async function startLogfmt(name: TargetName, cmd: string, args: string[]): Promise<Running> {
+  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "piped" })
+    .spawn();
+  const stderr = new StderrTail(child.stderr);
+  const found = new Map<string, number>();
+  const deadline = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 30_000);
+  try {
+    while (true) {
+      const line = await stderr.next();
+      if (line === null) {
+        throw new Error(`${name} exited before it was ready:\n${stderr.tail()}`);
+      }
+      const listening = line.match(/event=listening\b.*endpoint=(\S+).*address=\S*:(\d+)/);
+      if (listening) found.set(listening[1], Number(listening[2]));
+      if (/event=ready\b/.test(line)) break;
+    }
+  } finally {
+    clearTimeout(deadline);
+  }
+  const port = (e: string) => {
+    const p = found.get(e);
+    if (p === undefined) throw new Error(`${name} did not say where ${e} listens`);
+    return p;
+  };
+  return wrap(name, child, stderr, {
+    primary: port("primary-in"),
+    secondary: port("secondary-in"),
+    outdev: port("outdev"),
+    notify: found.get("notify-dev"),
+  });
+}
+
+/**
+ * QEMU's colo-compare with no guest, the command line of the shared
+ * `qemu-colo-compare.sh` on ports of our own. Readiness is the load generator's business
+ * (it connects with retries and probes the release path).
+ */
+function startQemu(opts: TargetOptions): Running {
+  const [primary, secondary, outdev, notify] = freePorts(4);
+  const chardev = (id: string, port: number) => [
+    "-chardev",
+    `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off`,
+  ];
+  let compare =
+    "colo-compare,id=cmp,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1,notify_dev=ntf";
+  if (opts.expiredScanCycleMs) compare += `,expired_scan_cycle=${opts.expiredScanCycleMs}`;
+  const args = [
+    ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
+    ...["-serial", "none", "-object", "iothread,id=io1"],
+    ...chardev("pri", primary),
+    ...chardev("sec", secondary),
+    ...chardev("out", outdev),
+    ...chardev("ntf", notify),
+    ...["-object", compare],
+  ];
+  const child = new Deno.Command("qemu-system-x86_64", {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  return wrap("qemu", child, new StderrTail(child.stderr), { primary, secondary, outdev, notify });
+}
