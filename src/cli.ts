@@ -72,6 +72,12 @@ Options:
 Logs are logfmt lines on stderr. SIGINT/SIGTERM: stop reading, send what was released, exit 0.
 `;
 
+const STREAMS: Record<string, string> = {
+  "primary-in": "the primary VM's frames",
+  "secondary-in": "the secondary VM's frames",
+  "outdev": "released frames",
+};
+
 const OPTIONS = {
   "primary-in": { type: "string" },
   "secondary-in": { type: "string" },
@@ -95,7 +101,7 @@ function positiveInteger(flag: string, text: string, unit: string, max: number):
     );
   }
   const n = Number(text.trim());
-  if (n === 0) throw new UsageError(`--${flag}: must be at least 1 ${unit}, not 0`);
+  if (n === 0) throw new UsageError(`--${flag}: 0 is not allowed; give at least 1 (${unit})`);
   if (n > max) throw new UsageError(`--${flag}: ${text} is too large; the limit is ${max} ${unit}`);
   return n;
 }
@@ -104,7 +110,9 @@ function address(flag: string, text: string | undefined, required: boolean): Add
   if (text === undefined) {
     if (!required) return null;
     throw new UsageError(
-      `--${flag} is required: give the ${flag} stream's address, e.g. --${flag} tcp-listen:127.0.0.1:9001 (see --help)`,
+      `--${flag} is required: give the address of the stream of ${
+        STREAMS[flag]
+      }, e.g. --${flag} tcp-listen:127.0.0.1:9001 (see --help)`,
     );
   }
   try {
@@ -132,8 +140,14 @@ export function parseCommandLine(args: string[]): Command {
     if (unknown) throw new UsageError(`unknown flag ${unknown[1]}; see --help for the flags`);
     const missing = /Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(msg);
     if (missing) throw new UsageError(`${missing[1]} needs a value; see --help`);
-    const ambiguous = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
-    if (ambiguous) throw new UsageError(`${ambiguous[1]} takes no value; see --help`);
+    const noValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
+    if (noValue) throw new UsageError(`${noValue[1]} takes no value; see --help`);
+    const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
+    if (dash) {
+      throw new UsageError(
+        `${dash[1]}: the value starts with "-"; give a positive whole number, e.g. ${dash[1]} 3000`,
+      );
+    }
     throw new UsageError(`${msg}; see --help`);
   }
   const v = parsed.values;

@@ -150,6 +150,10 @@ export class Comparator implements EngineSink {
       throw error;
     }
     this.#started = true;
+    for (const e of this.#endpoints) {
+      if (e.address.listen) this.#log.info("listening", { endpoint: e.name, address: e.boundText });
+      else this.#log.info("connecting", { endpoint: e.name, address: e.address.text });
+    }
     this.#serving.push(
       this.#primary.serve((c) => this.#readInput("primary", c)),
       this.#secondary.serve((c) => this.#readInput("secondary", c)),

@@ -98,7 +98,6 @@ export class Endpoint {
         `${flag} ${a.text}: cannot listen: ${reasonText(error)}; ${fix}`,
       );
     }
-    this.#log.info("listening", { endpoint: this.name, address: this.boundText });
   }
 
   async #clearStaleSocket(path: string, flag: string): Promise<void> {

@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import { parseCommandLine, UsageError } from "../src/cli.ts";
+import { freePort } from "./support/net.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const BASE = [
+  "--primary-in",
+  "tcp-listen:127.0.0.1:9001",
+  "--secondary-in",
+  "tcp-listen:127.0.0.1:9002",
+  "--outdev",
+  "tcp-listen:127.0.0.1:9003",
+];
+
+function usageError(args: string[]): string {
+  try {
+    parseCommandLine(args);
+  } catch (error) {
+    assert.ok(error instanceof UsageError, String(error));
+    return error.message;
+  }
+  assert.fail(`accepted: ${args.join(" ")}`);
+}
+
+Deno.test("cli: the four streams, QEMU's defaults, and every option", () => {
+  const c = parseCommandLine(BASE);
+  assert.equal(c.kind, "run");
+  if (c.kind !== "run") return;
+  assert.equal(c.config.compareTimeout, 3000);
+  assert.equal(c.config.expiredScanCycle, 1000);
+  assert.equal(c.config.maxQueueSize, 1024);
+  assert.equal(c.config.vnetHdrSupport, false);
+  assert.equal(c.config.notifyDev, null);
+  const d = parseCommandLine([
+    ...BASE,
+    "--notify-dev=tcp:[::1]:9009",
+    "--compare-timeout",
+    "300",
+    "--expired-scan-cycle=100",
+    "--max-queue-size",
+    "8",
+    "--vnet-hdr-support",
+    "--log-level",
+    "trace",
+  ]);
+  assert.equal(d.kind, "run");
+  if (d.kind !== "run") return;
+  assert.deepEqual(d.config.notifyDev, {
+    transport: "tcp",
+    listen: false,
+    host: "::1",
+    port: 9009,
+    text: "tcp:[::1]:9009",
+  });
+  assert.equal(d.config.compareTimeout, 300);
+  assert.equal(d.config.expiredScanCycle, 100);
+  assert.equal(d.config.maxQueueSize, 8);
+  assert.equal(d.config.vnetHdrSupport, true);
+  assert.equal(d.config.logLevel, "trace");
+});
+
+Deno.test("cli: unix addresses and the demo command", () => {
+  const c = parseCommandLine([
+    "--primary-in=unix-listen:/tmp/p.sock",
+    "--secondary-in=unix:/tmp/s.sock",
+    "--outdev=unix-listen:/tmp/o.sock",
+  ]);
+  assert.equal(c.kind, "run");
+  assert.deepEqual(parseCommandLine(["demo"]), { kind: "demo", logLevel: null });
+  assert.deepEqual(parseCommandLine(["--help"]), { kind: "help" });
+  assert.deepEqual(parseCommandLine(["-V"]), { kind: "version" });
+});
+
+Deno.test("cli: every user error names the flag and the fix", () => {
+  const cases: [string[], RegExp][] = [
+    [BASE.slice(2), /^--primary-in is required: .*e\.g\. --primary-in tcp-listen:/],
+    [[...BASE, "--bogus"], /^unknown flag --bogus/],
+    [[...BASE, "--compare-timeout", "0"], /^--compare-timeout: 0 is not allowed/],
+    [[...BASE, "--compare-timeout", "-5"], /^--compare-timeout: the value starts with "-"/],
+    [[...BASE, "--compare-timeout=-5"], /^--compare-timeout: "-5" is not a positive whole number/],
+    [[...BASE, "--expired-scan-cycle", "1.5"], /^--expired-scan-cycle: "1.5" is not a positive/],
+    [[...BASE, "--max-queue-size", "lots"], /^--max-queue-size: "lots" is not a positive/],
+    [[...BASE, "--max-queue-size", "99999999999"], /^--max-queue-size: .* too large/],
+    [[...BASE, "--compare-timeout"], /^--compare-timeout needs a value/],
+    [[...BASE, "--vnet-hdr-support=yes"], /^--vnet-hdr-support takes no value/],
+    [[...BASE, "--log-level", "loud"], /^--log-level: "loud" is not a level/],
+    [
+      [...BASE, "--notify-dev", "udp:1.2.3.4:5"],
+      /^--notify-dev: "udp:1\.2\.3\.4:5" is not an address/,
+    ],
+    [["--primary-in", "tcp:1.2.3.4", ...BASE.slice(2)], /^--primary-in: .* has no port/],
+    [["--primary-in", "tcp:host:70000", ...BASE.slice(2)], /^--primary-in: .* is not a port/],
+    [["--primary-in", "tcp:host:0", ...BASE.slice(2)], /port 0 can only be used to listen/],
+    [["--primary-in", "tcp-listen:::1:5", ...BASE.slice(2)], /IPv6 hosts in brackets/],
+    [["--primary-in", "unix:", ...BASE.slice(2)], /no socket path/],
+    [["--primary-in", `unix:/${"x".repeat(120)}`, ...BASE.slice(2)], /limited to 107 bytes/],
+    [
+      [...BASE.slice(0, 4), "--outdev", "tcp-listen:127.0.0.1:9001"],
+      /^--outdev: .* same socket as --primary-in/,
+    ],
+    [[...BASE, "extra"], /^unexpected argument "extra"/],
+  ];
+  for (const [args, re] of cases) assert.match(usageError(args), re, args.join(" "));
+});
+
+async function run(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("cli: a user error exits 2 with one line on stderr", async () => {
+  const r = await run([...BASE, "--compare-timeout", "abc"]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  assert.match(r.stderr, /^colo-compare: --compare-timeout: "abc"/);
+});
+
+Deno.test("cli: a port in use exits 2, names the flag, and leaves nothing listening", async () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const busyPort = (busy.addr as Deno.NetAddr).port;
+  const firstPort = freePort();
+  try {
+    const r = await run([
+      "--primary-in",
+      `tcp-listen:127.0.0.1:${firstPort}`,
+      "--secondary-in",
+      "tcp-listen:127.0.0.1:0",
+      "--outdev",
+      `tcp-listen:127.0.0.1:${busyPort}`,
+    ]);
+    assert.equal(r.code, 2);
+    const errors = r.stderr.split("\n").filter((l) => l.startsWith("colo-compare:"));
+    assert.equal(errors.length, 1);
+    assert.match(
+      errors[0],
+      /--outdev tcp-listen:127\.0\.0\.1:\d+: cannot listen: address already in use; pick a free port/,
+    );
+    // The primary-in listener it had opened is gone again.
+    const again = Deno.listen({ hostname: "127.0.0.1", port: firstPort });
+    again.close();
+  } finally {
+    busy.close();
+  }
+});
+
+Deno.test("cli: --help and --version exit 0", async () => {
+  const help = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, "--help"] })
+    .output();
+  assert.equal(help.code, 0);
+  assert.match(new TextDecoder().decode(help.stdout), /--primary-in ADDR/);
+  const version = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "--version"],
+  })
+    .output();
+  assert.equal(version.code, 0);
+  assert.match(new TextDecoder().decode(version.stdout), /^colo-compare \d+\.\d+\.\d+/);
+});

@@ -1,0 +1,150 @@
+import assert from "node:assert/strict";
+import { CompareEngine } from "../../src/compare/engine.ts";
+import { arp, frame } from "../support/packets.ts";
+import { Recorder } from "../support/recorder.ts";
+
+const udp = (payload: string, sport = 1000) => frame({ udp: { sport, payload } });
+
+Deno.test("engine: unsupported primary frames pass through at once; secondary ones are dropped", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  const held = udp("held");
+  engine.primary(held, 0, 0);
+  const a = arp();
+  engine.primary(a, 0, 0);
+  engine.secondary(arp(), 0, 0);
+  assert.deepEqual(rec.released, [a], "the ARP overtakes the held UDP frame, as in QEMU");
+  assert.deepEqual(rec.releaseReasons, ["passthrough"]);
+  assert.deepEqual(rec.discards, ["secondary:not-ip"]);
+});
+
+Deno.test("engine: zero-length frames are ignored on both sides", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.primary(new Uint8Array(0), 0, 0);
+  engine.secondary(new Uint8Array(0), 0, 0);
+  assert.deepEqual(rec.released, []);
+  assert.deepEqual(rec.discards, ["primary:empty", "secondary:empty"]);
+});
+
+Deno.test("engine: a side holds max-queue-size + 1 frames per connection, then drops", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 4 }, rec);
+  for (let i = 0; i < 8; i++) engine.primary(udp(`p${i}`), 0, 0);
+  for (let i = 0; i < 7; i++) engine.secondary(udp(`s${i}`, 2000), 0, 0);
+  assert.equal(engine.heldPrimary, 5);
+  assert.equal(engine.heldSecondary, 5);
+  assert.deepEqual(rec.discards, [
+    "primary:queue-full",
+    "primary:queue-full",
+    "primary:queue-full",
+    "secondary:queue-full",
+    "secondary:queue-full",
+  ]);
+  assert.deepEqual(rec.checkpoints, [], "a full queue drops; it does not checkpoint (QEMU)");
+  engine.checkpoint();
+  assert.deepEqual(rec.released.map((f) => new TextDecoder().decode(f.subarray(42))), [
+    "p0",
+    "p1",
+    "p2",
+    "p3",
+    "p4",
+  ]);
+});
+
+Deno.test("engine: the expiry scan fires only for frames strictly older than compare-timeout", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 300, maxQueueSize: 1024 }, rec);
+  assert.equal(engine.tick(10_000), false, "nothing held");
+  engine.primary(udp("a"), 0, 1000);
+  engine.secondary(udp("b", 2000), 0, 1100);
+  assert.equal(engine.tick(1300), false, "exactly the timeout is not older");
+  assert.equal(engine.tick(1300.5), true);
+  assert.deepEqual(rec.checkpoints, ["timeout"]);
+  engine.checkpoint();
+  assert.equal(engine.tick(99_999), false, "flushed");
+  // A held secondary frame alone also times out.
+  engine.secondary(udp("c", 3000), 0, 5000);
+  assert.equal(engine.tick(5301), true);
+});
+
+Deno.test("engine: the expiry scan tracks the oldest held frame as frames come and go", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  engine.primary(udp("old"), 0, 0);
+  engine.primary(udp("new", 7), 0, 50);
+  engine.secondary(udp("old"), 0, 60); // releases the oldest
+  assert.equal(engine.oldestHeldAt, 50);
+  assert.equal(engine.tick(140), false);
+  assert.equal(engine.tick(151), true);
+});
+
+Deno.test("engine: the expiry scan costs the same with 10,000 idle connections", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  for (let i = 0; i < 10_000; i++) {
+    const f = udp("x", i + 1);
+    engine.primary(f, 0, 0);
+    engine.secondary(f, 0, 0);
+  }
+  assert.equal(engine.connections, 10_000);
+  assert.equal(engine.oldestHeldAt, null, "every connection is idle");
+  assert.equal(engine.tick(1e9), false);
+});
+
+Deno.test("engine: a checkpoint flushes connections in first-seen order", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  const c2 = udp("second-seen", 2);
+  const c1a = udp("first-seen a", 1);
+  const c1b = udp("first-seen b", 1);
+  engine.secondary(udp("s", 1), 0, 0); // connection 1 is first seen from the secondary
+  engine.primary(c2, 0, 0);
+  engine.primary(c1a, 0, 0);
+  engine.primary(c1b, 0, 0);
+  rec.clear();
+  engine.checkpoint();
+  assert.deepEqual(rec.released, [c1a, c1b, c2]);
+});
+
+Deno.test("engine: a full connection table forgets the oldest idle connection", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine(
+    { compareTimeout: 3000, maxQueueSize: 1024, maxConnections: 3 },
+    rec,
+  );
+  const busy = udp("busy", 1);
+  engine.primary(busy, 0, 0); // connection 1 holds a frame
+  for (const port of [2, 3]) {
+    engine.primary(udp("x", port), 0, 0);
+    engine.secondary(udp("x", port), 0, 0);
+  }
+  engine.primary(udp("y", 4), 0, 0); // evicts connection 2, the oldest idle
+  assert.equal(engine.connections, 3);
+  assert.deepEqual(
+    [...engine.connectionList()].map((c) => c.name),
+    [
+      "udp 10.0.0.1:1 > 10.0.0.2:40000",
+      "udp 10.0.0.1:3 > 10.0.0.2:40000",
+      "udp 10.0.0.1:4 > 10.0.0.2:40000",
+    ],
+  );
+  engine.primary(udp("z", 5), 0, 0); // evicts connection 3
+  engine.primary(udp("w", 6), 0, 0); // nothing idle left: dropped, checkpoint asked
+  assert.ok(rec.discards.includes("primary:table-full"));
+  assert.deepEqual(rec.checkpoints, ["resources"]);
+  assert.equal(engine.heldPrimary, 3, "no held frame was lost");
+});
+
+Deno.test("engine: frames beyond the held-bytes budget are dropped and a checkpoint asked", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine(
+    { compareTimeout: 3000, maxQueueSize: 1024, maxHeldBytes: 200 },
+    rec,
+  );
+  engine.primary(udp("a".repeat(100)), 0, 0);
+  engine.primary(udp("b".repeat(100)), 0, 0);
+  assert.equal(engine.heldPrimary, 1);
+  assert.deepEqual(rec.discards, ["primary:memory-limit"]);
+  assert.deepEqual(rec.checkpoints, ["resources"]);
+});

@@ -1,0 +1,240 @@
+import assert from "node:assert/strict";
+import { CompareEngine } from "../../src/compare/engine.ts";
+import { frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { Recorder } from "../support/recorder.ts";
+
+const STREAM = pseudoRandomBytes(4000, 42);
+
+interface SegOptions {
+  ack?: number;
+  flags?: number;
+  window?: number;
+  options?: Uint8Array;
+  padTo?: number;
+  /** Replace the payload (for divergence). */
+  payload?: Uint8Array;
+}
+
+/** A segment carrying STREAM[from, to) at sequence number base + from. */
+function seg(base: number, from: number, to: number, o: SegOptions = {}): Uint8Array {
+  return frame({
+    tcp: {
+      seq: (base + from) >>> 0,
+      ack: o.ack ?? 1,
+      flags: o.flags,
+      window: o.window,
+      options: o.options,
+      payload: o.payload ?? STREAM.subarray(from, to),
+    },
+    padTo: o.padTo,
+  });
+}
+
+function setup(maxQueueSize = 1024) {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize }, rec);
+  return {
+    rec,
+    engine,
+    p: (f: Uint8Array) => engine.primary(f, 0, 0),
+    s: (f: Uint8Array) => engine.secondary(f, 0, 0),
+  };
+}
+
+Deno.test("tcp: identical segments are released once each and the secondary copies dropped", () => {
+  const { rec, p, s, engine } = setup();
+  const frames = [seg(1000, 0, 100), seg(1000, 100, 250), seg(1000, 250, 251)];
+  for (const f of frames) {
+    p(f);
+    s(f);
+  }
+  assert.deepEqual(rec.released, frames);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
+Deno.test("tcp: secondary split into two segments releases the primary once", () => {
+  const { rec, p, s, engine } = setup();
+  const whole = seg(1000, 0, 200);
+  p(whole);
+  s(seg(1000, 0, 100));
+  assert.deepEqual(rec.released, [], "half the bytes are not enough");
+  s(seg(1000, 100, 200));
+  assert.deepEqual(rec.released, [whole]);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldSecondary, 0, "the fully matched secondary segment is dropped at once");
+});
+
+Deno.test("tcp: primary split into two segments releases both against one secondary segment", () => {
+  const { rec, p, s, engine } = setup();
+  const a = seg(1000, 0, 100);
+  const b = seg(1000, 100, 200);
+  p(a);
+  p(b);
+  s(seg(1000, 0, 200));
+  assert.deepEqual(rec.released, [a, b]);
+  assert.equal(engine.heldSecondary, 0);
+});
+
+Deno.test("tcp: both sides split differently release every primary segment in order", () => {
+  const { rec, p, s, engine } = setup();
+  const prim = [seg(7, 0, 150), seg(7, 150, 300), seg(7, 300, 310), seg(7, 310, 1000)];
+  const sec = [seg(7, 0, 100), seg(7, 100, 305), seg(7, 305, 700), seg(7, 700, 1000)];
+  // Interleave arrivals the way two guests would.
+  p(prim[0]);
+  s(sec[0]);
+  s(sec[1]);
+  p(prim[1]);
+  p(prim[2]);
+  s(sec[2]);
+  p(prim[3]);
+  s(sec[3]);
+  assert.deepEqual(rec.released, prim);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
+Deno.test("tcp: a payload difference requests a checkpoint and holds both sides", () => {
+  const { rec, p, s, engine } = setup();
+  const bad = STREAM.slice(0, 100);
+  bad[50] ^= 1;
+  p(seg(1, 0, 100));
+  s(seg(1, 0, 100, { payload: bad }));
+  assert.deepEqual(rec.released, []);
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+  assert.equal(engine.heldPrimary, 1);
+  assert.equal(engine.heldSecondary, 1);
+  engine.checkpoint();
+  assert.deepEqual(rec.releaseReasons, ["checkpoint"]);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
+Deno.test("tcp: the primary is held while its ACK is ahead of the secondary's (ACK gating)", () => {
+  const { rec, p, s } = setup();
+  const prim = seg(1, 0, 100, { ack: 50 });
+  p(prim);
+  s(seg(1, 0, 200, { ack: 40 }));
+  assert.deepEqual(rec.released, [], "equal bytes, but the secondary acknowledged less");
+  assert.deepEqual(rec.checkpoints, ["tcp-ack"]);
+  // The secondary acknowledges the same data: a pure ACK raises its highest ACK.
+  s(frame({ tcp: { seq: 201, ack: 50, flags: TCP.ACK } }));
+  assert.deepEqual(rec.released, [prim]);
+});
+
+Deno.test("tcp: ACK gating is wrap-safe across 2^32", () => {
+  const { rec, p, s } = setup();
+  const prim = seg(1, 0, 100, { ack: 0x10 });
+  p(prim);
+  s(seg(1, 0, 200, { ack: 0xfffffff0 }));
+  assert.deepEqual(rec.checkpoints, ["tcp-ack"], "0x10 is after 0xfffffff0");
+  s(frame({ tcp: { seq: 201, ack: 0x20, flags: TCP.ACK } }));
+  assert.deepEqual(rec.released, [prim], "0x20 is after 0x10 even though 0xfffffff0 is larger");
+});
+
+Deno.test("tcp: a stream across the 2^32 sequence wrap compares as one stream", () => {
+  const { rec, p, s, engine } = setup();
+  const base = 0xffffff00;
+  const prim = [seg(base, 0, 200), seg(base, 200, 300), seg(base, 300, 600)];
+  p(prim[0]);
+  p(prim[1]);
+  p(prim[2]);
+  s(seg(base, 0, 256)); // ends exactly at 2^32
+  s(seg(base, 256, 600));
+  assert.deepEqual(rec.released, prim);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldSecondary, 0);
+});
+
+Deno.test("tcp: out-of-order arrival is compared in sequence order", () => {
+  const { rec, p, s } = setup();
+  const a = seg(1, 0, 100);
+  const b = seg(1, 100, 200);
+  p(b);
+  p(a);
+  s(seg(1, 0, 200));
+  assert.deepEqual(rec.released, [a, b]);
+});
+
+Deno.test("tcp: pure ACKs, SYN and FIN need no comparison but wait for a secondary packet", () => {
+  const { rec, p, s, engine } = setup();
+  const syn = frame({ tcp: { seq: 99, ack: 0, flags: TCP.SYN } });
+  const ack = frame({ tcp: { seq: 100, ack: 5, flags: TCP.ACK }, padTo: 60 });
+  p(syn);
+  p(ack);
+  assert.deepEqual(rec.released, [], "nothing from the secondary yet");
+  s(frame({ tcp: { seq: 99, ack: 0, flags: TCP.SYN, window: 1000 } }));
+  assert.deepEqual(rec.released, [syn], "each secondary packet lets the primary move on once");
+  assert.equal(engine.heldSecondary, 0, "the secondary's SYN is dropped uncompared");
+  s(frame({ tcp: { seq: 100, ack: 5, flags: TCP.ACK } }));
+  assert.deepEqual(rec.released, [syn, ack]);
+  const fin = frame({ tcp: { seq: 100, ack: 5, flags: TCP.FIN | TCP.ACK } });
+  p(fin);
+  s(fin);
+  assert.deepEqual(rec.released, [syn, ack, fin]);
+});
+
+Deno.test("tcp: Ethernet padding after a short payload is not compared", () => {
+  const { rec, p, s } = setup();
+  const padded = seg(1, 0, 6, { padTo: 60 });
+  p(padded);
+  s(seg(1, 0, 6));
+  assert.deepEqual(rec.released, [padded]);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: options, window and flags that differ are never compared", () => {
+  const { rec, p, s } = setup();
+  const prim = seg(1, 0, 300, {
+    options: new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
+    window: 100,
+  });
+  p(prim);
+  s(seg(1, 0, 300, { window: 5000, flags: TCP.ACK }));
+  assert.deepEqual(rec.released, [prim]);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: retransmission of compared data is released without comparison", () => {
+  const { rec, p, s, engine } = setup();
+  const a = seg(1, 0, 100);
+  p(a);
+  s(a);
+  const again = seg(1, 0, 100, { window: 7 });
+  p(again);
+  assert.equal(engine.heldPrimary, 1, "waits for any secondary packet, as QEMU does");
+  s(seg(1, 0, 100));
+  assert.deepEqual(rec.released, [a, again]);
+  assert.equal(engine.heldSecondary, 0, "the secondary retransmission is dropped");
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: retransmitted copies with the same sequence number keep arrival order", () => {
+  const { rec, p, s } = setup();
+  const first = seg(1, 0, 100, { window: 1 });
+  const second = seg(1, 0, 100, { window: 2 });
+  p(first);
+  p(second);
+  s(seg(1, 0, 100));
+  assert.deepEqual(rec.released[0], first, "the older copy is compared first");
+});
+
+Deno.test("tcp: a misaligned segment never reads past the other side's payload", () => {
+  const { rec, p, s } = setup();
+  p(seg(1, 0, 100));
+  p(seg(1, 100, 200));
+  s(seg(1, 0, 150));
+  assert.equal(rec.released.length, 1);
+  // A secondary that overlaps what is already compared but ends beyond it.
+  s(seg(1, 120, 200));
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+});
+
+Deno.test("tcp: a held frame keeps its bytes after the read buffer is reused", () => {
+  const { rec, engine } = setup();
+  const buf = seg(1, 0, 100);
+  const original = buf.slice();
+  engine.primary(buf, 0, 0);
+  buf.fill(0xaa); // the socket layer reuses its read buffer
+  engine.secondary(seg(1, 0, 100), 0, 0);
+  assert.deepEqual(rec.released, [original]);
+});

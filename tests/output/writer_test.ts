@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { FrameWriter, type WriterOptions } from "../../src/output/writer.ts";
+import { concat, framed } from "../support/packets.ts";
+
+/** A stand-in for a socket whose writes the test controls. */
+class FakeConn {
+  writes: Uint8Array[] = [];
+  /** Bytes each write takes (undefined: all); a negative number makes that write fail. */
+  plan: number[] = [];
+  #waiting: (() => void)[] = [];
+
+  write(buf: Uint8Array): Promise<number> {
+    const n = this.plan.shift();
+    if (n !== undefined && n < 0) return Promise.reject(new Error("broken pipe"));
+    const take = n === undefined ? buf.length : Math.min(n, buf.length);
+    this.writes.push(buf.slice(0, take));
+    const w = this.#waiting;
+    this.#waiting = [];
+    for (const f of w) f();
+    return Promise.resolve(take);
+  }
+
+  get bytes(): Uint8Array {
+    return concat(...this.writes);
+  }
+
+  asConn(): Deno.Conn {
+    return this as unknown as Deno.Conn;
+  }
+}
+
+function writer(o: Partial<WriterOptions> = {}): FrameWriter {
+  return new FrameWriter({
+    vnet: false,
+    highWater: 1 << 20,
+    lowWater: 1 << 19,
+    maxBufferedDisconnected: 1 << 20,
+    ...o,
+  });
+}
+
+const f = (n: number, fill: number) => new Uint8Array(n).fill(fill);
+
+Deno.test("writer: frames released together go out framed, in order, in one write", async () => {
+  const conn = new FakeConn();
+  const w = writer({ vnet: true });
+  w.attach(conn.asConn());
+  w.write(f(3, 1), 0);
+  w.write(f(2, 2), 12);
+  w.write(f(1, 3), 0);
+  await w.idle();
+  assert.equal(conn.writes.length, 1);
+  assert.deepEqual(conn.bytes, concat(framed(f(3, 1), 0), framed(f(2, 2), 12), framed(f(1, 3), 0)));
+});
+
+Deno.test("writer: a failed write keeps unsent frames from the start of the broken one", async () => {
+  const conn = new FakeConn();
+  conn.plan = [6, -1]; // the first write takes 6 bytes (frame 1 and part of frame 2), then fails
+  const errors: unknown[] = [];
+  const w = writer({ onWriteError: (e) => errors.push(e) });
+  w.attach(conn.asConn());
+  w.write(f(1, 1), 0);
+  w.write(f(4, 2), 0);
+  w.write(f(2, 3), 0);
+  await w.idle();
+  assert.equal(errors.length, 1);
+  assert.equal(w.connected, false);
+  const next = new FakeConn();
+  w.attach(next.asConn());
+  await w.idle();
+  assert.deepEqual(next.bytes, concat(framed(f(4, 2)), framed(f(2, 3))));
+});
+
+Deno.test("writer: while disconnected frames wait in a bounded buffer; overflow is counted", async () => {
+  let dropped = 0;
+  const w = writer({ maxBufferedDisconnected: 30, onOverflow: (n) => dropped += n });
+  assert.equal(w.write(f(10, 1), 0), true); // 14 bytes
+  assert.equal(w.write(f(10, 2), 0), true); // 28 bytes
+  assert.equal(w.write(f(10, 3), 0), false);
+  assert.equal(dropped, 1);
+  const conn = new FakeConn();
+  w.attach(conn.asConn());
+  await w.idle();
+  assert.deepEqual(conn.bytes, concat(framed(f(10, 1)), framed(f(10, 2))));
+});
+
+Deno.test("writer: congested above the high mark while connected, drained below the low mark", async () => {
+  let drained = 0;
+  const conn = new FakeConn();
+  const w = writer({ highWater: 100, lowWater: 50, onDrained: () => drained++ });
+  w.attach(conn.asConn());
+  w.write(f(60, 1), 0);
+  assert.equal(w.congested, false);
+  w.write(f(60, 2), 0);
+  assert.equal(w.congested, true, "readers should pause now");
+  await w.idle();
+  assert.equal(w.congested, false);
+  assert.equal(drained, 1);
+  w.detach(conn.asConn());
+  w.write(f(200, 3), 0);
+  assert.equal(
+    w.congested,
+    false,
+    "no back-pressure without a peer: the buffer is bounded instead",
+  );
+});

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { encodeFrame, FrameDecoder, NET_BUFSIZE } from "../../src/wire/codec.ts";
+import { concat, framed, pseudoRandomBytes } from "../support/packets.ts";
+
+interface Got {
+  frame: number[];
+  vnetLen: number;
+}
+
+function decoder(vnet: boolean): { d: FrameDecoder; got: Got[] } {
+  const got: Got[] = [];
+  const d = new FrameDecoder({
+    onFrame: (frame, vnetLen) => got.push({ frame: [...frame], vnetLen }),
+  }, vnet);
+  return { d, got };
+}
+
+const A = pseudoRandomBytes(70, 1);
+const B = pseudoRandomBytes(3, 2);
+const C = pseudoRandomBytes(1500, 3);
+
+Deno.test("codec: a stream split at every single point decodes to the same frames", () => {
+  const stream = concat(framed(A), framed(B), framed(C));
+  for (let cut = 0; cut <= stream.length; cut++) {
+    const { d, got } = decoder(false);
+    assert.equal(d.push(stream.subarray(0, cut)), null);
+    assert.equal(d.push(stream.subarray(cut)), null);
+    assert.deepEqual(got.map((g) => g.frame), [[...A], [...B], [...C]], `cut at ${cut}`);
+  }
+});
+
+Deno.test("codec: a vnet stream split at every pair of points keeps each frame's vnet_len", () => {
+  const stream = concat(framed(A, 12), framed(B, 0), framed(C, 20));
+  for (let i = 0; i <= stream.length; i += 7) {
+    for (let j = i; j <= stream.length; j += 13) {
+      const { d, got } = decoder(true);
+      d.push(stream.subarray(0, i));
+      d.push(stream.subarray(i, j));
+      d.push(stream.subarray(j));
+      assert.deepEqual(got.map((g) => g.vnetLen), [12, 0, 20], `cuts at ${i}, ${j}`);
+      assert.deepEqual(got[2].frame, [...C]);
+    }
+  }
+});
+
+Deno.test("codec: byte-at-a-time delivery decodes every frame", () => {
+  const stream = concat(framed(C), framed(A));
+  const { d, got } = decoder(false);
+  for (let i = 0; i < stream.length; i++) d.push(stream.subarray(i, i + 1));
+  assert.deepEqual(got.map((g) => g.frame.length), [C.length, A.length]);
+  assert.deepEqual(got[0].frame, [...C]);
+});
+
+Deno.test("codec: a frame inside one chunk is handed out as a view, not a copy", () => {
+  const chunk = framed(A);
+  let seen: Uint8Array | null = null;
+  const d = new FrameDecoder({ onFrame: (f) => seen = f }, false);
+  d.push(chunk);
+  assert.ok(seen);
+  assert.equal((seen as Uint8Array).buffer, chunk.buffer);
+});
+
+Deno.test("codec: zero-length frames are delivered as empty and the stream goes on", () => {
+  const plain = decoder(false);
+  plain.d.push(concat(framed(new Uint8Array(0)), framed(B)));
+  assert.deepEqual(plain.got.map((g) => g.frame.length), [0, 3]);
+  const vnet = decoder(true);
+  vnet.d.push(concat(framed(new Uint8Array(0), 0), framed(B, 0), framed(new Uint8Array(0), 5)));
+  assert.deepEqual(vnet.got.map((g) => [g.frame.length, g.vnetLen]), [[0, 0], [3, 0], [0, 5]]);
+});
+
+Deno.test("codec: len of exactly 69632 is accepted", () => {
+  const big = pseudoRandomBytes(NET_BUFSIZE, 9);
+  const { d, got } = decoder(false);
+  const s = framed(big);
+  assert.equal(d.push(s.subarray(0, 1000)), null);
+  assert.equal(d.push(s.subarray(1000)), null);
+  assert.equal(got.length, 1);
+  assert.equal(got[0].frame.length, NET_BUFSIZE);
+});
+
+Deno.test("codec: len above 69632 breaks the stream at once, before its bytes arrive", () => {
+  const head = new Uint8Array([0, 1, 0x10, 0x01]); // 69633
+  const { d, got } = decoder(false);
+  const r = d.push(concat(framed(A), head));
+  assert.deepEqual(r, { len: NET_BUFSIZE + 1 });
+  assert.equal(got.length, 1, "frames before the bad length are delivered");
+  assert.equal(d.midFrame, false, "the decoder is reset");
+});
+
+Deno.test("codec: midFrame reports a partial frame and reset() forgets it", () => {
+  const { d, got } = decoder(false);
+  const s = framed(A);
+  d.push(s.subarray(0, 10));
+  assert.equal(d.midFrame, true);
+  d.reset();
+  assert.equal(d.midFrame, false);
+  d.push(framed(B));
+  assert.deepEqual(got.map((g) => g.frame), [[...B]]);
+});
+
+Deno.test("codec: encodeFrame writes len (and vnet_len) big-endian", () => {
+  assert.deepEqual([...encodeFrame(new Uint8Array([7, 8]))], [0, 0, 0, 2, 7, 8]);
+  assert.deepEqual(
+    [...encodeFrame(new Uint8Array([7]), true, 0x0102)],
+    [0, 0, 0, 1, 0, 0, 1, 2, 7],
+  );
+});
