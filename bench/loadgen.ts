@@ -579,13 +579,15 @@ async function flood(cfg: LoadConfig, result: LoadResult): Promise<void> {
       }
     }
   };
-  const primaryDone = send(peers.primary, primaryPattern, () => primaryRounds++, () => true);
+  // Writes fail once the run closes the sockets under them; that is the end, not an error.
+  const primaryDone = send(peers.primary, primaryPattern, () => primaryRounds++, () => true)
+    .catch(() => {});
   const secondaryDone = send(
     peers.secondary,
     secondaryPattern,
     () => secondaryRounds++,
     () => secondaryRounds < primaryRounds * cfg.floodSecondaryRatio,
-  );
+  ).catch(() => {});
   const samples: [number, number][] = [];
   const start = performance.now();
   const c0 = cpuMark(cfg.targetPid);
@@ -602,7 +604,7 @@ async function flood(cfg: LoadConfig, result: LoadResult): Promise<void> {
   // The paced secondary may wait on a full socket that nobody reads any more: close first.
   const released = peers.counter.frames - f0;
   await peers.close();
-  await Promise.allSettled([primaryDone, secondaryDone]);
+  await Promise.all([primaryDone, secondaryDone]);
   const half = samples.length >> 1;
   const peakOf = (s: [number, number][]) => s.reduce((m, [, r]) => Math.max(m, r), 0);
   const firstHalfPeak = peakOf(samples.slice(0, half));
