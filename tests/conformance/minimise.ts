@@ -1,5 +1,76 @@
-import type { Scenario } from "./scenario.ts";
+/**
+ * Shrinks a scenario on which ours and QEMU disagree to a small one that still shows a
+ * difference (delta debugging over its steps), so a failing random seed can be read and
+ * saved as a hand-written scenario.
+ *
+ * @module
+ */
+
 import type { ImplKind } from "./impl.ts";
-export function minimise(s: Scenario, _k: ImplKind[]): Promise<Scenario> {
-  return Promise.resolve(s);
+import type { Scenario, Step } from "./scenario.ts";
+import { checkScenario } from "./check.ts";
+
+/** Upper bound on reruns while shrinking (each runs both implementations once). */
+const MAX_TRIES = 80;
+
+function framesUsed(steps: Step[]): Set<string> {
+  const used = new Set<string>();
+  for (const s of steps) {
+    for (const l of [s.pri ?? [], s.sec ?? []].flat()) used.add(l);
+    for (const l of s.raw?.frames ?? []) used.add(l);
+  }
+  return used;
+}
+
+/** The scenario with only these steps and the frames they use. */
+export function withSteps(s: Scenario, steps: Step[]): Scenario {
+  const used = framesUsed(steps);
+  const frames = Object.fromEntries(Object.entries(s.frames).filter(([l]) => used.has(l)));
+  // Frames inherit through "like": keep what they inherit from.
+  for (const f of Object.values(frames)) {
+    let like = f.like;
+    while (like !== undefined && !(like in frames)) {
+      frames[like] = s.frames[like];
+      like = s.frames[like].like;
+    }
+  }
+  return { ...s, steps, frames };
+}
+
+async function differs(s: Scenario, kinds: ImplKind[]): Promise<boolean> {
+  const v = await checkScenario(s, kinds);
+  return v.problems.some((p) => p.startsWith("ours differs from QEMU"));
+}
+
+/**
+ * Returns the smallest scenario found whose traces still differ between ours and QEMU.
+ * Steps are removed in chunks, halving the chunk size when nothing can be removed (ddmin).
+ */
+export async function minimise(s: Scenario, kinds: ImplKind[]): Promise<Scenario> {
+  let steps = s.steps.slice();
+  let tries = 0;
+  let chunk = Math.max(1, Math.floor(steps.length / 2));
+  while (chunk >= 1 && tries < MAX_TRIES) {
+    let removed = false;
+    for (let at = 0; at < steps.length && tries < MAX_TRIES; at += chunk) {
+      const candidate = [...steps.slice(0, at), ...steps.slice(at + chunk)];
+      if (candidate.length === 0) continue;
+      tries++;
+      if (await differs(withSteps(s, candidate), kinds)) {
+        steps = candidate;
+        removed = true;
+        at -= chunk;
+      }
+    }
+    if (!removed) chunk = Math.floor(chunk / 2);
+  }
+  const small = withSteps(s, steps);
+  return {
+    ...small,
+    name: `${s.name}-minimised`,
+    description: `${
+      s.description ?? ""
+    } (minimised from ${s.steps.length} to ${steps.length} steps in ${tries} reruns)`
+      .trim(),
+  };
 }

@@ -185,6 +185,8 @@ export interface Scenario {
   /** Compare raw DO_CHECKPOINT counts instead of "first of the epoch". */
   countCheckpoints?: boolean;
   spec9?: Spec9;
+  /** No written expectation: only ours against QEMU (random conversations). */
+  compareOnly?: boolean;
   /** Also run in `deno test` (a handful only). */
   smoke?: boolean;
 }
