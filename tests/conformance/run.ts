@@ -18,6 +18,7 @@ import { loadScenarios, type Scenario, validateScenario } from "./scenario.ts";
 import { checkScenario, spec9Problems, traceLine, type Verdict } from "./check.ts";
 import { randomScenario } from "./generator.ts";
 import { minimise } from "./minimise.ts";
+import { spec9Coverage, spec9Rows } from "./spec9.ts";
 
 /** Exit status when the suite cannot run for lack of QEMU (automake's "skipped"). */
 export const EXIT_SKIPPED = 77;
@@ -176,6 +177,21 @@ async function main(): Promise<number> {
       console.log(`FAIL  ${s.name}: ${p.join("; ")}`);
     }
   }
+  let spec9Summary = "";
+  if (o.filter === undefined && !o.file && o.seed === undefined) {
+    const rows = await spec9Rows();
+    if (!rows) {
+      spec9Summary = "SPEC 9 coverage not checked (../shared/SPEC.md not found)";
+    } else {
+      const { problems, notes } = spec9Coverage(rows, scenarios);
+      for (const p of problems) console.log(`FAIL  SPEC 9 coverage: ${p}`);
+      if (verbose) { for (const n of notes) console.log(`      ${n}`); }
+      failed += problems.length;
+      const proposed = notes.filter((n) => n.startsWith("proposed")).length;
+      spec9Summary = `SPEC 9: ${rows.length} rows, ${problems.length} uncovered, ` +
+        `${proposed} proposed rows (see --verbose)`;
+    }
+  }
   const verdicts = await pool(scenarios, jobs, async (s) => {
     const v = await checkScenario(s, kinds);
     report(v, verbose);
@@ -202,6 +218,11 @@ async function main(): Promise<number> {
       seedsFailed++;
       badSeeds.push(seed);
       report(v, verbose, `seed ${seed}`);
+      const again = await checkScenario(s, kinds);
+      if (again.problems.length === 0) {
+        console.log(`      seed ${seed} did not fail a second time: the difference is not stable`);
+        return;
+      }
       if (!o["no-minimise"]) {
         const small = await minimise(s, kinds);
         const path = `${Deno.env.get("TMPDIR") ?? "/tmp"}/conformance-seed-${seed}.json`;
@@ -219,6 +240,7 @@ async function main(): Promise<number> {
   const parts = [`${scenarios.length} scenarios in ${seconds(tScenarios)}`];
   if (kinds.includes("qemu")) parts.push(`qemu ${q.length}/${scenarios.length} as expected`);
   if (kinds.includes("ours")) parts.push(`ours ${ours.length}/${scenarios.length} as expected`);
+  if (spec9Summary) parts.push(spec9Summary);
   if (withRandom && randomKinds) {
     parts.push(`${seedsRun - seedsFailed}/${seedsRun} random seeds clean`);
     if (badSeeds.length) parts.push(`failing seeds: ${badSeeds.sort((a, b) => a - b).join(" ")}`);
