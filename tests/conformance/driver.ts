@@ -17,7 +17,7 @@
  */
 
 import { arp, concat, ethernet, frame } from "../support/packets.ts";
-import { connectRetry, FrameCollector, type Received } from "../support/net.ts";
+import { connectRetry, connectUnixRetry, FrameCollector, type Received } from "../support/net.ts";
 import type { Impl } from "./impl.ts";
 import {
   type BuiltFrame,
@@ -112,7 +112,7 @@ class FramingCursor {
 }
 
 interface InStream {
-  conn?: Deno.TcpConn;
+  conn?: Deno.Conn;
   closed: boolean;
   cursor: FramingCursor;
   reader?: Promise<void>;
@@ -168,14 +168,10 @@ export class Session {
   }
 
   async #connect(name: StreamName): Promise<void> {
-    const port = name === "pri"
-      ? this.impl.ports.pri
-      : name === "sec"
-      ? this.impl.ports.sec
-      : name === "out"
-      ? this.impl.ports.out
-      : this.impl.ports.notify;
-    const conn = await connectRetry(port, 5000);
+    const at = this.impl.endpoints[name];
+    const conn = "port" in at
+      ? await connectRetry(at.port, 5000)
+      : await connectUnixRetry(at.path, 5000);
     this.#closedSeen.delete(name);
     this.#dead.delete(name);
     if (name === "out") {
@@ -208,7 +204,7 @@ export class Session {
     // notify: the step's own notify barrier follows.
   }
 
-  async #watchClose(name: StreamName, s: InStream, conn: Deno.TcpConn): Promise<void> {
+  async #watchClose(name: StreamName, s: InStream, conn: Deno.Conn): Promise<void> {
     const buf = new Uint8Array(1024);
     try {
       while ((await conn.read(buf)) !== null) {

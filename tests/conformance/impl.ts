@@ -1,21 +1,24 @@
 /**
  * The two implementations the suite drives: QEMU 7.2's own colo-compare (no guest, as in
- * `../shared/tools/qemu-colo-compare.sh`) and our program (`main.ts`). Each is started fresh
- * for every scenario, listening on four loopback ports.
+ * `../shared/tools/qemu-colo-compare.sh`, but on UNIX sockets) and our program (`main.ts`, on
+ * loopback TCP ports). Each is started fresh for every scenario. colo-compare treats both
+ * kinds of socket alike; UNIX sockets spare QEMU port races and show readiness as files.
  *
  * @module
  */
 
 import type { ScenarioOptions } from "./scenario.ts";
-import { freePorts } from "../support/net.ts";
 
 /** Which implementation. */
 export type ImplKind = "qemu" | "ours";
 
+/** Where one of the four streams listens. */
+export type Endpoint = { port: number } | { path: string };
+
 /** A running implementation. */
 export interface Impl {
   kind: ImplKind;
-  ports: { pri: number; sec: number; out: number; notify: number };
+  endpoints: { pri: Endpoint; sec: Endpoint; out: Endpoint; notify: Endpoint };
   /** QEMU reads a vnet word on notify-dev when vnet is on (SPEC 9); ours never does. */
   notifyVnet: boolean;
   /** Resolves when the process ends. */
@@ -146,54 +149,59 @@ function qemuProperties(o: ScenarioOptions): string {
   return props.map((p) => "," + p).join("");
 }
 
-async function waitListening(port: number, proc: Process, deadlineMs: number): Promise<boolean> {
-  while (performance.now() < deadlineMs && !proc.hasExited()) {
-    // A probe connection would become the chardev's one client, so look at the socket table
-    // instead: /proc/net/tcp lists listening sockets with state 0A.
-    const table = await Deno.readTextFile("/proc/net/tcp");
-    const hex = port.toString(16).toUpperCase().padStart(4, "0");
-    if (table.split("\n").some((l) => l.includes(`:${hex} 00000000:0000 0A`))) return true;
-    await new Promise((r) => setTimeout(r, 10));
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
   }
-  return false;
 }
 
-/** Starts QEMU's colo-compare with the scenario's options (retrying if a port was taken). */
+/** Starts QEMU's colo-compare with the scenario's options on four UNIX sockets. */
 export async function startQemu(o: ScenarioOptions): Promise<Impl> {
-  for (let attempt = 0;; attempt++) {
-    const [pri, sec, out, notify] = freePorts(4);
-    // nodelay: without it Nagle holds QEMU's small writes for a delayed ACK (~40 ms a step);
-    // it changes latency only, not what colo-compare does.
-    const chardev = (id: string, port: number) =>
-      `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off,nodelay=on`;
-    const proc = new Process(QEMU, [
-      ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
-      ...["-serial", "none", "-object", "iothread,id=io1"],
-      ...["-chardev", chardev("pri", pri), "-chardev", chardev("sec", sec)],
-      ...["-chardev", chardev("out", out), "-chardev", chardev("ntf", notify)],
-      "-object",
-      "colo-compare,id=cmp,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1," +
-      "notify_dev=ntf" + qemuProperties(o),
-    ]);
-    const deadline = performance.now() + 10_000;
-    let ok = true;
-    for (const p of [pri, sec, out, notify]) ok &&= await waitListening(p, proc, deadline);
-    if (ok) {
-      return {
-        kind: "qemu",
-        ports: { pri, sec, out, notify },
-        notifyVnet: o.vnet === true,
-        exited: proc.exited,
-        hasExited: () => proc.hasExited(),
-        log: () => proc.log(),
-        stop: () => proc.stop(),
-      };
-    }
-    await proc.stop();
-    if (attempt >= 4 || !/Address already in use|bind/i.test(proc.log())) {
-      throw new Error(`QEMU did not start:\n${proc.log()}`);
+  const dir = await Deno.makeTempDir({ prefix: "colo-conformance-" });
+  const path = { pri: `${dir}/pri`, sec: `${dir}/sec`, out: `${dir}/out`, notify: `${dir}/ntf` };
+  const chardev = (id: string, p: string) => `socket,id=${id},path=${p},server=on,wait=off`;
+  const proc = new Process(QEMU, [
+    ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
+    ...["-serial", "none", "-object", "iothread,id=io1"],
+    ...["-chardev", chardev("pri", path.pri), "-chardev", chardev("sec", path.sec)],
+    ...["-chardev", chardev("out", path.out), "-chardev", chardev("ntf", path.notify)],
+    "-object",
+    "colo-compare,id=cmp,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1," +
+    "notify_dev=ntf" + qemuProperties(o),
+  ]);
+  const cleanup = () => Deno.remove(dir, { recursive: true }).catch(() => {});
+  const deadline = performance.now() + 10_000;
+  for (const p of Object.values(path)) {
+    while (!(await exists(p))) {
+      if (proc.hasExited() || performance.now() > deadline) {
+        await proc.stop();
+        await cleanup();
+        throw new Error(`QEMU did not start:\n${proc.log()}`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
     }
   }
+  return {
+    kind: "qemu",
+    endpoints: {
+      pri: { path: path.pri },
+      sec: { path: path.sec },
+      out: { path: path.out },
+      notify: { path: path.notify },
+    },
+    notifyVnet: o.vnet === true,
+    exited: proc.exited,
+    hasExited: () => proc.hasExited(),
+    log: () => proc.log(),
+    stop: async () => {
+      const status = await proc.stop();
+      await cleanup();
+      return status;
+    },
+  };
 }
 
 const ENDPOINTS = {
@@ -219,7 +227,7 @@ export async function startOurs(o: ScenarioOptions): Promise<Impl> {
   if (o.maxQueueSize !== undefined) args.push("--max-queue-size", String(o.maxQueueSize));
   if (o.vnet) args.push("--vnet-hdr-support");
   const proc = new Process(Deno.execPath(), args, REPO_ROOT);
-  const ports: Partial<Impl["ports"]> = {};
+  const ports: Partial<Record<keyof Impl["endpoints"], number>> = {};
   let ready = false;
   let wake = () => {};
   const off = proc.onLine((line) => {
@@ -249,7 +257,12 @@ export async function startOurs(o: ScenarioOptions): Promise<Impl> {
   }
   return {
     kind: "ours",
-    ports: ports as Impl["ports"],
+    endpoints: {
+      pri: { port: ports.pri! },
+      sec: { port: ports.sec! },
+      out: { port: ports.out! },
+      notify: { port: ports.notify! },
+    },
     notifyVnet: false,
     exited: proc.exited,
     hasExited: () => proc.hasExited(),

@@ -39,6 +39,19 @@ export async function connectRetry(port: number, timeoutMs = 10_000): Promise<De
   }
 }
 
+/** Connects to a UNIX socket, retrying while the peer is not yet listening. */
+export async function connectUnixRetry(path: string, timeoutMs = 10_000): Promise<Deno.UnixConn> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
 /** One framed message read from a stream. */
 export interface Received {
   /** The frame bytes (after the length and optional vnet words). */
