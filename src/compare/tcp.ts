@@ -37,6 +37,18 @@ function ackSettled(conn: Connection, p: Packet): boolean {
   return !seqAfter(p.ack, conn.primaryAck);
 }
 
+/**
+ * Drops a secondary segment whose payload has been fully matched once no primary is left to
+ * pair with it: QEMU keeps it queued until it times out into a needless checkpoint (SPEC 9).
+ */
+function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void {
+  const s = conn.secondary.peek();
+  if (s !== undefined && s.len > 0 && s.offset >= s.len) {
+    conn.secondary.shift();
+    ctx.dropSecondary(s);
+  }
+}
+
 /** Compares what can be compared on `conn`; releases, drops or reports a mismatch. */
 export function compareTcp(ctx: CompareContext, conn: Connection, now: number): void {
   const pq = conn.primary;
@@ -44,7 +56,10 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
   const tracer = ctx.tracer;
   while (true) {
     const p = pq.peek();
-    if (p === undefined) return;
+    if (p === undefined) {
+      dropIfFullyMatched(ctx, conn);
+      return;
+    }
     const s = sq.peek();
     if (s === undefined) return;
 
@@ -107,11 +122,8 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
       conn.compareSeqSet = true;
       pq.shift();
       ctx.sendPrimary(p);
-      if (s.offset >= s.len) {
-        // Fully matched: drop it now rather than let it time out (SPEC 9).
-        sq.shift();
-        ctx.dropSecondary(s);
-      }
+      // A fully matched secondary stays at the head for the next primary, as in QEMU (it
+      // lets one payload-less primary through); with no primary left it is dropped then.
       continue;
     }
     // The primary is longer: compare the secondary's remaining bytes.

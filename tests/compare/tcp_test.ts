@@ -238,3 +238,16 @@ Deno.test("tcp: a held frame keeps its bytes after the read buffer is reused", (
   engine.secondary(seg(1, 0, 100), 0, 0);
   assert.deepEqual(rec.released, [original]);
 });
+
+Deno.test("tcp: a FIN queued behind data goes out with the data, as in QEMU", () => {
+  const { rec, p, s, engine } = setup();
+  const data = seg(1, 0, 100);
+  const fin = frame({ tcp: { seq: 101, ack: 1, flags: TCP.FIN | TCP.ACK } });
+  p(data);
+  p(fin);
+  s(seg(1, 0, 50));
+  s(seg(1, 50, 100));
+  assert.deepEqual(rec.released, [data, fin], "the fully matched secondary lets the FIN through");
+  assert.equal(engine.heldSecondary, 0);
+  assert.deepEqual(rec.checkpoints, []);
+});
