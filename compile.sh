@@ -1,0 +1,44 @@
+#!/bin/sh
+# Builds the single binary `colo-compare` with `deno compile`, with only the permissions it
+# needs: network, and read/write for unix socket paths.
+#
+#   ./compile.sh                  one binary for this host:     dist/colo-compare
+#   ./compile.sh TARGET...        one binary per named target:  dist/colo-compare-TARGET
+#   (targets: x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin
+#    aarch64-apple-darwin x86_64-pc-windows-msvc)
+#
+# `deno compile` needs the `denort` runtime of the same Deno version (2.9.6), which it
+# normally downloads. Where it cannot, point DENORT_BIN at a local copy (host target only).
+set -eu
+cd "$(dirname "$0")"
+PERMISSIONS="--allow-net --allow-read --allow-write"
+mkdir -p dist
+
+build() { # build OUTPUT [TARGET]
+  out=$1
+  shift
+  log=$(mktemp)
+  # shellcheck disable=SC2086
+  if NO_COLOR=1 deno compile --quiet $PERMISSIONS ${1:+--target "$1"} --output "$out" main.ts >"$log" 2>&1; then
+    rm -f "$log"
+    echo "built $out"
+    return 0
+  fi
+  if [ -n "${DENORT_BIN:-}" ]; then
+    echo "compile.sh: deno compile failed with DENORT_BIN=$DENORT_BIN (is it denort 2.9.6 for this host?): $(grep -m1 -i error "$log" || tail -n1 "$log")" >&2
+  elif grep -qiE 'dns|download|network|connect|lookup' "$log"; then
+    echo "compile.sh: deno compile could not download the denort runtime (no network); set DENORT_BIN to a local denort 2.9.6 binary and run again" >&2
+  else
+    echo "compile.sh: deno compile failed: $(grep -m1 -i error "$log" || tail -n1 "$log")" >&2
+  fi
+  rm -f "$log"
+  return 1
+}
+
+if [ $# -eq 0 ]; then
+  build dist/colo-compare
+else
+  for target in "$@"; do
+    build "dist/colo-compare-$target" "$target"
+  done
+fi
