@@ -57,7 +57,7 @@ interface DropClass {
 
 /** What {@linkcode Comparator.stop} reports. */
 export interface StopReport {
-  /** Frames still held (never compared) when the comparator stopped. */
+  /** Frames still held and never compared when the comparator stopped. */
   heldPrimary: number;
   heldSecondary: number;
   /** Released frames that could not be written before exit. */
@@ -193,9 +193,10 @@ export class Comparator implements EngineSink {
     clearTimeout(deadline);
     this.#outdev.close();
     await Promise.allSettled(this.#serving);
+    const uncompared = this.engine.uncompared();
     const report: StopReport = {
-      heldPrimary: this.engine.heldPrimary,
-      heldSecondary: this.engine.heldSecondary,
+      heldPrimary: uncompared.primary,
+      heldSecondary: uncompared.secondary,
       unsentBytes: this.#out.pendingBytes,
     };
     this.#flushDropLog(true);

@@ -83,6 +83,18 @@ export class CompareEngine implements CompareContext {
     return this.#heldSecondaryBytes;
   }
 
+  /**
+   * Held frames whose bytes were never (fully) compared: every held primary frame, and held
+   * secondary frames except TCP segments with nothing left to compare. O(held frames).
+   */
+  uncompared(): { primary: number; secondary: number } {
+    let secondary = 0;
+    for (let p = this.#oldest; p !== null; p = p.newer) {
+      if (p.side === "secondary" && !this.#settled(p)) secondary++;
+    }
+    return { primary: this.#heldPrimary, secondary };
+  }
+
   /** Connections known. */
   get connections(): number {
     return this.#table.size;
@@ -137,11 +149,31 @@ export class CompareEngine implements CompareContext {
    * report it and return true. Costs O(1) however many connections exist.
    */
   tick(now: number): boolean {
-    const oldest = this.#oldest;
-    if (oldest === null || now - oldest.createdAt <= this.#compareTimeout) return false;
-    this.tracer?.trace("colo_old_packet_check_found", { old_time: Math.round(oldest.createdAt) });
-    this.#sink.checkpoint("timeout", oldest.conn, now);
-    return true;
+    let oldest = this.#oldest;
+    while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
+      if (!this.#settled(oldest)) {
+        this.tracer?.trace("colo_old_packet_check_found", {
+          old_time: Math.round(oldest.createdAt),
+        });
+        this.#sink.checkpoint("timeout", oldest.conn, now);
+        return true;
+      }
+      // A secondary TCP segment with nothing left to compare waits only to pair with a
+      // payload-less primary; it is no reason for a checkpoint (SPEC 9, fully matched).
+      const conn = oldest.conn!;
+      conn.secondary.remove(oldest);
+      this.dropSecondary(oldest);
+      oldest = this.#oldest;
+    }
+    return false;
+  }
+
+  /** True for a held secondary TCP segment none of whose payload still needs comparing. */
+  #settled(p: Packet): boolean {
+    if (p.side !== "secondary" || !p.conn!.tcp) return false;
+    const conn = p.conn!;
+    return p.len === 0 || p.offset >= p.len ||
+      (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq));
   }
 
   #input(side: Side, frame: Uint8Array, vnetLen: number, now: number): void {

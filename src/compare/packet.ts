@@ -80,6 +80,14 @@ export class PacketQueue {
     return p;
   }
 
+  /** Removes `p` wherever it is; false if it is not queued here. */
+  remove(p: Packet): boolean {
+    const i = this.#items.indexOf(p, this.#head);
+    if (i < 0) return false;
+    this.removeAt(i - this.#head);
+    return true;
+  }
+
   /** Removes the `i`-th packet from the head. */
   removeAt(i: number): Packet {
     if (i === 0) return this.shift()!;

@@ -148,3 +148,21 @@ Deno.test("engine: frames beyond the held-bytes budget are dropped and a checkpo
   assert.deepEqual(rec.discards, ["primary:memory-limit"]);
   assert.deepEqual(rec.checkpoints, ["resources"]);
 });
+
+Deno.test("engine: a stranded secondary segment with nothing to compare is no reason for a checkpoint", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  const data = frame({ tcp: { seq: 1, payload: "abcd" } });
+  engine.primary(data, 0, 0);
+  engine.secondary(data, 0, 0);
+  // The secondary's FIN arrives; the primary's is still on its way.
+  engine.secondary(frame({ tcp: { seq: 5, flags: 0x11 } }), 0, 10);
+  assert.deepEqual(engine.uncompared(), { primary: 0, secondary: 0 });
+  assert.equal(engine.tick(500), false, "QEMU would request a checkpoint here");
+  assert.equal(engine.heldSecondary, 0, "the settled FIN is dropped instead");
+  // Unsettled secondary data still times out.
+  engine.secondary(frame({ tcp: { seq: 5, payload: "more" } }), 0, 600);
+  assert.deepEqual(engine.uncompared(), { primary: 0, secondary: 1 });
+  assert.equal(engine.tick(701), true);
+  assert.deepEqual(rec.checkpoints, ["timeout"]);
+});
