@@ -30,7 +30,7 @@ const USAGE = `usage: deno task bench [options]
   --targets T[,T...]   ${TARGETS.join(", ")} (default: all; sink = generator send-only max)
   --duration S         measuring window per throughput run (default 5, quick 0.5)
   --warmup S           warm-up before the window (default 2, quick 0.3)
-  --repeat N           runs per throughput/latency measurement, median reported (default 1)
+  --repeat N           runs of each measurement but the flood, median reported (default 1)
   --flood-duration S   lagging-secondary flood length (default 60, quick 2)
   --scale-connections N  idle connections in the scale run (default 10000, quick 1000)
   --scale-scan-cycle MS  expired-scan-cycle for ours and QEMU in the scale run (default 10)
@@ -191,7 +191,7 @@ async function main(): Promise<void> {
         m.skipped = `skipped: ${skip.get(target)}`;
         continue;
       }
-      const repeat = workload === "scale" || workload === "flood" ? 1 : opts.repeat;
+      const repeat = workload === "flood" ? 1 : opts.repeat;
       for (let i = 0; i < repeat; i++) {
         progress(`bench: ${workload} / ${target}${repeat > 1 ? ` (${i + 1}/${repeat})` : ""} ... `);
         try {

@@ -60,6 +60,7 @@ export function table(measurements: Measurement[]): string {
     "workload",
     "target",
     "frames/s",
+    "frames/CPU-s",
     "Mbit/s",
     "p50",
     "p99",
@@ -71,7 +72,8 @@ export function table(measurements: Measurement[]): string {
   const rows: string[][] = [];
   for (const m of measurements) {
     if (m.skipped || m.runs.length === 0) {
-      rows.push([m.workload, m.target, m.skipped ?? `failed: ${m.errors[0] ?? "?"}`]);
+      const why = m.skipped ?? `failed: ${(m.errors[0] ?? "?").split("\n")[0]}`;
+      rows.push([m.workload, m.target, why.length > 60 ? why.slice(0, 57) + "..." : why]);
       continue;
     }
     const r = rate(m);
@@ -81,7 +83,7 @@ export function table(measurements: Measurement[]): string {
     const lost = m.runs.reduce((s, x) => s + (x.lost ?? 0), 0);
     const qemu = measurements.find((q) => q.workload === m.workload && q.target === "qemu");
     let ratio = "";
-    if (m.target === "ours" && qemu) {
+    if (m.target === "ours" && qemu && m.workload !== "flood") {
       if (m.workload === "latency") {
         ratio = qemu.runs.length > 0 ? ratioLatency(m, qemu) : "";
       } else {
@@ -94,6 +96,9 @@ export function table(measurements: Measurement[]): string {
       m.workload,
       m.target === "sink" ? "sink (generator max)" : m.target,
       m.workload === "latency" ? "-" : fmtInt(r) + spread(m),
+      m.workload === "latency" || m.target === "sink"
+        ? "-"
+        : fmtInt(median(m.runs.flatMap((x) => x.framesPerCpuSecond ?? []))),
       r === undefined || m.workload === "latency" ? "-" : fmtInt((r * frame * 8) / 1e6),
       fmtUs(lat("p50")),
       fmtUs(lat("p99")),
@@ -128,8 +133,9 @@ export function details(measurements: Measurement[]): string[] {
         out.push(
           `scale/${m.target}: ${s.connections} idle connections: RSS ${fmtMiB(s.rssBefore)} -> ` +
             `${fmtMiB(s.rssAfter)} = ${s.bytesPerConnection} B/connection; busy connection ` +
-            `${fmtInt(s.busyWithoutIdle)} -> ${fmtInt(s.busyWithIdle)} frames/s ` +
-            `(${(s.ratio * 100).toFixed(0)}%)`,
+            `${fmtInt(s.busyWithoutIdle)} -> ${fmtInt(s.busyWithIdle)} frames/s, ` +
+            `${fmtInt(s.busyPerCpuWithoutIdle)} -> ${fmtInt(s.busyPerCpuWithIdle)} per ` +
+            `CPU-second (${(s.ratio * 100).toFixed(0)}%)`,
         );
       }
       if (r.flood) {
@@ -198,7 +204,7 @@ export function checks(measurements: Measurement[]): Check[] {
     detail: perConn === undefined ? "not measured" : `${perConn} B/connection`,
   });
   out.push({
-    name: "scale: busy throughput with idle >= 90%",
+    name: "scale: busy throughput (per CPU-s) with idle >= 90%",
     pass: busy === undefined ? undefined : busy >= 0.9,
     detail: busy === undefined ? "not measured" : `${(busy * 100).toFixed(0)}% of without`,
   });
