@@ -19,8 +19,8 @@ import {
   conversations,
   divergentConversation,
   type GuestFrame,
+  Guests,
   interleave,
-  IpIds,
   Rng,
 } from "./traffic.ts";
 import { frameKey, judge } from "./verdict.ts";
@@ -246,7 +246,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const controller = new Controller(await connect("notify-dev"));
 
   const rng = new Rng(options.seed ?? 20261125);
-  const ids = new IpIds();
+  const ids = new Guests();
   const before = conversations(1, options.before ?? 240, rng, ids);
   const divergence = divergentConversation(before.length + 1, rng, ids);
   const after = conversations(before.length + 2, options.after ?? 80, rng, ids);

@@ -69,13 +69,22 @@ function clientIp(n: number): string {
   return `192.168.${1 + ((n >> 8) & 0x3f)}.${1 + (n & 0xff) % 250}`;
 }
 
-/** Per-VM IP identification counters: the replicas number their packets independently. */
-export class IpIds {
+/**
+ * What the two simulated VMs keep between conversations: IP identification counters (the
+ * replicas number their packets independently) and how their NICs pad short frames.
+ */
+export class Guests {
   primary = 0x1000;
   secondary = 0x7000;
+  /** Ethernet minimum frame size the NICs pad to, or undefined for no padding. */
+  readonly padTo: number | undefined;
+
+  constructor(options: { pad?: boolean } = {}) {
+    this.padTo = options.pad === false ? undefined : 60;
+  }
 }
 
-function tcpConversation(id: number, rng: Rng, ids: IpIds): Conversation {
+function tcpConversation(id: number, rng: Rng, ids: Guests): Conversation {
   const client = clientIp(id);
   const cport = 40000 + id;
   const isn = rng.int(0, 0xffffffff);
@@ -113,7 +122,7 @@ function tcpConversation(id: number, rng: Rng, ids: IpIds): Conversation {
             window: side === "primary" ? 64240 : 65160,
             payload,
           },
-          padTo: 60,
+          padTo: ids.padTo,
         }),
       });
     seg(isn, synAck, TCP.SYN | TCP.ACK);
@@ -160,7 +169,7 @@ function datagramConversation(
   id: number,
   kind: "udp" | "icmp" | "ntp",
   rng: Rng,
-  ids: IpIds,
+  ids: Guests,
 ): Conversation {
   const client = clientIp(id);
   const cport = 40000 + id;
@@ -176,7 +185,7 @@ function datagramConversation(
       ...(kind === "icmp"
         ? { icmp: { type: 0, id: id & 0xffff, seq: 1, payload: body } }
         : { udp: { sport: kind === "ntp" ? 123 : 53, dport: cport, payload: body } }),
-      padTo: 60,
+      padTo: ids.padTo,
     }),
   }];
   let secondaryBody = payload;
@@ -203,7 +212,7 @@ export function conversations(
   firstId: number,
   count: number,
   rng: Rng,
-  ids: IpIds,
+  ids: Guests,
 ): Conversation[] {
   const list: Conversation[] = [];
   for (let i = 0; i < count; i++) {
@@ -217,7 +226,7 @@ export function conversations(
 }
 
 /** The demo's one real divergence: an NTP reply whose timestamp differs between the VMs. */
-export function divergentConversation(id: number, rng: Rng, ids: IpIds): Conversation {
+export function divergentConversation(id: number, rng: Rng, ids: Guests): Conversation {
   return datagramConversation(id, "ntp", rng, ids);
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { runDemo } from "../../src/demo/demo.ts";
-import { conversations, divergentConversation, IpIds, Rng } from "../../src/demo/traffic.ts";
+import { conversations, divergentConversation, Guests, Rng } from "../../src/demo/traffic.ts";
 import { frameKey, judge, type Observed } from "../../src/demo/verdict.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -35,7 +35,7 @@ Deno.test("demo: `colo-compare demo` exits 0 and prints PASS", async () => {
 });
 
 Deno.test("demo: the simulated secondary really segments TCP differently", () => {
-  const list = conversations(1, 40, new Rng(5), new IpIds());
+  const list = conversations(1, 40, new Rng(5), new Guests());
   const tcp = list.filter((c) => c.kind === "tcp");
   assert.ok(tcp.length > 5);
   assert.ok(tcp.some((c) => c.primary.length !== c.secondary.length));
@@ -46,7 +46,7 @@ Deno.test("demo: the simulated secondary really segments TCP differently", () =>
 });
 
 function observed(): Observed {
-  const ids = new IpIds();
+  const ids = new Guests();
   const rng = new Rng(9);
   const list = conversations(1, 12, rng, ids);
   const divergent = divergentConversation(13, rng, ids);
