@@ -33,7 +33,14 @@ export const DEFAULT_MAX_CONNECTIONS = 65536;
 /** Default bound on held bytes. */
 export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
 
+/** Packet objects kept for reuse. */
 const POOL_MAX = 4096;
+/**
+ * Held frames up to this size are copied into reused buffers rather than new ones: a frame
+ * held for a moment then costs no allocation and no garbage.
+ */
+const STORE_SIZE = 2048;
+const STORE_POOL_MAX = 4096;
 
 /** The comparator's state and rules, for one primary/secondary pair. */
 export class CompareEngine implements CompareContext {
@@ -46,6 +53,7 @@ export class CompareEngine implements CompareContext {
   readonly #table = new ConnectionTable();
   readonly #info = new FrameInfo();
   readonly #pool: Packet[] = [];
+  readonly #stores: Uint8Array[] = [];
   /** Held packets in arrival order, oldest first (arrival time order, too). */
   #oldest: Packet | null = null;
   #newest: Packet | null = null;
@@ -250,7 +258,16 @@ export class CompareEngine implements CompareContext {
     else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
-    if (p.queued && p.data === frame) p.data = frame.slice();
+    if (p.queued && p.data === frame) p.data = this.#keep(p, frame);
+  }
+
+  /** A copy of `frame` owned by `p`. */
+  #keep(p: Packet, frame: Uint8Array): Uint8Array {
+    if (frame.length > STORE_SIZE) return frame.slice();
+    const store = this.#stores.pop() ?? new Uint8Array(STORE_SIZE);
+    store.set(frame);
+    p.store = store;
+    return store.subarray(0, frame.length);
   }
 
   #newConnection(info: FrameInfo): Connection | null {
@@ -297,6 +314,10 @@ export class CompareEngine implements CompareContext {
   }
 
   #recycle(p: Packet): void {
+    if (p.store !== null) {
+      if (this.#stores.length < STORE_POOL_MAX) this.#stores.push(p.store);
+      p.store = null;
+    }
     p.data = EMPTY;
     p.conn = null;
     if (this.#pool.length < POOL_MAX) this.#pool.push(p);

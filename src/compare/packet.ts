@@ -20,6 +20,8 @@ const EMPTY = new Uint8Array(0);
  */
 export class Packet {
   data: Uint8Array = EMPTY;
+  /** The pooled buffer `data` lives in once copied, or null (see the engine's copy pool). */
+  store: Uint8Array | null = null;
   vnetLen = 0;
   /** Monotonic milliseconds at arrival. */
   createdAt = 0;
