@@ -10,6 +10,8 @@ const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** A running comparator process. */
 export interface Program {
+  /** The process id. */
+  pid: number;
   /** Ports of the tcp-listen endpoints, by endpoint name. */
   ports: Record<string, number>;
   /** Every stderr line so far. */
@@ -118,5 +120,5 @@ export async function startProgram(options: StartOptions = {}): Promise<Program>
     const m = /event=listening endpoint=(\S+) address=\S*:(\d+)$/.exec(l);
     if (m) ports[m[1]] = Number(m[2]);
   }
-  return { ports, stderr: lines, waitForLine, stop, status };
+  return { pid: child.pid, ports, stderr: lines, waitForLine, stop, status };
 }
