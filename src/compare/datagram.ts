@@ -9,13 +9,30 @@
 import { bytesEqual } from "./bytes.ts";
 import type { Connection } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
+import type { Packet } from "./packet.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "../packet/parse.ts";
 
-function traceName(conn: Connection): string {
+/** QEMU's name for the comparison: "udp", "icmp" or "other". */
+function kindOf(conn: Connection): "udp" | "icmp" | "other" {
   const proto = conn.key[1];
-  if (proto === IPPROTO_UDP) return "compare udp";
-  if (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) return "compare icmp";
-  return "compare other";
+  if (proto === IPPROTO_UDP) return "udp";
+  if (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) return "icmp";
+  return "other";
+}
+
+/** QEMU's trace lines for a primary/secondary pair that does not match. */
+function traceMiss(ctx: CompareContext, conn: Connection, p: Packet, s: Packet): void {
+  const kind = kindOf(conn);
+  const label = kind === "udp" ? "UDP" : kind === "icmp" ? "ICMP" : "Other";
+  if (s.len !== p.len) {
+    ctx.tracer!.trace("colo_compare_main", {
+      str: `${label}: payload size of packets are different`,
+    });
+  } else if (kind !== "other") {
+    const name = `colo_compare_${kind}_miscompare`;
+    ctx.tracer!.trace(name, { sta: "primary pkt size", size: p.data.length });
+    ctx.tracer!.trace(name, { sta: "Secondary pkt size", size: s.data.length });
+  }
 }
 
 /** Compares what can be compared on `conn`, oldest primary first. */
@@ -25,14 +42,15 @@ export function compareDatagrams(ctx: CompareContext, conn: Connection, now: num
   const tracer = ctx.tracer;
   while (pq.length > 0 && sq.length > 0) {
     const p = pq.peek()!;
-    tracer?.trace("colo_compare_main", { str: traceName(conn) });
     let found = -1;
     for (let i = 0; i < sq.length; i++) {
       const s = sq.at(i);
+      tracer?.trace("colo_compare_main", { str: `compare ${kindOf(conn)}` });
       if (s.len === p.len && bytesEqual(p.data, p.start, s.data, s.start, p.len)) {
         found = i;
         break;
       }
+      if (tracer) traceMiss(ctx, conn, p, s);
     }
     if (found < 0) {
       tracer?.trace("colo_compare_main", { str: "packet different" });

@@ -166,3 +166,39 @@ Deno.test("engine: a stranded secondary segment with nothing to compare is no re
   assert.equal(engine.tick(701), true);
   assert.deepEqual(rec.checkpoints, ["timeout"]);
 });
+
+Deno.test("engine: the trace carries QEMU's trace-event names", () => {
+  const traced: string[] = [];
+  const engine = new CompareEngine(
+    { compareTimeout: 100, maxQueueSize: 1 },
+    new Recorder(),
+    { trace: (name, fields) => traced.push(`${name} ${Object.values(fields).join(" ")}`) },
+  );
+  engine.primary(udp("same"), 0, 0);
+  engine.secondary(udp("same"), 0, 0);
+  engine.primary(udp("abc"), 0, 0);
+  engine.secondary(udp("xyz"), 0, 0);
+  engine.primary(frame({ tcp: { payload: "tcp" } }), 0, 0);
+  engine.secondary(frame({ tcp: { payload: "tcp" } }), 0, 0);
+  engine.primary(arp(), 0, 0);
+  for (let i = 0; i < 3; i++) engine.secondary(udp(`q${i}`, 9), 0, 0);
+  engine.tick(1000);
+  for (
+    const want of [
+      "colo_compare_main compare udp",
+      "colo_compare_main packet same and release packet",
+      "colo_compare_udp_miscompare primary pkt size 45",
+      "colo_compare_main packet different",
+      "colo_compare_tcp_info pri",
+      "colo_compare_tcp_info sec",
+      "colo_compare_main primary: unsupported packet in",
+      "colo_compare_drop_packet secondary queue size too big, drop packet",
+      "colo_old_packet_check_found",
+    ]
+  ) {
+    assert.ok(
+      traced.some((t) => t.startsWith(want)),
+      `missing "${want}" in:\n${traced.join("\n")}`,
+    );
+  }
+});
