@@ -34,6 +34,7 @@ const USAGE = `usage: deno task bench [options]
   --flood-duration S   lagging-secondary flood length (default 60, quick 2)
   --scale-connections N  idle connections in the scale run (default 10000, quick 1000)
   --scale-scan-cycle MS  expired-scan-cycle for ours and QEMU in the scale run (default 10)
+  --window N           frames in flight per connection (default 768, below max-queue-size)
   --json FILE          also write every measurement as JSON
   --ours "CMD ARGS"    command for our comparator (default: deno run -A main.ts)
   --cpu-prof DIR       write V8 CPU profiles of ours into DIR`;
@@ -58,6 +59,7 @@ function parse() {
       "flood-duration": { type: "string" },
       "scale-connections": { type: "string" },
       "scale-scan-cycle": { type: "string" },
+      window: { type: "string" },
       json: { type: "string" },
       ours: { type: "string" },
       "cpu-prof": { type: "string" },
@@ -95,6 +97,7 @@ function parse() {
       num("scale-connections", values["scale-connections"], quick ? 1000 : 10_000),
     ),
     scaleScanCycleMs: num("scale-scan-cycle", values["scale-scan-cycle"], 10),
+    window: Math.round(num("window", values.window, 768)),
     json: values.json,
     oursCommand: values.ours ? values.ours.split(/\s+/).filter(Boolean) : defaultOursCommand(),
     cpuProfileDir: values["cpu-prof"],
@@ -138,7 +141,7 @@ async function runOnce(
       floodSecondaryRatio: 0.5,
       checkpointDelayMs: 20,
       writeSize: 256 * 1024,
-      windowPerConnection: 768,
+      windowPerConnection: opts.window,
     };
     const out = await new Deno.Command(Deno.execPath(), {
       // -A: Deno reads /proc (the target's RSS and CPU) only with every permission.
@@ -214,7 +217,7 @@ async function main(): Promise<void> {
     `${Deno.build.os}/${Deno.build.arch}, Deno ${Deno.version.deno}; ` +
     `load average ${machine.load} at start, ${load} at end`,
     `Settings: window ${opts.windowMs / 1000} s after ${opts.warmupMs / 1000} s warm-up, ` +
-    `repeat ${opts.repeat}, generator window 768 frames in flight per connection`,
+    `repeat ${opts.repeat}, generator window ${opts.window} frames in flight per connection`,
     "",
     table(measurements),
     "",

@@ -79,7 +79,12 @@ export interface LoadResult {
     connections: number;
     rssBefore: number;
     rssAfter: number;
+    /** (RSS after - RSS before) / connections. */
     bytesPerConnection: number;
+    /** Least-squares slope of RSS over connections opened, in bytes per connection. */
+    marginalBytesPerConnection: number;
+    /** [connections opened, RSS] after each step. */
+    steps: [number, number][];
     busyWithoutIdle: number;
     busyWithIdle: number;
     busyPerCpuWithoutIdle?: number;
@@ -504,6 +509,32 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
+const SCALE_STEPS = 5;
+
+/** The comparator's RSS once it has been idle a moment: the least of three samples 100 ms apart. */
+async function settledRss(pid: number): Promise<number> {
+  let least = Infinity;
+  for (let i = 0; i < 3; i++) {
+    await sleep(100);
+    least = Math.min(least, readMemory(pid)?.rss ?? 0);
+  }
+  return least;
+}
+
+/** Least-squares slope of y over x. */
+function slope(points: [number, number][]): number {
+  const n = points.length;
+  const mx = points.reduce((s, [x]) => s + x, 0) / n;
+  const my = points.reduce((s, [, y]) => s + y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
 /**
  * Busy-connection throughput, then `scaleConnections` connections opened by one matched
  * segment pair each (held bytes: none), the comparator's RSS growth per connection, and the
@@ -519,27 +550,33 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   await sender.stop();
   let sent = sender.frames;
   await peers.counter.drain(sent, cfg.drainQuietMs);
-  await sleep(300);
-  const rssBefore = readMemory(cfg.targetPid)?.rss ?? 0;
+  const rssBefore = await settledRss(cfg.targetPid);
 
-  // One segment pair per idle connection: 64-byte payload, connections 1..N (0 is busy).
-  const idle = buildPattern(
-    { proto: "tcp", payload: 64, connections: cfg.scaleConnections },
-    cfg.scaleConnections,
-    0,
-    1,
-  );
-  for (let o = 0; o < idle.bytes.length; o += cfg.writeSize) {
-    const slice = idle.bytes.subarray(o, Math.min(idle.bytes.length, o + cfg.writeSize));
-    await Promise.all([writeAll(peers.primary, slice), writeAll(peers.secondary, slice)]);
+  // One segment pair per idle connection (64-byte payload; connection 0 is the busy one),
+  // opened in five steps with the comparator's RSS after each: the least-squares slope is the
+  // marginal cost of a connection, which one-off heap growth does not blur.
+  const steps: [number, number][] = [[0, rssBefore]];
+  const stepSize = Math.ceil(cfg.scaleConnections / SCALE_STEPS);
+  for (let first = 0; first < cfg.scaleConnections; first += stepSize) {
+    const count = Math.min(stepSize, cfg.scaleConnections - first);
+    const idle = buildPattern(
+      { proto: "tcp", payload: 64, connections: count },
+      count,
+      0,
+      1 + first,
+    );
+    for (let o = 0; o < idle.bytes.length; o += cfg.writeSize) {
+      const slice = idle.bytes.subarray(o, Math.min(idle.bytes.length, o + cfg.writeSize));
+      await Promise.all([writeAll(peers.primary, slice), writeAll(peers.secondary, slice)]);
+    }
+    sent += idle.frames;
+    await peers.counter.drain(sent, cfg.drainQuietMs);
+    steps.push([first + count, await settledRss(cfg.targetPid)]);
   }
-  sent += idle.frames;
-  await peers.counter.drain(sent, cfg.drainQuietMs);
   if (peers.counter.frames < sent) {
     result.notes.push(`scale: ${sent - peers.counter.frames} idle-opening frames not released`);
   }
-  await sleep(300);
-  const rssAfter = readMemory(cfg.targetPid)?.rss ?? 0;
+  const rssAfter = steps[steps.length - 1][1];
 
   sender = new LockstepSender(
     peers,
@@ -563,6 +600,8 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
     rssBefore,
     rssAfter,
     bytesPerConnection: Math.round((rssAfter - rssBefore) / cfg.scaleConnections),
+    marginalBytesPerConnection: Math.round(slope(steps)),
+    steps,
     busyWithoutIdle: before.framesPerSecond,
     busyWithIdle: after.framesPerSecond,
     busyPerCpuWithoutIdle: before.framesPerCpuSecond,
