@@ -51,13 +51,12 @@ export async function execute(kind: ImplKind, scenario: Scenario): Promise<Run> 
   }
   let error: string | undefined;
   let records;
-  const exitedEarly = () => impl.hasExited();
   try {
     records = await runScenario(impl, scenario);
   } catch (e) {
     error = `driver error: ${(e as Error).stack ?? e}`;
   }
-  const wasRunning = !exitedEarly();
+  const wasRunning = !impl.hasExited();
   const status = await impl.stop();
   if (kind === "ours" && wasRunning && !error && status.code !== 0) {
     error = `exit status ${status.code}${status.signal ? ` (${status.signal})` : ""} after SIGTERM`;

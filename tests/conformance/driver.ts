@@ -71,21 +71,23 @@ function sleep(ms: number): Promise<void> {
  * barrier frame can be appended (only at a frame boundary).
  */
 class FramingCursor {
-  #head: number;
-  #need: number;
+  /** Bytes of the length word(s): 4, or 8 with a vnet word. */
+  readonly #head: number;
+  /** Header bytes collected so far, while `#inHead`. */
+  #buf: number[] = [];
   #inHead = true;
+  /** Frame bytes still to come, while not `#inHead`. */
+  #need = 0;
   constructor(vnet: boolean) {
     this.#head = vnet ? 8 : 4;
-    this.#need = this.#head;
   }
-  #buf: number[] = [];
   get atBoundary(): boolean {
     return this.#inHead && this.#buf.length === 0;
   }
   reset(): void {
     this.#inHead = true;
     this.#buf = [];
-    this.#need = this.#head;
+    this.#need = 0;
   }
   feed(data: Uint8Array): void {
     let i = 0;
@@ -177,7 +179,7 @@ export class Session {
     if (name === "out") {
       this.#out = new FrameCollector(conn, this.#vnet);
       // QEMU drops what it releases while no outdev peer is accepted yet: repeat the marker.
-      if (!this.#pri.closed && this.#pri.cursor.atBoundary) {
+      if (this.#primaryUsable()) {
         const deadline = performance.now() + BARRIER_TIMEOUT_MS;
         let ok = false;
         while (!ok && performance.now() < deadline && !this.impl.hasExited()) {
@@ -275,7 +277,7 @@ export class Session {
     );
   }
 
-  /** Writes `frames` (if any) then an ARP marker to primary-in and waits for the marker. */
+  /** Writes `prefix` (if any) then an ARP marker to primary-in and waits for the marker. */
   async #primaryBarrier(timeoutMs = BARRIER_TIMEOUT_MS, prefix?: Uint8Array): Promise<boolean> {
     const m = this.#marker("arp");
     const bytes = prefix
@@ -320,6 +322,7 @@ export class Session {
       this.#repliesTaken +
       collector.frames.filter((r) => decoder.decode(r.data) === "COLO_COMPARE_GET_XEN_INIT")
         .length;
+    // The condition is on the whole stream, not one frame: any frame serves as the witness.
     const ok = await collector.waitUntil(() => replies() >= this.#initsSent, BARRIER_TIMEOUT_MS);
     if (!ok) {
       this.#stalled.push("notify");
