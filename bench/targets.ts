@@ -99,9 +99,9 @@ export async function start(name: TargetName, opts: TargetOptions): Promise<Runn
     }
     case "forwarder":
     case "sink": {
-      const args = [`${repoRoot}bench/forwarder.mjs`, ...listenFlags()];
+      const args = ["run", "--allow-net", `${repoRoot}bench/forwarder.ts`, ...listenFlags()];
       if (name === "sink") args.push("--discard");
-      return await startLogfmt(name, "node", args);
+      return await startLogfmt(name, Deno.execPath(), args);
     }
   }
 }
