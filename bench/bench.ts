@@ -34,7 +34,7 @@ const USAGE = `usage: deno task bench [options]
   --flood-duration S   lagging-secondary flood length (default 60, quick 2)
   --scale-connections N  idle connections in the scale run (default 10000, quick 1000)
   --scale-scan-cycle MS  expired-scan-cycle for ours and QEMU in the scale run (default 10)
-  --window N           frames in flight per connection (default 768, below max-queue-size)
+  --window N           frames in flight per connection (default 1000, within max-queue-size)
   --json FILE          also write every measurement as JSON
   --ours "CMD ARGS"    command for our comparator (default: deno run -A main.ts)
   --cpu-prof DIR       write V8 CPU profiles of ours into DIR`;
@@ -97,7 +97,7 @@ function parse() {
       num("scale-connections", values["scale-connections"], quick ? 1000 : 10_000),
     ),
     scaleScanCycleMs: num("scale-scan-cycle", values["scale-scan-cycle"], 10),
-    window: Math.round(num("window", values.window, 768)),
+    window: Math.round(num("window", values.window, 1000)),
     json: values.json,
     oursCommand: values.ours ? values.ours.split(/\s+/).filter(Boolean) : defaultOursCommand(),
     cpuProfileDir: values["cpu-prof"],
