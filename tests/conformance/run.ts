@@ -129,9 +129,8 @@ async function main(): Promise<number> {
     scenarios = (await loadScenarios(dir)).map((e) => e.scenario);
   }
   if (o.filter !== undefined) scenarios = scenarios.filter((s) => s.name.includes(o.filter!));
-  if (o.seed !== undefined || o.file) {
-    if (o.seed !== undefined) scenarios = [];
-  }
+  // --seed runs random conversations only.
+  if (o.seed !== undefined) scenarios = [];
   if (o.list) {
     for (const s of scenarios) console.log(`${s.name}${s.spec9 ? "  [SPEC 9]" : ""}  — ${s.rule}`);
     console.log(`${scenarios.length} scenarios`);
