@@ -130,8 +130,9 @@ class OutdevCounter {
   #need = 0;
   #headerBytes = 0;
   #len = 0;
+  /** Waiters for a frame count, and the smallest count any of them waits for. */
+  #waiters: { count: number; wake: () => void }[] = [];
   #waitFor = Infinity;
-  #wake: (() => void) | undefined;
   readonly done: Promise<void>;
 
   constructor(conn: Deno.Conn) {
@@ -150,7 +151,22 @@ class OutdevCounter {
       // closed under us
     }
     this.closed = true;
-    this.#wake?.();
+    this.#wakeUpTo(Infinity);
+  }
+
+  #wakeUpTo(frames: number): void {
+    const still: { count: number; wake: () => void }[] = [];
+    let least = Infinity;
+    for (const w of this.#waiters) {
+      if (w.count <= frames) {
+        w.wake();
+      } else {
+        still.push(w);
+        least = Math.min(least, w.count);
+      }
+    }
+    this.#waiters = still;
+    this.#waitFor = least;
   }
 
   #feed(buf: Uint8Array, n: number): void {
@@ -183,17 +199,14 @@ class OutdevCounter {
     if (len === PROBE_LEN) this.probes++;
     else this.frames++;
     this.lastProgress = performance.now();
-    if (this.frames >= this.#waitFor) {
-      this.#waitFor = Infinity;
-      this.#wake?.();
-    }
+    if (this.frames >= this.#waitFor) this.#wakeUpTo(this.frames);
   }
 
   /** Resolves once `count` workload frames have arrived (or the stream closed). */
   until(count: number): Promise<void> {
     if (this.frames >= count || this.closed) return Promise.resolve();
-    this.#waitFor = count;
-    return new Promise((r) => this.#wake = r);
+    this.#waitFor = Math.min(this.#waitFor, count);
+    return new Promise((wake) => this.#waiters.push({ count, wake }));
   }
 
   /** Waits until `count` frames arrived, or nothing arrived for `quietMs`. */
@@ -329,67 +342,110 @@ function cpuBetween(a: ReturnType<typeof cpuMark>, b: ReturnType<typeof cpuMark>
   return { target: pct(a.target, b.target), generator: pct(a.self, b.self) };
 }
 
+/** One input's writer state in a {@linkcode PairedSender}. */
+interface SenderSide {
+  conn: Deno.Conn;
+  /** This side's own copy of the pattern (the two sides may be in different rounds). */
+  pattern: Pattern;
+  /** Pattern bytes written since the sender started. */
+  bytes: number;
+  /** Resolvers waiting for this side to write more. */
+  moved: (() => void)[];
+}
+
 /**
- * Writes `pattern` round after round on primary-in and secondary-in in lockstep (the same
- * slice to both, then the next), and keeps at most `window` frames in flight: sent, but not
- * yet out of outdev. That is what a guest's TCP receive window does, and it bounds how far
- * the comparator can read one input ahead of the other: QEMU reads primary-in faster than
- * secondary-in under load, and without a window its primary queue overflows
- * `max_queue_size` within a second (dropped frames, then a mismatch on every frame).
- * Stops at a round boundary once `stop()` is called.
+ * Writes the same pattern, round after round, on primary-in and secondary-in: one writer per
+ * input, neither more than `maxLead` bytes ahead of the other, so both copies are segmented
+ * identically and neither input runs away; a full socket on one side does not stall the
+ * other. At most `window` frames are in flight on each input (written, not yet out of
+ * outdev), as a guest's TCP receive window would allow. That bounds how far the comparator
+ * can read one input ahead of the other: QEMU reads primary-in faster than secondary-in under
+ * load, and without a window its primary queue overflows `max_queue_size` within a second
+ * (dropped frames, then a mismatch on every frame). `stop()` ends both sides at the same
+ * round boundary, so every primary frame sent has its secondary copy.
  */
-class LockstepSender {
-  rounds = 0;
-  /** Bytes of the pattern written on primary-in so far (both inputs get the same). */
-  bytes = 0;
-  #stop = false;
+class PairedSender {
+  readonly #primary: SenderSide;
+  readonly #secondary: SenderSide;
   readonly #wire: number;
+  readonly #step: number;
+  readonly #maxLead: number;
+  readonly #firstRound: number;
+  /** Once stopping: the byte count both sides end at. */
+  #endBytes = Infinity;
   readonly done: Promise<void>;
 
   constructor(
     readonly peers: Peers,
-    readonly pattern: Pattern,
-    readonly writeSize: number,
+    pattern: Pattern,
+    writeSize: number,
     readonly window: number,
     /** Frames already counted on outdev before this sender started. */
     readonly base: number,
     firstRound = 0,
   ) {
-    this.rounds = firstRound;
     this.#wire = pattern.bytes.length / pattern.frames;
-    this.done = this.#loop();
+    this.#step = Math.max(this.#wire, Math.min(writeSize, Math.floor(window * this.#wire / 4)));
+    this.#maxLead = 4 * this.#step;
+    this.#firstRound = firstRound;
+    this.#primary = { conn: peers.primary, pattern, bytes: 0, moved: [] };
+    this.#secondary = {
+      conn: peers.secondary,
+      pattern: { ...pattern, bytes: pattern.bytes.slice() },
+      bytes: 0,
+      moved: [],
+    };
+    this.done = Promise.all([
+      this.#run(this.#primary, this.#secondary),
+      this.#run(this.#secondary, this.#primary),
+    ]).then(() => {});
   }
 
-  async #loop(): Promise<void> {
-    const b = this.pattern.bytes;
-    const { counter, primary, secondary } = this.peers;
-    const step = Math.max(
-      this.#wire,
-      Math.min(this.writeSize, Math.floor(this.window * this.#wire / 4)),
-    );
-    while (!this.#stop) {
-      setRound(this.pattern, this.rounds);
-      for (let o = 0; o < b.length; o += step) {
-        const slice = b.subarray(o, Math.min(b.length, o + step));
-        const inFlight = Math.ceil((this.bytes + slice.length) / this.#wire);
+  async #run(me: SenderSide, other: SenderSide): Promise<void> {
+    const b = me.pattern.bytes;
+    const counter = this.peers.counter;
+    while (me.bytes < this.#endBytes) {
+      setRound(me.pattern, this.#firstRound + me.bytes / b.length);
+      for (let o = 0; o < b.length; o += this.#step) {
+        const slice = b.subarray(o, Math.min(b.length, o + this.#step));
+        while (me.bytes + slice.length - other.bytes > this.#maxLead) {
+          await new Promise<void>((r) => other.moved.push(r));
+        }
+        // The window holds for each input: a comparator can hold at most `window` frames of
+        // either side (what it read of one side and has not yet matched with the other).
+        const inFlight = Math.ceil((me.bytes + slice.length) / this.#wire);
         if (inFlight - this.window > counter.frames - this.base) {
           await counter.until(this.base + inFlight - this.window);
-          if (counter.closed) return;
+          if (counter.closed) {
+            this.#endBytes = me.bytes;
+            for (const w of me.moved.splice(0)) w();
+            return;
+          }
         }
-        await Promise.all([writeAll(primary, slice), writeAll(secondary, slice)]);
-        this.bytes += slice.length;
+        await writeAll(me.conn, slice);
+        me.bytes += slice.length;
+        for (const w of me.moved.splice(0)) w();
       }
-      this.rounds++;
     }
+  }
+
+  /** Rounds written completely on both inputs, counted from the first round. */
+  get rounds(): number {
+    const len = this.#primary.pattern.bytes.length;
+    return this.#firstRound +
+      Math.floor(Math.min(this.#primary.bytes, this.#secondary.bytes) / len);
   }
 
   /** Primary frames completely sent. */
   get frames(): number {
-    return Math.floor(this.bytes / this.#wire);
+    return Math.floor(this.#primary.bytes / this.#wire);
   }
 
+  /** Both sides finish the round the one further ahead is in, then stop. */
   async stop(): Promise<void> {
-    this.#stop = true;
+    const len = this.#primary.pattern.bytes.length;
+    const ahead = Math.max(this.#primary.bytes, this.#secondary.bytes);
+    this.#endBytes = Math.ceil(ahead / len) * len;
     await this.done;
   }
 }
@@ -417,7 +473,7 @@ async function throughput(cfg: LoadConfig, result: LoadResult): Promise<void> {
   // A sink forwards nothing, not even the probe; it accepts its peers at once.
   if (!cfg.sendOnly) await probe(peers);
   const pattern = buildPattern(shape, 512, 1 << 20);
-  const sender = new LockstepSender(
+  const sender = new PairedSender(
     peers,
     pattern,
     cfg.writeSize,
@@ -433,7 +489,7 @@ async function throughput(cfg: LoadConfig, result: LoadResult): Promise<void> {
 async function measureWindow(
   cfg: LoadConfig,
   peers: Peers,
-  sender: LockstepSender,
+  sender: PairedSender,
   warmupMs: number,
 ): Promise<Window> {
   await sleep(warmupMs);
@@ -545,7 +601,7 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   await probe(peers);
   const busy = buildPattern(SHAPES.scale, 512, 1 << 20);
   const window = windowFor(cfg, SHAPES.scale);
-  let sender = new LockstepSender(peers, busy, cfg.writeSize, window, peers.counter.frames);
+  let sender = new PairedSender(peers, busy, cfg.writeSize, window, peers.counter.frames);
   const before = await measureWindow(cfg, peers, sender, cfg.warmupMs);
   await sender.stop();
   let sent = sender.frames;
@@ -578,7 +634,7 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   }
   const rssAfter = steps[steps.length - 1][1];
 
-  sender = new LockstepSender(
+  sender = new PairedSender(
     peers,
     busy,
     cfg.writeSize,
