@@ -5,7 +5,7 @@
  *
  *   deno task bench [--quick] [--only W,W] [--targets ours,qemu,forwarder,sink]
  *                   [--duration S] [--warmup S] [--repeat N] [--flood-duration S]
- *                   [--json FILE] [--ours "CMD ARGS"] [--cpu-prof DIR]
+ *                   [--json FILE] [--ours "CMD ARGS"] [--cpu-prof DIR] [--strict]
  *
  * @module
  */
@@ -37,7 +37,8 @@ const USAGE = `usage: deno task bench [options]
   --window N           frames in flight per connection (default 1000, within max-queue-size)
   --json FILE          also write every measurement as JSON
   --ours "CMD ARGS"    command for our comparator (default: deno run -A main.ts)
-  --cpu-prof DIR       write V8 CPU profiles of ours into DIR`;
+  --cpu-prof DIR       write V8 CPU profiles of ours into DIR
+  --strict             exit 1 when a target check fails (always exit 1 when a run fails)`;
 
 /** Workloads each target takes part in (the forwarder has no connection table to scale). */
 function applies(target: TargetName, workload: WorkloadName): boolean {
@@ -63,6 +64,7 @@ function parse() {
       json: { type: "string" },
       ours: { type: "string" },
       "cpu-prof": { type: "string" },
+      strict: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -101,6 +103,7 @@ function parse() {
     json: values.json,
     oursCommand: values.ours ? values.ours.split(/\s+/).filter(Boolean) : defaultOursCommand(),
     cpuProfileDir: values["cpu-prof"],
+    strict: values.strict,
   };
 }
 
@@ -172,7 +175,8 @@ function progress(message: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(message));
 }
 
-async function main(): Promise<void> {
+/** Runs the benchmark; exit status 1 if a run failed, or with `--strict` if a check failed. */
+async function main(): Promise<number> {
   const opts = parse();
   const machine = describeMachine();
   const started = new Date();
@@ -243,6 +247,8 @@ async function main(): Promise<void> {
       ) + "\n",
     );
   }
+  if (measurements.some((m) => m.errors.length > 0)) return 1;
+  return opts.strict && checked.some((c) => c.pass === false) ? 1 : 0;
 }
 
 function summary(r: LoadResult): string {
@@ -258,4 +264,4 @@ function summary(r: LoadResult): string {
   return parts.join(", ");
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) Deno.exit(await main());
