@@ -113,6 +113,9 @@ export interface LoadResult {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** What the run is doing now, for the watchdog's message. */
+let phase = "starting";
+
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let o = 0;
   while (o < data.length) o += await conn.write(data.subarray(o));
@@ -289,6 +292,7 @@ interface Peers {
 }
 
 async function connect(cfg: LoadConfig): Promise<Peers> {
+  phase = "connecting";
   const outdev = await connectRetry(cfg.ports.outdev);
   const notifyConn = cfg.ports.notify ? await connectRetry(cfg.ports.notify) : undefined;
   const primary = await connectRetry(cfg.ports.primary);
@@ -319,6 +323,7 @@ async function connect(cfg: LoadConfig): Promise<Peers> {
  * asynchronously and drops what it releases before outdev is accepted.)
  */
 async function probe(peers: Peers): Promise<void> {
+  phase = "probing the release path";
   for (let attempt = 0; attempt < 50; attempt++) {
     await writeAll(peers.primary, PROBE);
     const deadline = performance.now() + 200;
@@ -408,6 +413,8 @@ class PairedSender {
       setRound(me.pattern, this.#firstRound + me.bytes / b.length);
       for (let o = 0; o < b.length; o += this.#step) {
         const slice = b.subarray(o, Math.min(b.length, o + this.#step));
+        // stop() may have come while this side stood at a round boundary (o is then 0).
+        if (me.bytes >= this.#endBytes) return;
         while (me.bytes + slice.length - other.bytes > this.#maxLead) {
           await new Promise<void>((r) => other.moved.push(r));
         }
@@ -422,6 +429,7 @@ class PairedSender {
             return;
           }
         }
+        if (me.bytes >= this.#endBytes) return;
         await writeAll(me.conn, slice);
         me.bytes += slice.length;
         for (const w of me.moved.splice(0)) w();
@@ -443,6 +451,8 @@ class PairedSender {
 
   /** Both sides finish the round the one further ahead is in, then stop. */
   async stop(): Promise<void> {
+    phase = `stopping the senders (primary at ${this.#primary.bytes} bytes, secondary at ` +
+      `${this.#secondary.bytes})`;
     const len = this.#primary.pattern.bytes.length;
     const ahead = Math.max(this.#primary.bytes, this.#secondary.bytes);
     this.#endBytes = Math.ceil(ahead / len) * len;
@@ -492,7 +502,9 @@ async function measureWindow(
   sender: PairedSender,
   warmupMs: number,
 ): Promise<Window> {
+  phase = "warm-up";
   await sleep(warmupMs);
+  phase = "measuring";
   const c0 = cpuMark(cfg.targetPid);
   const f0 = peers.counter.frames;
   const s0 = sender.frames;
@@ -514,6 +526,7 @@ async function measureWindow(
 
 /** Waits for the last frames, records what was lost, and closes. */
 async function finish(cfg: LoadConfig, peers: Peers, sent: number, result: LoadResult) {
+  phase = `draining (${peers.counter.frames} of ${sent} frames out)`;
   if (!cfg.sendOnly) {
     await peers.counter.drain(sent, cfg.drainQuietMs);
     result.sent = sent;
@@ -524,6 +537,7 @@ async function finish(cfg: LoadConfig, peers: Peers, sent: number, result: LoadR
   const memory = readMemory(cfg.targetPid);
   result.rssEnd = memory?.rss;
   result.peakRss = memory?.peak;
+  phase = "closing the connections";
   await peers.close();
 }
 
@@ -776,6 +790,13 @@ export async function run(cfg: LoadConfig): Promise<LoadResult> {
 
 if (import.meta.main) {
   const cfg = JSON.parse(Deno.args[0]) as LoadConfig;
+  // A run that has not ended long after it should have is reported, not waited for.
+  const limitMs = 60_000 + 2 * (cfg.warmupMs + cfg.windowMs) + 3 * cfg.drainQuietMs +
+    (cfg.workload === "flood" ? cfg.floodMs : 0) + (cfg.workload === "latency" ? 60_000 : 0);
+  setTimeout(() => {
+    console.log(JSON.stringify({ error: `stuck after ${limitMs / 1000} s while ${phase}` }));
+    Deno.exit(1);
+  }, limitMs);
   try {
     const result = await run(cfg);
     console.log(JSON.stringify(result));
