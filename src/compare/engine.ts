@@ -14,6 +14,7 @@ import { compareDatagrams } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { seqAdd, seqAfter } from "./seq.ts";
+import { FrameStore } from "./store.ts";
 import { compareTcp } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
@@ -35,12 +36,6 @@ export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
 
 /** Packet objects kept for reuse. */
 const POOL_MAX = 4096;
-/**
- * Held frames up to this size are copied into reused buffers rather than new ones: a frame
- * held for a moment then costs no allocation and no garbage.
- */
-const STORE_SIZE = 2048;
-const STORE_POOL_MAX = 4096;
 
 /** The comparator's state and rules, for one primary/secondary pair. */
 export class CompareEngine implements CompareContext {
@@ -53,7 +48,7 @@ export class CompareEngine implements CompareContext {
   readonly #table = new ConnectionTable();
   readonly #info = new FrameInfo();
   readonly #pool: Packet[] = [];
-  readonly #stores: Uint8Array[] = [];
+  readonly #store = new FrameStore();
   /** Held packets in arrival order, oldest first (arrival time order, too). */
   #oldest: Packet | null = null;
   #newest: Packet | null = null;
@@ -163,6 +158,12 @@ export class CompareEngine implements CompareContext {
         this.tracer?.trace("colo_old_packet_check_found", {
           old_time: Math.round(oldest.createdAt),
         });
+        // Frames this old may stay for long (no checkpoint may ever come): give them their
+        // own buffers so they do not pin slabs of frames long gone.
+        for (let p: Packet | null = oldest; p !== null; p = p.newer) {
+          if (now - p.createdAt <= this.#compareTimeout) break;
+          this.#store.evacuate(p);
+        }
         this.#sink.checkpoint("timeout", oldest.conn, now);
         return true;
       }
@@ -258,16 +259,7 @@ export class CompareEngine implements CompareContext {
     else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
-    if (p.queued && p.data === frame) p.data = this.#keep(p, frame);
-  }
-
-  /** A copy of `frame` owned by `p`. */
-  #keep(p: Packet, frame: Uint8Array): Uint8Array {
-    if (frame.length > STORE_SIZE) return frame.slice();
-    const store = this.#stores.pop() ?? new Uint8Array(STORE_SIZE);
-    store.set(frame);
-    p.store = store;
-    return store.subarray(0, frame.length);
+    if (p.queued && p.data === frame) this.#store.keep(p, frame);
   }
 
   #newConnection(info: FrameInfo): Connection | null {
@@ -314,10 +306,7 @@ export class CompareEngine implements CompareContext {
   }
 
   #recycle(p: Packet): void {
-    if (p.store !== null) {
-      if (this.#stores.length < STORE_POOL_MAX) this.#stores.push(p.store);
-      p.store = null;
-    }
+    this.#store.release(p);
     p.data = EMPTY;
     p.conn = null;
     if (this.#pool.length < POOL_MAX) this.#pool.push(p);

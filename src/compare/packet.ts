@@ -7,6 +7,7 @@
 import type { Seq32 } from "./seq.ts";
 import { seqAfter } from "./seq.ts";
 import type { Connection } from "./connection.ts";
+import type { Slab } from "./store.ts";
 
 /** Which input a frame came from. */
 export type Side = "primary" | "secondary";
@@ -20,8 +21,8 @@ const EMPTY = new Uint8Array(0);
  */
 export class Packet {
   data: Uint8Array = EMPTY;
-  /** The pooled buffer `data` lives in once copied, or null (see the engine's copy pool). */
-  store: Uint8Array | null = null;
+  /** The slab `data` was copied into, or null (see `store.ts`). */
+  slab: Slab | null = null;
   vnetLen = 0;
   /** Monotonic milliseconds at arrival. */
   createdAt = 0;

@@ -28,6 +28,10 @@ export interface WriterOptions {
   onWriteError?: (error: unknown) => void;
 }
 
+const INITIAL_SIZE = 64 * 1024;
+/** Buffers grown beyond this are dropped once they are empty again. */
+const SHRINK_ABOVE = 4 * 1024 * 1024;
+
 /** Finds the offset of the frame that contains byte `at` of a framed buffer. */
 function frameStartAt(buf: Uint8Array, at: number, head: number): number {
   let o = 0;
@@ -55,10 +59,10 @@ export class FrameWriter {
   readonly #head: number;
   #conn: Deno.Conn | null = null;
   /** Framed bytes not yet handed to the socket. */
-  #buf = new Uint8Array(64 * 1024);
+  #buf = new Uint8Array(INITIAL_SIZE);
   #len = 0;
   /** The batch being written, and how much of it the socket took. */
-  #spare = new Uint8Array(64 * 1024);
+  #spare = new Uint8Array(INITIAL_SIZE);
   #inflight: Uint8Array | null = null;
   #writing = false;
   #scheduled = false;
@@ -172,6 +176,11 @@ export class FrameWriter {
       }
     } finally {
       this.#writing = false;
+    }
+    if (this.#len === 0 && this.#buf.length > SHRINK_ABOVE) {
+      // A burst (a checkpoint flush) grew the buffers: give the memory back.
+      this.#buf = new Uint8Array(INITIAL_SIZE);
+      this.#spare = new Uint8Array(INITIAL_SIZE);
     }
     if (this.#len === 0 || this.#conn === null) {
       const waiters = this.#idleWaiters;

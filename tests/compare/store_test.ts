@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { Packet } from "../../src/compare/packet.ts";
+import { FrameStore, SLAB_SIZE } from "../../src/compare/store.ts";
+import { pseudoRandomBytes } from "../support/packets.ts";
+
+function kept(store: FrameStore, frame: Uint8Array): Packet {
+  const p = new Packet();
+  store.keep(p, frame);
+  return p;
+}
+
+Deno.test("store: copies share slabs, and a slab is reused once all its frames are gone", () => {
+  const store = new FrameStore();
+  const frames = Array.from({ length: 600 }, (_, i) => pseudoRandomBytes(1000, i + 1));
+  const held = frames.map((f) => kept(store, f));
+  held.forEach((p, i) => assert.deepEqual(p.data, frames[i]));
+  assert.equal(store.slabs, Math.ceil((600 * 1000) / SLAB_SIZE));
+  for (const p of held) store.release(p);
+  const again = Array.from({ length: 600 }, (_, i) => kept(store, frames[i]));
+  assert.equal(store.slabs, 3, "no new slabs: the empty ones were reused");
+  again.forEach((p, i) => assert.deepEqual(p.data, frames[i]));
+});
+
+Deno.test("store: a copy does not change when the source or other slab frames change", () => {
+  const store = new FrameStore();
+  const src = pseudoRandomBytes(500, 9);
+  const a = kept(store, src);
+  const original = src.slice();
+  src.fill(0);
+  const b = kept(store, pseudoRandomBytes(500, 10));
+  assert.deepEqual(a.data, original);
+  assert.notEqual(a.data.byteOffset, b.data.byteOffset);
+});
+
+Deno.test("store: large frames get their own buffer; evacuated frames leave their slab", () => {
+  const store = new FrameStore();
+  const big = kept(store, pseudoRandomBytes(60_000, 3));
+  assert.equal(big.slab, null);
+  assert.equal(store.slabs, 0);
+  const old = kept(store, pseudoRandomBytes(100, 4));
+  const bytes = old.data.slice();
+  store.evacuate(old);
+  assert.equal(old.slab, null);
+  assert.deepEqual(old.data, bytes);
+  assert.equal(old.data.buffer.byteLength, 100, "its own buffer now");
+});
