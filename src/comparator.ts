@@ -246,6 +246,8 @@ export class Comparator implements EngineSink {
         if (n === null) break;
         this.#now = performance.now();
         const broken = decoder.push(buf.subarray(0, n));
+        // Released frames go out now, before the next read is even asked for.
+        this.#out.flush();
         this.#recheck();
         if (broken) {
           this.stats.oversizeResets++;

@@ -137,6 +137,12 @@ export class FrameWriter {
     this.#buf = next;
   }
 
+  /** Starts writing what is buffered now, without waiting for the end of the task. */
+  flush(): void {
+    if (this.#writing || this.#conn === null || this.#len === 0) return;
+    this.#pump();
+  }
+
   #schedule(): void {
     if (this.#scheduled || this.#writing || this.#conn === null || this.#len === 0) return;
     this.#scheduled = true;
