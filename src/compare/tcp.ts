@@ -38,6 +38,15 @@ function ackSettled(conn: Connection, p: Packet): boolean {
 }
 
 /**
+ * True when the next `n` not yet matched payload bytes of `p` and `s` are equal. Neither side
+ * is read past its payload (segments may be misaligned after retransmissions).
+ */
+function nextBytesEqual(p: Packet, s: Packet, n: number): boolean {
+  return n <= p.len - p.offset && n <= s.len - s.offset &&
+    bytesEqual(p.data, p.start + p.offset, s.data, s.start + s.offset, n);
+}
+
+/**
  * Drops a secondary segment whose payload has been fully matched once no primary is left to
  * pair with it: QEMU keeps it queued until it times out into a needless checkpoint (SPEC 9).
  */
@@ -89,10 +98,9 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     }
     if (primaryDone) continue;
 
-    const pd = p.data;
-    const sd = s.data;
     if (
-      p.seq === s.seq && p.seqEnd === s.seqEnd && bytesEqual(pd, p.start, sd, s.start, p.len)
+      p.seq === s.seq && p.seqEnd === s.seqEnd &&
+      bytesEqual(p.data, p.start, s.data, s.start, p.len)
     ) {
       // The same segment on both sides.
       if (tracer) traceSegment(ctx, "pri", p), traceSegment(ctx, "sec", s);
@@ -107,7 +115,7 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     if (!seqAfter(p.seqEnd, s.seqEnd)) {
       // The primary ends inside the secondary: compare the primary's remaining bytes.
       const n = p.len - p.offset;
-      if (n > s.len - s.offset || !bytesEqual(pd, p.start + p.offset, sd, s.start + s.offset, n)) {
+      if (!nextBytesEqual(p, s, n)) {
         ctx.mismatch("tcp-payload", conn, now);
         return;
       }
@@ -128,7 +136,7 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     }
     // The primary is longer: compare the secondary's remaining bytes.
     const n = s.len - s.offset;
-    if (n > p.len - p.offset || !bytesEqual(pd, p.start + p.offset, sd, s.start + s.offset, n)) {
+    if (!nextBytesEqual(p, s, n)) {
       ctx.mismatch("tcp-payload", conn, now);
       return;
     }

@@ -60,6 +60,20 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   while (o < data.length) o += await conn.write(data.subarray(o));
 }
 
+/** Feeds everything `conn` delivers to `decoder` until the connection ends. */
+async function readFrames(conn: Deno.Conn, decoder: FrameDecoder, size: number): Promise<void> {
+  const buf = new Uint8Array(size);
+  try {
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      decoder.push(buf.subarray(0, n));
+    }
+  } catch {
+    // closed at the end of the demo
+  }
+}
+
 /** The COLO controller's side of notify-dev, as Xen's libxl plays it. */
 class Controller {
   readonly requests: number[] = [];
@@ -79,18 +93,7 @@ class Controller {
         else answered(text);
       },
     }, false);
-    this.#done = (async () => {
-      const buf = new Uint8Array(4096);
-      try {
-        while (true) {
-          const n = await conn.read(buf);
-          if (n === null) break;
-          d.push(buf.subarray(0, n));
-        }
-      } catch {
-        // closed at the end of the demo
-      }
-    })();
+    this.#done = readFrames(conn, d, 4096);
   }
 
   /** Sends COLO_USERSPACE_PROXY_INIT and waits (as Xen does, 500 ms) for the reply. */
@@ -146,18 +149,7 @@ class Client {
         }
       },
     }, false);
-    this.#done = (async () => {
-      const buf = new Uint8Array(256 * 1024);
-      try {
-        while (true) {
-          const n = await conn.read(buf);
-          if (n === null) break;
-          d.push(buf.subarray(0, n));
-        }
-      } catch {
-        // closed at the end of the demo
-      }
-    })();
+    this.#done = readFrames(conn, d, 256 * 1024);
   }
 
   /** Resolves when `n` frames have arrived in all; rejects after a timeout. */
