@@ -28,9 +28,16 @@ export interface WriterOptions {
   onWriteError?: (error: unknown) => void;
 }
 
-const INITIAL_SIZE = 64 * 1024;
-/** Buffers grown beyond this are dropped once they are empty again. */
-const SHRINK_ABOVE = 4 * 1024 * 1024;
+/** Output is buffered in chunks of this size, reused once written. */
+const CHUNK_SIZE = 1024 * 1024;
+/** Written chunks kept for reuse (the rest go back to the allocator). */
+const FREE_CHUNKS_MAX = 32;
+
+/** Part of the output buffer: framed frames, in order, filled up to `len`. */
+interface Chunk {
+  buf: Uint8Array;
+  len: number;
+}
 
 /** Finds the offset of the frame that contains byte `at` of a framed buffer. */
 function frameStartAt(buf: Uint8Array, at: number, head: number): number {
@@ -58,11 +65,14 @@ export class FrameWriter {
   readonly #o: WriterOptions;
   readonly #head: number;
   #conn: Deno.Conn | null = null;
-  /** Framed bytes not yet handed to the socket. */
-  #buf = new Uint8Array(INITIAL_SIZE);
-  #len = 0;
-  /** The batch being written, and how much of it the socket took. */
-  #spare = new Uint8Array(INITIAL_SIZE);
+  /**
+   * Framed bytes not yet handed to the socket, as a list of chunks: a burst (a checkpoint
+   * flush) takes more chunks instead of reallocating and copying one ever larger buffer.
+   */
+  #queue: Chunk[] = [];
+  #free: Chunk[] = [];
+  #queued = 0;
+  /** The chunk being written. */
   #inflight: Uint8Array | null = null;
   #writing = false;
   #scheduled = false;
@@ -81,7 +91,7 @@ export class FrameWriter {
 
   /** Bytes waiting to be written (framing included). */
   get pendingBytes(): number {
-    return this.#len + (this.#inflight?.length ?? 0);
+    return this.#queued + (this.#inflight?.length ?? 0);
   }
 
   /** True while connected and more than `highWater` bytes wait: readers should pause. */
@@ -112,10 +122,15 @@ export class FrameWriter {
       this.#o.onOverflow?.(1);
       return false;
     }
-    if (this.#len + need > this.#buf.length) this.#grow(this.#len + need);
-    const at = writeHeader(this.#buf, this.#len, frame.length, this.#o.vnet, vnetLen);
-    this.#buf.set(frame, at);
-    this.#len = at + frame.length;
+    let c = this.#queue.length > 0 ? this.#queue[this.#queue.length - 1] : undefined;
+    if (c === undefined || c.len + need > c.buf.length) {
+      c = this.#chunk(need);
+      this.#queue.push(c);
+    }
+    const at = writeHeader(c.buf, c.len, frame.length, this.#o.vnet, vnetLen);
+    c.buf.set(frame, at);
+    c.len = at + frame.length;
+    this.#queued += need;
     if (!this.#congested && this.#conn !== null && this.pendingBytes > this.#o.highWater) {
       this.#setCongested(true);
     }
@@ -125,26 +140,29 @@ export class FrameWriter {
 
   /** Resolves once everything buffered is written, or the peer is gone. */
   idle(): Promise<void> {
-    if ((this.#len === 0 && !this.#writing) || this.#conn === null) return Promise.resolve();
+    if ((this.#queued === 0 && !this.#writing) || this.#conn === null) return Promise.resolve();
     return new Promise((r) => this.#idleWaiters.push(r));
   }
 
-  #grow(min: number): void {
-    let size = this.#buf.length * 2;
-    while (size < min) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.#buf.subarray(0, this.#len));
-    this.#buf = next;
+  #chunk(need: number): Chunk {
+    const c = need <= CHUNK_SIZE ? this.#free.pop() : undefined;
+    if (c !== undefined) return c;
+    return { buf: new Uint8Array(Math.max(CHUNK_SIZE, need)), len: 0 };
+  }
+
+  #recycle(c: Chunk): void {
+    c.len = 0;
+    if (c.buf.length === CHUNK_SIZE && this.#free.length < FREE_CHUNKS_MAX) this.#free.push(c);
   }
 
   /** Starts writing what is buffered now, without waiting for the end of the task. */
   flush(): void {
-    if (this.#writing || this.#conn === null || this.#len === 0) return;
+    if (this.#writing || this.#conn === null || this.#queued === 0) return;
     this.#pump();
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#writing || this.#conn === null || this.#len === 0) return;
+    if (this.#scheduled || this.#writing || this.#conn === null || this.#queued === 0) return;
     this.#scheduled = true;
     // Start after the current batch of input has been processed: one write per batch.
     queueMicrotask(() => {
@@ -157,38 +175,32 @@ export class FrameWriter {
     if (this.#writing) return;
     this.#writing = true;
     try {
-      while (this.#len > 0) {
+      while (this.#queue.length > 0) {
         const conn = this.#conn;
         if (conn === null) break;
-        // Swap buffers: new frames go to the other one while this batch is written.
-        const batch = this.#buf.subarray(0, this.#len);
-        const spare = this.#spare;
-        this.#spare = this.#buf;
-        this.#buf = spare.length >= this.#buf.length ? spare : new Uint8Array(this.#buf.length);
-        this.#len = 0;
+        // New frames go to a new chunk while this one is written.
+        const c = this.#queue.shift()!;
+        this.#queued -= c.len;
+        const batch = c.buf.subarray(0, c.len);
         this.#inflight = batch;
         let sent = 0;
         try {
           while (sent < batch.length) sent += await conn.write(batch.subarray(sent));
         } catch (error) {
-          this.#requeue(batch, sent);
           this.#inflight = null;
+          this.#requeue(c, sent);
           this.#o.onWriteError?.(error);
           this.detach(conn);
           break;
         }
         this.#inflight = null;
+        this.#recycle(c);
         if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
       }
     } finally {
       this.#writing = false;
     }
-    if (this.#len === 0 && this.#buf.length > SHRINK_ABOVE) {
-      // A burst (a checkpoint flush) grew the buffers: give the memory back.
-      this.#buf = new Uint8Array(INITIAL_SIZE);
-      this.#spare = new Uint8Array(INITIAL_SIZE);
-    }
-    if (this.#len === 0 || this.#conn === null) {
+    if (this.#queued === 0 || this.#conn === null) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
@@ -197,22 +209,23 @@ export class FrameWriter {
     }
   }
 
-  /** Puts the unsent part of `batch` (from its first incomplete frame) before newer frames. */
-  #requeue(batch: Uint8Array, sent: number): void {
-    const from = frameStartAt(batch, sent, this.#head);
-    const rest = batch.subarray(from);
+  /** Puts the unsent part of chunk `c` (from its first incomplete frame) before newer frames. */
+  #requeue(c: Chunk, sent: number): void {
+    const from = frameStartAt(c.buf.subarray(0, c.len), sent, this.#head);
+    const rest = c.buf.subarray(from, c.len);
     const keep = Math.min(rest.length, this.#o.maxBufferedDisconnected);
-    const kept = keep === rest.length
-      ? rest
-      : rest.subarray(0, frameStartAt(rest, keep, this.#head));
-    if (kept.length < rest.length) {
-      this.#o.onOverflow?.(countFrames(rest.subarray(kept.length), this.#head));
+    const kept = keep === rest.length ? rest.length : frameStartAt(rest, keep, this.#head);
+    if (kept < rest.length) {
+      this.#o.onOverflow?.(countFrames(rest.subarray(kept), this.#head));
     }
-    const merged = new Uint8Array(Math.max(this.#buf.length, kept.length + this.#len));
-    merged.set(kept);
-    merged.set(this.#buf.subarray(0, this.#len), kept.length);
-    this.#buf = merged;
-    this.#len = kept.length + this.#len;
+    c.buf.copyWithin(0, from, from + kept);
+    c.len = kept;
+    if (kept === 0) {
+      this.#recycle(c);
+      return;
+    }
+    this.#queue.unshift(c);
+    this.#queued += kept;
   }
 
   #setCongested(on: boolean): void {

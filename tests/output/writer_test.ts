@@ -104,3 +104,15 @@ Deno.test("writer: congested above the high mark while connected, drained below 
     "no back-pressure without a peer: the buffer is bounded instead",
   );
 });
+
+Deno.test("writer: a burst larger than a buffer chunk goes out whole and in order", async () => {
+  const conn = new FakeConn();
+  const w = writer({ highWater: 64 << 20, lowWater: 1 << 20 });
+  w.attach(conn.asConn());
+  const frames = Array.from({ length: 3000 }, (_, i) => f(1000, i & 0xff));
+  for (const x of frames) w.write(x, 0);
+  assert.equal(w.pendingBytes, 3000 * 1004);
+  await w.idle();
+  assert.deepEqual(conn.bytes, concat(...frames.map((x) => framed(x))));
+  assert.equal(w.pendingBytes, 0);
+});

@@ -1,0 +1,21 @@
+/**
+ * `deno task bench` keeps working: a short run against the pass-through forwarder prints the
+ * table. (Speed itself is measured by the benchmark, never asserted by a test.)
+ */
+
+import assert from "node:assert/strict";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+Deno.test("bench: a quick run against the forwarder prints the table", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "bench", "--quick", "--targets", "forwarder", "--only", "tcp-1000"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.match(text, /\| tcp-1000 +\| forwarder +\| [\d,]+/);
+});
