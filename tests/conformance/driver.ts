@@ -473,16 +473,7 @@ export class Session {
       await this.#notify?.close();
       this.#notify = undefined;
     } else {
-      const s = this.#in(name);
-      const conn = s.conn;
-      s.conn = undefined;
-      s.closed = true;
-      try {
-        conn?.close();
-      } catch {
-        // already closed
-      }
-      await s.reader;
+      await this.#closeInput(this.#in(name));
     }
     // Let the implementation notice.
     await sleep(50);
@@ -520,19 +511,22 @@ export class Session {
     return rec;
   }
 
+  /** Closes one input's connection and waits for its reader to finish. */
+  async #closeInput(s: InStream): Promise<void> {
+    const conn = s.conn;
+    s.conn = undefined;
+    s.closed = true;
+    try {
+      conn?.close();
+    } catch {
+      // already closed
+    }
+    await s.reader;
+  }
+
   /** Closes every connection. */
   async close(): Promise<void> {
-    for (const s of [this.#pri, this.#sec]) {
-      const conn = s.conn;
-      s.conn = undefined;
-      s.closed = true;
-      try {
-        conn?.close();
-      } catch {
-        // already closed
-      }
-      await s.reader;
-    }
+    for (const s of [this.#pri, this.#sec]) await this.#closeInput(s);
     this.#ntf.conn = undefined;
     await this.#out?.close();
     await this.#notify?.close();
