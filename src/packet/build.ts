@@ -262,17 +262,25 @@ function upperLayer(
   return { proto: 253, l4: new Uint8Array(0), csumAt: -1 };
 }
 
+/** Fills the upper layer's checksum (over the pseudo-header), where it has one. */
+function setTransportChecksum(
+  up: { proto: number; l4: Uint8Array; csumAt: number },
+  src: Uint8Array,
+  dst: Uint8Array,
+): void {
+  if (up.csumAt < 0) return;
+  new DataView(up.l4.buffer, up.l4.byteOffset).setUint16(
+    up.csumAt,
+    inetChecksum(up.l4, pseudoSum(src, dst, up.proto, up.l4.length)),
+  );
+}
+
 function ip4Packet(ip: Ip4Options, up: { proto: number; l4: Uint8Array; csumAt: number }) {
   const options = padOptions(ip.options);
   const hl = 20 + options.length;
   const src = ip4(ip.src ?? "10.0.0.1");
   const dst = ip4(ip.dst ?? "10.0.0.2");
-  if (up.csumAt >= 0) {
-    new DataView(up.l4.buffer, up.l4.byteOffset).setUint16(
-      up.csumAt,
-      inetChecksum(up.l4, pseudoSum(src, dst, up.proto, up.l4.length)),
-    );
-  }
+  setTransportChecksum(up, src, dst);
   const h = new Uint8Array(hl);
   const v = new DataView(h.buffer);
   h[0] = ((ip.version ?? 4) << 4) | (ip.ihl ?? hl / 4);
@@ -292,12 +300,7 @@ function ip4Packet(ip: Ip4Options, up: { proto: number; l4: Uint8Array; csumAt: 
 function ip6Packet(ip: Ip6Options, up: { proto: number; l4: Uint8Array; csumAt: number }) {
   const src = ip6(ip.src ?? "fd00::1");
   const dst = ip6(ip.dst ?? "fd00::2");
-  if (up.csumAt >= 0) {
-    new DataView(up.l4.buffer, up.l4.byteOffset).setUint16(
-      up.csumAt,
-      inetChecksum(up.l4, pseudoSum(src, dst, up.proto, up.l4.length)),
-    );
-  }
+  setTransportChecksum(up, src, dst);
   const exts = ip.ext ?? [];
   const extBytes: Uint8Array[] = [];
   exts.forEach((e, i) => {

@@ -47,10 +47,7 @@ export const KEY_MAX = 10 + 32;
 /** Key byte 0: IP version in the low bits, this bit for non-first fragments. */
 export const KEY_FRAGMENT = 0x80;
 
-/** TCP flag bits. */
-export const TH_FIN = 0x01;
-export const TH_SYN = 0x02;
-export const TH_RST = 0x04;
+/** The TCP ACK flag: only segments carrying it acknowledge anything. */
 export const TH_ACK = 0x10;
 
 /** The parse of one frame; one instance is reused for every frame. */
