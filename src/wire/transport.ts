@@ -1,0 +1,39 @@
+/**
+ * What an endpoint needs from a transport: listen and accept, or connect (abortably), and then
+ * a byte stream to read and write. Plain TCP and unix sockets are one transport, TLS another
+ * (SPEC 11); endpoints, readers and writers see only these interfaces.
+ *
+ * @module
+ */
+
+import type { Address } from "./address.ts";
+
+/** One peer's byte stream. */
+export interface Conn {
+  /** Reads into `p`; the number of bytes read, or null at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`; the number of bytes written. */
+  write(p: Uint8Array): Promise<number>;
+  /** Closes the stream. Idempotent. */
+  close(): void;
+  /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */
+  readonly peer: string;
+}
+
+/** A bound listen address. */
+export interface Listener {
+  /** The next peer (for TLS: once its handshake and authorization passed). */
+  accept(): Promise<Conn>;
+  /** Stops listening. Idempotent. */
+  close(): void;
+  /** Where it listens, port 0 resolved: `127.0.0.1:9001`, or the socket path. */
+  readonly boundText: string;
+}
+
+/** Makes listeners and connections for addresses of one kind. */
+export interface Transport {
+  /** Binds `address` (a listen address). Throws Deno's errors as they are. */
+  listen(address: Address): Promise<Listener>;
+  /** Connects to `address` (a connect address); rejects once `signal` aborts. */
+  connect(address: Address, signal: AbortSignal): Promise<Conn>;
+}
