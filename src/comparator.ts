@@ -29,6 +29,8 @@ import { FrameWriter } from "./output/writer.ts";
 import { Stats } from "./stats.ts";
 import { FrameDecoder, NET_BUFSIZE } from "./wire/codec.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
+import { PlainTransport } from "./wire/plain.ts";
+import type { Conn } from "./wire/transport.ts";
 
 /** Bytes asked of the socket per read: many frames per read, one decode pass each. */
 const READ_SIZE = 256 * 1024;
@@ -101,8 +103,9 @@ export class Comparator implements EngineSink {
       tracer,
     );
     this.#requests = new CheckpointRequests(config.compareTimeout);
+    const transport = new PlainTransport();
     const ep = (name: EndpointName, a: Config["outdev"]) => {
-      const e = new Endpoint(name, a, log);
+      const e = new Endpoint(name, a, transport, log);
       this.#endpoints.push(e);
       return e;
     };
@@ -216,7 +219,7 @@ export class Comparator implements EngineSink {
 
   // Inputs.
 
-  async #readInput(side: Side, conn: Deno.Conn): Promise<void> {
+  async #readInput(side: Side, conn: Conn): Promise<void> {
     const engine = this.engine;
     const stats = this.stats;
     const decoder = new FrameDecoder(
@@ -268,7 +271,7 @@ export class Comparator implements EngineSink {
     }
   }
 
-  async #serveOutdev(conn: Deno.Conn): Promise<void> {
+  async #serveOutdev(conn: Conn): Promise<void> {
     this.#out.attach(conn);
     try {
       // The peer sends nothing; reading tells us when it goes away.
@@ -282,7 +285,7 @@ export class Comparator implements EngineSink {
     }
   }
 
-  async #serveNotify(conn: Deno.Conn): Promise<void> {
+  async #serveNotify(conn: Conn): Promise<void> {
     this.#notifyOut.attach(conn);
     const decoder = new FrameDecoder({ onFrame: (f) => this.#onNotify(f) }, false);
     const buf = new Uint8Array(4096);

@@ -9,6 +9,7 @@
  */
 
 import { headerSize, writeHeader } from "../wire/codec.ts";
+import type { Conn } from "../wire/transport.ts";
 
 /** Settings of a {@linkcode FrameWriter}. */
 export interface WriterOptions {
@@ -64,7 +65,7 @@ function countFrames(buf: Uint8Array, head: number): number {
 export class FrameWriter {
   readonly #o: WriterOptions;
   readonly #head: number;
-  #conn: Deno.Conn | null = null;
+  #conn: Conn | null = null;
   /**
    * Framed bytes not yet handed to the socket, as a list of chunks: a burst (a checkpoint
    * flush) takes more chunks instead of reallocating and copying one ever larger buffer.
@@ -100,13 +101,13 @@ export class FrameWriter {
   }
 
   /** Uses `conn` for writing from now on and sends what waited for it. */
-  attach(conn: Deno.Conn): void {
+  attach(conn: Conn): void {
     this.#conn = conn;
     this.#schedule();
   }
 
   /** Forgets `conn` (if it is the current peer); buffered frames wait for the next one. */
-  detach(conn: Deno.Conn): void {
+  detach(conn: Conn): void {
     if (this.#conn !== conn) return;
     this.#conn = null;
     this.#setCongested(false);

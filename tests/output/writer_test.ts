@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FrameWriter, type WriterOptions } from "../../src/output/writer.ts";
+import type { Conn } from "../../src/wire/transport.ts";
 import { concat, framed } from "../support/packets.ts";
 
 /** A stand-in for a socket whose writes the test controls. */
@@ -24,8 +25,16 @@ class FakeConn {
     return concat(...this.writes);
   }
 
-  asConn(): Deno.Conn {
-    return this as unknown as Deno.Conn;
+  readonly peer = "fake";
+
+  read(): Promise<number | null> {
+    return new Promise(() => {});
+  }
+
+  close(): void {}
+
+  asConn(): Conn {
+    return this;
   }
 }
 
