@@ -102,6 +102,9 @@ export class Comparator {
   };
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** The compare clock stands still while outdev is congested: see #now. */
+  #frozenMs = 0;
+  #congestedSince: number | null = null;
   #stopping = false;
   #started = false;
 
@@ -118,7 +121,7 @@ export class Comparator {
       maxAgeDisconnected: OUT_MAX_AGE_MS,
       onOverflow: (n) => this.#sink.outdevLost("disconnected-overflow", n),
       onExpired: (n) => this.#sink.outdevLost("too-old", n),
-      onCongestion: (on) => this.#flow.outdev(on),
+      onCongestion: (on) => this.#outdevCongested(on),
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
     });
     this.#sink = new ComparatorSink(
@@ -197,6 +200,7 @@ export class Comparator {
         engine.secondary(f, v, now);
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
+      now: () => this.#now(),
       frame,
       chunk: () => {
         // Released frames go out now, before the next read is even asked for.
@@ -336,6 +340,29 @@ export class Comparator {
     }
   }
 
+  /**
+   * The compare clock: monotonic time that stands still while outdev is congested. Both
+   * inputs are paused then (SPEC 8), so the side that was a little ahead holds frames whose
+   * partners wait unread in the other input; they must not time out because the client reads
+   * slowly (no timeout checkpoint on identical streams, however slow the client).
+   */
+  #now(): number {
+    const t = performance.now();
+    return this.#congestedSince === null
+      ? t - this.#frozenMs
+      : this.#congestedSince - this.#frozenMs;
+  }
+
+  #outdevCongested(on: boolean): void {
+    const t = performance.now();
+    if (on && this.#congestedSince === null) this.#congestedSince = t;
+    else if (!on && this.#congestedSince !== null) {
+      this.#frozenMs += t - this.#congestedSince;
+      this.#congestedSince = null;
+    }
+    this.#flow.outdev(on);
+  }
+
   // Flow control: the pumps do what it decides; pauses and their end are logged at info,
   // at most one pair per side every SUMMARY_INTERVAL_MS, the rest summarised.
 
@@ -392,7 +419,7 @@ export class Comparator {
 
   #scan(): void {
     try {
-      this.engine.tick(performance.now());
+      this.engine.tick(this.#now());
     } catch (error) {
       this.#sink.internalError("expiry-scan", error);
     }
