@@ -17,7 +17,7 @@ import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
 import { CompareClock } from "./flow/clock.ts";
-import { FlowControl, heldMarks, type PauseReason } from "./flow/control.ts";
+import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/control.ts";
 import { PauseLog } from "./flow/pause_log.ts";
 import { InputPump } from "./input/pump.ts";
 import { ClassLog, type Logger } from "./log.ts";
@@ -91,6 +91,10 @@ export class Comparator {
   readonly #subscribers: ComparatorEvents[] = [];
   readonly #pauseLog: PauseLog;
   readonly #clock = new CompareClock();
+  readonly #leadTimers: Record<Side, ReturnType<typeof setTimeout> | undefined> = {
+    primary: undefined,
+    secondary: undefined,
+  };
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
@@ -283,6 +287,8 @@ export class Comparator {
     }
     this.#stopping = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#leadTimers.primary);
+    clearTimeout(this.#leadTimers.secondary);
     this.#pumps.primary.stop();
     this.#pumps.secondary.stop();
     this.#primary.close();
@@ -341,6 +347,10 @@ export class Comparator {
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {
     if (paused) this.#pumps[side].pause();
     else this.#pumps[side].resume();
+    clearTimeout(this.#leadTimers[side]);
+    if (paused && reason === "ahead") {
+      this.#leadTimers[side] = setTimeout(() => this.#flow.leadTimeout(side), LEAD_PAUSE_MS);
+    }
     this.#pauseLog.change(side, paused, reason, {
       held_bytes: side === "primary"
         ? this.engine.heldPrimaryBytes
