@@ -320,7 +320,12 @@ export class Comparator {
     if (report.unsentBytes) {
       this.#log.warn("unsent-at-exit", { endpoint: "outdev", bytes: report.unsentBytes });
     }
-    this.#log.info("summary", this.stats.summary());
+    this.#log.info("summary", {
+      ...this.stats.summary(),
+      held_primary_bytes: this.engine.heldPrimaryBytes,
+      held_secondary_bytes: this.engine.heldSecondaryBytes,
+      connections: this.engine.connections,
+    });
     return report;
   }
 
@@ -341,7 +346,10 @@ export class Comparator {
   // Flow control: the pumps do what it decides; the pause log says so.
 
   #heldChanged(): void {
-    this.#flow.held(this.engine.heldPrimaryBytes, this.engine.heldSecondaryBytes);
+    const p = this.engine.heldPrimaryBytes;
+    const s = this.engine.heldSecondaryBytes;
+    if (p + s > this.stats.heldBytesPeak) this.stats.heldBytesPeak = p + s;
+    this.#flow.held(p, s);
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {

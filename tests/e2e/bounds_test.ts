@@ -145,8 +145,10 @@ Deno.test("e2e: with the secondary away, held bytes stay bounded: the primary pa
     pri.close();
     await out.close();
     await Promise.allSettled(pending);
-    const { code } = await program.stop();
+    const { code, stderr } = await program.stop();
     assert.equal(code, 0);
+    const peak = Number(/held_bytes_peak=(\d+)/.exec(stderr)?.[1]);
+    assert.ok(peak > 0 && peak <= 8 * 2 ** 20, `held ${peak} bytes against --max-held-bytes 8M`);
   }
 });
 
