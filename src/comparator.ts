@@ -424,6 +424,7 @@ export class Comparator {
       this.#sink.internalError("checkpoint", error);
     }
     const fields = {
+      channel: this.#channel?.kind ?? "none",
       released: this.stats.releasedByCheckpoint - released,
       secondary_dropped: this.stats.secondaryFlushed - dropped,
       requested: outstanding,
