@@ -189,6 +189,12 @@ export class Comparator implements EngineSink {
     if (this.#notify) this.#serving.push(this.#notify.serve((c) => this.#serveNotify(c)));
     this.#timer = setInterval(() => this.#scan(), this.config.expiredScanCycle);
     const c = this.config;
+    if (!c.qmp && !c.notifyDev) {
+      this.#log.warn("no-checkpoint-channel", {
+        note: "divergent output stays held until a checkpoint that never comes; " +
+          "give --qmp (KVM COLO) or --notify-dev (Xen COLO)",
+      });
+    }
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
       expired_scan_cycle_ms: c.expiredScanCycle,

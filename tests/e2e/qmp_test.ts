@@ -141,3 +141,50 @@ Deno.test("e2e qmp: COLO_EXIT releases what is held and passes the primary throu
     assert.match(r.stderr, /dropped_secondary_colo-inactive=1/);
   }
 });
+
+Deno.test("e2e qmp: while the monitor is away requests are undelivered; after it returns the scan asks again", async () => {
+  const peer = await QmpPeer.start();
+  const program = await startProgram({
+    noNotify: true,
+    flags: ["--qmp", peer.address, "--compare-timeout", "300", "--expired-scan-cycle", "50"],
+  });
+  const primary = await connectRetry(program.ports["primary-in"]);
+  const secondary = await connectRetry(program.ports["secondary-in"]);
+  const outdev = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  try {
+    await peer.waitForClient(1);
+    // QEMU's monitor goes away at the request, and refuses the handshake for a while.
+    peer.script = (c) =>
+      c.execute === "query-migrate-parameters" || c.execute === "qmp_capabilities"
+        ? "hang-up"
+        : "answer";
+    await writeAll(primary, framed(udp("held")));
+    await writeAll(secondary, framed(udp("diverged")));
+    await program.waitForLine(/event=peer-disconnected endpoint=qmp /);
+    assert.match(
+      await program.waitForLine(/event=checkpoint-request-undelivered/),
+      /level=warn .*reason=timeout .*note="the QMP monitor is not connected"/,
+    );
+    assert.equal(peer.received("migrate-set-parameters").length, 0);
+    peer.script = () => "answer";
+    // Back: the scan asks again after compare-timeout, and this time it is delivered.
+    await peer.waitFor("migrate-set-parameters", 1, 5000);
+    await peer.checkpoint();
+    assert.deepEqual((await outdev.waitFor(1)).map((r) => r.data), [udp("held")]);
+  } finally {
+    primary.close();
+    secondary.close();
+    await outdev.close();
+    const r = await program.stop();
+    await peer.close();
+    assert.equal(r.code, 0);
+    assert.doesNotMatch(r.stderr, /event=no-checkpoint-channel/);
+  }
+});
+
+Deno.test("e2e: without any checkpoint channel the start-up log warns that held output stays held", async () => {
+  const program = await startProgram({ noNotify: true });
+  const r = await program.stop();
+  assert.match(r.stderr, /level=warn event=no-checkpoint-channel .*--qmp .*--notify-dev/);
+  assert.match(r.stderr, /event=ready .*checkpoint_channel=none/);
+});
