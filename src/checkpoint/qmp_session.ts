@@ -53,6 +53,10 @@ interface Stop {
   runState: string | null;
   /** `MIGRATION_PASS` came before `RESUME`: a checkpoint. */
   pass: boolean;
+  /** Its `RESUME` was read. */
+  resumed: boolean;
+  /** Classified (as a checkpoint or not): nothing more to do. */
+  decided: boolean;
 }
 
 interface Pending {
@@ -92,8 +96,8 @@ export class QmpSession {
   #attachedAt = 0;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
-  /** Bytes of the line not yet ended. */
-  #partial: Uint8Array[] = [];
+  /** Bytes of the line not yet ended: `#partialBytes` of `#partial`. */
+  #partial = new Uint8Array(0);
   #partialBytes = 0;
   #colo: ColoState = "unknown";
   /** `x-checkpoint-delay` as last read (ms). */
@@ -101,8 +105,6 @@ export class QmpSession {
   #runState: string | null = null;
   /** Between `STOP` and `RESUME`. */
   #stopped: Stop | null = null;
-  /** Resumed, but its `query-status` was not answered yet: decided when it is. */
-  #awaiting: Stop | null = null;
   /** A checkpoint request is in flight (its query or its set). */
   #requesting = false;
   #pollWith: "query-colo-status" | "query-migrate" = "query-colo-status";
@@ -154,12 +156,11 @@ export class QmpSession {
   detach(): void {
     const wasReady = this.#phase === "ready";
     this.#phase = "detached";
+    // A stop whose end (or whose run state) we did not see is no checkpoint we can vouch for.
     this.#pending.clear();
-    this.#partial = [];
-    this.#partialBytes = 0;
-    // A stop whose end we did not see is no checkpoint we can vouch for.
     this.#stopped = null;
-    this.#awaiting = null;
+    this.#partial = new Uint8Array(0);
+    this.#partialBytes = 0;
     this.#requesting = false;
     this.#polling = false;
     this.#lastPoll = -Infinity;
@@ -178,28 +179,32 @@ export class QmpSession {
         return;
       }
       if (nl < 0) {
-        if (end > start) {
-          this.#partial.push(chunk.slice(start, end));
-          this.#partialBytes += end - start;
-        }
+        this.#keep(chunk.subarray(start, end));
         return;
       }
-      let line: Uint8Array = chunk.subarray(start, nl);
+      let line = chunk.subarray(start, nl);
       if (this.#partialBytes > 0) {
-        const whole = new Uint8Array(this.#partialBytes + line.length);
-        let o = 0;
-        for (const p of this.#partial) {
-          whole.set(p, o);
-          o += p.length;
-        }
-        whole.set(line, o);
-        line = whole;
-        this.#partial = [];
+        this.#keep(line);
+        line = this.#partial.subarray(0, this.#partialBytes);
         this.#partialBytes = 0;
       }
       this.line(decoder.decode(line), now);
       start = nl + 1;
     }
+  }
+
+  /** Appends to the unfinished line; its buffer doubles, up to the line bound. */
+  #keep(bytes: Uint8Array): void {
+    const need = this.#partialBytes + bytes.length;
+    if (need > this.#partial.length) {
+      const grown = new Uint8Array(
+        Math.min(Math.max(need, 2 * this.#partial.length, 4096), MAX_LINE_BYTES),
+      );
+      grown.set(this.#partial.subarray(0, this.#partialBytes));
+      this.#partial = grown;
+    }
+    this.#partial.set(bytes, this.#partialBytes);
+    this.#partialBytes = need;
   }
 
   /** One complete line from the monitor. */
@@ -326,7 +331,7 @@ export class QmpSession {
     switch (name) {
       case "STOP":
         if (this.#stopped !== null) return; // a repeated STOP adds nothing
-        this.#stopped = { runState: null, pass: false };
+        this.#stopped = { runState: null, pass: false, resumed: false, decided: false };
         this.#send("query-status", undefined, now, this.#stopped);
         return;
       case "MIGRATION_PASS":
@@ -336,8 +341,10 @@ export class QmpSession {
         const s = this.#stopped;
         if (s === null) return; // resumed from a stop seen before we connected
         this.#stopped = null;
+        s.resumed = true;
+        if (s.runState === null && !s.pass) return; // decided when its query-status is answered
+        s.decided = true;
         if (s.pass || s.runState === "colo") this.#checkpointDone("resume");
-        else if (s.runState === null) this.#awaiting = s;
         else this.#log.debug("qmp-stop-not-checkpoint", { run_state: s.runState });
         return;
       }
@@ -368,7 +375,7 @@ export class QmpSession {
    * checkpoint holds QEMU's big lock) counts as a checkpoint only while COLO is active.
    */
   #decideLate(s: Stop): void {
-    this.#awaiting = null;
+    s.decided = true;
     if (s.runState === "colo") this.#checkpointDone("late-reply");
     else if (s.runState !== "paused" && this.#colo === "active") {
       this.#checkpointDone(`late-reply run_state=${s.runState}`);
@@ -429,7 +436,7 @@ export class QmpSession {
       case "query-status":
         if (p.stop !== null) {
           p.stop.runState = "unknown";
-          if (p.stop === this.#awaiting) this.#decideLate(p.stop);
+          if (p.stop.resumed && !p.stop.decided) this.#decideLate(p.stop);
         }
         return;
       case "query-colo-status":
@@ -486,10 +493,10 @@ export class QmpSession {
         if (state === "colo") this.#setColo(true, "run state colo");
         if (p.stop !== null) {
           p.stop.runState = state;
-          if (p.stop === this.#awaiting) this.#decideLate(p.stop);
+          if (p.stop.resumed && !p.stop.decided) this.#decideLate(p.stop);
         } else if (state === "colo" && this.#stopped === null) {
           // Connected in the middle of a checkpoint: its RESUME ends it.
-          this.#stopped = { runState: state, pass: false };
+          this.#stopped = { runState: state, pass: false, resumed: false, decided: false };
         }
         return;
       }

@@ -314,6 +314,20 @@ Deno.test("qmp session: RESUME before the query-status reply is decided when the
   });
 });
 
+Deno.test("qmp session: two stops resumed before their replies are each decided by their own", () => {
+  const h = new Harness();
+  h.connect("none"); // no COLO: "running" would not count
+  h.event("STOP");
+  h.event("RESUME");
+  h.event("STOP");
+  h.event("RESUME");
+  const [first, second] = h.sent.filter((c) => c.execute === "query-status").map((c) => c.id);
+  h.line({ return: { status: "colo" }, id: first });
+  assert.deepEqual(h.happened, ["colo-active", "checkpoint-done"], "the first was a checkpoint");
+  h.line({ return: { status: "paused" }, id: second });
+  assert.deepEqual(h.happened, ["colo-active", "checkpoint-done"], "the second a user's stop");
+});
+
 Deno.test("qmp session: MIGRATION_PASS marks a checkpoint without waiting for query-status", () => {
   const h = new Harness();
   h.connect();
