@@ -168,7 +168,7 @@ Deno.test("qmp channel: a peer that does not read is cut off at 1 MiB of waiting
       // the channel hung up on us: that is the point
     }
     const cut = await t.events.waitForLog(/event=peer-disconnected endpoint=qmp /);
-    assert.deepEqual(t.events.happened.slice(0, 2), ["peer true", "peer false"]);
+    assert.ok(t.events.happened.includes("peer false"), t.events.happened.join());
     assert.match(cut, /reason="the peer does not read: \d+ bytes of commands wait"/);
     assert.ok(sent < 100, `cut off after ${sent}k STOP/RESUME pairs`);
     assert.ok(t.channel.session.pendingCommands === 0, "forgotten with the connection");
