@@ -367,6 +367,38 @@ Deno.test("qmp session: COLO_EXIT passes through; MIGRATION colo compares again"
   assert.equal(h.logged("colo-active").filter((l) => l.includes("level=warn")).length, 1);
 });
 
+Deno.test("qmp session: after COLO_EXIT a stale mode primary is not taken for COLO back", () => {
+  // Measured on QEMU 7.2: the secondary lost, the primary says COLO_EXIT and then goes on
+  // reporting mode primary / status colo until failover (x-colo-lost-heartbeat).
+  const h = new Harness();
+  h.connect("primary");
+  h.event("COLO_EXIT", { mode: "primary", reason: "error" });
+  const poll = (r: Json) => {
+    h.sent.length = 0;
+    h.now += POLL_INTERVAL_MS;
+    h.session.tick(h.now);
+    assert.deepEqual(executes(h.sent), ["query-colo-status"], "polled while not active");
+    h.reply("query-colo-status", r);
+  };
+  poll({ mode: "primary", "last-mode": "none", reason: "none" });
+  poll({ mode: "primary", "last-mode": "none", reason: "none" });
+  assert.equal(h.session.colo, "inactive", "still passing through");
+  assert.deepEqual(h.happened, ["colo-exit: COLO_EXIT mode=primary reason=error"]);
+  assert.equal(h.logged("qmp-colo-stale").length, 1, "said once, not per poll");
+  // The operator fails over: COLO is left for good; a new migration brings it back.
+  poll({ mode: "none", "last-mode": "primary", reason: "request" });
+  assert.equal(h.happened.length, 1, "already inactive");
+  poll({ mode: "primary", "last-mode": "primary", reason: "none" });
+  assert.deepEqual(h.happened.slice(1), ["colo-active"]);
+  // With the events capability, the MIGRATION event says so at once.
+  h.event("COLO_EXIT", { mode: "primary", reason: "error" });
+  h.event("MIGRATION", { status: "colo" });
+  assert.deepEqual(h.happened.slice(2), [
+    "colo-exit: COLO_EXIT mode=primary reason=error",
+    "colo-active",
+  ]);
+});
+
 Deno.test("qmp session: a STOP in run state colo shows COLO is active", () => {
   const h = new Harness();
   h.connect("none");
