@@ -8,7 +8,8 @@
  * setting `x-checkpoint-delay`, even to its own value, starts a checkpoint at once; a
  * checkpoint is `STOP` (run state `colo`, then `MIGRATION_PASS` with the `events` capability)
  * and `RESUME` 40-100 ms later. A user's `stop`/`cont` looks the same except for the run state
- * (`paused`), so every `STOP` is followed by a `query-status`.
+ * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` alone proves no
+ * running COLO: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
  *
  * @module
  */
@@ -514,11 +515,6 @@ export class QmpSession {
       case "query-status": {
         const state = typeof r.status === "string" ? r.status : "unknown";
         this.#runState = state;
-        if (state === "colo") {
-          // A checkpoint runs: COLO is active, whatever was seen before.
-          this.#afterExit = false;
-          this.#setColo(true, "run state colo");
-        }
         if (p.stop !== null) {
           p.stop.runState = state;
           if (p.stop.resumed && !p.stop.decided) this.#decideLate(p.stop);
