@@ -90,11 +90,16 @@ class Harness implements QmpSessionSink {
     });
   }
 
-  /** Greeting, capabilities, and the three answers of a QEMU in COLO (or not). */
-  connect(mode: "primary" | "none" = "primary", delay = 20000, status = "running"): void {
+  /** Attaches, greets, accepts the capabilities: the three queries are sent, not answered. */
+  negotiate(): void {
     this.session.attach(this.now);
     this.line(GREETING);
     this.reply("qmp_capabilities", {});
+  }
+
+  /** Greeting, capabilities, and the three answers of a QEMU in COLO (or not). */
+  connect(mode: "primary" | "none" = "primary", delay = 20000, status = "running"): void {
+    this.negotiate();
     this.reply("query-migrate-parameters", { "x-checkpoint-delay": delay, "downtime-limit": 300 });
     this.reply("query-status", { status, singlestep: false, running: status === "running" });
     this.reply("query-colo-status", { mode, "last-mode": "none", reason: "none" });
@@ -155,9 +160,7 @@ Deno.test("qmp session: qmp_capabilities refused drops the connection, naming QE
 
 Deno.test("qmp session: once ready it reads the delay, the run state and COLO's state", () => {
   const h = new Harness();
-  h.session.attach(h.now);
-  h.line(GREETING);
-  h.reply("qmp_capabilities", {});
+  h.negotiate();
   assert.equal(h.session.ready, true);
   assert.deepEqual(h.happened, ["peer true"]);
   const sent = h.sent.slice(1);
@@ -179,9 +182,7 @@ Deno.test("qmp session: once ready it reads the delay, the run state and COLO's 
 
 Deno.test("qmp session: COLO not running at connect passes through; mode primary later compares", () => {
   const g = new Harness();
-  g.session.attach(g.now);
-  g.line(GREETING);
-  g.reply("qmp_capabilities", {});
+  g.negotiate();
   g.reply("query-colo-status", { mode: "none", "last-mode": "primary", reason: "error" });
   assert.deepEqual(g.happened, [
     "peer true",
@@ -418,9 +419,7 @@ Deno.test("qmp session: run state colo alone does not end the passthrough (failo
 
 Deno.test("qmp session: without query-colo-status, COLO's state is polled by query-migrate", () => {
   const h = new Harness();
-  h.session.attach(h.now);
-  h.line(GREETING);
-  h.reply("qmp_capabilities", {});
+  h.negotiate();
   h.fail(
     "query-colo-status",
     "CommandNotFound",
@@ -439,9 +438,7 @@ Deno.test("qmp session: without query-colo-status, COLO's state is polled by que
 
 Deno.test("qmp session: the monitor's own secondary is named, never taken for the primary", () => {
   const h = new Harness();
-  h.session.attach(h.now);
-  h.line(GREETING);
-  h.reply("qmp_capabilities", {});
+  h.negotiate();
   h.reply("query-colo-status", { mode: "secondary", "last-mode": "none", reason: "none" });
   assert.equal(h.session.colo, "unknown");
   assert.match(h.logged("qmp-wrong-peer")[0], /level=error .*primary/);
