@@ -228,7 +228,12 @@ export class QmpSession {
     }
     if (!isObject(msg)) {
       if (this.#phase === "greeting") {
-        this.#drop("no QMP greeting: the peer is not a QMP monitor");
+        // `-mon ...,mode=control,pretty=on` spreads each JSON value over several lines.
+        this.#drop(
+          t === "{"
+            ? "the QMP monitor writes pretty=on JSON over several lines; give the comparator one with pretty=off (-qmp unix:PATH,server=on,wait=off)"
+            : "no QMP greeting: the peer is not a QMP monitor",
+        );
         return;
       }
       this.#note("garbage", "warn", "qmp-garbage", { line: text(t) });

@@ -146,6 +146,15 @@ Deno.test("qmp session: a peer that does not greet as QMP is dropped", () => {
   }
 });
 
+Deno.test("qmp session: a pretty=on monitor is named as such, with the fix", () => {
+  const h = new Harness();
+  h.session.attach(h.now);
+  h.line("{");
+  h.line('    "QMP": {');
+  assert.equal(h.drops.length, 1);
+  assert.match(h.drops[0], /pretty=on .* pretty=off/);
+});
+
 Deno.test("qmp session: qmp_capabilities refused drops the connection, naming QEMU's reason", () => {
   const h = new Harness();
   h.session.attach(h.now);
