@@ -8,8 +8,8 @@
  * setting `x-checkpoint-delay`, even to its own value, starts a checkpoint at once; a
  * checkpoint is `STOP` (run state `colo`, then `MIGRATION_PASS` with the `events` capability)
  * and `RESUME` 40-100 ms later. A user's `stop`/`cont` looks the same except for the run state
- * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` alone proves no
- * running COLO: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
+ * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` does not prove
+ * that COLO runs: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
  *
  * @module
  */
