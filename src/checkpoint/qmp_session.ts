@@ -27,6 +27,8 @@ export const REPLY_TIMEOUT_MS = 20_000;
 export const MAX_PENDING_COMMANDS = 65536;
 /** Repeated protocol oddities are logged once, then summarised this often (ms). */
 export const SUMMARY_INTERVAL_MS = 60_000;
+/** Classes of oddities kept apart (names come from the peer); the rest count as one. */
+export const MAX_NOTE_CLASSES = 256;
 
 /** What the session asks of the connection around it, besides {@linkcode ChannelEvents}. */
 export interface QmpSessionSink extends ChannelEvents {
@@ -559,6 +561,7 @@ export class QmpSession {
   // Logged once per class, then summarised (SPEC 8).
 
   #note(key: string, level: NoteLevel, event: string, fields: Fields): void {
+    if (this.#repeats.size >= MAX_NOTE_CLASSES && !this.#repeats.has(key)) key = "other";
     const seen = this.#repeats.get(key);
     if (seen === undefined) {
       this.#repeats.set(key, { level, count: 0 });
