@@ -185,7 +185,10 @@ Deno.test("e2e qmp: while the monitor is away requests are undelivered; after it
 
 Deno.test("e2e: without any checkpoint channel the start-up log warns that held output stays held", async () => {
   const program = await startProgram({ noNotify: true });
-  const r = await program.stop();
-  assert.match(r.stderr, /level=warn event=no-checkpoint-channel /);
-  assert.match(r.stderr, /event=ready .*checkpoint_channel=none/);
+  try {
+    await program.waitForLine(/level=warn event=no-checkpoint-channel /);
+    assert.match(await program.waitForLine(/event=ready/), /checkpoint_channel=none/);
+  } finally {
+    await program.stop();
+  }
 });
