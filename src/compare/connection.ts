@@ -6,7 +6,7 @@
 
 import { describeKey } from "../packet/parse.ts";
 import { PacketQueue } from "./packet.ts";
-import type { Seq32 } from "./seq.ts";
+import type { Seq32 } from "../packet/seq.ts";
 
 /** One connection: its key, its two queues and its TCP comparison state. */
 export class Connection {

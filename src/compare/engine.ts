@@ -13,7 +13,7 @@ import type { CompareContext } from "./context.ts";
 import { compareDatagrams } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
-import { seqAdd, seqAfter } from "./seq.ts";
+import { seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
 import { compareTcp } from "./tcp.ts";
 

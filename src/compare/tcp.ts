@@ -10,7 +10,7 @@ import { bytesEqual } from "./bytes.ts";
 import type { Connection } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
 import type { Packet } from "./packet.ts";
-import { seqAfter } from "./seq.ts";
+import { seqAfter } from "../packet/seq.ts";
 import { TH_ACK } from "../packet/parse.ts";
 
 function traceSegment(ctx: CompareContext, side: string, p: Packet): void {

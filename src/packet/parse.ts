@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Seq32 } from "../compare/seq.ts";
+import type { Seq32 } from "./seq.ts";
 
 /** QEMU refuses vnet headers longer than `virtio_net_hdr_v1_hash`. */
 export const MAX_VNET_HDR_LEN = 20;
