@@ -153,6 +153,10 @@ export class ConnectionTable {
 
   /** `c` holds nothing since `now`: it goes to the end of the idle list. */
   markIdle(c: Connection, now: number): void {
+    if (c === this.#idleLast) {
+      c.idleSince = now;
+      return;
+    }
     this.#unlinkHeld(c);
     this.#unlinkIdle(c);
     c.idle = true;

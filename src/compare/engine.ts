@@ -23,7 +23,7 @@ import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
-import { compareTcp } from "./tcp.ts";
+import { compareTcp, flushedTcp } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
 export interface EngineOptions {
@@ -148,13 +148,14 @@ export class CompareEngine implements CompareContext {
    * A checkpoint completed (SPEC 7): for every connection in first-seen order, release every
    * held primary frame in order and drop every held secondary frame. Only connections that
    * hold frames are walked (SPEC 8); they are idle from `now` on (default: the latest time
-   * the engine saw).
+   * the engine saw). TCP bytes flushed count as compared (see `flushedTcp`).
    */
   checkpoint(now: number = this.#now): void {
     const sink = this.#sink;
     this.#table.drainHeld((conn) => {
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
+          if (conn.tcp) flushedTcp(conn, p);
           this.#unhold(p);
           sink.release(p.data, p.vnetLen, "checkpoint");
           this.#recycle(p);

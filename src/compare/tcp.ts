@@ -160,3 +160,16 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     ctx.dropSecondary(s);
   }
 }
+
+/**
+ * A checkpoint flush released primary segment `p` uncompared. After the checkpoint the
+ * secondary goes on from the primary's state, so its bytes up to `p`'s end are settled:
+ * `compare_seq` moves past them (QEMU leaves it behind), and a late secondary segment from
+ * before the checkpoint is dropped as compared instead of waiting at a gap that never fills.
+ */
+export function flushedTcp(conn: Connection, p: Packet): void {
+  if (p.len > 0 && (!conn.compareSeqSet || seqAfter(p.seqEnd, conn.compareSeq))) {
+    conn.compareSeq = p.seqEnd;
+    conn.compareSeqSet = true;
+  }
+}

@@ -364,3 +364,20 @@ Deno.test("tcp: the ACK rule still holds when the primary ends inside a secondar
   assert.deepEqual(rec.checkpoints, ["tcp-ack"]);
   assert.equal(rec.released.length, 1);
 });
+
+Deno.test("tcp: bytes a checkpoint flushed count as compared: a late secondary segment is dropped", () => {
+  const { rec, p, s, engine } = setup();
+  p(seg(1, 0, 100));
+  s(seg(1, 0, 100));
+  const p2 = seg(1, 100, 200);
+  p(p2);
+  engine.checkpoint();
+  assert.deepEqual(rec.released.at(-1), p2);
+  s(seg(1, 100, 200)); // sent before the checkpoint, read after it
+  const p3 = seg(1, 200, 300);
+  p(p3);
+  assert.equal(engine.heldSecondary, 0, "the late segment is settled, not a gap to wait at");
+  s(seg(1, 200, 300));
+  assert.deepEqual(rec.released.at(-1), p3);
+  assert.deepEqual(rec.checkpoints, []);
+});
