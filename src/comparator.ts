@@ -13,6 +13,7 @@ import {
   describeMessage,
   DO_CHECKPOINT,
 } from "./checkpoint/notify.ts";
+import { QmpChannel } from "./checkpoint/qmp.ts";
 import type { Config } from "./cli.ts";
 import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
@@ -75,6 +76,8 @@ export class Comparator implements EngineSink {
   readonly #secondary: Endpoint;
   readonly #outdev: Endpoint;
   readonly #notify: Endpoint | null;
+  /** KVM COLO's checkpoint channel (SPEC 7b), exclusive with notify-dev. */
+  readonly #qmp: QmpChannel | null;
   readonly #out: FrameWriter;
   readonly #notifyOut: FrameWriter;
   readonly #requests: CheckpointRequests;
@@ -110,6 +113,19 @@ export class Comparator implements EngineSink {
     this.#secondary = ep("secondary-in", config.secondaryIn);
     this.#outdev = ep("outdev", config.outdev);
     this.#notify = config.notifyDev ? ep("notify-dev", config.notifyDev) : null;
+    this.#qmp = config.qmp
+      ? new QmpChannel(config.qmp, {
+        checkpointDone: () => this.#checkpointDone("qmp"),
+        coloExit: () => {
+          // Everything held is released; the primary passes through until COLO is back.
+          this.#requests.done();
+          this.engine.setPassthrough(true);
+          this.#recheck();
+        },
+        coloActive: () => this.engine.setPassthrough(false),
+        peer: () => {},
+      }, log)
+      : null;
     this.#out = new FrameWriter({
       vnet: config.vnetHdrSupport,
       highWater: OUT_HIGH_WATER,
@@ -135,6 +151,7 @@ export class Comparator implements EngineSink {
   addresses(): Record<string, string> {
     const r: Record<string, string> = {};
     for (const e of this.#endpoints) r[e.name] = e.boundText;
+    if (this.#qmp) r.qmp = this.#qmp.boundText;
     return r;
   }
 
@@ -145,14 +162,24 @@ export class Comparator implements EngineSink {
   async start(): Promise<void> {
     try {
       for (const e of this.#endpoints) await e.bind();
+      await this.#qmp?.bind();
     } catch (error) {
       for (const e of this.#endpoints) e.close();
+      this.#qmp?.close();
       throw error;
     }
     this.#started = true;
     for (const e of this.#endpoints) {
       if (e.address.listen) this.#log.info("listening", { endpoint: e.name, address: e.boundText });
       else this.#log.info("connecting", { endpoint: e.name, address: e.address.text });
+    }
+    if (this.#qmp) {
+      const q = this.config.qmp!;
+      this.#log.info(q.listen ? "listening" : "connecting", {
+        endpoint: "qmp",
+        address: q.listen ? this.#qmp.boundText : q.text,
+      });
+      this.#serving.push(this.#qmp.serve());
     }
     this.#serving.push(
       this.#primary.serve((c) => this.#readInput("primary", c)),
@@ -162,12 +189,19 @@ export class Comparator implements EngineSink {
     if (this.#notify) this.#serving.push(this.#notify.serve((c) => this.#serveNotify(c)));
     this.#timer = setInterval(() => this.#scan(), this.config.expiredScanCycle);
     const c = this.config;
+    if (!c.qmp && !c.notifyDev) {
+      this.#log.warn("no-checkpoint-channel", {
+        note: "divergent output stays held until a checkpoint that never comes; " +
+          "give --qmp (KVM COLO) or --notify-dev (Xen COLO)",
+      });
+    }
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
       expired_scan_cycle_ms: c.expiredScanCycle,
       max_queue_size: c.maxQueueSize,
       vnet_hdr_support: c.vnetHdrSupport,
       notify_dev: c.notifyDev ? "on" : "off",
+      checkpoint_channel: c.qmp ? "qmp" : c.notifyDev ? "notify-dev" : "none",
     });
   }
 
@@ -184,6 +218,7 @@ export class Comparator implements EngineSink {
     this.#primary.close();
     this.#secondary.close();
     this.#notify?.close();
+    this.#qmp?.close();
     this.#wakeAll();
     let deadline: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -314,22 +349,27 @@ export class Comparator implements EngineSink {
         this.#log.info("notify-proxy-init", { reply: COLO_COMPARE_GET_XEN_INIT });
         this.#notifyOut.write(GET_XEN_INIT_BYTES, 0);
         break;
-      case "checkpoint": {
-        this.stats.checkpointsReceived++;
-        this.#requests.done();
-        const before = this.stats.releasedByCheckpoint;
-        const dropped = this.stats.secondaryFlushed;
-        this.engine.checkpoint();
-        this.#log.info("checkpoint-done", {
-          released: this.stats.releasedByCheckpoint - before,
-          secondary_dropped: this.stats.secondaryFlushed - dropped,
-        });
-        this.#recheck();
+      case "checkpoint":
+        this.#checkpointDone("notify-dev");
         break;
-      }
       default:
         this.#log.warn("notify-unknown", { message: describeMessage(frame), length: frame.length });
     }
+  }
+
+  /** A checkpoint completed (SPEC 7a `COLO_CHECKPOINT`, 7b `RESUME`): flush, new epoch. */
+  #checkpointDone(channel: "notify-dev" | "qmp"): void {
+    this.stats.checkpointsReceived++;
+    this.#requests.done();
+    const before = this.stats.releasedByCheckpoint;
+    const dropped = this.stats.secondaryFlushed;
+    this.engine.checkpoint();
+    this.#log.info("checkpoint-done", {
+      channel,
+      released: this.stats.releasedByCheckpoint - before,
+      secondary_dropped: this.stats.secondaryFlushed - dropped,
+    });
+    this.#recheck();
   }
 
   // Back-pressure: an input pauses while outdev is congested, or while its own side holds
@@ -409,6 +449,21 @@ export class Comparator implements EngineSink {
     if (!this.#requests.request(now)) {
       this.stats.checkpointsCoalesced++;
       this.#log.debug("checkpoint-coalesced", { reason, conn: where });
+      return;
+    }
+    if (this.#qmp !== null) {
+      if (!this.#qmp.request()) {
+        // Outstanding all the same: the scan asks again after compare-timeout (SPEC 7b).
+        this.stats.checkpointsUndelivered++;
+        this.#log.warn("checkpoint-request-undelivered", {
+          reason,
+          conn: where,
+          note: "the QMP monitor is not connected",
+        });
+        return;
+      }
+      this.stats.checkpointsRequested++;
+      this.#log.info("checkpoint-request", { reason, conn: where, channel: "qmp" });
       return;
     }
     if (this.#notify === null) {

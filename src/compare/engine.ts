@@ -56,6 +56,8 @@ export class CompareEngine implements CompareContext {
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
   #heldSecondaryBytes = 0;
+  /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
+  #passthrough = false;
 
   constructor(options: EngineOptions, sink: EngineSink, tracer: Tracer | null = null) {
     this.#sink = sink;
@@ -148,6 +150,22 @@ export class CompareEngine implements CompareContext {
   }
 
   /**
+   * COLO ended (`on`, SPEC 7b `COLO_EXIT`): release everything held exactly as
+   * {@linkcode CompareEngine.checkpoint} does, then pass every primary frame through
+   * uncompared and drop every secondary frame, until COLO is active again (`off`).
+   */
+  setPassthrough(on: boolean): void {
+    if (on === this.#passthrough) return;
+    this.#passthrough = on;
+    if (on) this.checkpoint();
+  }
+
+  /** True while COLO is not active and frames pass uncompared. */
+  get passthrough(): boolean {
+    return this.#passthrough;
+  }
+
+  /**
    * The expiry scan (SPEC 6, "Timers"): if any held frame is older than `compare-timeout`,
    * report it and return true. Costs O(1) however many connections exist.
    */
@@ -189,6 +207,11 @@ export class CompareEngine implements CompareContext {
     const sink = this.#sink;
     if (frame.length === 0) {
       sink.discard(side, "empty", frame, null);
+      return;
+    }
+    if (this.#passthrough) {
+      if (side === "primary") sink.release(frame, vnetLen, "passthrough");
+      else sink.discard(side, "colo-inactive", frame, null);
       return;
     }
     const info = this.#info;
