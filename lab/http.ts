@@ -19,8 +19,11 @@ const decoder = new TextDecoder();
 export async function get(port: number, path: string, timeoutMs: number): Promise<Reply> {
   const t0 = performance.now();
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => conn.close(), timeoutMs);
-  let closed = false;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeoutMs);
   try {
     await conn.write(encoder.encode(`GET ${path} HTTP/1.0\r\nHost: guest\r\n\r\n`));
     const chunks: Uint8Array[] = [];
@@ -30,12 +33,7 @@ export async function get(port: number, path: string, timeoutMs: number): Promis
       try {
         n = await conn.read(buf);
       } catch (error) {
-        closed = true;
-        throw new Error(
-          `GET ${path}: ${
-            error instanceof Deno.errors.BadResource ? `no reply in ${timeoutMs} ms` : error
-          }`,
-        );
+        throw new Error(`GET ${path}: ${timedOut ? `no reply in ${timeoutMs} ms` : error}`);
       }
       if (n === null) break;
       chunks.push(buf.slice(0, n));
@@ -53,7 +51,7 @@ export async function get(port: number, path: string, timeoutMs: number): Promis
     };
   } finally {
     clearTimeout(timer);
-    if (!closed) {
+    if (!timedOut) {
       try {
         conn.close();
       } catch {

@@ -72,7 +72,7 @@ function freePorts(count: number): number[] {
 /** Parses `key=value` pairs of one logfmt line. */
 export function logfmt(line: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const m of line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
+  for (const m of line.matchAll(/([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
     out[m[1]] = m[2].startsWith('"') ? JSON.parse(m[2]) : m[2];
   }
   return out;
