@@ -60,6 +60,8 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const GUEST_RAM = "262136K";
 const BOOT_TIMEOUT_MS = 90_000;
 const COLO_TIMEOUT_MS = 60_000;
+/** The comparator's default compare-timeout and expired-scan-cycle, and a margin. */
+const SETTLE_MS = 3_000 + 1_000 + 500;
 
 /** Ports that were free a moment ago, all distinct. */
 function freePorts(count: number): number[] {
@@ -314,6 +316,20 @@ export class Pair {
         stoppedAt = null;
       }
     });
+  }
+
+  /**
+   * Lets held frames come to an end before the comparator is stopped: after the last request
+   * a frame is either matched by the secondary's within moments, or held until it is older
+   * than compare-timeout and the expiry scan asks for a checkpoint. So wait for both bounds,
+   * then for a checkpoint under way to finish.
+   */
+  async settle(): Promise<void> {
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const last = this.primaryEvents.findLast((e) => e.event === "STOP" || e.event === "RESUME");
+    if (last?.event === "STOP" && this.#pQmp) {
+      await this.#pQmp.waitForEvent((e) => e.event === "RESUME", 10_000, "RESUME").catch(() => {});
+    }
   }
 
   /** The primary's COLO state (`query-colo-status`). */
