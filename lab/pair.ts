@@ -351,7 +351,13 @@ export class Pair {
     if (this.options.mode === "qemu") {
       for (const id of ["m0", "redire0", "redire1"]) await q.execute("object-del", { id });
     }
-    await q.execute("x-colo-lost-heartbeat");
+    try {
+      await q.execute("x-colo-lost-heartbeat");
+    } catch (error) {
+      // A checkpoint may have found the secondary gone first (COLO_EXIT reason "error").
+      const seen = q.events.find((e) => e.event === "COLO_EXIT");
+      if (!seen) throw error;
+    }
     return await exit;
   }
 
