@@ -273,7 +273,10 @@ async function main(args: string[]): Promise<number> {
       report(r, o);
     }
     if (o.compare && results.length === 2) table(results);
-    if (aborted) return 130;
+    if (aborted) {
+      say("interrupted: everything the lab started has been stopped");
+      return 130;
+    }
     const bad = results.some((r) => answered(r.story).ok === 0);
     return bad ? 1 : 0;
   } catch (error) {

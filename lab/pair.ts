@@ -292,13 +292,21 @@ export class Pair {
     await this.#pQmp.execute("migrate-set-capabilities", {
       capabilities: [xColo, { capability: "events", state: true }],
     });
+    const giveUp = new AbortController();
     const colo = this.#pQmp.waitForEvent(
       (e) =>
         e.event === "MIGRATION" && ["colo", "failed", "cancelled"].includes(String(e.data?.status)),
       COLO_TIMEOUT_MS,
       "MIGRATION status colo",
+      giveUp.signal,
     );
-    await this.#pQmp.execute("migrate", { uri: `tcp:127.0.0.1:${p.migration}` });
+    try {
+      await this.#pQmp.execute("migrate", { uri: `tcp:127.0.0.1:${p.migration}` });
+    } catch (error) {
+      giveUp.abort();
+      await colo.catch(() => {});
+      throw error;
+    }
     const reached = await colo;
     if (reached.data?.status !== "colo") {
       throw new Error(`migration to the secondary ended "${reached.data?.status}", not in COLO`);
@@ -345,18 +353,25 @@ export class Pair {
    */
   async failover(): Promise<QmpEvent> {
     const q = this.#pQmp!;
-    this.secondary!.kill("SIGKILL");
-    await this.secondary!.status;
-    const exit = q.waitForEvent((e) => e.event === "COLO_EXIT", 30_000, "COLO_EXIT");
-    if (this.options.mode === "qemu") {
-      for (const id of ["m0", "redire0", "redire1"]) await q.execute("object-del", { id });
-    }
+    const giveUp = new AbortController();
+    // Waited for from before the kill: a checkpoint may find the secondary gone at once.
+    const exit = q.waitForEvent((e) => e.event === "COLO_EXIT", 30_000, "COLO_EXIT", giveUp.signal);
     try {
-      await q.execute("x-colo-lost-heartbeat");
+      this.secondary!.kill("SIGKILL");
+      await this.secondary!.status;
+      if (this.options.mode === "qemu") {
+        for (const id of ["m0", "redire0", "redire1"]) await q.execute("object-del", { id });
+      }
+      try {
+        await q.execute("x-colo-lost-heartbeat");
+      } catch (error) {
+        // Refused when a checkpoint found the secondary gone first (COLO_EXIT reason "error").
+        if (!q.events.some((e) => e.event === "COLO_EXIT")) throw error;
+      }
     } catch (error) {
-      // A checkpoint may have found the secondary gone first (COLO_EXIT reason "error").
-      const seen = q.events.find((e) => e.event === "COLO_EXIT");
-      if (!seen) throw error;
+      giveUp.abort();
+      await exit.catch(() => {});
+      throw error;
     }
     return await exit;
   }

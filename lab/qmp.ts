@@ -30,6 +30,8 @@ export class Qmp {
   readonly #conn: Deno.UnixConn;
   readonly #pending = new Map<number, Pending>();
   #listeners: ((e: QmpEvent) => void)[] = [];
+  /** Called once when the connection ends (QEMU gone, or close()). */
+  #closers = new Set<() => void>();
   #nextId = 1;
   #closed = false;
   readonly #reading: Promise<void>;
@@ -93,23 +95,38 @@ export class Qmp {
     return () => this.#listeners = this.#listeners.filter((f) => f !== fn);
   }
 
-  /** The first event from now on that satisfies `match`; rejects after `timeoutMs`. */
+  /** The first event from now on that satisfies `match`; rejects after `timeoutMs` or on abort. */
   waitForEvent(
     match: (e: QmpEvent) => boolean,
     timeoutMs: number,
     what: string,
+    signal?: AbortSignal,
   ): Promise<QmpEvent> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        off();
-        reject(new Error(`${this.name}: no ${what} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const off = this.onEvent((e) => {
-        if (!match(e)) return;
+      const settle = (f: () => void) => {
         clearTimeout(timer);
         off();
-        resolve(e);
+        signal?.removeEventListener("abort", aborted);
+        f();
+      };
+      const aborted = () =>
+        settle(() => reject(new Error(`${this.name}: stopped waiting for ${what}`)));
+      const timer = setTimeout(
+        () => settle(() => reject(new Error(`${this.name}: no ${what} within ${timeoutMs} ms`))),
+        timeoutMs,
+      );
+      const lost = () =>
+        settle(() => reject(new Error(`${this.name}: QMP connection lost before ${what}`)));
+      const stopListening = this.onEvent((e) => {
+        if (match(e)) settle(() => resolve(e));
       });
+      const off = () => {
+        stopListening();
+        this.#closers.delete(lost);
+      };
+      this.#closers.add(lost);
+      signal?.addEventListener("abort", aborted);
+      if (this.#closed) lost();
     });
   }
 
@@ -150,6 +167,7 @@ export class Qmp {
         p.reject(new Error(`${this.name}: QMP connection lost`));
       }
       this.#pending.clear();
+      for (const f of [...this.#closers]) f();
     }
   }
 
