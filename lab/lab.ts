@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { type AccelChoice, buildShim, chooseAccel } from "./accel.ts";
-import { buildGuest, cacheDir, type Guest } from "./guest.ts";
+import { buildGuest, cacheDir, type Guest, ROLE_PATH, STATIC_PATH } from "./guest.ts";
 import { percentile } from "./http.ts";
 import { type ComparatorSummary, type Mode, Pair } from "./pair.ts";
 import { answered, divergences, drive, latency, type StoryResult } from "./story.ts";
@@ -181,9 +181,13 @@ function report(r: ModeResult, o: LabOptions): void {
   say(
     `== ${r.mode}: ${a.ok}/${o.requests} requests answered, ${a.fromPrimary} with the primary's reply`,
   );
+  const rate = (s.results.length / s.seconds).toFixed(1);
+  const same = latency(s, STATIC_PATH);
+  const differ = latency(s, ROLE_PATH);
+  say(`   ${rate} requests/s, latency p50 ${fmt(l.p50)}, p99 ${fmt(l.p99)}`);
   say(
-    `   ${(s.results.length / s.seconds).toFixed(1)} requests/s, latency p50 ${fmt(l.p50)}, p99 ${
-      fmt(l.p99)
+    `   p50 same on both VMs (${STATIC_PATH}) ${fmt(same.p50)}, different (${ROLE_PATH}) ${
+      fmt(differ.p50)
     }`,
   );
   const requested = r.mode === "ours"

@@ -116,9 +116,10 @@ export function answered(story: StoryResult): { ok: number; fromPrimary: number 
   return { ok: ok.length, fromPrimary: ok.filter((r) => r.fromPrimary).length };
 }
 
-/** Latency percentiles of the answered requests, ms. */
-export function latency(story: StoryResult): { p50: number; p99: number } {
-  const ms = story.results.filter((r) => r.ok).map((r) => r.ms);
+/** Latency percentiles of the answered requests (of one path, if given), ms. */
+export function latency(story: StoryResult, path?: string): { p50: number; p99: number } {
+  const ms = story.results.filter((r) => r.ok && (path === undefined || r.path === path))
+    .map((r) => r.ms);
   return { p50: percentile(ms, 50), p99: percentile(ms, 99) };
 }
 
