@@ -451,39 +451,25 @@ export class Comparator implements EngineSink {
       this.#log.debug("checkpoint-coalesced", { reason, conn: where });
       return;
     }
-    if (this.#qmp !== null) {
-      if (!this.#qmp.request()) {
-        // Outstanding all the same: the scan asks again after compare-timeout (SPEC 7b).
-        this.stats.checkpointsUndelivered++;
-        this.#log.warn("checkpoint-request-undelivered", {
-          reason,
-          conn: where,
-          note: "the QMP monitor is not connected",
-        });
-        return;
-      }
-      this.stats.checkpointsRequested++;
-      this.#log.info("checkpoint-request", { reason, conn: where, channel: "qmp" });
-      return;
+    const channel = this.#qmp !== null ? "qmp" : this.#notify !== null ? "notify-dev" : "none";
+    let delivered = true;
+    if (this.#qmp !== null) delivered = this.#qmp.request();
+    else if (this.#notify !== null) {
+      delivered = this.#notifyOut.connected;
+      if (delivered) this.#notifyOut.write(DO_CHECKPOINT_BYTES, 0);
     }
-    if (this.#notify === null) {
-      this.stats.checkpointsRequested++;
-      this.#log.info("checkpoint-request", { reason, conn: where, channel: "none" });
-      return;
-    }
-    if (!this.#notifyOut.connected) {
+    if (!delivered) {
       // Counted as outstanding all the same: the scan asks again after compare-timeout.
       this.stats.checkpointsUndelivered++;
       this.#log.warn("checkpoint-request-undelivered", {
         reason,
         conn: where,
-        note: "notify-dev has no peer",
+        note: `${channel} has no peer`,
       });
       return;
     }
     this.stats.checkpointsRequested++;
-    this.#notifyOut.write(DO_CHECKPOINT_BYTES, 0);
-    this.#log.info("checkpoint-request", { reason, conn: where, channel: "notify-dev" });
+    this.#log.info("checkpoint-request", { reason, conn: where, channel });
   }
 
   // Dropped frames: one line per class, then a summary at most every 10 s.

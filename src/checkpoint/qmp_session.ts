@@ -8,7 +8,8 @@
  * setting `x-checkpoint-delay`, even to its own value, starts a checkpoint at once; a
  * checkpoint is `STOP` (run state `colo`, then `MIGRATION_PASS` with the `events` capability)
  * and `RESUME` 40-100 ms later. A user's `stop`/`cont` looks the same except for the run state
- * (`paused`), so every `STOP` is followed by a `query-status`.
+ * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` alone proves no
+ * running COLO: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
  *
  * @module
  */
@@ -72,7 +73,7 @@ type Phase = "detached" | "greeting" | "negotiating" | "ready";
 
 type Json = Record<string, unknown>;
 
-type NoteLevel = "warn" | "error" | "debug";
+type NoteLevel = "warn" | "error" | "info" | "debug";
 
 function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -100,6 +101,13 @@ export class QmpSession {
   #partial = new Uint8Array(0);
   #partialBytes = 0;
   #colo: ColoState = "unknown";
+  /**
+   * `COLO_EXIT` was seen and COLO was not seen leaving since. QEMU 7.2's primary goes on
+   * reporting migration status `colo` and mode `primary` after `COLO_EXIT` until the operator
+   * fails over (`x-colo-lost-heartbeat`): its COLO thread waits for that (measured, colo-lab).
+   * Meanwhile a poll's "in COLO" is stale and does not end the passthrough.
+   */
+  #afterExit = false;
   /** `x-checkpoint-delay` as last read (ms). */
   #delay: number | null = null;
   #runState: string | null = null;
@@ -349,12 +357,15 @@ export class QmpSession {
         return;
       }
       case "COLO_EXIT":
+        this.#afterExit = true;
         this.#setColo(
           false,
           `COLO_EXIT mode=${text(data.mode ?? "-")} reason=${text(data.reason ?? "-")}`,
         );
         return;
       case "MIGRATION":
+        // Any migration state change is news: COLO entered again, or left for good.
+        this.#afterExit = false;
         if (data.status === "colo") this.#setColo(true, "MIGRATION status=colo");
         else this.#log.debug("qmp-migration", { status: text(data.status ?? "-") });
         return;
@@ -401,6 +412,20 @@ export class QmpSession {
       action: "held frames released; primary passes through uncompared until COLO is active",
     });
     this.#sink.coloExit(why);
+  }
+
+  /** What a poll said. After `COLO_EXIT`, "in COLO" counts once COLO was seen leaving. */
+  #polled(inColo: boolean, why: string): void {
+    if (!inColo) this.#afterExit = false;
+    else if (this.#afterExit) {
+      this.#note("colo-stale", "info", "qmp-colo-stale", {
+        seen: why,
+        note: "QEMU reports COLO until failover (x-colo-lost-heartbeat) or a new migration; " +
+          "passing through meanwhile",
+      });
+      return;
+    }
+    this.#setColo(inColo, why);
   }
 
   // Replies.
@@ -490,7 +515,6 @@ export class QmpSession {
       case "query-status": {
         const state = typeof r.status === "string" ? r.status : "unknown";
         this.#runState = state;
-        if (state === "colo") this.#setColo(true, "run state colo");
         if (p.stop !== null) {
           p.stop.runState = state;
           if (p.stop.resumed && !p.stop.decided) this.#decideLate(p.stop);
@@ -503,13 +527,13 @@ export class QmpSession {
       case "query-colo-status": {
         this.#polling = false;
         const mode = r.mode;
-        if (mode === "primary") this.#setColo(true, "query-colo-status mode=primary");
+        if (mode === "primary") this.#polled(true, "query-colo-status mode=primary");
         else if (mode === "secondary") {
           this.#note("secondary", "error", "qmp-wrong-peer", {
             note: "this monitor is the secondary QEMU's; give --qmp the primary's monitor",
           });
         } else {
-          this.#setColo(
+          this.#polled(
             false,
             `query-colo-status mode=${text(mode ?? "-")} last-mode=${
               text(r["last-mode"] ?? "-")
@@ -521,7 +545,7 @@ export class QmpSession {
       case "query-migrate": {
         this.#polling = false;
         const status = typeof r.status === "string" ? r.status : "none";
-        this.#setColo(status === "colo", `query-migrate status=${status}`);
+        this.#polled(status === "colo", `query-migrate status=${status}`);
         return;
       }
     }

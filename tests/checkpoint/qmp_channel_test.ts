@@ -74,12 +74,15 @@ class Events implements ChannelEvents {
   }
 }
 
-async function setup(options: { maxOutputBytes?: number } = {}) {
+/** A scripted monitor and a channel connected to it, past the handshake. */
+async function setup() {
   const peer = await QmpPeer.start();
   const events = new Events();
-  const channel = new QmpChannel(parseAddress(peer.address), events, events.log, options);
+  const channel = new QmpChannel(parseAddress(peer.address), events, events.log);
   await channel.bind();
   const serving = channel.serve();
+  await peer.waitForClient(1);
+  await events.waitFor("peer true");
   return {
     peer,
     events,
@@ -97,8 +100,6 @@ Deno.test("qmp channel: connects, negotiates, and requests with the peer's curre
   try {
     assert.equal(t.channel.kind, "qmp");
     assert.equal(t.channel.boundText, t.peer.address);
-    await t.peer.waitForClient(1);
-    await t.events.waitFor("peer true");
     assert.equal(t.channel.connected, true);
     assert.deepEqual(t.peer.commands.map((c) => c.execute), [
       "qmp_capabilities",
@@ -123,8 +124,6 @@ Deno.test("qmp channel: connects, negotiates, and requests with the peer's curre
 Deno.test("qmp channel: reconnects after the peer drops mid-command; no request while away", async () => {
   const t = await setup();
   try {
-    await t.peer.waitForClient(1);
-    await t.events.waitFor("peer true");
     t.peer.script = (c) => c.execute === "query-migrate-parameters" ? "hang-up" : "answer";
     assert.equal(t.channel.request(), true);
     await t.events.waitFor("peer false");
@@ -148,8 +147,6 @@ Deno.test("qmp channel: reconnects after the peer drops mid-command; no request 
 Deno.test("qmp channel: a peer that does not read is cut off at 1 MiB of waiting commands", async () => {
   const t = await setup();
   try {
-    await t.peer.waitForClient(1);
-    await t.events.waitFor("peer true");
     t.peer.stopReading();
     // Every STOP asks query-status: pairs of STOP/RESUME make commands pile up unread.
     const pair = new TextEncoder().encode(
@@ -199,8 +196,6 @@ Deno.test("qmp channel: close() while the monitor is not there yet is prompt", a
 Deno.test("qmp channel: error replies and garbage are survived; the peer stays connected", async () => {
   const t = await setup();
   try {
-    await t.peer.waitForClient(1);
-    await t.events.waitFor("peer true");
     await t.peer.sendRaw(new TextEncoder().encode('garbage\r\n{"event":"RTC_CHANGE"}\r\n'));
     t.peer.script = (c) => c.execute === "migrate-set-parameters" ? "ignore" : "answer";
     // An error for the set, sent by hand with the id the channel used.

@@ -90,11 +90,16 @@ class Harness implements QmpSessionSink {
     });
   }
 
-  /** Greeting, capabilities, and the three answers of a QEMU in COLO (or not). */
-  connect(mode: "primary" | "none" = "primary", delay = 20000, status = "running"): void {
+  /** Attaches, greets, accepts the capabilities: the three queries are sent, not answered. */
+  negotiate(): void {
     this.session.attach(this.now);
     this.line(GREETING);
     this.reply("qmp_capabilities", {});
+  }
+
+  /** Greeting, capabilities, and the three answers of a QEMU in COLO (or not). */
+  connect(mode: "primary" | "none" = "primary", delay = 20000, status = "running"): void {
+    this.negotiate();
     this.reply("query-migrate-parameters", { "x-checkpoint-delay": delay, "downtime-limit": 300 });
     this.reply("query-status", { status, singlestep: false, running: status === "running" });
     this.reply("query-colo-status", { mode, "last-mode": "none", reason: "none" });
@@ -155,9 +160,7 @@ Deno.test("qmp session: qmp_capabilities refused drops the connection, naming QE
 
 Deno.test("qmp session: once ready it reads the delay, the run state and COLO's state", () => {
   const h = new Harness();
-  h.session.attach(h.now);
-  h.line(GREETING);
-  h.reply("qmp_capabilities", {});
+  h.negotiate();
   assert.equal(h.session.ready, true);
   assert.deepEqual(h.happened, ["peer true"]);
   const sent = h.sent.slice(1);
@@ -179,9 +182,7 @@ Deno.test("qmp session: once ready it reads the delay, the run state and COLO's 
 
 Deno.test("qmp session: COLO not running at connect passes through; mode primary later compares", () => {
   const g = new Harness();
-  g.session.attach(g.now);
-  g.line(GREETING);
-  g.reply("qmp_capabilities", {});
+  g.negotiate();
   g.reply("query-colo-status", { mode: "none", "last-mode": "primary", reason: "error" });
   assert.deepEqual(g.happened, [
     "peer true",
@@ -323,9 +324,9 @@ Deno.test("qmp session: two stops resumed before their replies are each decided 
   h.event("RESUME");
   const [first, second] = h.sent.filter((c) => c.execute === "query-status").map((c) => c.id);
   h.line({ return: { status: "colo" }, id: first });
-  assert.deepEqual(h.happened, ["colo-active", "checkpoint-done"], "the first was a checkpoint");
+  assert.deepEqual(h.happened, ["checkpoint-done"], "the first was a checkpoint");
   h.line({ return: { status: "paused" }, id: second });
-  assert.deepEqual(h.happened, ["colo-active", "checkpoint-done"], "the second a user's stop");
+  assert.deepEqual(h.happened, ["checkpoint-done"], "the second a user's stop");
 });
 
 Deno.test("qmp session: MIGRATION_PASS marks a checkpoint without waiting for query-status", () => {
@@ -367,18 +368,58 @@ Deno.test("qmp session: COLO_EXIT passes through; MIGRATION colo compares again"
   assert.equal(h.logged("colo-active").filter((l) => l.includes("level=warn")).length, 1);
 });
 
-Deno.test("qmp session: a STOP in run state colo shows COLO is active", () => {
+Deno.test("qmp session: after COLO_EXIT a stale mode primary is not taken for COLO back", () => {
+  // Measured on QEMU 7.2: the secondary lost, the primary says COLO_EXIT and then goes on
+  // reporting mode primary / status colo until failover (x-colo-lost-heartbeat).
   const h = new Harness();
-  h.connect("none");
-  h.checkpoint("colo");
-  assert.deepEqual(h.happened, ["colo-active", "checkpoint-done"]);
+  h.connect("primary");
+  h.event("COLO_EXIT", { mode: "primary", reason: "error" });
+  const poll = (r: Json) => {
+    h.sent.length = 0;
+    h.now += POLL_INTERVAL_MS;
+    h.session.tick(h.now);
+    assert.deepEqual(executes(h.sent), ["query-colo-status"], "polled while not active");
+    h.reply("query-colo-status", r);
+  };
+  poll({ mode: "primary", "last-mode": "none", reason: "none" });
+  poll({ mode: "primary", "last-mode": "none", reason: "none" });
+  assert.equal(h.session.colo, "inactive", "still passing through");
+  assert.deepEqual(h.happened, ["colo-exit: COLO_EXIT mode=primary reason=error"]);
+  assert.equal(h.logged("qmp-colo-stale").length, 1, "said once, not per poll");
+  // The operator fails over: COLO is left for good; a new migration brings it back.
+  poll({ mode: "none", "last-mode": "primary", reason: "request" });
+  assert.equal(h.happened.length, 1, "already inactive");
+  poll({ mode: "primary", "last-mode": "primary", reason: "none" });
+  assert.deepEqual(h.happened.slice(1), ["colo-active"]);
+  // With the events capability, the MIGRATION event says so at once.
+  h.event("COLO_EXIT", { mode: "primary", reason: "error" });
+  h.event("MIGRATION", { status: "colo" });
+  assert.deepEqual(h.happened.slice(2), [
+    "colo-exit: COLO_EXIT mode=primary reason=error",
+    "colo-active",
+  ]);
+});
+
+Deno.test("qmp session: run state colo alone does not end the passthrough (failover uses it too)", () => {
+  // Measured on QEMU 7.2: x-colo-lost-heartbeat after the secondary died shows as STOP (run
+  // state colo), MIGRATION completed, RESUME; COLO is over, not back.
+  const h = new Harness();
+  h.connect("primary");
+  h.event("COLO_EXIT", { mode: "primary", reason: "error" });
+  h.event("STOP");
+  h.event("MIGRATION", { status: "completed" });
+  h.reply("query-status", { status: "colo" });
+  h.event("RESUME");
+  assert.deepEqual(h.happened, [
+    "colo-exit: COLO_EXIT mode=primary reason=error",
+    "checkpoint-done",
+  ]);
+  assert.equal(h.session.colo, "inactive");
 });
 
 Deno.test("qmp session: without query-colo-status, COLO's state is polled by query-migrate", () => {
   const h = new Harness();
-  h.session.attach(h.now);
-  h.line(GREETING);
-  h.reply("qmp_capabilities", {});
+  h.negotiate();
   h.fail(
     "query-colo-status",
     "CommandNotFound",
@@ -397,9 +438,7 @@ Deno.test("qmp session: without query-colo-status, COLO's state is polled by que
 
 Deno.test("qmp session: the monitor's own secondary is named, never taken for the primary", () => {
   const h = new Harness();
-  h.session.attach(h.now);
-  h.line(GREETING);
-  h.reply("qmp_capabilities", {});
+  h.negotiate();
   h.reply("query-colo-status", { mode: "secondary", "last-mode": "none", reason: "none" });
   assert.equal(h.session.colo, "unknown");
   assert.match(h.logged("qmp-wrong-peer")[0], /level=error .*primary/);
@@ -514,7 +553,8 @@ Deno.test("qmp session: a monitor that stops answering is dropped", () => {
 
 Deno.test("qmp session: a disconnect forgets the open stop and the request, keeps COLO's state", () => {
   const h = new Harness();
-  h.connect("none");
+  h.connect("primary");
+  h.event("COLO_EXIT", { mode: "primary", reason: "error" });
   h.session.request(h.now);
   h.event("STOP");
   h.reply("query-status", { status: "colo" });
@@ -523,8 +563,9 @@ Deno.test("qmp session: a disconnect forgets the open stop and the request, keep
   assert.deepEqual(h.happened, ["peer false"]);
   assert.equal(h.session.ready, false);
   assert.equal(h.session.request(h.now), false, "no request while disconnected");
-  assert.equal(h.session.colo, "active");
+  assert.equal(h.session.colo, "inactive");
   h.connect("primary");
+  assert.equal(h.session.colo, "inactive", "after COLO_EXIT, mode primary is stale");
   h.event("RESUME");
   assert.deepEqual(h.happened, [], "a RESUME whose STOP came on another connection");
   assert.equal(h.session.request(h.now), true, "the old request does not block a new one");
