@@ -13,7 +13,6 @@ export interface Reply {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** GET `path` from 127.0.0.1:`port` (HTTP/1.0, so the server closes); rejects after `timeoutMs`. */
 export async function get(port: number, path: string, timeoutMs: number): Promise<Reply> {
@@ -26,7 +25,8 @@ export async function get(port: number, path: string, timeoutMs: number): Promis
   }, timeoutMs);
   try {
     await conn.write(encoder.encode(`GET ${path} HTTP/1.0\r\nHost: guest\r\n\r\n`));
-    const chunks: Uint8Array[] = [];
+    const decoder = new TextDecoder();
+    let text = "";
     const buf = new Uint8Array(16 * 1024);
     for (;;) {
       let n: number | null;
@@ -36,9 +36,9 @@ export async function get(port: number, path: string, timeoutMs: number): Promis
         throw new Error(`GET ${path}: ${timedOut ? `no reply in ${timeoutMs} ms` : error}`);
       }
       if (n === null) break;
-      chunks.push(buf.slice(0, n));
+      text += decoder.decode(buf.subarray(0, n), { stream: true });
     }
-    const text = decoder.decode(concat(chunks));
+    text += decoder.decode();
     const head = /^HTTP\/1\.\d (\d{3})/.exec(text);
     if (!head) {
       throw new Error(`GET ${path}: not an HTTP reply (${JSON.stringify(text.slice(0, 40))})`);
@@ -59,16 +59,6 @@ export async function get(port: number, path: string, timeoutMs: number): Promis
       }
     }
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.length;
-  }
-  return out;
 }
 
 /** The `p`-th percentile (0..100) of `values`, nearest rank; NaN when empty. */
