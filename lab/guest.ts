@@ -34,10 +34,15 @@ export function roleValue(role: "primary" | "secondary"): string {
 /** The guest's address on slirp's default network, and the port httpd listens on. */
 export const GUEST_IP = "10.0.2.15";
 export const GUEST_HTTP_PORT = 80;
-/** Paths the guest serves: identical on both VMs, and different on each (its role). */
-export const STATIC_PATH = "/";
-export const ROLE_PATH = "/cgi-bin/role";
+/** The static page, `/`. busybox httpd dates a file's reply (`Date:`, to the second), so the
+ * two VMs' replies differ whenever their clocks straddle a second: under load, most of them. */
 export const STATIC_BODY = "hello from the COLO guest\n";
+/**
+ * Paths the story asks for: the same page from a CGI (httpd sends no `Date:` for a CGI, so both
+ * VMs answer byte for byte alike), and the CGI whose answer differs on each VM (its role).
+ */
+export const SAME_PATH = "/cgi-bin/same";
+export const ROLE_PATH = "/cgi-bin/role";
 /** Printed on the serial console once httpd runs. */
 export const READY_MARK = "GUEST-READY";
 
@@ -82,6 +87,10 @@ const ROLE_CGI = `#!/bin/sh
 read -r role < /sys/firmware/qemu_fw_cfg/by_name/${ROLE_FW_CFG}/raw
 echo "cgi-role $role" > /dev/ttyS0
 printf 'Content-Type: text/plain\\r\\n\\r\\nrole %s\\n' "$role"
+`;
+
+const SAME_CGI = `#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n%s' "${STATIC_BODY}"
 `;
 
 /** A built guest. */
@@ -179,6 +188,7 @@ export async function buildGuest(cache = cacheDir()): Promise<Guest> {
     MODULES,
     INIT,
     ROLE_CGI,
+    SAME_CGI,
     STATIC_BODY,
     format: 1,
   }))).slice(0, 16);
@@ -221,6 +231,7 @@ export async function buildGuest(cache = cacheDir()): Promise<Guest> {
       },
       { kind: "file", path: "www/index.html", mode: 0o644, data: enc.encode(STATIC_BODY) },
       { kind: "file", path: "www/cgi-bin/role", mode: 0o755, data: enc.encode(ROLE_CGI) },
+      { kind: "file", path: "www/cgi-bin/same", mode: 0o755, data: enc.encode(SAME_CGI) },
     );
     for (const m of MODULES) {
       const name = m.slice(m.lastIndexOf("/") + 1);

@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { type AccelChoice, buildShim, chooseAccel } from "./accel.ts";
-import { buildGuest, cacheDir, type Guest, ROLE_PATH, STATIC_PATH } from "./guest.ts";
+import { buildGuest, cacheDir, type Guest, ROLE_PATH, SAME_PATH } from "./guest.ts";
 import { percentile } from "./http.ts";
 import { type ComparatorSummary, type Mode, Pair } from "./pair.ts";
 import { answered, divergences, drive, latency, type StoryResult } from "./story.ts";
@@ -18,7 +18,8 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
 
   --mode ours|qemu        the comparator: ours (main.ts, --qmp channel; default) or QEMU's
                           in-process colo-compare, for comparison
-  --requests N            HTTP GETs through the pair, / and /cgi-bin/role in turn (default 200)
+  --requests N            HTTP GETs through the pair, /cgi-bin/same and /cgi-bin/role in turn
+                          (alike on both VMs, and not: each names its VM; default 200)
   --failover              kill the secondary half-way; the primary goes on alone (x-colo-lost-heartbeat)
   --compare               both modes one after the other, same guest: a table of req/s, p50, p99
   --accel auto|kvm|tcg    default auto: KVM when /dev/kvm is usable, else TCG
@@ -182,11 +183,11 @@ function report(r: ModeResult, o: LabOptions): void {
     `== ${r.mode}: ${a.ok}/${o.requests} requests answered, ${a.fromPrimary} with the primary's reply`,
   );
   const rate = (s.results.length / s.seconds).toFixed(1);
-  const same = latency(s, STATIC_PATH);
+  const same = latency(s, SAME_PATH);
   const differ = latency(s, ROLE_PATH);
   say(`   ${rate} requests/s, latency p50 ${fmt(l.p50)}, p99 ${fmt(l.p99)}`);
   say(
-    `   p50 same on both VMs (${STATIC_PATH}) ${fmt(same.p50)}, different (${ROLE_PATH}) ${
+    `   p50 same on both VMs (${SAME_PATH}) ${fmt(same.p50)}, different (${ROLE_PATH}) ${
       fmt(differ.p50)
     }`,
   );

@@ -1,12 +1,12 @@
 /**
  * The lab's story on a running pair: N HTTP GETs from the host through the primary's hostfwd
- * (the static page and the role CGI in turn, a fresh TCP connection each), optionally a
+ * (a page both VMs serve alike and the role CGI in turn, a fresh TCP connection each), optionally a
  * failover half-way, and what came of it: answers, latency, checkpoints asked for and done.
  *
  * @module
  */
 
-import { ROLE_PATH, STATIC_BODY, STATIC_PATH } from "./guest.ts";
+import { ROLE_PATH, SAME_PATH, STATIC_BODY } from "./guest.ts";
 import { get, percentile } from "./http.ts";
 import type { ComparatorSummary, Pair } from "./pair.ts";
 
@@ -74,7 +74,7 @@ export async function drive(
       story.coloExit = String(exit.data?.reason ?? "?");
       afterFailover = true;
     }
-    const path = i % 2 === 0 ? STATIC_PATH : ROLE_PATH;
+    const path = i % 2 === 0 ? SAME_PATH : ROLE_PATH;
     const t = performance.now();
     try {
       const reply = await get(pair.httpPort, path, REQUEST_TIMEOUT_MS);
