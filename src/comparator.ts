@@ -114,7 +114,7 @@ export class Comparator implements EngineSink {
     this.#outdev = ep("outdev", config.outdev);
     this.#notify = config.notifyDev ? ep("notify-dev", config.notifyDev) : null;
     this.#qmp = config.qmp
-      ? new QmpChannel(config.qmp, {
+      ? new QmpChannel(new Endpoint("qmp", config.qmp, log), {
         checkpointDone: () => this.#checkpointDone("qmp"),
         coloExit: () => {
           // Everything held is released; the primary passes through until COLO is back.

@@ -143,6 +143,22 @@ Deno.test("cli: a user error exits 2 with one line on stderr", async () => {
   assert.match(r.stderr, /^colo-compare: --compare-timeout: "abc"/);
 });
 
+Deno.test("cli: --notify-dev with --qmp exits 2 with one line naming both and the fix", async () => {
+  const r = await run([
+    ...BASE,
+    "--notify-dev",
+    "tcp-listen:127.0.0.1:0",
+    "--qmp",
+    "unix:/nonexistent/qmp.sock",
+  ]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  assert.match(
+    r.stderr,
+    /^colo-compare: --notify-dev and --qmp .*--notify-dev for Xen COLO, --qmp for KVM COLO/,
+  );
+});
+
 Deno.test("cli: a port in use exits 2, names the flag, and leaves nothing listening", async () => {
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const busyPort = (busy.addr as Deno.NetAddr).port;

@@ -1,15 +1,13 @@
 /**
  * The checkpoint channel of KVM COLO (SPEC 7b): the primary QEMU's QMP monitor, reached
- * through an {@linkcode Endpoint} (usually `unix:PATH` to a `-qmp unix:PATH,server=on,wait=off`
- * monitor of its own) and reconnected with backoff. The protocol lives in
- * {@linkcode QmpSession}; this file only moves its bytes and drives its clock.
+ * through an endpoint (`src/wire/endpoint.ts`, any ADDR form; usually `unix:PATH` to a
+ * `-qmp unix:PATH,server=on,wait=off` monitor of its own) that reconnects with backoff. The
+ * protocol lives in {@linkcode QmpSession}; this file only moves its bytes and drives its clock.
  *
  * @module
  */
 
 import type { Logger } from "../log.ts";
-import type { Address } from "../wire/address.ts";
-import { Endpoint } from "../wire/endpoint.ts";
 import type { ChannelEvents, CheckpointChannel } from "./channel.ts";
 import { QmpSession } from "./qmp_session.ts";
 
@@ -20,9 +18,20 @@ const TICK_MS = 250;
 const READ_SIZE = 64 * 1024;
 
 /** What the channel needs of a connection: bytes in, bytes out, close. */
-interface ByteStream {
+export interface ByteStream {
   read(p: Uint8Array): Promise<number | null>;
   write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/**
+ * What the channel needs of its endpoint: the public surface of `Endpoint` (named `qmp`),
+ * which serves one peer at a time and connects again, or accepts the next, when it goes.
+ */
+export interface QmpEndpoint {
+  readonly boundText: string;
+  bind(): Promise<void>;
+  serve(session: (conn: ByteStream) => Promise<void>): Promise<void>;
   close(): void;
 }
 
@@ -31,7 +40,7 @@ const encoder = new TextEncoder();
 /** Checkpoints over the primary QEMU's QMP monitor. */
 export class QmpChannel implements CheckpointChannel {
   readonly kind = "qmp" as const;
-  readonly #endpoint: Endpoint;
+  readonly #endpoint: QmpEndpoint;
   readonly #session: QmpSession;
   readonly #maxOutput: number;
   #conn: ByteStream | null = null;
@@ -43,14 +52,17 @@ export class QmpChannel implements CheckpointChannel {
   #writer: ByteStream | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  /** `maxOutputBytes` is for tests; the default is {@linkcode MAX_OUTPUT_BYTES}. */
+  /**
+   * `endpoint`: e.g. `new Endpoint("qmp", config.qmp, log)`. `maxOutputBytes` is for tests; the
+   * default is {@linkcode MAX_OUTPUT_BYTES}.
+   */
   constructor(
-    address: Address,
+    endpoint: QmpEndpoint,
     events: ChannelEvents,
     log: Logger,
     options: { maxOutputBytes?: number } = {},
   ) {
-    this.#endpoint = new Endpoint("qmp", address, log);
+    this.#endpoint = endpoint;
     this.#maxOutput = options.maxOutputBytes ?? MAX_OUTPUT_BYTES;
     this.#session = new QmpSession({
       send: (command) => this.#send(command),

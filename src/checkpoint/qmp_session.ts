@@ -8,8 +8,8 @@
  * setting `x-checkpoint-delay`, even to its own value, starts a checkpoint at once; a
  * checkpoint is `STOP` (run state `colo`, then `MIGRATION_PASS` with the `events` capability)
  * and `RESUME` 40-100 ms later. A user's `stop`/`cont` looks the same except for the run state
- * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` alone proves no
- * running COLO: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
+ * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` does not prove
+ * that COLO runs: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
  *
  * @module
  */
@@ -27,6 +27,8 @@ export const REPLY_TIMEOUT_MS = 20_000;
 export const MAX_PENDING_COMMANDS = 65536;
 /** Repeated protocol oddities are logged once, then summarised this often (ms). */
 export const SUMMARY_INTERVAL_MS = 60_000;
+/** Classes of oddities kept apart (names come from the peer); the rest count as one. */
+export const MAX_NOTE_CLASSES = 256;
 
 /** What the session asks of the connection around it, besides {@linkcode ChannelEvents}. */
 export interface QmpSessionSink extends ChannelEvents {
@@ -228,7 +230,12 @@ export class QmpSession {
     }
     if (!isObject(msg)) {
       if (this.#phase === "greeting") {
-        this.#drop("no QMP greeting: the peer is not a QMP monitor");
+        // `-mon ...,mode=control,pretty=on` spreads each JSON value over several lines.
+        this.#drop(
+          t === "{"
+            ? "the QMP monitor writes pretty=on JSON over several lines; give the comparator one with pretty=off (-qmp unix:PATH,server=on,wait=off)"
+            : "no QMP greeting: the peer is not a QMP monitor",
+        );
         return;
       }
       this.#note("garbage", "warn", "qmp-garbage", { line: text(t) });
@@ -554,6 +561,7 @@ export class QmpSession {
   // Logged once per class, then summarised (SPEC 8).
 
   #note(key: string, level: NoteLevel, event: string, fields: Fields): void {
+    if (this.#repeats.size >= MAX_NOTE_CLASSES && !this.#repeats.has(key)) key = "other";
     const seen = this.#repeats.get(key);
     if (seen === undefined) {
       this.#repeats.set(key, { level, count: 0 });

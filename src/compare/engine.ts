@@ -49,6 +49,8 @@ export class CompareEngine implements CompareContext {
   readonly #info = new FrameInfo();
   readonly #pool: Packet[] = [];
   readonly #store = new FrameStore();
+  /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
+  #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
   #oldest: Packet | null = null;
   #newest: Packet | null = null;
@@ -56,8 +58,6 @@ export class CompareEngine implements CompareContext {
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
   #heldSecondaryBytes = 0;
-  /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
-  #passthrough = false;
 
   constructor(options: EngineOptions, sink: EngineSink, tracer: Tracer | null = null) {
     this.#sink = sink;
@@ -117,12 +117,15 @@ export class CompareEngine implements CompareContext {
 
   /** A frame arrived on primary-in. `frame` may be a view; it is copied if held. */
   primary(frame: Uint8Array, vnetLen: number, now: number): void {
-    this.#input("primary", frame, vnetLen, now);
+    if (this.#passthrough && frame.length > 0) this.#sink.release(frame, vnetLen, "passthrough");
+    else this.#input("primary", frame, vnetLen, now);
   }
 
   /** A frame arrived on secondary-in. `frame` may be a view; it is copied if held. */
   secondary(frame: Uint8Array, vnetLen: number, now: number): void {
-    this.#input("secondary", frame, vnetLen, now);
+    if (this.#passthrough && frame.length > 0) {
+      this.#sink.discard("secondary", "colo-inactive", frame, null);
+    } else this.#input("secondary", frame, vnetLen, now);
   }
 
   /**
@@ -207,11 +210,6 @@ export class CompareEngine implements CompareContext {
     const sink = this.#sink;
     if (frame.length === 0) {
       sink.discard(side, "empty", frame, null);
-      return;
-    }
-    if (this.#passthrough) {
-      if (side === "primary") sink.release(frame, vnetLen, "passthrough");
-      else sink.discard(side, "colo-inactive", frame, null);
       return;
     }
     const info = this.#info;

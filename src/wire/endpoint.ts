@@ -9,7 +9,7 @@
 import type { Logger } from "../log.ts";
 import type { Address } from "./address.ts";
 
-/** The four streams, named as their flags. */
+/** The streams, named as their flags. */
 export type EndpointName = "primary-in" | "secondary-in" | "outdev" | "notify-dev" | "qmp";
 
 /** A problem at start that the user must fix; the message names the flag and the fix. */

@@ -7,6 +7,7 @@ import type { ChannelEvents } from "../../src/checkpoint/channel.ts";
 import { QmpChannel } from "../../src/checkpoint/qmp.ts";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
+import { Endpoint } from "../../src/wire/endpoint.ts";
 import { QmpPeer } from "../support/qmp_peer.ts";
 
 /** Records what the channel reports, and the log. */
@@ -74,11 +75,16 @@ class Events implements ChannelEvents {
   }
 }
 
+/** The endpoint the program gives `--qmp ADDR`. */
+function qmpEndpoint(address: string, log: Logger): Endpoint {
+  return new Endpoint("qmp", parseAddress(address), log);
+}
+
 /** A scripted monitor and a channel connected to it, past the handshake. */
 async function setup() {
   const peer = await QmpPeer.start();
   const events = new Events();
-  const channel = new QmpChannel(parseAddress(peer.address), events, events.log);
+  const channel = new QmpChannel(qmpEndpoint(peer.address, events.log), events, events.log);
   await channel.bind();
   const serving = channel.serve();
   await peer.waitForClient(1);
@@ -177,7 +183,7 @@ Deno.test("qmp channel: a peer that does not read is cut off at 1 MiB of waiting
 Deno.test("qmp channel: close() while the monitor is not there yet is prompt", async () => {
   for (const where of ["unix:/nonexistent/qmp.sock", "tcp:127.0.0.1:1"]) {
     const events = new Events();
-    const channel = new QmpChannel(parseAddress(where), events, events.log);
+    const channel = new QmpChannel(qmpEndpoint(where, events.log), events, events.log);
     await channel.bind();
     const serving = channel.serve();
     // Let it fail once and sleep in its backoff.
@@ -222,7 +228,11 @@ Deno.test("qmp channel: error replies and garbage are survived; the peer stays c
 
 Deno.test("qmp channel: listen forms work too (QEMU's -qmp as a client)", async () => {
   const events = new Events();
-  const channel = new QmpChannel(parseAddress("tcp-listen:127.0.0.1:0"), events, events.log);
+  const channel = new QmpChannel(
+    qmpEndpoint("tcp-listen:127.0.0.1:0", events.log),
+    events,
+    events.log,
+  );
   await channel.bind();
   const serving = channel.serve();
   const port = Number(channel.boundText.split(":")[1]);

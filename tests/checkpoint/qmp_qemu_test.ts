@@ -10,6 +10,7 @@ import type { ChannelEvents } from "../../src/checkpoint/channel.ts";
 import { QmpChannel } from "../../src/checkpoint/qmp.ts";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
+import { Endpoint } from "../../src/wire/endpoint.ts";
 import { qemuAvailable } from "../conformance/impl.ts";
 import { connectUnixRetry } from "../support/net.ts";
 
@@ -109,7 +110,11 @@ Deno.test({
       coloActive: () => happened.push("colo-active"),
       peer: (connected) => happened.push(`peer ${connected}`),
     };
-    const channel = new QmpChannel(parseAddress(`unix:${dir}/compare.sock`), events, log);
+    const channel = new QmpChannel(
+      new Endpoint("qmp", parseAddress(`unix:${dir}/compare.sock`), log),
+      events,
+      log,
+    );
     let operator: Operator | null = null;
     let serving: Promise<void> | null = null;
     try {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   MAX_LINE_BYTES,
+  MAX_NOTE_CLASSES,
   POLL_INTERVAL_MS,
   QmpSession,
   type QmpSessionSink,
@@ -144,6 +145,15 @@ Deno.test("qmp session: a peer that does not greet as QMP is dropped", () => {
     h.line(GREETING);
     assert.deepEqual(h.sent, [], "nothing more is read once dropped");
   }
+});
+
+Deno.test("qmp session: a pretty=on monitor is named as such, with the fix", () => {
+  const h = new Harness();
+  h.session.attach(h.now);
+  h.line("{");
+  h.line('    "QMP": {');
+  assert.equal(h.drops.length, 1);
+  assert.match(h.drops[0], /pretty=on .* pretty=off/);
 });
 
 Deno.test("qmp session: qmp_capabilities refused drops the connection, naming QEMU's reason", () => {
@@ -494,6 +504,16 @@ Deno.test("qmp session: garbage, unknown messages, unknown events and stray repl
   assert.equal(h.session.ready, true);
   h.checkpoint();
   assert.deepEqual(h.happened, ["checkpoint-done"], "still works after all that");
+});
+
+Deno.test("qmp session: classes of oddities named by the peer are bounded", () => {
+  const h = new Harness();
+  h.connect();
+  for (let i = 0; i < 10_000; i++) h.event(`MADE_UP_${i}`);
+  const lines = h.logged("qmp-event-ignored").length;
+  assert.ok(lines <= MAX_NOTE_CLASSES + 1, `${lines} lines for 10000 event names`);
+  h.session.detach();
+  assert.match(h.logged("qmp-repeated").at(-1)!, /class=other count=\d+/);
 });
 
 Deno.test("qmp session: lines split at every byte boundary are read whole", () => {
