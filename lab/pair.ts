@@ -281,7 +281,12 @@ export class Pair {
     ]);
     this.#sQmp = await Qmp.connect("secondary", `${runDir}/s.qmp`);
 
-    await this.primary.waitForLine(new RegExp(READY_MARK), BOOT_TIMEOUT_MS);
+    // A KVM that cannot run the guest stops it with "KVM internal error" (and QEMU waits).
+    const boot = await this.primary.waitForLine(
+      new RegExp(`${READY_MARK}|KVM internal error`),
+      BOOT_TIMEOUT_MS,
+    );
+    if (!boot.includes(READY_MARK)) throw new Error(`the primary's guest did not boot: ${boot}`);
     const booted = performance.now();
     note(`guest booted on the primary in ${((booted - t0) / 1000).toFixed(1)} s`);
 
