@@ -42,7 +42,6 @@ export class QmpChannel implements CheckpointChannel {
   readonly kind = "qmp" as const;
   readonly #endpoint: QmpEndpoint;
   readonly #session: QmpSession;
-  readonly #maxOutput: number;
   #conn: ByteStream | null = null;
   /** Why the channel ended the current connection, or null. */
   #dropReason: string | null = null;
@@ -52,18 +51,9 @@ export class QmpChannel implements CheckpointChannel {
   #writer: ByteStream | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  /**
-   * `endpoint`: e.g. `new Endpoint("qmp", config.qmp, log)`. `maxOutputBytes` is for tests; the
-   * default is {@linkcode MAX_OUTPUT_BYTES}.
-   */
-  constructor(
-    endpoint: QmpEndpoint,
-    events: ChannelEvents,
-    log: Logger,
-    options: { maxOutputBytes?: number } = {},
-  ) {
+  /** `endpoint`: e.g. `new Endpoint("qmp", config.qmp, log)`. */
+  constructor(endpoint: QmpEndpoint, events: ChannelEvents, log: Logger) {
     this.#endpoint = endpoint;
-    this.#maxOutput = options.maxOutputBytes ?? MAX_OUTPUT_BYTES;
     this.#session = new QmpSession({
       send: (command) => this.#send(command),
       drop: (reason) => this.#drop(reason),
@@ -141,7 +131,7 @@ export class QmpChannel implements CheckpointChannel {
     const bytes = encoder.encode(command + "\n");
     this.#queue.push(bytes);
     this.#queuedBytes += bytes.length;
-    if (this.#queuedBytes > this.#maxOutput) {
+    if (this.#queuedBytes > MAX_OUTPUT_BYTES) {
       this.#drop(`the peer does not read: ${this.#queuedBytes} bytes of commands wait`);
       return;
     }
