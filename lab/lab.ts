@@ -127,7 +127,7 @@ async function runMode(
   say(`${mode}: starting the pair (run directory ${runDir})`);
   let ok = false;
   try {
-    const pair = current = await Pair.start({
+    const pair = current = new Pair({
       mode,
       accel: accel.accel,
       guest,
@@ -137,6 +137,7 @@ async function runMode(
       comparatorQmp: true,
       note: (t) => say(`${mode}: ${t}`),
     });
+    await pair.start();
     if (aborted) throw new Error("interrupted");
     let last = 0;
     const story = await drive(pair, o.requests, {

@@ -103,23 +103,30 @@ export class Pair {
     migration: number;
   };
 
-  private constructor(options: PairOptions) {
+  /** A pair not started yet: {@linkcode start} boots it, {@linkcode stop} ends it at any time. */
+  constructor(options: PairOptions) {
     this.options = options;
     const [http, mirror, compare0, compare1, out, migration] = freePorts(6);
     this.httpPort = http;
     this.#ports = { mirror, compare0, compare1, out, migration };
   }
 
-  /** Boots both VMs and brings them into COLO (migration status `colo`). */
-  static async start(options: PairOptions): Promise<Pair> {
-    const pair = new Pair(options);
+  /**
+   * Boots both VMs and brings them into COLO (migration status `colo`). On failure, or when
+   * {@linkcode stop} is called meanwhile (a signal), everything started so far is stopped.
+   */
+  async start(): Promise<void> {
     try {
-      await pair.#start();
+      await this.#start();
     } catch (error) {
-      await pair.stop();
+      await this.stop();
       throw error;
     }
-    return pair;
+  }
+
+  /** Throws once stop() has begun: start-up must not start anything after that. */
+  #live(): void {
+    if (this.#stopping) throw new Error("stopped while starting");
   }
 
   /** `checkpoint-request` lines our comparator has logged so far (0 in qemu mode). */
@@ -234,10 +241,12 @@ export class Pair {
       primaryArgs.push("-qmp", `unix:${runDir}/c.qmp,server=on,wait=off`);
     }
     this.primary = this.#qemu("primary", primaryArgs);
-    this.#pQmp = await Qmp.connect("primary", `${runDir}/p.qmp`);
+    this.#pQmp = await Qmp.connect("primary", `${runDir}/p.qmp`, () => this.primary!.running);
+    this.#live();
     this.primaryEvents = this.#pQmp.events;
     // At once, before a comparator can read the default (20000).
     await this.#pQmp.execute("migrate-set-parameters", { "x-checkpoint-delay": checkpointDelayMs });
+    this.#live();
 
     let secondaryIn = p.compare1;
     if (mode === "ours") {
@@ -263,6 +272,7 @@ export class Pair {
         30_000,
       );
       secondaryIn = Number(/:(\d+)$/.exec(listening)![1]);
+      this.#live();
     }
 
     this.secondary = this.#qemu("secondary", [
@@ -279,7 +289,8 @@ export class Pair {
       "-incoming",
       `tcp:127.0.0.1:${p.migration}`,
     ]);
-    this.#sQmp = await Qmp.connect("secondary", `${runDir}/s.qmp`);
+    this.#sQmp = await Qmp.connect("secondary", `${runDir}/s.qmp`, () => this.secondary!.running);
+    this.#live();
 
     // A KVM that cannot run the guest stops it with "KVM internal error" (and QEMU waits).
     const boot = await this.primary.waitForLine(

@@ -50,9 +50,14 @@ export class Qmp {
 
   /**
    * Connects to QEMU's `-qmp unix:PATH,server=on,wait=off` socket, retrying while QEMU is
-   * still creating it, and negotiates capabilities.
+   * still creating it (as long as `alive()`), and negotiates capabilities.
    */
-  static async connect(name: string, path: string, timeoutMs = 10_000): Promise<Qmp> {
+  static async connect(
+    name: string,
+    path: string,
+    alive: () => boolean = () => true,
+    timeoutMs = 10_000,
+  ): Promise<Qmp> {
     const deadline = Date.now() + timeoutMs;
     let conn: Deno.UnixConn;
     for (;;) {
@@ -60,6 +65,7 @@ export class Qmp {
         conn = await Deno.connect({ transport: "unix", path });
         break;
       } catch (error) {
+        if (!alive()) throw new Error(`${name}: exited before its QMP socket ${path} was up`);
         if (Date.now() > deadline) throw new Error(`${name}: no QMP socket at ${path}: ${error}`);
         await new Promise((r) => setTimeout(r, 20));
       }

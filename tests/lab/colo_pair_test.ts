@@ -35,7 +35,7 @@ async function withPair(fn: (pair: Pair) => Promise<void>): Promise<void> {
   const runDir = await Deno.makeTempDir({ prefix: "colo-lab-test-" });
   let pair: Pair | null = null;
   try {
-    pair = await Pair.start({
+    pair = new Pair({
       mode: "ours",
       accel: chooseAccel("auto").accel,
       guest: ready.guest,
@@ -44,6 +44,7 @@ async function withPair(fn: (pair: Pair) => Promise<void>): Promise<void> {
       runDir,
       comparatorQmp: true,
     });
+    await pair.start();
     await fn(pair);
   } finally {
     await pair?.stop();
