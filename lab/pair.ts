@@ -244,7 +244,7 @@ export class Pair {
     this.#pQmp = await Qmp.connect("primary", `${runDir}/p.qmp`, () => this.primary!.running);
     this.#live();
     this.primaryEvents = this.#pQmp.events;
-    // At once, before a comparator can read the default (20000).
+    // At once, so no periodic checkpoint at QEMU's default 20000 ms comes first.
     await this.#pQmp.execute("migrate-set-parameters", { "x-checkpoint-delay": checkpointDelayMs });
     this.#live();
 
