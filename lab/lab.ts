@@ -140,6 +140,7 @@ async function runMode(
     await pair.start();
     if (aborted) throw new Error("interrupted");
     let last = 0;
+    let exitSaid = false;
     const story = await drive(pair, o.requests, {
       failoverAt: o.failover ? Math.floor(o.requests / 2) : undefined,
       aborted: () => aborted,
@@ -152,12 +153,15 @@ async function runMode(
           say(statusLine(mode, s, total));
         }
         if (n === Math.floor(total / 2) && o.failover) {
-          say(`${mode}: killing the secondary (failover)`);
+          say(`${mode}: killing the secondary, x-colo-lost-heartbeat to the primary (failover)`);
+        }
+        if (s.coloExit && !exitSaid) {
+          exitSaid = true;
+          say(`${mode}: the primary left COLO (COLO_EXIT reason ${s.coloExit}) and serves alone`);
         }
       },
     });
     if (tty) say(statusLine(mode, story, o.requests));
-    if (story.coloExit) say(`${mode}: failover done, COLO_EXIT reason ${story.coloExit}`);
     const summary = await pair.stop();
     current = null;
     ok = !aborted;
