@@ -20,6 +20,8 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
                           in-process colo-compare, for comparison
   --requests N            HTTP GETs through the pair, /cgi-bin/same and /cgi-bin/role in turn
                           (alike on both VMs, and not: each names its VM; default 200)
+  --only-same             only /cgi-bin/same: no reply differs, so no checkpoint is needed
+                          (the cost of comparing and releasing alone)
   --failover              kill the secondary half-way; the primary goes on alone (x-colo-lost-heartbeat)
   --compare               both modes one after the other, same guest: a table of req/s, p50, p99
   --accel auto|kvm|tcg    default auto: KVM when /dev/kvm is usable, else TCG
@@ -35,6 +37,7 @@ interface LabOptions {
   modes: Mode[];
   requests: number;
   failover: boolean;
+  onlySame: boolean;
   accel: "auto" | "kvm" | "tcg";
   checkpointDelayMs: number;
   keep: boolean;
@@ -51,6 +54,7 @@ function parse(args: string[]): LabOptions | null {
         mode: { type: "string", default: "ours" },
         requests: { type: "string", default: "200" },
         failover: { type: "boolean", default: false },
+        "only-same": { type: "boolean", default: false },
         compare: { type: "boolean", default: false },
         accel: { type: "string", default: "auto" },
         "checkpoint-delay": { type: "string", default: "600000" },
@@ -78,6 +82,7 @@ function parse(args: string[]): LabOptions | null {
     modes: v.compare ? ["ours", "qemu"] : [v.mode],
     requests: count("requests", v.requests),
     failover: v.failover,
+    onlySame: v["only-same"],
     accel: v.accel as LabOptions["accel"],
     checkpointDelayMs: count("checkpoint-delay", v["checkpoint-delay"]),
     keep: v.keep,
@@ -110,6 +115,8 @@ interface ModeResult {
   story: StoryResult;
   summary: ComparatorSummary | null;
   checkpointMedianMs: number;
+  /** Median time the secondary resumed before the primary after a checkpoint. */
+  resumeLeadMs: number;
 }
 
 /** The current pair, for the signal handler. */
@@ -143,6 +150,7 @@ async function runMode(
     let exitSaid = false;
     const story = await drive(pair, o.requests, {
       failoverAt: o.failover ? Math.floor(o.requests / 2) : undefined,
+      onlySame: o.onlySame,
       aborted: () => aborted,
       progress: (s, total) => {
         const n = s.results.length;
@@ -170,6 +178,7 @@ async function runMode(
       story,
       summary,
       checkpointMedianMs: percentile(pair.checkpoints.map((c) => c.ms), 50),
+      resumeLeadMs: percentile(pair.secondaryResumeLeadMs(), 50),
     };
   } finally {
     await current?.stop();
@@ -202,7 +211,7 @@ function report(r: ModeResult, o: LabOptions): void {
   say(
     `   checkpoints: ${requested}, ${s.done} done by QEMU (STOP..RESUME, median ${
       fmt(r.checkpointMedianMs)
-    })`,
+    }; the secondary resumed a median ${fmt(r.resumeLeadMs)} before the primary)`,
   );
   if (r.summary) {
     say(

@@ -87,8 +87,9 @@ export class Pair {
   readonly httpPort: number;
   /** Checkpoints QEMU completed since COLO started. */
   readonly checkpoints: Checkpoint[] = [];
-  /** The primary's QMP events (the lab's own monitor). */
+  /** The primary's and the secondary's QMP events (the lab's own monitors). */
   primaryEvents: QmpEvent[] = [];
+  secondaryEvents: QmpEvent[] = [];
   primary: Child | null = null;
   secondary: Child | null = null;
   comparator: Child | null = null;
@@ -132,6 +133,23 @@ export class Pair {
   /** `checkpoint-request` lines our comparator has logged so far (0 in qemu mode). */
   get checkpointRequests(): number {
     return this.comparator?.lines.filter((l) => l.includes("event=checkpoint-request")).length ?? 0;
+  }
+
+  /**
+   * Per checkpoint since COLO started, how long before the primary's `RESUME` the secondary's
+   * came (ms). The comparator flushes on the primary's; secondary frames of the new epoch read
+   * in between are flushed with the old one.
+   */
+  secondaryResumeLeadMs(): number[] {
+    const since = this.checkpoints[0]?.at ?? Infinity;
+    const secondary = this.secondaryEvents.filter((e) => e.event === "RESUME" && e.at >= since);
+    const leads: number[] = [];
+    for (const e of this.primaryEvents) {
+      if (e.event !== "RESUME" || e.at < since) continue;
+      const s = secondary.findLast((x) => x.at <= e.at && e.at - x.at < 1);
+      if (s) leads.push((e.at - s.at) * 1000);
+    }
+    return leads;
   }
 
   /** Times the secondary's CGI ran and read its role as `role` (from its serial console). */
@@ -290,6 +308,7 @@ export class Pair {
       `tcp:127.0.0.1:${p.migration}`,
     ]);
     this.#sQmp = await Qmp.connect("secondary", `${runDir}/s.qmp`, () => this.secondary!.running);
+    this.secondaryEvents = this.#sQmp.events;
     this.#live();
 
     // A KVM that cannot run the guest stops it with "KVM internal error" (and QEMU waits).

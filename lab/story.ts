@@ -45,11 +45,20 @@ export interface StoryResult {
 /** Progress after each request. */
 export type Progress = (r: StoryResult, total: number) => void;
 
-/** Runs `n` requests on `pair`; with `failoverAt`, a failover before that request index. */
+/**
+ * Runs `n` requests on `pair`, the alike page and the role CGI in turn (`onlySame`: the alike
+ * page only); with `failoverAt`, a failover before that request index.
+ */
 export async function drive(
   pair: Pair,
   n: number,
-  options: { failoverAt?: number; progress?: Progress; aborted?: () => boolean } = {},
+  options: {
+    failoverAt?: number;
+    /** Only the page both VMs serve alike: no checkpoint needed, compare-and-release alone. */
+    onlySame?: boolean;
+    progress?: Progress;
+    aborted?: () => boolean;
+  } = {},
 ): Promise<StoryResult> {
   const story: StoryResult = {
     results: [],
@@ -74,7 +83,7 @@ export async function drive(
       story.coloExit = String(exit.data?.reason ?? "?");
       afterFailover = true;
     }
-    const path = i % 2 === 0 ? SAME_PATH : ROLE_PATH;
+    const path = i % 2 === 0 || options.onlySame ? SAME_PATH : ROLE_PATH;
     const t = performance.now();
     try {
       const reply = await get(pair.httpPort, path, REQUEST_TIMEOUT_MS);
