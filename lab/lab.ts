@@ -224,9 +224,11 @@ function report(r: ModeResult, o: LabOptions): void {
   } else if (r.mode === "qemu") {
     say("   divergences and held frames: not reported by QEMU's colo-compare");
   }
-  say(
-    `   the secondary's CGI read role "secondary" ${s.secondaryRoleReads} times (fw_cfg, not RAM)`,
-  );
+  if (!o.onlySame) {
+    say(
+      `   the secondary's CGI read role "secondary" ${s.secondaryRoleReads} times (fw_cfg, not RAM)`,
+    );
+  }
   if (failed.length) say(`   ${failed.length} failed, first: ${failed[0].error}`);
 }
 
