@@ -63,7 +63,9 @@ function parse(args: string[]): LabOptions | null {
       },
     }).values;
   } catch (error) {
-    throw new UsageError(`${error instanceof Error ? error.message : error}; see --help`);
+    const msg = error instanceof Error ? error.message : String(error);
+    const unknown = /Unknown option '([^']+)'/.exec(msg);
+    throw new UsageError(unknown ? `unknown flag ${unknown[1]}; see --help` : `${msg}; see --help`);
   }
   if (v.help) return null;
   if (v.mode !== "ours" && v.mode !== "qemu") {
