@@ -13,6 +13,11 @@ import {
   describeMessage,
   DO_CHECKPOINT,
 } from "./checkpoint/notify.ts";
+import {
+  DEFAULT_CAPTURE_MAX_BYTES,
+  type DivergenceCapture,
+  openCapture,
+} from "./capture/capture.ts";
 import type { Config } from "./cli.ts";
 import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
@@ -88,10 +93,17 @@ export class Comparator implements EngineSink {
   #paused = { primary: false, secondary: false };
   #resume = { primary: [] as (() => void)[], secondary: [] as (() => void)[] };
   #heldHigh = { primary: false, secondary: false };
+  /** `--capture`: opened at start; the engine's divergence hook exists only with it. */
+  #capture: DivergenceCapture | null = null;
+  divergence?: EngineSink["divergence"];
 
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.#log = log;
+    if (config.capture) {
+      this.divergence = (reason, conn, primary, secondaries, now) =>
+        this.#capture?.divergence(reason, conn, primary, secondaries, now);
+    }
     const tracer: Tracer | null = log.enabled("trace")
       ? { trace: (name, fields) => log.trace(name, fields) }
       : null;
@@ -145,6 +157,14 @@ export class Comparator implements EngineSink {
   async start(): Promise<void> {
     try {
       for (const e of this.#endpoints) await e.bind();
+      const c = this.config;
+      if (c.capture) {
+        this.#capture = openCapture(
+          c.capture,
+          c.captureMaxBytes ?? DEFAULT_CAPTURE_MAX_BYTES,
+          this.#log,
+        );
+      }
     } catch (error) {
       for (const e of this.#endpoints) e.close();
       throw error;
@@ -193,6 +213,16 @@ export class Comparator implements EngineSink {
     clearTimeout(deadline);
     this.#outdev.close();
     await Promise.allSettled(this.#serving);
+    if (this.#capture !== null) {
+      await this.#capture.close().catch((e) =>
+        this.#log.error("capture-write-failed", { error: String(e) })
+      );
+      this.#log.info("capture-closed", {
+        divergences: this.#capture.captured,
+        skipped: this.#capture.skipped,
+        bytes: this.#capture.bytes,
+      });
+    }
     const uncompared = this.engine.uncompared();
     const report: StopReport = {
       heldPrimary: uncompared.primary,

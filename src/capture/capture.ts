@@ -14,6 +14,7 @@ import { seqAdd, seqAfter, seqDiff } from "../compare/seq.ts";
 import type { Logger } from "../log.ts";
 import { enhancedPacket, interfaceDescription, sectionHeader } from "./pcapng.ts";
 import { VERSION } from "../version.ts";
+import { StartupError } from "../wire/endpoint.ts";
 
 /** Default `--capture-max-bytes`: 64 MiB. */
 export const DEFAULT_CAPTURE_MAX_BYTES = 64 * 1024 * 1024;
@@ -214,4 +215,25 @@ export class BackgroundFile implements ByteSink {
     this.#file.close();
     if (this.#error !== null) throw this.#error;
   }
+}
+
+/**
+ * Opens `--capture FILE` for the live comparator, whose clock is `performance.now()`.
+ * Throws a `StartupError` naming the flag when the file cannot be created.
+ */
+export function openCapture(path: string, maxBytes: number, log: Logger): DivergenceCapture {
+  let file;
+  try {
+    file = BackgroundFile.create(path);
+  } catch (error) {
+    throw new StartupError(
+      `--capture ${path}: cannot create it (${(error as Error).message}); give a writable path`,
+    );
+  }
+  log.info("capturing", { file: path, max_bytes: maxBytes });
+  return new DivergenceCapture(file, {
+    maxBytes,
+    epochMs: (now) => performance.timeOrigin + now,
+    log,
+  });
 }
