@@ -1,0 +1,148 @@
+/**
+ * The `replay` subcommand: its flags, reading the two captures, printing the report.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  BackgroundFile,
+  DEFAULT_CAPTURE_MAX_BYTES,
+  DivergenceCapture,
+} from "../capture/capture.ts";
+import { DEFAULTS, positiveInteger, UsageError, usageErrorOf } from "../cli.ts";
+import { type CapturedFrame, CaptureFormatError, readCapture } from "./pcap.ts";
+import { formatReport, replay, type ReplayOptions } from "./replay.ts";
+
+/** What `colo-compare replay ...` asks for. */
+export interface ReplayCommand {
+  primary: string;
+  secondary: string;
+  capture: string | null;
+  captureMaxBytes: number;
+  json: boolean;
+  options: ReplayOptions;
+}
+
+export const REPLAY_HELP = `Usage: colo-compare replay --primary FILE --secondary FILE [options]
+
+Runs the compare engine over two captures (pcap or pcapng, e.g. from QEMU's filter-dump) and
+reports what the comparator would have done: frames released, checkpoints by reason and by
+connection, the first divergences with their bytes. The capture timestamps are the clock.
+
+  --primary FILE             the primary VM's output frames
+  --secondary FILE           the secondary VM's output frames
+  --capture FILE             write every divergence to FILE (pcapng, as --capture does live)
+  --capture-max-bytes N      bound of that file (default ${DEFAULT_CAPTURE_MAX_BYTES})
+  --json                     the report as one JSON object
+  --compare-timeout MS       as for the comparator (default ${DEFAULTS.compareTimeout})
+  --expired-scan-cycle MS    as for the comparator (default ${DEFAULTS.expiredScanCycle})
+  --max-queue-size N         as for the comparator (default ${DEFAULTS.maxQueueSize})
+  --checkpoint-delay MS      a requested checkpoint completes this long after (default 0)
+  --divergences N            divergences shown with their bytes (default 10)
+`;
+
+const OPTIONS = {
+  "primary": { type: "string" },
+  "secondary": { type: "string" },
+  "capture": { type: "string" },
+  "capture-max-bytes": { type: "string" },
+  "json": { type: "boolean" },
+  "compare-timeout": { type: "string" },
+  "expired-scan-cycle": { type: "string" },
+  "max-queue-size": { type: "string" },
+  "checkpoint-delay": { type: "string" },
+  "divergences": { type: "string" },
+  "help": { type: "boolean", short: "h" },
+} as const;
+
+const MAX_MS = 2 ** 31 - 1;
+
+/** Parses the flags after `replay`; null for --help. Throws {@linkcode UsageError}. */
+export function parseReplayCommand(args: string[]): ReplayCommand | null {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: false, strict: true });
+  } catch (error) {
+    throw usageErrorOf(error);
+  }
+  const v = parsed.values;
+  if (v.help) return null;
+  for (const side of ["primary", "secondary"] as const) {
+    if (v[side] === undefined) {
+      throw new UsageError(`replay: --${side} is required: give the ${side} VM's capture file`);
+    }
+  }
+  const int = (flag: keyof typeof v & string, fallback: number, unit: string, max = MAX_MS) => {
+    const text = v[flag];
+    return typeof text === "string" ? positiveInteger(flag, text, unit, max) : fallback;
+  };
+  const delay = v["checkpoint-delay"];
+  return {
+    primary: v.primary!,
+    secondary: v.secondary!,
+    capture: v.capture ?? null,
+    captureMaxBytes: int("capture-max-bytes", DEFAULT_CAPTURE_MAX_BYTES, "bytes", 2 ** 53),
+    json: v.json ?? false,
+    options: {
+      compareTimeout: int("compare-timeout", DEFAULTS.compareTimeout, "milliseconds"),
+      expiredScanCycle: int("expired-scan-cycle", DEFAULTS.expiredScanCycle, "milliseconds"),
+      maxQueueSize: int("max-queue-size", DEFAULTS.maxQueueSize, "frames", 2 ** 32 - 1),
+      // 0 is allowed here: "at once".
+      checkpointDelay: delay === "0" ? 0 : int("checkpoint-delay", 0, "milliseconds"),
+      divergencesShown: int("divergences", 10, "divergences", 1_000_000),
+    },
+  };
+}
+
+function load(flag: string, path: string): CapturedFrame[] {
+  let bytes;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch (error) {
+    throw new UsageError(`replay: --${flag} ${path}: cannot read it (${(error as Error).message})`);
+  }
+  try {
+    return readCapture(bytes);
+  } catch (error) {
+    if (error instanceof CaptureFormatError) {
+      throw new UsageError(
+        `replay: --${flag} ${path}: ${error.message}; give a pcap or pcapng file`,
+      );
+    }
+    throw error;
+  }
+}
+
+/** Runs `replay`; returns the exit status. Usage errors are thrown before anything runs. */
+export async function runReplay(command: ReplayCommand): Promise<number> {
+  const primary = load("primary", command.primary);
+  const secondary = load("secondary", command.secondary);
+  let capture: DivergenceCapture | null = null;
+  if (command.capture !== null) {
+    let file;
+    try {
+      file = BackgroundFile.create(command.capture);
+    } catch (error) {
+      throw new UsageError(
+        `replay: --capture ${command.capture}: cannot create it (${(error as Error).message})`,
+      );
+    }
+    capture = new DivergenceCapture(file, {
+      maxBytes: command.captureMaxBytes,
+      epochMs: (now) => now,
+    });
+  }
+  const report = replay(primary, secondary, command.options, capture?.divergence.bind(capture));
+  if (capture !== null) {
+    await capture.close();
+    if (capture.skipped > 0) {
+      console.error(
+        `colo-compare: --capture ${command.capture} reached --capture-max-bytes; ` +
+          `${capture.skipped} divergences left out`,
+      );
+    }
+  }
+  console.log(command.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  return 0;
+}
