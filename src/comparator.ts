@@ -30,6 +30,8 @@ import type {
 } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
 import type { Logger } from "./log.ts";
+import { Inside } from "./inside/inside.ts";
+import type { Settings, Snapshot } from "./inside/view.ts";
 import { FrameWriter } from "./output/writer.ts";
 import { Stats } from "./stats.ts";
 import { FrameDecoder, NET_BUFSIZE } from "./wire/codec.ts";
@@ -88,6 +90,8 @@ export class Comparator implements EngineSink {
   /** Arrival time stamped on every frame of the chunk being decoded. */
   #now = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** `expired-scan-cycle`, changeable at runtime through the monitor. */
+  #scanCycle: number;
   #stopping = false;
   #started = false;
   #paused = { primary: false, secondary: false };
@@ -96,10 +100,13 @@ export class Comparator implements EngineSink {
   /** `--capture`: opened at start; the engine's divergence hook exists only with it. */
   #capture: DivergenceCapture | null = null;
   divergence?: EngineSink["divergence"];
+  /** `--metrics` / `--monitor`, or null when neither is given. */
+  readonly #inside: Inside | null;
 
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.#log = log;
+    this.#scanCycle = config.expiredScanCycle;
     if (config.capture) {
       this.divergence = (reason, conn, primary, secondaries, now) =>
         this.#capture?.divergence(reason, conn, primary, secondaries, now);
@@ -113,6 +120,7 @@ export class Comparator implements EngineSink {
       tracer,
     );
     this.#requests = new CheckpointRequests(config.compareTimeout);
+    this.#inside = Inside.wanted(config) ? new Inside(config, this.#insideHost(), log) : null;
     const ep = (name: EndpointName, a: Config["outdev"]) => {
       const e = new Endpoint(name, a, log);
       this.#endpoints.push(e);
@@ -165,8 +173,10 @@ export class Comparator implements EngineSink {
           this.#log,
         );
       }
+      await this.#inside?.start();
     } catch (error) {
       for (const e of this.#endpoints) e.close();
+      await this.#capture?.close();
       throw error;
     }
     this.#started = true;
@@ -180,7 +190,7 @@ export class Comparator implements EngineSink {
       this.#outdev.serve((c) => this.#serveOutdev(c)),
     );
     if (this.#notify) this.#serving.push(this.#notify.serve((c) => this.#serveNotify(c)));
-    this.#timer = setInterval(() => this.#scan(), this.config.expiredScanCycle);
+    this.#timer = setInterval(() => this.#scan(), this.#scanCycle);
     const c = this.config;
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
@@ -230,6 +240,7 @@ export class Comparator implements EngineSink {
       unsentBytes: this.#out.pendingBytes,
     };
     this.#flushDropLog(true);
+    await this.#inside?.close();
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
         primary: report.heldPrimary,
@@ -268,6 +279,7 @@ export class Comparator implements EngineSink {
     const buf = new Uint8Array(READ_SIZE);
     const name = side === "primary" ? "primary-in" : "secondary-in";
     this.#recheck();
+    this.#inside?.onPeer(name, true);
     try {
       while (!this.#stopping) {
         if (this.#paused[side]) await this.#waitResume(side);
@@ -295,11 +307,13 @@ export class Comparator implements EngineSink {
         this.#log.warn("partial-frame-lost", { endpoint: name });
       }
       this.#recheck();
+      this.#inside?.onPeer(name, false);
     }
   }
 
   async #serveOutdev(conn: Deno.Conn): Promise<void> {
     this.#out.attach(conn);
+    this.#inside?.onPeer("outdev", true);
     try {
       // The peer sends nothing; reading tells us when it goes away.
       const sink = new Uint8Array(4096);
@@ -309,11 +323,13 @@ export class Comparator implements EngineSink {
     } finally {
       this.#out.detach(conn);
       this.#recheck();
+      this.#inside?.onPeer("outdev", false);
     }
   }
 
   async #serveNotify(conn: Deno.Conn): Promise<void> {
     this.#notifyOut.attach(conn);
+    this.#inside?.onPeer("notify-dev", true);
     const decoder = new FrameDecoder({ onFrame: (f) => this.#onNotify(f) }, false);
     const buf = new Uint8Array(4096);
     try {
@@ -335,6 +351,7 @@ export class Comparator implements EngineSink {
       }
     } finally {
       this.#notifyOut.detach(conn);
+      this.#inside?.onPeer("notify-dev", false);
     }
   }
 
@@ -344,22 +361,86 @@ export class Comparator implements EngineSink {
         this.#log.info("notify-proxy-init", { reply: COLO_COMPARE_GET_XEN_INIT });
         this.#notifyOut.write(GET_XEN_INIT_BYTES, 0);
         break;
-      case "checkpoint": {
-        this.stats.checkpointsReceived++;
-        this.#requests.done();
-        const before = this.stats.releasedByCheckpoint;
-        const dropped = this.stats.secondaryFlushed;
-        this.engine.checkpoint();
-        this.#log.info("checkpoint-done", {
-          released: this.stats.releasedByCheckpoint - before,
-          secondary_dropped: this.stats.secondaryFlushed - dropped,
-        });
-        this.#recheck();
+      case "checkpoint":
+        this.#checkpointDone("notify-dev");
         break;
-      }
       default:
         this.#log.warn("notify-unknown", { message: describeMessage(frame), length: frame.length });
     }
+  }
+
+  /** A checkpoint completed (SPEC 7): flush, a new epoch starts. */
+  #checkpointDone(by: string): void {
+    this.stats.checkpointsReceived++;
+    this.#requests.done();
+    const before = this.stats.releasedByCheckpoint;
+    const dropped = this.stats.secondaryFlushed;
+    this.engine.checkpoint();
+    this.#log.info("checkpoint-done", {
+      by,
+      released: this.stats.releasedByCheckpoint - before,
+      secondary_dropped: this.stats.secondaryFlushed - dropped,
+    });
+    this.#inside?.onCheckpointDone(this.stats.checkpointsReceived, this.#now);
+    this.#recheck();
+  }
+
+  // Seeing inside (SPEC 12): the comparator as metrics and the monitor see it.
+
+  #insideHost() {
+    // deno-lint-ignore no-this-alias
+    const comparator = this;
+    const engine = this.engine;
+    const settings: Settings = {
+      get compareTimeout() {
+        return engine.compareTimeout;
+      },
+      set compareTimeout(ms: number) {
+        engine.compareTimeout = ms;
+      },
+      get expiredScanCycle() {
+        return comparator.#scanCycle;
+      },
+      set expiredScanCycle(ms: number) {
+        comparator.#restartScan(ms);
+      },
+      get maxQueueSize() {
+        return engine.maxQueueSize;
+      },
+      set maxQueueSize(n: number) {
+        engine.maxQueueSize = n;
+      },
+      vnetHdrSupport: this.config.vnetHdrSupport,
+      get endpoints() {
+        return comparator.addresses();
+      },
+    };
+    return {
+      settings,
+      snapshot: (): Snapshot => ({
+        stats: this.stats,
+        heldFrames: { primary: engine.heldPrimary, secondary: engine.heldSecondary },
+        heldBytes: { primary: engine.heldPrimaryBytes, secondary: engine.heldSecondaryBytes },
+        connections: engine.connections,
+        paused: { ...this.#paused },
+        peers: Object.fromEntries(this.#endpoints.map((e) => [e.name, e.connected])),
+        epoch: this.stats.checkpointsReceived,
+        checkpointOutstanding: this.#requests.outstanding,
+      }),
+      checkpointDone: () => {
+        this.#now = performance.now();
+        this.#checkpointDone("monitor");
+        this.#out.flush();
+      },
+    };
+  }
+
+  /** A new `expired-scan-cycle`: as in QEMU, it applies from the next scan on. */
+  #restartScan(ms: number): void {
+    this.#scanCycle = ms;
+    if (this.#timer === undefined || this.#stopping) return;
+    clearInterval(this.#timer);
+    this.#timer = setInterval(() => this.#scan(), ms);
   }
 
   // Back-pressure: an input pauses while outdev is congested, or while its own side holds
@@ -413,7 +494,8 @@ export class Comparator implements EngineSink {
 
   // EngineSink.
 
-  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason): void {
+  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason, arrivedAt?: number): void {
+    if (arrivedAt !== undefined) this.#inside?.onReleased(arrivedAt, this.#now);
     if (reason === "compared") this.stats.releasedCompared++;
     else if (reason === "passthrough") this.stats.passedThrough++;
     else this.stats.releasedByCheckpoint++;
@@ -441,6 +523,7 @@ export class Comparator implements EngineSink {
       this.#log.debug("checkpoint-coalesced", { reason, conn: where });
       return;
     }
+    this.#inside?.onCheckpointRequested(reason, conn?.name ?? null, now);
     if (this.#notify === null) {
       this.stats.checkpointsRequested++;
       this.#log.info("checkpoint-request", { reason, conn: where, channel: "none" });
@@ -470,6 +553,7 @@ export class Comparator implements EngineSink {
       c = { total: 0, unlogged: 0, loggedAt: this.#now };
       this.#drops.set(key, c);
       c.total += n;
+      this.#inside?.onDrop(side as Side | "outdev", reason, n);
       this.#log.warn("frames-dropped", {
         side,
         reason,
@@ -481,6 +565,7 @@ export class Comparator implements EngineSink {
     }
     c.total += n;
     c.unlogged += n;
+    this.#inside?.onDrop(side as Side | "outdev", reason, n);
   }
 
   #flushDropLog(final: boolean): void {
