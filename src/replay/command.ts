@@ -21,6 +21,8 @@ export interface ReplayCommand {
   capture: string | null;
   captureMaxBytes: number;
   json: boolean;
+  /** Added to every secondary timestamp (ms, may be negative): captures from shifted clocks. */
+  secondaryOffsetMs: number;
   options: ReplayOptions;
 }
 
@@ -39,6 +41,9 @@ connection, the first divergences with their bytes. The capture timestamps are t
   --expired-scan-cycle MS    as for the comparator (default ${DEFAULTS.expiredScanCycle})
   --max-queue-size N         as for the comparator (default ${DEFAULTS.maxQueueSize})
   --checkpoint-delay MS      a requested checkpoint completes this long after (default 0)
+  --secondary-offset=MS      added to the secondary's timestamps (may be negative; default 0):
+                             QEMU's filter-dump stamps frames with the VM's virtual clock plus
+                             the time the dump started, so two VMs' captures can be shifted
   --divergences N            divergences shown with their bytes (default 10)
 `;
 
@@ -53,6 +58,7 @@ const OPTIONS = {
   "max-queue-size": { type: "string" },
   "checkpoint-delay": { type: "string" },
   "divergences": { type: "string" },
+  "secondary-offset": { type: "string" },
   "help": { type: "boolean", short: "h" },
 } as const;
 
@@ -78,12 +84,19 @@ export function parseReplayCommand(args: string[]): ReplayCommand | null {
     return typeof text === "string" ? positiveInteger(flag, text, unit, max) : fallback;
   };
   const delay = v["checkpoint-delay"];
+  const offset = v["secondary-offset"] ?? "0";
+  if (!/^-?[0-9]+(\.[0-9]+)?$/.test(offset.trim())) {
+    throw new UsageError(
+      `--secondary-offset: "${offset}" is not a number of milliseconds; e.g. --secondary-offset=-1500`,
+    );
+  }
   return {
     primary: v.primary!,
     secondary: v.secondary!,
     capture: v.capture ?? null,
     captureMaxBytes: int("capture-max-bytes", DEFAULT_CAPTURE_MAX_BYTES, "bytes", 2 ** 53),
     json: v.json ?? false,
+    secondaryOffsetMs: Number(offset.trim()),
     options: {
       compareTimeout: int("compare-timeout", DEFAULTS.compareTimeout, "milliseconds"),
       expiredScanCycle: int("expired-scan-cycle", DEFAULTS.expiredScanCycle, "milliseconds"),
@@ -118,6 +131,9 @@ function load(flag: string, path: string): CapturedFrame[] {
 export async function runReplay(command: ReplayCommand): Promise<number> {
   const primary = load("primary", command.primary);
   const secondary = load("secondary", command.secondary);
+  if (command.secondaryOffsetMs !== 0) {
+    for (const f of secondary) f.timeMs += command.secondaryOffsetMs;
+  }
   let capture: DivergenceCapture | null = null;
   if (command.capture !== null) {
     let file;

@@ -262,6 +262,16 @@ export function replay(
   };
 }
 
+/** Hex bytes as ASCII, `.` for anything not printable. */
+function printable(hexBytes: string): string {
+  let s = "";
+  for (let i = 0; i < hexBytes.length; i += 2) {
+    const c = parseInt(hexBytes.slice(i, i + 2), 16);
+    s += c >= 0x20 && c < 0x7f ? String.fromCharCode(c) : ".";
+  }
+  return s;
+}
+
 /** The report as text for an operator. */
 export function formatReport(r: ReplayReport): string {
   const lines: string[] = [];
@@ -304,7 +314,8 @@ export function formatReport(r: ReplayReport): string {
     );
     for (const f of d.frames) {
       const seq = f.seq !== undefined ? ` seq ${f.seq}` : "";
-      lines.push(`  ${f.side.padEnd(9)} ${f.length} bytes${seq}: ${f.bytes || "(no payload)"}`);
+      const shown = f.bytes ? `${f.bytes}  "${printable(f.bytes)}"` : "(no payload)";
+      lines.push(`  ${f.side.padEnd(9)} ${f.length} bytes${seq}: ${shown}`);
     }
   }
   return lines.join("\n");

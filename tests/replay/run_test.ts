@@ -71,4 +71,10 @@ Deno.test("replay: flags are checked like the comparator's", () => {
   const c = parseReplayCommand(["--primary", "p", "--secondary", "s", "--checkpoint-delay", "0"]);
   assert.equal(c?.options.checkpointDelay, 0);
   assert.equal(parseReplayCommand(["--help"]), null);
+  const shifted = parseReplayCommand(["--primary=p", "--secondary=s", "--secondary-offset=-1500"]);
+  assert.equal(shifted?.secondaryOffsetMs, -1500);
+  assert.throws(
+    () => parseReplayCommand(["--primary=p", "--secondary=s", "--secondary-offset", "soon"]),
+    /--secondary-offset: "soon" is not a number/,
+  );
 });
