@@ -154,7 +154,7 @@ export class CompareEngine implements CompareContext {
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
           this.#unhold(p);
-          sink.release(p.data, p.vnetLen, "checkpoint", p.createdAt);
+          sink.release(p.data, p.vnetLen, "checkpoint", undefined, p.createdAt);
           this.#recycle(p);
         });
       }
@@ -226,7 +226,7 @@ export class CompareEngine implements CompareContext {
     const kind = parseFrame(frame, vnetLen, info);
     if (kind === UNSUPPORTED) {
       this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
-      if (side === "primary") sink.release(frame, vnetLen, "passthrough");
+      if (side === "primary") sink.release(frame, vnetLen, "passthrough", info.reason);
       else sink.discard(side, info.reason, frame, null);
       return;
     }
@@ -348,7 +348,7 @@ export class CompareEngine implements CompareContext {
   sendPrimary(p: Packet): void {
     this.#unhold(p);
     this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
-    this.#sink.release(p.data, p.vnetLen, "compared", p.createdAt);
+    this.#sink.release(p.data, p.vnetLen, "compared", undefined, p.createdAt);
     this.#recycle(p);
   }
 

@@ -50,10 +50,17 @@ export type CheckpointReason =
 /** Receives the engine's decisions. Frames passed in may be views: copy before keeping. */
 export interface EngineSink {
   /**
-   * A primary frame goes to outdev, now, in this order. `arrivedAt` is the time it arrived
-   * (the engine's clock) when it was held; passed-through frames have none.
+   * A primary frame goes to outdev, now, in this order. A frame passed through because it
+   * cannot be compared (SPEC 4) comes with the reason; a frame that was held, with the time
+   * it arrived (the engine's clock), for the hold-time metric.
    */
-  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason, arrivedAt?: number): void;
+  release(
+    frame: Uint8Array,
+    vnetLen: number,
+    reason: ReleaseReason,
+    unsupported?: UnsupportedReason,
+    arrivedAt?: number,
+  ): void;
   /** A frame is discarded. */
   discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
   /** The replicas diverged (or a frame timed out): a checkpoint is needed. */

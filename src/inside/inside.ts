@@ -59,6 +59,11 @@ export class Inside {
     return Boolean(options.metrics || options.monitor);
   }
 
+  /** True with `--metrics`: each released held frame's hold time is wanted. */
+  get measuresHoldTime(): boolean {
+    return this.#histograms !== null;
+  }
+
   /** The comparator as the monitor sees it. */
   get view(): ComparatorView {
     const host = this.#host;
