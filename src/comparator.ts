@@ -21,7 +21,9 @@ import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
+import { CompareClock } from "./flow/clock.ts";
 import { FlowControl, heldMarks, type PauseReason } from "./flow/control.ts";
+import { PauseLog } from "./flow/pause_log.ts";
 import { Inside, type InsideHost } from "./inside/inside.ts";
 import type { Settings } from "./inside/view.ts";
 import { InputPump } from "./input/pump.ts";
@@ -76,15 +78,6 @@ export interface ComparatorEvents {
   pause?(side: Side, paused: boolean, reason: PauseReason): void;
 }
 
-interface PauseLog {
-  since: number;
-  logged: boolean;
-  loggedAt: number;
-  /** Pauses since the last line about them, and their time. */
-  quiet: number;
-  quietMs: number;
-}
-
 /** One comparator instance: the program's whole runtime state, wired. */
 export class Comparator {
   readonly config: Config;
@@ -103,10 +96,8 @@ export class Comparator {
   readonly #pumps: Record<Side, InputPump>;
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
-  readonly #pauseLog: Record<Side, PauseLog> = {
-    primary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
-    secondary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
-  };
+  readonly #pauseLog: PauseLog;
+  readonly #clock = new CompareClock();
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** `expired-scan-cycle`; the monitor may change it at runtime. */
@@ -124,6 +115,7 @@ export class Comparator {
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
+    this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
     const transport = new PlainTransport(config.socketMode);
     this.#out = new FrameWriter({
       vnet: config.vnetHdrSupport,
@@ -133,7 +125,10 @@ export class Comparator {
       maxAgeDisconnected: OUT_MAX_AGE_MS,
       onOverflow: (n) => this.#sink.outdevLost("disconnected-overflow", n),
       onExpired: (n) => this.#sink.outdevLost("too-old", n),
-      onCongestion: (on) => this.#flow.outdev(on),
+      onCongestion: (on) => {
+        this.#clock.hold(on);
+        this.#flow.outdev(on);
+      },
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
     });
     this.#sink = new ComparatorSink(
@@ -215,6 +210,7 @@ export class Comparator {
       };
     const held = this.#inside?.measuresHoldTime ?? false;
     return new InputPump(side, this.config.vnetHdrSupport, {
+      now: () => this.#clock.now(),
       // With the hold-time metric, the arrival time is kept for the releases it causes.
       frame: held
         ? (f, v, now) => {
@@ -341,7 +337,7 @@ export class Comparator {
       unsentBytes: this.#out.pendingBytes,
     };
     this.#classes.flush(true);
-    this.#flushPauseLog(true);
+    this.#pauseLog.flush(true);
     await this.#closeInside();
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
@@ -371,71 +367,37 @@ export class Comparator {
     }
   }
 
-  // Flow control: the pumps do what it decides; pauses and their end are logged at info,
-  // at most one pair per side every SUMMARY_INTERVAL_MS, the rest summarised.
+  // Flow control: the pumps do what it decides; the pause log says so.
 
   #heldChanged(): void {
     this.#flow.held(this.engine.heldPrimaryBytes, this.engine.heldSecondaryBytes);
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {
-    const pump = this.#pumps[side];
-    if (paused) pump.pause();
-    else pump.resume();
-    const p = this.#pauseLog[side];
-    const now = performance.now();
-    if (paused) {
-      p.since = now;
-      p.logged = now - p.loggedAt >= SUMMARY_INTERVAL_MS;
-      if (p.logged) {
-        p.loggedAt = now;
-        this.#log.info("input-paused", {
-          side,
-          reason,
-          held_bytes: side === "primary"
-            ? this.engine.heldPrimaryBytes
-            : this.engine.heldSecondaryBytes,
-          outdev_pending_bytes: this.#out.pendingBytes,
-        });
-      }
-    } else {
-      const ms = now - p.since;
-      this.stats.paused(side, reason, ms);
-      if (p.logged) {
-        this.#log.info("input-resumed", { side, reason, paused_ms: Math.round(ms) });
-      } else {
-        p.quiet++;
-        p.quietMs += ms;
-      }
-    }
+    if (paused) this.#pumps[side].pause();
+    else this.#pumps[side].resume();
+    this.#pauseLog.change(side, paused, reason, {
+      held_bytes: side === "primary"
+        ? this.engine.heldPrimaryBytes
+        : this.engine.heldSecondaryBytes,
+      outdev_pending_bytes: this.#out.pendingBytes,
+    });
     this.#emit((s) => s.pause?.(side, paused, reason));
-  }
-
-  #flushPauseLog(final: boolean): void {
-    const now = performance.now();
-    for (const side of ["primary", "secondary"] as const) {
-      const p = this.#pauseLog[side];
-      if (p.quiet === 0 || (!final && now - p.loggedAt < SUMMARY_INTERVAL_MS)) continue;
-      this.#log.info("input-pauses", { side, count: p.quiet, paused_ms: Math.round(p.quietMs) });
-      p.quiet = 0;
-      p.quietMs = 0;
-      p.loggedAt = now;
-    }
   }
 
   // The expiry scan.
 
   #scan(): void {
-    this.#now = performance.now();
+    const now = this.#now = this.#clock.now();
     try {
-      this.engine.tick(performance.now());
+      this.engine.tick(now);
     } catch (error) {
       this.#sink.internalError("expiry-scan", error);
     }
     this.#out.flush();
     this.#heldChanged();
     this.#classes.flush();
-    this.#flushPauseLog(false);
+    this.#pauseLog.flush();
   }
 
   // Checkpoints: one request per epoch, whatever the channel (SPEC 7).
@@ -469,7 +431,7 @@ export class Comparator {
   }
 
   #checkpointDone(): void {
-    this.#now = performance.now();
+    this.#now = this.#clock.now();
     this.stats.checkpointsReceived++;
     const outstanding = this.#requests.outstanding;
     this.#requests.done();
@@ -490,7 +452,7 @@ export class Comparator {
     this.#log.log(level, "checkpoint-done", fields);
     this.#out.flush();
     this.#heldChanged();
-    this.#inside?.onCheckpointDone(this.stats.checkpointsReceived, this.#now);
+    this.#inside?.onCheckpointDone(this.stats.checkpointsReceived, performance.now());
   }
 
   // Seeing inside (SPEC 12): capture, metrics and monitor, each only when asked for.

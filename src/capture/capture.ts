@@ -218,7 +218,8 @@ export class BackgroundFile implements ByteSink {
 }
 
 /**
- * Opens `--capture FILE` for the live comparator, whose clock is `performance.now()`.
+ * Opens `--capture FILE` for the live comparator. Packets are stamped with the wall clock when
+ * the divergence is seen (the engine's own clock stands still while outdev is congested).
  * Throws a `StartupError` naming the flag when the file cannot be created.
  */
 export function openCapture(path: string, maxBytes: number, log: Logger): DivergenceCapture {
@@ -233,7 +234,7 @@ export function openCapture(path: string, maxBytes: number, log: Logger): Diverg
   log.info("capturing", { file: path, max_bytes: maxBytes });
   return new DivergenceCapture(file, {
     maxBytes,
-    epochMs: (now) => performance.timeOrigin + now,
+    epochMs: () => performance.timeOrigin + performance.now(),
     log,
   });
 }

@@ -103,18 +103,22 @@ export class Inside {
     this.#monitor = this.#metrics = null;
   }
 
-  /** A held primary frame was released; times in ms on one clock. */
+  /**
+   * A held primary frame was released; times in ms on the engine's clock (the compare clock,
+   * which stands still while outdev is congested: the hold time is time spent waiting for
+   * comparison or a checkpoint).
+   */
   onReleased(arrivedAt: number, now: number): void {
     this.#histograms?.holdTime.observe((now - arrivedAt) / 1000);
   }
 
-  /** A checkpoint request went out (or would have, with no channel). */
+  /** A checkpoint request went out (or would have, with no channel); `now` monotonic ms. */
   onCheckpointRequested(reason: CheckpointReason, connection: string | null, now: number): void {
     this.#requestedAt ??= now;
     if (this.#events.active) this.#events.emit({ kind: "checkpoint-request", reason, connection });
   }
 
-  /** A checkpoint completed (epoch is the new count). */
+  /** A checkpoint completed (epoch is the new count); `now` on the same clock as the request. */
   onCheckpointDone(epoch: number, now: number): void {
     if (this.#requestedAt !== null) {
       this.#histograms?.checkpointRoundTrip.observe((now - this.#requestedAt) / 1000);

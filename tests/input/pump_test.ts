@@ -31,6 +31,7 @@ Deno.test("pump: an exception from the engine is reported as internal; the next 
   const seen: number[] = [];
   const errors: unknown[] = [];
   const pump = new InputPump("primary", false, {
+    now: () => 0,
     frame(f) {
       if (f[0] === 2) throw new Error("engine bug");
       seen.push(f[0]);
@@ -54,6 +55,7 @@ Deno.test("pump: a chunk read while paused is not decoded until resumed", async 
   const seen: number[] = [];
   let chunks = 0;
   const pump = new InputPump("secondary", false, {
+    now: () => 0,
     frame: (f) => seen.push(f[0]),
     chunk() {
       chunks++;
