@@ -67,6 +67,14 @@ class Exposition {
 
 const SIDES = ["primary", "secondary"] as const;
 
+/** Samples of a `side:reason` keyed map, scaled (ms to seconds). */
+function bySideAndReason(map: Map<string, number>, scale: number): [Labels, number][] {
+  return [...map].sort().map(([k, v]) => {
+    const [side, reason] = k.split(":");
+    return [{ side, reason }, v * scale];
+  });
+}
+
 /** Renders `/metrics`. */
 export function renderMetrics(s: Snapshot, h: Histograms): string {
   const st = s.stats;
@@ -89,12 +97,16 @@ export function renderMetrics(s: Snapshot, h: Histograms): string {
       st.secondaryFlushed,
     ]],
   );
-  const dropped: [Labels, number][] = [...st.dropped].sort().map(([k, v]) => {
-    const [side, reason] = k.split(":");
-    return [{ side, reason }, v];
-  });
+  const dropped = bySideAndReason(st.dropped, 1);
   dropped.push([{ side: "outdev", reason: "disconnected-overflow" }, st.outdevOverflow]);
+  dropped.push([{ side: "outdev", reason: "too-old" }, st.outdevExpired]);
   e.family("frames_dropped_total", "counter", "Frames lost, by side and reason.", dropped);
+  e.family(
+    "frames_passed_through_total",
+    "counter",
+    "Primary frames sent to outdev uncompared, by why they could not be compared.",
+    [...st.passedThroughBy].sort().map(([reason, v]) => [{ reason }, v]),
+  );
   e.family(
     "checkpoint_requests_total",
     "counter",
@@ -114,6 +126,30 @@ export function renderMetrics(s: Snapshot, h: Histograms): string {
     [[{}, st.checkpointsUndelivered]],
   );
   e.family("checkpoints_total", "counter", "Checkpoints completed (flushes).", [[{}, s.epoch]]);
+  e.family(
+    "input_pauses_total",
+    "counter",
+    "Pauses of an input (back-pressure), by side and reason.",
+    bySideAndReason(st.pauses, 1),
+  );
+  e.family(
+    "input_paused_seconds_total",
+    "counter",
+    "Time an input spent paused, by side and reason.",
+    bySideAndReason(st.pausedMs, 1 / 1000),
+  );
+  e.family(
+    "internal_errors_total",
+    "counter",
+    "Exceptions caught from the engine (bugs, not peer problems).",
+    [[{}, st.internalErrors]],
+  );
+  e.family(
+    "control_peers_dropped_total",
+    "counter",
+    "Control peers disconnected because their unread output reached its bound.",
+    [[{}, st.controlPeersDropped]],
+  );
   e.family(
     "stream_resets_total",
     "counter",

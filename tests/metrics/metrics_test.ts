@@ -52,6 +52,7 @@ Deno.test("metrics: the exposition has HELP and TYPE for every family and cumula
   stats.primaryIn = 3;
   stats.drop("secondary", "not-ip");
   stats.need("timeout");
+  stats.paused("primary", "outdev-congested", 1500);
   const hold = new Histogram([0.001, 0.01]);
   hold.observe(0.0005);
   hold.observe(0.005);
@@ -73,6 +74,13 @@ Deno.test("metrics: the exposition has HELP and TYPE for every family and cumula
   );
   assert.equal(sample(text, 'colo_compare_checkpoint_requests_total{reason="timeout"}'), 1);
   assert.equal(sample(text, "colo_compare_checkpoints_total"), 7);
+  assert.equal(
+    sample(
+      text,
+      'colo_compare_input_paused_seconds_total{side="primary",reason="outdev-congested"}',
+    ),
+    1.5,
+  );
   assert.equal(sample(text, 'colo_compare_input_paused{side="secondary"}'), 1);
   assert.equal(sample(text, 'colo_compare_peer_connected{endpoint="outdev"}'), 0);
   assert.equal(sample(text, 'colo_compare_hold_time_seconds_bucket{le="0.001"}'), 1);
