@@ -105,7 +105,7 @@ export class Comparator {
   /** Seeing inside (SPEC 12): `--capture`, and `--metrics`/`--monitor` (null when off). */
   #capture: DivergenceCapture | null = null;
   readonly #inside: Inside | null;
-  /** Arrival time of the frame being compared, kept only for the hold-time metric. */
+  /** Engine time of the chunk, scan or checkpoint being processed (for the hold-time metric). */
   #now = 0;
   #stopping = false;
   #started = false;
@@ -208,16 +208,10 @@ export class Comparator {
         stats.secondaryIn++;
         engine.secondary(f, v, now);
       };
-    const held = this.#inside?.measuresHoldTime ?? false;
     return new InputPump(side, this.config.vnetHdrSupport, {
-      now: () => this.#clock.now(),
-      // With the hold-time metric, the arrival time is kept for the releases it causes.
-      frame: held
-        ? (f, v, now) => {
-          this.#now = now;
-          frame(f, v, now);
-        }
-        : frame,
+      // The arrival time of a chunk's frames, kept for the hold time of what they release.
+      now: () => this.#now = this.#clock.now(),
+      frame,
       chunk: () => {
         // Released frames go out now, before the next read is even asked for.
         this.#out.flush();
@@ -465,8 +459,9 @@ export class Comparator {
     }
     const inside = this.#inside;
     if (inside === null) return;
-    if (inside.measuresHoldTime) {
-      this.#sink.onHeldRelease = (arrivedAt) => inside.onReleased(arrivedAt, this.#now);
+    const holdTime = inside.holdTime;
+    if (holdTime !== null) {
+      this.#sink.onHeldRelease = (arrivedAt) => holdTime.observe((this.#now - arrivedAt) / 1000);
     }
     this.#sink.onLost = (side, reason, frames) => inside.onDrop(side, reason, frames);
     this.subscribe({

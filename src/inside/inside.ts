@@ -59,9 +59,13 @@ export class Inside {
     return Boolean(options.metrics || options.monitor);
   }
 
-  /** True with `--metrics`: each released held frame's hold time is wanted. */
-  get measuresHoldTime(): boolean {
-    return this.#histograms !== null;
+  /**
+   * With `--metrics`, the histogram of hold times (seconds a released primary frame was held,
+   * on the engine's clock): the composition root feeds it directly from the sink, once per
+   * released frame; null without `--metrics`.
+   */
+  get holdTime(): Histogram | null {
+    return this.#histograms?.holdTime ?? null;
   }
 
   /** The comparator as the monitor sees it. */
@@ -101,15 +105,6 @@ export class Inside {
     await this.#monitor?.close();
     await this.#metrics?.close();
     this.#monitor = this.#metrics = null;
-  }
-
-  /**
-   * A held primary frame was released; times in ms on the engine's clock (the compare clock,
-   * which stands still while outdev is congested: the hold time is time spent waiting for
-   * comparison or a checkpoint).
-   */
-  onReleased(arrivedAt: number, now: number): void {
-    this.#histograms?.holdTime.observe((now - arrivedAt) / 1000);
   }
 
   /** A checkpoint request went out (or would have, with no channel); `now` monotonic ms. */
