@@ -22,7 +22,7 @@ import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
 import { CompareClock } from "./flow/clock.ts";
-import { FlowControl, heldMarks, type PauseReason } from "./flow/control.ts";
+import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/control.ts";
 import { PauseLog } from "./flow/pause_log.ts";
 import { Inside, type InsideHost } from "./inside/inside.ts";
 import type { Settings } from "./inside/view.ts";
@@ -98,6 +98,10 @@ export class Comparator {
   readonly #subscribers: ComparatorEvents[] = [];
   readonly #pauseLog: PauseLog;
   readonly #clock = new CompareClock();
+  readonly #leadTimers: Record<Side, ReturnType<typeof setTimeout> | undefined> = {
+    primary: undefined,
+    secondary: undefined,
+  };
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** `expired-scan-cycle`; the monitor may change it at runtime. */
@@ -311,6 +315,8 @@ export class Comparator {
     }
     this.#stopping = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#leadTimers.primary);
+    clearTimeout(this.#leadTimers.secondary);
     this.#pumps.primary.stop();
     this.#pumps.secondary.stop();
     this.#primary.close();
@@ -343,7 +349,12 @@ export class Comparator {
     if (report.unsentBytes) {
       this.#log.warn("unsent-at-exit", { endpoint: "outdev", bytes: report.unsentBytes });
     }
-    this.#log.info("summary", this.stats.summary());
+    this.#log.info("summary", {
+      ...this.stats.summary(),
+      held_primary_bytes: this.engine.heldPrimaryBytes,
+      held_secondary_bytes: this.engine.heldSecondaryBytes,
+      connections: this.engine.connections,
+    });
     return report;
   }
 
@@ -364,12 +375,19 @@ export class Comparator {
   // Flow control: the pumps do what it decides; the pause log says so.
 
   #heldChanged(): void {
-    this.#flow.held(this.engine.heldPrimaryBytes, this.engine.heldSecondaryBytes);
+    const p = this.engine.heldPrimaryBytes;
+    const s = this.engine.heldSecondaryBytes;
+    if (p + s > this.stats.heldBytesPeak) this.stats.heldBytesPeak = p + s;
+    this.#flow.held(p, s);
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {
     if (paused) this.#pumps[side].pause();
     else this.#pumps[side].resume();
+    clearTimeout(this.#leadTimers[side]);
+    if (paused && reason === "ahead") {
+      this.#leadTimers[side] = setTimeout(() => this.#flow.leadTimeout(side), LEAD_PAUSE_MS);
+    }
     this.#pauseLog.change(side, paused, reason, {
       held_bytes: side === "primary"
         ? this.engine.heldPrimaryBytes
@@ -437,6 +455,7 @@ export class Comparator {
       this.#sink.internalError("checkpoint", error);
     }
     const fields = {
+      channel: this.#channel?.kind ?? "none",
       released: this.stats.releasedByCheckpoint - released,
       secondary_dropped: this.stats.secondaryFlushed - dropped,
       requested: outstanding,

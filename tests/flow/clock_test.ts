@@ -45,3 +45,26 @@ Deno.test("pause log: a pause and its end at info; frequent ones summarised, all
   assert.match(lines[2], /event=input-pauses side=primary count=100 paused_ms=1000/);
   assert.equal(stats.pauses.get("primary:outdev-congested"), 101);
 });
+
+Deno.test("pause log: a new reason ends one pause and starts another, each logged", () => {
+  const lines: string[] = [];
+  let now = 0;
+  const stats = new Stats();
+  const p = new PauseLog(new Logger("info", (l) => lines.push(l)), stats, 10_000, () => now);
+  p.change("primary", true, "ahead");
+  now = 50;
+  p.change("primary", true, "outdev-congested");
+  now = 80;
+  p.change("primary", false, "outdev-congested");
+  assert.deepEqual(
+    lines.map((l) => /event=(\S+) side=\w+ reason=(\S+)/.exec(l)!.slice(1).join(" ")),
+    [
+      "input-paused ahead",
+      "input-resumed ahead",
+      "input-paused outdev-congested",
+      "input-resumed outdev-congested",
+    ],
+  );
+  assert.equal(stats.pausedMs.get("primary:ahead"), 50);
+  assert.equal(stats.pausedMs.get("primary:outdev-congested"), 30);
+});
