@@ -93,7 +93,7 @@ export class Inside {
       }
       if (o.monitor) {
         this.#monitor = new MonitorServer(this.view, o.id ?? "colo-compare0", this.#log);
-        this.#monitor.listen(o.monitor);
+        await this.#monitor.listen(o.monitor);
       }
     } catch (error) {
       await this.close();

@@ -98,20 +98,33 @@ class Client {
   }
 }
 
-/** A socket file left by an earlier run is removed; any other file is the user's to move. */
-function clearStaleSocket(path: string): void {
+/**
+ * A socket file left by an earlier run (nobody answers on it) is removed; a live one, or any
+ * other file, is the user's to deal with.
+ */
+async function clearStaleSocket(path: string): Promise<void> {
   let info: Deno.FileInfo;
   try {
-    info = Deno.lstatSync(path);
+    info = await Deno.lstat(path);
   } catch {
     return;
   }
+  const flag = `--monitor unix-listen:${path}`;
   if (!info.isSocket) {
     throw new StartupError(
-      `--monitor unix-listen:${path}: the path exists and is not a socket; remove it or choose another path`,
+      `${flag}: the path exists and is not a socket; remove it or choose another path`,
     );
   }
-  Deno.removeSync(path);
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+  } catch {
+    await Deno.remove(path);
+    return;
+  }
+  throw new StartupError(
+    `${flag}: another program is listening there; stop it or choose another path`,
+  );
 }
 
 function timestamp(): { seconds: number; microseconds: number } {
@@ -202,8 +215,8 @@ export class MonitorServer {
   }
 
   /** Listens; throws a `StartupError` naming `--monitor` when the address cannot be used. */
-  listen(address: Address): void {
-    if (address.transport === "unix") clearStaleSocket(address.path);
+  async listen(address: Address): Promise<void> {
+    if (address.transport === "unix") await clearStaleSocket(address.path);
     try {
       this.#listener = address.transport === "tcp"
         ? Deno.listen({ hostname: address.host, port: address.port })

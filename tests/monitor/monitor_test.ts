@@ -54,7 +54,7 @@ async function withMonitor(
   const { view, settings, emit } = fakeView();
   const logs: string[] = [];
   const server = new MonitorServer(view, "colo-compare0", new Logger("info", (l) => logs.push(l)));
-  server.listen(parseAddress("tcp-listen:127.0.0.1:0"));
+  await server.listen(parseAddress("tcp-listen:127.0.0.1:0"));
   try {
     await fn({ port: Number(server.boundText.split(":").pop()), settings, emit, logs });
   } finally {
@@ -299,5 +299,67 @@ Deno.test("monitor: compare_timeout set over QMP is used by the next expiry scan
   } finally {
     await c.close();
     await rig.close();
+  }
+});
+
+/** Leaves a unix socket file nobody listens on: a process listening there is killed. */
+async function leaveStaleSocket(path: string): Promise<void> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `Deno.listen({ transport: "unix", path: ${JSON.stringify(path)} }); console.log("up");`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await reader.read(); // "up": it listens
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  await child.stdout.cancel();
+}
+
+Deno.test("monitor: unix-listen replaces a stale socket, is mode 0600, and is removed at close", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/qmp.sock`;
+  try {
+    // A socket file left behind by an earlier run: a process killed while it listened.
+    await leaveStaleSocket(path);
+    assert.ok((await Deno.lstat(path)).isSocket);
+    const { view } = fakeView();
+    const server = new MonitorServer(view, "colo-compare0", new Logger("error", () => {}));
+    await server.listen(parseAddress(`unix-listen:${path}`));
+    try {
+      assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+      const c = new QmpClient(await Deno.connect({ transport: "unix", path }));
+      try {
+        assert.deepEqual(await c.execute("qmp_capabilities"), { return: {} });
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await server.close();
+    }
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+    // A live socket is someone else's: refused, left alone.
+    const live = Deno.listen({ transport: "unix", path });
+    try {
+      const third = new MonitorServer(view, "colo-compare0", new Logger("error", () => {}));
+      await assert.rejects(
+        third.listen(parseAddress(`unix-listen:${path}`)),
+        /another program is listening there/,
+      );
+      assert.ok((await Deno.lstat(path)).isSocket);
+    } finally {
+      live.close();
+    }
+    // Any other file at the path is the user's: refused, not removed.
+    await Deno.writeTextFile(path, "not a socket");
+    const other = new MonitorServer(view, "colo-compare0", new Logger("error", () => {}));
+    await assert.rejects(other.listen(parseAddress(`unix-listen:${path}`)), /is not a socket/);
+    assert.equal(await Deno.readTextFile(path), "not a socket");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
