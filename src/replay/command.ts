@@ -11,7 +11,7 @@ import {
   DivergenceCapture,
 } from "../capture/capture.ts";
 import { DEFAULTS, positiveInteger, UsageError, usageErrorOf } from "../cli.ts";
-import { type CapturedFrame, CaptureFormatError, readCapture } from "./pcap.ts";
+import { CaptureFormatError, CaptureReader, type FrameSource } from "./pcap.ts";
 import { formatReport, replay, type ReplayOptions } from "./replay.ts";
 
 /** What `colo-compare replay ...` asks for. */
@@ -108,32 +108,45 @@ export function parseReplayCommand(args: string[]): ReplayCommand | null {
   };
 }
 
-function load(flag: string, path: string): CapturedFrame[] {
-  let bytes;
+/** Opens a capture and reads its header; a usage error names the flag when it cannot. */
+async function open(
+  flag: string,
+  path: string,
+): Promise<{ source: FrameSource; file: Deno.FsFile }> {
+  let file: Deno.FsFile;
   try {
-    bytes = Deno.readFileSync(path);
+    file = await Deno.open(path, { read: true });
   } catch (error) {
     throw new UsageError(`replay: --${flag} ${path}: cannot read it (${(error as Error).message})`);
   }
-  try {
-    return readCapture(bytes);
-  } catch (error) {
-    if (error instanceof CaptureFormatError) {
-      throw new UsageError(
-        `replay: --${flag} ${path}: ${error.message}; give a pcap or pcapng file`,
-      );
-    }
-    throw error;
-  }
+  const reader = new CaptureReader((buf) => file.read(buf));
+  const source: FrameSource = {
+    next: async () => {
+      try {
+        return await reader.next();
+      } catch (error) {
+        if (!(error instanceof CaptureFormatError)) throw error;
+        throw new UsageError(
+          `replay: --${flag} ${path}: ${error.message}; give a pcap or pcapng file`,
+        );
+      }
+    },
+  };
+  return { source, file };
 }
 
 /** Runs `replay`; returns the exit status. Usage errors are thrown before anything runs. */
 export async function runReplay(command: ReplayCommand): Promise<number> {
-  const primary = load("primary", command.primary);
-  const secondary = load("secondary", command.secondary);
-  if (command.secondaryOffsetMs !== 0) {
-    for (const f of secondary) f.timeMs += command.secondaryOffsetMs;
-  }
+  const primary = await open("primary", command.primary);
+  const secondary = await open("secondary", command.secondary);
+  const offset = command.secondaryOffsetMs;
+  const shifted: FrameSource = offset === 0 ? secondary.source : {
+    next: async () => {
+      const f = await secondary.source.next();
+      if (f !== null) f.timeMs += offset;
+      return f;
+    },
+  };
   let capture: DivergenceCapture | null = null;
   if (command.capture !== null) {
     let file;
@@ -149,9 +162,20 @@ export async function runReplay(command: ReplayCommand): Promise<number> {
       epochMs: (now) => now,
     });
   }
-  const report = replay(primary, secondary, command.options, capture?.divergence.bind(capture));
+  let report;
+  try {
+    report = await replay(
+      primary.source,
+      shifted,
+      command.options,
+      capture?.divergence.bind(capture),
+    );
+  } finally {
+    primary.file.close();
+    secondary.file.close();
+    await capture?.close();
+  }
   if (capture !== null) {
-    await capture.close();
     if (capture.skipped > 0) {
       console.error(
         `colo-compare: --capture ${command.capture} reached --capture-max-bytes; ` +

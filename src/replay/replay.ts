@@ -21,7 +21,7 @@ import type {
 } from "../compare/events.ts";
 import type { Packet, Side } from "../compare/packet.ts";
 import { Stats } from "../stats.ts";
-import type { CapturedFrame } from "./pcap.ts";
+import type { FrameSource } from "./pcap.ts";
 
 /** Engine settings and the model of the checkpoint controller. */
 export interface ReplayOptions {
@@ -170,16 +170,20 @@ class ReplaySink implements EngineSink {
 }
 
 /**
- * Replays `primary` and `secondary` (each in capture order) through a fresh engine. `capture`
- * receives every divergence (for `--capture`).
+ * Replays `primary` and `secondary` (each in capture order) through a fresh engine, merged by
+ * timestamp (primary first on a tie). `capture` receives every divergence (for `--capture`).
  */
-export function replay(
-  primary: CapturedFrame[],
-  secondary: CapturedFrame[],
+export async function replay(
+  primary: FrameSource,
+  secondary: FrameSource,
   options: ReplayOptions,
   capture: EngineSink["divergence"] | null = null,
-): ReplayReport {
-  const first = Math.min(primary[0]?.timeMs ?? Infinity, secondary[0]?.timeMs ?? Infinity);
+): Promise<ReplayReport> {
+  // One frame of lookahead per side; a side is read on only once its frame was compared
+  // (the engine copies what it keeps, so the reader may reuse its buffer).
+  let p = await primary.next();
+  let q = await secondary.next();
+  const first = Math.min(p?.timeMs ?? Infinity, q?.timeMs ?? Infinity);
   const start = Number.isFinite(first) ? first : 0;
   const sink = new ReplaySink(options, start, capture);
   const engine = new CompareEngine(
@@ -212,21 +216,20 @@ export function replay(
       } else return;
     }
   };
-  let i = 0;
-  let j = 0;
-  while (i < primary.length || j < secondary.length) {
-    const takePrimary = j >= secondary.length ||
-      (i < primary.length && primary[i].timeMs <= secondary[j].timeMs);
-    const f = takePrimary ? primary[i++] : secondary[j++];
+  while (p !== null || q !== null) {
+    const takePrimary = q === null || (p !== null && p.timeMs <= q.timeMs);
+    const f = (takePrimary ? p : q)!;
     advance(f.timeMs);
     now = Math.max(now, f.timeMs);
     if (f.truncated) truncated++;
     if (takePrimary) {
       stats.primaryIn++;
       engine.primary(f.data, 0, now);
+      p = await primary.next();
     } else {
       stats.secondaryIn++;
       engine.secondary(f.data, 0, now);
+      q = await secondary.next();
     }
   }
   // After the captures: the scans and checkpoints that would still have come.

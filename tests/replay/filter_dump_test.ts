@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { readCapture } from "../../src/replay/pcap.ts";
+import { arraySource, readCapture } from "../../src/replay/pcap.ts";
 import { replay } from "../../src/replay/replay.ts";
 import { freePorts } from "../support/net.ts";
 import { frame } from "../support/packets.ts";
@@ -65,14 +65,14 @@ Deno.test({
         }
         await new Promise((r) => setTimeout(r, 200));
       }
-      const frames = readCapture(await Deno.readFile(file));
+      const frames = await readCapture(await Deno.readFile(file));
       assert.ok(frames.length >= 1);
       assert.deepEqual(frames[0].data, sent);
       assert.equal(frames[0].truncated, false);
       // filter-dump stamps the VM's virtual clock (0: the VM never ran) plus the time the dump
       // started.
       assert.ok(Math.abs(frames[0].timeMs - Date.now()) < 60_000, `${frames[0].timeMs}`);
-      const report = replay(frames, frames, {
+      const report = await replay(arraySource(frames), arraySource(frames), {
         compareTimeout: 3000,
         expiredScanCycle: 1000,
         maxQueueSize: 1024,
