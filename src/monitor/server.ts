@@ -11,7 +11,7 @@ import type { ComparatorView, InsideEvent } from "../inside/view.ts";
 import type { Logger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
-import { StartupError } from "../wire/endpoint.ts";
+import { clearStaleSocket, StartupError } from "../wire/endpoint.ts";
 import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
 
@@ -96,35 +96,6 @@ class Client {
       // already closed
     }
   }
-}
-
-/**
- * A socket file left by an earlier run (nobody answers on it) is removed; a live one, or any
- * other file, is the user's to deal with.
- */
-async function clearStaleSocket(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(path);
-  } catch {
-    return;
-  }
-  const flag = `--monitor unix-listen:${path}`;
-  if (!info.isSocket) {
-    throw new StartupError(
-      `${flag}: the path exists and is not a socket; remove it or choose another path`,
-    );
-  }
-  try {
-    const probe = await Deno.connect({ transport: "unix", path });
-    probe.close();
-  } catch {
-    await Deno.remove(path);
-    return;
-  }
-  throw new StartupError(
-    `${flag}: another program is listening there; stop it or choose another path`,
-  );
 }
 
 function timestamp(): { seconds: number; microseconds: number } {
@@ -216,7 +187,7 @@ export class MonitorServer {
 
   /** Listens; throws a `StartupError` naming `--monitor` when the address cannot be used. */
   async listen(address: Address): Promise<void> {
-    if (address.transport === "unix") await clearStaleSocket(address.path);
+    if (address.transport === "unix") await clearStaleSocket(address.path, "--monitor");
     try {
       this.#listener = address.transport === "tcp"
         ? Deno.listen({ hostname: address.host, port: address.port })
