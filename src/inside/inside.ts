@@ -31,6 +31,8 @@ export interface InsideOptions {
   monitor?: Address | null;
   /** The monitor's object id (default `colo-compare0`). */
   id?: string;
+  /** Mode of a `unix-listen:` monitor socket (`--socket-mode`). */
+  socketMode?: number;
 }
 
 /** Metrics and monitor of one comparator. */
@@ -93,7 +95,7 @@ export class Inside {
       }
       if (o.monitor) {
         this.#monitor = new MonitorServer(this.view, o.id ?? "colo-compare0", this.#log);
-        await this.#monitor.listen(o.monitor);
+        await this.#monitor.listen(o.monitor, o.socketMode);
       }
     } catch (error) {
       await this.close();

@@ -12,6 +12,7 @@ import type { Logger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
 import { clearStaleSocket, StartupError } from "../wire/endpoint.ts";
+import { addrText, DEFAULT_SOCKET_MODE, listenUnix } from "../wire/plain.ts";
 import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
 
@@ -179,29 +180,26 @@ export class MonitorServer {
   get boundText(): string {
     const a = this.#listener?.addr;
     if (a === undefined) return "-";
-    if (a.transport === "tcp") {
-      return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-    }
-    return (a as Deno.UnixAddr).path;
+    return a.transport === "unix" ? this.#socketPath ?? "unix" : addrText(a);
   }
 
-  /** Listens; throws a `StartupError` naming `--monitor` when the address cannot be used. */
-  async listen(address: Address): Promise<void> {
+  /**
+   * Listens (a `unix-listen:` socket created with `socketMode`, as the endpoints do); throws a
+   * `StartupError` naming `--monitor` when the address cannot be used.
+   */
+  async listen(address: Address, socketMode = DEFAULT_SOCKET_MODE): Promise<void> {
     if (address.transport === "unix") await clearStaleSocket(address.path, "--monitor");
     try {
       this.#listener = address.transport === "tcp"
         ? Deno.listen({ hostname: address.host, port: address.port })
-        : Deno.listen({ transport: "unix", path: address.path });
+        : await listenUnix(address.path, socketMode);
     } catch (error) {
       throw new StartupError(
         `--monitor ${address.text}: cannot listen: ${(error as Error).message}; ` +
           "give a free port or a writable path",
       );
     }
-    if (address.transport === "unix") {
-      Deno.chmodSync(address.path, 0o600);
-      this.#socketPath = address.path;
-    }
+    if (address.transport === "unix") this.#socketPath = address.path;
     this.#log.info("listening", { endpoint: "monitor", address: this.boundText });
     this.#unsubscribe = this.#view.subscribe((e) => this.#onEvent(e));
     this.#accepting = this.#accept();
@@ -211,11 +209,7 @@ export class MonitorServer {
     const listener = this.#listener!;
     try {
       for await (const conn of listener) {
-        const peer = conn.remoteAddr.transport === "tcp"
-          ? `${(conn.remoteAddr as Deno.NetAddr).hostname}:${
-            (conn.remoteAddr as Deno.NetAddr).port
-          }`
-          : "unix";
+        const peer = addrText(conn.remoteAddr);
         if (this.#clients.size >= MAX_CLIENTS) {
           this.#log.warn("monitor-client-refused", {
             peer,

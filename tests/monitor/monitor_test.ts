@@ -307,7 +307,9 @@ async function leaveStaleSocket(path: string): Promise<void> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
-      `Deno.listen({ transport: "unix", path: ${JSON.stringify(path)} }); console.log("up");`,
+      `Deno.listen({ transport: "unix", path: ${
+        JSON.stringify(path)
+      } }); console.log("up"); setInterval(() => {}, 1000);`,
     ],
     stdout: "piped",
     stderr: "null",
