@@ -63,7 +63,7 @@ Deno.test("replay: the report shows the first differing TCP byte and the bytes f
   );
 });
 
-Deno.test("replay: flags are checked like the comparator's", async () => {
+Deno.test("replay: flags are checked like the comparator's", () => {
   assert.throws(() => parseReplayCommand(["--primary", "p.pcap"]), UsageError);
   assert.throws(
     () => parseReplayCommand(["--primary", "p", "--secondary", "s", "--compare-timeout", "0"]),
