@@ -4,7 +4,7 @@ import { CompareEngine } from "../../src/compare/engine.ts";
 import type { Connection } from "../../src/compare/connection.ts";
 import type { CheckpointReason } from "../../src/compare/events.ts";
 import type { Packet } from "../../src/compare/packet.ts";
-import { frame, TCP } from "../support/packets.ts";
+import { frame, TCP, withVnet } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 /** A Recorder that also hands divergences to a capture. */
@@ -153,4 +153,25 @@ Deno.test("capture: an engine whose sink has no divergence hook behaves the same
     engine.tick(500);
   }
   assert.deepEqual(capturing.log, plain.log);
+});
+
+Deno.test("capture: frames with a vnet header are written as plain Ethernet", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".pcapng" });
+  try {
+    const capture = new DivergenceCapture(BackgroundFile.create(path), { epochMs: (n) => n });
+    const engine = new CompareEngine(
+      { compareTimeout: 100, maxQueueSize: 1024 },
+      new CapturingRecorder(capture),
+    );
+    engine.primary(withVnet(udp("primary"), 12, 0xee), 12, 0);
+    engine.secondary(withVnet(udp("secondary"), 12, 0xee), 12, 1);
+    await capture.close();
+    const rows = await tshark(path, ["eth.type", "ip.dst", "udp.dstport", "frame.len"]);
+    assert.deepEqual(rows, [
+      ["0x0800", "10.0.0.3", "5353", String(udp("primary").length)],
+      ["0x0800", "10.0.0.3", "5353", String(udp("secondary").length)],
+    ]);
+  } finally {
+    await Deno.remove(path);
+  }
 });

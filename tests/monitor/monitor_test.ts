@@ -278,6 +278,12 @@ Deno.test("monitor: compare_timeout set over QMP is used by the next expiry scan
     while (before.return.held.primary.frames === 0) before = await c.execute("query-colo-compare");
     assert.equal(before.return.settings.compare_timeout, 600000);
     assert.equal(before.return["checkpoint-outstanding"], false);
+    assert.deepEqual(before.return.peers, {
+      "primary-in": true,
+      "secondary-in": true,
+      outdev: true,
+      "notify-dev": true,
+    });
     assert.equal(c.events.filter((e) => e.event === "COLO_COMPARE_CHECKPOINT_REQUEST").length, 0);
     const set = await c.execute("qom-set", {
       path: "/objects/colo-compare0",
