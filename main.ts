@@ -7,6 +7,7 @@
 import { HELP, parseCommandLine, UsageError } from "./src/cli.ts";
 import { Comparator } from "./src/comparator.ts";
 import { runDemo } from "./src/demo/demo.ts";
+import { parseReplayCommand, REPLAY_HELP, runReplay } from "./src/replay/command.ts";
 import { Logger } from "./src/log.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
@@ -47,6 +48,15 @@ async function main(args: string[]): Promise<number> {
       return 0;
     case "demo":
       return await runDemo({ logLevel: command.logLevel });
+    case "replay":
+      try {
+        const replay = parseReplayCommand(command.args);
+        if (replay === null) console.log(REPLAY_HELP);
+        return replay === null ? 0 : await runReplay(replay);
+      } catch (error) {
+        if (error instanceof UsageError) fail(error.message);
+        throw error;
+      }
   }
   const log = new Logger(command.config.logLevel);
   const comparator = new Comparator(command.config, log);

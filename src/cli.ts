@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { type Address, AddressError, parseAddress, sameAddress } from "./wire/address.ts";
 import { type Level, LEVELS } from "./log.ts";
 import { VERSION } from "./version.ts";
+import { DEFAULT_CAPTURE_MAX_BYTES } from "./capture/capture.ts";
 
 /** Everything the comparator needs to run. */
 export interface Config {
@@ -30,12 +31,22 @@ export interface Config {
   /** Mode of the sockets `unix-listen:` creates (SPEC 11). */
   socketMode: number;
   logLevel: Level;
+  /** Seeing inside (SPEC 12), all off when absent: pcapng of divergences and its bound. */
+  capture?: string | null;
+  captureMaxBytes?: number;
+  /** Prometheus `/metrics` and the QMP-compatible monitor. */
+  metrics?: Address | null;
+  monitor?: Address | null;
+  /** The object id the monitor answers for (`/objects/ID`, default `colo-compare0`). */
+  id?: string;
 }
 
 /** What the command line asks for. */
 export type Command =
   | { kind: "run"; config: Config }
   | { kind: "demo"; logLevel: Level | null }
+  /** `replay`: its own flags, parsed by `src/replay/command.ts`. */
+  | { kind: "replay"; args: string[] }
   | { kind: "help" }
   | { kind: "version" };
 
@@ -61,6 +72,8 @@ Usage:
   colo-compare --primary-in ADDR --secondary-in ADDR --outdev ADDR
                [--notify-dev ADDR | --qmp ADDR] [options]
   colo-compare demo        run the comparator on a built-in demo (no VM needed)
+  colo-compare replay --primary FILE --secondary FILE [--json] [--capture FILE] ...
+                           run the comparator over two captures (replay --help)
 
 Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, unix:PATH or unix-listen:PATH;
 IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; tcp-listen port 0 picks a free port):
@@ -80,6 +93,13 @@ Options:
   --max-held-bytes BYTES     frames held on both sides together (default 256M; K, M, G suffixes)
   --socket-mode MODE         mode of unix-listen sockets, octal (default 0600)
   --log-level LEVEL          error, warn, info (default), debug or trace (QEMU trace names)
+
+Seeing inside:
+  --capture FILE             pcapng of every divergence (the frames compared, with comments)
+  --capture-max-bytes N      bound of that file (default 64 MiB; then capturing stops)
+  --metrics ADDR             Prometheus GET /metrics (tcp-listen:HOST:PORT)
+  --monitor ADDR             QMP-compatible control socket (tcp-listen:... or unix-listen:...)
+  --id ID                    the object the monitor answers for (default colo-compare0)
   -h, --help                 this text
   -V, --version              the version
 
@@ -105,11 +125,16 @@ const OPTIONS = {
   "max-held-bytes": { type: "string" },
   "socket-mode": { type: "string" },
   "log-level": { type: "string" },
+  "capture": { type: "string" },
+  "capture-max-bytes": { type: "string" },
+  "metrics": { type: "string" },
+  "monitor": { type: "string" },
+  "id": { type: "string" },
   "help": { type: "boolean", short: "h" },
   "version": { type: "boolean", short: "V" },
 } as const;
 
-function positiveInteger(flag: string, text: string, unit: string, max: number): number {
+export function positiveInteger(flag: string, text: string, unit: string, max: number): number {
   if (!/^[0-9]+$/.test(text.trim())) {
     throw new UsageError(
       `--${flag}: "${text}" is not a positive whole number of ${unit}; e.g. --${flag} ${
@@ -171,32 +196,56 @@ function address(flag: string, text: string | undefined, required: boolean): Add
   }
 }
 
+/** An address the program listens on (metrics, monitor): only the listen forms. */
+function listenAddress(flag: string, text: string | undefined, example: string): Address | null {
+  const a = address(flag, text, false);
+  if (a !== null && !a.listen) {
+    throw new UsageError(`--${flag}: ${a.text} is not a listen address; e.g. --${flag} ${example}`);
+  }
+  return a;
+}
+
+/** QOM ids: a letter, then letters, digits, '-', '.', '_' (QEMU's id_wellformed). */
+function objectId(text: string | undefined): string {
+  if (text === undefined) return "colo-compare0";
+  if (/^[A-Za-z][A-Za-z0-9._-]*$/.test(text)) return text;
+  throw new UsageError(
+    `--id: "${text}" is not a valid object id; start with a letter, then letters, digits, -, . or _`,
+  );
+}
+
 function level(text: string | undefined): Level | null {
   if (text === undefined) return null;
   if ((LEVELS as readonly string[]).includes(text)) return text as Level;
   throw new UsageError(`--log-level: "${text}" is not a level; use one of ${LEVELS.join(", ")}`);
 }
 
+/** The {@linkcode UsageError} for an error thrown by `parseArgs` (one line naming the flag). */
+export function usageErrorOf(error: unknown): UsageError {
+  const msg = error instanceof Error ? error.message : String(error);
+  const unknown = /Unknown option '([^']+)'/.exec(msg);
+  if (unknown) return new UsageError(`unknown flag ${unknown[1]}; see --help for the flags`);
+  const missing = /Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(msg);
+  if (missing) return new UsageError(`${missing[1]} needs a value; see --help`);
+  const noValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
+  if (noValue) return new UsageError(`${noValue[1]} takes no value; see --help`);
+  const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
+  if (dash) {
+    return new UsageError(
+      `${dash[1]}: the value starts with "-"; give a positive whole number, e.g. ${dash[1]} 3000`,
+    );
+  }
+  return new UsageError(`${msg}; see --help`);
+}
+
 /** Parses `args` (without the program name). Throws {@linkcode UsageError}. */
 export function parseCommandLine(args: string[]): Command {
+  if (args[0] === "replay") return { kind: "replay", args: args.slice(1) };
   let parsed;
   try {
     parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (error) {
-    const msg = error instanceof Error ? error.message : String(error);
-    const unknown = /Unknown option '([^']+)'/.exec(msg);
-    if (unknown) throw new UsageError(`unknown flag ${unknown[1]}; see --help for the flags`);
-    const missing = /Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(msg);
-    if (missing) throw new UsageError(`${missing[1]} needs a value; see --help`);
-    const noValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
-    if (noValue) throw new UsageError(`${noValue[1]} takes no value; see --help`);
-    const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
-    if (dash) {
-      throw new UsageError(
-        `${dash[1]}: the value starts with "-"; give a positive whole number, e.g. ${dash[1]} 3000`,
-      );
-    }
-    throw new UsageError(`${msg}; see --help`);
+    throw usageErrorOf(error);
   }
   const v = parsed.values;
   if (v.help) return { kind: "help" };
@@ -209,7 +258,7 @@ export function parseCommandLine(args: string[]): Command {
     throw new UsageError(
       `unexpected argument "${
         positionals[0]
-      }"; the only command is "demo", everything else is a --flag (see --help)`,
+      }"; the commands are "demo" and "replay", everything else is a --flag (see --help)`,
     );
   }
   const primaryIn = address("primary-in", v["primary-in"], true)!;
@@ -263,6 +312,13 @@ export function parseCommandLine(args: string[]): Command {
       ? DEFAULTS.socketMode
       : fileMode("socket-mode", v["socket-mode"]),
     logLevel: level(v["log-level"]) ?? "info",
+    capture: v.capture ?? null,
+    captureMaxBytes: v["capture-max-bytes"] === undefined
+      ? DEFAULT_CAPTURE_MAX_BYTES
+      : positiveInteger("capture-max-bytes", v["capture-max-bytes"], "bytes", 2 ** 53),
+    metrics: listenAddress("metrics", v.metrics, "tcp-listen:127.0.0.1:9464"),
+    monitor: listenAddress("monitor", v.monitor, "unix-listen:/run/colo-compare.qmp"),
+    id: objectId(v.id),
   };
   return { kind: "run", config };
 }

@@ -8,6 +8,11 @@
  * @module
  */
 
+import {
+  DEFAULT_CAPTURE_MAX_BYTES,
+  type DivergenceCapture,
+  openCapture,
+} from "./capture/capture.ts";
 import type { ChannelEvents, CheckpointChannel } from "./checkpoint/channel.ts";
 import { CheckpointRequests } from "./checkpoint/notify.ts";
 import { NotifyChannel } from "./checkpoint/notify_channel.ts";
@@ -20,6 +25,8 @@ import type { Side } from "./compare/packet.ts";
 import { CompareClock } from "./flow/clock.ts";
 import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/control.ts";
 import { PauseLog } from "./flow/pause_log.ts";
+import { Inside, type InsideHost } from "./inside/inside.ts";
+import type { Settings } from "./inside/view.ts";
 import { InputPump } from "./input/pump.ts";
 import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
@@ -99,12 +106,20 @@ export class Comparator {
   };
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** `expired-scan-cycle`; the monitor may change it at runtime. */
+  #scanCycle: number;
+  /** Seeing inside (SPEC 12): `--capture`, and `--metrics`/`--monitor` (null when off). */
+  #capture: DivergenceCapture | null = null;
+  readonly #inside: Inside | null;
+  /** Engine time of the chunk, scan or checkpoint being processed (for the hold-time metric). */
+  #now = 0;
   #stopping = false;
   #started = false;
 
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.#log = log;
+    this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
     const transport = new PlainTransport(config.socketMode);
@@ -128,6 +143,8 @@ export class Comparator {
       this.#classes,
       (reason, conn, now) => this.#checkpointNeeded(reason, conn, now),
     );
+    this.#inside = Inside.wanted(config) ? new Inside(config, this.#insideHost(), log) : null;
+    this.#wireInside();
     const tracer: Tracer | null = log.enabled("trace")
       ? { trace: (name, fields) => log.trace(name, fields) }
       : null;
@@ -199,7 +216,8 @@ export class Comparator {
         engine.secondary(f, v, now);
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
-      now: () => this.#clock.now(),
+      // The arrival time of a chunk's frames, kept for the hold time of what they release.
+      now: () => this.#now = this.#clock.now(),
       frame,
       chunk: () => {
         // Released frames go out now, before the next read is even asked for.
@@ -241,9 +259,19 @@ export class Comparator {
     try {
       for (const e of this.#endpoints) await e.bind();
       await this.#channel?.bind();
+      const c = this.config;
+      if (c.capture) {
+        this.#capture = openCapture(
+          c.capture,
+          c.captureMaxBytes ?? DEFAULT_CAPTURE_MAX_BYTES,
+          this.#log,
+        );
+      }
+      await this.#inside?.start();
     } catch (error) {
       for (const e of this.#endpoints) e.close();
       this.#channel?.close();
+      await this.#capture?.close();
       throw error;
     }
     this.#started = true;
@@ -256,7 +284,7 @@ export class Comparator {
       this.#outdev.serve((c) => this.#serveOutdev(c)),
     );
     if (this.#channel) this.#serving.push(this.#channel.serve());
-    this.#timer = setInterval(() => this.#scan(), this.config.expiredScanCycle);
+    this.#timer = setInterval(() => this.#scan(), this.#scanCycle);
     const c = this.config;
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
@@ -313,6 +341,7 @@ export class Comparator {
     };
     this.#classes.flush(true);
     this.#pauseLog.flush(true);
+    await this.#closeInside();
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
         primary: report.heldPrimary,
@@ -374,8 +403,9 @@ export class Comparator {
   // The expiry scan.
 
   #scan(): void {
+    const now = this.#now = this.#clock.now();
     try {
-      this.engine.tick(this.#clock.now());
+      this.engine.tick(now);
     } catch (error) {
       this.#sink.internalError("expiry-scan", error);
     }
@@ -428,6 +458,7 @@ export class Comparator {
   }
 
   #checkpointDone(): void {
+    this.#now = this.#clock.now();
     this.stats.checkpointsReceived++;
     const outstanding = this.#requests.outstanding;
     this.#requests.done();
@@ -449,5 +480,101 @@ export class Comparator {
     this.#log.log(level, "checkpoint-done", fields);
     this.#out.flush();
     this.#heldChanged();
+    this.#inside?.onCheckpointDone(this.stats.checkpointsReceived, performance.now());
+  }
+
+  // Seeing inside (SPEC 12): capture, metrics and monitor, each only when asked for.
+
+  /** Hooks the capture and the metrics into the sink and subscribes the monitor's events. */
+  #wireInside(): void {
+    if (this.config.capture) {
+      this.#sink.divergence = (reason, conn, primary, secondaries, now) =>
+        this.#capture?.divergence(reason, conn, primary, secondaries, now);
+    }
+    const inside = this.#inside;
+    if (inside === null) return;
+    const holdTime = inside.holdTime;
+    if (holdTime !== null) {
+      this.#sink.onHeldRelease = (arrivedAt) => holdTime.observe((this.#now - arrivedAt) / 1000);
+    }
+    this.#sink.onLost = (side, reason, frames) => inside.onDrop(side, reason, frames);
+    this.subscribe({
+      checkpointRequest: (e) =>
+        inside.onCheckpointRequested(e.reason, e.conn?.name ?? null, performance.now()),
+      peer: (e) => inside.onPeer(e.endpoint, e.connected),
+    });
+  }
+
+  async #closeInside(): Promise<void> {
+    await this.#inside?.close();
+    const capture = this.#capture;
+    if (capture === null) return;
+    await capture.close().catch((e) =>
+      this.#log.error("capture-write-failed", { error: String(e) })
+    );
+    this.#log.info("capture-closed", {
+      divergences: capture.captured,
+      skipped: capture.skipped,
+      bytes: capture.bytes,
+    });
+  }
+
+  /** The comparator as metrics and the monitor see it: a snapshot, settings, a flush. */
+  #insideHost(): InsideHost {
+    // deno-lint-ignore no-this-alias
+    const comparator = this;
+    const settings: Settings = {
+      get compareTimeout() {
+        return comparator.engine.compareTimeout;
+      },
+      set compareTimeout(ms: number) {
+        comparator.engine.compareTimeout = ms;
+        comparator.#requests.retryAfterMs = ms;
+      },
+      get expiredScanCycle() {
+        return comparator.#scanCycle;
+      },
+      set expiredScanCycle(ms: number) {
+        comparator.#restartScan(ms);
+      },
+      get maxQueueSize() {
+        return comparator.engine.maxQueueSize;
+      },
+      set maxQueueSize(n: number) {
+        comparator.engine.maxQueueSize = n;
+      },
+      vnetHdrSupport: this.config.vnetHdrSupport,
+      get endpoints() {
+        return comparator.addresses();
+      },
+    };
+    return {
+      settings,
+      snapshot: () => {
+        const engine = this.engine;
+        const peers: Record<string, boolean> = {};
+        for (const e of this.#endpoints) peers[e.name] = e.connected;
+        if (this.#channel) peers[this.#channel.kind] = this.#channel.connected;
+        return {
+          stats: this.stats,
+          heldFrames: { primary: engine.heldPrimary, secondary: engine.heldSecondary },
+          heldBytes: { primary: engine.heldPrimaryBytes, secondary: engine.heldSecondaryBytes },
+          connections: engine.connections,
+          paused: { primary: this.paused("primary"), secondary: this.paused("secondary") },
+          peers,
+          epoch: this.stats.checkpointsReceived,
+          checkpointOutstanding: this.#requests.outstanding,
+        };
+      },
+      checkpointDone: () => this.#checkpointDone(),
+    };
+  }
+
+  /** A new `expired-scan-cycle`: as in QEMU, it applies from the next scan on. */
+  #restartScan(ms: number): void {
+    this.#scanCycle = ms;
+    if (this.#timer === undefined || this.#stopping) return;
+    clearInterval(this.#timer);
+    this.#timer = setInterval(() => this.#scan(), ms);
   }
 }

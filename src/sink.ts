@@ -32,6 +32,13 @@ export class ComparatorSink implements EngineSink {
   readonly #out: FrameWriter;
   readonly #classes: ClassLog;
   readonly #need: CheckpointNeed;
+  /**
+   * Seeing inside (SPEC 12), set before the engine is built and only when asked for: the
+   * capture's divergence hook, the hold time of each released held frame, lost frames.
+   */
+  divergence?: EngineSink["divergence"];
+  onHeldRelease?: (arrivedAt: number) => void;
+  onLost?: (side: Side | "outdev", reason: string, frames: number) => void;
 
   constructor(stats: Stats, out: FrameWriter, classes: ClassLog, need: CheckpointNeed) {
     this.#stats = stats;
@@ -45,8 +52,10 @@ export class ComparatorSink implements EngineSink {
     vnetLen: number,
     reason: ReleaseReason,
     unsupported?: UnsupportedReason,
+    arrivedAt?: number,
   ): void {
     const stats = this.#stats;
+    if (arrivedAt !== undefined) this.onHeldRelease?.(arrivedAt);
     if (reason === "compared") stats.releasedCompared++;
     else if (reason === "checkpoint") stats.releasedByCheckpoint++;
     else {
@@ -78,6 +87,7 @@ export class ComparatorSink implements EngineSink {
       return;
     }
     this.#stats.drop(side, reason);
+    this.onLost?.(side, reason, 1);
     this.#classes.note("warn", "frames-dropped", { side, reason }, { conn: conn?.name });
   }
 
@@ -90,6 +100,7 @@ export class ComparatorSink implements EngineSink {
   outdevLost(reason: "disconnected-overflow" | "too-old", frames: number): void {
     if (reason === "too-old") this.#stats.outdevExpired += frames;
     else this.#stats.outdevOverflow += frames;
+    this.onLost?.("outdev", reason, frames);
     this.#classes.note("warn", "frames-dropped", { side: "outdev", reason }, {}, frames);
   }
 

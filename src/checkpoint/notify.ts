@@ -46,13 +46,18 @@ export function describeMessage(frame: Uint8Array): string {
  * per checkpoint, so every surplus request would become a needless checkpoint later.
  */
 export class CheckpointRequests {
-  readonly #retryAfter: number;
+  #retryAfter: number;
   #outstanding = false;
   #sentAt = 0;
 
   /** `retryAfterMs`: the compare timeout. */
   constructor(retryAfterMs: number) {
     this.#retryAfter = retryAfterMs;
+  }
+
+  /** The compare timeout changed at runtime (the monitor's `qom-set`). */
+  set retryAfterMs(ms: number) {
+    this.#retryAfter = ms;
   }
 
   /** True while a request is waiting for its checkpoint. */

@@ -53,8 +53,10 @@ const POOL_MAX = 4096;
 export class CompareEngine implements CompareContext {
   readonly tracer: Tracer | null;
   readonly #sink: EngineSink;
-  readonly #compareTimeout: number;
-  readonly #maxQueueSize: number;
+  #compareTimeout: number;
+  #maxQueueSize: number;
+  /** The sink's optional divergence hook, or null: costs nothing when no capture is on. */
+  readonly #divergence: NonNullable<EngineSink["divergence"]> | null;
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
@@ -82,6 +84,25 @@ export class CompareEngine implements CompareContext {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#divergence = sink.divergence?.bind(sink) ?? null;
+  }
+
+  /** `compare-timeout` in ms; settable at runtime (QMP `qom-set`, SPEC 12). */
+  get compareTimeout(): number {
+    return this.#compareTimeout;
+  }
+
+  set compareTimeout(ms: number) {
+    this.#compareTimeout = ms;
+  }
+
+  /** `max-queue-size`; settable at runtime, applies to the next frame admitted. */
+  get maxQueueSize(): number {
+    return this.#maxQueueSize;
+  }
+
+  set maxQueueSize(n: number) {
+    this.#maxQueueSize = n;
   }
 
   /** Frames held from the primary (waiting for the secondary or a checkpoint). */
@@ -162,7 +183,7 @@ export class CompareEngine implements CompareContext {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
           this.#unhold(p);
-          sink.release(p.data, p.vnetLen, "checkpoint");
+          sink.release(p.data, p.vnetLen, "checkpoint", undefined, p.createdAt);
           this.#recycle(p);
         });
       }
@@ -212,6 +233,16 @@ export class CompareEngine implements CompareContext {
         for (let p: Packet | null = oldest; p !== null; p = p.newer) {
           if (now - p.createdAt <= this.#compareTimeout) break;
           this.#store.evacuate(p);
+        }
+        if (this.#divergence !== null) {
+          const aged = oldest.side === "primary";
+          this.#divergence(
+            "timeout",
+            oldest.conn!,
+            aged ? oldest : null,
+            aged ? [] : [oldest],
+            now,
+          );
         }
         this.#sink.checkpoint("timeout", oldest.conn, now);
         return true;
@@ -395,7 +426,7 @@ export class CompareEngine implements CompareContext {
   sendPrimary(p: Packet): void {
     this.#unhold(p);
     this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
-    this.#sink.release(p.data, p.vnetLen, "compared");
+    this.#sink.release(p.data, p.vnetLen, "compared", undefined, p.createdAt);
     this.#recycle(p);
   }
 
@@ -406,6 +437,18 @@ export class CompareEngine implements CompareContext {
   }
 
   mismatch(reason: CheckpointReason, conn: Connection, now: number): void {
+    if (this.#divergence !== null) {
+      // The rules compare the primary head with the secondary head (TCP) or with every held
+      // secondary datagram: those are the frames the divergence is about.
+      const secondaries: Packet[] = [];
+      if (conn.tcp) {
+        const s = conn.secondary.peek();
+        if (s !== undefined) secondaries.push(s);
+      } else {
+        for (let i = 0; i < conn.secondary.length; i++) secondaries.push(conn.secondary.at(i));
+      }
+      this.#divergence(reason, conn, conn.primary.peek() ?? null, secondaries, now);
+    }
     this.#sink.checkpoint(reason, conn, now);
   }
 }

@@ -7,7 +7,7 @@
 
 import type { UnsupportedReason } from "../packet/parse.ts";
 import type { Connection } from "./connection.ts";
-import type { Side } from "./packet.ts";
+import type { Packet, Side } from "./packet.ts";
 
 /** Why a primary frame goes to outdev. */
 export type ReleaseReason =
@@ -53,18 +53,34 @@ export type CheckpointReason =
 export interface EngineSink {
   /**
    * A primary frame goes to outdev, now, in this order. A frame passed through because it
-   * cannot be compared (SPEC 4) comes with the reason.
+   * cannot be compared (SPEC 4) comes with the reason; a frame that was held, with the time
+   * it arrived (the engine's clock), for the hold-time metric.
    */
   release(
     frame: Uint8Array,
     vnetLen: number,
     reason: ReleaseReason,
     unsupported?: UnsupportedReason,
+    arrivedAt?: number,
   ): void;
   /** A frame is discarded. */
   discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
   /** The replicas diverged (or a frame timed out): a checkpoint is needed. */
   checkpoint(reason: CheckpointReason, conn: Connection | null, now: number): void;
+  /**
+   * Optional, for `--capture` (SPEC 12): the frames a divergence is about, called just before
+   * {@linkcode EngineSink.checkpoint}. `primary` is the primary frame compared (null when a
+   * secondary frame timed out); `secondaries` the secondary frames it was compared with (for
+   * a timeout: the aged frame, if secondary). The packets are the engine's own: read them
+   * now, keep nothing.
+   */
+  divergence?(
+    reason: CheckpointReason,
+    conn: Connection,
+    primary: Packet | null,
+    secondaries: readonly Packet[],
+    now: number,
+  ): void;
 }
 
 /**

@@ -100,7 +100,7 @@ export class Endpoint {
     const a = this.address;
     if (!a.listen) return;
     const flag = `--${this.name}`;
-    if (a.transport === "unix") await this.#clearStaleSocket(a.path, flag);
+    if (a.transport === "unix") await clearStaleSocket(a.path, flag);
     try {
       this.#listener = await this.#transport.listen(a);
     } catch (error) {
@@ -112,32 +112,6 @@ export class Endpoint {
         : "give an address this host can listen on";
       throw new StartupError(`${flag} ${a.text}: cannot listen: ${reasonText(error)}; ${fix}`);
     }
-  }
-
-  async #clearStaleSocket(path: string, flag: string): Promise<void> {
-    let info: Deno.FileInfo;
-    try {
-      info = await Deno.lstat(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return;
-      throw error;
-    }
-    if (!info.isSocket) {
-      throw new StartupError(
-        `${flag} unix-listen:${path}: the path exists and is not a socket; remove it or choose another path`,
-      );
-    }
-    try {
-      const probe = await Deno.connect({ transport: "unix", path });
-      probe.close();
-    } catch {
-      // Nobody answers: a socket file left behind by an earlier run.
-      await Deno.remove(path);
-      return;
-    }
-    throw new StartupError(
-      `${flag} unix-listen:${path}: another program is listening there; stop it or choose another path`,
-    );
   }
 
   /** Serves peers one at a time until {@linkcode Endpoint.close}. */
@@ -273,4 +247,35 @@ export class Endpoint {
     this.#listener?.close();
     this.dropPeer();
   }
+}
+
+/**
+ * Before listening on a unix socket path: a socket file nobody answers on (left by an earlier
+ * run) is removed; a live socket or any other file is refused with a `StartupError` naming
+ * `flag`.
+ */
+export async function clearStaleSocket(path: string, flag: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (!info.isSocket) {
+    throw new StartupError(
+      `${flag} unix-listen:${path}: the path exists and is not a socket; remove it or choose another path`,
+    );
+  }
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+  } catch {
+    // Nobody answers: a socket file left behind by an earlier run.
+    await Deno.remove(path);
+    return;
+  }
+  throw new StartupError(
+    `${flag} unix-listen:${path}: another program is listening there; stop it or choose another path`,
+  );
 }

@@ -86,7 +86,7 @@ class PlainListener implements Listener {
  * Binds a unix socket at `path` with `mode`, never visible with the umask's mode: it is
  * created in a fresh 0700 directory beside `path`, given its mode, then renamed into place.
  */
-async function listenUnix(path: string, mode: number): Promise<Deno.Listener> {
+export async function listenUnix(path: string, mode: number): Promise<Deno.Listener> {
   const slash = path.lastIndexOf("/");
   const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
   const tmp = await Deno.makeTempDir({ dir, prefix: ".colo-compare-" });

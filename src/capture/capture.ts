@@ -1,0 +1,240 @@
+/**
+ * `--capture FILE` (SPEC 12): every divergence written to a pcapng file, the primary frame and
+ * the secondary frame(s) it was compared with (for a timeout: the aged frame), each with a
+ * comment naming the reason, the connection, the side and, for TCP, the sequence number of
+ * the first differing byte. Bounded in bytes; past the bound it stops and says so once.
+ *
+ * @module
+ */
+
+import type { Connection } from "../compare/connection.ts";
+import type { CheckpointReason } from "../compare/events.ts";
+import type { Packet } from "../compare/packet.ts";
+import { seqAdd, seqAfter, seqDiff } from "../compare/seq.ts";
+import type { Logger } from "../log.ts";
+import { enhancedPacket, interfaceDescription, sectionHeader } from "./pcapng.ts";
+import { VERSION } from "../version.ts";
+import { StartupError } from "../wire/endpoint.ts";
+
+/** Default `--capture-max-bytes`: 64 MiB. */
+export const DEFAULT_CAPTURE_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Interface numbers in the file: one per input. */
+const IF_PRIMARY = 0;
+const IF_SECONDARY = 1;
+
+/** Where the pcapng bytes go. */
+export interface ByteSink {
+  write(bytes: Uint8Array): void;
+  /** Writes what is pending, then closes. */
+  close(): Promise<void>;
+}
+
+/**
+ * The sequence number of the first payload byte where `p` and `s` differ, comparing the same
+ * sequence positions; where one side has bytes the other lacks, the first such position.
+ * Null when the two agree wherever both have bytes and end at the same place.
+ */
+export function firstDifferingSeq(p: Packet, s: Packet): number | null {
+  const from = seqAfter(s.seq, p.seq) ? s.seq : p.seq;
+  const to = seqAfter(s.seqEnd, p.seqEnd) ? p.seqEnd : s.seqEnd;
+  const n = seqDiff(to, from);
+  if (n > 0) {
+    const pi = p.start + seqDiff(from, p.seq);
+    const si = s.start + seqDiff(from, s.seq);
+    for (let i = 0; i < n; i++) {
+      if (p.data[pi + i] !== s.data[si + i]) return seqAdd(from, i);
+    }
+  }
+  if (p.seq !== s.seq) return seqAfter(p.seq, s.seq) ? s.seq : p.seq;
+  if (p.seqEnd !== s.seqEnd) return n > 0 ? to : from;
+  return null;
+}
+
+function quote(s: string): string {
+  return /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
+}
+
+/** Writes divergences as pcapng; see the module comment. */
+export class DivergenceCapture {
+  readonly #out: ByteSink;
+  readonly #maxBytes: number;
+  readonly #epochMs: (now: number) => number;
+  readonly #log: Logger | null;
+  #written = 0;
+  #full = false;
+  /** Divergences written, and those left out once the bound was reached. */
+  captured = 0;
+  skipped = 0;
+
+  /**
+   * `epochMs` maps the engine's clock to wall-clock milliseconds for the packet timestamps
+   * (live: `performance.timeOrigin + now`; replay: the capture's own time).
+   */
+  constructor(
+    out: ByteSink,
+    options: { maxBytes?: number; epochMs: (now: number) => number; log?: Logger },
+  ) {
+    this.#out = out;
+    this.#maxBytes = options.maxBytes ?? DEFAULT_CAPTURE_MAX_BYTES;
+    this.#epochMs = options.epochMs;
+    this.#log = options.log ?? null;
+    this.#emit([
+      sectionHeader(`colo-compare ${VERSION}`),
+      interfaceDescription("primary-in"),
+      interfaceDescription("secondary-in"),
+    ]);
+  }
+
+  /** Bytes written to the file so far. */
+  get bytes(): number {
+    return this.#written;
+  }
+
+  /** The engine's divergence hook (`EngineSink.divergence`). */
+  divergence(
+    reason: CheckpointReason,
+    conn: Connection,
+    primary: Packet | null,
+    secondaries: readonly Packet[],
+    now: number,
+  ): void {
+    if (this.#full) {
+      this.skipped++;
+      return;
+    }
+    const n = this.captured + 1;
+    const ts = this.#epochMs(now);
+    const blocks: Uint8Array[] = [];
+    const head = `divergence=${n} reason=${reason} conn=${quote(conn.name)}`;
+    const tcpFields = (q: Packet, other: Packet | undefined | null) => {
+      if (!conn.tcp) return "";
+      let f = ` seq=${q.seq} len=${q.len}`;
+      if (other) {
+        const d = q.side === "primary" ? firstDifferingSeq(q, other) : firstDifferingSeq(other, q);
+        f += d === null ? " first_diff_seq=none" : ` first_diff_seq=${d}`;
+      }
+      if (reason === "tcp-ack" && q.side === "primary") {
+        f += ` ack=${q.ack} secondary_ack=${conn.secondaryAckSet ? conn.secondaryAck : "none"}`;
+      }
+      return f;
+    };
+    if (primary !== null) {
+      blocks.push(enhancedPacket(
+        IF_PRIMARY,
+        ts,
+        primary.data.subarray(primary.vnetLen),
+        `${head} side=primary${tcpFields(primary, secondaries[0])}` +
+          (reason === "timeout" ? ` age_ms=${Math.round(now - primary.createdAt)}` : ""),
+      ));
+    }
+    for (const s of secondaries) {
+      blocks.push(enhancedPacket(
+        IF_SECONDARY,
+        ts,
+        s.data.subarray(s.vnetLen),
+        `${head} side=secondary${tcpFields(s, primary)}` +
+          (reason === "timeout" ? ` age_ms=${Math.round(now - s.createdAt)}` : ""),
+      ));
+    }
+    let size = 0;
+    for (const b of blocks) size += b.length;
+    if (this.#written + size > this.#maxBytes) {
+      this.#full = true;
+      this.skipped++;
+      this.#log?.warn("capture-full", {
+        bytes: this.#written,
+        max_bytes: this.#maxBytes,
+        divergences: this.captured,
+        note: "no further divergences are captured; raise --capture-max-bytes",
+      });
+      return;
+    }
+    this.captured = n;
+    this.#emit(blocks);
+  }
+
+  /** Writes what is pending and closes the file. */
+  close(): Promise<void> {
+    return this.#out.close();
+  }
+
+  #emit(blocks: Uint8Array[]): void {
+    for (const b of blocks) {
+      this.#written += b.length;
+      this.#out.write(b);
+    }
+  }
+}
+
+/**
+ * A file written in the background: `write` queues, one write is in flight at a time, so the
+ * engine never waits for the disk.
+ */
+export class BackgroundFile implements ByteSink {
+  readonly #file: Deno.FsFile;
+  #queue: Uint8Array[] = [];
+  #writing: Promise<void> | null = null;
+  #error: unknown = null;
+
+  constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  /** Creates (truncates) `path`; throws Deno's error when it cannot. */
+  static create(path: string): BackgroundFile {
+    return new BackgroundFile(Deno.openSync(path, { write: true, create: true, truncate: true }));
+  }
+
+  write(bytes: Uint8Array): void {
+    if (this.#error !== null) return;
+    this.#queue.push(bytes);
+    this.#writing ??= this.#drain();
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const chunks = this.#queue;
+        this.#queue = [];
+        for (const c of chunks) {
+          let off = 0;
+          while (off < c.length) off += await this.#file.write(c.subarray(off));
+        }
+      }
+    } catch (error) {
+      this.#error = error;
+      this.#queue = [];
+    } finally {
+      this.#writing = null;
+    }
+  }
+
+  async close(): Promise<void> {
+    while (this.#writing !== null) await this.#writing;
+    this.#file.close();
+    if (this.#error !== null) throw this.#error;
+  }
+}
+
+/**
+ * Opens `--capture FILE` for the live comparator. Packets are stamped with the wall clock when
+ * the divergence is seen (the engine's own clock stands still while outdev is congested).
+ * Throws a `StartupError` naming the flag when the file cannot be created.
+ */
+export function openCapture(path: string, maxBytes: number, log: Logger): DivergenceCapture {
+  let file;
+  try {
+    file = BackgroundFile.create(path);
+  } catch (error) {
+    throw new StartupError(
+      `--capture ${path}: cannot create it (${(error as Error).message}); give a writable path`,
+    );
+  }
+  log.info("capturing", { file: path, max_bytes: maxBytes });
+  return new DivergenceCapture(file, {
+    maxBytes,
+    epochMs: () => performance.timeOrigin + performance.now(),
+    log,
+  });
+}

@@ -1,0 +1,446 @@
+/**
+ * `--monitor ADDR` (SPEC 12): a QMP-compatible server. Each client gets the greeting, must
+ * negotiate with `qmp_capabilities`, then may `execute` commands (`id` echoed) and receives
+ * events with timestamps. Several clients at once; a client that sends garbage gets a QMP
+ * error object, one that does not read is cut off once 1 MiB of output waits for it.
+ *
+ * @module
+ */
+
+import type { ComparatorView, InsideEvent } from "../inside/view.ts";
+import type { Logger } from "../log.ts";
+import { VERSION } from "../version.ts";
+import type { Address } from "../wire/address.ts";
+import { clearStaleSocket, StartupError } from "../wire/endpoint.ts";
+import { addrText, DEFAULT_SOCKET_MODE, listenUnix } from "../wire/plain.ts";
+import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
+import { QmpError, QomTree } from "./qom.ts";
+
+/** Output waiting for one client beyond which it is disconnected (SPEC 8). */
+export const MAX_PENDING_OUTPUT = 1024 * 1024;
+/** Clients served at once; more are closed at once. */
+const MAX_CLIENTS = 16;
+/** A class of dropped frames gives at most one `COLO_COMPARE_DROP` per this period. */
+export const DROP_EVENT_INTERVAL_MS = 1000;
+
+const encoder = new TextEncoder();
+
+/** The QEMU version whose QMP dialect this speaks. */
+const QEMU_VERSION = { major: 7, minor: 2, micro: 0 };
+
+type Json = unknown;
+type Command = (args: Record<string, Json>) => Json;
+
+interface DropClass {
+  pending: number;
+  sentAt: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** One connected QMP client. */
+class Client {
+  readonly peer: string;
+  negotiated = false;
+  #conn: Deno.Conn;
+  #queue: Uint8Array[] = [];
+  #pending = 0;
+  #writing = false;
+  #closed = false;
+  #onOverflow: (c: Client) => void;
+
+  constructor(conn: Deno.Conn, peer: string, onOverflow: (c: Client) => void) {
+    this.#conn = conn;
+    this.peer = peer;
+    this.#onOverflow = onOverflow;
+  }
+
+  get conn(): Deno.Conn {
+    return this.#conn;
+  }
+
+  send(message: Json): void {
+    if (this.#closed) return;
+    const bytes = encoder.encode(JSON.stringify(message) + "\r\n");
+    this.#pending += bytes.length;
+    if (this.#pending > MAX_PENDING_OUTPUT) {
+      this.#onOverflow(this);
+      this.close();
+      return;
+    }
+    this.#queue.push(bytes);
+    if (!this.#writing) this.#drain();
+  }
+
+  async #drain(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        const chunk = this.#queue.shift()!;
+        let off = 0;
+        while (off < chunk.length) off += await this.#conn.write(chunk.subarray(off));
+        this.#pending -= chunk.length;
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue = [];
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+function timestamp(): { seconds: number; microseconds: number } {
+  const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  return { seconds: Math.floor(us / 1e6), microseconds: us % 1e6 };
+}
+
+function isObject(v: Json): v is Record<string, Json> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function stringArg(args: Record<string, Json>, name: string): string {
+  const v = args[name];
+  if (v === undefined) throw new QmpError("GenericError", `Parameter '${name}' is missing`);
+  if (typeof v !== "string") {
+    throw new QmpError("GenericError", `Invalid parameter type for '${name}', expected: string`);
+  }
+  return v;
+}
+
+function onlyArgs(args: Record<string, Json>, names: string[]): void {
+  for (const k of Object.keys(args)) {
+    if (!names.includes(k)) throw new QmpError("GenericError", `Parameter '${k}' is unexpected`);
+  }
+}
+
+/** The QMP-compatible monitor. */
+export class MonitorServer {
+  readonly #view: ComparatorView;
+  readonly #log: Logger;
+  readonly #qom: QomTree;
+  readonly #commands: Record<string, Command>;
+  readonly #clients = new Set<Client>();
+  readonly #sessions = new Set<Promise<void>>();
+  readonly #drops = new Map<string, DropClass>();
+  #listener: Deno.Listener | null = null;
+  #accepting: Promise<void> | null = null;
+  #unsubscribe: (() => void) | null = null;
+  #closed = false;
+  #socketPath: string | null = null;
+  #overflowLogged = false;
+  #garbageLogged = false;
+
+  constructor(view: ComparatorView, id: string, log: Logger) {
+    this.#view = view;
+    this.#log = log;
+    this.#qom = new QomTree(id, view.settings);
+    this.#commands = {
+      "query-version": () => ({ qemu: QEMU_VERSION, package: `colo-compare ${VERSION}` }),
+      "query-commands": () => Object.keys(this.#commands).map((name) => ({ name })),
+      "qom-list": (a) => {
+        onlyArgs(a, ["path"]);
+        return this.#qom.list(stringArg(a, "path"));
+      },
+      "qom-get": (a) => {
+        onlyArgs(a, ["path", "property"]);
+        return this.#qom.get(stringArg(a, "path"), stringArg(a, "property"));
+      },
+      "qom-set": (a) => {
+        onlyArgs(a, ["path", "property", "value"]);
+        if (!("value" in a)) throw new QmpError("GenericError", "Parameter 'value' is missing");
+        const path = stringArg(a, "path");
+        const property = stringArg(a, "property");
+        this.#qom.set(path, property, a.value);
+        this.#log.info("monitor-set", { property, value: String(a.value) });
+        return {};
+      },
+      "query-colo-compare": (a) => {
+        onlyArgs(a, []);
+        return this.#query();
+      },
+      "colo-compare-checkpoint-done": (a) => {
+        onlyArgs(a, []);
+        this.#view.checkpointDone();
+        return { epoch: this.#view.snapshot().epoch };
+      },
+    };
+  }
+
+  /** Where it listens (port 0 resolved). */
+  get boundText(): string {
+    const a = this.#listener?.addr;
+    if (a === undefined) return "-";
+    return a.transport === "unix" ? this.#socketPath ?? "unix" : addrText(a);
+  }
+
+  /**
+   * Listens (a `unix-listen:` socket created with `socketMode`, as the endpoints do); throws a
+   * `StartupError` naming `--monitor` when the address cannot be used.
+   */
+  async listen(address: Address, socketMode = DEFAULT_SOCKET_MODE): Promise<void> {
+    if (address.transport === "unix") await clearStaleSocket(address.path, "--monitor");
+    try {
+      this.#listener = address.transport === "tcp"
+        ? Deno.listen({ hostname: address.host, port: address.port })
+        : await listenUnix(address.path, socketMode);
+    } catch (error) {
+      throw new StartupError(
+        `--monitor ${address.text}: cannot listen: ${(error as Error).message}; ` +
+          "give a free port or a writable path",
+      );
+    }
+    if (address.transport === "unix") this.#socketPath = address.path;
+    this.#log.info("listening", { endpoint: "monitor", address: this.boundText });
+    this.#unsubscribe = this.#view.subscribe((e) => this.#onEvent(e));
+    this.#accepting = this.#accept();
+  }
+
+  async #accept(): Promise<void> {
+    const listener = this.#listener!;
+    try {
+      for await (const conn of listener) {
+        const peer = addrText(conn.remoteAddr);
+        if (this.#clients.size >= MAX_CLIENTS) {
+          this.#log.warn("monitor-client-refused", {
+            peer,
+            note: `${MAX_CLIENTS} clients already`,
+          });
+          conn.close();
+          continue;
+        }
+        const session = this.#serve(conn, peer);
+        this.#sessions.add(session);
+        session.finally(() => this.#sessions.delete(session));
+      }
+    } catch (error) {
+      if (!this.#closed) this.#log.error("monitor-accept-failed", { error: String(error) });
+    }
+  }
+
+  async #serve(conn: Deno.Conn, peer: string): Promise<void> {
+    const client = new Client(conn, peer, (c) => {
+      // Logged once; later ones are the same story.
+      if (!this.#overflowLogged) {
+        this.#overflowLogged = true;
+        this.#log.warn("monitor-client-cut-off", {
+          peer: c.peer,
+          note: `more than ${MAX_PENDING_OUTPUT} bytes of output waited for it`,
+        });
+      }
+    });
+    this.#clients.add(client);
+    this.#log.info("monitor-client-connected", { peer });
+    client.send({
+      QMP: {
+        version: { qemu: QEMU_VERSION, package: `colo-compare ${VERSION}` },
+        capabilities: [],
+      },
+    });
+    const splitter = new JsonSplitter();
+    const decoder = new TextDecoder();
+    const buf = new Uint8Array(16 * 1024);
+    try {
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        let texts: string[];
+        try {
+          texts = splitter.push(decoder.decode(buf.subarray(0, n), { stream: true }));
+        } catch (error) {
+          if (!(error instanceof TextTooLong)) throw error;
+          client.send({
+            error: { class: "GenericError", desc: `JSON parse error, ${error.message}` },
+          });
+          break;
+        }
+        for (const t of texts) this.#handle(client, t);
+      }
+    } catch {
+      // reset by peer, or closed by us: gone all the same
+    } finally {
+      this.#clients.delete(client);
+      client.close();
+      this.#log.info("monitor-client-disconnected", { peer });
+    }
+  }
+
+  #handle(client: Client, text: string): void {
+    let message: Json;
+    try {
+      message = JSON.parse(text);
+    } catch (error) {
+      this.#garbage(client);
+      client.send({
+        error: { class: "GenericError", desc: `JSON parse error, ${(error as Error).message}` },
+      });
+      return;
+    }
+    if (!isObject(message)) {
+      this.#garbage(client);
+      client.send({ error: { class: "GenericError", desc: "QMP input must be a JSON object" } });
+      return;
+    }
+    const reply = (body: { return: Json } | { error: { class: string; desc: string } }) =>
+      client.send("id" in message ? { ...body, id: message.id } : body);
+    try {
+      for (const k of Object.keys(message)) {
+        if (k !== "execute" && k !== "arguments" && k !== "id") {
+          throw new QmpError("GenericError", `QMP input member '${k}' is unexpected`);
+        }
+      }
+      const name = message.execute;
+      if (name === undefined) {
+        throw new QmpError("GenericError", "QMP input lacks member 'execute'");
+      }
+      if (typeof name !== "string") {
+        throw new QmpError("GenericError", "QMP input member 'execute' must be a string");
+      }
+      const args = message.arguments ?? {};
+      if (!isObject(args)) {
+        throw new QmpError("GenericError", "QMP input member 'arguments' must be an object");
+      }
+      if (name === "qmp_capabilities") {
+        if (client.negotiated) {
+          throw new QmpError(
+            "CommandNotFound",
+            "Capabilities negotiation is already complete, command ignored",
+          );
+        }
+        client.negotiated = true;
+        reply({ return: {} });
+        return;
+      }
+      if (!client.negotiated) {
+        throw new QmpError(
+          "CommandNotFound",
+          "Expecting capabilities negotiation with 'qmp_capabilities'",
+        );
+      }
+      const command = this.#commands[name];
+      if (command === undefined) {
+        throw new QmpError("CommandNotFound", `The command ${name} has not been found`);
+      }
+      reply({ return: command(args) });
+    } catch (error) {
+      if (error instanceof QmpError) {
+        reply({ error: { class: error.errorClass, desc: error.message } });
+      } else {
+        this.#log.error("monitor-command-failed", {
+          error: String(error),
+          stack: (error as Error)?.stack,
+        });
+        reply({ error: { class: "GenericError", desc: `internal error: ${String(error)}` } });
+      }
+    }
+  }
+
+  #garbage(client: Client): void {
+    if (this.#garbageLogged) return;
+    this.#garbageLogged = true;
+    this.#log.warn("monitor-bad-input", {
+      peer: client.peer,
+      note: "answered with a QMP error; logged once",
+    });
+  }
+
+  #query(): Json {
+    const s = this.#view.snapshot();
+    const st = s.stats;
+    const settings = this.#view.settings;
+    return {
+      epoch: s.epoch,
+      "checkpoint-outstanding": s.checkpointOutstanding,
+      connections: s.connections,
+      held: {
+        primary: { frames: s.heldFrames.primary, bytes: s.heldBytes.primary },
+        secondary: { frames: s.heldFrames.secondary, bytes: s.heldBytes.secondary },
+      },
+      paused: s.paused,
+      peers: s.peers,
+      settings: {
+        compare_timeout: settings.compareTimeout,
+        expired_scan_cycle: settings.expiredScanCycle,
+        max_queue_size: settings.maxQueueSize,
+      },
+      counters: st.summary(),
+    };
+  }
+
+  #broadcast(event: string, data: Record<string, Json>): void {
+    const message = { event, data, timestamp: timestamp() };
+    for (const c of this.#clients) if (c.negotiated) c.send(message);
+  }
+
+  #onEvent(e: InsideEvent): void {
+    switch (e.kind) {
+      case "checkpoint-request": {
+        const data: Record<string, Json> = { reason: e.reason };
+        if (e.connection !== null) data.connection = e.connection;
+        this.#broadcast("COLO_COMPARE_CHECKPOINT_REQUEST", data);
+        break;
+      }
+      case "peer":
+        this.#broadcast("COLO_COMPARE_PEER", { endpoint: e.endpoint, connected: e.connected });
+        break;
+      case "drop":
+        this.#drop(e.side, e.reason, e.count);
+        break;
+      case "checkpoint-done":
+        break;
+    }
+  }
+
+  /** `COLO_COMPARE_DROP`, at most one per class and second; counts in between are summed. */
+  #drop(side: string, reason: string, count: number): void {
+    const key = `${side}:${reason}`;
+    let c = this.#drops.get(key);
+    if (c === undefined) {
+      c = { pending: 0, sentAt: -Infinity, timer: undefined };
+      this.#drops.set(key, c);
+    }
+    c.pending += count;
+    if (c.timer !== undefined) return;
+    const wait = c.sentAt + DROP_EVENT_INTERVAL_MS - performance.now();
+    const send = () => {
+      c.timer = undefined;
+      c.sentAt = performance.now();
+      this.#broadcast("COLO_COMPARE_DROP", { side, reason, count: c.pending });
+      c.pending = 0;
+    };
+    if (wait <= 0) send();
+    else c.timer = setTimeout(send, wait);
+  }
+
+  /** Closes the listener and every client. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unsubscribe?.();
+    for (const c of this.#drops.values()) clearTimeout(c.timer);
+    try {
+      this.#listener?.close();
+    } catch {
+      // already closed
+    }
+    for (const c of this.#clients) c.close();
+    await this.#accepting;
+    if (this.#socketPath !== null) {
+      try {
+        Deno.removeSync(this.#socketPath);
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.allSettled([...this.#sessions]);
+  }
+}

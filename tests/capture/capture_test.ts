@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { BackgroundFile, type ByteSink, DivergenceCapture } from "../../src/capture/capture.ts";
+import { CompareEngine } from "../../src/compare/engine.ts";
+import type { Connection } from "../../src/compare/connection.ts";
+import type { CheckpointReason } from "../../src/compare/events.ts";
+import type { Packet } from "../../src/compare/packet.ts";
+import { frame, TCP, withVnet } from "../support/packets.ts";
+import { Recorder } from "../support/recorder.ts";
+
+/** A Recorder that also hands divergences to a capture. */
+class CapturingRecorder extends Recorder {
+  constructor(readonly capture: DivergenceCapture) {
+    super();
+  }
+  divergence(
+    reason: CheckpointReason,
+    conn: Connection,
+    primary: Packet | null,
+    secondaries: readonly Packet[],
+    now: number,
+  ): void {
+    this.capture.divergence(reason, conn, primary, secondaries, now);
+  }
+}
+
+/** Runs tshark on `path`; returns one line per packet of tab-separated fields. */
+async function tshark(path: string, fields: string[]): Promise<string[][]> {
+  const out = await new Deno.Command("tshark", {
+    args: ["-r", path, "-T", "fields", "-E", "separator=\t", ...fields.flatMap((f) => ["-e", f])],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `tshark failed: ${err}`);
+  const text = new TextDecoder().decode(out.stdout).trimEnd();
+  return text === "" ? [] : text.split("\n").map((l) => l.split("\t"));
+}
+
+const tcp = (seq: number, payload: string, ack = 1) =>
+  frame({
+    ip: { src: "10.0.0.1", dst: "10.0.0.2" },
+    tcp: { sport: 80, dport: 40000, seq, ack, flags: TCP.ACK | TCP.PSH, payload },
+  });
+const udp = (payload: string) =>
+  frame({ ip: { src: "10.0.0.1", dst: "10.0.0.3" }, udp: { sport: 53, dport: 5353, payload } });
+
+Deno.test("capture: tshark reads every divergence with its frames and comments", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".pcapng" });
+  try {
+    const capture = new DivergenceCapture(BackgroundFile.create(path), {
+      epochMs: (now) => 1_700_000_000_000 + now,
+    });
+    const rec = new CapturingRecorder(capture);
+    const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+    // TCP: byte 1003 differs.
+    engine.primary(tcp(1000, "hello world"), 0, 0);
+    engine.secondary(tcp(1000, "helXo world"), 0, 1);
+    engine.checkpoint();
+    // UDP: the primary is compared with both held secondary datagrams.
+    engine.secondary(udp("one"), 0, 2);
+    engine.secondary(udp("two"), 0, 3);
+    engine.primary(udp("three"), 0, 4);
+    engine.checkpoint();
+    // A primary frame alone times out.
+    engine.primary(udp("alone"), 0, 10);
+    assert.equal(engine.tick(200), true);
+    assert.deepEqual(rec.checkpoints, ["tcp-payload", "datagram", "timeout"]);
+    await capture.close();
+
+    const rows = await tshark(path, [
+      "frame.interface_name",
+      "ip.dst",
+      "frame.time_epoch",
+      "frame.comment",
+    ]);
+    assert.equal(rows.length, 6, rows.join("\n"));
+    const [iface, dst, time, comment] = [0, 1, 2, 3].map((i) => rows.map((r) => r[i]));
+    assert.deepEqual(iface, [
+      "primary-in",
+      "secondary-in",
+      "primary-in",
+      "secondary-in",
+      "secondary-in",
+      "primary-in",
+    ]);
+    assert.deepEqual(dst, ["10.0.0.2", "10.0.0.2", "10.0.0.3", "10.0.0.3", "10.0.0.3", "10.0.0.3"]);
+    assert.equal(Number(time[0]), 1_700_000_000.001, "the time of the frame that diverged");
+    assert.equal(Number(time[5]), 1_700_000_000.2, "the time of the expiry scan");
+    const conn = '"tcp 10.0.0.1:80 > 10.0.0.2:40000"';
+    assert.equal(
+      comment[0],
+      `divergence=1 reason=tcp-payload conn=${conn} side=primary seq=1000 len=11 first_diff_seq=1003`,
+    );
+    assert.equal(
+      comment[1],
+      `divergence=1 reason=tcp-payload conn=${conn} side=secondary seq=1000 len=11 first_diff_seq=1003`,
+    );
+    assert.match(comment[2], /^divergence=2 reason=datagram conn="udp .*" side=primary$/);
+    assert.match(comment[3], /^divergence=2 reason=datagram .* side=secondary$/);
+    assert.match(comment[4], /^divergence=2 reason=datagram .* side=secondary$/);
+    assert.match(comment[5], /^divergence=3 reason=timeout .* side=primary age_ms=190$/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+/** Keeps written bytes in memory. */
+class MemorySink implements ByteSink {
+  readonly chunks: Uint8Array[] = [];
+  write(bytes: Uint8Array): void {
+    this.chunks.push(bytes);
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+Deno.test("capture: stops at --capture-max-bytes and says so once", () => {
+  const lines: string[] = [];
+  const sink = new MemorySink();
+  const capture = new DivergenceCapture(sink, {
+    maxBytes: 1000,
+    epochMs: (now) => now,
+    log: new (class {
+      warn(event: string) {
+        lines.push(event);
+      }
+    })() as never,
+  });
+  const rec = new CapturingRecorder(capture);
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  for (let i = 0; i < 10; i++) {
+    engine.primary(udp(`p${i}`), 0, i);
+    engine.secondary(udp(`s${i}`), 0, i);
+    engine.checkpoint();
+  }
+  assert.equal(rec.checkpoints.length, 10);
+  assert.ok(capture.bytes <= 1000);
+  assert.ok(capture.captured >= 2, `captured ${capture.captured}`);
+  assert.equal(capture.captured + capture.skipped, 10);
+  assert.deepEqual(lines, ["capture-full"]);
+});
+
+Deno.test("capture: an engine whose sink has no divergence hook behaves the same", () => {
+  const plain = new Recorder();
+  const capturing = new CapturingRecorder(
+    new DivergenceCapture(new MemorySink(), { epochMs: (n) => n }),
+  );
+  for (const rec of [plain, capturing]) {
+    const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+    engine.primary(tcp(1, "abc"), 0, 0);
+    engine.secondary(tcp(1, "abd"), 0, 0);
+    engine.tick(500);
+  }
+  assert.deepEqual(capturing.log, plain.log);
+});
+
+Deno.test("capture: frames with a vnet header are written as plain Ethernet", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".pcapng" });
+  try {
+    const capture = new DivergenceCapture(BackgroundFile.create(path), { epochMs: (n) => n });
+    const engine = new CompareEngine(
+      { compareTimeout: 100, maxQueueSize: 1024 },
+      new CapturingRecorder(capture),
+    );
+    engine.primary(withVnet(udp("primary"), 12, 0xee), 12, 0);
+    engine.secondary(withVnet(udp("secondary"), 12, 0xee), 12, 1);
+    await capture.close();
+    const rows = await tshark(path, ["eth.type", "ip.dst", "udp.dstport", "frame.len"]);
+    assert.deepEqual(rows, [
+      ["0x0800", "10.0.0.3", "5353", String(udp("primary").length)],
+      ["0x0800", "10.0.0.3", "5353", String(udp("secondary").length)],
+    ]);
+  } finally {
+    await Deno.remove(path);
+  }
+});

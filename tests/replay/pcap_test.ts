@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { CaptureFormatError, CaptureReader, readCapture } from "../../src/replay/pcap.ts";
+import { enhancedPacket, interfaceDescription, sectionHeader } from "../../src/capture/pcapng.ts";
+import { frame } from "../support/packets.ts";
+import { pcapFile, pcapngFile, type TimedFrame } from "../support/pcap.ts";
+
+const frames: TimedFrame[] = [
+  { timeMs: 1_700_000_000_123.456, data: frame({ udp: { payload: "one" } }) },
+  { timeMs: 1_700_000_001_000.001, data: frame({ udp: { payload: "two, longer" } }) },
+];
+
+async function assertSame(bytes: Uint8Array, precisionMs: number): Promise<void> {
+  const got = await readCapture(bytes);
+  assert.equal(got.length, frames.length);
+  for (const [i, f] of frames.entries()) {
+    assert.deepEqual(got[i].data, f.data);
+    assert.ok(
+      Math.abs(got[i].timeMs - f.timeMs) <= precisionMs,
+      `time ${got[i].timeMs} vs ${f.timeMs}`,
+    );
+    assert.equal(got[i].truncated, false);
+  }
+}
+
+for (const bigEndian of [false, true]) {
+  for (const nanoseconds of [false, true]) {
+    Deno.test(
+      `pcap: reads ${bigEndian ? "big" : "little"}-endian files with ${
+        nanoseconds ? "nano" : "micro"
+      }second timestamps`,
+      async () => {
+        await assertSame(pcapFile(frames, { bigEndian, nanoseconds }), 0.001);
+      },
+    );
+  }
+  Deno.test(`pcapng: reads ${bigEndian ? "big" : "little"}-endian sections`, async () => {
+    await assertSame(pcapngFile(frames, { bigEndian }), 0.001);
+    await assertSame(pcapngFile(frames, { bigEndian, tsresol: 9 }), 0.000001);
+    await assertSame(pcapngFile(frames, { bigEndian, tsresol: 0x80 | 20 }), 0.001);
+  });
+}
+
+Deno.test("pcap: a frame cut by the snap length is marked truncated", async () => {
+  const got = await readCapture(pcapFile(frames, { snaplen: 50 }));
+  assert.equal(got[0].data.length, 45);
+  assert.equal(got[0].truncated, false);
+  assert.equal(got[1].data.length, 50);
+  assert.equal(got[1].truncated, true);
+});
+
+Deno.test("pcap: a file cut short mid-record keeps the whole records", async () => {
+  const bytes = pcapFile(frames);
+  assert.equal((await readCapture(bytes.subarray(0, bytes.length - 3))).length, 1);
+});
+
+Deno.test("pcapng: reads what --capture writes", async () => {
+  const f = frame({ udp: { payload: "x" } });
+  const bytes = new Uint8Array([
+    ...sectionHeader("test"),
+    ...interfaceDescription("primary-in"),
+    ...enhancedPacket(0, 1234.5, f, "a comment"),
+  ]);
+  const got = await readCapture(bytes);
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0].data, f);
+  assert.equal(got[0].timeMs, 1234.5);
+});
+
+Deno.test("pcap: anything else is refused with a reason", async () => {
+  await assert.rejects(readCapture(new TextEncoder().encode("hello world")), CaptureFormatError);
+  const linux = pcapFile(frames);
+  new DataView(linux.buffer).setUint32(20, 113, true); // LINKTYPE_LINUX_SLL
+  await assert.rejects(readCapture(linux), /link type 113 is not Ethernet/);
+});
+
+Deno.test("pcap: frames larger than the reader's buffer, and a stream in small reads", async () => {
+  const big = [
+    { timeMs: 1, data: frame({ udp: { payload: "x".repeat(60_000) } }) },
+    { timeMs: 2, data: frame({ udp: { payload: "y".repeat(300_000 - 42) } }) },
+  ];
+  for (const bytes of [pcapFile(big, { snaplen: 1 << 20 }), pcapngFile(big)]) {
+    let at = 0;
+    // 1000 bytes per read: every record is split across reads.
+    const reader = new CaptureReader((buf) => {
+      if (at >= bytes.length) return Promise.resolve(null);
+      const n = Math.min(buf.length, 1000, bytes.length - at);
+      buf.set(bytes.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    });
+    for (const f of big) {
+      const got = await reader.next();
+      assert.deepEqual(got?.data, f.data);
+    }
+    assert.equal(await reader.next(), null);
+  }
+});
