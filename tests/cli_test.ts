@@ -50,6 +50,7 @@ Deno.test("cli: the four streams, QEMU's defaults, and every option", () => {
     listen: false,
     host: "::1",
     port: 9009,
+    tls: false,
     text: "tcp:[::1]:9009",
   });
   assert.equal(d.config.compareTimeout, 300);

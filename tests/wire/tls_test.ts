@@ -1,0 +1,325 @@
+/**
+ * The TLS transport and its credentials (SPEC 11), with certificates made by openssl for the
+ * test: mutual TLS on tls-listen:, server verification on tls:, --tls-authz by subject DN as
+ * QEMU writes it, refusals that are logged (rate-limited) and never reach accept(), and
+ * credentials that fail at start with a line naming the file.
+ */
+
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { Logger } from "../../src/log.ts";
+import { parseAddress } from "../../src/wire/address.ts";
+import { TlsTransport } from "../../src/wire/tls.ts";
+import { CredentialsError, loadCredentials } from "../../src/wire/tls_creds.ts";
+import type { Conn, Listener } from "../../src/wire/transport.ts";
+import { certificateVersion, subjectDn } from "../../src/wire/x509.ts";
+import { makeCreds, removeCreds, type TestCreds } from "../support/tls_creds.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Log lines at warn and above, with a way to await the next one. */
+class Lines {
+  readonly lines: string[] = [];
+  #waiters: ((line: string) => void)[] = [];
+  readonly log = new Logger("warn", (line) => {
+    this.lines.push(line);
+    for (const w of this.#waiters.splice(0)) w(line);
+  });
+
+  next(): Promise<string> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+}
+
+function transport(dir: string, log: Logger, authz: string[] | null = null): TlsTransport {
+  const creds = loadCredentials(dir, { server: true, client: true });
+  return new TlsTransport({ creds, authz, log });
+}
+
+function portOf(l: Listener): number {
+  return Number(l.boundText.split(":").pop());
+}
+
+async function readText(conn: Conn, length: number): Promise<string> {
+  const buf = new Uint8Array(length);
+  let n = 0;
+  while (n < length) {
+    const got = await conn.read(buf.subarray(n));
+    if (got === null) break;
+    n += got;
+  }
+  return decoder.decode(buf.subarray(0, n));
+}
+
+/** A client outside our transport (Deno's rustls), with whatever certificate `dir` holds. */
+async function rawClient(port: number, dir: string, withCert = true): Promise<Deno.TlsConn> {
+  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [read("ca-cert.pem")],
+    ...(withCert ? { cert: read("client-cert.pem"), key: read("client-key.pem") } : {}),
+  });
+  return conn;
+}
+
+/** Sends `text` and waits until the server has closed the connection on us. */
+async function sendUntilRefused(conn: Deno.TlsConn, text: string): Promise<void> {
+  try {
+    await conn.handshake();
+    await conn.write(encoder.encode(text));
+    while (await conn.read(new Uint8Array(64)) !== null) { /* nothing is ever sent to us */ }
+  } catch {
+    // the alert or the reset that refuses us
+  } finally {
+    conn.close();
+  }
+}
+
+let creds: TestCreds;
+
+Deno.test.beforeAll(async () => {
+  creds = await makeCreds();
+});
+
+Deno.test.afterAll(async () => {
+  await removeCreds(creds);
+});
+
+Deno.test("tls: tls: and tls-listen: carry bytes both ways with mutual TLS", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log, ["O=Example,CN=client"]);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  try {
+    const accepted = listener.accept();
+    const client = await t.connect(
+      parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
+      new AbortController().signal,
+    );
+    const server = await accepted;
+    try {
+      assert.match(server.peer, /^127\.0\.0\.1:\d+$/);
+      assert.equal((server as { subject?: string }).subject, "O=Example,CN=client");
+      await client.write(encoder.encode("from the client"));
+      assert.equal(await readText(server, 15), "from the client");
+      await server.write(encoder.encode("and back"));
+      assert.equal(await readText(client, 8), "and back");
+      client.close();
+      assert.equal(await server.read(new Uint8Array(8)), null);
+    } finally {
+      client.close();
+      server.close();
+    }
+  } finally {
+    listener.close();
+  }
+  assert.deepEqual(lines.lines, []);
+});
+
+Deno.test("tls: clients without a certificate, of another CA, or with a DN not in --tls-authz are refused with a warn line", async () => {
+  for (
+    const [dir, withCert, reason] of [
+      [creds.dir, false, /reason="[^"]*[Cc]ertificate/],
+      // Deno's node:tls reports this refusal only as "socket hang up".
+      [creds.otherCaDir, true, /reason="[^"]+"/],
+      [creds.wrongDnDir, true, /reason="subject \\"O=Example,CN=intruder\\" not in --tls-authz"/],
+    ] as const
+  ) {
+    const lines = new Lines();
+    const t = transport(creds.dir, lines.log, ["O=Example,CN=client"]);
+    const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+    try {
+      const warned = lines.next();
+      await sendUntilRefused(await rawClient(portOf(listener), dir, withCert), "REFUSED");
+      const line = await warned;
+      assert.match(line, /level=warn event=tls-refused address=tls-listen:127\.0\.0\.1:0 peer=127/);
+      assert.match(line, reason);
+    } finally {
+      listener.close();
+    }
+  }
+});
+
+Deno.test("tls: refusals are logged once per interval, never reach accept(), and what they sent is never read", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log, ["O=Example,CN=client"]);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  try {
+    const accepted = listener.accept();
+    for (const dir of [creds.dir, creds.wrongDnDir, creds.otherCaDir, creds.wrongDnDir]) {
+      // Each returns once the server has closed the connection on it.
+      await sendUntilRefused(await rawClient(port, dir, dir !== creds.dir), "REFUSED PEER BYTES");
+    }
+    assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
+    // The next good client is the one accept() returns, with its own bytes only.
+    const good = await rawClient(port, creds.dir);
+    await good.handshake();
+    await good.write(encoder.encode("good"));
+    const server = await accepted;
+    try {
+      assert.equal((server as { subject?: string }).subject, "O=Example,CN=client");
+      assert.equal(await readText(server, 4), "good");
+    } finally {
+      server.close();
+      good.close();
+    }
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("tls: --tls-authz compares the DN in the certificate's order; the reversed DN refuses", async () => {
+  for (const [authz, admitted] of [[["CN=client,O=Example"], false], [null, true]] as const) {
+    const lines = new Lines();
+    const t = transport(creds.dir, lines.log, authz === null ? null : [...authz]);
+    const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+    try {
+      const client = await rawClient(portOf(listener), creds.wrongDnDir);
+      if (admitted) {
+        const server = await listener.accept();
+        assert.equal((server as { subject?: string }).subject, "O=Example,CN=intruder");
+        server.close();
+        client.close();
+      } else {
+        const warned = lines.next();
+        await sendUntilRefused(client, "x");
+        assert.match(await warned, /not in --tls-authz/);
+      }
+    } finally {
+      listener.close();
+    }
+  }
+});
+
+Deno.test("tls: tls: refuses a server whose certificate another CA signed", async () => {
+  const lines = new Lines();
+  const foreign = new TlsTransport({
+    creds: {
+      ...loadCredentials(creds.dir, { server: false, client: true }),
+      server: {
+        cert: Deno.readTextFileSync(`${creds.foreignServerDir}/server-cert.pem`),
+        key: Deno.readTextFileSync(`${creds.foreignServerDir}/server-key.pem`),
+      },
+    },
+    authz: null,
+    log: lines.log,
+  });
+  const listener = await foreign.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  try {
+    const t = transport(creds.dir, lines.log);
+    await assert.rejects(
+      t.connect(parseAddress(`tls:127.0.0.1:${portOf(listener)}`), new AbortController().signal),
+    );
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("tls: connect rejects at once when its signal aborts during the handshake", async () => {
+  // A TCP listener that accepts and never answers the ClientHello.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held = silent.accept();
+  try {
+    const t = transport(creds.dir, new Lines().log);
+    const abort = new AbortController();
+    const connecting = t.connect(
+      parseAddress(`tls:127.0.0.1:${(silent.addr as Deno.NetAddr).port}`),
+      abort.signal,
+    );
+    const conn = await held;
+    abort.abort(new Error("stopping"));
+    await assert.rejects(connecting, /stopping/);
+    conn.close();
+  } finally {
+    silent.close();
+  }
+});
+
+Deno.test("tls: credentials: each bad file fails with one line naming the file and the problem", () => {
+  const cases: [string, { server: boolean; client: boolean }, RegExp][] = [
+    [
+      creds.expiredDir,
+      { server: true, client: false },
+      /expired\/server-cert\.pem: the certificate expired on /,
+    ],
+    [
+      creds.mismatchDir,
+      { server: true, client: false },
+      /mismatch\/server-key\.pem: does not match server-cert\.pem/,
+    ],
+    [
+      creds.foreignServerDir,
+      { server: true, client: false },
+      /foreign\/server-cert\.pem: not signed by ca-cert\.pem/,
+    ],
+    [
+      creds.otherCaDir,
+      { server: false, client: true },
+      /other-ca\/client-cert\.pem: not signed by ca-cert\.pem/,
+    ],
+    [
+      `${creds.root}/missing`,
+      { server: true, client: false },
+      /missing\/ca-cert\.pem: cannot read it \(no such file\)/,
+    ],
+  ];
+  for (const [dir, needs, message] of cases) {
+    assert.throws(() => loadCredentials(dir, needs), (e: unknown) => {
+      assert.ok(e instanceof CredentialsError);
+      assert.match(e.message, message);
+      assert.ok(!e.message.includes("\n"));
+      return true;
+    });
+  }
+  // Only the pair an address needs is read: the expired server pair is not needed to connect.
+  assert.equal(loadCredentials(creds.expiredDir, { server: false, client: true }).server, null);
+});
+
+Deno.test("tls: credentials: a key file that is not a key, and an X.509 v1 certificate", async () => {
+  const dir = await Deno.makeTempDir({ dir: creds.root });
+  for (const f of ["ca-cert.pem", "server-cert.pem"]) {
+    await Deno.copyFile(`${creds.dir}/${f}`, `${dir}/${f}`);
+  }
+  await Deno.writeTextFile(`${dir}/server-key.pem`, "not a key\n");
+  assert.throws(
+    () => loadCredentials(dir, { server: true, client: false }),
+    /server-key\.pem: not an unencrypted PEM private key/,
+  );
+  // A v1 certificate: openssl x509 -req without extensions.
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["x509", "-req", "-in", `${creds.root}/server.csr`, "-CA", `${creds.root}/ca-cert.pem`],
+      ...["-CAkey", `${creds.root}/ca-key.pem`, "-days", "3", "-out", `${dir}/server-cert.pem`],
+    ],
+    stderr: "null",
+  }).output();
+  assert.ok(out.success);
+  await Deno.copyFile(`${creds.dir}/server-key.pem`, `${dir}/server-key.pem`);
+  const pem = await Deno.readTextFile(`${dir}/server-cert.pem`);
+  assert.equal(certificateVersion(new Uint8Array(new X509Certificate(pem).raw)), 1);
+  assert.throws(
+    () => loadCredentials(dir, { server: true, client: false }),
+    /server-cert\.pem: an X\.509 v1 certificate, which TLS here refuses; regenerate it with v3 extensions/,
+  );
+});
+
+Deno.test("tls: subjectDn writes the subject as QEMU's authz-simple compares it", async () => {
+  const dir = await Deno.makeTempDir({ dir: creds.root });
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+      ...["-keyout", `${dir}/k.pem`, "-out", `${dir}/c.pem`, "-days", "1", "-multivalue-rdn"],
+      ...["-subj", "/C=DE/O=Example\\, Inc./OU=a+OU=b/CN=client one"],
+    ],
+    stderr: "null",
+  }).output();
+  assert.ok(out.success);
+  const cert = new X509Certificate(await Deno.readTextFile(`${dir}/c.pem`));
+  assert.equal(
+    subjectDn(new Uint8Array(cert.raw)),
+    "C=DE,O=Example\\, Inc.,OU=a+OU=b,CN=client one",
+  );
+  assert.equal(certificateVersion(new Uint8Array(cert.raw)), 3);
+});
