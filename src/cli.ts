@@ -23,6 +23,10 @@ export interface Config {
   /** Per connection and side (QEMU admits one more). */
   maxQueueSize: number;
   vnetHdrSupport: boolean;
+  /** `--tls-creds DIR` (SPEC 11): QEMU's tls-creds-x509 layout; set whenever a tls address is. */
+  tlsCreds: string | null;
+  /** `--tls-authz DN`, repeatable: accepted client subject DNs; null accepts any the CA signed. */
+  tlsAuthz: string[] | null;
   logLevel: Level;
 }
 
@@ -53,8 +57,9 @@ Usage:
   colo-compare --primary-in ADDR --secondary-in ADDR --outdev ADDR [--notify-dev ADDR] [options]
   colo-compare demo        run the comparator on a built-in demo (no VM needed)
 
-Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, unix:PATH or unix-listen:PATH;
-IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; tcp-listen port 0 picks a free port):
+Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, tls:HOST:PORT, tls-listen:HOST:PORT,
+unix:PATH or unix-listen:PATH; IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; port 0 to
+listen picks a free port):
   --primary-in ADDR          frames sent by the primary VM (QEMU primary_in)
   --secondary-in ADDR        frames sent by the secondary VM (secondary_in)
   --outdev ADDR              released primary frames (outdev)
@@ -65,6 +70,11 @@ Options:
   --expired-scan-cycle MS    how often held frames are checked for age (default 1000)
   --max-queue-size N         frames held per connection and side (default 1024; N+1 fit, as in QEMU)
   --vnet-hdr-support         frames carry a vnet header length word (vnet_hdr_support=on)
+  --tls-creds DIR            certificates for tls:/tls-listen: in QEMU's tls-creds-x509 layout
+                             (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem,
+                             client-key.pem); tls-listen: requires client certificates
+  --tls-authz DN             accept only this client certificate subject, as QEMU's authz-simple
+                             writes it (e.g. O=Example,CN=client); repeatable
   --log-level LEVEL          error, warn, info (default), debug or trace (QEMU trace names)
   -h, --help                 this text
   -V, --version              the version
@@ -87,6 +97,8 @@ const OPTIONS = {
   "expired-scan-cycle": { type: "string" },
   "max-queue-size": { type: "string" },
   "vnet-hdr-support": { type: "boolean" },
+  "tls-creds": { type: "string" },
+  "tls-authz": { type: "string", multiple: true },
   "log-level": { type: "string" },
   "help": { type: "boolean", short: "h" },
   "version": { type: "boolean", short: "V" },
@@ -127,6 +139,37 @@ function level(text: string | undefined): Level | null {
   if (text === undefined) return null;
   if ((LEVELS as readonly string[]).includes(text)) return text as Level;
   throw new UsageError(`--log-level: "${text}" is not a level; use one of ${LEVELS.join(", ")}`);
+}
+
+/** `--tls-creds` and `--tls-authz` against the addresses that use them (SPEC 11). */
+function tlsOptions(
+  named: [string, Address][],
+  creds: string | undefined,
+  authz: string[] | undefined,
+): Pick<Config, "tlsCreds" | "tlsAuthz"> {
+  const tls = named.filter(([, a]) => a.transport === "tcp" && a.tls);
+  if (tls.length > 0 && (creds === undefined || creds === "")) {
+    const [flag, a] = tls[0];
+    throw new UsageError(
+      `--${flag} ${a.text} needs --tls-creds DIR: a directory with ca-cert.pem and the ${
+        a.listen ? "server" : "client"
+      } certificate and key (QEMU's tls-creds-x509 layout)`,
+    );
+  }
+  if (authz !== undefined) {
+    if (!tls.some(([, a]) => a.listen)) {
+      throw new UsageError(
+        "--tls-authz checks clients of tls-listen: addresses, and none is given; use tls-listen: or drop --tls-authz",
+      );
+    }
+    const empty = authz.find((dn) => !/^[^=,]+=/.test(dn));
+    if (empty !== undefined) {
+      throw new UsageError(
+        `--tls-authz: "${empty}" is not a distinguished name; write it as QEMU does, e.g. O=Example,CN=client`,
+      );
+    }
+  }
+  return { tlsCreds: tls.length > 0 ? creds! : null, tlsAuthz: authz ?? null };
 }
 
 /** Parses `args` (without the program name). Throws {@linkcode UsageError}. */
@@ -185,6 +228,7 @@ export function parseCommandLine(args: string[]): Command {
       }
     }
   }
+  const tls = tlsOptions(named, v["tls-creds"], v["tls-authz"]);
   const config: Config = {
     primaryIn,
     secondaryIn,
@@ -200,6 +244,7 @@ export function parseCommandLine(args: string[]): Command {
       ? DEFAULTS.maxQueueSize
       : positiveInteger("max-queue-size", v["max-queue-size"], "frames", 2 ** 32 - 1),
     vnetHdrSupport: v["vnet-hdr-support"] ?? false,
+    ...tls,
     logLevel: level(v["log-level"]) ?? "info",
   };
   return { kind: "run", config };
