@@ -195,7 +195,7 @@ export class CompareEngine implements CompareContext {
     const kind = parseFrame(frame, vnetLen, info);
     if (kind === UNSUPPORTED) {
       this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
-      if (side === "primary") sink.release(frame, vnetLen, "passthrough");
+      if (side === "primary") sink.release(frame, vnetLen, "passthrough", info.reason);
       else sink.discard(side, info.reason, frame, null);
       return;
     }
