@@ -34,6 +34,13 @@ export interface Config {
   logLevel: Level;
 }
 
+/** Every socket address the configuration names. */
+export function configAddresses(config: Config): Address[] {
+  const all = [config.primaryIn, config.secondaryIn, config.outdev];
+  if (config.notifyDev) all.push(config.notifyDev);
+  return all;
+}
+
 /** What the command line asks for. */
 export type Command =
   | { kind: "run"; config: Config }

@@ -25,6 +25,9 @@ import { Stats } from "./stats.ts";
 import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { PlainTransport } from "./wire/plain.ts";
+import { TlsTransport } from "./wire/tls.ts";
+import type { TlsCredentials } from "./wire/tls_creds.ts";
+import type { Transport } from "./wire/transport.ts";
 import type { Conn } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
@@ -105,11 +108,18 @@ export class Comparator {
   #stopping = false;
   #started = false;
 
-  constructor(config: Config, log: Logger) {
+  /** `tlsCreds`: read from `--tls-creds` at start; needed when any address is `tls`. */
+  constructor(config: Config, log: Logger, tlsCreds: TlsCredentials | null = null) {
     this.config = config;
     this.#log = log;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
-    const transport = new PlainTransport(config.socketMode);
+    const plain = new PlainTransport(config.socketMode);
+    const tls = tlsCreds && new TlsTransport({ creds: tlsCreds, authz: config.tlsAuthz, log });
+    const transport = (a: Address): Transport => {
+      if (a.transport !== "tcp" || !a.tls) return plain;
+      if (!tls) throw new Error(`${a.text}: a tls address needs the --tls-creds credentials`);
+      return tls;
+    };
     this.#out = new FrameWriter({
       vnet: config.vnetHdrSupport,
       highWater: OUT_HIGH_WATER,
@@ -147,7 +157,7 @@ export class Comparator {
     this.#pumps = { primary: this.#pump("primary"), secondary: this.#pump("secondary") };
 
     const endpoint = (name: EndpointName, address: Address) => {
-      const e = new Endpoint(name, address, transport, log);
+      const e = new Endpoint(name, address, transport(address), log);
       e.onPeer((connected, peer) =>
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
       );
@@ -169,7 +179,7 @@ export class Comparator {
     this.#channel = config.notifyDev
       ? new NotifyChannel(
         config.notifyDev,
-        transport,
+        transport(config.notifyDev),
         events,
         log,
         this.#classes,

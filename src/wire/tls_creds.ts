@@ -8,6 +8,7 @@
  */
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import type { Address } from "./address.ts";
 import { certificateVersion } from "./x509.ts";
 
 /** QEMU's file names (crypto/tlscredsx509.h). */
@@ -168,4 +169,20 @@ export function loadCredentials(
       ? loadPair(dir, TLS_FILES.clientCert, TLS_FILES.clientKey, caCerts, now)
       : null,
   };
+}
+
+/**
+ * The credentials `addresses` need from `--tls-creds DIR`, or null when none is a tls
+ * address. Throws {@linkcode CredentialsError}.
+ */
+export function credentialsFor(
+  dir: string | null,
+  addresses: readonly Address[],
+): TlsCredentials | null {
+  const tls = addresses.filter((a) => a.transport === "tcp" && a.tls);
+  if (dir === null || tls.length === 0) return null;
+  return loadCredentials(dir, {
+    server: tls.some((a) => a.listen),
+    client: tls.some((a) => !a.listen),
+  });
 }
