@@ -60,6 +60,7 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   const comparator = new Comparator(config, log, tlsCreds);
+  const stopSignal = waitForSignal();
   try {
     await comparator.start();
   } catch (error) {
@@ -68,7 +69,7 @@ async function main(args: string[]): Promise<number> {
   }
   // SPEC 11: everything is bound and read; give back what the running program does not need.
   log.info("permissions", dropPermissions(configAddresses(config)));
-  const signal = await waitForSignal();
+  const signal = await stopSignal;
   log.info("stopping", { signal });
   await comparator.stop();
   return 0;

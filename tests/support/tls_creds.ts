@@ -1,7 +1,8 @@
 /**
  * Test credentials made with `openssl` (v3 extensions) in a temporary directory, in QEMU's
  * tls-creds-x509 layout: a CA, a server and a client certificate, plus the bad cases the
- * tests need (a second CA's client, a client with another DN, an expired certificate).
+ * tests need (a second CA's client, a client with another DN, an expired certificate); and a
+ * client outside the program's own transport, to knock on a tls-listen: port.
  *
  * @module
  */
@@ -147,4 +148,31 @@ export async function makeCreds(): Promise<TestCreds> {
 /** Removes what {@linkcode makeCreds} made. */
 export async function removeCreds(creds: TestCreds): Promise<void> {
   await Deno.remove(creds.root, { recursive: true });
+}
+
+/** A client outside our transport (Deno's rustls), with whatever client pair `dir` holds. */
+export async function rawClient(port: number, dir: string, withCert = true): Promise<Deno.TlsConn> {
+  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
+  return await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [read("ca-cert.pem")],
+    ...(withCert ? { cert: read("client-cert.pem"), key: read("client-key.pem") } : {}),
+  });
+}
+
+/** Sends `data` and returns once the server has closed the connection on us. */
+export async function sendUntilRefused(
+  conn: Deno.TlsConn,
+  data: Uint8Array | string,
+): Promise<void> {
+  try {
+    await conn.handshake();
+    await conn.write(typeof data === "string" ? new TextEncoder().encode(data) : data);
+    while (await conn.read(new Uint8Array(64)) !== null) { /* nothing is ever sent to us */ }
+  } catch {
+    // the alert or the reset that refuses us
+  } finally {
+    conn.close();
+  }
 }

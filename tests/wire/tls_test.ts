@@ -13,7 +13,13 @@ import { TlsTransport } from "../../src/wire/tls.ts";
 import { CredentialsError, loadCredentials } from "../../src/wire/tls_creds.ts";
 import type { Conn, Listener } from "../../src/wire/transport.ts";
 import { certificateVersion, subjectDn } from "../../src/wire/x509.ts";
-import { makeCreds, removeCreds, type TestCreds } from "../support/tls_creds.ts";
+import {
+  makeCreds,
+  rawClient,
+  removeCreds,
+  sendUntilRefused,
+  type TestCreds,
+} from "../support/tls_creds.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -50,31 +56,6 @@ async function readText(conn: Conn, length: number): Promise<string> {
     n += got;
   }
   return decoder.decode(buf.subarray(0, n));
-}
-
-/** A client outside our transport (Deno's rustls), with whatever certificate `dir` holds. */
-async function rawClient(port: number, dir: string, withCert = true): Promise<Deno.TlsConn> {
-  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
-  const conn = await Deno.connectTls({
-    hostname: "127.0.0.1",
-    port,
-    caCerts: [read("ca-cert.pem")],
-    ...(withCert ? { cert: read("client-cert.pem"), key: read("client-key.pem") } : {}),
-  });
-  return conn;
-}
-
-/** Sends `text` and waits until the server has closed the connection on us. */
-async function sendUntilRefused(conn: Deno.TlsConn, text: string): Promise<void> {
-  try {
-    await conn.handshake();
-    await conn.write(encoder.encode(text));
-    while (await conn.read(new Uint8Array(64)) !== null) { /* nothing is ever sent to us */ }
-  } catch {
-    // the alert or the reset that refuses us
-  } finally {
-    conn.close();
-  }
 }
 
 let creds: TestCreds;
