@@ -35,6 +35,8 @@ export interface TlsTransportOptions {
   /** Accepted client subject DNs (`--tls-authz`); null accepts any certificate the CA signed. */
   authz: readonly string[] | null;
   log: Logger;
+  /** A peer that has not finished its handshake after this long is dropped (default 10 s). */
+  handshakeTimeoutMs?: number;
 }
 
 function hostPort(host: string | undefined, port: number | undefined): string {
@@ -235,7 +237,7 @@ class TlsListener implements Listener {
       ca: creds.caPem,
       requestCert: true,
       rejectUnauthorized: true,
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     });
     this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
       refusals.note(peerOf(socket), error.message);

@@ -151,6 +151,52 @@ Deno.test("tls: refusals are logged once per interval, never reach accept(), and
   }
 });
 
+Deno.test("tls: a peer that never finishes its handshake is dropped after the timeout, and one that speaks no TLS at once; neither stalls a good client", async () => {
+  const lines = new Lines();
+  const creds0 = loadCredentials(creds.dir, { server: true, client: true });
+  const t = new TlsTransport({
+    creds: creds0,
+    authz: null,
+    log: lines.log,
+    handshakeTimeoutMs: 300,
+  });
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+  const garbage = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await garbage.write(encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+    // While the silent peer hangs in its handshake, a good client is served.
+    const accepted = listener.accept();
+    const good = await t.connect(
+      parseAddress(`tls:127.0.0.1:${port}`),
+      new AbortController().signal,
+    );
+    const server = await accepted;
+    await good.write(encoder.encode("ok"));
+    assert.equal(await readText(server, 2), "ok");
+    good.close();
+    server.close();
+    // Both bad peers are closed by the server: their reads end.
+    const ended = async (c: Deno.Conn) => {
+      try {
+        while (await c.read(new Uint8Array(64)) !== null) { /* an alert, then the end */ }
+      } catch {
+        // reset
+      }
+    };
+    const started = performance.now();
+    await Promise.all([ended(silent), ended(garbage)]);
+    assert.ok(performance.now() - started < 5000);
+    assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
+    assert.match(lines.lines[0], /event=tls-refused .*peer=127\.0\.0\.1:\d+ reason=/);
+  } finally {
+    silent.close();
+    garbage.close();
+    listener.close();
+  }
+});
+
 Deno.test("tls: --tls-authz compares the DN in the certificate's order; the reversed DN refuses", async () => {
   for (const [authz, admitted] of [[["CN=client,O=Example"], false], [null, true]] as const) {
     const lines = new Lines();
