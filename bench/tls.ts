@@ -8,7 +8,9 @@
  *
  * A sender process connects and writes colo frames (u32 length + bytes) in 256 KiB batches
  * as fast as the receiver takes them; this process listens, reads into one 256 KiB buffer and
- * decodes every frame with the program's FrameDecoder. One row per stack and frame size.
+ * decodes every frame with the program's FrameDecoder. One row per stack and frame size, with
+ * the CPU both processes used (frames per receiver CPU-second holds up better than frames/s on
+ * a loaded machine).
  *
  * @module
  */
@@ -21,6 +23,7 @@ import { FrameDecoder } from "../src/wire/codec.ts";
 import { TlsTransport } from "../src/wire/tls.ts";
 import { loadCredentials } from "../src/wire/tls_creds.ts";
 import type { Conn, Listener } from "../src/wire/transport.ts";
+import { readCpuSeconds } from "./proc.ts";
 
 const STACKS = ["tcp", "deno-tls", "node-tls", "node-tls+deno-connect"] as const;
 type Stack = typeof STACKS[number];
@@ -114,6 +117,7 @@ async function receive(stack: Stack, dir: string, size: number, seconds: number)
   while (performance.now() < warmEnd) decoder.push(buf.subarray(0, (await conn.read(buf))!));
   frames = 0;
   const start = performance.now();
+  const cpu0 = [readCpuSeconds("self") ?? 0, readCpuSeconds(child.pid) ?? 0];
   const end = start + seconds * 1000;
   while (performance.now() < end) {
     const n = await conn.read(buf);
@@ -122,10 +126,18 @@ async function receive(stack: Stack, dir: string, size: number, seconds: number)
     decoder.push(buf.subarray(0, n));
   }
   const elapsed = (performance.now() - start) / 1000;
+  const recvCpu = (readCpuSeconds("self") ?? 0) - cpu0[0];
+  const sendCpu = (readCpuSeconds(child.pid) ?? 0) - cpu0[1];
   conn.close();
   listener.close();
   await child.status;
-  return { mbps: (bytes * 8) / elapsed / 1e6, fps: frames / elapsed };
+  return {
+    mbps: (bytes * 8) / elapsed / 1e6,
+    fps: frames / elapsed,
+    recvCpu: recvCpu / elapsed,
+    sendCpu: sendCpu / elapsed,
+    framesPerRecvCpu: frames / recvCpu,
+  };
 }
 
 async function main(): Promise<void> {
@@ -147,12 +159,19 @@ async function main(): Promise<void> {
   }
   const creds = await makeCreds();
   try {
-    console.log("| stack | frame bytes | Mbit/s | frames/s |");
-    console.log("| --- | ---: | ---: | ---: |");
+    console.log(
+      "| stack | frame bytes | Mbit/s | frames/s | CPU receiver | CPU sender | frames per receiver CPU-s |",
+    );
+    console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const stack of values.stacks.split(",") as Stack[]) {
       for (const size of values.sizes.split(",").map(Number)) {
         const r = await receive(stack, creds.dir, size, Number(values.seconds));
-        console.log(`| ${stack} | ${size} | ${r.mbps.toFixed(0)} | ${r.fps.toFixed(0)} |`);
+        const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+        console.log(
+          `| ${stack} | ${size} | ${r.mbps.toFixed(0)} | ${r.fps.toFixed(0)} | ${
+            pct(r.recvCpu)
+          } | ${pct(r.sendCpu)} | ${r.framesPerRecvCpu.toFixed(0)} |`,
+        );
       }
     }
   } finally {
