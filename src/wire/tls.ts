@@ -83,6 +83,23 @@ function peerChain(socket: tls.TLSSocket): X509Certificate[] {
   return chain;
 }
 
+/**
+ * The subject DN of a peer whose certificate chains to ca-cert.pem (checked here as well as
+ * by the TLS stack), or why the peer is refused. Never throws: a peer's certificate cannot
+ * crash the program.
+ */
+function peerSubject(socket: tls.TLSSocket, creds: TlsCredentials, role: string): string | Error {
+  try {
+    const chain = peerChain(socket);
+    if (!socket.authorized || chain.length === 0 || !chainsToCa(chain, creds)) {
+      return new Error(`${role} certificate not signed by ${TLS_FILES.ca}`);
+    }
+    return subjectDn(new Uint8Array(chain[0].raw));
+  } catch {
+    return new Error(`unreadable ${role} certificate`);
+  }
+}
+
 /** True when each certificate from the leaf up is signed by the next, up to one of the CAs. */
 function chainsToCa(chain: X509Certificate[], creds: TlsCredentials): boolean {
   for (let i = 0; i < chain.length; i++) {
@@ -225,11 +242,15 @@ class TlsListener implements Listener {
   readonly #server: tls.Server;
   readonly #pending: TlsConn[] = [];
   #waiter: { resolve: (c: TlsConn) => void; reject: (e: Error) => void } | null = null;
+  readonly #log: Logger;
+  readonly #address: string;
   #closed = false;
   boundText = "";
 
   constructor(address: Address, options: TlsTransportOptions, server: KeyPairPem) {
     const { creds, authz, log } = options;
+    this.#log = log;
+    this.#address = address.text;
     const refusals = new RefusalLog(log, address.text);
     this.#server = tls.createServer({
       key: server.key,
@@ -250,16 +271,8 @@ class TlsListener implements Listener {
         refusals.note(peer, reason);
       };
       if (this.#closed) return void socket.destroy();
-      let chain: X509Certificate[];
-      try {
-        chain = peerChain(socket);
-      } catch {
-        return refuse("unreadable client certificate");
-      }
-      if (!socket.authorized || chain.length === 0 || !chainsToCa(chain, creds)) {
-        return refuse(`client certificate not signed by ${TLS_FILES.ca}`);
-      }
-      const subject = subjectDn(new Uint8Array(chain[0].raw));
+      const subject = peerSubject(socket, creds, "client");
+      if (subject instanceof Error) return refuse(subject.message);
       if (authz && !authz.includes(subject)) {
         return refuse(`subject "${subject}" not in --tls-authz`);
       }
@@ -283,6 +296,10 @@ class TlsListener implements Listener {
       this.#server.once("error", onError);
       this.#server.listen(port, host, () => {
         this.#server.off("error", onError);
+        // After binding, a failing accept is logged, never thrown out of an event handler.
+        this.#server.on("error", (error: Error) => {
+          this.#log.error("accept-failed", { address: this.#address, error: error.message });
+        });
         const a = this.#server.address();
         if (a && typeof a === "object") this.boundText = hostPort(a.address, a.port);
         resolve();
@@ -353,16 +370,9 @@ export class TlsTransport implements Transport {
       socket.once("secureConnect", () => {
         signal.removeEventListener("abort", onAbort);
         socket.off("error", fail);
-        let chain: X509Certificate[] = [];
-        try {
-          chain = peerChain(socket);
-        } catch {
-          // an unreadable chain is refused below
-        }
-        if (!socket.authorized || !chainsToCa(chain, creds)) {
-          return fail(new Error(`server certificate not signed by ${TLS_FILES.ca}`));
-        }
-        resolve(new TlsConn(socket, subjectDn(new Uint8Array(chain[0].raw))));
+        const subject = peerSubject(socket, creds, "server");
+        if (subject instanceof Error) return fail(subject);
+        resolve(new TlsConn(socket, subject));
       });
     });
   }
