@@ -4,8 +4,9 @@
  * subject DN is listed; `tls:` verifies the server's certificate and presents the client
  * certificate. A refused or failed handshake is one rate-limited warn line; nothing a refused
  * peer sent is ever read. (Deno.listenTls cannot ask for client certificates at all, so the
- * listener needs node:tls; connects use it too, as it measured as fast and lets us check the
- * server's chain against ca-cert.pem ourselves: Deno's roots include Mozilla's besides `ca`.)
+ * listener needs node:tls. Connects use it too, although Deno.connectTls sends at about half
+ * the CPU (bench/tls.ts): only node:tls shows us the server's chain, which we check against
+ * ca-cert.pem ourselves, since Deno's TLS trusts Mozilla's roots besides the given CA.)
  *
  * @module
  */
@@ -26,7 +27,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_PENDING = 4;
 /** Refused handshakes: the first is logged, then at most one summary line per interval. */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
-/** TCP keepalive on every connection, so a dead peer is noticed within a minute (SPEC 11). */
+/** TCP keepalive on every connection (SPEC 11): probes after this long idle. */
 const KEEPALIVE_DELAY_MS = 30_000;
 
 /** What {@linkcode TlsTransport} is made of. */
