@@ -27,6 +27,10 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_PENDING = 4;
 /** Refused handshakes: the first is logged, then at most one summary line per interval. */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
+/** After our handshake, how long a server has to refuse our certificate by closing. */
+const REFUSAL_GRACE_MS = 250;
+const REFUSED_AFTER_HANDSHAKE = "the server closed the connection right after the handshake: " +
+  "it refused our client certificate (its CA, or its tls-authz list)";
 /** TCP keepalive on every connection (SPEC 11): probes after this long idle. */
 const KEEPALIVE_DELAY_MS = 30_000;
 
@@ -360,20 +364,37 @@ export class TlsTransport implements Transport {
         key: client.key,
         rejectUnauthorized: true,
       });
-      const fail = (error: unknown) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const settle = () => {
+        clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
+        socket.off("error", fail);
+        socket.off("close", onClose);
+      };
+      const fail = (error: unknown) => {
+        settle();
         socket.destroy();
         reject(nodeErrorToDeno(error));
       };
       const onAbort = () => fail(signal.reason);
+      const onClose = () => fail(new Error(REFUSED_AFTER_HANDSHAKE));
       signal.addEventListener("abort", onAbort, { once: true });
       socket.once("error", fail);
       socket.once("secureConnect", () => {
-        signal.removeEventListener("abort", onAbort);
-        socket.off("error", fail);
         const subject = peerSubject(socket, creds, "server");
         if (subject instanceof Error) return fail(subject);
-        resolve(new TlsConn(socket, subject));
+        // TLS 1.3: the server judges our certificate after our side of the handshake is done
+        // (QEMU's tls-authz closes at once). A close within the grace is that refusal, and a
+        // connect failure with backoff, not a peer that comes and goes ten times a second.
+        const conn = new TlsConn(socket, subject);
+        const succeed = () => {
+          settle();
+          socket.off("data", succeed);
+          resolve(conn);
+        };
+        socket.once("close", onClose);
+        socket.once("data", succeed);
+        timer = setTimeout(succeed, REFUSAL_GRACE_MS);
       });
     });
   }

@@ -130,21 +130,29 @@ Deno.test({
   },
 });
 
+/**
+ * QEMU 7.2's colo-compare whose primary_in is a TLS server chardev (verify-peer=on) that
+ * admits the client `identity` (QEMU's option syntax: the DN's commas doubled).
+ */
+function qemuTlsServer(identity: string) {
+  const [qpri, qsec, qout] = freePorts(3);
+  const qemu = startQemu([
+    ...["-object", `tls-creds-x509,id=tls0,dir=${creds.dir},endpoint=server,verify-peer=on`],
+    ...["-object", `authz-simple,id=auth0,identity=${identity}`],
+    "-chardev",
+    `socket,id=pri,host=127.0.0.1,port=${qpri},server=on,wait=off,tls-creds=tls0,tls-authz=auth0`,
+    ...["-chardev", `socket,id=sec,host=127.0.0.1,port=${qsec},server=on,wait=off`],
+    ...["-chardev", `socket,id=out,host=127.0.0.1,port=${qout},server=on,wait=off`],
+  ]);
+  return { qemu, qpri, qsec, qout };
+}
+
 Deno.test({
   name:
     `e2e tls: our tls: outdev connects to QEMU 7.2's TLS server chardev (verify-peer=on, authz-simple)${skipped}`,
   ignore: !haveQemu,
   async fn() {
-    const [qpri, qsec, qout] = freePorts(3);
-    const qemu = startQemu([
-      ...["-object", `tls-creds-x509,id=tls0,dir=${creds.dir},endpoint=server,verify-peer=on`],
-      // QEMU's option syntax doubles the comma inside the DN.
-      ...["-object", "authz-simple,id=auth0,identity=O=Example,,CN=client"],
-      "-chardev",
-      `socket,id=pri,host=127.0.0.1,port=${qpri},server=on,wait=off,tls-creds=tls0,tls-authz=auth0`,
-      ...["-chardev", `socket,id=sec,host=127.0.0.1,port=${qsec},server=on,wait=off`],
-      ...["-chardev", `socket,id=out,host=127.0.0.1,port=${qout},server=on,wait=off`],
-    ]);
+    const { qemu, qpri, qsec, qout } = qemuTlsServer("O=Example,,CN=client");
     const qsecConn = await connectRetry(qsec);
     const qemuOut = new FrameCollector(await connectRetry(qout));
     const ours = await startProgram({
@@ -167,6 +175,37 @@ Deno.test({
       const { code, stderr } = await ours.stop();
       const qemuLog = await qemu.stop();
       assert.equal(code, 0, stderr + qemuLog);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `e2e tls: QEMU 7.2's tls-authz refusing our certificate is one connect-failed warn line, not a peer that comes and goes${skipped}`,
+  ignore: !haveQemu,
+  async fn() {
+    const { qemu, qpri, qout } = qemuTlsServer("O=Example,,CN=someone-else");
+    // QEMU opens its chardevs in order: once outdev listens, the TLS primary_in does too.
+    const qemuOut = await connectRetry(qout);
+    const ours = await startProgram({
+      endpoints: [
+        ...["--primary-in", "tcp-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
+        ...["--outdev", `tls:127.0.0.1:${qpri}`],
+      ],
+      flags: ["--tls-creds", creds.dir, "--log-level", "debug"],
+    });
+    try {
+      const line = await ours.waitForLine(/event=connect-failed endpoint=outdev .*handshake/);
+      assert.match(line, /level=warn .*refused our client certificate/);
+      // Two more attempts (backoff 100, 200 ms), logged at debug only.
+      await ours.waitForLine(/level=debug event=connect-failed endpoint=outdev .* retry_ms=400/);
+    } finally {
+      const { code, stderr } = await ours.stop();
+      qemuOut.close();
+      await qemu.stop();
+      assert.equal(code, 0, stderr);
+      assert.equal(stderr.match(/level=warn event=connect-failed/g)?.length, 1, stderr);
+      assert.doesNotMatch(stderr, /event=peer-connected/);
     }
   },
 });

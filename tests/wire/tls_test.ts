@@ -244,6 +244,24 @@ Deno.test("tls: tls: refuses a server whose certificate another CA signed", asyn
   }
 });
 
+Deno.test("tls: tls: fails to connect when the server closes right after the handshake (our certificate refused by its authz)", async () => {
+  const lines = new Lines();
+  const listener = await transport(creds.dir, lines.log, ["O=Example,CN=client"])
+    .listen(parseAddress("tls-listen:127.0.0.1:0"));
+  try {
+    const intruder = transport(creds.wrongDnDir, lines.log);
+    await assert.rejects(
+      intruder.connect(
+        parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
+        new AbortController().signal,
+      ),
+      /closed the connection right after the handshake: it refused our client certificate/,
+    );
+  } finally {
+    listener.close();
+  }
+});
+
 Deno.test("tls: connect rejects at once when its signal aborts during the handshake", async () => {
   // A TCP listener that accepts and never answers the ClientHello.
   const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
