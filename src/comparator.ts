@@ -16,7 +16,9 @@ import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
+import { CompareClock } from "./flow/clock.ts";
 import { FlowControl, heldMarks, type PauseReason } from "./flow/control.ts";
+import { PauseLog } from "./flow/pause_log.ts";
 import { InputPump } from "./input/pump.ts";
 import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
@@ -27,8 +29,7 @@ import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { TlsTransport } from "./wire/tls.ts";
 import type { TlsCredentials } from "./wire/tls_creds.ts";
-import type { Transport } from "./wire/transport.ts";
-import type { Conn } from "./wire/transport.ts";
+import type { Conn, Transport } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
 const OUT_HIGH_WATER = 4 * 1024 * 1024;
@@ -72,15 +73,6 @@ export interface ComparatorEvents {
   pause?(side: Side, paused: boolean, reason: PauseReason): void;
 }
 
-interface PauseLog {
-  since: number;
-  logged: boolean;
-  loggedAt: number;
-  /** Pauses since the last line about them, and their time. */
-  quiet: number;
-  quietMs: number;
-}
-
 /** One comparator instance: the program's whole runtime state, wired. */
 export class Comparator {
   readonly config: Config;
@@ -99,10 +91,8 @@ export class Comparator {
   readonly #pumps: Record<Side, InputPump>;
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
-  readonly #pauseLog: Record<Side, PauseLog> = {
-    primary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
-    secondary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
-  };
+  readonly #pauseLog: PauseLog;
+  readonly #clock = new CompareClock();
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
@@ -113,6 +103,7 @@ export class Comparator {
     this.config = config;
     this.#log = log;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
+    this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
     const plain = new PlainTransport(config.socketMode);
     const tls = tlsCreds && new TlsTransport({ creds: tlsCreds, authz: config.tlsAuthz, log });
     const transport = (a: Address): Transport => {
@@ -128,7 +119,10 @@ export class Comparator {
       maxAgeDisconnected: OUT_MAX_AGE_MS,
       onOverflow: (n) => this.#sink.outdevLost("disconnected-overflow", n),
       onExpired: (n) => this.#sink.outdevLost("too-old", n),
-      onCongestion: (on) => this.#flow.outdev(on),
+      onCongestion: (on) => {
+        this.#clock.hold(on);
+        this.#flow.outdev(on);
+      },
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
     });
     this.#sink = new ComparatorSink(
@@ -207,6 +201,7 @@ export class Comparator {
         engine.secondary(f, v, now);
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
+      now: () => this.#clock.now(),
       frame,
       chunk: () => {
         // Released frames go out now, before the next read is even asked for.
@@ -317,7 +312,7 @@ export class Comparator {
       unsentBytes: this.#out.pendingBytes,
     };
     this.#classes.flush(true);
-    this.#flushPauseLog(true);
+    this.#pauseLog.flush(true);
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
         primary: report.heldPrimary,
@@ -346,70 +341,36 @@ export class Comparator {
     }
   }
 
-  // Flow control: the pumps do what it decides; pauses and their end are logged at info,
-  // at most one pair per side every SUMMARY_INTERVAL_MS, the rest summarised.
+  // Flow control: the pumps do what it decides; the pause log says so.
 
   #heldChanged(): void {
     this.#flow.held(this.engine.heldPrimaryBytes, this.engine.heldSecondaryBytes);
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {
-    const pump = this.#pumps[side];
-    if (paused) pump.pause();
-    else pump.resume();
-    const p = this.#pauseLog[side];
-    const now = performance.now();
-    if (paused) {
-      p.since = now;
-      p.logged = now - p.loggedAt >= SUMMARY_INTERVAL_MS;
-      if (p.logged) {
-        p.loggedAt = now;
-        this.#log.info("input-paused", {
-          side,
-          reason,
-          held_bytes: side === "primary"
-            ? this.engine.heldPrimaryBytes
-            : this.engine.heldSecondaryBytes,
-          outdev_pending_bytes: this.#out.pendingBytes,
-        });
-      }
-    } else {
-      const ms = now - p.since;
-      this.stats.paused(side, reason, ms);
-      if (p.logged) {
-        this.#log.info("input-resumed", { side, reason, paused_ms: Math.round(ms) });
-      } else {
-        p.quiet++;
-        p.quietMs += ms;
-      }
-    }
+    if (paused) this.#pumps[side].pause();
+    else this.#pumps[side].resume();
+    this.#pauseLog.change(side, paused, reason, {
+      held_bytes: side === "primary"
+        ? this.engine.heldPrimaryBytes
+        : this.engine.heldSecondaryBytes,
+      outdev_pending_bytes: this.#out.pendingBytes,
+    });
     this.#emit((s) => s.pause?.(side, paused, reason));
-  }
-
-  #flushPauseLog(final: boolean): void {
-    const now = performance.now();
-    for (const side of ["primary", "secondary"] as const) {
-      const p = this.#pauseLog[side];
-      if (p.quiet === 0 || (!final && now - p.loggedAt < SUMMARY_INTERVAL_MS)) continue;
-      this.#log.info("input-pauses", { side, count: p.quiet, paused_ms: Math.round(p.quietMs) });
-      p.quiet = 0;
-      p.quietMs = 0;
-      p.loggedAt = now;
-    }
   }
 
   // The expiry scan.
 
   #scan(): void {
     try {
-      this.engine.tick(performance.now());
+      this.engine.tick(this.#clock.now());
     } catch (error) {
       this.#sink.internalError("expiry-scan", error);
     }
     this.#out.flush();
     this.#heldChanged();
     this.#classes.flush();
-    this.#flushPauseLog(false);
+    this.#pauseLog.flush();
   }
 
   // Checkpoints: one request per epoch, whatever the channel (SPEC 7).

@@ -17,6 +17,8 @@ export const READ_SIZE = 256 * 1024;
 
 /** What an {@linkcode InputPump} feeds and tells. */
 export interface PumpHooks {
+  /** The compare clock (ms), read once per chunk. */
+  now(): number;
   /** One frame; `now` is the arrival time of its chunk. */
   frame(frame: Uint8Array, vnetLen: number, now: number): void;
   /** A chunk was decoded (outgoing frames can be sent, held bytes rechecked). */
@@ -91,9 +93,16 @@ export class InputPump {
           await new Promise<void>((r) => this.#resume = r);
         }
         if (this.#stopped) break;
-        now = performance.now();
-        const broken = decoder.push(buf.subarray(0, n));
-        hooks.chunk();
+        now = hooks.now();
+        let broken;
+        try {
+          broken = decoder.push(buf.subarray(0, n));
+          hooks.chunk();
+        } catch (error) {
+          // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
+          hooks.internalError(error);
+          return;
+        }
         if (broken) {
           this.#log.error("oversize-frame", {
             endpoint: this.#name,

@@ -5,9 +5,34 @@ import { Endpoint } from "../../src/wire/endpoint.ts";
 import { PlainTransport } from "../../src/wire/plain.ts";
 import type { Conn, Listener, Transport } from "../../src/wire/transport.ts";
 
-function recordingLog(): { log: Logger; lines: string[] } {
+function recordingLog(): {
+  log: Logger;
+  lines: string[];
+  line(pattern: RegExp): Promise<string>;
+} {
   const lines: string[] = [];
-  return { log: new Logger("debug", (l) => lines.push(l)), lines };
+  let waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  const log = new Logger("debug", (l) => {
+    lines.push(l);
+    waiters = waiters.filter((w) => !(w.re.test(l) && (w.resolve(l), true)));
+  });
+  const line = (re: RegExp) =>
+    new Promise<string>((resolve) => {
+      const found = lines.find((l) => re.test(l));
+      if (found) resolve(found);
+      else waiters.push({ re, resolve });
+    });
+  return { log, lines, line };
+}
+
+/** Resolves on the next peer change of `e`. */
+function nextPeerChange(e: Endpoint, changes: [boolean, boolean][]): Promise<void> {
+  const n = changes.length;
+  return new Promise((resolve) => {
+    e.onPeer(() => {
+      if (changes.length > n) resolve();
+    });
+  });
 }
 
 /** A transport whose connect never completes until aborted. */
@@ -37,8 +62,20 @@ Deno.test("endpoint: close() aborts a pending connect at once", async () => {
   assert.ok(performance.now() - start < 100, "serve() did not end promptly");
 });
 
+Deno.test("endpoint: aborting its signal closes it, a pending connect included", async () => {
+  const t = new HangingTransport();
+  const { log } = recordingLog();
+  const abort = new AbortController();
+  const e = new Endpoint("outdev", parseAddress("tcp:127.0.0.1:9"), t, log, abort.signal);
+  const serving = e.serve(() => Promise.resolve());
+  await Promise.resolve();
+  abort.abort();
+  await serving;
+  assert.equal(e.signal.aborted, true);
+});
+
 Deno.test("endpoint: close() during the reconnect backoff ends serve() at once", async () => {
-  const { log, lines } = recordingLog();
+  const { log, line } = recordingLog();
   // Nothing listens on this port: connect fails, the endpoint sleeps before retrying.
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
@@ -50,9 +87,7 @@ Deno.test("endpoint: close() during the reconnect backoff ends serve() at once",
     log,
   );
   const serving = e.serve(() => Promise.resolve());
-  while (!lines.some((x) => x.includes("event=connect-failed"))) {
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  await line(/event=connect-failed/);
   const start = performance.now();
   e.close();
   await serving;
@@ -60,7 +95,7 @@ Deno.test("endpoint: close() during the reconnect backoff ends serve() at once",
 });
 
 Deno.test("endpoint: a second peer is closed at once and logged at warn; the first stays", async () => {
-  const { log, lines } = recordingLog();
+  const { log, line } = recordingLog();
   const e = new Endpoint(
     "primary-in",
     parseAddress("tcp-listen:127.0.0.1:0"),
@@ -68,36 +103,32 @@ Deno.test("endpoint: a second peer is closed at once and logged at warn; the fir
     log,
   );
   await e.bind();
-  const changes: [boolean, string][] = [];
-  let connectedSeen: boolean | null = null;
-  e.onPeer((c, peer) => {
-    changes.push([c, peer]);
-    connectedSeen = e.connected;
-  });
-  const got: number[] = [];
+  // Each change with what `connected` said while it was announced.
+  const changes: [boolean, boolean][] = [];
+  e.onPeer((c) => changes.push([c, e.connected]));
+  let received!: (b: number) => void;
+  const got = new Promise<number>((r) => received = r);
   const serving = e.serve(async (conn) => {
     const buf = new Uint8Array(16);
-    let n;
-    while ((n = await conn.read(buf)) !== null) got.push(...buf.subarray(0, n));
+    while ((await conn.read(buf)) !== null) received(buf[0]);
   });
   const port = Number(e.boundText.split(":").pop());
+  let change = nextPeerChange(e, changes);
   const first = await Deno.connect({ hostname: "127.0.0.1", port });
-  while (changes.length === 0) await new Promise((r) => setTimeout(r, 5));
-  assert.equal(connectedSeen, true, "announced before the endpoint was connected");
+  await change;
+  assert.deepEqual(changes, [[true, true]], "announced before the endpoint was connected");
   const second = await Deno.connect({ hostname: "127.0.0.1", port });
   // The endpoint closes the second connection: its read ends.
   assert.equal(await second.read(new Uint8Array(1)), null);
   second.close();
-  const warn = lines.find((x) => x.includes("event=peer-rejected"));
-  assert.ok(warn?.includes("level=warn"), lines.join("\n"));
-  assert.match(warn!, /peer=127\.0\.0\.1:\d+/);
+  const warn = await line(/event=peer-rejected/);
+  assert.match(warn, /level=warn .*peer=127\.0\.0\.1:\d+/);
   await first.write(new Uint8Array([7]));
-  while (got.length === 0) await new Promise((r) => setTimeout(r, 5));
-  assert.deepEqual(got, [7]);
+  assert.equal(await got, 7, "the first peer is still served");
+  change = nextPeerChange(e, changes);
   first.close();
-  while (changes.length < 2) await new Promise((r) => setTimeout(r, 5));
-  assert.equal(changes[1][0], false);
-  assert.equal(connectedSeen, false, "announced before the endpoint was disconnected");
+  await change;
+  assert.deepEqual(changes[1], [false, false], "announced before the endpoint was disconnected");
   e.close();
   await serving;
 });
