@@ -7,6 +7,10 @@
  */
 
 import assert from "node:assert/strict";
+import { Logger } from "../../src/log.ts";
+import { parseAddress } from "../../src/wire/address.ts";
+import { TlsTransport } from "../../src/wire/tls.ts";
+import { loadCredentials } from "../../src/wire/tls_creds.ts";
 import { qemuAvailable } from "../conformance/impl.ts";
 import { connectRetry, FrameCollector, freePorts } from "../support/net.ts";
 import { arp, framed } from "../support/packets.ts";
@@ -248,6 +252,40 @@ Deno.test("e2e tls: clients without a certificate, of another CA or with another
   assert.match(refusals[0], /level=warn .*peer=127\.0\.0\.1:\d+ reason=/);
   assert.match(stderr, /event=summary primary_in=1 /);
   assert.equal(stderr.match(/event=peer-connected endpoint=primary-in/g)?.length, 1);
+});
+
+Deno.test("e2e tls: notify-dev over tls-listen: answers COLO_USERSPACE_PROXY_INIT to an authorized client", async () => {
+  const ours = await startProgram({
+    endpoints: [
+      ...["--primary-in", "tcp-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
+      ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tls-listen:[::1]:0"],
+    ],
+    flags: ["--tls-creds", creds.dir, "--tls-authz", "O=Example,CN=client"],
+  });
+  const controller = new TlsTransport({
+    creds: loadCredentials(creds.dir, { server: false, client: true }),
+    authz: null,
+    log: new Logger("error"),
+  });
+  const conn = await controller.connect(
+    parseAddress(`tls:[::1]:${ours.ports["notify-dev"]}`),
+    new AbortController().signal,
+  );
+  try {
+    await conn.write(framed(new TextEncoder().encode("COLO_USERSPACE_PROXY_INIT")));
+    const reply = "COLO_COMPARE_GET_XEN_INIT";
+    const buf = new Uint8Array(4 + reply.length);
+    for (let n = 0; n < buf.length;) {
+      const got = await conn.read(buf.subarray(n));
+      assert.notEqual(got, null, "the reply arrived before the stream ended");
+      n += got!;
+    }
+    assert.deepEqual(buf, framed(new TextEncoder().encode(reply)));
+  } finally {
+    conn.close();
+  }
+  const { code, stderr } = await ours.stop();
+  assert.equal(code, 0, stderr);
 });
 
 async function run(args: string[]): Promise<{ code: number; stderr: string }> {
