@@ -34,11 +34,14 @@ export interface Config {
   logLevel: Level;
 }
 
-/** Every socket address the configuration names. */
+/**
+ * Every socket address the configuration names, whichever flag adds it: the permissions kept
+ * after start (SPEC 11) and the TLS credentials read depend on all of them.
+ */
 export function configAddresses(config: Config): Address[] {
-  const all = [config.primaryIn, config.secondaryIn, config.outdev];
-  if (config.notifyDev) all.push(config.notifyDev);
-  return all;
+  return Object.values(config).filter((v): v is Address =>
+    typeof v === "object" && v !== null && "transport" in v && "text" in v
+  );
 }
 
 /** What the command line asks for. */

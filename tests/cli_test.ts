@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCommandLine, UsageError } from "../src/cli.ts";
+import { configAddresses, parseCommandLine, UsageError } from "../src/cli.ts";
 import { freePort } from "./support/net.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -91,6 +91,11 @@ Deno.test("cli: tls: and tls-listen: addresses with --tls-creds and repeated --t
   assert.equal(c.config.outdev.transport === "tcp" && c.config.outdev.tls, true);
   assert.equal(c.config.tlsCreds, "/etc/pki/qemu");
   assert.deepEqual(c.config.tlsAuthz, ["O=Example,CN=primary", "O=Example,CN=secondary"]);
+  assert.deepEqual(configAddresses(c.config).map((a) => a.text), [
+    "tls-listen:[::1]:9001",
+    "tls-listen:127.0.0.1:9002",
+    "tls:peer.example:9003",
+  ]);
   // Without a tls address, --tls-creds is not needed and not used.
   const plain = parseCommandLine([...BASE, "--tls-creds", "/etc/pki/qemu"]);
   assert.ok(plain.kind === "run" && plain.config.tlsCreds === null);
