@@ -55,6 +55,15 @@ function peerOf(socket: tls.TLSSocket): string {
   return hostPort(socket.remoteAddress ?? tcp?.remoteAddress, socket.remotePort ?? tcp?.remotePort);
 }
 
+/**
+ * Closes a socket we are done with. Late errors from it (a reset racing the close) must not
+ * reach Node's "unhandled 'error' event", which would end the program.
+ */
+function discard(socket: tls.TLSSocket): void {
+  socket.on("error", () => {});
+  socket.destroy();
+}
+
 function nodeErrorToDeno(error: unknown): unknown {
   const code = (error as { code?: string })?.code;
   const message = error instanceof Error ? error.message : String(error);
@@ -208,7 +217,7 @@ export class TlsConn implements Conn {
 
   close(): void {
     this.#ended = true;
-    this.#socket.destroy();
+    this.#socket.destroy(); // its "error" listener stays: late errors are harmless
     this.#notify();
   }
 }
@@ -267,15 +276,15 @@ class TlsListener implements Listener {
     });
     this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
       refusals.note(peerOf(socket), error.message);
-      socket.destroy();
+      discard(socket);
     });
     this.#server.on("secureConnection", (socket: tls.TLSSocket) => {
       const peer = peerOf(socket);
       const refuse = (reason: string) => {
-        socket.destroy();
+        discard(socket);
         refusals.note(peer, reason);
       };
-      if (this.#closed) return void socket.destroy();
+      if (this.#closed) return discard(socket);
       const subject = peerSubject(socket, creds, "client");
       if (subject instanceof Error) return refuse(subject.message);
       if (authz && !authz.includes(subject)) {
@@ -288,6 +297,11 @@ class TlsListener implements Listener {
         w.resolve(conn);
       } else if (this.#pending.length < MAX_PENDING) {
         this.#pending.push(conn);
+        // A peer that leaves while waiting leaves the queue too, so it never fills with dead ones.
+        socket.once("close", () => {
+          const i = this.#pending.indexOf(conn);
+          if (i >= 0) this.#pending.splice(i, 1);
+        });
       } else {
         conn.close();
         log.warn("tls-pending-full", { address: address.text, peer });
@@ -373,7 +387,7 @@ export class TlsTransport implements Transport {
       };
       const fail = (error: unknown) => {
         settle();
-        socket.destroy();
+        discard(socket);
         reject(nodeErrorToDeno(error));
       };
       const onAbort = () => fail(signal.reason);

@@ -197,6 +197,44 @@ Deno.test("tls: a peer that never finishes its handshake is dropped after the ti
   }
 });
 
+Deno.test("tls: peers that break off mid-handshake or send damaged records do not crash or stall the listener", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  try {
+    const rng = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 151 + n * 7) & 0xff);
+    for (let i = 0; i < 20; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      // A TLS handshake record header, then damaged content of varying length, then gone.
+      await c.write(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, ...rng(i * 13)]));
+      c.close();
+    }
+    for (let i = 0; i < 5; i++) {
+      // A real handshake, dropped before it finishes.
+      const c = await rawClient(port, creds.dir);
+      c.close();
+    }
+    const good = await t.connect(
+      parseAddress(`tls:127.0.0.1:${port}`),
+      new AbortController().signal,
+    );
+    await good.write(encoder.encode("still here"));
+    // Peers whose handshake completed before they left may come out of accept() first: they
+    // read as ended at once.
+    let text = "";
+    while (text !== "still here") {
+      const server = await listener.accept();
+      text = await readText(server, 10);
+      server.close();
+    }
+    good.close();
+    assert.doesNotMatch(lines.lines.join("\n"), /level=error/);
+  } finally {
+    listener.close();
+  }
+});
+
 Deno.test("tls: --tls-authz compares the DN in the certificate's order; the reversed DN refuses", async () => {
   for (const [authz, admitted] of [[["CN=client,O=Example"], false], [null, true]] as const) {
     const lines = new Lines();
