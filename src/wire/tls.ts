@@ -6,7 +6,7 @@
  * peer sent is ever read. (Deno.listenTls cannot ask for client certificates at all, so the
  * listener needs node:tls. Connects use it too, although Deno.connectTls sends at about half
  * the CPU (bench/tls.ts): only node:tls shows us the server's chain, which we check against
- * ca-cert.pem ourselves, since Deno's TLS trusts Mozilla's roots besides the given CA.)
+ * ca-cert.pem ourselves, since Deno.connectTls trusts Mozilla's roots besides the given CA.)
  *
  * @module
  */
