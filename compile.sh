@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds the single binary `colo-compare` with `deno compile`, with only the permissions it
-# needs: network, and read/write for unix socket paths.
+# needs (SPEC 11): network; read for --tls-creds and unix sockets; write for unix sockets. No
+# env, run, ffi or sys. --no-prompt: what the program revokes after start (src/permissions.ts)
+# can never come back through a prompt on a terminal.
 #
 #   ./compile.sh                  one binary for this host:     dist/colo-compare
 #   ./compile.sh TARGET...        one binary per named target:  dist/colo-compare-TARGET
@@ -11,7 +13,7 @@
 # normally downloads. Where it cannot, point DENORT_BIN at a local copy (host target only).
 set -eu
 cd "$(dirname "$0")"
-PERMISSIONS="--allow-net --allow-read --allow-write"
+PERMISSIONS="--allow-net --allow-read --allow-write --no-prompt"
 mkdir -p dist
 
 # Exit status: 0 built, 1 the program does not compile, 3 no denort runtime to build with.

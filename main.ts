@@ -4,13 +4,15 @@
  * @module
  */
 
-import { HELP, parseCommandLine, UsageError } from "./src/cli.ts";
+import { configAddresses, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
 import { Comparator } from "./src/comparator.ts";
 import { runDemo } from "./src/demo/demo.ts";
 import { parseReplayCommand, REPLAY_HELP, runReplay } from "./src/replay/command.ts";
 import { Logger } from "./src/log.ts";
+import { dropPermissions } from "./src/permissions.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
+import { CredentialsError, credentialsFor } from "./src/wire/tls_creds.ts";
 
 function fail(message: string): never {
   console.error(`colo-compare: ${message}`);
@@ -58,15 +60,26 @@ async function main(args: string[]): Promise<number> {
         throw error;
       }
   }
-  const log = new Logger(command.config.logLevel);
-  const comparator = new Comparator(command.config, log);
+  const config = command.config;
+  const log = new Logger(config.logLevel);
+  let tlsCreds;
+  try {
+    tlsCreds = credentialsFor(config.tlsCreds, configAddresses(config));
+  } catch (error) {
+    if (error instanceof CredentialsError) fail(`--tls-creds: ${error.message}`);
+    throw error;
+  }
+  const comparator = new Comparator(config, log, tlsCreds);
+  const stopSignal = waitForSignal();
   try {
     await comparator.start();
   } catch (error) {
     if (error instanceof StartupError) fail(error.message);
     throw error;
   }
-  const signal = await waitForSignal();
+  // SPEC 11: everything is bound and read; give back what the running program does not need.
+  log.info("permissions", dropPermissions(configAddresses(config)));
+  const signal = await stopSignal;
   log.info("stopping", { signal });
   await comparator.stop();
   return 0;

@@ -30,6 +30,10 @@ export interface Config {
   maxHeldBytes: number;
   /** Mode of the sockets `unix-listen:` creates (SPEC 11). */
   socketMode: number;
+  /** `--tls-creds DIR` (SPEC 11): QEMU's tls-creds-x509 layout; set whenever a tls address is. */
+  tlsCreds: string | null;
+  /** `--tls-authz DN`, repeatable: accepted client subject DNs; null accepts any the CA signed. */
+  tlsAuthz: string[] | null;
   logLevel: Level;
   /** Seeing inside (SPEC 12), all off when absent: pcapng of divergences and its bound. */
   capture?: string | null;
@@ -39,6 +43,16 @@ export interface Config {
   monitor?: Address | null;
   /** The object id the monitor answers for (`/objects/ID`, default `colo-compare0`). */
   id?: string;
+}
+
+/**
+ * Every socket address the configuration names, whichever flag adds it: the permissions kept
+ * after start (SPEC 11) and the TLS credentials read depend on all of them.
+ */
+export function configAddresses(config: Config): Address[] {
+  return Object.values(config).filter((v): v is Address =>
+    typeof v === "object" && v !== null && "transport" in v && "text" in v
+  );
 }
 
 /** What the command line asks for. */
@@ -75,8 +89,9 @@ Usage:
   colo-compare replay --primary FILE --secondary FILE [--json] [--capture FILE] ...
                            run the comparator over two captures (replay --help)
 
-Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, unix:PATH or unix-listen:PATH;
-IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; tcp-listen port 0 picks a free port):
+Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, tls:HOST:PORT, tls-listen:HOST:PORT,
+unix:PATH or unix-listen:PATH; IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; port 0 to
+listen picks a free port):
   --primary-in ADDR          frames sent by the primary VM (QEMU primary_in)
   --secondary-in ADDR        frames sent by the secondary VM (secondary_in)
   --outdev ADDR              released primary frames (outdev)
@@ -92,6 +107,11 @@ Options:
   --vnet-hdr-support         frames carry a vnet header length word (vnet_hdr_support=on)
   --max-held-bytes BYTES     frames held on both sides together (default 256M; K, M, G suffixes)
   --socket-mode MODE         mode of unix-listen sockets, octal (default 0600)
+  --tls-creds DIR            certificates for tls:/tls-listen: in QEMU's tls-creds-x509 layout
+                             (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem,
+                             client-key.pem); tls-listen: requires client certificates
+  --tls-authz DN             accept only this client certificate subject, as QEMU's authz-simple
+                             writes it (e.g. O=Example,CN=client); repeatable
   --log-level LEVEL          error, warn, info (default), debug or trace (QEMU trace names)
 
 Seeing inside:
@@ -124,6 +144,8 @@ const OPTIONS = {
   "vnet-hdr-support": { type: "boolean" },
   "max-held-bytes": { type: "string" },
   "socket-mode": { type: "string" },
+  "tls-creds": { type: "string" },
+  "tls-authz": { type: "string", multiple: true },
   "log-level": { type: "string" },
   "capture": { type: "string" },
   "capture-max-bytes": { type: "string" },
@@ -238,6 +260,37 @@ export function usageErrorOf(error: unknown): UsageError {
   return new UsageError(`${msg}; see --help`);
 }
 
+/** `--tls-creds` and `--tls-authz` against the addresses that use them (SPEC 11). */
+function tlsOptions(
+  named: [string, Address][],
+  creds: string | undefined,
+  authz: string[] | undefined,
+): Pick<Config, "tlsCreds" | "tlsAuthz"> {
+  const tls = named.filter(([, a]) => a.transport === "tcp" && a.tls);
+  if (tls.length > 0 && (creds === undefined || creds === "")) {
+    const [flag, a] = tls[0];
+    throw new UsageError(
+      `--${flag} ${a.text} needs --tls-creds DIR: a directory with ca-cert.pem and the ${
+        a.listen ? "server" : "client"
+      } certificate and key (QEMU's tls-creds-x509 layout)`,
+    );
+  }
+  if (authz !== undefined) {
+    if (!tls.some(([, a]) => a.listen)) {
+      throw new UsageError(
+        "--tls-authz checks clients of tls-listen: addresses, and none is given; use tls-listen: or drop --tls-authz",
+      );
+    }
+    const empty = authz.find((dn) => !/^[^=,]+=/.test(dn));
+    if (empty !== undefined) {
+      throw new UsageError(
+        `--tls-authz: "${empty}" is not a distinguished name; write it as QEMU does, e.g. O=Example,CN=client`,
+      );
+    }
+  }
+  return { tlsCreds: tls.length > 0 ? creds! : null, tlsAuthz: authz ?? null };
+}
+
 /** Parses `args` (without the program name). Throws {@linkcode UsageError}. */
 export function parseCommandLine(args: string[]): Command {
   if (args[0] === "replay") return { kind: "replay", args: args.slice(1) };
@@ -289,6 +342,7 @@ export function parseCommandLine(args: string[]): Command {
       }
     }
   }
+  const tls = tlsOptions(named, v["tls-creds"], v["tls-authz"]);
   const config: Config = {
     primaryIn,
     secondaryIn,
@@ -311,6 +365,7 @@ export function parseCommandLine(args: string[]): Command {
     socketMode: v["socket-mode"] === undefined
       ? DEFAULTS.socketMode
       : fileMode("socket-mode", v["socket-mode"]),
+    ...tls,
     logLevel: level(v["log-level"]) ?? "info",
     capture: v.capture ?? null,
     captureMaxBytes: v["capture-max-bytes"] === undefined

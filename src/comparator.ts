@@ -35,7 +35,9 @@ import { Stats } from "./stats.ts";
 import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { PlainTransport } from "./wire/plain.ts";
-import type { Conn } from "./wire/transport.ts";
+import { TlsTransport } from "./wire/tls.ts";
+import type { TlsCredentials } from "./wire/tls_creds.ts";
+import type { Conn, Transport } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
 const OUT_HIGH_WATER = 4 * 1024 * 1024;
@@ -116,13 +118,20 @@ export class Comparator {
   #stopping = false;
   #started = false;
 
-  constructor(config: Config, log: Logger) {
+  /** `tlsCreds`: read from `--tls-creds` at start; needed when any address is `tls`. */
+  constructor(config: Config, log: Logger, tlsCreds: TlsCredentials | null = null) {
     this.config = config;
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
-    const transport = new PlainTransport(config.socketMode);
+    const plain = new PlainTransport(config.socketMode);
+    const tls = tlsCreds && new TlsTransport({ creds: tlsCreds, authz: config.tlsAuthz, log });
+    const transport = (a: Address): Transport => {
+      if (a.transport !== "tcp" || !a.tls) return plain;
+      if (!tls) throw new Error(`${a.text}: a tls address needs the --tls-creds credentials`);
+      return tls;
+    };
     this.#out = new FrameWriter({
       vnet: config.vnetHdrSupport,
       highWater: OUT_HIGH_WATER,
@@ -166,7 +175,7 @@ export class Comparator {
 
     /** `served`: bound and served here (the channel's endpoint is served by the channel). */
     const endpoint = (name: EndpointName, address: Address, served = true) => {
-      const e = new Endpoint(name, address, transport, log);
+      const e = new Endpoint(name, address, transport(address), log);
       e.onPeer((connected, peer) =>
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
       );

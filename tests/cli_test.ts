@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCommandLine, UsageError } from "../src/cli.ts";
+import { configAddresses, parseCommandLine, UsageError } from "../src/cli.ts";
 import { freePort } from "./support/net.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -50,6 +50,7 @@ Deno.test("cli: the four streams, QEMU's defaults, and every option", () => {
     listen: false,
     host: "::1",
     port: 9009,
+    tls: false,
     text: "tcp:[::1]:9009",
   });
   assert.equal(d.config.compareTimeout, 300);
@@ -69,6 +70,59 @@ Deno.test("cli: unix addresses and the demo command", () => {
   assert.deepEqual(parseCommandLine(["demo"]), { kind: "demo", logLevel: null });
   assert.deepEqual(parseCommandLine(["--help"]), { kind: "help" });
   assert.deepEqual(parseCommandLine(["-V"]), { kind: "version" });
+});
+
+Deno.test("cli: tls: and tls-listen: addresses with --tls-creds and repeated --tls-authz (SPEC 11)", () => {
+  const c = parseCommandLine([
+    ...["--primary-in", "tls-listen:[::1]:9001", "--secondary-in", "tls-listen:127.0.0.1:9002"],
+    ...["--outdev", "tls:peer.example:9003", "--tls-creds", "/etc/pki/qemu"],
+    ...["--tls-authz", "O=Example,CN=primary", "--tls-authz", "O=Example,CN=secondary"],
+  ]);
+  assert.equal(c.kind, "run");
+  if (c.kind !== "run") return;
+  assert.deepEqual(c.config.primaryIn, {
+    transport: "tcp",
+    listen: true,
+    host: "::1",
+    port: 9001,
+    tls: true,
+    text: "tls-listen:[::1]:9001",
+  });
+  assert.equal(c.config.outdev.transport === "tcp" && c.config.outdev.tls, true);
+  assert.equal(c.config.tlsCreds, "/etc/pki/qemu");
+  assert.deepEqual(c.config.tlsAuthz, ["O=Example,CN=primary", "O=Example,CN=secondary"]);
+  assert.deepEqual(configAddresses(c.config).map((a) => a.text), [
+    "tls-listen:[::1]:9001",
+    "tls-listen:127.0.0.1:9002",
+    "tls:peer.example:9003",
+  ]);
+  // Without a tls address, --tls-creds is not needed and not used.
+  const plain = parseCommandLine([...BASE, "--tls-creds", "/etc/pki/qemu"]);
+  assert.ok(plain.kind === "run" && plain.config.tlsCreds === null);
+  assert.ok(plain.kind === "run" && plain.config.tlsAuthz === null);
+});
+
+Deno.test("cli: a tls address without --tls-creds, and --tls-authz without tls-listen:, are errors", () => {
+  assert.match(
+    usageError([...BASE.slice(0, 4), "--outdev", "tls:127.0.0.1:9003"]),
+    /^--outdev tls:127\.0\.0\.1:9003 needs --tls-creds DIR: .*client certificate and key/,
+  );
+  assert.match(
+    usageError(["--primary-in", "tls-listen:127.0.0.1:9001", ...BASE.slice(2)]),
+    /^--primary-in tls-listen:127\.0\.0\.1:9001 needs --tls-creds DIR: .*server certificate/,
+  );
+  assert.match(
+    usageError([...BASE, "--tls-creds", "/d", "--tls-authz", "O=Example,CN=client"]),
+    /^--tls-authz checks clients of tls-listen: addresses, and none is given/,
+  );
+  assert.match(
+    usageError([
+      ...["--primary-in", "tls-listen:127.0.0.1:9001", ...BASE.slice(2), "--tls-creds", "/d"],
+      ...["--tls-authz", "client"],
+    ]),
+    /^--tls-authz: "client" is not a distinguished name; .*O=Example,CN=client/,
+  );
+  assert.match(usageError([...BASE.slice(0, 4), "--outdev", "tls:9003"]), /no port/);
 });
 
 Deno.test("cli: every user error names the flag and the fix", () => {

@@ -225,6 +225,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     vnetHdrSupport: false,
     maxHeldBytes: DEFAULTS.maxHeldBytes,
     socketMode: DEFAULTS.socketMode,
+    tlsCreds: null,
+    tlsAuthz: null,
     logLevel: shown,
   };
   const comparator = new Comparator(config, log);

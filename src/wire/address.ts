@@ -1,13 +1,14 @@
 /**
  * Endpoint addresses (SPEC 2): `tcp:HOST:PORT`, `tcp-listen:HOST:PORT`, `unix:PATH`,
- * `unix-listen:PATH`; IPv6 hosts in brackets.
+ * `unix-listen:PATH`; IPv6 hosts in brackets. `tls:HOST:PORT` and `tls-listen:HOST:PORT` are
+ * the TCP forms with TLS (SPEC 11).
  *
  * @module
  */
 
 /** A parsed endpoint address. */
 export type Address =
-  | { transport: "tcp"; listen: boolean; host: string; port: number; text: string }
+  | { transport: "tcp"; listen: boolean; host: string; port: number; tls: boolean; text: string }
   | { transport: "unix"; listen: boolean; path: string; text: string };
 
 /** Longest unix socket path the kernel accepts (sun_path is 108 bytes with the NUL). */
@@ -16,7 +17,8 @@ const UNIX_PATH_MAX = 107;
 /** Thrown with a message that says what is wrong and what a valid address looks like. */
 export class AddressError extends Error {}
 
-const EXAMPLES = "tcp:HOST:PORT, tcp-listen:HOST:PORT, unix:PATH or unix-listen:PATH " +
+const EXAMPLES = "tcp:HOST:PORT, tcp-listen:HOST:PORT, tls:HOST:PORT, tls-listen:HOST:PORT, " +
+  "unix:PATH or unix-listen:PATH " +
   "(e.g. tcp-listen:127.0.0.1:9001, tcp:[::1]:9001, unix-listen:/run/colo/primary.sock)";
 
 /** Parses an address; throws {@linkcode AddressError}. */
@@ -27,7 +29,10 @@ export function parseAddress(text: string): Address {
   switch (scheme) {
     case "tcp":
     case "tcp-listen":
-      return parseTcp(text, rest, scheme === "tcp-listen");
+      return parseTcp(text, rest, scheme === "tcp-listen", false);
+    case "tls":
+    case "tls-listen":
+      return parseTcp(text, rest, scheme === "tls-listen", true);
     case "unix":
     case "unix-listen": {
       if (rest === "") throw new AddressError(`"${text}" has no socket path; expected ${EXAMPLES}`);
@@ -43,7 +48,7 @@ export function parseAddress(text: string): Address {
   }
 }
 
-function parseTcp(text: string, rest: string, listen: boolean): Address {
+function parseTcp(text: string, rest: string, listen: boolean, tls: boolean): Address {
   let host: string;
   let portText: string;
   if (rest.startsWith("[")) {
@@ -79,7 +84,7 @@ function parseTcp(text: string, rest: string, listen: boolean): Address {
   if (port === 0 && !listen) {
     throw new AddressError(`"${text}": port 0 can only be used to listen; give the peer's port`);
   }
-  return { transport: "tcp", listen, host, port, text };
+  return { transport: "tcp", listen, host, port, tls, text };
 }
 
 /** Two addresses name the same socket. */

@@ -1,0 +1,415 @@
+/**
+ * The TLS transport (SPEC 11), built on `node:tls`: `tls-listen:` requires a client
+ * certificate signed by the CA (QEMU's `verify-peer=on`) and, with `--tls-authz`, one whose
+ * subject DN is listed; `tls:` verifies the server's certificate and presents the client
+ * certificate. A refused or failed handshake is one rate-limited warn line; nothing a refused
+ * peer sent is ever read. (Deno.listenTls cannot ask for client certificates at all, so the
+ * listener needs node:tls. Connects use it too, although Deno.connectTls sends at about half
+ * the CPU (bench/tls.ts): only node:tls shows us the server's chain, which we check against
+ * ca-cert.pem ourselves, since Deno.connectTls trusts Mozilla's roots besides the given CA.)
+ *
+ * @module
+ */
+
+import tls from "node:tls";
+import { X509Certificate } from "node:crypto";
+import type { Logger } from "../log.ts";
+import type { Address } from "./address.ts";
+import type { Conn, Listener, Transport } from "./transport.ts";
+import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
+import { subjectDn } from "./x509.ts";
+
+/** Above this many received bytes not yet read, the socket stops reading (back-pressure). */
+const READ_HIGH_WATER = 1024 * 1024;
+/** A peer that has not finished its handshake after this long is dropped. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Authorized peers waiting for the endpoint to take them; more are closed. */
+const MAX_PENDING = 4;
+/** Refused handshakes: the first is logged, then at most one summary line per interval. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+/** After our handshake, how long a server has to refuse our certificate by closing. */
+const REFUSAL_GRACE_MS = 250;
+const REFUSED_AFTER_HANDSHAKE = "the server closed the connection right after the handshake: " +
+  "it refused our client certificate (its CA, or its tls-authz list)";
+/** TCP keepalive on every connection (SPEC 11): probes after this long idle. */
+const KEEPALIVE_DELAY_MS = 30_000;
+
+/** What {@linkcode TlsTransport} is made of. */
+export interface TlsTransportOptions {
+  creds: TlsCredentials;
+  /** Accepted client subject DNs (`--tls-authz`); null accepts any certificate the CA signed. */
+  authz: readonly string[] | null;
+  log: Logger;
+  /** A peer that has not finished its handshake after this long is dropped (default 10 s). */
+  handshakeTimeoutMs?: number;
+}
+
+function hostPort(host: string | undefined, port: number | undefined): string {
+  const h = host ?? "?";
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/** The peer of a TLS socket; after a failed handshake only its TCP socket still knows it. */
+function peerOf(socket: tls.TLSSocket): string {
+  const tcp = (socket as { _parent?: { remoteAddress?: string; remotePort?: number } })._parent;
+  return hostPort(socket.remoteAddress ?? tcp?.remoteAddress, socket.remotePort ?? tcp?.remotePort);
+}
+
+/**
+ * Closes a socket we are done with. Late errors from it (a reset racing the close) must not
+ * reach Node's "unhandled 'error' event", which would end the program.
+ */
+function discard(socket: tls.TLSSocket): void {
+  socket.on("error", () => {});
+  socket.destroy();
+}
+
+function nodeErrorToDeno(error: unknown): unknown {
+  const code = (error as { code?: string })?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  switch (code) {
+    case "EADDRINUSE":
+      return new Deno.errors.AddrInUse(message);
+    case "EACCES":
+    case "EPERM":
+      return new Deno.errors.PermissionDenied(message);
+    case "EADDRNOTAVAIL":
+      return new Deno.errors.AddrNotAvailable(message);
+    case "ECONNREFUSED":
+      return new Deno.errors.ConnectionRefused(message);
+    default:
+      return error;
+  }
+}
+
+/**
+ * The peer's certificate chain as the TLS stack received it, leaf first; checked against
+ * ca-cert.pem by us as well, whatever roots the TLS stack trusts.
+ */
+function peerChain(socket: tls.TLSSocket): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  let c: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (c?.raw && chain.length < 8) {
+    chain.push(new X509Certificate(c.raw));
+    if (c.issuerCertificate === c) break;
+    c = c.issuerCertificate;
+  }
+  return chain;
+}
+
+/**
+ * The subject DN of a peer whose certificate chains to ca-cert.pem (checked here as well as
+ * by the TLS stack), or why the peer is refused. Never throws: a peer's certificate cannot
+ * crash the program.
+ */
+function peerSubject(socket: tls.TLSSocket, creds: TlsCredentials, role: string): string | Error {
+  try {
+    const chain = peerChain(socket);
+    if (!socket.authorized || chain.length === 0 || !chainsToCa(chain, creds)) {
+      return new Error(`${role} certificate not signed by ${TLS_FILES.ca}`);
+    }
+    return subjectDn(new Uint8Array(chain[0].raw));
+  } catch {
+    return new Error(`unreadable ${role} certificate`);
+  }
+}
+
+/** True when each certificate from the leaf up is signed by the next, up to one of the CAs. */
+function chainsToCa(chain: X509Certificate[], creds: TlsCredentials): boolean {
+  for (let i = 0; i < chain.length; i++) {
+    if (signedBy(chain[i], creds.caCerts)) return true;
+    if (i + 1 >= chain.length || !signedBy(chain[i], [chain[i + 1]])) return false;
+  }
+  return false;
+}
+
+/** One peer over a `node:tls` socket, read and written through {@linkcode Conn}. */
+export class TlsConn implements Conn {
+  readonly peer: string;
+  /** The peer certificate's subject DN, as `--tls-authz` names it. */
+  readonly subject: string;
+  readonly #socket: tls.TLSSocket;
+  readonly #chunks: Uint8Array[] = [];
+  #offset = 0;
+  #buffered = 0;
+  #ended = false;
+  #error: Error | null = null;
+  #wake: (() => void) | null = null;
+  #drained: (() => void) | null = null;
+
+  constructor(socket: tls.TLSSocket, subject: string) {
+    this.#socket = socket;
+    this.subject = subject;
+    this.peer = peerOf(socket);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    socket.on("data", (chunk: Uint8Array) => {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+      if (this.#buffered >= READ_HIGH_WATER) socket.pause();
+      this.#notify();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("error", (error: Error) => {
+      this.#error ??= error;
+      this.#notify();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("drain", () => this.#notifyDrained());
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+    if (this.#ended || this.#error) this.#notifyDrained();
+  }
+
+  #notifyDrained(): void {
+    const drained = this.#drained;
+    this.#drained = null;
+    drained?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    let n = 0;
+    while (n < p.length && this.#chunks.length > 0) {
+      const chunk = this.#chunks[0];
+      const take = Math.min(p.length - n, chunk.length - this.#offset);
+      p.set(chunk.subarray(this.#offset, this.#offset + take), n);
+      n += take;
+      this.#offset += take;
+      if (this.#offset === chunk.length) {
+        this.#chunks.shift();
+        this.#offset = 0;
+      }
+    }
+    this.#buffered -= n;
+    if (this.#socket.isPaused() && this.#buffered < READ_HIGH_WATER / 2) this.#socket.resume();
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#socket.destroyed) return Promise.reject(new Deno.errors.BrokenPipe("closed"));
+    // node:tls keeps what it is given until it is sent, and the caller reuses `p`: a copy.
+    // Writes are pipelined; only a full socket buffer makes the caller wait (for `drain`).
+    if (this.#socket.write(p.slice())) return Promise.resolve(p.length);
+    return new Promise((resolve, reject) => {
+      this.#drained = () => {
+        if (this.#error) reject(this.#error);
+        else if (this.#socket.destroyed) reject(new Deno.errors.BrokenPipe("closed"));
+        else resolve(p.length);
+      };
+    });
+  }
+
+  close(): void {
+    this.#ended = true;
+    this.#socket.destroy(); // its "error" listener stays: late errors are harmless
+    this.#notify();
+  }
+}
+
+/** Logs refused handshakes: the first at once, then one summary per interval. */
+class RefusalLog {
+  readonly #log: Logger;
+  readonly #endpoint: string;
+  #lastAt = -Infinity;
+  #suppressed = 0;
+
+  constructor(log: Logger, endpoint: string) {
+    this.#log = log;
+    this.#endpoint = endpoint;
+  }
+
+  note(peer: string, reason: string): void {
+    const now = performance.now();
+    if (now - this.#lastAt < REFUSAL_LOG_INTERVAL_MS) {
+      this.#suppressed++;
+      return;
+    }
+    this.#log.warn("tls-refused", {
+      address: this.#endpoint,
+      peer,
+      reason,
+      suppressed: this.#suppressed || undefined,
+    });
+    this.#lastAt = now;
+    this.#suppressed = 0;
+  }
+}
+
+/** A `tls-listen:` address: peers come out of `accept()` only once authorized. */
+class TlsListener implements Listener {
+  readonly #server: tls.Server;
+  readonly #pending: TlsConn[] = [];
+  #waiter: { resolve: (c: TlsConn) => void; reject: (e: Error) => void } | null = null;
+  readonly #log: Logger;
+  readonly #address: string;
+  #closed = false;
+  boundText = "";
+
+  constructor(address: Address, options: TlsTransportOptions, server: KeyPairPem) {
+    const { creds, authz, log } = options;
+    this.#log = log;
+    this.#address = address.text;
+    const refusals = new RefusalLog(log, address.text);
+    this.#server = tls.createServer({
+      key: server.key,
+      cert: server.cert,
+      ca: creds.caPem,
+      requestCert: true,
+      rejectUnauthorized: true,
+      handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    });
+    this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
+      refusals.note(peerOf(socket), error.message);
+      discard(socket);
+    });
+    this.#server.on("secureConnection", (socket: tls.TLSSocket) => {
+      const peer = peerOf(socket);
+      const refuse = (reason: string) => {
+        discard(socket);
+        refusals.note(peer, reason);
+      };
+      if (this.#closed) return discard(socket);
+      const subject = peerSubject(socket, creds, "client");
+      if (subject instanceof Error) return refuse(subject.message);
+      if (authz && !authz.includes(subject)) {
+        return refuse(`subject "${subject}" not in --tls-authz`);
+      }
+      const conn = new TlsConn(socket, subject);
+      if (this.#waiter) {
+        const w = this.#waiter;
+        this.#waiter = null;
+        w.resolve(conn);
+      } else if (this.#pending.length < MAX_PENDING) {
+        this.#pending.push(conn);
+        // A peer that leaves while waiting leaves the queue too, so it never fills with dead ones.
+        socket.once("close", () => {
+          const i = this.#pending.indexOf(conn);
+          if (i >= 0) this.#pending.splice(i, 1);
+        });
+      } else {
+        conn.close();
+        log.warn("tls-pending-full", { address: address.text, peer });
+      }
+    });
+  }
+
+  listen(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error) => reject(nodeErrorToDeno(error));
+      this.#server.once("error", onError);
+      this.#server.listen(port, host, () => {
+        this.#server.off("error", onError);
+        // After binding, a failing accept is logged, never thrown out of an event handler.
+        this.#server.on("error", (error: Error) => {
+          this.#log.error("accept-failed", { address: this.#address, error: error.message });
+        });
+        const a = this.#server.address();
+        if (a && typeof a === "object") this.boundText = hostPort(a.address, a.port);
+        resolve();
+      });
+    });
+  }
+
+  accept(): Promise<Conn> {
+    const next = this.#pending.shift();
+    if (next) return Promise.resolve(next);
+    if (this.#closed) return Promise.reject(new Deno.errors.BadResource("listener closed"));
+    if (this.#waiter) return Promise.reject(new Deno.errors.Busy("accept already pending"));
+    return new Promise((resolve, reject) => this.#waiter = { resolve, reject });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const c of this.#pending.splice(0)) c.close();
+    this.#waiter?.reject(new Deno.errors.BadResource("listener closed"));
+    this.#waiter = null;
+  }
+}
+
+type KeyPairPem = { cert: string; key: string };
+
+/** `tls:` and `tls-listen:` addresses (SPEC 11). */
+export class TlsTransport implements Transport {
+  readonly #options: TlsTransportOptions;
+
+  constructor(options: TlsTransportOptions) {
+    this.#options = options;
+  }
+
+  async listen(address: Address): Promise<Listener> {
+    if (address.transport !== "tcp") throw new TypeError(`${address.text} is not a tls address`);
+    const server = this.#options.creds.server;
+    if (!server) throw new Error(`no ${TLS_FILES.serverCert} loaded for ${address.text}`);
+    const listener = new TlsListener(address, this.#options, server);
+    await listener.listen(address.host, address.port);
+    return listener;
+  }
+
+  connect(address: Address, signal: AbortSignal): Promise<Conn> {
+    if (address.transport !== "tcp") throw new TypeError(`${address.text} is not a tls address`);
+    const { creds } = this.#options;
+    const client = creds.client;
+    if (!client) throw new Error(`no ${TLS_FILES.clientCert} loaded for ${address.text}`);
+    signal.throwIfAborted();
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({
+        host: address.host,
+        port: address.port,
+        ca: creds.caPem,
+        cert: client.cert,
+        key: client.key,
+        rejectUnauthorized: true,
+      });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const settle = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        socket.off("error", fail);
+        socket.off("close", onClose);
+      };
+      const fail = (error: unknown) => {
+        settle();
+        discard(socket);
+        reject(nodeErrorToDeno(error));
+      };
+      const onAbort = () => fail(signal.reason);
+      const onClose = () => fail(new Error(REFUSED_AFTER_HANDSHAKE));
+      signal.addEventListener("abort", onAbort, { once: true });
+      socket.once("error", fail);
+      socket.once("secureConnect", () => {
+        const subject = peerSubject(socket, creds, "server");
+        if (subject instanceof Error) return fail(subject);
+        // TLS 1.3: the server judges our certificate after our side of the handshake is done
+        // (QEMU's tls-authz closes at once). A close within the grace is that refusal, and a
+        // connect failure with backoff, not a peer that comes and goes ten times a second.
+        const conn = new TlsConn(socket, subject);
+        const succeed = () => {
+          settle();
+          socket.off("data", succeed);
+          resolve(conn);
+        };
+        socket.once("close", onClose);
+        socket.once("data", succeed);
+        timer = setTimeout(succeed, REFUSAL_GRACE_MS);
+      });
+    });
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * The TLS transport and its credentials (SPEC 11), with certificates made by openssl for the
+ * test: mutual TLS on tls-listen:, server verification on tls:, --tls-authz by subject DN as
+ * QEMU writes it, refusals that are logged (rate-limited) and never reach accept(), and
+ * credentials that fail at start with a line naming the file.
+ */
+
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { Logger } from "../../src/log.ts";
+import { parseAddress } from "../../src/wire/address.ts";
+import { TlsTransport } from "../../src/wire/tls.ts";
+import { CredentialsError, loadCredentials } from "../../src/wire/tls_creds.ts";
+import type { Conn, Listener } from "../../src/wire/transport.ts";
+import { certificateVersion, subjectDn } from "../../src/wire/x509.ts";
+import {
+  makeCreds,
+  rawClient,
+  removeCreds,
+  sendUntilRefused,
+  type TestCreds,
+} from "../support/tls_creds.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Log lines at warn and above, with a way to await the next one. */
+class Lines {
+  readonly lines: string[] = [];
+  #waiters: ((line: string) => void)[] = [];
+  readonly log = new Logger("warn", (line) => {
+    this.lines.push(line);
+    for (const w of this.#waiters.splice(0)) w(line);
+  });
+
+  next(): Promise<string> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+}
+
+function transport(dir: string, log: Logger, authz: string[] | null = null): TlsTransport {
+  const creds = loadCredentials(dir, { server: true, client: true });
+  return new TlsTransport({ creds, authz, log });
+}
+
+function portOf(l: Listener): number {
+  return Number(l.boundText.split(":").pop());
+}
+
+async function readText(conn: Conn, length: number): Promise<string> {
+  const buf = new Uint8Array(length);
+  let n = 0;
+  while (n < length) {
+    const got = await conn.read(buf.subarray(n));
+    if (got === null) break;
+    n += got;
+  }
+  return decoder.decode(buf.subarray(0, n));
+}
+
+let creds: TestCreds;
+
+Deno.test.beforeAll(async () => {
+  creds = await makeCreds();
+});
+
+Deno.test.afterAll(async () => {
+  await removeCreds(creds);
+});
+
+Deno.test("tls: tls: and tls-listen: carry bytes both ways with mutual TLS", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log, ["O=Example,CN=client"]);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  try {
+    const accepted = listener.accept();
+    const client = await t.connect(
+      parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
+      new AbortController().signal,
+    );
+    const server = await accepted;
+    try {
+      assert.match(server.peer, /^127\.0\.0\.1:\d+$/);
+      assert.equal((server as { subject?: string }).subject, "O=Example,CN=client");
+      await client.write(encoder.encode("from the client"));
+      assert.equal(await readText(server, 15), "from the client");
+      await server.write(encoder.encode("and back"));
+      assert.equal(await readText(client, 8), "and back");
+      client.close();
+      assert.equal(await server.read(new Uint8Array(8)), null);
+    } finally {
+      client.close();
+      server.close();
+    }
+  } finally {
+    listener.close();
+  }
+  assert.deepEqual(lines.lines, []);
+});
+
+Deno.test("tls: clients without a certificate, of another CA, or with a DN not in --tls-authz are refused with a warn line", async () => {
+  for (
+    const [dir, withCert, reason] of [
+      [creds.dir, false, /reason="[^"]*[Cc]ertificate/],
+      // Deno's node:tls reports this refusal only as "socket hang up".
+      [creds.otherCaDir, true, /reason="[^"]+"/],
+      [creds.wrongDnDir, true, /reason="subject \\"O=Example,CN=intruder\\" not in --tls-authz"/],
+    ] as const
+  ) {
+    const lines = new Lines();
+    const t = transport(creds.dir, lines.log, ["O=Example,CN=client"]);
+    const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+    try {
+      const warned = lines.next();
+      await sendUntilRefused(await rawClient(portOf(listener), dir, withCert), "REFUSED");
+      const line = await warned;
+      assert.match(line, /level=warn event=tls-refused address=tls-listen:127\.0\.0\.1:0 peer=127/);
+      assert.match(line, reason);
+    } finally {
+      listener.close();
+    }
+  }
+});
+
+Deno.test("tls: refusals are logged once per interval, never reach accept(), and what they sent is never read", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log, ["O=Example,CN=client"]);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  try {
+    const accepted = listener.accept();
+    for (const dir of [creds.dir, creds.wrongDnDir, creds.otherCaDir, creds.wrongDnDir]) {
+      // Each returns once the server has closed the connection on it.
+      await sendUntilRefused(await rawClient(port, dir, dir !== creds.dir), "REFUSED PEER BYTES");
+    }
+    assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
+    // The next good client is the one accept() returns, with its own bytes only.
+    const good = await rawClient(port, creds.dir);
+    await good.handshake();
+    await good.write(encoder.encode("good"));
+    const server = await accepted;
+    try {
+      assert.equal((server as { subject?: string }).subject, "O=Example,CN=client");
+      assert.equal(await readText(server, 4), "good");
+    } finally {
+      server.close();
+      good.close();
+    }
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("tls: a peer that never finishes its handshake is dropped after the timeout, and one that speaks no TLS at once; neither stalls a good client", async () => {
+  const lines = new Lines();
+  const creds0 = loadCredentials(creds.dir, { server: true, client: true });
+  const t = new TlsTransport({
+    creds: creds0,
+    authz: null,
+    log: lines.log,
+    handshakeTimeoutMs: 300,
+  });
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+  const garbage = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await garbage.write(encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+    // While the silent peer hangs in its handshake, a good client is served.
+    const accepted = listener.accept();
+    const good = await t.connect(
+      parseAddress(`tls:127.0.0.1:${port}`),
+      new AbortController().signal,
+    );
+    const server = await accepted;
+    await good.write(encoder.encode("ok"));
+    assert.equal(await readText(server, 2), "ok");
+    good.close();
+    server.close();
+    // Both bad peers are closed by the server: their reads end.
+    const ended = async (c: Deno.Conn) => {
+      try {
+        while (await c.read(new Uint8Array(64)) !== null) { /* an alert, then the end */ }
+      } catch {
+        // reset
+      }
+    };
+    const started = performance.now();
+    await Promise.all([ended(silent), ended(garbage)]);
+    assert.ok(performance.now() - started < 5000);
+    assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
+    assert.match(lines.lines[0], /event=tls-refused .*peer=127\.0\.0\.1:\d+ reason=/);
+  } finally {
+    silent.close();
+    garbage.close();
+    listener.close();
+  }
+});
+
+Deno.test("tls: peers that break off mid-handshake or send damaged records do not crash or stall the listener", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  try {
+    const rng = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 151 + n * 7) & 0xff);
+    for (let i = 0; i < 20; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      // A TLS handshake record header, then damaged content of varying length, then gone.
+      await c.write(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, ...rng(i * 13)]));
+      c.close();
+    }
+    for (let i = 0; i < 5; i++) {
+      // A real handshake, dropped before it finishes.
+      const c = await rawClient(port, creds.dir);
+      c.close();
+    }
+    const good = await t.connect(
+      parseAddress(`tls:127.0.0.1:${port}`),
+      new AbortController().signal,
+    );
+    await good.write(encoder.encode("still here"));
+    // Peers whose handshake completed before they left may come out of accept() first: they
+    // read as ended at once.
+    let text = "";
+    while (text !== "still here") {
+      const server = await listener.accept();
+      text = await readText(server, 10);
+      server.close();
+    }
+    good.close();
+    assert.doesNotMatch(lines.lines.join("\n"), /level=error/);
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("tls: --tls-authz compares the DN in the certificate's order; the reversed DN refuses", async () => {
+  for (const [authz, admitted] of [[["CN=client,O=Example"], false], [null, true]] as const) {
+    const lines = new Lines();
+    const t = transport(creds.dir, lines.log, authz === null ? null : [...authz]);
+    const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+    try {
+      const client = await rawClient(portOf(listener), creds.wrongDnDir);
+      if (admitted) {
+        const server = await listener.accept();
+        assert.equal((server as { subject?: string }).subject, "O=Example,CN=intruder");
+        server.close();
+        client.close();
+      } else {
+        const warned = lines.next();
+        await sendUntilRefused(client, "x");
+        assert.match(await warned, /not in --tls-authz/);
+      }
+    } finally {
+      listener.close();
+    }
+  }
+});
+
+Deno.test("tls: tls: refuses a server whose certificate another CA signed", async () => {
+  const lines = new Lines();
+  const foreign = new TlsTransport({
+    creds: {
+      ...loadCredentials(creds.dir, { server: false, client: true }),
+      server: {
+        cert: Deno.readTextFileSync(`${creds.foreignServerDir}/server-cert.pem`),
+        key: Deno.readTextFileSync(`${creds.foreignServerDir}/server-key.pem`),
+      },
+    },
+    authz: null,
+    log: lines.log,
+  });
+  const listener = await foreign.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  try {
+    const t = transport(creds.dir, lines.log);
+    await assert.rejects(
+      t.connect(parseAddress(`tls:127.0.0.1:${portOf(listener)}`), new AbortController().signal),
+    );
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("tls: tls: fails to connect when the server closes right after the handshake (our certificate refused by its authz)", async () => {
+  const lines = new Lines();
+  const listener = await transport(creds.dir, lines.log, ["O=Example,CN=client"])
+    .listen(parseAddress("tls-listen:127.0.0.1:0"));
+  try {
+    const intruder = transport(creds.wrongDnDir, lines.log);
+    await assert.rejects(
+      intruder.connect(
+        parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
+        new AbortController().signal,
+      ),
+      /closed the connection right after the handshake: it refused our client certificate/,
+    );
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("tls: connect rejects at once when its signal aborts during the handshake", async () => {
+  // A TCP listener that accepts and never answers the ClientHello.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held = silent.accept();
+  try {
+    const t = transport(creds.dir, new Lines().log);
+    const abort = new AbortController();
+    const connecting = t.connect(
+      parseAddress(`tls:127.0.0.1:${(silent.addr as Deno.NetAddr).port}`),
+      abort.signal,
+    );
+    const conn = await held;
+    abort.abort(new Error("stopping"));
+    await assert.rejects(connecting, /stopping/);
+    conn.close();
+  } finally {
+    silent.close();
+  }
+});
+
+Deno.test("tls: credentials: each bad file fails with one line naming the file and the problem", () => {
+  const cases: [string, { server: boolean; client: boolean }, RegExp][] = [
+    [
+      creds.expiredDir,
+      { server: true, client: false },
+      /expired\/server-cert\.pem: the certificate expired on /,
+    ],
+    [
+      creds.mismatchDir,
+      { server: true, client: false },
+      /mismatch\/server-key\.pem: does not match server-cert\.pem/,
+    ],
+    [
+      creds.foreignServerDir,
+      { server: true, client: false },
+      /foreign\/server-cert\.pem: not signed by ca-cert\.pem/,
+    ],
+    [
+      creds.otherCaDir,
+      { server: false, client: true },
+      /other-ca\/client-cert\.pem: not signed by ca-cert\.pem/,
+    ],
+    [
+      `${creds.root}/missing`,
+      { server: true, client: false },
+      /missing\/ca-cert\.pem: cannot read it \(no such file\)/,
+    ],
+  ];
+  for (const [dir, needs, message] of cases) {
+    assert.throws(() => loadCredentials(dir, needs), (e: unknown) => {
+      assert.ok(e instanceof CredentialsError);
+      assert.match(e.message, message);
+      assert.ok(!e.message.includes("\n"));
+      return true;
+    });
+  }
+  // Only the pair an address needs is read: the expired server pair is not needed to connect.
+  assert.equal(loadCredentials(creds.expiredDir, { server: false, client: true }).server, null);
+});
+
+Deno.test("tls: credentials: a key file that is not a key, and an X.509 v1 certificate", async () => {
+  const dir = await Deno.makeTempDir({ dir: creds.root });
+  for (const f of ["ca-cert.pem", "server-cert.pem"]) {
+    await Deno.copyFile(`${creds.dir}/${f}`, `${dir}/${f}`);
+  }
+  await Deno.writeTextFile(`${dir}/server-key.pem`, "not a key\n");
+  assert.throws(
+    () => loadCredentials(dir, { server: true, client: false }),
+    /server-key\.pem: not an unencrypted PEM private key/,
+  );
+  // A v1 certificate: openssl x509 -req without extensions.
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["x509", "-req", "-in", `${creds.root}/server.csr`, "-CA", `${creds.root}/ca-cert.pem`],
+      ...["-CAkey", `${creds.root}/ca-key.pem`, "-days", "3", "-out", `${dir}/server-cert.pem`],
+    ],
+    stderr: "null",
+  }).output();
+  assert.ok(out.success);
+  await Deno.copyFile(`${creds.dir}/server-key.pem`, `${dir}/server-key.pem`);
+  const pem = await Deno.readTextFile(`${dir}/server-cert.pem`);
+  assert.equal(certificateVersion(new Uint8Array(new X509Certificate(pem).raw)), 1);
+  assert.throws(
+    () => loadCredentials(dir, { server: true, client: false }),
+    /server-cert\.pem: an X\.509 v1 certificate, which TLS here refuses; regenerate it with v3 extensions/,
+  );
+});
+
+Deno.test("tls: subjectDn writes the subject as QEMU's authz-simple compares it", async () => {
+  const dir = await Deno.makeTempDir({ dir: creds.root });
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+      ...["-keyout", `${dir}/k.pem`, "-out", `${dir}/c.pem`, "-days", "1", "-multivalue-rdn"],
+      ...["-subj", "/C=DE/O=Example\\, Inc./OU=a+OU=b/CN=client one"],
+    ],
+    stderr: "null",
+  }).output();
+  assert.ok(out.success);
+  const cert = new X509Certificate(await Deno.readTextFile(`${dir}/c.pem`));
+  assert.equal(
+    subjectDn(new Uint8Array(cert.raw)),
+    "C=DE,O=Example\\, Inc.,OU=a+OU=b,CN=client one",
+  );
+  assert.equal(certificateVersion(new Uint8Array(cert.raw)), 3);
+});
