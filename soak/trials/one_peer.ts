@@ -1,0 +1,79 @@
+/**
+ * Trial 9 (SPEC 11, "One peer per endpoint"): while primary-in has a peer, a second client
+ * connects to it. The program must close the second connection at once, log it at warn with
+ * its address, and never process what it sent — not even after the first peer leaves.
+ *
+ * @module
+ */
+
+import { connectRetry } from "../../tests/support/net.ts";
+import { num } from "../format.ts";
+import type { Scope, Trial } from "../trial.ts";
+import { arpFramed, closeAll, connectData, FrameReader, isArp, writeAll } from "../traffic.ts";
+
+const CLOSE_BOUND_MS = 1000;
+/** How long outdev is watched for the second client's frame after the first peer left. */
+const WATCH_MS = 1000;
+
+export const onePeer: Trial = {
+  id: 9,
+  name: "one-peer",
+  title: "a second client on a busy listen endpoint",
+  limitSeconds: { short: 20, full: 20 },
+  async run(_profile, scope: Scope) {
+    const program = await scope.start({ noNotify: true });
+    const peers = await connectData(program.ports);
+    for (const c of Object.values(peers)) scope.conn(c);
+    const arps = new Set<number>();
+    const out = new FrameReader(peers.outdev, (f) => {
+      if (isArp(f)) arps.add((f[39] << 16) | (f[40] << 8) | f[41]);
+    });
+    scope.defer(() => out.close());
+    const first = 1;
+    const intruder = 2;
+    // The first peer is busy: its frame came out.
+    await writeAll(peers.primary, arpFramed(first));
+    await out.until(() => arps.has(first), 5000);
+
+    const second = scope.conn(await connectRetry(program.ports["primary-in"]));
+    const port = (second.localAddr as Deno.NetAddr).port;
+    const t0 = performance.now();
+    try {
+      await writeAll(second, arpFramed(intruder));
+    } catch {
+      // closed already: nothing it sent can be processed
+    }
+    const secondReader = new FrameReader(second);
+    scope.defer(() => secondReader.close());
+    await secondReader.until(() => false, CLOSE_BOUND_MS);
+    const closedMs = secondReader.closed ? performance.now() - t0 : null;
+
+    closeAll(peers.primary);
+    await out.until(() => arps.has(intruder), WATCH_MS);
+    const processed = arps.has(intruder);
+    const warn = program.found(new RegExp(`level=warn\\b.*:${port}\\b`))[0] ??
+      program.tail(200).split("\n").find((l) => /level=warn/.test(l) && l.includes(`:${port}`));
+    return [
+      {
+        check: "second client on busy primary-in closed at once",
+        bound: `closed within ${num(CLOSE_BOUND_MS)} ms`,
+        measured: closedMs === null
+          ? `still open after ${num(CLOSE_BOUND_MS)} ms`
+          : `closed after ${num(closedMs)} ms`,
+        pass: closedMs !== null && closedMs <= CLOSE_BOUND_MS,
+      },
+      {
+        check: "what the second client sent is never processed",
+        bound: "its frame never on outdev",
+        measured: processed ? "its frame came out after the first peer left" : "never came out",
+        pass: !processed && arps.has(first),
+      },
+      {
+        check: "the refused client is logged at warn with its address",
+        bound: `a level=warn line naming :${port}`,
+        measured: warn ? warn.replace(/^ts=\S+ /, "") : "no such line",
+        pass: warn !== undefined,
+      },
+    ];
+  },
+};

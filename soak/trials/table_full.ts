@@ -1,0 +1,92 @@
+/**
+ * Trial 1 (SPEC 8, "Connections"): 65,536 connections hold frames; then frames on new
+ * connections must cost bounded CPU each, and a matched pair on another connection must
+ * still come out.
+ *
+ * Each held connection is a UDP flow with one primary datagram and no secondary. An ARP frame
+ * (passed through at once) written after a batch marks when the program has read the batch.
+ *
+ * @module
+ */
+
+import { Scope, type Trial } from "../trial.ts";
+import { atMost, num } from "../trial.ts";
+import {
+  arpFramed,
+  connectData,
+  FrameReader,
+  isArp,
+  udpBatch,
+  udpFramed,
+  writeAll,
+} from "../traffic.ts";
+
+/** Connections that hold a frame (the table's bound in SPEC 8's words). */
+const HELD_CONNECTIONS = 65_536;
+/** The probe pair's flow: beyond every other flow number used here. */
+const PROBE_FLOW = 0xf0_0000;
+/** CPU per frame on a new connection: O(1) costs a few µs; a table scan costs milliseconds. */
+const CPU_PER_FRAME_BOUND_US = 100;
+
+export const tableFull: Trial = {
+  id: 1,
+  name: "table-full",
+  title: "65,536 connections holding frames, then frames on new connections",
+  limitSeconds: { short: 60, full: 240 },
+  async run(profile, scope: Scope) {
+    const fresh = profile.short ? 2_000 : 20_000;
+    const program = await scope.start({ noNotify: true });
+    const peers = await connectData(program.ports);
+    for (const c of Object.values(peers)) scope.conn(c);
+    const arps = new Set<number>();
+    let probeAt = 0;
+    const out = new FrameReader(peers.outdev, (f) => {
+      if (isArp(f)) arps.add((f[39] << 16) | (f[40] << 8) | f[41]);
+      else if (f.length > 30 && f[27] === 0xf0) probeAt = performance.now();
+    });
+    scope.defer(() => out.close());
+    const marker = async (tag: number, timeoutMs: number) => {
+      await writeAll(peers.primary, arpFramed(tag));
+      return await out.until(() => arps.has(tag), timeoutMs);
+    };
+
+    await writeAll(peers.primary, udpBatch(0, HELD_CONNECTIONS, "held: no secondary"));
+    if (!(await marker(1, 60_000))) throw new Error("the held frames were not read in 60 s");
+
+    const cpu0 = program.cpu();
+    const t0 = performance.now();
+    const limitMs = profile.short ? 40_000 : 150_000;
+    await writeAll(peers.primary, udpBatch(HELD_CONNECTIONS, fresh, "new connection"));
+    const finished = await marker(2, limitMs);
+    const wall = performance.now() - t0;
+    const cpuUs = ((program.cpu() - cpu0) * 1e6) / fresh;
+
+    const probe = udpFramed(PROBE_FLOW, "probe pair");
+    const sentAt = performance.now();
+    await writeAll(peers.primary, probe);
+    await writeAll(peers.secondary, probe);
+    const out5s = await out.until(() => probeAt > 0, 5_000);
+    return [
+      finished
+        ? atMost(
+          `CPU per frame on a new connection (${num(fresh)} frames)`,
+          cpuUs,
+          CPU_PER_FRAME_BOUND_US,
+          (n) => `${n.toFixed(1)} µs`,
+          `${num(wall)} ms wall for all`,
+        )
+        : {
+          check: `CPU per frame on a new connection (${num(fresh)} frames)`,
+          bound: `<= ${CPU_PER_FRAME_BOUND_US} µs`,
+          measured: `not all read in ${num(limitMs / 1000)} s; >= ${cpuUs.toFixed(0)} µs so far`,
+          pass: false,
+        },
+      {
+        check: "matched pair on another connection comes out",
+        bound: "out within 5 s",
+        measured: out5s ? `out after ${num(probeAt - sentAt)} ms` : "not out in 5 s",
+        pass: out5s,
+      },
+    ];
+  },
+};
