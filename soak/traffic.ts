@@ -123,12 +123,20 @@ export class OrderCheck {
   /** Frames that belong to no flow of the check. */
   foreign = 0;
   readonly #next = new Map<number, number>();
+  /** Segments in order per flow (index: flow - first). */
+  readonly #perFlow: number[];
   readonly #first: number;
   readonly #flows: number;
 
   constructor(streams: TcpStreams, firstFlow = 0) {
     this.#first = firstFlow;
     this.#flows = streams.flows;
+    this.#perFlow = new Array(streams.flows).fill(0);
+  }
+
+  /** The fewest segments any flow has delivered in order. */
+  lowest(): number {
+    return Math.min(...this.#perFlow);
   }
 
   /** Looks at one frame read from outdev. */
@@ -142,8 +150,10 @@ export class OrderCheck {
       f[TCP_SEQ_AT + 3]) >>> 0;
     const len = ((f[IP_TOTAL_LENGTH_AT] << 8) | f[IP_TOTAL_LENGTH_AT + 1]) - 40;
     const expected = this.#next.get(flow) ?? initialSeq(flow);
-    if (seq === expected) this.inOrder++;
-    else if (((seq - expected) | 0) < 0) this.duplicates++;
+    if (seq === expected) {
+      this.inOrder++;
+      this.#perFlow[flow - this.#first]++;
+    } else if (((seq - expected) | 0) < 0) this.duplicates++;
     else this.gaps++;
     if (((seq - expected) | 0) >= 0) this.#next.set(flow, (seq + len) >>> 0);
   }
@@ -377,7 +387,7 @@ export function udpBatch(first: number, count: number, payload: string): Uint8Ar
 }
 
 /** Segments per batch a pump writes (one write call each). */
-const PUMP_BATCH = 256;
+export const PUMP_BATCH = 256;
 
 /**
  * Writes the same {@linkcode TcpStreams} into both inputs as fast as each socket takes it,
@@ -397,6 +407,7 @@ export class PairedPump {
   #stopAt = Infinity;
   readonly #maxAhead: number;
   readonly #diverge?: (i: number) => boolean;
+  readonly #gate?: (sent: number) => Promise<unknown>;
   readonly #wakers: (() => void)[] = [];
   readonly #done: Promise<void>[];
   /** Sides whose connection failed: the other no longer waits for them. */
@@ -405,12 +416,19 @@ export class PairedPump {
   constructor(
     streams: TcpStreams,
     peers: { primary: Deno.Conn | null; secondary: Deno.Conn | null },
-    options: { maxAheadFrames?: number; diverge?: (i: number) => boolean; limit?: number } = {},
+    options: {
+      maxAheadFrames?: number;
+      diverge?: (i: number) => boolean;
+      limit?: number;
+      /** Awaited before each batch with the frames that side has written (a window). */
+      gate?: (sent: number) => Promise<unknown>;
+    } = {},
   ) {
     this.#streams = streams;
     this.#maxAhead = options.maxAheadFrames ?? 1 << 20;
     this.#diverge = options.diverge;
     this.#stopAt = options.limit ?? Infinity;
+    this.#gate = options.gate;
     this.#done = [];
     if (peers.primary) this.#done.push(this.#run("primary", peers.primary));
     else this.sent.primary = -1;
@@ -427,6 +445,7 @@ export class PairedPump {
           await new Promise<void>((r) => this.#wakers.push(r));
           continue;
         }
+        if (this.#gate) await this.#gate(this.sent[side]);
         const index = (this.sent[side] - this.#base) / PUMP_BATCH;
         while (this.#batches.length <= index) {
           this.#batches.push(this.#streams.next(PUMP_BATCH, this.#diverge));
