@@ -14,23 +14,35 @@ cd "$(dirname "$0")"
 PERMISSIONS="--allow-net --allow-read --allow-write"
 mkdir -p dist
 
+# Exit status: 0 built, 1 the program does not compile, 3 no denort runtime to build with.
 build() { # build OUTPUT [TARGET]
   out=$1
   shift
   log=$(mktemp)
+  # Type errors first, on their own: they are the program's fault, never the network's.
+  if ! NO_COLOR=1 deno check main.ts >"$log" 2>&1; then
+    echo "compile.sh: main.ts does not compile: $(grep -m1 -E 'ERROR|error' "$log" || tail -n1 "$log")" >&2
+    rm -f "$log"
+    return 1
+  fi
   # shellcheck disable=SC2086
-  if NO_COLOR=1 deno compile --quiet $PERMISSIONS ${1:+--target "$1"} --output "$out" main.ts >"$log" 2>&1; then
+  if NO_COLOR=1 deno compile --quiet --no-check $PERMISSIONS ${1:+--target "$1"} --output "$out" main.ts >"$log" 2>&1; then
     rm -f "$log"
     echo "built $out"
     return 0
   fi
-  if [ -n "${DENORT_BIN:-}" ]; then
-    echo "compile.sh: deno compile failed with DENORT_BIN=$DENORT_BIN (is it denort 2.9.6 for this host?): $(grep -m1 -i error "$log" || tail -n1 "$log")" >&2
-  elif grep -qiE 'dns|download|network|connect|lookup' "$log"; then
-    echo "compile.sh: deno compile could not download the denort runtime (no network); set DENORT_BIN to a local denort 2.9.6 binary and run again" >&2
-  else
-    echo "compile.sh: deno compile failed: $(grep -m1 -i error "$log" || tail -n1 "$log")" >&2
+  # deno compile fetches denort-<target>.zip "setting up the base binary"; only that is a
+  # missing runtime.
+  if grep -q 'Setting up base binary' "$log" && grep -qE 'denort-[A-Za-z0-9_-]+\.zip' "$log"; then
+    if [ -n "${DENORT_BIN:-}" ]; then
+      echo "compile.sh: deno compile could not use DENORT_BIN=$DENORT_BIN (it must be denort 2.9.6 for this host)" >&2
+    else
+      echo "compile.sh: no denort runtime: deno compile could not download denort 2.9.6 ($(sed '/Stack backtrace/q' "$log" | grep -E '^ +[0-9]+: ' | tail -n1 | sed 's/^ *[0-9]*: //')); set DENORT_BIN to a local denort 2.9.6 binary and run again" >&2
+    fi
+    rm -f "$log"
+    return 3
   fi
+  echo "compile.sh: deno compile failed: $(grep -m1 -i error "$log" || tail -n1 "$log")" >&2
   rm -f "$log"
   return 1
 }

@@ -23,6 +23,10 @@ export interface Config {
   /** Per connection and side (QEMU admits one more). */
   maxQueueSize: number;
   vnetHdrSupport: boolean;
+  /** Bytes of frames held on both sides together (SPEC 8). */
+  maxHeldBytes: number;
+  /** Mode of the sockets `unix-listen:` creates (SPEC 11). */
+  socketMode: number;
   logLevel: Level;
 }
 
@@ -41,6 +45,8 @@ export const DEFAULTS = {
   compareTimeout: 3000,
   expiredScanCycle: 1000,
   maxQueueSize: 1024,
+  maxHeldBytes: 256 * 2 ** 20,
+  socketMode: 0o600,
 } as const;
 
 /** setTimeout's limit; a larger period would fire at once. */
@@ -65,6 +71,8 @@ Options:
   --expired-scan-cycle MS    how often held frames are checked for age (default 1000)
   --max-queue-size N         frames held per connection and side (default 1024; N+1 fit, as in QEMU)
   --vnet-hdr-support         frames carry a vnet header length word (vnet_hdr_support=on)
+  --max-held-bytes BYTES     frames held on both sides together (default 256M; K, M, G suffixes)
+  --socket-mode MODE         mode of unix-listen sockets, octal (default 0600)
   --log-level LEVEL          error, warn, info (default), debug or trace (QEMU trace names)
   -h, --help                 this text
   -V, --version              the version
@@ -87,6 +95,8 @@ const OPTIONS = {
   "expired-scan-cycle": { type: "string" },
   "max-queue-size": { type: "string" },
   "vnet-hdr-support": { type: "boolean" },
+  "max-held-bytes": { type: "string" },
+  "socket-mode": { type: "string" },
   "log-level": { type: "string" },
   "help": { type: "boolean", short: "h" },
   "version": { type: "boolean", short: "V" },
@@ -104,6 +114,37 @@ function positiveInteger(flag: string, text: string, unit: string, max: number):
   if (n === 0) throw new UsageError(`--${flag}: 0 is not allowed; give at least 1 (${unit})`);
   if (n > max) throw new UsageError(`--${flag}: ${text} is too large; the limit is ${max} ${unit}`);
   return n;
+}
+
+const SUFFIX: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 };
+/** The least `--max-held-bytes`: a few of the largest frames must fit. */
+const MIN_HELD_BYTES = 2 ** 20;
+
+/** `--max-held-bytes`: bytes, optionally with a binary K, M or G suffix (SPEC 2). */
+function byteCount(flag: string, text: string): number {
+  const m = /^([0-9]+)([KMG]?)(?:i?B)?$/i.exec(text.trim());
+  if (!m) {
+    throw new UsageError(
+      `--${flag}: "${text}" is not a number of bytes; e.g. --${flag} 256M (K, M, G: binary units)`,
+    );
+  }
+  const n = Number(m[1]) * SUFFIX[m[2].toUpperCase()];
+  if (n < MIN_HELD_BYTES) {
+    throw new UsageError(`--${flag}: ${text} is too small; give at least 1M`);
+  }
+  if (n > Number.MAX_SAFE_INTEGER) throw new UsageError(`--${flag}: ${text} is too large`);
+  return n;
+}
+
+/** `--socket-mode`: an octal file mode such as 0600 or 660 (SPEC 11). */
+function fileMode(flag: string, text: string): number {
+  const m = /^(?:0o?)?([0-7]{1,3})$/.exec(text.trim());
+  if (!m) {
+    throw new UsageError(
+      `--${flag}: "${text}" is not an octal file mode; e.g. --${flag} 0600 (owner only) or 0660`,
+    );
+  }
+  return parseInt(m[1], 8);
 }
 
 function address(flag: string, text: string | undefined, required: boolean): Address | null {
@@ -200,6 +241,12 @@ export function parseCommandLine(args: string[]): Command {
       ? DEFAULTS.maxQueueSize
       : positiveInteger("max-queue-size", v["max-queue-size"], "frames", 2 ** 32 - 1),
     vnetHdrSupport: v["vnet-hdr-support"] ?? false,
+    maxHeldBytes: v["max-held-bytes"] === undefined
+      ? DEFAULTS.maxHeldBytes
+      : byteCount("max-held-bytes", v["max-held-bytes"]),
+    socketMode: v["socket-mode"] === undefined
+      ? DEFAULTS.socketMode
+      : fileMode("socket-mode", v["socket-mode"]),
     logLevel: level(v["log-level"]) ?? "info",
   };
   return { kind: "run", config };

@@ -1,59 +1,42 @@
 /**
- * The running comparator: four endpoints around one compare engine. This layer owns all I/O:
- * reading and decoding the inputs, batching output, back-pressure, reconnection, the expiry
- * timer and the notify-dev protocol. The engine itself stays synchronous.
+ * The running comparator: the composition root. It only wires one object per job, talking by
+ * events: an endpoint per stream, an {@linkcode InputPump} per input, one
+ * {@linkcode FlowControl} deciding pauses, the outdev {@linkcode FrameWriter}, the checkpoint
+ * channel with the one-request-per-epoch rule, and the {@linkcode ComparatorSink} counting and
+ * forwarding the engine's decisions. The engine itself stays synchronous.
  *
  * @module
  */
 
-import {
-  CheckpointRequests,
-  classifyNotify,
-  COLO_COMPARE_GET_XEN_INIT,
-  describeMessage,
-  DO_CHECKPOINT,
-} from "./checkpoint/notify.ts";
+import type { ChannelEvents, CheckpointChannel } from "./checkpoint/channel.ts";
+import { CheckpointRequests } from "./checkpoint/notify.ts";
+import { NotifyChannel } from "./checkpoint/notify_channel.ts";
 import type { Config } from "./cli.ts";
 import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
-import type {
-  CheckpointReason,
-  DiscardReason,
-  EngineSink,
-  ReleaseReason,
-  Tracer,
-} from "./compare/events.ts";
+import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
-import type { Logger } from "./log.ts";
+import { FlowControl, heldMarks, type PauseReason } from "./flow/control.ts";
+import { InputPump } from "./input/pump.ts";
+import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
+import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
-import { FrameDecoder, NET_BUFSIZE } from "./wire/codec.ts";
+import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
+import { PlainTransport } from "./wire/plain.ts";
+import type { Conn } from "./wire/transport.ts";
 
-/** Bytes asked of the socket per read: many frames per read, one decode pass each. */
-const READ_SIZE = 256 * 1024;
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
 const OUT_HIGH_WATER = 4 * 1024 * 1024;
 const OUT_LOW_WATER = 1024 * 1024;
-/** outdev disconnected: released frames kept for the next peer. */
+/** outdev disconnected: released frames kept for the next peer, in bytes and in age (SPEC 8). */
 const OUT_MAX_BUFFERED = 32 * 1024 * 1024;
-/** Held bytes per side above which that side's input pauses until comparison catches up. */
-const HELD_HIGH_WATER = 64 * 1024 * 1024;
-const HELD_LOW_WATER = 32 * 1024 * 1024;
-/** A class of dropped frames is logged at once, then summarised at most this often. */
-const DROP_LOG_INTERVAL_MS = 10_000;
+const OUT_MAX_AGE_MS = 10_000;
+/** Repeating events are logged once per class, then summarised at most this often. */
+const SUMMARY_INTERVAL_MS = 10_000;
 /** Shutdown waits at most this long for outdev to take what was released. */
 const SHUTDOWN_FLUSH_MS = 5_000;
-
-const encoder = new TextEncoder();
-const DO_CHECKPOINT_BYTES = encoder.encode(DO_CHECKPOINT);
-const GET_XEN_INIT_BYTES = encoder.encode(COLO_COMPARE_GET_XEN_INIT);
-
-interface DropClass {
-  total: number;
-  unlogged: number;
-  loggedAt: number;
-}
 
 /** What {@linkcode Comparator.stop} reports. */
 export interface StopReport {
@@ -64,116 +47,243 @@ export interface StopReport {
   unsentBytes: number;
 }
 
-/** One comparator instance: the program's whole runtime state. */
-export class Comparator implements EngineSink {
+/** A checkpoint request that went out (or would have, with no channel). */
+export interface CheckpointRequestEvent {
+  reason: CheckpointReason;
+  conn: Connection | null;
+  /** Whether a channel took it. */
+  delivered: boolean;
+}
+
+/** A peer came or went on one endpoint. */
+export interface PeerEvent {
+  endpoint: EndpointName;
+  connected: boolean;
+  peer: string;
+}
+
+/** What monitors, metrics and captures can subscribe to. */
+export interface ComparatorEvents {
+  checkpointRequest?(event: CheckpointRequestEvent): void;
+  peer?(event: PeerEvent): void;
+  pause?(side: Side, paused: boolean, reason: PauseReason): void;
+}
+
+interface PauseLog {
+  since: number;
+  logged: boolean;
+  loggedAt: number;
+  /** Pauses since the last line about them, and their time. */
+  quiet: number;
+  quietMs: number;
+}
+
+/** One comparator instance: the program's whole runtime state, wired. */
+export class Comparator {
   readonly config: Config;
   readonly stats = new Stats();
   readonly engine: CompareEngine;
   readonly #log: Logger;
+  readonly #classes: ClassLog;
   readonly #endpoints: Endpoint[] = [];
   readonly #primary: Endpoint;
   readonly #secondary: Endpoint;
   readonly #outdev: Endpoint;
-  readonly #notify: Endpoint | null;
+  readonly #channel: CheckpointChannel | null;
   readonly #out: FrameWriter;
-  readonly #notifyOut: FrameWriter;
+  readonly #sink: ComparatorSink;
+  readonly #flow: FlowControl;
+  readonly #pumps: Record<Side, InputPump>;
   readonly #requests: CheckpointRequests;
-  readonly #drops = new Map<string, DropClass>();
+  readonly #subscribers: ComparatorEvents[] = [];
+  readonly #pauseLog: Record<Side, PauseLog> = {
+    primary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
+    secondary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
+  };
   readonly #serving: Promise<void>[] = [];
-  /** Arrival time stamped on every frame of the chunk being decoded. */
-  #now = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** The compare clock stands still while outdev is congested: see #now. */
+  #frozenMs = 0;
+  #congestedSince: number | null = null;
   #stopping = false;
   #started = false;
-  #paused = { primary: false, secondary: false };
-  #resume = { primary: [] as (() => void)[], secondary: [] as (() => void)[] };
-  #heldHigh = { primary: false, secondary: false };
 
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.#log = log;
-    const tracer: Tracer | null = log.enabled("trace")
-      ? { trace: (name, fields) => log.trace(name, fields) }
-      : null;
-    this.engine = new CompareEngine(
-      { compareTimeout: config.compareTimeout, maxQueueSize: config.maxQueueSize },
-      this,
-      tracer,
-    );
-    this.#requests = new CheckpointRequests(config.compareTimeout);
-    const ep = (name: EndpointName, a: Config["outdev"]) => {
-      const e = new Endpoint(name, a, log);
-      this.#endpoints.push(e);
-      return e;
-    };
-    this.#primary = ep("primary-in", config.primaryIn);
-    this.#secondary = ep("secondary-in", config.secondaryIn);
-    this.#outdev = ep("outdev", config.outdev);
-    this.#notify = config.notifyDev ? ep("notify-dev", config.notifyDev) : null;
+    this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
+    const transport = new PlainTransport(config.socketMode);
     this.#out = new FrameWriter({
       vnet: config.vnetHdrSupport,
       highWater: OUT_HIGH_WATER,
       lowWater: OUT_LOW_WATER,
       maxBufferedDisconnected: OUT_MAX_BUFFERED,
-      onOverflow: (n) => {
-        this.stats.outdevOverflow += n;
-        this.#noteDrop("outdev", "disconnected-overflow", null, n);
-      },
-      onDrained: () => this.#recheck(),
+      maxAgeDisconnected: OUT_MAX_AGE_MS,
+      onOverflow: (n) => this.#sink.outdevLost("disconnected-overflow", n),
+      onExpired: (n) => this.#sink.outdevLost("too-old", n),
+      onCongestion: (on) => this.#outdevCongested(on),
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
     });
-    this.#notifyOut = new FrameWriter({
-      vnet: false,
-      highWater: 64 * 1024,
-      lowWater: 16 * 1024,
-      maxBufferedDisconnected: 0,
-      onWriteError: (e) => log.warn("write-failed", { endpoint: "notify-dev", error: String(e) }),
-    });
+    this.#sink = new ComparatorSink(
+      this.stats,
+      this.#out,
+      this.#classes,
+      (reason, conn, now) => this.#checkpointNeeded(reason, conn, now),
+    );
+    const tracer: Tracer | null = log.enabled("trace")
+      ? { trace: (name, fields) => log.trace(name, fields) }
+      : null;
+    this.engine = new CompareEngine(
+      {
+        compareTimeout: config.compareTimeout,
+        maxQueueSize: config.maxQueueSize,
+        maxHeldBytes: config.maxHeldBytes,
+      },
+      this.#sink,
+      tracer,
+    );
+    this.#requests = new CheckpointRequests(config.compareTimeout);
+    this.#flow = new FlowControl(
+      heldMarks(config.maxHeldBytes),
+      (side, paused, reason) => this.#onPause(side, paused, reason),
+    );
+    this.#pumps = { primary: this.#pump("primary"), secondary: this.#pump("secondary") };
+
+    const endpoint = (name: EndpointName, address: Address) => {
+      const e = new Endpoint(name, address, transport, log);
+      e.onPeer((connected, peer) =>
+        this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
+      );
+      this.#endpoints.push(e);
+      return e;
+    };
+    this.#primary = endpoint("primary-in", config.primaryIn);
+    this.#secondary = endpoint("secondary-in", config.secondaryIn);
+    this.#outdev = endpoint("outdev", config.outdev);
+    this.#primary.onPeer((c) => this.#flow.peer("primary", c));
+    this.#secondary.onPeer((c) => this.#flow.peer("secondary", c));
+
+    const events: ChannelEvents = {
+      checkpointDone: () => this.#checkpointDone(),
+      coloExit: (reason) => this.#log.warn("colo-exit", { reason }),
+      coloActive: () => this.#log.warn("colo-active", {}),
+      peer: () => {},
+    };
+    this.#channel = config.notifyDev
+      ? new NotifyChannel(
+        config.notifyDev,
+        transport,
+        events,
+        log,
+        this.#classes,
+        () => this.stats.controlPeersDropped++,
+      )
+      : null;
+    if (this.#channel instanceof NotifyChannel) {
+      const e = this.#channel.endpoint;
+      e.onPeer((connected, peer) =>
+        this.#emit((s) => s.peer?.({ endpoint: "notify-dev", connected, peer }))
+      );
+    }
+  }
+
+  #pump(side: Side): InputPump {
+    const engine = this.engine;
+    const stats = this.stats;
+    const frame = side === "primary"
+      ? (f: Uint8Array, v: number, now: number) => {
+        stats.primaryIn++;
+        engine.primary(f, v, now);
+      }
+      : (f: Uint8Array, v: number, now: number) => {
+        stats.secondaryIn++;
+        engine.secondary(f, v, now);
+      };
+    return new InputPump(side, this.config.vnetHdrSupport, {
+      now: () => this.#now(),
+      frame,
+      chunk: () => {
+        // Released frames go out now, before the next read is even asked for.
+        this.#out.flush();
+        this.#heldChanged();
+      },
+      internalError: (error) => this.#sink.internalError(`${side}-in`, error),
+      oversize: () => this.stats.oversizeResets++,
+    }, this.#log);
+  }
+
+  /** Subscribes to checkpoint requests, peer changes and pauses. */
+  subscribe(events: ComparatorEvents): void {
+    this.#subscribers.push(events);
+  }
+
+  #emit(f: (s: ComparatorEvents) => void): void {
+    for (const s of this.#subscribers) f(s);
+  }
+
+  /** True while `side`'s input is paused. */
+  paused(side: Side): boolean {
+    return this.#flow.paused(side);
   }
 
   /** Where each endpoint listens or connects (port 0 resolved once bound). */
   addresses(): Record<string, string> {
     const r: Record<string, string> = {};
     for (const e of this.#endpoints) r[e.name] = e.boundText;
+    if (this.#channel) r[this.#channel.kind] = this.#channel.boundText;
     return r;
   }
 
   /**
-   * Binds every listen endpoint, then starts serving. On a {@linkcode StartupError} nothing
-   * is left listening.
+   * Binds every listen endpoint, then starts serving. On a `StartupError` nothing is left
+   * listening.
    */
   async start(): Promise<void> {
     try {
       for (const e of this.#endpoints) await e.bind();
+      await this.#channel?.bind();
     } catch (error) {
       for (const e of this.#endpoints) e.close();
+      this.#channel?.close();
       throw error;
     }
     this.#started = true;
-    for (const e of this.#endpoints) {
-      if (e.address.listen) this.#log.info("listening", { endpoint: e.name, address: e.boundText });
-      else this.#log.info("connecting", { endpoint: e.name, address: e.address.text });
+    for (const e of this.#endpoints) this.#logAddress(e.name, e.address, e.boundText);
+    if (this.#channel instanceof NotifyChannel) {
+      const e = this.#channel.endpoint;
+      this.#logAddress(e.name, e.address, e.boundText);
     }
     this.#serving.push(
-      this.#primary.serve((c) => this.#readInput("primary", c)),
-      this.#secondary.serve((c) => this.#readInput("secondary", c)),
+      this.#primary.serve((c) => this.#pumps.primary.run(c)),
+      this.#secondary.serve((c) => this.#pumps.secondary.run(c)),
       this.#outdev.serve((c) => this.#serveOutdev(c)),
     );
-    if (this.#notify) this.#serving.push(this.#notify.serve((c) => this.#serveNotify(c)));
+    if (this.#channel) this.#serving.push(this.#channel.serve());
     this.#timer = setInterval(() => this.#scan(), this.config.expiredScanCycle);
     const c = this.config;
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
       expired_scan_cycle_ms: c.expiredScanCycle,
       max_queue_size: c.maxQueueSize,
+      max_held_bytes: c.maxHeldBytes,
       vnet_hdr_support: c.vnetHdrSupport,
       notify_dev: c.notifyDev ? "on" : "off",
     });
+    if (this.#channel === null) {
+      this.#log.warn("no-checkpoint-channel", {
+        note: "divergent output stays held until a checkpoint that never comes",
+      });
+    }
+  }
+
+  #logAddress(name: string, address: Address, bound: string): void {
+    if (address.listen) this.#log.info("listening", { endpoint: name, address: bound });
+    else this.#log.info("connecting", { endpoint: name, address: address.text });
   }
 
   /**
    * Graceful stop (SPEC 8): stop reading, send everything already released, report what was
-   * held and never compared.
+   * held and never compared. Prompt even while a connect is pending (it is aborted).
    */
   async stop(): Promise<StopReport> {
     if (this.#stopping || !this.#started) {
@@ -181,10 +291,11 @@ export class Comparator implements EngineSink {
     }
     this.#stopping = true;
     clearInterval(this.#timer);
+    this.#pumps.primary.stop();
+    this.#pumps.secondary.stop();
     this.#primary.close();
     this.#secondary.close();
-    this.#notify?.close();
-    this.#wakeAll();
+    this.#channel?.close();
     let deadline: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#out.idle(),
@@ -199,7 +310,8 @@ export class Comparator implements EngineSink {
       heldSecondary: uncompared.secondary,
       unsentBytes: this.#out.pendingBytes,
     };
-    this.#flushDropLog(true);
+    this.#classes.flush(true);
+    this.#flushPauseLog(true);
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
         primary: report.heldPrimary,
@@ -214,253 +326,159 @@ export class Comparator implements EngineSink {
     return report;
   }
 
-  // Inputs.
+  // outdev: the writer sends; reading only tells when the peer goes away.
 
-  async #readInput(side: Side, conn: Deno.Conn): Promise<void> {
-    const engine = this.engine;
-    const stats = this.stats;
-    const decoder = new FrameDecoder(
-      side === "primary"
-        ? {
-          onFrame: (f, v) => {
-            stats.primaryIn++;
-            engine.primary(f, v, this.#now);
-          },
-        }
-        : {
-          onFrame: (f, v) => {
-            stats.secondaryIn++;
-            engine.secondary(f, v, this.#now);
-          },
-        },
-      this.config.vnetHdrSupport,
-    );
-    const buf = new Uint8Array(READ_SIZE);
-    const name = side === "primary" ? "primary-in" : "secondary-in";
-    this.#recheck();
-    try {
-      while (!this.#stopping) {
-        if (this.#paused[side]) await this.#waitResume(side);
-        if (this.#stopping) break;
-        const n = await conn.read(buf);
-        if (n === null) break;
-        this.#now = performance.now();
-        const broken = decoder.push(buf.subarray(0, n));
-        // Released frames go out now, before the next read is even asked for.
-        this.#out.flush();
-        this.#recheck();
-        if (broken) {
-          this.stats.oversizeResets++;
-          this.#log.error("oversize-frame", {
-            endpoint: name,
-            len: broken.len,
-            max: NET_BUFSIZE,
-            action: "connection reset; other streams go on",
-          });
-          return;
-        }
-      }
-    } finally {
-      if (decoder.midFrame && !this.#stopping) {
-        this.#log.warn("partial-frame-lost", { endpoint: name });
-      }
-      this.#recheck();
-    }
-  }
-
-  async #serveOutdev(conn: Deno.Conn): Promise<void> {
+  async #serveOutdev(conn: Conn): Promise<void> {
     this.#out.attach(conn);
     try {
-      // The peer sends nothing; reading tells us when it goes away.
       const sink = new Uint8Array(4096);
       while ((await conn.read(sink)) !== null);
     } catch {
       // reset by peer: gone all the same
     } finally {
       this.#out.detach(conn);
-      this.#recheck();
     }
   }
 
-  async #serveNotify(conn: Deno.Conn): Promise<void> {
-    this.#notifyOut.attach(conn);
-    const decoder = new FrameDecoder({ onFrame: (f) => this.#onNotify(f) }, false);
-    const buf = new Uint8Array(4096);
-    try {
-      while (!this.#stopping) {
-        const n = await conn.read(buf);
-        if (n === null) break;
-        this.#now = performance.now();
-        const broken = decoder.push(buf.subarray(0, n));
-        if (broken) {
-          this.stats.oversizeResets++;
-          this.#log.error("oversize-frame", {
-            endpoint: "notify-dev",
-            len: broken.len,
-            max: NET_BUFSIZE,
-            action: "connection reset",
-          });
-          return;
-        }
-      }
-    } finally {
-      this.#notifyOut.detach(conn);
-    }
+  /**
+   * The compare clock: monotonic time that stands still while outdev is congested. Both
+   * inputs are paused then (SPEC 8), so the side that was a little ahead holds frames whose
+   * partners wait unread in the other input; they must not time out because the client reads
+   * slowly (no timeout checkpoint on identical streams, however slow the client).
+   */
+  #now(): number {
+    const t = performance.now();
+    return this.#congestedSince === null
+      ? t - this.#frozenMs
+      : this.#congestedSince - this.#frozenMs;
   }
 
-  #onNotify(frame: Uint8Array): void {
-    switch (classifyNotify(frame)) {
-      case "proxy-init":
-        this.#log.info("notify-proxy-init", { reply: COLO_COMPARE_GET_XEN_INIT });
-        this.#notifyOut.write(GET_XEN_INIT_BYTES, 0);
-        break;
-      case "checkpoint": {
-        this.stats.checkpointsReceived++;
-        this.#requests.done();
-        const before = this.stats.releasedByCheckpoint;
-        const dropped = this.stats.secondaryFlushed;
-        this.engine.checkpoint();
-        this.#log.info("checkpoint-done", {
-          released: this.stats.releasedByCheckpoint - before,
-          secondary_dropped: this.stats.secondaryFlushed - dropped,
+  #outdevCongested(on: boolean): void {
+    const t = performance.now();
+    if (on && this.#congestedSince === null) this.#congestedSince = t;
+    else if (!on && this.#congestedSince !== null) {
+      this.#frozenMs += t - this.#congestedSince;
+      this.#congestedSince = null;
+    }
+    this.#flow.outdev(on);
+  }
+
+  // Flow control: the pumps do what it decides; pauses and their end are logged at info,
+  // at most one pair per side every SUMMARY_INTERVAL_MS, the rest summarised.
+
+  #heldChanged(): void {
+    this.#flow.held(this.engine.heldPrimaryBytes, this.engine.heldSecondaryBytes);
+  }
+
+  #onPause(side: Side, paused: boolean, reason: PauseReason): void {
+    const pump = this.#pumps[side];
+    if (paused) pump.pause();
+    else pump.resume();
+    const p = this.#pauseLog[side];
+    const now = performance.now();
+    if (paused) {
+      p.since = now;
+      p.logged = now - p.loggedAt >= SUMMARY_INTERVAL_MS;
+      if (p.logged) {
+        p.loggedAt = now;
+        this.#log.info("input-paused", {
+          side,
+          reason,
+          held_bytes: side === "primary"
+            ? this.engine.heldPrimaryBytes
+            : this.engine.heldSecondaryBytes,
+          outdev_pending_bytes: this.#out.pendingBytes,
         });
-        this.#recheck();
-        break;
       }
-      default:
-        this.#log.warn("notify-unknown", { message: describeMessage(frame), length: frame.length });
+    } else {
+      const ms = now - p.since;
+      this.stats.paused(side, reason, ms);
+      if (p.logged) {
+        this.#log.info("input-resumed", { side, reason, paused_ms: Math.round(ms) });
+      } else {
+        p.quiet++;
+        p.quietMs += ms;
+      }
     }
+    this.#emit((s) => s.pause?.(side, paused, reason));
   }
 
-  // Back-pressure: an input pauses while outdev is congested, or while its own side holds
-  // too much that the other side has not matched yet.
-
-  #recheck(): void {
-    const e = this.engine;
-    const h = this.#heldHigh;
-    if (h.primary ? e.heldPrimaryBytes < HELD_LOW_WATER : e.heldPrimaryBytes > HELD_HIGH_WATER) {
-      h.primary = !h.primary;
-    }
-    if (
-      h.secondary ? e.heldSecondaryBytes < HELD_LOW_WATER : e.heldSecondaryBytes > HELD_HIGH_WATER
-    ) {
-      h.secondary = !h.secondary;
-    }
-    const out = this.#out.congested;
-    this.#setPaused("primary", out || (h.primary && this.#secondary.connected));
-    this.#setPaused("secondary", out || (h.secondary && this.#primary.connected));
-  }
-
-  #setPaused(side: Side, paused: boolean): void {
-    if (this.#paused[side] === paused) return;
-    this.#paused[side] = paused;
-    this.#log.debug(paused ? "input-paused" : "input-resumed", { side });
-    if (!paused) {
-      const w = this.#resume[side];
-      this.#resume[side] = [];
-      for (const f of w) f();
-    }
-  }
-
-  #waitResume(side: Side): Promise<void> {
-    return new Promise((r) => this.#resume[side].push(r));
-  }
-
-  #wakeAll(): void {
+  #flushPauseLog(final: boolean): void {
+    const now = performance.now();
     for (const side of ["primary", "secondary"] as const) {
-      const w = this.#resume[side];
-      this.#resume[side] = [];
-      for (const f of w) f();
+      const p = this.#pauseLog[side];
+      if (p.quiet === 0 || (!final && now - p.loggedAt < SUMMARY_INTERVAL_MS)) continue;
+      this.#log.info("input-pauses", { side, count: p.quiet, paused_ms: Math.round(p.quietMs) });
+      p.quiet = 0;
+      p.quietMs = 0;
+      p.loggedAt = now;
     }
   }
 
   // The expiry scan.
 
   #scan(): void {
-    this.engine.tick(performance.now());
-    this.#flushDropLog(false);
-  }
-
-  // EngineSink.
-
-  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason): void {
-    if (reason === "compared") this.stats.releasedCompared++;
-    else if (reason === "passthrough") this.stats.passedThrough++;
-    else this.stats.releasedByCheckpoint++;
-    this.#out.write(frame, vnetLen);
-  }
-
-  discard(side: Side, reason: DiscardReason, _frame: Uint8Array, conn: Connection | null): void {
-    if (reason === "compared") {
-      this.stats.secondaryCompared++;
-      return;
+    try {
+      this.engine.tick(this.#now());
+    } catch (error) {
+      this.#sink.internalError("expiry-scan", error);
     }
-    if (reason === "checkpoint") {
-      this.stats.secondaryFlushed++;
-      return;
-    }
-    this.stats.drop(side, reason);
-    this.#noteDrop(side, reason, conn, 1);
+    this.#out.flush();
+    this.#heldChanged();
+    this.#classes.flush();
+    this.#flushPauseLog(false);
   }
 
-  checkpoint(reason: CheckpointReason, conn: Connection | null, now: number): void {
-    this.stats.need(reason);
+  // Checkpoints: one request per epoch, whatever the channel (SPEC 7).
+
+  #checkpointNeeded(reason: CheckpointReason, conn: Connection | null, now: number): void {
     const where = conn?.name ?? "-";
     if (!this.#requests.request(now)) {
       this.stats.checkpointsCoalesced++;
       this.#log.debug("checkpoint-coalesced", { reason, conn: where });
       return;
     }
-    if (this.#notify === null) {
+    const channel = this.#channel;
+    let delivered = false;
+    if (channel === null) {
       this.stats.checkpointsRequested++;
       this.#log.info("checkpoint-request", { reason, conn: where, channel: "none" });
-      return;
-    }
-    if (!this.#notifyOut.connected) {
+    } else if (!channel.request()) {
       // Counted as outstanding all the same: the scan asks again after compare-timeout.
       this.stats.checkpointsUndelivered++;
       this.#log.warn("checkpoint-request-undelivered", {
         reason,
         conn: where,
-        note: "notify-dev has no peer",
+        note: `${channel.kind} has no peer`,
       });
-      return;
+    } else {
+      delivered = true;
+      this.stats.checkpointsRequested++;
+      this.#log.info("checkpoint-request", { reason, conn: where, channel: channel.kind });
     }
-    this.stats.checkpointsRequested++;
-    this.#notifyOut.write(DO_CHECKPOINT_BYTES, 0);
-    this.#log.info("checkpoint-request", { reason, conn: where, channel: "notify-dev" });
+    this.#emit((s) => s.checkpointRequest?.({ reason, conn, delivered }));
   }
 
-  // Dropped frames: one line per class, then a summary at most every 10 s.
-
-  #noteDrop(side: string, reason: string, conn: Connection | null, n: number): void {
-    const key = `${side}:${reason}`;
-    let c = this.#drops.get(key);
-    if (c === undefined) {
-      c = { total: 0, unlogged: 0, loggedAt: this.#now };
-      this.#drops.set(key, c);
-      c.total += n;
-      this.#log.warn("frames-dropped", {
-        side,
-        reason,
-        conn: conn?.name,
-        count: n,
-        note: `further drops of this class are summarised every ${DROP_LOG_INTERVAL_MS / 1000}s`,
-      });
-      return;
+  #checkpointDone(): void {
+    this.stats.checkpointsReceived++;
+    const outstanding = this.#requests.outstanding;
+    this.#requests.done();
+    const released = this.stats.releasedByCheckpoint;
+    const dropped = this.stats.secondaryFlushed;
+    try {
+      this.engine.checkpoint();
+    } catch (error) {
+      this.#sink.internalError("checkpoint", error);
     }
-    c.total += n;
-    c.unlogged += n;
-  }
-
-  #flushDropLog(final: boolean): void {
-    const now = performance.now();
-    for (const [key, c] of this.#drops) {
-      if (c.unlogged === 0 || (!final && now - c.loggedAt < DROP_LOG_INTERVAL_MS)) continue;
-      const [side, reason] = key.split(":");
-      this.#log.warn("frames-dropped", { side, reason, count: c.unlogged, total: c.total });
-      c.unlogged = 0;
-      c.loggedAt = now;
-    }
+    const fields = {
+      released: this.stats.releasedByCheckpoint - released,
+      secondary_dropped: this.stats.secondaryFlushed - dropped,
+      requested: outstanding,
+    };
+    // Periodic checkpoints that change nothing are routine: debug only.
+    const level = outstanding || fields.released || fields.secondary_dropped ? "info" : "debug";
+    this.#log.log(level, "checkpoint-done", fields);
+    this.#out.flush();
+    this.#heldChanged();
   }
 }

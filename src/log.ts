@@ -82,3 +82,70 @@ export class Logger {
     this.log("trace", event, fields);
   }
 }
+
+interface LogClass {
+  level: Level;
+  event: string;
+  key: Fields;
+  total: number;
+  unlogged: number;
+  loggedAt: number;
+}
+
+/**
+ * Events that can repeat without bound (dropped frames, unknown control messages, internal
+ * errors): the first of each class is logged at once, the rest are counted and summarised
+ * at most once per interval (SPEC 8: never a line each).
+ */
+export class ClassLog {
+  readonly #log: Logger;
+  readonly #intervalMs: number;
+  readonly #now: () => number;
+  readonly #classes = new Map<string, LogClass>();
+
+  constructor(log: Logger, intervalMs = 10_000, now: () => number = () => performance.now()) {
+    this.#log = log;
+    this.#intervalMs = intervalMs;
+    this.#now = now;
+  }
+
+  /**
+   * Notes `n` occurrences of the class `event` + `key`. The first is logged with `key`,
+   * `details` and `count`; later ones wait for {@linkcode ClassLog.flush}.
+   */
+  note(level: Level, event: string, key: Fields, details: Fields = {}, n = 1): void {
+    let id = event;
+    for (const k in key) id += `|${key[k]}`;
+    const c = this.#classes.get(id);
+    if (c !== undefined) {
+      c.total += n;
+      c.unlogged += n;
+      return;
+    }
+    this.#classes.set(id, { level, event, key, total: n, unlogged: 0, loggedAt: this.#now() });
+    this.#log.log(level, event, {
+      ...key,
+      ...details,
+      count: n,
+      note: `repeats are summarised every ${this.#intervalMs / 1000}s`,
+    });
+  }
+
+  /** Occurrences of one class so far. */
+  total(event: string, key: Fields): number {
+    let id = event;
+    for (const k in key) id += `|${key[k]}`;
+    return this.#classes.get(id)?.total ?? 0;
+  }
+
+  /** Logs a summary line for each class with unlogged repeats (all of them when `final`). */
+  flush(final = false): void {
+    const now = this.#now();
+    for (const c of this.#classes.values()) {
+      if (c.unlogged === 0 || (!final && now - c.loggedAt < this.#intervalMs)) continue;
+      this.#log.log(c.level, c.event, { ...c.key, count: c.unlogged, total: c.total });
+      c.unlogged = 0;
+      c.loggedAt = now;
+    }
+  }
+}

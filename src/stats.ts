@@ -33,6 +33,17 @@ export class Stats {
   checkpointsReceived = 0;
   /** Released frames dropped because outdev was disconnected and its buffer full. */
   outdevOverflow = 0;
+  /** Released frames dropped because they waited too long for outdev's next peer. */
+  outdevExpired = 0;
+  /** Primary frames passed through uncompared, by why they could not be compared. */
+  readonly passedThroughBy = new Map<string, number>();
+  /** Exceptions caught from the engine (internal errors, not peer problems). */
+  internalErrors = 0;
+  /** Pauses of each input, and the time spent paused (ms), by reason. */
+  readonly pauses = new Map<string, number>();
+  readonly pausedMs = new Map<string, number>();
+  /** Control peers disconnected for not reading (their output reached its bound). */
+  controlPeersDropped = 0;
   /** Streams reset because of an oversize `len`. */
   oversizeResets = 0;
 
@@ -42,6 +53,13 @@ export class Stats {
     const n = (this.dropped.get(k) ?? 0) + 1;
     this.dropped.set(k, n);
     return n;
+  }
+
+  /** Counts one pause of `side` for `reason` that lasted `ms`. */
+  paused(side: Side, reason: string, ms: number): void {
+    const k = `${side}:${reason}`;
+    this.pauses.set(k, (this.pauses.get(k) ?? 0) + 1);
+    this.pausedMs.set(k, (this.pausedMs.get(k) ?? 0) + ms);
   }
 
   /** Counts a divergence or timeout. */
@@ -68,7 +86,15 @@ export class Stats {
       secondary_flushed: this.secondaryFlushed,
     };
     for (const [k, v] of [...this.dropped].sort()) f[`dropped_${k.replace(":", "_")}`] = v;
+    for (const [k, v] of [...this.passedThroughBy].sort()) f[`passed_through_${k}`] = v;
     if (this.outdevOverflow) f.dropped_outdev_overflow = this.outdevOverflow;
+    if (this.outdevExpired) f.dropped_outdev_too_old = this.outdevExpired;
+    if (this.internalErrors) f.internal_errors = this.internalErrors;
+    if (this.controlPeersDropped) f.control_peers_dropped = this.controlPeersDropped;
+    for (const [k, v] of [...this.pauses].sort()) {
+      f[`pauses_${k.replace(":", "_")}`] = v;
+      f[`paused_ms_${k.replace(":", "_")}`] = Math.round(this.pausedMs.get(k) ?? 0);
+    }
     if (this.oversizeResets) f.oversize_resets = this.oversizeResets;
     for (const [k, v] of [...this.checkpointNeeds].sort()) f[`mismatch_${k}`] = v;
     f.checkpoints_requested = this.checkpointsRequested;

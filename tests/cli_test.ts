@@ -84,6 +84,11 @@ Deno.test("cli: every user error names the flag and the fix", () => {
     [[...BASE, "--compare-timeout"], /^--compare-timeout needs a value/],
     [[...BASE, "--vnet-hdr-support=yes"], /^--vnet-hdr-support takes no value/],
     [[...BASE, "--log-level", "loud"], /^--log-level: "loud" is not a level/],
+    [[...BASE, "--max-held-bytes", "lots"], /^--max-held-bytes: "lots" is not a number of bytes/],
+    [[...BASE, "--max-held-bytes", "0"], /^--max-held-bytes: 0 is too small; give at least 1M/],
+    [[...BASE, "--max-held-bytes", "12T"], /^--max-held-bytes: "12T" is not a number of bytes/],
+    [[...BASE, "--socket-mode", "rw"], /^--socket-mode: "rw" is not an octal file mode/],
+    [[...BASE, "--socket-mode", "0800"], /^--socket-mode: "0800" is not an octal file mode/],
     [
       [...BASE, "--notify-dev", "udp:1.2.3.4:5"],
       /^--notify-dev: "udp:1\.2\.3\.4:5" is not an address/,
@@ -158,4 +163,24 @@ Deno.test("cli: --help and --version exit 0", async () => {
     .output();
   assert.equal(version.code, 0);
   assert.match(new TextDecoder().decode(version.stdout), /^colo-compare \d+\.\d+\.\d+/);
+});
+
+Deno.test("cli: --max-held-bytes takes bytes with binary suffixes; --socket-mode is octal", () => {
+  const held = (text: string) => {
+    const c = parseCommandLine([...BASE, "--max-held-bytes", text]);
+    return c.kind === "run" ? c.config.maxHeldBytes : NaN;
+  };
+  assert.equal(held("256M"), 256 * 2 ** 20);
+  assert.equal(held("1g"), 2 ** 30);
+  assert.equal(held("2097152"), 2 * 2 ** 20);
+  assert.equal(held("4MiB"), 4 * 2 ** 20);
+  const mode = (text: string) => {
+    const c = parseCommandLine([...BASE, "--socket-mode", text]);
+    return c.kind === "run" ? c.config.socketMode : NaN;
+  };
+  assert.equal(mode("0660"), 0o660);
+  assert.equal(mode("600"), 0o600);
+  const c = parseCommandLine(BASE);
+  assert.ok(c.kind === "run" && c.config.maxHeldBytes === 256 * 2 ** 20);
+  assert.ok(c.kind === "run" && c.config.socketMode === 0o600);
 });

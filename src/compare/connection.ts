@@ -1,12 +1,14 @@
 /**
- * Connections (SPEC 5): one per key, each direction its own, listed in first-seen order.
+ * Connections (SPEC 5): one per key, each direction its own, listed in first-seen order; and
+ * their bounds (SPEC 8): idle and closed connections are forgotten, and admitting or evicting
+ * one costs O(1) however full the table is.
  *
  * @module
  */
 
 import { describeKey } from "../packet/parse.ts";
 import { PacketQueue } from "./packet.ts";
-import type { Seq32 } from "./seq.ts";
+import type { Seq32 } from "../packet/seq.ts";
 
 /** One connection: its key, its two queues and its TCP comparison state. */
 export class Connection {
@@ -26,10 +28,25 @@ export class Connection {
   primaryAckSet = false;
   secondaryAck: Seq32 = 0;
   secondaryAckSet = false;
+  /**
+   * TCP: a FIN or RST was seen from the primary / from the secondary. A key is one direction
+   * of a conversation, so "closed in both directions" (SPEC 8) means here: both VMs closed
+   * their side of this direction, each with a FIN or an RST (the client's direction is a key
+   * of its own that colo-compare never sees).
+   */
+  primaryClosed = false;
+  secondaryClosed = false;
   /** Links in the table's first-seen list and in its hash bucket. */
   prev: Connection | null = null;
   next: Connection | null = null;
   bucketNext: Connection | null = null;
+  /** Links in the table's idle list (least recently idle first), and when it became idle. */
+  idlePrev: Connection | null = null;
+  idleNext: Connection | null = null;
+  idle = false;
+  idleSince = 0;
+  /** Index in the table's list of connections that hold frames, or -1. */
+  heldAt = -1;
   #name: string | null = null;
 
   constructor(id: number, key: Uint8Array, hash: number, tcp: boolean) {
@@ -40,8 +57,13 @@ export class Connection {
   }
 
   /** True when neither queue holds a frame. */
-  get idle(): boolean {
+  get empty(): boolean {
     return this.primary.length === 0 && this.secondary.length === 0;
+  }
+
+  /** True once both VMs closed this direction (FIN or RST from each). */
+  get closed(): boolean {
+    return this.primaryClosed && this.secondaryClosed;
   }
 
   /** The key as operators read it, e.g. `tcp 10.0.0.1:80 > 10.0.0.2:40000`. */
@@ -50,19 +72,38 @@ export class Connection {
   }
 }
 
+/** Orders connections by first sight. */
+function byFirstSeen(a: Connection, b: Connection): number {
+  return a.id - b.id;
+}
+
 /**
- * The connection table: a hash of keys to connections plus the first-seen list. Lookups take
- * the key bytes in a scratch buffer and allocate nothing unless the connection is new.
+ * The connection table: a hash of keys to connections, the first-seen list of all of them,
+ * the idle list (connections whose queues are empty, least recently idle first) and the list
+ * of connections that hold frames. A connection is on exactly one of the last two once the
+ * engine has placed it ({@linkcode ConnectionTable.markIdle} / {@linkcode markHeld}). Every
+ * operation is O(1) except the flush, which sorts only the connections that hold frames.
+ * Lookups take the key bytes in a scratch buffer and allocate nothing unless the connection is
+ * new.
  */
 export class ConnectionTable {
   #buckets = new Map<number, Connection>();
   #first: Connection | null = null;
   #last: Connection | null = null;
+  #idleFirst: Connection | null = null;
+  #idleLast: Connection | null = null;
+  #held: Connection[] = [];
+  #spare: Connection[] = [];
   #size = 0;
   #nextId = 0;
 
   get size(): number {
     return this.#size;
+  }
+
+  /** Connections that hold frames. */
+  get heldCount(): number {
+    return this.#held.length;
   }
 
   /** The connection with this key, or null. */
@@ -77,7 +118,7 @@ export class ConnectionTable {
     return null;
   }
 
-  /** Adds a new connection at the end of first-seen order. */
+  /** Adds a new connection at the end of first-seen order (neither idle nor held yet). */
   add(key: Uint8Array, keyLen: number, hash: number, tcp: boolean): Connection {
     const c = new Connection(this.#nextId++, key.slice(0, keyLen), hash, tcp);
     c.bucketNext = this.#buckets.get(hash) ?? null;
@@ -90,7 +131,7 @@ export class ConnectionTable {
     return c;
   }
 
-  /** Removes a connection (its queues must be empty). */
+  /** Forgets a connection (its queues must be empty). */
   remove(c: Connection): void {
     let b = this.#buckets.get(c.hash) ?? null;
     if (b === c) {
@@ -105,13 +146,56 @@ export class ConnectionTable {
     if (c.next) c.next.prev = c.prev;
     else this.#last = c.prev;
     c.prev = c.next = c.bucketNext = null;
+    this.#unlinkIdle(c);
+    this.#unlinkHeld(c);
     this.#size--;
   }
 
-  /** The oldest connection (first seen) that holds nothing, or null. */
+  /** `c` holds nothing since `now`: it goes to the end of the idle list. */
+  markIdle(c: Connection, now: number): void {
+    if (c === this.#idleLast) {
+      c.idleSince = now;
+      return;
+    }
+    this.#unlinkHeld(c);
+    this.#unlinkIdle(c);
+    c.idle = true;
+    c.idleSince = now;
+    c.idlePrev = this.#idleLast;
+    if (this.#idleLast) this.#idleLast.idleNext = c;
+    else this.#idleFirst = c;
+    this.#idleLast = c;
+  }
+
+  /** `c` holds frames: it leaves the idle list and joins the connections a flush walks. */
+  markHeld(c: Connection): void {
+    if (c.heldAt >= 0) return;
+    this.#unlinkIdle(c);
+    c.heldAt = this.#held.length;
+    this.#held.push(c);
+  }
+
+  /** The connection idle for longest, or null. O(1). */
   oldestIdle(): Connection | null {
-    for (let c = this.#first; c !== null; c = c.next) if (c.idle) return c;
-    return null;
+    return this.#idleFirst;
+  }
+
+  /**
+   * Calls `fn` for every connection that holds frames, in first-seen order, and takes them off
+   * the held list first (`fn` places each one again). O(h log h) for h such connections.
+   */
+  drainHeld(fn: (c: Connection) => void): void {
+    const list = this.#held;
+    if (list.length === 0) return;
+    list.sort(byFirstSeen);
+    this.#held = this.#spare;
+    for (const c of list) c.heldAt = -1;
+    try {
+      for (const c of list) fn(c);
+    } finally {
+      list.length = 0;
+      this.#spare = list;
+    }
   }
 
   /** Connections in first-seen order. */
@@ -121,5 +205,27 @@ export class ConnectionTable {
       yield c;
       c = next;
     }
+  }
+
+  #unlinkIdle(c: Connection): void {
+    if (!c.idle) return;
+    if (c.idlePrev) c.idlePrev.idleNext = c.idleNext;
+    else this.#idleFirst = c.idleNext;
+    if (c.idleNext) c.idleNext.idlePrev = c.idlePrev;
+    else this.#idleLast = c.idlePrev;
+    c.idlePrev = c.idleNext = null;
+    c.idle = false;
+  }
+
+  #unlinkHeld(c: Connection): void {
+    const at = c.heldAt;
+    if (at < 0) return;
+    const list = this.#held;
+    const last = list.pop()!;
+    if (last !== c) {
+      list[at] = last;
+      last.heldAt = at;
+    }
+    c.heldAt = -1;
   }
 }

@@ -6,16 +6,24 @@
  * @module
  */
 
-import { FrameInfo, parseFrame, TCP_SEGMENT, TH_ACK, UNSUPPORTED } from "../packet/parse.ts";
+import {
+  FrameInfo,
+  parseFrame,
+  TCP_SEGMENT,
+  TH_ACK,
+  TH_FIN,
+  TH_RST,
+  UNSUPPORTED,
+} from "../packet/parse.ts";
 import type { Connection } from "./connection.ts";
 import { ConnectionTable } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
 import { compareDatagrams } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
-import { seqAdd, seqAfter } from "./seq.ts";
+import { seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
-import { compareTcp } from "./tcp.ts";
+import { compareTcp, flushedTcp } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
 export interface EngineOptions {
@@ -23,14 +31,18 @@ export interface EngineOptions {
   compareTimeout: number;
   /** Each side of a connection holds at most this many frames plus one (QEMU's rule). */
   maxQueueSize: number;
-  /** Connections kept; beyond it the oldest idle one is forgotten. */
+  /** Connections kept; beyond it the one idle for longest is forgotten (SPEC 8). */
   maxConnections?: number;
+  /** A connection whose queues stayed empty this long (ms) is forgotten (SPEC 8). */
+  idleTimeout?: number;
   /** Bytes of frames held in all queues together; beyond it frames are dropped. */
   maxHeldBytes?: number;
 }
 
 /** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
 export const DEFAULT_MAX_CONNECTIONS = 65536;
+/** Default idle time after which a connection is forgotten (SPEC 8). */
+export const DEFAULT_IDLE_TIMEOUT = 60_000;
 /** Default bound on held bytes. */
 export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
 
@@ -44,6 +56,7 @@ export class CompareEngine implements CompareContext {
   readonly #compareTimeout: number;
   readonly #maxQueueSize: number;
   readonly #maxConnections: number;
+  readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
   readonly #table = new ConnectionTable();
   readonly #info = new FrameInfo();
@@ -56,6 +69,8 @@ export class CompareEngine implements CompareContext {
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
   #heldSecondaryBytes = 0;
+  /** The latest time seen (input or tick): when a checkpoint's connections became idle. */
+  #now = 0;
 
   constructor(options: EngineOptions, sink: EngineSink, tracer: Tracer | null = null) {
     this.#sink = sink;
@@ -63,6 +78,7 @@ export class CompareEngine implements CompareContext {
     this.#compareTimeout = options.compareTimeout;
     this.#maxQueueSize = options.maxQueueSize;
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
   }
 
@@ -103,6 +119,11 @@ export class CompareEngine implements CompareContext {
     return this.#table.size;
   }
 
+  /** Connections that hold frames (the ones a checkpoint flush walks). */
+  get heldConnections(): number {
+    return this.#table.heldCount;
+  }
+
   /** Arrival time of the oldest held frame, or null when nothing is held. */
   get oldestHeldAt(): number | null {
     return this.#oldest?.createdAt ?? null;
@@ -125,13 +146,16 @@ export class CompareEngine implements CompareContext {
 
   /**
    * A checkpoint completed (SPEC 7): for every connection in first-seen order, release every
-   * held primary frame in order and drop every held secondary frame.
+   * held primary frame in order and drop every held secondary frame. Only connections that
+   * hold frames are walked (SPEC 8); they are idle from `now` on (default: the latest time
+   * the engine saw). TCP bytes flushed count as compared (see `flushedTcp`).
    */
-  checkpoint(): void {
+  checkpoint(now: number = this.#now): void {
     const sink = this.#sink;
-    for (const conn of this.#table) {
+    this.#table.drainHeld((conn) => {
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
+          if (conn.tcp) flushedTcp(conn, p);
           this.#unhold(p);
           sink.release(p.data, p.vnetLen, "checkpoint");
           this.#recycle(p);
@@ -144,14 +168,18 @@ export class CompareEngine implements CompareContext {
           this.#recycle(s);
         });
       }
-    }
+      this.#place(conn, now);
+    });
   }
 
   /**
    * The expiry scan (SPEC 6, "Timers"): if any held frame is older than `compare-timeout`,
-   * report it and return true. Costs O(1) however many connections exist.
+   * report it and return true. Also forgets connections idle for `idleTimeout` (SPEC 8).
+   * Costs O(expired) however many connections exist.
    */
   tick(now: number): boolean {
+    if (now > this.#now) this.#now = now;
+    this.#forgetIdle(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {
@@ -172,6 +200,7 @@ export class CompareEngine implements CompareContext {
       const conn = oldest.conn!;
       conn.secondary.remove(oldest);
       this.dropSecondary(oldest);
+      this.#place(conn, now);
       oldest = this.#oldest;
     }
     return false;
@@ -191,11 +220,12 @@ export class CompareEngine implements CompareContext {
       sink.discard(side, "empty", frame, null);
       return;
     }
+    if (now > this.#now) this.#now = now;
     const info = this.#info;
     const kind = parseFrame(frame, vnetLen, info);
     if (kind === UNSUPPORTED) {
       this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
-      if (side === "primary") sink.release(frame, vnetLen, "passthrough");
+      if (side === "primary") sink.release(frame, vnetLen, "passthrough", info.reason);
       else sink.discard(side, info.reason, frame, null);
       return;
     }
@@ -218,6 +248,7 @@ export class CompareEngine implements CompareContext {
     }
     if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + frame.length > this.#maxHeldBytes) {
       sink.discard(side, "memory-limit", frame, conn);
+      this.#place(conn, now);
       this.#sink.checkpoint("resources", conn, now);
       return;
     }
@@ -236,6 +267,10 @@ export class CompareEngine implements CompareContext {
       p.seqEnd = seqAdd(info.seq, info.payloadLen);
       p.ack = info.ack;
       p.flags = info.flags;
+      if ((info.flags & (TH_FIN | TH_RST)) !== 0) {
+        if (primary) conn.primaryClosed = true;
+        else conn.secondaryClosed = true;
+      }
       if ((info.flags & TH_ACK) !== 0) {
         if (primary) {
           if (!conn.primaryAckSet || seqAfter(info.ack, conn.primaryAck)) {
@@ -260,8 +295,10 @@ export class CompareEngine implements CompareContext {
 
     // Still queued: it must outlive the read buffer it points into.
     if (p.queued && p.data === frame) this.#store.keep(p, frame);
+    this.#place(conn, now);
   }
 
+  /** Admits a new connection; when the table is full, the one idle for longest goes. O(1). */
   #newConnection(info: FrameInfo): Connection | null {
     const table = this.#table;
     if (table.size >= this.#maxConnections) {
@@ -271,6 +308,26 @@ export class CompareEngine implements CompareContext {
       this.tracer?.trace("colo_compare_connection_evicted", { conn: idle.name });
     }
     return table.add(info.key, info.keyLen, info.hash, info.kind === TCP_SEGMENT);
+  }
+
+  /**
+   * After its queues changed: a connection that holds frames is one a flush walks; one that
+   * holds nothing is idle from `now`, or forgotten at once when both VMs closed it (SPEC 8).
+   */
+  #place(conn: Connection, now: number): void {
+    const table = this.#table;
+    if (!conn.empty) table.markHeld(conn);
+    else if (conn.closed) table.remove(conn);
+    else table.markIdle(conn, now);
+  }
+
+  /** Forgets connections idle for `idleTimeout` or longer, oldest first. O(forgotten). */
+  #forgetIdle(now: number): void {
+    const table = this.#table;
+    for (let c = table.oldestIdle(); c !== null; c = table.oldestIdle()) {
+      if (now - c.idleSince < this.#idleTimeout) break;
+      table.remove(c);
+    }
   }
 
   #hold(p: Packet): void {

@@ -49,8 +49,16 @@ export type CheckpointReason =
 
 /** Receives the engine's decisions. Frames passed in may be views: copy before keeping. */
 export interface EngineSink {
-  /** A primary frame goes to outdev, now, in this order. */
-  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason): void;
+  /**
+   * A primary frame goes to outdev, now, in this order. A frame passed through because it
+   * cannot be compared (SPEC 4) comes with the reason.
+   */
+  release(
+    frame: Uint8Array,
+    vnetLen: number,
+    reason: ReleaseReason,
+    unsupported?: UnsupportedReason,
+  ): void;
   /** A frame is discarded. */
   discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
   /** The replicas diverged (or a frame timed out): a checkpoint is needed. */

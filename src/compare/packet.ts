@@ -4,8 +4,8 @@
  * @module
  */
 
-import type { Seq32 } from "./seq.ts";
-import { seqAfter } from "./seq.ts";
+import type { Seq32 } from "../packet/seq.ts";
+import { seqAfter } from "../packet/seq.ts";
 import type { Connection } from "./connection.ts";
 import type { Slab } from "./store.ts";
 

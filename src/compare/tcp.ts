@@ -1,7 +1,9 @@
 /**
  * TCP comparison (SPEC 6): the primary and secondary byte streams of one connection are
  * compared across different segmentation, following QEMU's `colo_compare_tcp` and
- * `colo_mark_tcp_pkt` (seed lines 352-501) with wrap-safe arithmetic throughout.
+ * `colo_mark_tcp_pkt` (seed lines 352-501) with wrap-safe arithmetic throughout, except that
+ * bytes are compared at the same sequence position (primary byte N with secondary byte N),
+ * not by offset within whichever segments are queued.
  *
  * @module
  */
@@ -10,7 +12,7 @@ import { bytesEqual } from "./bytes.ts";
 import type { Connection } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
 import type { Packet } from "./packet.ts";
-import { seqAfter } from "./seq.ts";
+import { type Seq32, seqAfter, seqDiff } from "../packet/seq.ts";
 import { TH_ACK } from "../packet/parse.ts";
 
 function traceSegment(ctx: CompareContext, side: string, p: Packet): void {
@@ -38,12 +40,23 @@ function ackSettled(conn: Connection, p: Packet): boolean {
 }
 
 /**
- * True when the next `n` not yet matched payload bytes of `p` and `s` are equal. Neither side
- * is read past its payload (segments may be misaligned after retransmissions).
+ * Where the comparison of `p` goes on: its first byte not yet compared, i.e. `compare_seq`
+ * when that falls inside the segment (earlier bytes were compared and are not compared
+ * again), otherwise its first byte.
  */
-function nextBytesEqual(p: Packet, s: Packet, n: number): boolean {
-  return n <= p.len - p.offset && n <= s.len - s.offset &&
-    bytesEqual(p.data, p.start + p.offset, s.data, s.start + s.offset, n);
+function nextPosition(conn: Connection, p: Packet): Seq32 {
+  return conn.compareSeqSet && seqAfter(conn.compareSeq, p.seq) ? conn.compareSeq : p.seq;
+}
+
+/** True when `p` and `s` carry the same `n` bytes from sequence position `pos` on. */
+function equalAt(p: Packet, s: Packet, pos: Seq32, n: number): boolean {
+  return bytesEqual(
+    p.data,
+    p.start + seqDiff(pos, p.seq),
+    s.data,
+    s.start + seqDiff(pos, s.seq),
+    n,
+  );
 }
 
 /**
@@ -98,11 +111,20 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     }
     if (primaryDone) continue;
 
-    if (
-      p.seq === s.seq && p.seqEnd === s.seqEnd &&
-      bytesEqual(p.data, p.start, s.data, s.start, p.len)
-    ) {
-      // The same segment on both sides.
+    // Both have bytes not compared yet: compare them at the same sequence position (SPEC 6,
+    // last paragraph). If the two heads do not go on from the same position, one side's
+    // bytes there have not arrived (or were dropped): wait for them, never bridge the gap;
+    // the expiry scan asks for a checkpoint if they never come.
+    const pos = nextPosition(conn, p);
+    if (pos !== nextPosition(conn, s)) return;
+    const pEndsFirst = !seqAfter(p.seqEnd, s.seqEnd);
+    const n = seqDiff(pEndsFirst ? p.seqEnd : s.seqEnd, pos);
+    if (!equalAt(p, s, pos, n)) {
+      ctx.mismatch("tcp-payload", conn, now);
+      return;
+    }
+    if (p.seq === s.seq && p.seqEnd === s.seqEnd) {
+      // The same segment on both sides (QEMU releases it without the ACK rule).
       if (tracer) traceSegment(ctx, "pri", p), traceSegment(ctx, "sec", s);
       conn.compareSeq = p.seqEnd;
       conn.compareSeqSet = true;
@@ -112,19 +134,14 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
       ctx.dropSecondary(s);
       continue;
     }
-    if (!seqAfter(p.seqEnd, s.seqEnd)) {
-      // The primary ends inside the secondary: compare the primary's remaining bytes.
-      const n = p.len - p.offset;
-      if (!nextBytesEqual(p, s, n)) {
-        ctx.mismatch("tcp-payload", conn, now);
-        return;
-      }
+    if (pEndsFirst) {
+      // The primary ends inside the secondary.
       if (!ackSettled(conn, p)) {
         // "secondary guest hasn't ack the data, don't send out this packet"
         ctx.mismatch("tcp-ack", conn, now);
         return;
       }
-      s.offset += n;
+      s.offset = seqDiff(p.seqEnd, s.seq);
       if (tracer) traceSegment(ctx, "pri", p), traceSegment(ctx, "sec", s);
       conn.compareSeq = p.seqEnd;
       conn.compareSeqSet = true;
@@ -134,17 +151,25 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
       // lets one payload-less primary through); with no primary left it is dropped then.
       continue;
     }
-    // The primary is longer: compare the secondary's remaining bytes.
-    const n = s.len - s.offset;
-    if (!nextBytesEqual(p, s, n)) {
-      ctx.mismatch("tcp-payload", conn, now);
-      return;
-    }
-    p.offset += n;
+    // The primary is longer: the secondary is compared up to its end.
+    p.offset = seqDiff(s.seqEnd, p.seq);
     if (tracer) traceSegment(ctx, "pri", p), traceSegment(ctx, "sec", s);
     conn.compareSeq = s.seqEnd;
     conn.compareSeqSet = true;
     sq.shift();
     ctx.dropSecondary(s);
+  }
+}
+
+/**
+ * A checkpoint flush released primary segment `p` uncompared. After the checkpoint the
+ * secondary goes on from the primary's state, so its bytes up to `p`'s end are settled:
+ * `compare_seq` moves past them (QEMU leaves it behind), and a late secondary segment from
+ * before the checkpoint is dropped as compared instead of waiting at a gap that never fills.
+ */
+export function flushedTcp(conn: Connection, p: Packet): void {
+  if (p.len > 0 && (!conn.compareSeqSet || seqAfter(p.seqEnd, conn.compareSeq))) {
+    conn.compareSeq = p.seqEnd;
+    conn.compareSeqSet = true;
   }
 }

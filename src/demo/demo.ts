@@ -9,7 +9,7 @@
  */
 
 import { COLO_CHECKPOINT, COLO_USERSPACE_PROXY_INIT, DO_CHECKPOINT } from "../checkpoint/notify.ts";
-import type { Config } from "../cli.ts";
+import { type Config, DEFAULTS } from "../cli.ts";
 import { Comparator } from "../comparator.ts";
 import { type Level, LEVELS, Logger } from "../log.ts";
 import { encodeFrame, FrameDecoder } from "../wire/codec.ts";
@@ -222,6 +222,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     expiredScanCycle: 100,
     maxQueueSize: 1024,
     vnetHdrSupport: false,
+    maxHeldBytes: DEFAULTS.maxHeldBytes,
+    socketMode: DEFAULTS.socketMode,
     logLevel: shown,
   };
   const comparator = new Comparator(config, log);

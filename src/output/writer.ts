@@ -9,6 +9,7 @@
  */
 
 import { headerSize, writeHeader } from "../wire/codec.ts";
+import type { Conn } from "../wire/transport.ts";
 
 /** Settings of a {@linkcode FrameWriter}. */
 export interface WriterOptions {
@@ -20,10 +21,19 @@ export interface WriterOptions {
   lowWater: number;
   /** Bytes kept for the next peer while disconnected (0: drop at once). */
   maxBufferedDisconnected: number;
-  /** Called with the number of frames dropped because the buffer is full while disconnected. */
+  /** Frames kept while disconnected older than this (ms) are dropped (default: kept). */
+  maxAgeDisconnected?: number;
+  /**
+   * Called with the number of frames dropped because the buffer is full while disconnected
+   * (or was over `maxBufferedDisconnected` when the peer went).
+   */
   onOverflow?: (frames: number) => void;
-  /** Called when the buffer drains below `lowWater` after being congested. */
-  onDrained?: () => void;
+  /** Called with the number of frames dropped for being older than `maxAgeDisconnected`. */
+  onExpired?: (frames: number) => void;
+  /** Called when congestion starts (true) and when the buffer drains below `lowWater`. */
+  onCongestion?: (congested: boolean) => void;
+  /** The clock for frame ages (ms); `performance.now` by default. */
+  now?: () => number;
   /** Called when a write fails (the peer is then treated as gone). */
   onWriteError?: (error: unknown) => void;
 }
@@ -33,10 +43,18 @@ const CHUNK_SIZE = 1024 * 1024;
 /** Written chunks kept for reuse (the rest go back to the allocator). */
 const FREE_CHUNKS_MAX = 32;
 
+/**
+ * While disconnected, a chunk takes frames for at most this long (ms) and then a new one
+ * starts, so frames can be aged out a chunk at a time with this precision.
+ */
+const AGE_GRAIN_MS = 250;
+
 /** Part of the output buffer: framed frames, in order, filled up to `len`. */
 interface Chunk {
   buf: Uint8Array;
   len: number;
+  /** When its first frame was written while disconnected (or the peer left); ages it. */
+  since: number;
 }
 
 /** Finds the offset of the frame that contains byte `at` of a framed buffer. */
@@ -64,7 +82,8 @@ function countFrames(buf: Uint8Array, head: number): number {
 export class FrameWriter {
   readonly #o: WriterOptions;
   readonly #head: number;
-  #conn: Deno.Conn | null = null;
+  readonly #now: () => number;
+  #conn: Conn | null = null;
   /**
    * Framed bytes not yet handed to the socket, as a list of chunks: a burst (a checkpoint
    * flush) takes more chunks instead of reallocating and copying one ever larger buffer.
@@ -82,6 +101,7 @@ export class FrameWriter {
   constructor(options: WriterOptions) {
     this.#o = options;
     this.#head = headerSize(options.vnet);
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** A peer is attached. */
@@ -100,16 +120,63 @@ export class FrameWriter {
   }
 
   /** Uses `conn` for writing from now on and sends what waited for it. */
-  attach(conn: Deno.Conn): void {
+  attach(conn: Conn): void {
+    this.#expire();
     this.#conn = conn;
     this.#schedule();
   }
 
-  /** Forgets `conn` (if it is the current peer); buffered frames wait for the next one. */
-  detach(conn: Deno.Conn): void {
+  /**
+   * Forgets `conn` (if it is the current peer); buffered frames wait for the next one, up to
+   * `maxBufferedDisconnected` bytes (the oldest are kept, the rest counted as overflow).
+   */
+  detach(conn: Conn): void {
     if (this.#conn !== conn) return;
     this.#conn = null;
+    const now = this.#now();
+    for (const c of this.#queue) c.since = now;
+    this.#trim();
     this.#setCongested(false);
+  }
+
+  /** Keeps at most `maxBufferedDisconnected` bytes of whole frames, oldest first (SPEC 8). */
+  #trim(): void {
+    let budget = this.#o.maxBufferedDisconnected - (this.#inflight?.length ?? 0);
+    let dropped = 0;
+    const kept: Chunk[] = [];
+    for (const c of this.#queue) {
+      if (budget >= c.len) {
+        budget -= c.len;
+        kept.push(c);
+        continue;
+      }
+      const cut = budget > 0 ? frameStartAt(c.buf.subarray(0, c.len), budget, this.#head) : 0;
+      dropped += countFrames(c.buf.subarray(cut, c.len), this.#head);
+      this.#queued -= c.len - cut;
+      budget = 0;
+      c.len = cut;
+      if (cut > 0) kept.push(c);
+      else this.#recycle(c);
+    }
+    this.#queue = kept;
+    if (dropped > 0) this.#o.onOverflow?.(dropped);
+  }
+
+  /** Drops chunks whose frames all waited longer than `maxAgeDisconnected` (SPEC 8). */
+  #expire(): void {
+    const maxAge = this.#o.maxAgeDisconnected;
+    if (maxAge === undefined || this.#queue.length === 0) return;
+    const now = this.#now();
+    let dropped = 0;
+    while (this.#queue.length > 0) {
+      const c = this.#queue[0];
+      if (now - (c.since + AGE_GRAIN_MS) <= maxAge) break;
+      this.#queue.shift();
+      dropped += countFrames(c.buf.subarray(0, c.len), this.#head);
+      this.#queued -= c.len;
+      this.#recycle(c);
+    }
+    if (dropped > 0) this.#o.onExpired?.(dropped);
   }
 
   /**
@@ -118,12 +185,21 @@ export class FrameWriter {
    */
   write(frame: Uint8Array, vnetLen: number): boolean {
     const need = this.#head + frame.length;
-    if (this.#conn === null && this.pendingBytes + need > this.#o.maxBufferedDisconnected) {
-      this.#o.onOverflow?.(1);
-      return false;
-    }
     let c = this.#queue.length > 0 ? this.#queue[this.#queue.length - 1] : undefined;
-    if (c === undefined || c.len + need > c.buf.length) {
+    if (this.#conn === null) {
+      this.#expire();
+      if (this.pendingBytes + need > this.#o.maxBufferedDisconnected) {
+        this.#o.onOverflow?.(1);
+        return false;
+      }
+      const now = this.#now();
+      if (c !== undefined && now - c.since > AGE_GRAIN_MS) c = undefined;
+      if (c === undefined || c.len + need > c.buf.length) {
+        c = this.#chunk(need);
+        c.since = now;
+        this.#queue.push(c);
+      }
+    } else if (c === undefined || c.len + need > c.buf.length) {
       c = this.#chunk(need);
       this.#queue.push(c);
     }
@@ -147,7 +223,7 @@ export class FrameWriter {
   #chunk(need: number): Chunk {
     const c = need <= CHUNK_SIZE ? this.#free.pop() : undefined;
     if (c !== undefined) return c;
-    return { buf: new Uint8Array(Math.max(CHUNK_SIZE, need)), len: 0 };
+    return { buf: new Uint8Array(Math.max(CHUNK_SIZE, need)), len: 0, since: 0 };
   }
 
   #recycle(c: Chunk): void {
@@ -190,7 +266,12 @@ export class FrameWriter {
           this.#inflight = null;
           this.#requeue(c, sent);
           this.#o.onWriteError?.(error);
-          this.detach(conn);
+          if (this.#conn === conn) this.detach(conn);
+          else if (this.#conn === null) {
+            // Detached while this write was under way: the bound applies to it too.
+            c.since = this.#now();
+            this.#trim();
+          }
           break;
         }
         this.#inflight = null;
@@ -212,25 +293,19 @@ export class FrameWriter {
   /** Puts the unsent part of chunk `c` (from its first incomplete frame) before newer frames. */
   #requeue(c: Chunk, sent: number): void {
     const from = frameStartAt(c.buf.subarray(0, c.len), sent, this.#head);
-    const rest = c.buf.subarray(from, c.len);
-    const keep = Math.min(rest.length, this.#o.maxBufferedDisconnected);
-    const kept = keep === rest.length ? rest.length : frameStartAt(rest, keep, this.#head);
-    if (kept < rest.length) {
-      this.#o.onOverflow?.(countFrames(rest.subarray(kept), this.#head));
-    }
-    c.buf.copyWithin(0, from, from + kept);
-    c.len = kept;
-    if (kept === 0) {
+    c.buf.copyWithin(0, from, c.len);
+    c.len -= from;
+    if (c.len === 0) {
       this.#recycle(c);
       return;
     }
     this.#queue.unshift(c);
-    this.#queued += kept;
+    this.#queued += c.len;
   }
 
   #setCongested(on: boolean): void {
     if (this.#congested === on) return;
     this.#congested = on;
-    if (!on) this.#o.onDrained?.();
+    this.#o.onCongestion?.(on);
   }
 }

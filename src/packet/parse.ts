@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Seq32 } from "../compare/seq.ts";
+import type { Seq32 } from "./seq.ts";
 
 /** QEMU refuses vnet headers longer than `virtio_net_hdr_v1_hash`. */
 export const MAX_VNET_HDR_LEN = 20;
@@ -49,6 +49,9 @@ export const KEY_FRAGMENT = 0x80;
 
 /** The TCP ACK flag: only segments carrying it acknowledge anything. */
 export const TH_ACK = 0x10;
+/** TCP FIN and RST: a side closed its direction (connections are then forgotten, SPEC 8). */
+export const TH_FIN = 0x01;
+export const TH_RST = 0x04;
 
 /** The parse of one frame; one instance is reused for every frame. */
 export class FrameInfo {

@@ -1,35 +1,36 @@
 /**
- * Socket endpoints (SPEC 2): a listen endpoint serves one peer at a time and accepts the next
- * whenever the current one is gone; a connect endpoint connects, and reconnects with a short
- * backoff whenever the peer goes away.
+ * Socket endpoints (SPEC 2, 11) on a {@linkcode Transport}: a listen endpoint serves one peer
+ * at a time and accepts the next whenever the current one is gone (a second peer while one is
+ * attached is closed at once); a connect endpoint connects, and reconnects with a short
+ * backoff whenever the peer goes away. Closing an endpoint aborts a pending connect, backoff
+ * sleep or accept at once. Peer changes are announced after the endpoint's state changed.
  *
  * @module
  */
 
 import type { Logger } from "../log.ts";
 import type { Address } from "./address.ts";
+import type { Conn, Listener, Transport } from "./transport.ts";
 
-/** The four streams, named as their flags. */
-export type EndpointName = "primary-in" | "secondary-in" | "outdev" | "notify-dev";
+/** The streams, named as their flags. */
+export type EndpointName = "primary-in" | "secondary-in" | "outdev" | "notify-dev" | "qmp";
 
 /** A problem at start that the user must fix; the message names the flag and the fix. */
 export class StartupError extends Error {}
 
-/** Runs one peer's connection until it ends. */
-export type Session = (conn: Deno.Conn) => Promise<void>;
+/** Runs one peer's connection until it ends (or the connection is closed under it). */
+export type Session = (conn: Conn) => Promise<void>;
+
+/** Told of every peer change, after {@linkcode Endpoint.connected} says so. */
+export type PeerListener = (connected: boolean, peer: string) => void;
 
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 1000;
+/** Rejected second peers: one warn line, then at most one summary per this period. */
+const REJECT_LOG_INTERVAL_MS = 10_000;
 
-function peerText(conn: Deno.Conn): string {
-  const a = conn.remoteAddr;
-  if (a.transport === "tcp") {
-    return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-  }
-  return a.transport;
-}
-
-function reasonText(error: unknown): string {
+/** Words for an error a user can act on. */
+export function reasonText(error: unknown): string {
   if (error instanceof Deno.errors.AddrInUse) return "address already in use";
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
   if (error instanceof Deno.errors.NotFound) return "no such file or directory";
@@ -42,33 +43,45 @@ function reasonText(error: unknown): string {
 export class Endpoint {
   readonly name: EndpointName;
   readonly address: Address;
+  readonly #transport: Transport;
   readonly #log: Logger;
-  #listener: Deno.Listener | null = null;
-  #conn: Deno.Conn | null = null;
-  #closed = false;
-  #wake: (() => void) | null = null;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #socketPath: string | null = null;
+  readonly #abort = new AbortController();
+  readonly #listeners: PeerListener[] = [];
+  #listener: Listener | null = null;
+  #conn: Conn | null = null;
+  #rejected = 0;
+  #rejectLoggedAt = -Infinity;
 
-  constructor(name: EndpointName, address: Address, log: Logger) {
+  constructor(name: EndpointName, address: Address, transport: Transport, log: Logger) {
     this.name = name;
     this.address = address;
+    this.#transport = transport;
     this.#log = log;
   }
 
   /** Where a listen endpoint actually listens (port 0 resolved), or the address text. */
   get boundText(): string {
-    const a = this.#listener?.addr;
-    if (a?.transport === "tcp") {
-      return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-    }
-    if (a?.transport === "unix") return a.path ?? this.address.text;
-    return this.address.text;
+    return this.#listener?.boundText ?? this.address.text;
   }
 
   /** True while a peer is attached. */
   get connected(): boolean {
     return this.#conn !== null;
+  }
+
+  /** The attached peer (`127.0.0.1:40312`, `unix`), or null. */
+  get peer(): string | null {
+    return this.#conn?.peer ?? null;
+  }
+
+  /** Aborted once the endpoint is closed. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** Calls `listener` on every peer change, after the change. */
+  onPeer(listener: PeerListener): void {
+    this.#listeners.push(listener);
   }
 
   /**
@@ -79,14 +92,9 @@ export class Endpoint {
     const a = this.address;
     if (!a.listen) return;
     const flag = `--${this.name}`;
+    if (a.transport === "unix") await this.#clearStaleSocket(a.path, flag);
     try {
-      if (a.transport === "tcp") {
-        this.#listener = Deno.listen({ hostname: a.host, port: a.port, transport: "tcp" });
-      } else {
-        await this.#clearStaleSocket(a.path, flag);
-        this.#listener = Deno.listen({ path: a.path, transport: "unix" });
-        this.#socketPath = a.path;
-      }
+      this.#listener = await this.#transport.listen(a);
     } catch (error) {
       if (error instanceof StartupError) throw error;
       const fix = error instanceof Deno.errors.AddrInUse
@@ -94,9 +102,7 @@ export class Endpoint {
         : error instanceof Deno.errors.PermissionDenied
         ? "use a port above 1023, a writable directory, or run with the needed rights"
         : "give an address this host can listen on";
-      throw new StartupError(
-        `${flag} ${a.text}: cannot listen: ${reasonText(error)}; ${fix}`,
-      );
+      throw new StartupError(`${flag} ${a.text}: cannot listen: ${reasonText(error)}; ${fix}`);
     }
   }
 
@@ -127,102 +133,136 @@ export class Endpoint {
   }
 
   /** Serves peers one at a time until {@linkcode Endpoint.close}. */
-  async serve(session: Session): Promise<void> {
+  serve(session: Session): Promise<void> {
+    return this.#listener
+      ? this.#serveListen(this.#listener, session)
+      : this.#serveConnect(session);
+  }
+
+  async #serveListen(listener: Listener, session: Session): Promise<void> {
+    let current: Promise<void> = Promise.resolve();
+    const signal = this.#abort.signal;
+    while (!signal.aborted) {
+      let conn: Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (signal.aborted) break;
+        this.#log.error("accept-failed", { endpoint: this.name, error: reasonText(error) });
+        await this.#sleep(BACKOFF_MIN_MS);
+        continue;
+      }
+      if (signal.aborted) {
+        conn.close();
+        break;
+      }
+      if (this.#conn !== null) {
+        this.#reject(conn);
+        continue;
+      }
+      current = this.#run(conn, session);
+    }
+    await current;
+  }
+
+  /** SPEC 11: one peer per endpoint; a second one is closed at once and logged (rate-limited). */
+  #reject(conn: Conn): void {
+    conn.close();
+    this.#rejected++;
+    const now = performance.now();
+    if (now - this.#rejectLoggedAt < REJECT_LOG_INTERVAL_MS) return;
+    this.#log.warn("peer-rejected", {
+      endpoint: this.name,
+      peer: conn.peer,
+      active: this.#conn?.peer,
+      rejected: this.#rejected,
+      note: "one peer per endpoint; the active peer stays",
+    });
+    this.#rejected = 0;
+    this.#rejectLoggedAt = now;
+  }
+
+  async #serveConnect(session: Session): Promise<void> {
+    const signal = this.#abort.signal;
     let backoff = BACKOFF_MIN_MS;
     let failures = 0;
-    while (!this.#closed) {
-      let conn: Deno.Conn;
+    while (!signal.aborted) {
+      let conn: Conn;
       try {
-        conn = await this.#next();
+        conn = await this.#transport.connect(this.address, signal);
       } catch (error) {
-        if (this.#closed) break;
-        if (this.#listener) {
-          this.#log.error("accept-failed", { endpoint: this.name, error: reasonText(error) });
-        } else {
-          failures++;
-          this.#log.log(failures === 1 ? "warn" : "debug", "connect-failed", {
-            endpoint: this.name,
-            address: this.address.text,
-            error: reasonText(error),
-            retry_ms: backoff,
-          });
-        }
+        if (signal.aborted) break;
+        failures++;
+        this.#log.log(failures === 1 ? "warn" : "debug", "connect-failed", {
+          endpoint: this.name,
+          address: this.address.text,
+          error: reasonText(error),
+          retry_ms: backoff,
+        });
         await this.#sleep(backoff);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
         continue;
       }
-      if (this.#closed) {
-        conn.close();
-        break;
-      }
       failures = 0;
       backoff = BACKOFF_MIN_MS;
-      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-      this.#conn = conn;
-      const peer = peerText(conn);
-      this.#log.info("peer-connected", { endpoint: this.name, peer });
-      let why = "closed";
-      try {
-        await session(conn);
-      } catch (error) {
-        why = reasonText(error);
-      } finally {
-        this.#conn = null;
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
-      }
-      if (!this.#closed) {
-        this.#log.info("peer-disconnected", { endpoint: this.name, peer, reason: why });
-        if (!this.#listener) await this.#sleep(BACKOFF_MIN_MS);
-      }
+      await this.#run(conn, session);
+      await this.#sleep(BACKOFF_MIN_MS);
     }
   }
 
-  #next(): Promise<Deno.Conn> {
-    if (this.#listener) return this.#listener.accept();
-    const a = this.address;
-    return a.transport === "tcp"
-      ? Deno.connect({ hostname: a.host, port: a.port, transport: "tcp" })
-      : Deno.connect({ path: a.path, transport: "unix" });
+  /** Attaches `conn`, runs the session, detaches; announces both changes after they happen. */
+  async #run(conn: Conn, session: Session): Promise<void> {
+    this.#conn = conn;
+    const peer = conn.peer;
+    this.#log.info("peer-connected", { endpoint: this.name, peer });
+    this.#announce(true, peer);
+    let why = "closed";
+    try {
+      await session(conn);
+    } catch (error) {
+      why = reasonText(error);
+    } finally {
+      conn.close();
+      this.#conn = null;
+    }
+    if (!this.#abort.signal.aborted) {
+      this.#log.info("peer-disconnected", { endpoint: this.name, peer, reason: why });
+    }
+    this.#announce(false, peer);
   }
 
+  #announce(connected: boolean, peer: string): void {
+    for (const l of this.#listeners) l(connected, peer);
+  }
+
+  /** Waits `ms`, or less if the endpoint is closed meanwhile. */
   #sleep(ms: number): Promise<void> {
+    const signal = this.#abort.signal;
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#timer = setTimeout(resolve, ms);
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
     });
   }
 
   /** Drops the current peer (the next one is accepted or connected as usual). */
   dropPeer(): void {
-    try {
-      this.#conn?.close();
-    } catch {
-      // already closed
-    }
+    this.#conn?.close();
   }
 
-  /** Stops serving: closes the listener and the current peer. Idempotent. */
+  /**
+   * Stops serving: aborts a pending connect, accept or backoff, closes the listener and the
+   * current peer. Idempotent.
+   */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearTimeout(this.#timer);
-    this.#wake?.();
-    try {
-      this.#listener?.close();
-    } catch {
-      // already closed
-    }
+    if (this.#abort.signal.aborted) return;
+    this.#abort.abort(new Error(`${this.name} closed`));
+    this.#listener?.close();
     this.dropPeer();
-    if (this.#socketPath) {
-      try {
-        Deno.removeSync(this.#socketPath);
-      } catch {
-        // gone already
-      }
-    }
   }
 }

@@ -218,15 +218,19 @@ Deno.test("tcp: retransmitted copies with the same sequence number keep arrival 
   assert.deepEqual(rec.released[0], first, "the older copy is compared first");
 });
 
-Deno.test("tcp: a misaligned segment never reads past the other side's payload", () => {
-  const { rec, p, s } = setup();
-  p(seg(1, 0, 100));
-  p(seg(1, 100, 200));
+Deno.test("tcp: a secondary overlapping compared bytes is compared only beyond compare_seq", () => {
+  const { rec, p, s, engine } = setup();
+  const a = seg(1, 0, 100);
+  const b = seg(1, 100, 200);
+  p(a);
+  p(b);
   s(seg(1, 0, 150));
-  assert.equal(rec.released.length, 1);
-  // A secondary that overlaps what is already compared but ends beyond it.
+  assert.deepEqual(rec.released, [a]);
+  // Bytes 120..150 were compared already: only 150..200 are compared now.
   s(seg(1, 120, 200));
-  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+  assert.deepEqual(rec.released, [a, b]);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
 });
 
 Deno.test("tcp: a held frame keeps its bytes after the read buffer is reused", () => {
@@ -249,5 +253,131 @@ Deno.test("tcp: a FIN queued behind data goes out with the data, as in QEMU", ()
   s(seg(1, 50, 100));
   assert.deepEqual(rec.released, [data, fin], "the fully matched secondary lets the FIN through");
   assert.equal(engine.heldSecondary, 0);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+// SPEC 6, last paragraph: primary byte N is compared with secondary byte N.
+
+Deno.test("tcp: equal bytes at another sequence position do not match: the secondary's gap is waited for", () => {
+  const { rec, p, s, engine } = setup();
+  const same = new Uint8Array(100).fill(0x61);
+  p(seg(1000, 0, 100));
+  s(seg(1000, 0, 100));
+  const prim = seg(1000, 100, 200, { payload: same });
+  p(prim);
+  s(seg(1000, 200, 300, { payload: same })); // [1200,1300): [1100,1200) is still missing
+  assert.deepEqual(rec.released.length, 1, "QEMU releases [1100,1200) against [1200,1300)");
+  assert.deepEqual(rec.checkpoints, [], "a gap is no divergence");
+  s(seg(1000, 100, 200, { payload: same }));
+  assert.deepEqual(rec.released.at(-1), prim, "released once byte 1100 onwards arrived");
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary, 0);
+});
+
+Deno.test("tcp: a gap in the secondary that never fills times out into a checkpoint", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  engine.primary(seg(1, 0, 100), 0, 0);
+  engine.secondary(seg(1, 50, 150), 0, 0);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.tick(101), true);
+  assert.deepEqual(rec.checkpoints, ["timeout"]);
+});
+
+Deno.test("tcp: a gap in the primary is waited for, then both are compared in order", () => {
+  const { rec, p, s } = setup();
+  s(seg(1, 0, 100));
+  s(seg(1, 100, 200));
+  const b = seg(1, 100, 200);
+  p(b); // overtook [0,100)
+  assert.deepEqual(rec.released, []);
+  assert.deepEqual(rec.checkpoints, []);
+  const a = seg(1, 0, 100);
+  p(a);
+  assert.deepEqual(rec.released, [a, b]);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: a retransmitted secondary overlapping matched bytes causes no checkpoint", () => {
+  const { rec, p, s, engine } = setup();
+  p(seg(1000, 0, 100));
+  s(seg(1000, 0, 100));
+  const b = seg(1000, 100, 200);
+  p(b);
+  s(seg(1000, 50, 150)); // [1050,1150): 1050..1100 were compared already
+  assert.deepEqual(rec.checkpoints, [], "QEMU compares it from its first byte: a checkpoint");
+  assert.equal(engine.heldSecondary, 0, "its new bytes matched");
+  s(seg(1000, 150, 200));
+  assert.deepEqual(rec.released.at(-1), b);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: bytes compared already are not compared again when the primary sends them again", () => {
+  const { rec, p, s } = setup();
+  p(seg(1, 0, 100));
+  s(seg(1, 0, 100));
+  // A re-segmented primary retransmission whose old part differs: those bytes went out
+  // already and are not compared again; its new part is.
+  const old = STREAM.slice(50, 150);
+  old[10] ^= 0xff; // position 60, compared before
+  const re = seg(1, 50, 150, { payload: old });
+  p(re);
+  s(seg(1, 100, 150));
+  assert.deepEqual(rec.released.at(-1), re);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: a divergence at position N across different segmentation requests a checkpoint", () => {
+  const { rec, p, s, engine } = setup();
+  p(seg(1, 0, 300));
+  s(seg(1, 0, 100));
+  const bad = STREAM.slice(100, 200);
+  bad[50] ^= 1; // position 150
+  s(seg(1, 100, 200, { payload: bad }));
+  assert.deepEqual(rec.released, []);
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+  assert.equal(engine.heldPrimary, 1);
+});
+
+Deno.test("tcp: sequence positions are compared across the 2^32 wrap", () => {
+  const { rec, p, s } = setup();
+  const base = 0xffffff80;
+  p(seg(base, 0, 100));
+  s(seg(base, 0, 100));
+  const b = seg(base, 100, 300); // crosses 2^32 at stream offset 128
+  p(b);
+  s(seg(base, 60, 200)); // overlaps compared bytes, crosses the wrap
+  assert.deepEqual(rec.checkpoints, []);
+  s(seg(base, 250, 300)); // a gap at [200,250)
+  assert.deepEqual(rec.released.length, 1);
+  s(seg(base, 200, 250));
+  assert.deepEqual(rec.released.at(-1), b);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: the ACK rule still holds when the primary ends inside a secondary that started earlier", () => {
+  const { rec, p, s } = setup();
+  p(seg(1, 0, 100, { ack: 9 }));
+  s(seg(1, 0, 100, { ack: 9 }));
+  p(seg(1, 100, 150, { ack: 20 }));
+  s(seg(1, 80, 200, { ack: 10 }));
+  assert.deepEqual(rec.checkpoints, ["tcp-ack"]);
+  assert.equal(rec.released.length, 1);
+});
+
+Deno.test("tcp: bytes a checkpoint flushed count as compared: a late secondary segment is dropped", () => {
+  const { rec, p, s, engine } = setup();
+  p(seg(1, 0, 100));
+  s(seg(1, 0, 100));
+  const p2 = seg(1, 100, 200);
+  p(p2);
+  engine.checkpoint();
+  assert.deepEqual(rec.released.at(-1), p2);
+  s(seg(1, 100, 200)); // sent before the checkpoint, read after it
+  const p3 = seg(1, 200, 300);
+  p(p3);
+  assert.equal(engine.heldSecondary, 0, "the late segment is settled, not a gap to wait at");
+  s(seg(1, 200, 300));
+  assert.deepEqual(rec.released.at(-1), p3);
   assert.deepEqual(rec.checkpoints, []);
 });

@@ -365,7 +365,9 @@ export class Session {
       return this.take();
     }
     const frames = (l: string | string[] | undefined) =>
-      [l ?? []].flat().map((x) => this.#book.get(x));
+      step.flood
+        ? this.#book.flood([l ?? []].flat()[0], step.flood)
+        : [l ?? []].flat().map((x) => this.#book.get(x));
     // True once a primary barrier passed after everything the step wrote was handled.
     let outSynced = false;
     let input = true;

@@ -136,6 +136,11 @@ export interface Step extends StepExpect {
   sec?: string | string[];
   /** Split the framed bytes of `pri`/`sec` into writes of these sizes (the rest last). */
   chunks?: number[];
+  /**
+   * Write this many copies of the step's one `pri`/`sec` frame instead, each on a connection
+   * of its own (its IPv4 destination varied), in one write: a full connection table.
+   */
+  flood?: number;
   /** A message written to notify-dev. */
   ntf?: string;
   /** Send `ntf` exactly as SPEC frames it, even to QEMU with vnet on (see README). */
@@ -264,6 +269,18 @@ export class FrameBook {
   /** Every label of the scenario, in definition order. */
   labels(): string[] {
     return Object.keys(this.#scenario.frames);
+  }
+
+  /**
+   * `count` copies of the IPv4 frame `label`, the i-th sent to 10.128.0.0 + i: as many
+   * connections of their own.
+   */
+  flood(label: string, count: number): BuiltFrame[] {
+    const spec = this.#resolve(label, new Set());
+    return Array.from({ length: count }, (_, i) => {
+      const dst = `10.${128 + ((i >> 16) & 0x7f)}.${(i >> 8) & 0xff}.${i & 0xff}`;
+      return this.#build(label, merge(spec, { ip: { dst } } as FrameSpec));
+    });
   }
 
   /** The built frame for `label`. */
@@ -454,6 +471,12 @@ export function validateScenario(s: Scenario, where: string): void {
       if (!labels.has(l)) throw new Error(`${at}: step ${i} names unknown frame "${l}"`);
     }
     if (step.qemu && !s.spec9) throw new Error(`${at}: step ${i} has "qemu" but no "spec9"`);
+    if (step.flood !== undefined) {
+      const one = [step.pri ?? step.sec ?? []].flat();
+      if (!Number.isInteger(step.flood) || step.flood < 1 || one.length !== 1) {
+        throw new Error(`${at}: step ${i}: "flood" takes a count and one pri or sec frame`);
+      }
+    }
   });
 }
 

@@ -122,7 +122,8 @@ export function describe(t: TraceStep, countCheckpoints = false): string {
 
 /** A step's action, for printing. */
 export function action(step: Step): string {
-  const list = (v: string | string[]) => [v].flat().join(" ");
+  const list = (v: string | string[]) =>
+    [v].flat().join(" ") + (step.flood ? ` x${step.flood} (each its own connection)` : "");
   if (step.pri !== undefined) return `pri ${list(step.pri)}${step.chunks ? " (split)" : ""}`;
   if (step.sec !== undefined) return `sec ${list(step.sec)}${step.chunks ? " (split)" : ""}`;
   if (step.ntf !== undefined) return `notify ${step.ntf}${step.exact ? " (exact)" : ""}`;

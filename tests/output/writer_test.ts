@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FrameWriter, type WriterOptions } from "../../src/output/writer.ts";
+import type { Conn } from "../../src/wire/transport.ts";
 import { concat, framed } from "../support/packets.ts";
 
 /** A stand-in for a socket whose writes the test controls. */
@@ -24,8 +25,16 @@ class FakeConn {
     return concat(...this.writes);
   }
 
-  asConn(): Deno.Conn {
-    return this as unknown as Deno.Conn;
+  readonly peer = "fake";
+
+  read(): Promise<number | null> {
+    return new Promise(() => {});
+  }
+
+  close(): void {}
+
+  asConn(): Conn {
+    return this;
   }
 }
 
@@ -85,9 +94,9 @@ Deno.test("writer: while disconnected frames wait in a bounded buffer; overflow 
 });
 
 Deno.test("writer: congested above the high mark while connected, drained below the low mark", async () => {
-  let drained = 0;
+  const changes: boolean[] = [];
   const conn = new FakeConn();
-  const w = writer({ highWater: 100, lowWater: 50, onDrained: () => drained++ });
+  const w = writer({ highWater: 100, lowWater: 50, onCongestion: (on) => changes.push(on) });
   w.attach(conn.asConn());
   w.write(f(60, 1), 0);
   assert.equal(w.congested, false);
@@ -95,7 +104,7 @@ Deno.test("writer: congested above the high mark while connected, drained below 
   assert.equal(w.congested, true, "readers should pause now");
   await w.idle();
   assert.equal(w.congested, false);
-  assert.equal(drained, 1);
+  assert.deepEqual(changes, [true, false]);
   w.detach(conn.asConn());
   w.write(f(200, 3), 0);
   assert.equal(
@@ -115,4 +124,55 @@ Deno.test("writer: a burst larger than a buffer chunk goes out whole and in orde
   await w.idle();
   assert.deepEqual(conn.bytes, concat(...frames.map((x) => framed(x))));
   assert.equal(w.pendingBytes, 0);
+});
+
+Deno.test("writer: when the peer goes, at most the disconnected bound is kept (oldest first)", async () => {
+  let dropped = 0;
+  const conn = new FakeConn();
+  // Connected, frames pile up far past the disconnected bound (the peer is slow).
+  const w = writer({ maxBufferedDisconnected: 100, onOverflow: (n) => dropped += n });
+  w.attach(conn.asConn());
+  for (let i = 0; i < 50; i++) w.write(f(16, i), 0); // 20 bytes each, 1000 bytes
+  w.detach(conn.asConn());
+  assert.equal(w.pendingBytes, 100);
+  assert.equal(dropped, 45);
+  const next = new FakeConn();
+  w.attach(next.asConn());
+  await w.idle();
+  assert.deepEqual(next.bytes, concat(...[0, 1, 2, 3, 4].map((i) => framed(f(16, i)))));
+  assert.equal(conn.writes.length, 0);
+});
+
+Deno.test("writer: a write that fails after the peer left keeps no more than the bound", async () => {
+  let dropped = 0;
+  const conn = new FakeConn();
+  conn.plan = [-1];
+  const w = writer({ maxBufferedDisconnected: 40, onOverflow: (n) => dropped += n });
+  w.attach(conn.asConn());
+  for (let i = 0; i < 10; i++) w.write(f(16, i), 0);
+  w.flush(); // the write is under way...
+  w.detach(conn.asConn()); // ...when the peer goes; then it fails
+  await w.idle();
+  assert.equal(w.pendingBytes, 40);
+  assert.equal(dropped, 8);
+});
+
+Deno.test("writer: frames older than the age bound are dropped when a peer returns", async () => {
+  let clock = 0;
+  let expired = 0;
+  const w = writer({
+    maxAgeDisconnected: 10_000,
+    onExpired: (n) => expired += n,
+    now: () => clock,
+  });
+  w.write(f(8, 1), 0);
+  w.write(f(8, 2), 0);
+  clock = 5_000;
+  w.write(f(8, 3), 0);
+  clock = 14_000; // frames 1 and 2 are 14 s old, frame 3 is 9 s old
+  const conn = new FakeConn();
+  w.attach(conn.asConn());
+  await w.idle();
+  assert.equal(expired, 2);
+  assert.deepEqual(conn.bytes, framed(f(8, 3)));
 });

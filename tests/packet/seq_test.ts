@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { seqAdd, seqAfter, seqDiff, seqMax, seqMin } from "../../src/compare/seq.ts";
+import { seqAdd, seqAfter, seqDiff, seqMax, seqMin } from "../../src/packet/seq.ts";
 
 Deno.test("seq: after() orders numbers within half the space, across the 2^32 wrap", () => {
   assert.equal(seqAfter(2, 1), true);

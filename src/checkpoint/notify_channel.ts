@@ -1,0 +1,156 @@
+/**
+ * notify-dev as a {@linkcode CheckpointChannel} (SPEC 7a): `DO_CHECKPOINT` out, `COLO_CHECKPOINT`
+ * and `COLO_USERSPACE_PROXY_INIT` in. Bounded whatever the peer does (SPEC 8): a peer that does
+ * not read is disconnected once 1 MiB of output waits for it, and unknown or repeated messages
+ * are logged once per class, then summarised.
+ *
+ * @module
+ */
+
+import type { ClassLog, Logger } from "../log.ts";
+import { FrameWriter } from "../output/writer.ts";
+import type { Address } from "../wire/address.ts";
+import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
+import { Endpoint } from "../wire/endpoint.ts";
+import type { Conn, Transport } from "../wire/transport.ts";
+import type { ChannelEvents, CheckpointChannel } from "./channel.ts";
+import {
+  classifyNotify,
+  COLO_COMPARE_GET_XEN_INIT,
+  describeMessage,
+  DO_CHECKPOINT,
+} from "./notify.ts";
+
+/** Output waiting for a control peer beyond this disconnects it (SPEC 8). */
+export const CONTROL_BACKLOG_MAX = 1024 * 1024;
+
+const encoder = new TextEncoder();
+const DO_CHECKPOINT_BYTES = encoder.encode(DO_CHECKPOINT);
+const GET_XEN_INIT_BYTES = encoder.encode(COLO_COMPARE_GET_XEN_INIT);
+
+/** The Xen COLO notify channel. */
+export class NotifyChannel implements CheckpointChannel {
+  readonly kind = "notify-dev" as const;
+  readonly #endpoint: Endpoint;
+  readonly #events: ChannelEvents;
+  readonly #log: Logger;
+  readonly #classes: ClassLog;
+  readonly #out: FrameWriter;
+  readonly #onBacklogDrop: () => void;
+  #conn: Conn | null = null;
+
+  constructor(
+    address: Address,
+    transport: Transport,
+    events: ChannelEvents,
+    log: Logger,
+    classes: ClassLog,
+    onBacklogDrop: () => void = () => {},
+  ) {
+    this.#endpoint = new Endpoint("notify-dev", address, transport, log);
+    this.#events = events;
+    this.#log = log;
+    this.#classes = classes;
+    this.#onBacklogDrop = onBacklogDrop;
+    this.#out = new FrameWriter({
+      vnet: false,
+      highWater: CONTROL_BACKLOG_MAX,
+      lowWater: CONTROL_BACKLOG_MAX / 2,
+      maxBufferedDisconnected: 0,
+      onWriteError: (e) => log.warn("write-failed", { endpoint: "notify-dev", error: String(e) }),
+    });
+    this.#endpoint.onPeer((connected) => events.peer(connected));
+  }
+
+  get connected(): boolean {
+    return this.#out.connected;
+  }
+
+  get boundText(): string {
+    return this.#endpoint.boundText;
+  }
+
+  /** The endpoint, for its address and listen state. */
+  get endpoint(): Endpoint {
+    return this.#endpoint;
+  }
+
+  bind(): Promise<void> {
+    return this.#endpoint.bind();
+  }
+
+  serve(): Promise<void> {
+    return this.#endpoint.serve((conn) => this.#session(conn));
+  }
+
+  request(): boolean {
+    return this.#send(DO_CHECKPOINT_BYTES);
+  }
+
+  close(): void {
+    this.#endpoint.close();
+  }
+
+  async #session(conn: Conn): Promise<void> {
+    this.#conn = conn;
+    this.#out.attach(conn);
+    const decoder = new FrameDecoder({ onFrame: (f) => this.#onMessage(f) }, false);
+    const buf = new Uint8Array(4096);
+    try {
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        const broken = decoder.push(buf.subarray(0, n));
+        if (broken) {
+          this.#log.error("oversize-frame", {
+            endpoint: "notify-dev",
+            len: broken.len,
+            max: NET_BUFSIZE,
+            action: "connection reset",
+          });
+          return;
+        }
+        if (this.#conn !== conn) return; // dropped for not reading
+      }
+    } finally {
+      this.#conn = null;
+      this.#out.detach(conn);
+    }
+  }
+
+  /** Sends one message; a peer with too much unread output is disconnected instead. */
+  #send(bytes: Uint8Array): boolean {
+    const conn = this.#conn;
+    if (conn === null) return false;
+    this.#out.write(bytes, 0);
+    if (this.#out.pendingBytes <= CONTROL_BACKLOG_MAX) return true;
+    this.#log.warn("peer-not-reading", {
+      endpoint: "notify-dev",
+      peer: conn.peer,
+      waiting_bytes: this.#out.pendingBytes,
+      action: "disconnected; its output is dropped",
+    });
+    this.#onBacklogDrop();
+    this.#conn = null;
+    this.#out.detach(conn);
+    conn.close();
+    return false;
+  }
+
+  #onMessage(frame: Uint8Array): void {
+    switch (classifyNotify(frame)) {
+      case "proxy-init":
+        this.#classes.note("info", "notify-proxy-init", {}, { reply: COLO_COMPARE_GET_XEN_INIT });
+        this.#send(GET_XEN_INIT_BYTES);
+        break;
+      case "checkpoint":
+        this.#events.checkpointDone();
+        break;
+      default:
+        this.#classes.note("warn", "notify-unknown", {}, {
+          message: describeMessage(frame),
+          length: frame.length,
+        });
+    }
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * One input's read loop (SPEC 3, 8): reads many frames at a time into one reused buffer,
+ * decodes them with a fresh decoder per peer and hands each frame to the engine, stamped with
+ * the chunk's arrival time. While paused, a chunk already read waits undecoded, so a paused
+ * input feeds the engine nothing at all (both inputs stop at the same point).
+ *
+ * @module
+ */
+
+import type { Side } from "../compare/packet.ts";
+import type { Logger } from "../log.ts";
+import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
+import type { Conn } from "../wire/transport.ts";
+
+/** Bytes asked of the socket per read: many frames per read, one decode pass each. */
+export const READ_SIZE = 256 * 1024;
+
+/** What an {@linkcode InputPump} feeds and tells. */
+export interface PumpHooks {
+  /** The compare clock (ms), read once per chunk. */
+  now(): number;
+  /** One frame; `now` is the arrival time of its chunk. */
+  frame(frame: Uint8Array, vnetLen: number, now: number): void;
+  /** A chunk was decoded (outgoing frames can be sent, held bytes rechecked). */
+  chunk(): void;
+  /** `frame` threw: a bug inside the engine, not a problem of the peer. */
+  internalError(error: unknown): void;
+  /** The stream broke with an oversize `len` (SPEC 3): the connection is reset. */
+  oversize(len: number): void;
+}
+
+/** The read loop of primary-in or secondary-in. */
+export class InputPump {
+  readonly side: Side;
+  readonly #name: string;
+  readonly #vnet: boolean;
+  readonly #hooks: PumpHooks;
+  readonly #log: Logger;
+  readonly #buf = new Uint8Array(READ_SIZE);
+  #paused = false;
+  #stopped = false;
+  #resume: (() => void) | null = null;
+
+  constructor(side: Side, vnet: boolean, hooks: PumpHooks, log: Logger) {
+    this.side = side;
+    this.#name = side === "primary" ? "primary-in" : "secondary-in";
+    this.#vnet = vnet;
+    this.#hooks = hooks;
+    this.#log = log;
+  }
+
+  /** Reading pauses after the chunk in hand (it waits undecoded) until resumed. */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.#wake();
+  }
+
+  /** Ends the loop: no chunk is decoded after this. */
+  stop(): void {
+    this.#stopped = true;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const r = this.#resume;
+    this.#resume = null;
+    r?.();
+  }
+
+  /** Serves one peer's connection until it ends (an endpoint session). */
+  async run(conn: Conn): Promise<void> {
+    const hooks = this.#hooks;
+    let now = 0;
+    const decoder = new FrameDecoder({
+      onFrame(frame, vnetLen) {
+        try {
+          hooks.frame(frame, vnetLen, now);
+        } catch (error) {
+          hooks.internalError(error);
+        }
+      },
+    }, this.#vnet);
+    const buf = this.#buf;
+    try {
+      while (!this.#stopped) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        while (this.#paused && !this.#stopped) {
+          await new Promise<void>((r) => this.#resume = r);
+        }
+        if (this.#stopped) break;
+        now = hooks.now();
+        const broken = decoder.push(buf.subarray(0, n));
+        hooks.chunk();
+        if (broken) {
+          this.#log.error("oversize-frame", {
+            endpoint: this.#name,
+            len: broken.len,
+            max: NET_BUFSIZE,
+            action: "connection reset; other streams go on",
+          });
+          hooks.oversize(broken.len);
+          return;
+        }
+      }
+    } finally {
+      if (decoder.midFrame && !this.#stopped) {
+        this.#log.warn("partial-frame-lost", { endpoint: this.#name });
+      }
+    }
+  }
+}

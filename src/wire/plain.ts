@@ -1,0 +1,149 @@
+/**
+ * The plain transport: TCP and unix sockets, no TLS (SPEC 2, 11). Every TCP connection gets
+ * `TCP_NODELAY` and keepalive; `unix-listen:` sockets are created with the configured mode,
+ * whatever the umask.
+ *
+ * @module
+ */
+
+import type { Address } from "./address.ts";
+import type { Conn, Listener, Transport } from "./transport.ts";
+
+/** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
+export const DEFAULT_SOCKET_MODE = 0o600;
+
+/** `127.0.0.1:40312`, `[::1]:40312`, or the transport name. */
+export function addrText(a: Deno.Addr): string {
+  if (a.transport === "tcp" || a.transport === "udp") {
+    return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+  }
+  return a.transport;
+}
+
+/** A Deno socket as a {@linkcode Conn}; `read` and `write` are Deno's own, unwrapped. */
+function wrap(conn: Deno.Conn): Conn {
+  if (conn.remoteAddr.transport === "tcp") {
+    const tcp = conn as Deno.TcpConn;
+    tcp.setNoDelay(true);
+    // Deno offers no TCP_KEEPIDLE: probes start after the kernel's net.ipv4.tcp_keepalive_time
+    // (README "Dead peers" says how to bring detection under a minute).
+    tcp.setKeepAlive(true);
+  }
+  const peer = addrText(conn.remoteAddr);
+  let closed = false;
+  return {
+    read: (p) => conn.read(p),
+    write: (p) => conn.write(p),
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed by Deno (a failed read or write)
+      }
+    },
+    peer,
+  };
+}
+
+class PlainListener implements Listener {
+  readonly #listener: Deno.Listener;
+  readonly #path: string | null;
+  readonly boundText: string;
+  #closed = false;
+
+  constructor(listener: Deno.Listener, path: string | null) {
+    this.#listener = listener;
+    this.#path = path;
+    const a = listener.addr;
+    this.boundText = path ?? addrText(a);
+  }
+
+  async accept(): Promise<Conn> {
+    return wrap(await this.#listener.accept());
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    if (this.#path !== null) {
+      try {
+        Deno.removeSync(this.#path);
+      } catch {
+        // gone already
+      }
+    }
+  }
+}
+
+/**
+ * Binds a unix socket at `path` with `mode`, never visible with the umask's mode: it is
+ * created in a fresh 0700 directory beside `path`, given its mode, then renamed into place.
+ */
+async function listenUnix(path: string, mode: number): Promise<Deno.Listener> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+  const tmp = await Deno.makeTempDir({ dir, prefix: ".colo-compare-" });
+  try {
+    await Deno.chmod(tmp, 0o700);
+    const inner = `${tmp}/s`;
+    const listener = Deno.listen({ path: inner, transport: "unix" });
+    try {
+      await Deno.chmod(inner, mode);
+      await Deno.rename(inner, path);
+    } catch (error) {
+      listener.close();
+      throw error;
+    }
+    return listener;
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+/** TCP and unix sockets. */
+export class PlainTransport implements Transport {
+  readonly #socketMode: number;
+
+  /** `socketMode`: mode of `unix-listen:` sockets (`--socket-mode`). */
+  constructor(socketMode: number = DEFAULT_SOCKET_MODE) {
+    this.#socketMode = socketMode;
+  }
+
+  async listen(address: Address): Promise<Listener> {
+    if (address.transport === "tcp") {
+      const l = Deno.listen({ hostname: address.host, port: address.port, transport: "tcp" });
+      return new PlainListener(l, null);
+    }
+    return new PlainListener(await listenUnix(address.path, this.#socketMode), address.path);
+  }
+
+  async connect(address: Address, signal: AbortSignal): Promise<Conn> {
+    signal.throwIfAborted();
+    const pending = address.transport === "tcp"
+      ? Deno.connect({ hostname: address.host, port: address.port, transport: "tcp", signal })
+      : Deno.connect({ path: address.path, transport: "unix" });
+    // Deno's signal closes a connection being made; the race makes the abort prompt even
+    // where it does not (unix), and a connection that completes after it is closed.
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      const conn = await Promise.race([pending, aborted]);
+      return wrap(conn);
+    } catch (error) {
+      pending.then((c) => c.close(), () => {});
+      throw error;
+    } finally {
+      signal.removeEventListener("abort", onAbort!);
+    }
+  }
+}

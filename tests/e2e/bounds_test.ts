@@ -1,0 +1,313 @@
+/**
+ * End-to-end: every bound of SPEC 8 holds whatever the peers do, over real sockets.
+ */
+
+import assert from "node:assert/strict";
+import { connectRetry, FrameCollector } from "../support/net.ts";
+import { concat, frame, framed, notifyMessage, pseudoRandomBytes } from "../support/packets.ts";
+import { startProgram } from "../support/program.ts";
+
+function rssMiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
+}
+
+/** Writes `data`, or gives up after `ms` without progress; returns whether it all went. */
+async function writeWithin(conn: Deno.Conn, data: Uint8Array, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<false>((r) => timer = setTimeout(() => r(false), ms));
+  const done = (async () => {
+    await writeAll(conn, data);
+    return true as const;
+  })();
+  try {
+    return await Promise.race([done, stalled]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `count` TCP segments of `size` payload bytes on `flows` connections, from `start`. */
+function segments(start: number, count: number, size: number, flows = 1): Uint8Array {
+  const payload = pseudoRandomBytes(size, 7);
+  return concat(
+    ...Array.from({ length: count }, (_, k) => {
+      const i = start + k;
+      const flow = i % flows;
+      return framed(frame({
+        tcp: { sport: 1024 + flow, seq: 1 + Math.floor(i / flows) * size, payload },
+      }));
+    }),
+  );
+}
+
+/** Reads framed frames from `conn` at about `bytesPerSecond`, counting them. */
+function slowReader(conn: Deno.Conn, bytesPerSecond: number) {
+  let frames = 0;
+  let pending = new Uint8Array(0);
+  let stopped = false;
+  const done = (async () => {
+    const buf = new Uint8Array(bytesPerSecond / 20);
+    while (!stopped) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      const all = concat(pending, buf.subarray(0, n));
+      let o = 0;
+      while (all.length - o >= 4) {
+        const len = new DataView(all.buffer, all.byteOffset + o).getUint32(0);
+        if (all.length - o < 4 + len) break;
+        o += 4 + len;
+        frames++;
+      }
+      pending = all.slice(o);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return {
+    get frames() {
+      return frames;
+    },
+    async stop() {
+      stopped = true;
+      conn.close();
+      await done;
+    },
+  };
+}
+
+Deno.test("e2e: a slow outdev reader pauses both inputs together: identical streams never time out", async () => {
+  const program = await startProgram({ noNotify: true, flags: ["--compare-timeout", "1500"] });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const reader = slowReader(await connectRetry(program.ports["outdev"]), 200_000);
+  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  const FRAMES = 8000; // 8 MB: the reader needs 40 s, so the inputs must pause for most of it
+  const data = segments(0, FRAMES, 1000, 16);
+  const writing = [writeAll(pri, data), writeAll(sec, data)];
+  try {
+    await program.waitForLine(/event=input-paused side=\w+ reason=outdev-congested/);
+    // Four seconds of pausing: long enough for a drifting primary to time out (1.5 s).
+    await new Promise((r) => setTimeout(r, 4000));
+    assert.ok(reader.frames > 0, "outdev got nothing");
+    const paused = program.stderr.filter((l) =>
+      /event=input-paused .*reason=outdev-congested/.test(l)
+    );
+    assert.ok(paused.some((l) => l.includes("side=primary")), "primary never paused");
+    assert.ok(paused.some((l) => l.includes("side=secondary")), "secondary never paused");
+    assert.ok(paused.every((l) => l.includes("level=info")));
+    const timeouts = program.stderr.filter((l) =>
+      /event=checkpoint-request reason=timeout/.test(l)
+    );
+    assert.deepEqual(timeouts, [], "a held frame timed out: the inputs drifted apart");
+  } finally {
+    pri.close();
+    sec.close();
+    await Promise.allSettled(writing);
+    await reader.stop();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    const summary = stderr.split("\n").find((l) => l.includes("event=summary"))!;
+    assert.doesNotMatch(summary, /mismatch_timeout/);
+  }
+});
+
+Deno.test("e2e: with the secondary away, held bytes stay bounded: the primary pauses, memory stays flat", async () => {
+  const program = await startProgram({ noNotify: true, flags: ["--max-held-bytes", "8M"] });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await program.waitForLine(/event=peer-connected endpoint=primary-in /);
+  let sent = 0;
+  let stalled = false;
+  const pending: Promise<unknown>[] = [];
+  try {
+    // 1000 flows, 200 MB offered; nothing can be compared (no secondary ever connects).
+    while (sent < 200_000) {
+      const w = writeWithin(pri, segments(sent, 1000, 1000, 1000), 1500);
+      pending.push(w);
+      if (!(await w)) {
+        stalled = true;
+        break;
+      }
+      sent += 1000;
+    }
+    assert.ok(stalled, "the primary input was never paused");
+    const line = await program.waitForLine(/event=input-paused side=primary reason=held-bytes/);
+    assert.match(line, /level=info/);
+    const rss = rssMiB(program.pid);
+    assert.ok(rss < 200, `the comparator grew to ${rss.toFixed(0)} MiB`);
+    assert.ok(sent * 1054 < 40 * 2 ** 20, `${sent} frames were read before the pause`);
+    assert.equal(out.frames.length, 0);
+  } finally {
+    pri.close();
+    await out.close();
+    await Promise.allSettled(pending);
+    const { code } = await program.stop();
+    assert.equal(code, 0);
+  }
+});
+
+Deno.test("e2e: a checkpoint resumes a primary paused on held bytes after the secondary left", async () => {
+  const program = await startProgram({ flags: ["--max-held-bytes", "4M"] });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const ntf = await connectRetry(program.ports["notify-dev"]);
+  const notify = new FrameCollector(ntf);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await program.waitForLine(/event=peer-connected endpoint=notify-dev /);
+  const writing = writeAll(pri, segments(0, 3000, 1000, 10)); // 3 MB: above the 1 MiB mark
+  try {
+    await program.waitForLine(/event=input-paused side=primary reason=held-bytes/);
+    sec.close();
+    await program.waitForLine(/event=peer-disconnected endpoint=secondary-in/);
+    await writeAll(ntf, notifyMessage("COLO_CHECKPOINT"));
+    await program.waitForLine(/event=input-resumed side=primary reason=held-bytes/);
+    await writing;
+    // Each checkpoint releases what is held; the primary reads on until all of it went out.
+    for (let i = 0; i < 20 && out.frames.length < 3000; i++) {
+      await writeAll(ntf, notifyMessage("COLO_CHECKPOINT"));
+      await out.waitFor(3000, 300).catch(() => {});
+    }
+    assert.equal(out.frames.length, 3000);
+  } finally {
+    pri.close();
+    await out.close();
+    await notify.close();
+    await writing.catch(() => {});
+    const { code } = await program.stop();
+    assert.equal(code, 0);
+  }
+});
+
+Deno.test("e2e: a notify peer that never reads is disconnected once 1 MiB waits; repeats are summarised", async () => {
+  const program = await startProgram({});
+  const ntf = await connectRetry(program.ports["notify-dev"]); // never reads
+  await program.waitForLine(/event=peer-connected endpoint=notify-dev /);
+  // Each COLO_USERSPACE_PROXY_INIT asks for a 29-byte reply: 200k of them, 5.8 MB of replies.
+  const inits = concat(
+    ...Array.from({ length: 1000 }, () => notifyMessage("COLO_USERSPACE_PROXY_INIT")),
+  );
+  const junk = concat(...Array.from({ length: 1000 }, (_, i) => notifyMessage(`JUNK ${i}`)));
+  try {
+    for (let i = 0; i < 200; i++) {
+      if (!(await writeWithin(ntf, i % 2 ? inits : concat(inits, junk), 1000))) break;
+    }
+  } catch {
+    // the program closed the connection under us: what this test wants
+  }
+  await program.waitForLine(/event=peer-not-reading endpoint=notify-dev/);
+  ntf.close();
+  await program.waitForLine(/event=peer-disconnected endpoint=notify-dev/);
+  const rss = rssMiB(program.pid);
+  const { code, stderr } = await program.stop();
+  assert.equal(code, 0);
+  assert.ok(rss < 150, `the comparator grew to ${rss.toFixed(0)} MiB`);
+  const lines = stderr.split("\n");
+  const count = (re: RegExp) => lines.filter((l) => re.test(l)).length;
+  assert.equal(count(/event=notify-proxy-init .*count=1 /), 1);
+  assert.equal(count(/event=notify-unknown message=/), 1);
+  assert.ok(count(/event=notify-(proxy-init|unknown)/) <= 4, "a line per message");
+  assert.match(stderr, /event=notify-unknown count=\d+ total=\d+/, "no summary of the repeats");
+  assert.match(stderr, /control_peers_dropped=1/);
+});
+
+Deno.test("e2e: outdev leaving keeps at most 32 MiB of released frames; the rest is counted", async () => {
+  const program = await startProgram({});
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const ntf = await connectRetry(program.ports["notify-dev"]);
+  const notify = new FrameCollector(ntf);
+  const first = await connectRetry(program.ports["outdev"]); // connected, never reads
+  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  // 48 MiB held (no secondary), then one checkpoint releases all of it to the stalled outdev.
+  const FRAMES = 48 * 1024;
+  for (let i = 0; i < FRAMES; i += 4096) await writeAll(pri, segments(i, 4096, 1000, 100));
+  await program.waitForLine(/event=checkpoint-request reason=timeout/, 10_000);
+  await writeAll(ntf, notifyMessage("COLO_CHECKPOINT"));
+  await program.waitForLine(/event=checkpoint-done released=\d+/);
+  first.close();
+  await program.waitForLine(/event=frames-dropped side=outdev reason=disconnected-overflow/);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await out.waitFor(1000, 10_000);
+  const got = await out.quiet(500);
+  const kept = Math.floor(32 * 2 ** 20 / 1058);
+  assert.ok(got.length <= kept, `${got.length} frames kept, bound ${kept}`);
+  assert.ok(got.length > kept / 2, `only ${got.length} frames kept`);
+  pri.close();
+  await out.close();
+  await notify.close();
+  const { code, stderr } = await program.stop();
+  assert.equal(code, 0);
+  const overflow = Number(/dropped_outdev_overflow=(\d+)/.exec(stderr)?.[1]);
+  assert.ok(overflow >= FRAMES - kept - 8192, `only ${overflow} frames counted as dropped`);
+});
+
+Deno.test("e2e: damaged primary IP frames pass through, counted, logged once per class", async () => {
+  const program = await startProgram({ noNotify: true });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  const bad = frame({ udp: { payload: "x" } });
+  bad[14] = 0x43; // IPv4 with IHL 3: an insane header
+  await writeAll(pri, concat(...Array.from({ length: 100 }, () => framed(bad))));
+  await out.waitFor(100);
+  pri.close();
+  await out.close();
+  const { code, stderr } = await program.stop();
+  assert.equal(code, 0);
+  const lines = stderr.split("\n").filter((l) => l.includes("event=frames-passed-through"));
+  assert.ok(lines.length >= 1 && lines.length <= 2, lines.join("\n"));
+  assert.match(lines[0], /level=warn .*side=primary reason=bad-ipv4-header/);
+  assert.match(stderr, /passed_through_bad-ipv4-header=100/);
+});
+
+Deno.test("e2e: SIGTERM is prompt while a tcp: connect is still pending", async () => {
+  // A listener that never accepts, its accept queue filled: the kernel drops further SYNs, so
+  // a connect to it hangs (for minutes) instead of failing.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const fillers: Deno.Conn[] = [];
+  let full = false;
+  while (!full && fillers.length < 10_000) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 200);
+    try {
+      fillers.push(await Deno.connect({ hostname: "127.0.0.1", port, signal: abort.signal }));
+    } catch {
+      full = true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  assert.ok(full, "the accept queue never filled");
+  const program = await startProgram({
+    noNotify: true,
+    endpoints: [
+      "--primary-in",
+      "tcp-listen:127.0.0.1:0",
+      "--secondary-in",
+      "tcp-listen:127.0.0.1:0",
+      "--outdev",
+      `tcp:127.0.0.1:${port}`,
+    ],
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(
+      !program.stderr.some((l) =>
+        /endpoint=outdev/.test(l) && /peer-connected|connect-failed/.test(l)
+      ),
+      "the connect did not hang",
+    );
+    const start = performance.now();
+    const { code } = await program.stop();
+    const ms = performance.now() - start;
+    assert.equal(code, 0);
+    assert.ok(ms < 2000, `stopping took ${ms.toFixed(0)} ms`);
+  } finally {
+    await program.stop("SIGKILL");
+    for (const c of fillers) c.close();
+    listener.close();
+  }
+});

@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import type { Side } from "../../src/compare/packet.ts";
+import { FlowControl, heldMarks, type PauseReason } from "../../src/flow/control.ts";
+
+function flow(): { f: FlowControl; events: [Side, boolean, PauseReason][] } {
+  const events: [Side, boolean, PauseReason][] = [];
+  const f = new FlowControl({ high: 100, low: 50 }, (side, paused, reason) => {
+    events.push([side, paused, reason]);
+  });
+  f.peer("primary", true);
+  f.peer("secondary", true);
+  return { f, events };
+}
+
+Deno.test("flow: a congested outdev pauses both inputs together, and its drain resumes both", () => {
+  const { f, events } = flow();
+  f.outdev(true);
+  assert.deepEqual(events, [
+    ["primary", true, "outdev-congested"],
+    ["secondary", true, "outdev-congested"],
+  ]);
+  assert.ok(f.paused("primary") && f.paused("secondary"));
+  f.outdev(false);
+  assert.deepEqual(events.slice(2), [
+    ["primary", false, "outdev-congested"],
+    ["secondary", false, "outdev-congested"],
+  ]);
+});
+
+Deno.test("flow: a side above the high mark pauses alone until below the low mark", () => {
+  const { f, events } = flow();
+  f.held(100, 0);
+  assert.equal(events.length, 0, "at the mark is not above it");
+  f.held(101, 0);
+  assert.deepEqual(events, [["primary", true, "held-bytes"]]);
+  assert.equal(f.paused("secondary"), false);
+  f.held(60, 0);
+  assert.equal(f.paused("primary"), true, "hysteresis: still above the low mark");
+  f.held(49, 0);
+  assert.deepEqual(events[1], ["primary", false, "held-bytes"]);
+});
+
+Deno.test("flow: the held pause holds whether or not the other side is connected", () => {
+  const { f } = flow();
+  f.peer("secondary", false);
+  f.held(0, 0);
+  f.held(500, 0);
+  assert.equal(f.paused("primary"), true);
+  f.peer("secondary", true);
+  assert.equal(f.paused("primary"), true);
+  f.peer("secondary", false);
+  assert.equal(f.paused("primary"), true, "the other side leaving does not resume it");
+  f.held(0, 0);
+  assert.equal(f.paused("primary"), false, "a checkpoint that empties the queues does");
+});
+
+Deno.test("flow: an input without a peer is not paused; a new peer starts paused if it must", () => {
+  const { f, events } = flow();
+  f.outdev(true);
+  f.peer("primary", false);
+  assert.equal(f.paused("primary"), false);
+  assert.deepEqual(events.at(-1), ["primary", false, "outdev-congested"]);
+  f.peer("primary", true);
+  assert.equal(f.paused("primary"), true);
+});
+
+Deno.test("flow: outdev draining leaves a side paused that still holds too much", () => {
+  const { f, events } = flow();
+  f.held(0, 200);
+  f.outdev(true);
+  f.outdev(false);
+  assert.equal(f.paused("primary"), false);
+  assert.equal(f.paused("secondary"), true);
+  assert.equal(f.reason("secondary"), "held-bytes");
+  assert.deepEqual(events, [
+    ["secondary", true, "held-bytes"],
+    ["primary", true, "outdev-congested"],
+    ["primary", false, "outdev-congested"],
+  ]);
+});
+
+Deno.test("flow: held marks are a quarter and an eighth of the held-bytes budget", () => {
+  assert.deepEqual(heldMarks(256 * 2 ** 20), { high: 64 * 2 ** 20, low: 32 * 2 ** 20 });
+});

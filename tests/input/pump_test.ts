@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { InputPump } from "../../src/input/pump.ts";
+import { Logger } from "../../src/log.ts";
+import type { Conn } from "../../src/wire/transport.ts";
+import { concat, framed } from "../support/packets.ts";
+
+/** A connection that hands out prepared chunks, one per read, then end of stream. */
+class ScriptedConn implements Conn {
+  readonly peer = "scripted";
+  readonly #chunks: Uint8Array[];
+  reads = 0;
+  constructor(chunks: Uint8Array[]) {
+    this.#chunks = chunks;
+  }
+  read(p: Uint8Array): Promise<number | null> {
+    this.reads++;
+    const c = this.#chunks.shift();
+    if (c === undefined) return Promise.resolve(null);
+    p.set(c);
+    return Promise.resolve(c.length);
+  }
+  write(p: Uint8Array): Promise<number> {
+    return Promise.resolve(p.length);
+  }
+  close(): void {}
+}
+
+const log = new Logger("error", () => {});
+
+Deno.test("pump: an exception from the engine is reported as internal; the next frames go on", async () => {
+  const seen: number[] = [];
+  const errors: unknown[] = [];
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame(f) {
+      if (f[0] === 2) throw new Error("engine bug");
+      seen.push(f[0]);
+    },
+    chunk() {},
+    internalError: (e) => errors.push(e),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const data = concat(
+    framed(new Uint8Array([1])),
+    framed(new Uint8Array([2])),
+    framed(new Uint8Array([3])),
+  );
+  await pump.run(new ScriptedConn([data]));
+  assert.deepEqual(seen, [1, 3]);
+  assert.equal(errors.length, 1);
+  assert.equal((errors[0] as Error).message, "engine bug");
+});
+
+Deno.test("pump: a chunk read while paused is not decoded until resumed", async () => {
+  const seen: number[] = [];
+  let chunks = 0;
+  const pump = new InputPump("secondary", false, {
+    now: () => 0,
+    frame: (f) => seen.push(f[0]),
+    chunk() {
+      chunks++;
+      pump.pause(); // as flow control does when this chunk congests outdev
+    },
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const conn = new ScriptedConn([framed(new Uint8Array([1])), framed(new Uint8Array([2]))]);
+  const running = pump.run(conn);
+  while (conn.reads < 2) await new Promise((r) => setTimeout(r, 0));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(seen, [1], "the second chunk was decoded while paused");
+  assert.equal(chunks, 1);
+  pump.resume();
+  await running;
+  assert.deepEqual(seen, [1, 2]);
+});
