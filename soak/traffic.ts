@@ -29,11 +29,15 @@ export function flowOf(f: Uint8Array): number {
   return (f[IP_SRC_AT + 1] << 16) | (f[IP_SRC_AT + 2] << 8) | f[IP_SRC_AT + 3];
 }
 
-/** One framed UDP datagram of flow `n` whose payload is `payload`. */
+/**
+ * One framed UDP datagram of flow `n` whose payload is `payload`. No UDP checksum (0, as IPv4
+ * allows), so {@linkcode udpBatch}'s copies, which differ only in the source address, are the
+ * same datagram byte for byte.
+ */
 export function udpFramed(n: number, payload: Uint8Array | string): Uint8Array {
   return framed(frame({
     ip: { src: flowAddress(n), dst: "10.200.0.1" },
-    udp: { sport: 40000, dport: 80, payload },
+    udp: { sport: 40000, dport: 80, payload, checksum: 0 },
   }));
 }
 
@@ -410,6 +414,8 @@ export class PairedPump {
   readonly #gate?: (sent: number) => Promise<unknown>;
   readonly #wakers: (() => void)[] = [];
   readonly #done: Promise<void>[];
+  /** Frames each side has written or is writing (what a stop must let the other reach). */
+  readonly #claimed = { primary: 0, secondary: 0 };
   /** Sides whose connection failed: the other no longer waits for them. */
   readonly #dead = { primary: false, secondary: false };
 
@@ -445,11 +451,15 @@ export class PairedPump {
           await new Promise<void>((r) => this.#wakers.push(r));
           continue;
         }
-        if (this.#gate) await this.#gate(this.sent[side]);
+        if (this.#gate) {
+          await this.#gate(this.sent[side]);
+          if (this.sent[side] >= this.#stopAt) break;
+        }
         const index = (this.sent[side] - this.#base) / PUMP_BATCH;
         while (this.#batches.length <= index) {
           this.#batches.push(this.#streams.next(PUMP_BATCH, this.#diverge));
         }
+        this.#claimed[side] = this.sent[side] + PUMP_BATCH;
         await writeAll(conn, this.#batches[index][side]);
         this.sent[side] += PUMP_BATCH;
         if (theirs >= 0) {
@@ -480,7 +490,7 @@ export class PairedPump {
    * wrote up to it, or false after `timeoutMs` (a side the program stopped reading).
    */
   stop(timeoutMs: number): Promise<boolean> {
-    this.#stopAt = Math.max(this.sent.primary, this.sent.secondary);
+    this.#stopAt = Math.max(this.#claimed.primary, this.#claimed.secondary);
     for (const w of this.#wakers.splice(0)) w();
     return this.finished(timeoutMs);
   }

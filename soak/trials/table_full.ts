@@ -9,11 +9,11 @@
  * @module
  */
 
-import { Scope, type Trial } from "../trial.ts";
-import { atMost, num } from "../trial.ts";
+import { atMost, num, type Scope, type Trial } from "../trial.ts";
 import {
   arpFramed,
   connectData,
+  flowOf,
   FrameReader,
   isArp,
   udpBatch,
@@ -23,8 +23,10 @@ import {
 
 /** Connections that hold a frame (the table's bound in SPEC 8's words). */
 const HELD_CONNECTIONS = 65_536;
-/** The probe pair's flow: beyond every other flow number used here. */
+/** The new connection's probe pair: beyond every other flow number used here. */
 const PROBE_FLOW = 0xf0_0000;
+/** A connection among the held ones, whose held frame the probe's secondary copy matches. */
+const HELD_PROBE_FLOW = 7;
 /** CPU per frame on a new connection: O(1) costs a few µs; a table scan costs milliseconds. */
 const CPU_PER_FRAME_BOUND_US = 100;
 
@@ -38,11 +40,14 @@ export const tableFull: Trial = {
     const program = await scope.start({ noNotify: true });
     const peers = await connectData(program.ports);
     for (const c of Object.values(peers)) scope.conn(c);
+    const tableFull = program.count(/reason=table-full/);
     const arps = new Set<number>();
     let probeAt = 0;
+    let heldProbes = 0;
     const out = new FrameReader(peers.outdev, (f) => {
       if (isArp(f)) arps.add((f[39] << 16) | (f[40] << 8) | f[41]);
-      else if (f.length > 30 && f[27] === 0xf0) probeAt = performance.now();
+      else if (flowOf(f) === PROBE_FLOW) probeAt = performance.now();
+      else if (flowOf(f) === HELD_PROBE_FLOW) heldProbes++;
     });
     scope.defer(() => out.close());
     const marker = async (tag: number, timeoutMs: number) => {
@@ -61,11 +66,23 @@ export const tableFull: Trial = {
     const wall = performance.now() - t0;
     const cpuUs = ((program.cpu() - cpu0) * 1e6) / fresh;
 
+    // A pair on a new connection while every connection in the table holds a frame.
     const probe = udpFramed(PROBE_FLOW, "probe pair");
     const sentAt = performance.now();
     await writeAll(peers.primary, probe);
     await writeAll(peers.secondary, probe);
     const out5s = await out.until(() => probeAt > 0, 5_000);
+    // A pair on a connection the table holds: the secondary copy of its held frame, then a
+    // fresh pair; both primaries come out.
+    const heldAt = performance.now();
+    const held = udpFramed(HELD_PROBE_FLOW, "held: no secondary");
+    const again = udpFramed(HELD_PROBE_FLOW, "a pair on a held connection");
+    await writeAll(peers.secondary, held);
+    await writeAll(peers.primary, again);
+    await writeAll(peers.secondary, again);
+    const heldOut = await out.until(() => heldProbes >= 2, 5_000);
+    const heldMs = performance.now() - heldAt;
+
     return [
       finished
         ? atMost(
@@ -82,10 +99,20 @@ export const tableFull: Trial = {
           pass: false,
         },
       {
-        check: "matched pair on another connection comes out",
+        check: "matched pair on a new connection comes out (no checkpoint)",
         bound: "out within 5 s",
-        measured: out5s ? `out after ${num(probeAt - sentAt)} ms` : "not out in 5 s",
+        measured: out5s
+          ? `out after ${num(probeAt - sentAt)} ms`
+          : `not out in 5 s${
+            tableFull() ? "; the program logged drops with reason=table-full" : ""
+          }`,
         pass: out5s,
+      },
+      {
+        check: "matched pairs on a connection that holds a frame come out",
+        bound: "out within 5 s",
+        measured: heldOut ? `out after ${num(heldMs)} ms` : `${heldProbes} of 2 out in 5 s`,
+        pass: heldOut,
       },
     ];
   },
