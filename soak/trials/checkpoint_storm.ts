@@ -15,8 +15,11 @@ import { connectRetry } from "../../tests/support/net.ts";
 import { atMost, type Check, num, type Scope, type Trial } from "../trial.ts";
 import { connectData, FrameReader, udpBatch, udpFramed, writeAll } from "../traffic.ts";
 
-/** A probe pair's worst latency while the storm runs. */
-const STALL_BOUND_MS = 100;
+/**
+ * A probe pair's worst latency while the storm runs: generous, the machine is shared (a walk
+ * over every connection per checkpoint stalls for seconds).
+ */
+const STALL_BOUND_MS = 250;
 /** CPU per COLO_CHECKPOINT with nothing held: QEMU needs about 3 µs. */
 const CPU_PER_CHECKPOINT_BOUND_US = 50;
 /** The probe flow: its own flow number, beyond the idle ones. */
