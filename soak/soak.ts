@@ -117,9 +117,9 @@ async function main(): Promise<number> {
       .output()).stdout,
   ).trim();
   console.log(
-    `soak (${profile.short ? "short" : "full"} profile), commit ${commit || "?"}, load ${
-      Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
-    }, ${new Date().toISOString()}`,
+    `soak (${profile.short ? "short" : "full"} profile), commit ${commit || "?"}, program: ${
+      programCommand.join(" ")
+    }, load ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}, ${new Date().toISOString()}`,
   );
   const results: TrialResult[] = [];
   for (const trial of TRIALS) {

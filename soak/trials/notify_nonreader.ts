@@ -12,7 +12,7 @@
 
 import { connectRetry } from "../../tests/support/net.ts";
 import { notifyMessage } from "../../tests/support/packets.ts";
-import { RssSampler } from "../program.ts";
+import { parseLogfmt, RssSampler } from "../program.ts";
 import { atMost, cleanExit, mib, num, type Scope, type Trial } from "../trial.ts";
 import { closeAll, connectData, delay, FrameReader, udpBatch, writeAll } from "../traffic.ts";
 
@@ -87,6 +87,8 @@ export const notifyNonReader: Trial = {
     const lines = program.lines - lines0;
     const exit = await program.stop();
     const replies = (n: number) => Math.round((n * 6) / ROUND.length) * REPLY;
+    const notReading = program.found(/event=peer-not-reading\b/)[0];
+    const waiting = notReading ? parseLogfmt(notReading).waiting_bytes : undefined;
     return [
       {
         check: "a notify-dev peer that never reads is disconnected",
