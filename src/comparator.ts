@@ -16,7 +16,9 @@ import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
-import { FlowControl, heldMarks, type PauseReason } from "./flow/control.ts";
+import { CompareClock } from "./flow/clock.ts";
+import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/control.ts";
+import { PauseLog } from "./flow/pause_log.ts";
 import { InputPump } from "./input/pump.ts";
 import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
@@ -69,15 +71,6 @@ export interface ComparatorEvents {
   pause?(side: Side, paused: boolean, reason: PauseReason): void;
 }
 
-interface PauseLog {
-  since: number;
-  logged: boolean;
-  loggedAt: number;
-  /** Pauses since the last line about them, and their time. */
-  quiet: number;
-  quietMs: number;
-}
-
 /** One comparator instance: the program's whole runtime state, wired. */
 export class Comparator {
   readonly config: Config;
@@ -96,15 +89,14 @@ export class Comparator {
   readonly #pumps: Record<Side, InputPump>;
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
-  readonly #pauseLog: Record<Side, PauseLog> = {
-    primary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
-    secondary: { since: 0, logged: false, loggedAt: -Infinity, quiet: 0, quietMs: 0 },
+  readonly #pauseLog: PauseLog;
+  readonly #clock = new CompareClock();
+  readonly #leadTimers: Record<Side, ReturnType<typeof setTimeout> | undefined> = {
+    primary: undefined,
+    secondary: undefined,
   };
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
-  /** The compare clock stands still while outdev is congested: see #now. */
-  #frozenMs = 0;
-  #congestedSince: number | null = null;
   #stopping = false;
   #started = false;
 
@@ -112,6 +104,7 @@ export class Comparator {
     this.config = config;
     this.#log = log;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
+    this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
     const transport = new PlainTransport(config.socketMode);
     this.#out = new FrameWriter({
       vnet: config.vnetHdrSupport,
@@ -121,7 +114,10 @@ export class Comparator {
       maxAgeDisconnected: OUT_MAX_AGE_MS,
       onOverflow: (n) => this.#sink.outdevLost("disconnected-overflow", n),
       onExpired: (n) => this.#sink.outdevLost("too-old", n),
-      onCongestion: (on) => this.#outdevCongested(on),
+      onCongestion: (on) => {
+        this.#clock.hold(on);
+        this.#flow.outdev(on);
+      },
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
     });
     this.#sink = new ComparatorSink(
@@ -200,7 +196,7 @@ export class Comparator {
         engine.secondary(f, v, now);
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
-      now: () => this.#now(),
+      now: () => this.#clock.now(),
       frame,
       chunk: () => {
         // Released frames go out now, before the next read is even asked for.
@@ -291,6 +287,8 @@ export class Comparator {
     }
     this.#stopping = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#leadTimers.primary);
+    clearTimeout(this.#leadTimers.secondary);
     this.#pumps.primary.stop();
     this.#pumps.secondary.stop();
     this.#primary.close();
@@ -311,7 +309,7 @@ export class Comparator {
       unsentBytes: this.#out.pendingBytes,
     };
     this.#classes.flush(true);
-    this.#flushPauseLog(true);
+    this.#pauseLog.flush(true);
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
         primary: report.heldPrimary,
@@ -322,7 +320,12 @@ export class Comparator {
     if (report.unsentBytes) {
       this.#log.warn("unsent-at-exit", { endpoint: "outdev", bytes: report.unsentBytes });
     }
-    this.#log.info("summary", this.stats.summary());
+    this.#log.info("summary", {
+      ...this.stats.summary(),
+      held_primary_bytes: this.engine.heldPrimaryBytes,
+      held_secondary_bytes: this.engine.heldSecondaryBytes,
+      connections: this.engine.connections,
+    });
     return report;
   }
 
@@ -340,93 +343,43 @@ export class Comparator {
     }
   }
 
-  /**
-   * The compare clock: monotonic time that stands still while outdev is congested. Both
-   * inputs are paused then (SPEC 8), so the side that was a little ahead holds frames whose
-   * partners wait unread in the other input; they must not time out because the client reads
-   * slowly (no timeout checkpoint on identical streams, however slow the client).
-   */
-  #now(): number {
-    const t = performance.now();
-    return this.#congestedSince === null
-      ? t - this.#frozenMs
-      : this.#congestedSince - this.#frozenMs;
-  }
-
-  #outdevCongested(on: boolean): void {
-    const t = performance.now();
-    if (on && this.#congestedSince === null) this.#congestedSince = t;
-    else if (!on && this.#congestedSince !== null) {
-      this.#frozenMs += t - this.#congestedSince;
-      this.#congestedSince = null;
-    }
-    this.#flow.outdev(on);
-  }
-
-  // Flow control: the pumps do what it decides; pauses and their end are logged at info,
-  // at most one pair per side every SUMMARY_INTERVAL_MS, the rest summarised.
+  // Flow control: the pumps do what it decides; the pause log says so.
 
   #heldChanged(): void {
-    this.#flow.held(this.engine.heldPrimaryBytes, this.engine.heldSecondaryBytes);
+    const p = this.engine.heldPrimaryBytes;
+    const s = this.engine.heldSecondaryBytes;
+    if (p + s > this.stats.heldBytesPeak) this.stats.heldBytesPeak = p + s;
+    this.#flow.held(p, s);
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {
-    const pump = this.#pumps[side];
-    if (paused) pump.pause();
-    else pump.resume();
-    const p = this.#pauseLog[side];
-    const now = performance.now();
-    if (paused) {
-      p.since = now;
-      p.logged = now - p.loggedAt >= SUMMARY_INTERVAL_MS;
-      if (p.logged) {
-        p.loggedAt = now;
-        this.#log.info("input-paused", {
-          side,
-          reason,
-          held_bytes: side === "primary"
-            ? this.engine.heldPrimaryBytes
-            : this.engine.heldSecondaryBytes,
-          outdev_pending_bytes: this.#out.pendingBytes,
-        });
-      }
-    } else {
-      const ms = now - p.since;
-      this.stats.paused(side, reason, ms);
-      if (p.logged) {
-        this.#log.info("input-resumed", { side, reason, paused_ms: Math.round(ms) });
-      } else {
-        p.quiet++;
-        p.quietMs += ms;
-      }
+    if (paused) this.#pumps[side].pause();
+    else this.#pumps[side].resume();
+    clearTimeout(this.#leadTimers[side]);
+    if (paused && reason === "ahead") {
+      this.#leadTimers[side] = setTimeout(() => this.#flow.leadTimeout(side), LEAD_PAUSE_MS);
     }
+    this.#pauseLog.change(side, paused, reason, {
+      held_bytes: side === "primary"
+        ? this.engine.heldPrimaryBytes
+        : this.engine.heldSecondaryBytes,
+      outdev_pending_bytes: this.#out.pendingBytes,
+    });
     this.#emit((s) => s.pause?.(side, paused, reason));
-  }
-
-  #flushPauseLog(final: boolean): void {
-    const now = performance.now();
-    for (const side of ["primary", "secondary"] as const) {
-      const p = this.#pauseLog[side];
-      if (p.quiet === 0 || (!final && now - p.loggedAt < SUMMARY_INTERVAL_MS)) continue;
-      this.#log.info("input-pauses", { side, count: p.quiet, paused_ms: Math.round(p.quietMs) });
-      p.quiet = 0;
-      p.quietMs = 0;
-      p.loggedAt = now;
-    }
   }
 
   // The expiry scan.
 
   #scan(): void {
     try {
-      this.engine.tick(this.#now());
+      this.engine.tick(this.#clock.now());
     } catch (error) {
       this.#sink.internalError("expiry-scan", error);
     }
     this.#out.flush();
     this.#heldChanged();
     this.#classes.flush();
-    this.#flushPauseLog(false);
+    this.#pauseLog.flush();
   }
 
   // Checkpoints: one request per epoch, whatever the channel (SPEC 7).
@@ -471,6 +424,7 @@ export class Comparator {
       this.#sink.internalError("checkpoint", error);
     }
     const fields = {
+      channel: this.#channel?.kind ?? "none",
       released: this.stats.releasedByCheckpoint - released,
       secondary_dropped: this.stats.secondaryFlushed - dropped,
       requested: outstanding,

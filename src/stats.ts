@@ -44,6 +44,8 @@ export class Stats {
   readonly pausedMs = new Map<string, number>();
   /** Control peers disconnected for not reading (their output reached its bound). */
   controlPeersDropped = 0;
+  /** The most bytes held on both sides together, sampled after every read (SPEC 8). */
+  heldBytesPeak = 0;
   /** Streams reset because of an oversize `len`. */
   oversizeResets = 0;
 
@@ -91,6 +93,7 @@ export class Stats {
     if (this.outdevExpired) f.dropped_outdev_too_old = this.outdevExpired;
     if (this.internalErrors) f.internal_errors = this.internalErrors;
     if (this.controlPeersDropped) f.control_peers_dropped = this.controlPeersDropped;
+    f.held_bytes_peak = this.heldBytesPeak;
     for (const [k, v] of [...this.pauses].sort()) {
       f[`pauses_${k.replace(":", "_")}`] = v;
       f[`paused_ms_${k.replace(":", "_")}`] = Math.round(this.pausedMs.get(k) ?? 0);

@@ -182,17 +182,26 @@ export class ConnectionTable {
 
   /**
    * Calls `fn` for every connection that holds frames, in first-seen order, and takes them off
-   * the held list first (`fn` places each one again). O(h log h) for h such connections.
+   * the held list first (`fn` places each one again; if it throws, the rest are placed as
+   * idle since `now` or held). O(h log h) for h such connections.
    */
-  drainHeld(fn: (c: Connection) => void): void {
+  drainHeld(fn: (c: Connection) => void, now: number): void {
     const list = this.#held;
     if (list.length === 0) return;
     list.sort(byFirstSeen);
     this.#held = this.#spare;
     for (const c of list) c.heldAt = -1;
+    let i = 0;
     try {
-      for (const c of list) fn(c);
+      for (; i < list.length; i++) fn(list[i]);
     } finally {
+      // If `fn` threw, place the connections it did not place itself.
+      for (; i < list.length; i++) {
+        const c = list[i];
+        if (c.heldAt >= 0 || c.idle) continue;
+        if (c.empty) this.markIdle(c, now);
+        else this.markHeld(c);
+      }
       list.length = 0;
       this.#spare = list;
     }

@@ -169,7 +169,7 @@ export class CompareEngine implements CompareContext {
         });
       }
       this.#place(conn, now);
-    });
+    }, now);
   }
 
   /**

@@ -7,6 +7,14 @@
  *   identical streams never drift apart in the queues.
  * - An input whose side holds more than the high mark pauses until comparison or a checkpoint
  *   brings it below the low mark, whether or not the other side is connected.
+ * - An input that runs ahead of the other (its side holds more than the lead mark: frames the
+ *   other side has not sent yet) pauses while the other side, connected, catches up. Without
+ *   this, identical streams read at uneven speeds drift apart until a queue overflows, and
+ *   from then on they can never match again. Never both at once for this reason: when each
+ *   side holds what the other has not sent yet, both read on (the queues bound them). And
+ *   only for a while ({@linkcode LEAD_PAUSE_MS}): a connected peer that sends nothing (a
+ *   diverged or idle secondary) must not stall the other side; once waived, a side is not
+ *   paused for its lead again until it has (nearly) caught up.
  *
  * @module
  */
@@ -14,25 +22,43 @@
 import type { Side } from "../compare/packet.ts";
 
 /** Why an input is paused; the first that applies is reported. */
-export type PauseReason = "outdev-congested" | "held-bytes";
+export type PauseReason = "outdev-congested" | "held-bytes" | "ahead";
 
-/** Held bytes per side: pause above `high`, resume below `low`. */
+/**
+ * Held bytes per side: pause above `high`, resume below `low`; while the other side is
+ * connected, pause above `leadHigh` and resume below `leadLow`.
+ */
 export interface HeldMarks {
   high: number;
   low: number;
+  leadHigh: number;
+  leadLow: number;
 }
 
-/** Told of every change of an input's pause state. */
+/** Told of every change of an input's pause state, and of a new reason while paused. */
 export type PauseListener = (side: Side, paused: boolean, reason: PauseReason) => void;
 
 /** Held-byte marks for a `--max-held-bytes` budget shared by both sides. */
 export function heldMarks(maxHeldBytes: number): HeldMarks {
-  return { high: Math.floor(maxHeldBytes / 4), low: Math.floor(maxHeldBytes / 8) };
+  const high = Math.floor(maxHeldBytes / 4);
+  const low = Math.floor(maxHeldBytes / 8);
+  // A few reads (256 KiB each) of lead: far less than max-queue-size frames on one connection.
+  return { high, low, leadHigh: Math.min(LEAD_HIGH, low), leadLow: Math.min(LEAD_LOW, low / 2) };
 }
+
+/** A pause for running ahead lasts at most this long (ms); then the lead is waived. */
+export const LEAD_PAUSE_MS = 100;
+
+/** Lead marks: one side may run this far ahead of the other (bytes it holds). */
+const LEAD_HIGH = 1024 * 1024;
+const LEAD_LOW = 512 * 1024;
 
 interface SideState {
   present: boolean;
   heldHigh: boolean;
+  ahead: boolean;
+  /** The last pause for being ahead timed out: not again until below the lead low mark. */
+  leadWaived: boolean;
   paused: boolean;
   reason: PauseReason;
 }
@@ -43,9 +69,20 @@ export class FlowControl {
   readonly #listener: PauseListener;
   #outdevCongested = false;
   readonly #sides: Record<Side, SideState> = {
-    primary: { present: false, heldHigh: false, paused: false, reason: "held-bytes" },
-    secondary: { present: false, heldHigh: false, paused: false, reason: "held-bytes" },
+    primary: this.#initial(),
+    secondary: this.#initial(),
   };
+
+  #initial(): SideState {
+    return {
+      present: false,
+      heldHigh: false,
+      ahead: false,
+      leadWaived: false,
+      paused: false,
+      reason: "held-bytes",
+    };
+  }
 
   constructor(marks: HeldMarks, listener: PauseListener) {
     this.#marks = marks;
@@ -76,36 +113,61 @@ export class FlowControl {
     if (this.#mark("secondary", secondaryBytes)) this.#decide("secondary");
   }
 
-  /** `side`'s input got a peer, or lost it (an input without a peer is never paused). */
+  /**
+   * `side` has been paused for being ahead for {@linkcode LEAD_PAUSE_MS}: the other side is
+   * not catching up, so `side` reads on.
+   */
+  leadTimeout(side: Side): void {
+    const s = this.#sides[side];
+    if (!s.paused || s.reason !== "ahead") return;
+    s.leadWaived = true;
+    this.#decide(side);
+  }
+
+  /**
+   * `side`'s input got a peer, or lost it. An input without a peer is never paused, and the
+   * other side is never paused for being ahead of it.
+   */
   peer(side: Side, present: boolean): void {
     if (this.#sides[side].present === present) return;
     this.#sides[side].present = present;
     this.#decide(side);
+    this.#decide(side === "primary" ? "secondary" : "primary");
   }
 
-  /** Updates the high/low state of one side; true when it changed. */
+  /** Updates the high/low and lead states of one side; true when either changed. */
   #mark(side: Side, bytes: number): boolean {
     const s = this.#sides[side];
-    const next = s.heldHigh ? bytes >= this.#marks.low : bytes > this.#marks.high;
-    if (next === s.heldHigh) return false;
-    s.heldHigh = next;
+    const m = this.#marks;
+    const high = s.heldHigh ? bytes >= m.low : bytes > m.high;
+    const ahead = s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh;
+    if (!ahead) s.leadWaived = false;
+    if (high === s.heldHigh && ahead === s.ahead) return false;
+    s.heldHigh = high;
+    s.ahead = ahead;
     return true;
   }
 
   #decide(side: Side): void {
     const s = this.#sides[side];
+    const other = this.#sides[side === "primary" ? "secondary" : "primary"];
     const reason: PauseReason | null = !s.present
       ? null
       : this.#outdevCongested
       ? "outdev-congested"
       : s.heldHigh
       ? "held-bytes"
+      : s.ahead && !s.leadWaived && other.present && !other.paused
+      ? "ahead"
       : null;
     const paused = reason !== null;
     if (paused === s.paused && (reason === null || reason === s.reason)) return;
-    const was = s.paused;
     s.paused = paused;
     if (reason !== null) s.reason = reason;
-    if (paused !== was) this.#listener(side, paused, s.reason);
+    this.#listener(side, paused, s.reason);
+    // Whether the other side may pause for being ahead depends on this one: never both.
+    if (s.reason === "ahead" || other.ahead) {
+      this.#decide(side === "primary" ? "secondary" : "primary");
+    }
   }
 }

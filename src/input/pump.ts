@@ -94,8 +94,15 @@ export class InputPump {
         }
         if (this.#stopped) break;
         now = hooks.now();
-        const broken = decoder.push(buf.subarray(0, n));
-        hooks.chunk();
+        let broken;
+        try {
+          broken = decoder.push(buf.subarray(0, n));
+          hooks.chunk();
+        } catch (error) {
+          // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
+          hooks.internalError(error);
+          return;
+        }
         if (broken) {
           this.#log.error("oversize-frame", {
             endpoint: this.#name,

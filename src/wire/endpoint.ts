@@ -52,11 +52,19 @@ export class Endpoint {
   #rejected = 0;
   #rejectLoggedAt = -Infinity;
 
-  constructor(name: EndpointName, address: Address, transport: Transport, log: Logger) {
+  /** `signal`: aborting it closes the endpoint, as {@linkcode Endpoint.close} does. */
+  constructor(
+    name: EndpointName,
+    address: Address,
+    transport: Transport,
+    log: Logger,
+    signal?: AbortSignal,
+  ) {
     this.name = name;
     this.address = address;
     this.#transport = transport;
     this.#log = log;
+    signal?.addEventListener("abort", () => this.close(), { once: true });
   }
 
   /** Where a listen endpoint actually listens (port 0 resolved), or the address text. */

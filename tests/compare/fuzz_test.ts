@@ -48,7 +48,10 @@ Deno.test("fuzz: random traffic never throws, loses or duplicates a primary fram
     const stream = pseudoRandomBytes(20_000, seed);
     const rec = new Recorder();
     const maxQueueSize = rng.int(1, 40);
-    const engine = new CompareEngine({ compareTimeout: 50, maxQueueSize, maxConnections: 8 }, rec);
+    const engine = new CompareEngine(
+      { compareTimeout: 50, maxQueueSize, maxConnections: 8, idleTimeout: rng.int(1, 200) },
+      rec,
+    );
     const primaries: Uint8Array[] = [];
     let now = 0;
     for (let step = 0; step < 600; step++) {
@@ -69,9 +72,16 @@ Deno.test("fuzz: random traffic never throws, loses or duplicates a primary fram
       } else {
         engine.checkpoint();
       }
+      let held = 0;
       for (const c of engine.connectionList()) {
         assert.ok(c.primary.length <= maxQueueSize + 1 && c.secondary.length <= maxQueueSize + 1);
+        // Every connection is on exactly one of the idle list and the held list (SPEC 8).
+        if (c.empty) assert.ok(c.idle && c.heldAt < 0, `seed ${seed}: empty ${c.name} not idle`);
+        else assert.ok(!c.idle && c.heldAt >= 0, `seed ${seed}: ${c.name} holds, not listed`);
+        if (!c.empty) held++;
       }
+      assert.equal(engine.heldConnections, held);
+      assert.ok(engine.connections <= 8);
     }
     engine.checkpoint();
     assert.equal(engine.heldPrimary + engine.heldSecondary, 0, `seed ${seed}`);

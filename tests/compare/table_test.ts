@@ -205,3 +205,26 @@ Deno.test("table: a checkpoint flushes only connections that hold frames, in fir
   assert.ok(ms < 1000, `10,000 checkpoints took ${ms.toFixed(0)} ms`);
   assert.equal(engine.connections, 16_384);
 });
+
+Deno.test("table: a sink that throws during a flush leaves the unflushed connections held", () => {
+  let throwOnce = true;
+  const rec = new Recorder();
+  const sink = {
+    release: (f: Uint8Array, v: number, r: "compared" | "passthrough" | "checkpoint") => {
+      if (r === "checkpoint" && throwOnce) {
+        throwOnce = false;
+        throw new Error("outdev broke");
+      }
+      rec.release(f, v, r);
+    },
+    discard: rec.discard.bind(rec),
+    checkpoint: rec.checkpoint.bind(rec),
+  };
+  const engine = new CompareEngine({ compareTimeout: 1e9, maxQueueSize: 1024 }, sink);
+  engine.primary(udpOn(1), 0, 0);
+  engine.primary(udpOn(2), 0, 0);
+  assert.throws(() => engine.checkpoint(), /outdev broke/);
+  assert.equal(engine.heldConnections, 1, "connection 2 was not reached and is still held");
+  engine.checkpoint();
+  assert.deepEqual(rec.released, [udpOn(2)]);
+});

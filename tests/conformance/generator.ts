@@ -6,13 +6,21 @@
  * divergence followed by a checkpoint, Xen INITs. The result is an ordinary scenario (frames
  * as builder options), so a failing seed can be saved and replayed as a file.
  *
+ * Sequence and ACK numbers often start just below 2^32 and wrap; ACKs decrease when
+ * segments that carry different ACKs are delivered out of order or a stale pure ACK comes
+ * late; a datagram connection may hold several secondary datagrams at once.
+ *
  * The conversations stay inside the behaviour QEMU 7.2 and we share; they avoid what SPEC 9
  * (and the rows this suite proposes) lets the two differ on:
  * - at most one held primary per datagram connection, and a datagram connection that
  *   diverged gets no more frames until the next checkpoint (QEMU compares and flushes
  *   non-TCP queues newest-first);
- * - ACK numbers never decrease on a side (segments delivered out of order carry the same
- *   ACK) and stay far from 2^32 (QEMU keeps the latest ACK and takes a numeric minimum);
+ * - every TCP frame is checked against a model of QEMU 7.2's TCP comparison
+ *   ({@linkcode TcpModel}) and left out when QEMU would compare bytes at different sequence
+ *   positions, when its ACK rule (latest ACK of each side, numeric minimum) and ours (highest
+ *   ACK in serial order) would decide differently, when its "compared" test and ours (which
+ *   counts flushed bytes as compared) disagree, or when a payload-less primary would meet a
+ *   fully matched secondary that QEMU keeps and we drop;
  * - no Ethernet padding, no VLAN, no IPv6, no "other" protocol with differing IP headers;
  * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset);
  * - no timers: compare-timeout is far longer than a run, so only mismatches ask for
@@ -59,8 +67,141 @@ interface TcpSide {
   segments: [number, number][];
 }
 
+/** One TCP segment as the model sees it: stream offsets, ACK, and whether its bytes differ. */
+interface ModelSegment {
+  from: number;
+  to: number;
+  ack: number;
+  diverged: boolean;
+  offset: number;
+}
+
+/**
+ * A model of QEMU 7.2's TCP comparison (seed lines 352-501, with 7.2's ACK tracking) for one
+ * connection, with the few facts of ours that can differ (see the module comment). Plain data,
+ * so a connection's state can be copied and restored when a frame is left out.
+ */
+interface TcpModel {
+  pri: ModelSegment[];
+  sec: ModelSegment[];
+  /** QEMU's compare_seq and ours (ours also moves past bytes a checkpoint flushed). */
+  csQemu: number | null;
+  csOurs: number | null;
+  /** QEMU: the latest ACK of each side; ours: the highest in serial order. */
+  packLatest: number;
+  sackLatest: number;
+  maxPrimaryAck: number | null;
+  maxSecondaryAck: number | null;
+}
+
+function newModel(): TcpModel {
+  return {
+    pri: [],
+    sec: [],
+    csQemu: null,
+    csOurs: null,
+    packLatest: 0,
+    sackLatest: 0,
+    maxPrimaryAck: null,
+    maxSecondaryAck: null,
+  };
+}
+
+/** Serial-number "a comes after b". */
+function after(a: number, b: number): boolean {
+  return ((a - b) | 0) > 0;
+}
+
+function serialMax(max: number | null, ack: number): number {
+  return max === null || after(ack, max) ? ack : max;
+}
+
+/**
+ * A segment arrives: queue it as QEMU does and run QEMU's comparison. False when QEMU and
+ * ours would part (the frame must be left out of the conversation).
+ */
+function modelArrive(m: TcpModel, side: Side, seg: ModelSegment): boolean {
+  const queue = side === "pri" ? m.pri : m.sec;
+  if (side === "pri") {
+    const s = m.sec[0];
+    if (
+      m.pri.length === 0 && seg.from === seg.to && s && s.to > s.from && s.offset >= s.to - s.from
+    ) {
+      return false; // QEMU lets it pass the fully matched secondary it keeps; we dropped that
+    }
+    m.packLatest = seg.ack >>> 0;
+    m.maxPrimaryAck = serialMax(m.maxPrimaryAck, seg.ack >>> 0);
+  } else {
+    m.sackLatest = seg.ack >>> 0;
+    m.maxSecondaryAck = serialMax(m.maxSecondaryAck, seg.ack >>> 0);
+  }
+  let i = queue.length;
+  while (i > 0 && queue[i - 1].from > seg.from) i--;
+  queue.splice(i, 0, { ...seg, offset: 0 });
+  return modelCompare(m);
+}
+
+/** QEMU's `colo_compare_tcp` loop on the model; false where ours would decide otherwise. */
+function modelCompare(m: TcpModel): boolean {
+  const compared = (cs: number | null, x: ModelSegment) => cs !== null && x.to <= cs;
+  const advance = (to: number) => {
+    m.csQemu = to;
+    m.csOurs = m.csOurs === null || to > m.csOurs ? to : m.csOurs;
+  };
+  while (true) {
+    const p = m.pri[0];
+    const s = m.sec[0];
+    if (p === undefined || s === undefined) return true;
+    let primaryDone = p.from === p.to;
+    if (!primaryDone) {
+      primaryDone = compared(m.csQemu, p);
+      if (primaryDone !== compared(m.csOurs, p)) return false;
+    }
+    if (primaryDone) m.pri.shift();
+    if (s.from !== s.to && compared(m.csQemu, s) !== compared(m.csOurs, s)) return false;
+    if (s.from === s.to || compared(m.csQemu, s)) {
+      m.sec.shift();
+      continue;
+    }
+    if (primaryDone) continue;
+    const equal = !p.diverged && !s.diverged;
+    if (p.from === s.from && p.to === s.to && equal) {
+      advance(p.to);
+      m.pri.shift();
+      m.sec.shift();
+      continue;
+    }
+    if (p.from + p.offset !== s.from + s.offset) return false; // misaligned: SPEC 9
+    if (!equal) return true; // a real divergence: both stop and ask for a checkpoint
+    if (p.to <= s.to) {
+      const qemu = !after(p.ack, Math.min(m.packLatest, m.sackLatest));
+      const ours = m.maxSecondaryAck !== null && !after(p.ack, m.maxSecondaryAck) &&
+        !after(p.ack, m.maxPrimaryAck!);
+      if (qemu !== ours) return false;
+      if (!qemu) return true;
+      s.offset += p.to - p.from - p.offset;
+      advance(p.to);
+      m.pri.shift();
+      continue;
+    }
+    p.offset += s.to - s.from - s.offset;
+    advance(s.to);
+    m.sec.shift();
+  }
+}
+
+/** A checkpoint flush: queues emptied; ours counts the flushed primary bytes as compared. */
+function modelFlush(m: TcpModel): void {
+  for (const p of m.pri) {
+    if (p.to > p.from && (m.csOurs === null || p.to > m.csOurs)) m.csOurs = p.to;
+  }
+  m.pri = [];
+  m.sec = [];
+}
+
 interface TcpConn {
   id: number;
+  model: TcpModel;
   stream: string;
   length: number;
   isn: number;
@@ -73,6 +214,8 @@ interface TcpConn {
   sec: TcpSide;
   blocked: boolean;
   finished: boolean;
+  /** Frames left out in a row because the model said QEMU and ours would part. */
+  leftOut: number;
 }
 
 interface DatagramFlow {
@@ -106,13 +249,15 @@ export function randomScenario(seed: number): Scenario {
   const nTcp = rng.int(1, 4);
   for (let i = 0; i < nTcp; i++) {
     const length = rng.chance(0.3) ? rng.int(50, 600) : rng.int(600, 6000);
-    const isn = rng.chance(0.25)
-      ? (0x100000000 - rng.int(1, length)) >>> 0
-      : rng.int(1, 0xfff00000);
-    const ackBase = rng.int(1_000_000, 1_500_000_000);
+    const isn = rng.chance(0.4) ? (0x100000000 - rng.int(1, length)) >>> 0 : rng.int(1, 0xfff00000);
+    // ACKs, too, may wrap during the conversation.
+    const ackBase = rng.chance(0.3)
+      ? (0x100000000 - rng.int(1, 3000)) >>> 0
+      : rng.int(1_000_000, 1_500_000_000);
     streams[`t${i}`] = { random: length, seed: seed * 16 + i };
     tcp.push({
       id: i,
+      model: newModel(),
       stream: `t${i}`,
       length,
       isn,
@@ -124,10 +269,11 @@ export function randomScenario(seed: number): Scenario {
       sec: { pos: 0, ack: ackBase, sent: 0, segments: [] },
       blocked: false,
       finished: false,
+      leftOut: 0,
     });
   }
   const flows: DatagramFlow[] = [];
-  const nFlows = rng.int(0, 3);
+  const nFlows = rng.int(0, 4);
   for (let i = 0; i < nFlows; i++) {
     const kind = rng.pick(["udp", "udp", "icmp", "gre"] as const);
     flows.push({
@@ -142,6 +288,9 @@ export function randomScenario(seed: number): Scenario {
     });
   }
 
+  /** What the TCP model needs to know of each TCP frame, by label. */
+  const segments = new Map<string, ModelSegment>();
+
   const tcpFrame = (
     c: TcpConn,
     side: Side,
@@ -152,6 +301,13 @@ export function randomScenario(seed: number): Scenario {
   ): string => {
     const s = c[side];
     const label = `t${c.id}${side === "pri" ? "p" : "s"}${s.sent++}${tag}`;
+    segments.set(label, {
+      from,
+      to: Math.max(from, to),
+      ack: s.ack >>> 0,
+      diverged: false,
+      offset: 0,
+    });
     frames[label] = {
       ip: { src: "10.0.0.1", dst: `10.0.1.${c.id + 1}`, id: rng.int(0, 0xffff) },
       tcp: {
@@ -159,7 +315,7 @@ export function randomScenario(seed: number): Scenario {
         dport: c.dport,
         isn: c.isn,
         seq: (c.isn + from) >>> 0,
-        ack: s.ack,
+        ack: s.ack >>> 0,
         flags,
         window: side === "pri" ? 64240 : rng.pick([64240, 501, 29200]),
         payload: to > from ? { stream: c.stream, from, to } : undefined,
@@ -192,18 +348,32 @@ export function randomScenario(seed: number): Scenario {
     return [{ side, label: tcpFrame(c, side, from, to, fin ? "FPA" : "PA", "") }];
   };
 
-  /** Two data segments of one side delivered in the wrong order (with the same ACK). */
+  /**
+   * Two data segments of one side delivered in the wrong order; the later one often carries
+   * a higher ACK, so the side's latest ACK goes down.
+   */
   const tcpOutOfOrder = (c: TcpConn, side: Side): Event[] => {
     maybeAck(c, side);
     const first = tcpData(c, side, false);
+    if (rng.chance(0.5)) {
+      c.client += rng.int(1, 400);
+      c[side].ack = c.ackBase + c.client;
+    }
     const second = tcpData(c, side, false);
     return [...second, ...first];
   };
 
-  /** A pure ACK on one side only (the two guests ACK at different moments). */
+  /**
+   * A pure ACK on one side only (the two guests ACK at different moments); sometimes a stale
+   * one, delivered late with an ACK below the side's latest.
+   */
   const tcpLoneAck = (c: TcpConn, side: Side): Event[] => {
     maybeAck(c, side);
-    return [{ side, label: tcpFrame(c, side, c[side].pos, c[side].pos, "A", "ack") }];
+    const ack = c[side].ack;
+    if (rng.chance(0.25)) c[side].ack = ack - rng.int(1, 600);
+    const label = tcpFrame(c, side, c[side].pos, c[side].pos, "A", "ack");
+    c[side].ack = ack;
+    return [{ side, label }];
   };
 
   /** A primary segment sent again on its own (a retransmission only the primary makes). */
@@ -244,6 +414,7 @@ export function randomScenario(seed: number): Scenario {
     if (size <= 0 || endsAtZero(c, s.pos + size)) return [];
     const label = tcpFrame(c, "sec", s.pos, s.pos + size, "PA", "x");
     frames[label].tcp!.payload = { random: size, seed: seed * 1000 + s.sent };
+    segments.get(label)!.diverged = true;
     s.pos += size;
     c.blocked = true;
     return [{ side: "sec", label }];
@@ -303,6 +474,8 @@ export function randomScenario(seed: number): Scenario {
       const ack = Math.max(c.pri.ack, c.sec.ack);
       c.pri.ack = c.sec.ack = ack;
       c.blocked = false;
+      c.leftOut = 0;
+      modelFlush(c.model);
     }
     for (const f of flows) {
       f.heldP = [];
@@ -319,14 +492,11 @@ export function randomScenario(seed: number): Scenario {
   for (const c of tcp) {
     const p = tcpFrame(c, "pri", -1, -1, "SA", "syn");
     const s = tcpFrame(c, "sec", -1, -1, "SA", "syn");
-    events.push(
-      ...(rng.chance(0.5)
-        ? [{ side: "pri" as const, label: p }, { side: "sec" as const, label: s }]
-        : [
-          { side: "sec" as const, label: s },
-          { side: "pri" as const, label: p },
-        ]),
-    );
+    const ev: Event[] = rng.chance(0.5)
+      ? [{ side: "pri", label: p }, { side: "sec", label: s }]
+      : [{ side: "sec", label: s }, { side: "pri", label: p }];
+    for (const e of ev) modelArrive(c.model, e.side as Side, segments.get(e.label!)!);
+    events.push(...ev);
   }
   if (rng.chance(0.5)) events.push({ side: "notify", message: "COLO_USERSPACE_PROXY_INIT" });
 
@@ -350,6 +520,8 @@ export function randomScenario(seed: number): Scenario {
     const choice = rng.next() * (6 * open.length + 3 * live.length + 0.5);
     if (choice < 6 * open.length) {
       const c = rng.pick(open);
+      const saved = structuredClone(c);
+      const savedPending = pendingCheckpoint;
       c.client += rng.chance(0.3) ? rng.int(1, 500) : 0;
       const r = rng.next();
       let ev: Event[] = [];
@@ -380,12 +552,25 @@ export function randomScenario(seed: number): Scenario {
         ev = tcpData(c, side);
         if (ev.length === 0) ev = tcpData(c, side === "pri" ? "sec" : "pri");
       }
+      if (!ev.every((e) => modelArrive(c.model, e.side as Side, segments.get(e.label!)!))) {
+        // QEMU and ours would part here (the module comment): leave these frames out, and
+        // after a few such frames let a checkpoint bring the two VMs together again.
+        for (const e of ev) {
+          delete frames[e.label!];
+          segments.delete(e.label!);
+        }
+        Object.assign(c, saved);
+        pendingCheckpoint = savedPending;
+        if (++c.leftOut >= 8 && pendingCheckpoint < 0) pendingCheckpoint = n + 1;
+        continue;
+      }
+      c.leftOut = 0;
       if (c.pri.pos >= c.length && c.sec.pos >= c.length) c.finished = true;
       events.push(...ev);
     } else if (choice < 6 * open.length + 3 * live.length) {
       const f = rng.pick(live);
       const canPri = f.heldP.length === 0 && f.next < f.budget;
-      const canSec = f.sentS < f.budget && f.sentS < f.next + 3;
+      const canSec = f.sentS < f.budget && f.sentS < f.next + 6;
       const side: Side = canPri && canSec
         ? (rng.chance(0.5) ? "pri" : "sec")
         : canPri

@@ -145,8 +145,10 @@ Deno.test("e2e: with the secondary away, held bytes stay bounded: the primary pa
     pri.close();
     await out.close();
     await Promise.allSettled(pending);
-    const { code } = await program.stop();
+    const { code, stderr } = await program.stop();
     assert.equal(code, 0);
+    const peak = Number(/held_bytes_peak=(\d+)/.exec(stderr)?.[1]);
+    assert.ok(peak > 0 && peak <= 8 * 2 ** 20, `held ${peak} bytes against --max-held-bytes 8M`);
   }
 });
 
@@ -226,7 +228,7 @@ Deno.test("e2e: outdev leaving keeps at most 32 MiB of released frames; the rest
   for (let i = 0; i < FRAMES; i += 4096) await writeAll(pri, segments(i, 4096, 1000, 100));
   await program.waitForLine(/event=checkpoint-request reason=timeout/, 10_000);
   await writeAll(ntf, notifyMessage("COLO_CHECKPOINT"));
-  await program.waitForLine(/event=checkpoint-done released=\d+/);
+  await program.waitForLine(/event=checkpoint-done channel=notify-dev released=\d+/);
   first.close();
   await program.waitForLine(/event=frames-dropped side=outdev reason=disconnected-overflow/);
   const out = new FrameCollector(await connectRetry(program.ports["outdev"]));

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import type { Side } from "../../src/compare/packet.ts";
 import { FlowControl, heldMarks, type PauseReason } from "../../src/flow/control.ts";
 
-function flow(): { f: FlowControl; events: [Side, boolean, PauseReason][] } {
+function flow(
+  lead = { leadHigh: 10_000, leadLow: 5_000 },
+): { f: FlowControl; events: [Side, boolean, PauseReason][] } {
   const events: [Side, boolean, PauseReason][] = [];
-  const f = new FlowControl({ high: 100, low: 50 }, (side, paused, reason) => {
+  const f = new FlowControl({ high: 100, low: 50, ...lead }, (side, paused, reason) => {
     events.push([side, paused, reason]);
   });
   f.peer("primary", true);
@@ -75,10 +77,65 @@ Deno.test("flow: outdev draining leaves a side paused that still holds too much"
   assert.deepEqual(events, [
     ["secondary", true, "held-bytes"],
     ["primary", true, "outdev-congested"],
+    ["secondary", true, "outdev-congested"], // still paused, for a new reason
     ["primary", false, "outdev-congested"],
+    ["secondary", true, "held-bytes"],
   ]);
 });
 
-Deno.test("flow: held marks are a quarter and an eighth of the held-bytes budget", () => {
-  assert.deepEqual(heldMarks(256 * 2 ** 20), { high: 64 * 2 ** 20, low: 32 * 2 ** 20 });
+Deno.test("flow: held marks are a quarter and an eighth of the budget; the lead a few reads", () => {
+  assert.deepEqual(heldMarks(256 * 2 ** 20), {
+    high: 64 * 2 ** 20,
+    low: 32 * 2 ** 20,
+    leadHigh: 2 ** 20,
+    leadLow: 2 ** 19,
+  });
+  const small = heldMarks(2 ** 20);
+  assert.ok(small.leadHigh <= small.low && small.leadLow < small.leadHigh);
+});
+
+Deno.test("flow: a side that runs ahead pauses while the other catches up", () => {
+  const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(21, 0);
+  assert.deepEqual(events, [["primary", true, "ahead"]]);
+  f.held(15, 0);
+  assert.equal(f.paused("primary"), true, "hysteresis");
+  f.held(9, 0);
+  assert.deepEqual(events[1], ["primary", false, "ahead"]);
+});
+
+Deno.test("flow: never ahead of an absent side: the lead pause ends when the other side leaves", () => {
+  const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(0, 30);
+  assert.equal(f.paused("secondary"), true);
+  f.peer("primary", false);
+  assert.equal(f.paused("secondary"), false);
+  assert.deepEqual(events.at(-1), ["secondary", false, "ahead"]);
+  f.peer("primary", true);
+  assert.equal(f.paused("secondary"), true);
+});
+
+Deno.test("flow: both sides ahead never pause both: one reads on", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(30, 30);
+  assert.notEqual(f.paused("primary"), f.paused("secondary"));
+  // The paused one catches up no more; the other reads and matches its frames.
+  f.held(5, 30);
+  assert.equal(f.paused("primary"), false);
+  assert.equal(f.paused("secondary"), true, "now the secondary is the one ahead");
+});
+
+Deno.test("flow: a lead pause that times out is waived until the side has caught up", () => {
+  const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(30, 0); // the secondary is connected but sends nothing
+  assert.equal(f.paused("primary"), true);
+  f.leadTimeout("primary");
+  assert.deepEqual(events.at(-1), ["primary", false, "ahead"]);
+  f.held(40, 0);
+  assert.equal(f.paused("primary"), false, "waived: reads on");
+  f.held(5, 0); // a checkpoint emptied the queues
+  f.held(30, 0);
+  assert.equal(f.paused("primary"), true, "the lead counts again");
+  f.leadTimeout("secondary");
+  assert.equal(f.paused("primary"), true, "a timeout for the other side changes nothing");
 });

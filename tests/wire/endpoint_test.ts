@@ -62,6 +62,18 @@ Deno.test("endpoint: close() aborts a pending connect at once", async () => {
   assert.ok(performance.now() - start < 100, "serve() did not end promptly");
 });
 
+Deno.test("endpoint: aborting its signal closes it, a pending connect included", async () => {
+  const t = new HangingTransport();
+  const { log } = recordingLog();
+  const abort = new AbortController();
+  const e = new Endpoint("outdev", parseAddress("tcp:127.0.0.1:9"), t, log, abort.signal);
+  const serving = e.serve(() => Promise.resolve());
+  await Promise.resolve();
+  abort.abort();
+  await serving;
+  assert.equal(e.signal.aborted, true);
+});
+
 Deno.test("endpoint: close() during the reconnect backoff ends serve() at once", async () => {
   const { log, line } = recordingLog();
   // Nothing listens on this port: connect fails, the endpoint sleeps before retrying.
