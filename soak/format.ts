@@ -20,3 +20,8 @@ export function droppedInSummary(summary: Record<string, string>): number {
   for (const [k, v] of Object.entries(summary)) if (k.startsWith("dropped_")) n += Number(v);
   return n;
 }
+
+/** A numeric field of the exit summary, or undefined when the program does not report it. */
+export function summaryField(summary: Record<string, string>, field: string): number | undefined {
+  return summary[field] === undefined ? undefined : Number(summary[field]);
+}

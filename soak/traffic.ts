@@ -62,7 +62,7 @@ export class TcpStreams {
   readonly #seq: number[] = [];
 
   /** `flows` connections numbered from `firstFlow`, `payload` bytes per segment. */
-  constructor(flows: number, payload: number, firstFlow = 0) {
+  constructor(flows: number, payload: number, firstFlow = 0, flags = TCP.ACK | TCP.PSH) {
     this.flows = flows;
     this.payload = payload;
     for (let i = 0; i < flows; i++) {
@@ -71,7 +71,7 @@ export class TcpStreams {
       for (let j = 0; j < payload; j++) bytes[j] = (n * 31 + j) & 0xff;
       this.#templates.push(framed(frame({
         ip: { src: flowAddress(n), dst: "10.200.0.1" },
-        tcp: { sport: 40000, dport: 80, seq: 0, ack: 1, flags: TCP.ACK | TCP.PSH, payload: bytes },
+        tcp: { sport: 40000, dport: 80, seq: 0, ack: 1, flags, payload: bytes },
       })));
       this.#seq.push(initialSeq(n));
     }

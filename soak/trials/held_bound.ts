@@ -9,6 +9,7 @@
  */
 
 import { connectRetry } from "../../tests/support/net.ts";
+import { summaryField } from "../format.ts";
 import { type Program, RssSampler } from "../program.ts";
 import { atMost, type Check, cleanExit, mib, num, type Scope, type Trial } from "../trial.ts";
 import { delay, FrameReader, PairedPump, TcpStreams } from "../traffic.ts";
@@ -64,7 +65,16 @@ async function flood(
   );
   const exit = await program.stop("SIGTERM", 10_000);
   const what = `secondary ${secondary}`;
+  const heldPeak = summaryField(exit.summary, "held_bytes_peak");
   return [
+    heldPeak === undefined
+      ? {
+        check: `held bytes (peak, both sides), ${what}`,
+        bound: `<= ${mib(bound)}`,
+        measured: "not reported (no held_bytes_peak in the exit summary)",
+        pass: false,
+      }
+      : atMost(`held bytes (peak, both sides), ${what}`, heldPeak, bound, mib, "exit summary"),
     atMost(
       `RSS growth, ${what}, primary flood over 1000 flows`,
       peak - rss0,

@@ -97,7 +97,8 @@ export const notifyNonReader: Trial = {
           ? `still connected after ${num(sent)} messages (${mib(replies(sent))} of replies due)`
           : `after ${num(disconnectedAt)} messages (${
             mib(replies(disconnectedAt))
-          } of replies due)`,
+          } of replies due` +
+            (waiting ? `; the program logged ${num(Number(waiting))} bytes waiting)` : ")"),
         pass: disconnectedAt !== null && replies(disconnectedAt) <= OUTPUT_BOUND,
       },
       atMost("RSS growth meanwhile", peak - rss0, RSS_GROWTH_BOUND, mib),

@@ -9,7 +9,7 @@
  */
 
 import { parseLogfmt, RssSampler } from "../program.ts";
-import { droppedInSummary } from "../format.ts";
+import { droppedInSummary, summaryField } from "../format.ts";
 import { atMost, cleanExit, mib, num, type Scope, type Trial } from "../trial.ts";
 import {
   connectData,
@@ -33,6 +33,12 @@ const WINDOW = 1000;
 const FLOWS = 32;
 /** Growth of RSS: what the window lets one side run ahead (32 MiB), the outdev buffer, slack. */
 const RSS_GROWTH_BOUND = 96 * 2 ** 20;
+/**
+ * Frames held on both sides together: with both inputs paused together, a few reads (256 KiB
+ * each) per side and what one side may run ahead — far below what the window lets the peers
+ * send (32 MiB).
+ */
+const HELD_BOUND = 8 * 2 ** 20;
 
 export const slowOutdev: Trial = {
   id: 2,
@@ -64,6 +70,7 @@ export const slowOutdev: Trial = {
     const sent = pump.total;
     const allOut = await out.until(() => order.seen >= sent, 60_000, 3_000);
     const exit = await program.stop();
+    const heldPeak = summaryField(exit.summary, "held_bytes_peak");
     const heldAtPause = () =>
       program.found(/event=input-paused\b/).slice(0, 2).map((l) => {
         const f = parseLogfmt(l);
@@ -85,6 +92,14 @@ export const slowOutdev: Trial = {
         num,
         `inputs drifted apart by up to ${num(drift)} frames written`,
       ),
+      heldPeak === undefined
+        ? {
+          check: "held bytes (peak, both sides)",
+          bound: `<= ${mib(HELD_BOUND)}`,
+          measured: "not reported (no held_bytes_peak in the exit summary)",
+          pass: false,
+        }
+        : atMost("held bytes (peak, both sides)", heldPeak, HELD_BOUND, mib, "exit summary"),
       atMost("RSS growth while the client is slow", peak - rss0, RSS_GROWTH_BOUND, mib),
       {
         check: "every frame out once, in order",
