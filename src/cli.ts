@@ -16,6 +16,8 @@ export interface Config {
   secondaryIn: Address;
   outdev: Address;
   notifyDev: Address | null;
+  /** The primary QEMU's QMP monitor, as checkpoint channel (SPEC 7b); exclusive with notifyDev. */
+  qmp: Address | null;
   /** ms; a held frame older than this requests a checkpoint. */
   compareTimeout: number;
   /** ms between expiry scans. */
@@ -56,7 +58,8 @@ export const HELP =
   `colo-compare ${VERSION}: the COLO packet comparator (QEMU's colo-compare as one program)
 
 Usage:
-  colo-compare --primary-in ADDR --secondary-in ADDR --outdev ADDR [--notify-dev ADDR] [options]
+  colo-compare --primary-in ADDR --secondary-in ADDR --outdev ADDR
+               [--notify-dev ADDR | --qmp ADDR] [options]
   colo-compare demo        run the comparator on a built-in demo (no VM needed)
 
 Streams (each ADDR is tcp:HOST:PORT, tcp-listen:HOST:PORT, unix:PATH or unix-listen:PATH;
@@ -65,6 +68,9 @@ IPv6 hosts in brackets, e.g. tcp-listen:[::1]:9001; tcp-listen port 0 picks a fr
   --secondary-in ADDR        frames sent by the secondary VM (secondary_in)
   --outdev ADDR              released primary frames (outdev)
   --notify-dev ADDR          Xen COLO checkpoint channel: DO_CHECKPOINT out, COLO_CHECKPOINT in
+  --qmp ADDR                 KVM COLO checkpoint channel: the primary QEMU's own QMP monitor,
+                             e.g. unix:/run/colo/qmp-compare.sock for
+                             -qmp unix:/run/colo/qmp-compare.sock,server=on,wait=off
 
 Options:
   --compare-timeout MS       a frame held longer requests a checkpoint (default 3000)
@@ -91,6 +97,7 @@ const OPTIONS = {
   "secondary-in": { type: "string" },
   "outdev": { type: "string" },
   "notify-dev": { type: "string" },
+  "qmp": { type: "string" },
   "compare-timeout": { type: "string" },
   "expired-scan-cycle": { type: "string" },
   "max-queue-size": { type: "string" },
@@ -209,12 +216,19 @@ export function parseCommandLine(args: string[]): Command {
   const secondaryIn = address("secondary-in", v["secondary-in"], true)!;
   const outdev = address("outdev", v["outdev"], true)!;
   const notifyDev = address("notify-dev", v["notify-dev"], false);
+  const qmp = address("qmp", v["qmp"], false);
+  if (notifyDev && qmp) {
+    throw new UsageError(
+      "--notify-dev and --qmp are two checkpoint channels; give one: --notify-dev for Xen COLO, --qmp for KVM COLO",
+    );
+  }
   const named: [string, Address][] = [
     ["primary-in", primaryIn],
     ["secondary-in", secondaryIn],
     ["outdev", outdev],
   ];
   if (notifyDev) named.push(["notify-dev", notifyDev]);
+  if (qmp) named.push(["qmp", qmp]);
   for (let i = 0; i < named.length; i++) {
     for (let j = i + 1; j < named.length; j++) {
       if (sameAddress(named[i][1], named[j][1])) {
@@ -231,6 +245,7 @@ export function parseCommandLine(args: string[]): Command {
     secondaryIn,
     outdev,
     notifyDev,
+    qmp,
     compareTimeout: v["compare-timeout"] === undefined
       ? DEFAULTS.compareTimeout
       : positiveInteger("compare-timeout", v["compare-timeout"], "milliseconds", MAX_MS),

@@ -11,6 +11,7 @@
 import type { ChannelEvents, CheckpointChannel } from "./checkpoint/channel.ts";
 import { CheckpointRequests } from "./checkpoint/notify.ts";
 import { NotifyChannel } from "./checkpoint/notify_channel.ts";
+import { QmpChannel } from "./checkpoint/qmp.ts";
 import type { Config } from "./cli.ts";
 import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
@@ -83,6 +84,7 @@ export class Comparator {
   readonly #secondary: Endpoint;
   readonly #outdev: Endpoint;
   readonly #channel: CheckpointChannel | null;
+  #channelEndpoint: Endpoint | null = null;
   readonly #out: FrameWriter;
   readonly #sink: ComparatorSink;
   readonly #flow: FlowControl;
@@ -145,12 +147,14 @@ export class Comparator {
     );
     this.#pumps = { primary: this.#pump("primary"), secondary: this.#pump("secondary") };
 
-    const endpoint = (name: EndpointName, address: Address) => {
+    /** `served`: bound and served here (the channel's endpoint is served by the channel). */
+    const endpoint = (name: EndpointName, address: Address, served = true) => {
       const e = new Endpoint(name, address, transport, log);
       e.onPeer((connected, peer) =>
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
       );
-      this.#endpoints.push(e);
+      if (served) this.#endpoints.push(e);
+      else this.#channelEndpoint = e;
       return e;
     };
     this.#primary = endpoint("primary-in", config.primaryIn);
@@ -159,28 +163,27 @@ export class Comparator {
     this.#primary.onPeer((c) => this.#flow.peer("primary", c));
     this.#secondary.onPeer((c) => this.#flow.peer("secondary", c));
 
+    // The checkpoint channel (SPEC 7): QMP for KVM COLO, notify-dev for Xen, or none. Its
+    // endpoint is served by the channel; the session logs COLO's transitions itself.
     const events: ChannelEvents = {
       checkpointDone: () => this.#checkpointDone(),
-      coloExit: (reason) => this.#log.warn("colo-exit", { reason }),
-      coloActive: () => this.#log.warn("colo-active", {}),
+      coloExit: () => this.#coloExit(),
+      coloActive: () => this.engine.setPassthrough(false),
       peer: () => {},
     };
-    this.#channel = config.notifyDev
-      ? new NotifyChannel(
-        config.notifyDev,
-        transport,
+    if (config.qmp) {
+      const e = endpoint("qmp", config.qmp, false);
+      this.#channel = new QmpChannel(e, events, log);
+    } else if (config.notifyDev) {
+      const e = endpoint("notify-dev", config.notifyDev, false);
+      this.#channel = new NotifyChannel(
+        e,
         events,
         log,
         this.#classes,
         () => this.stats.controlPeersDropped++,
-      )
-      : null;
-    if (this.#channel instanceof NotifyChannel) {
-      const e = this.#channel.endpoint;
-      e.onPeer((connected, peer) =>
-        this.#emit((s) => s.peer?.({ endpoint: "notify-dev", connected, peer }))
       );
-    }
+    } else this.#channel = null;
   }
 
   #pump(side: Side): InputPump {
@@ -245,10 +248,8 @@ export class Comparator {
     }
     this.#started = true;
     for (const e of this.#endpoints) this.#logAddress(e.name, e.address, e.boundText);
-    if (this.#channel instanceof NotifyChannel) {
-      const e = this.#channel.endpoint;
-      this.#logAddress(e.name, e.address, e.boundText);
-    }
+    const ce = this.#channelEndpoint;
+    if (ce) this.#logAddress(ce.name, ce.address, ce.boundText);
     this.#serving.push(
       this.#primary.serve((c) => this.#pumps.primary.run(c)),
       this.#secondary.serve((c) => this.#pumps.secondary.run(c)),
@@ -264,10 +265,12 @@ export class Comparator {
       max_held_bytes: c.maxHeldBytes,
       vnet_hdr_support: c.vnetHdrSupport,
       notify_dev: c.notifyDev ? "on" : "off",
+      checkpoint_channel: this.#channel?.kind ?? "none",
     });
     if (this.#channel === null) {
       this.#log.warn("no-checkpoint-channel", {
-        note: "divergent output stays held until a checkpoint that never comes",
+        note: "divergent output stays held until a checkpoint that never comes; " +
+          "give --qmp (KVM COLO) or --notify-dev (Xen COLO)",
       });
     }
   }
@@ -410,6 +413,18 @@ export class Comparator {
       this.#log.info("checkpoint-request", { reason, conn: where, channel: channel.kind });
     }
     this.#emit((s) => s.checkpointRequest?.({ reason, conn, delivered }));
+  }
+
+  /** COLO ended (SPEC 7b): everything held goes out, the primary passes through uncompared. */
+  #coloExit(): void {
+    this.#requests.done();
+    try {
+      this.engine.setPassthrough(true);
+    } catch (error) {
+      this.#sink.internalError("colo-exit", error);
+    }
+    this.#out.flush();
+    this.#heldChanged();
   }
 
   #checkpointDone(): void {

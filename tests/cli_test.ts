@@ -108,6 +108,30 @@ Deno.test("cli: every user error names the flag and the fix", () => {
   for (const [args, re] of cases) assert.match(usageError(args), re, args.join(" "));
 });
 
+Deno.test("cli: --qmp is KVM COLO's checkpoint channel, exclusive with --notify-dev", () => {
+  const c = parseCommandLine([...BASE, "--qmp", "unix:/run/colo/qmp-compare.sock"]);
+  assert.equal(c.kind, "run");
+  if (c.kind !== "run") return;
+  assert.deepEqual(c.config.qmp, {
+    transport: "unix",
+    listen: false,
+    path: "/run/colo/qmp-compare.sock",
+    text: "unix:/run/colo/qmp-compare.sock",
+  });
+  assert.equal(c.config.notifyDev, null);
+  const plain = parseCommandLine(BASE);
+  assert.equal(plain.kind === "run" && plain.config.qmp, null, "no channel unless asked for");
+  assert.match(
+    usageError([...BASE, "--notify-dev", "tcp-listen:127.0.0.1:9004", "--qmp", "unix:/q.sock"]),
+    /^--notify-dev and --qmp are two checkpoint channels; give one: --notify-dev for Xen COLO, --qmp for KVM COLO$/,
+  );
+  assert.match(usageError([...BASE, "--qmp", "qmp.sock"]), /^--qmp: "qmp\.sock" is not an address/);
+  assert.match(
+    usageError([...BASE, "--qmp", "tcp-listen:127.0.0.1:9002"]),
+    /^--qmp: tcp-listen:127\.0\.0\.1:9002 is the same socket as --secondary-in/,
+  );
+});
+
 async function run(args: string[]): Promise<{ code: number; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
@@ -122,6 +146,22 @@ Deno.test("cli: a user error exits 2 with one line on stderr", async () => {
   assert.equal(r.code, 2);
   assert.equal(r.stderr.trim().split("\n").length, 1);
   assert.match(r.stderr, /^colo-compare: --compare-timeout: "abc"/);
+});
+
+Deno.test("cli: --notify-dev with --qmp exits 2 with one line naming both and the fix", async () => {
+  const r = await run([
+    ...BASE,
+    "--notify-dev",
+    "tcp-listen:127.0.0.1:0",
+    "--qmp",
+    "unix:/nonexistent/qmp.sock",
+  ]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  assert.match(
+    r.stderr,
+    /^colo-compare: --notify-dev and --qmp .*--notify-dev for Xen COLO, --qmp for KVM COLO/,
+  );
 });
 
 Deno.test("cli: a port in use exits 2, names the flag, and leaves nothing listening", async () => {

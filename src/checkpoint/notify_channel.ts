@@ -9,10 +9,9 @@
 
 import type { ClassLog, Logger } from "../log.ts";
 import { FrameWriter } from "../output/writer.ts";
-import type { Address } from "../wire/address.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
-import { Endpoint } from "../wire/endpoint.ts";
-import type { Conn, Transport } from "../wire/transport.ts";
+import type { Endpoint } from "../wire/endpoint.ts";
+import type { Conn } from "../wire/transport.ts";
 import type { ChannelEvents, CheckpointChannel } from "./channel.ts";
 import {
   classifyNotify,
@@ -39,15 +38,15 @@ export class NotifyChannel implements CheckpointChannel {
   readonly #onBacklogDrop: () => void;
   #conn: Conn | null = null;
 
+  /** `endpoint`: the notify-dev endpoint, served by this channel. */
   constructor(
-    address: Address,
-    transport: Transport,
+    endpoint: Endpoint,
     events: ChannelEvents,
     log: Logger,
     classes: ClassLog,
     onBacklogDrop: () => void = () => {},
   ) {
-    this.#endpoint = new Endpoint("notify-dev", address, transport, log);
+    this.#endpoint = endpoint;
     this.#events = events;
     this.#log = log;
     this.#classes = classes;
@@ -68,11 +67,6 @@ export class NotifyChannel implements CheckpointChannel {
 
   get boundText(): string {
     return this.#endpoint.boundText;
-  }
-
-  /** The endpoint, for its address and listen state. */
-  get endpoint(): Endpoint {
-    return this.#endpoint;
   }
 
   bind(): Promise<void> {

@@ -62,6 +62,8 @@ export class CompareEngine implements CompareContext {
   readonly #info = new FrameInfo();
   readonly #pool: Packet[] = [];
   readonly #store = new FrameStore();
+  /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
+  #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
   #oldest: Packet | null = null;
   #newest: Packet | null = null;
@@ -136,12 +138,15 @@ export class CompareEngine implements CompareContext {
 
   /** A frame arrived on primary-in. `frame` may be a view; it is copied if held. */
   primary(frame: Uint8Array, vnetLen: number, now: number): void {
-    this.#input("primary", frame, vnetLen, now);
+    if (this.#passthrough && frame.length > 0) this.#sink.release(frame, vnetLen, "passthrough");
+    else this.#input("primary", frame, vnetLen, now);
   }
 
   /** A frame arrived on secondary-in. `frame` may be a view; it is copied if held. */
   secondary(frame: Uint8Array, vnetLen: number, now: number): void {
-    this.#input("secondary", frame, vnetLen, now);
+    if (this.#passthrough && frame.length > 0) {
+      this.#sink.discard("secondary", "colo-inactive", frame, null);
+    } else this.#input("secondary", frame, vnetLen, now);
   }
 
   /**
@@ -170,6 +175,22 @@ export class CompareEngine implements CompareContext {
       }
       this.#place(conn, now);
     }, now);
+  }
+
+  /**
+   * COLO ended (`on`, SPEC 7b `COLO_EXIT`): release everything held exactly as
+   * {@linkcode CompareEngine.checkpoint} does, then pass every primary frame through
+   * uncompared and drop every secondary frame, until COLO is active again (`off`).
+   */
+  setPassthrough(on: boolean): void {
+    if (on === this.#passthrough) return;
+    this.#passthrough = on;
+    if (on) this.checkpoint();
+  }
+
+  /** True while COLO is not active and frames pass uncompared. */
+  get passthrough(): boolean {
+    return this.#passthrough;
   }
 
   /**

@@ -13,7 +13,7 @@ import type { Side } from "./packet.ts";
 export type ReleaseReason =
   /** The secondary produced the same output. */
   | "compared"
-  /** Not comparable (SPEC 4): passed through at once. */
+  /** Not comparable (SPEC 4), or COLO not active (SPEC 7b): passed through at once. */
   | "passthrough"
   /** Held until a checkpoint flushed it (SPEC 7). */
   | "checkpoint";
@@ -32,7 +32,9 @@ export type DiscardReason =
   /** The connection table was full of connections that hold frames. */
   | "table-full"
   /** Holding the frame would exceed the comparator's memory budget. */
-  | "memory-limit";
+  | "memory-limit"
+  /** COLO is not active (SPEC 7b, after `COLO_EXIT`): nothing to compare with. */
+  | "colo-inactive";
 
 /** Why the engine needs a checkpoint. */
 export type CheckpointReason =

@@ -218,6 +218,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     secondaryIn: listenAddress(),
     outdev: listenAddress(),
     notifyDev: listenAddress(),
+    qmp: null,
     compareTimeout: 1000,
     expiredScanCycle: 100,
     maxQueueSize: 1024,

@@ -1,0 +1,77 @@
+/**
+ * The engine while COLO is not active (SPEC 7b, after `COLO_EXIT`): held frames released as
+ * by a checkpoint, then the primary passes through uncompared and the secondary is dropped.
+ */
+
+import assert from "node:assert/strict";
+import { CompareEngine } from "../../src/compare/engine.ts";
+import { frame } from "../support/packets.ts";
+import { Recorder } from "../support/recorder.ts";
+
+const udp = (payload: string, sport = 1000) => frame({ udp: { sport, payload } });
+const tcp = (seq: number, payload: string) => frame({ tcp: { seq, ack: 1, payload } });
+
+Deno.test("engine: passthrough on releases what is held exactly as a checkpoint does", () => {
+  const feed = (engine: CompareEngine) => {
+    engine.primary(udp("p1"), 0, 0);
+    engine.primary(tcp(100, "hello"), 0, 1);
+    engine.primary(udp("p2", 1001), 0, 2);
+    engine.secondary(udp("s1"), 0, 3);
+    engine.secondary(tcp(100, "HELLO"), 0, 4);
+  };
+  const byCheckpoint = new Recorder();
+  const a = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, byCheckpoint);
+  feed(a);
+  byCheckpoint.clear();
+  a.checkpoint();
+  const byPassthrough = new Recorder();
+  const b = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, byPassthrough);
+  feed(b);
+  byPassthrough.clear();
+  b.setPassthrough(true);
+  assert.ok(byCheckpoint.log.length > 0);
+  assert.deepEqual(byPassthrough.log, byCheckpoint.log);
+  assert.equal(b.heldPrimary + b.heldSecondary, 0);
+  assert.equal(b.passthrough, true);
+});
+
+Deno.test("engine: in passthrough every primary frame leaves at once, every secondary one is dropped", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 2 }, rec);
+  engine.setPassthrough(true);
+  const prim = [udp("a"), tcp(5, "b"), udp("c"), udp("d"), udp("e")];
+  for (const f of prim) engine.primary(f, 0, 0);
+  engine.secondary(udp("x"), 0, 0);
+  engine.secondary(tcp(5, "b"), 0, 0);
+  engine.primary(new Uint8Array(0), 0, 0);
+  assert.deepEqual(rec.released, prim, "in order, beyond max-queue-size, never held");
+  assert.deepEqual(rec.releaseReasons, prim.map(() => "passthrough"));
+  assert.deepEqual(rec.discards, [
+    "secondary:colo-inactive",
+    "secondary:colo-inactive",
+    "primary:empty",
+  ]);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.tick(1e9), false, "nothing held, nothing times out");
+  assert.equal(engine.connections, 0, "no connection state is built");
+});
+
+Deno.test("engine: passthrough off compares again; switching to the same state changes nothing", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.setPassthrough(false);
+  engine.primary(udp("held"), 0, 0);
+  assert.equal(engine.heldPrimary, 1, "setting off while off released nothing");
+  engine.setPassthrough(true);
+  engine.setPassthrough(true);
+  assert.deepEqual(rec.releaseReasons, ["checkpoint"], "the second on releases nothing more");
+  engine.setPassthrough(false);
+  rec.clear();
+  engine.primary(udp("p"), 0, 0);
+  assert.deepEqual(rec.released, [], "held again, waiting for the secondary");
+  engine.secondary(udp("p"), 0, 0);
+  assert.deepEqual(rec.releaseReasons, ["compared"]);
+  engine.primary(udp("q"), 0, 0);
+  engine.secondary(udp("r"), 0, 0);
+  assert.deepEqual(rec.checkpoints, ["datagram"]);
+});

@@ -1,0 +1,194 @@
+/**
+ * End-to-end with `--qmp` (SPEC 7b): the real program, its three streams over TCP, and a
+ * scripted QEMU 7.2 monitor on a unix socket as the KVM COLO controller.
+ */
+
+import assert from "node:assert/strict";
+import { connectRetry, FrameCollector } from "../support/net.ts";
+import { frame, framed } from "../support/packets.ts";
+import { type Program, startProgram } from "../support/program.ts";
+import { QmpPeer } from "../support/qmp_peer.ts";
+
+interface KvmRig {
+  program: Program;
+  peer: QmpPeer;
+  outdev: FrameCollector;
+  sendPrimary(f: Uint8Array): Promise<void>;
+  sendSecondary(f: Uint8Array): Promise<void>;
+  close(): Promise<{ code: number; stderr: string }>;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
+}
+
+async function startKvmRig(delay: number): Promise<KvmRig> {
+  const peer = await QmpPeer.start();
+  peer.delay = delay;
+  const program = await startProgram({
+    noNotify: true,
+    flags: ["--qmp", peer.address, "--log-level", "debug"],
+  });
+  const primary = await connectRetry(program.ports["primary-in"]);
+  const secondary = await connectRetry(program.ports["secondary-in"]);
+  const outdev = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  for (const name of ["primary-in", "secondary-in", "outdev"]) {
+    await program.waitForLine(new RegExp(`event=peer-connected endpoint=${name} `));
+  }
+  await peer.waitForClient(1);
+  await program.waitForLine(/event=colo-active channel=qmp/);
+  return {
+    program,
+    peer,
+    outdev,
+    sendPrimary: (f) => writeAll(primary, framed(f)),
+    sendSecondary: (f) => writeAll(secondary, framed(f)),
+    async close() {
+      primary.close();
+      secondary.close();
+      await outdev.close();
+      const r = await program.stop();
+      await peer.close();
+      return r;
+    },
+  };
+}
+
+const udp = (payload: string) => frame({ udp: { payload } });
+const tcp = (payload: string) => frame({ tcp: { seq: 1000, ack: 1, payload } });
+
+Deno.test("e2e qmp: one migrate-set-parameters per epoch with the current delay; RESUME releases", async () => {
+  const rig = await startKvmRig(4321);
+  try {
+    assert.match(await rig.program.waitForLine(/event=ready/), /checkpoint_channel=qmp/);
+    assert.match(
+      await rig.program.waitForLine(/event=connecting endpoint=qmp/),
+      new RegExp(`address=${rig.peer.address}`),
+    );
+    const p1 = udp("primary says A");
+    const p2 = tcp("primary TCP bytes");
+    await rig.sendPrimary(p1);
+    await rig.sendSecondary(udp("secondary says X"));
+    await rig.peer.waitFor("migrate-set-parameters");
+    assert.deepEqual(rig.peer.received("migrate-set-parameters")[0].arguments, {
+      "x-checkpoint-delay": 4321,
+    });
+    await rig.sendPrimary(p2);
+    await rig.sendSecondary(tcp("secondary TCP BYTES"));
+    await rig.program.waitForLine(/event=checkpoint-coalesced reason=tcp-payload/);
+    assert.equal(rig.peer.received("migrate-set-parameters").length, 1, "one per epoch");
+    assert.equal(rig.peer.received("query-migrate-parameters").length, 2, "connect + request");
+    assert.deepEqual(rig.outdev.frames, [], "divergent frames are held");
+    await rig.peer.checkpoint();
+    assert.deepEqual((await rig.outdev.waitFor(2)).map((r) => r.data), [p1, p2]);
+    await rig.program.waitForLine(/event=checkpoint-done .*released=2 secondary_dropped=2/);
+    // A new epoch; the operator changed the delay meanwhile.
+    rig.peer.delay = 999;
+    await rig.sendPrimary(udp("again"));
+    await rig.sendSecondary(udp("different"));
+    await rig.peer.waitFor("migrate-set-parameters", 2);
+    assert.deepEqual(rig.peer.received("migrate-set-parameters")[1].arguments, {
+      "x-checkpoint-delay": 999,
+    });
+    // A user's stop and cont flush nothing.
+    rig.peer.runState = "paused";
+    const asked = rig.peer.received("query-status").length;
+    await rig.peer.event("STOP");
+    await rig.peer.waitFor("query-status", asked + 1);
+    rig.peer.runState = "running";
+    await rig.peer.event("RESUME");
+    await rig.program.waitForLine(/event=qmp-stop-not-checkpoint run_state=paused/);
+    assert.equal(rig.outdev.frames.length, 2);
+  } finally {
+    const r = await rig.close();
+    assert.equal(r.code, 0);
+  }
+});
+
+Deno.test("e2e qmp: COLO_EXIT releases what is held and passes the primary through until COLO is back", async () => {
+  const rig = await startKvmRig(20000);
+  try {
+    const held = udp("held before failover");
+    await rig.sendPrimary(held);
+    await rig.sendSecondary(udp("diverged"));
+    await rig.peer.waitFor("migrate-set-parameters");
+    await rig.peer.event("COLO_EXIT", { mode: "primary", reason: "error" });
+    assert.deepEqual((await rig.outdev.waitFor(1)).map((r) => r.data), [held]);
+    assert.match(
+      await rig.program.waitForLine(/event=colo-inactive/),
+      /level=warn .*seen="COLO_EXIT mode=primary reason=error"/,
+    );
+    // As QEMU 7.2 does until failover, the monitor still says mode primary: a stale answer.
+    const polls = rig.peer.received("query-colo-status").length;
+    await rig.peer.waitFor("query-colo-status", polls + 1);
+    await rig.program.waitForLine(/event=qmp-colo-stale/);
+    const alone = [udp("primary alone 1"), tcp("primary alone 2")];
+    for (const f of alone) await rig.sendPrimary(f);
+    await rig.sendSecondary(udp("nobody compares this"));
+    assert.deepEqual((await rig.outdev.waitFor(3)).map((r) => r.data), [held, ...alone]);
+    // A new migration: the MIGRATION event says COLO is back.
+    await rig.peer.event("MIGRATION", { status: "colo" });
+    assert.match(
+      await rig.program.waitForLine(/level=warn event=colo-active /),
+      /seen="MIGRATION status=colo" action="comparing again"/,
+    );
+    await rig.sendPrimary(udp("compared again"));
+    await rig.sendSecondary(udp("not the same"));
+    await rig.peer.waitFor("migrate-set-parameters", 2);
+    assert.equal(rig.outdev.frames.length, 3, "held again, not passed through");
+  } finally {
+    const r = await rig.close();
+    assert.equal(r.code, 0);
+    assert.match(r.stderr, /dropped_secondary_colo-inactive=1/);
+  }
+});
+
+Deno.test("e2e qmp: while the monitor is away requests are undelivered; after it returns the scan asks again", async () => {
+  const peer = await QmpPeer.start();
+  const program = await startProgram({
+    noNotify: true,
+    flags: ["--qmp", peer.address, "--compare-timeout", "300", "--expired-scan-cycle", "50"],
+  });
+  const primary = await connectRetry(program.ports["primary-in"]);
+  const secondary = await connectRetry(program.ports["secondary-in"]);
+  const outdev = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  try {
+    await peer.waitForClient(1);
+    // QEMU's monitor goes away at the request, and refuses the handshake for a while.
+    peer.script = (c) =>
+      c.execute === "query-migrate-parameters" || c.execute === "qmp_capabilities"
+        ? "hang-up"
+        : "answer";
+    await writeAll(primary, framed(udp("held")));
+    await writeAll(secondary, framed(udp("diverged")));
+    await program.waitForLine(/event=peer-disconnected endpoint=qmp /);
+    assert.match(
+      await program.waitForLine(/event=checkpoint-request-undelivered/),
+      /level=warn .*reason=timeout .*note="qmp has no peer"/,
+    );
+    assert.equal(peer.received("migrate-set-parameters").length, 0);
+    peer.script = () => "answer";
+    // Back: the scan asks again after compare-timeout, and this time it is delivered.
+    await peer.waitFor("migrate-set-parameters", 1, 5000);
+    await peer.checkpoint();
+    assert.deepEqual((await outdev.waitFor(1)).map((r) => r.data), [udp("held")]);
+  } finally {
+    primary.close();
+    secondary.close();
+    await outdev.close();
+    const r = await program.stop();
+    await peer.close();
+    assert.equal(r.code, 0);
+    assert.doesNotMatch(r.stderr, /event=no-checkpoint-channel/);
+  }
+});
+
+Deno.test("e2e: without any checkpoint channel the start-up log warns that held output stays held", async () => {
+  const program = await startProgram({ noNotify: true });
+  try {
+    await program.waitForLine(/level=warn event=no-checkpoint-channel /);
+    assert.match(await program.waitForLine(/event=ready/), /checkpoint_channel=none/);
+  } finally {
+    await program.stop();
+  }
+});
