@@ -5,7 +5,7 @@
  * the end; exit status 1 when any bound failed.
  *
  * ```
- * deno task soak                       # full profile, stops by itself in under 10 minutes
+ * deno task soak                       # full profile: 2.5-5 minutes, stops by itself
  * deno task soak --short               # CI profile: a few seconds per trial
  * deno task soak --only table-full,churn --json r.json
  * deno task soak --cmd "./colo-compare" # a compiled binary instead of deno run main.ts
