@@ -8,6 +8,7 @@
  */
 
 import { readCpuSeconds, readMemory } from "../bench/proc.ts";
+import { listenEndpoints } from "../tests/support/program.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 /** Lines kept for error reports and late lookups (the rest are only counted). */
@@ -93,15 +94,7 @@ export class Program {
 
   /** Starts the program and (by default) waits until it is ready. */
   static async start(options: ProgramOptions = {}): Promise<Program> {
-    const endpoints = options.endpoints ?? [
-      "--primary-in",
-      "tcp-listen:127.0.0.1:0",
-      "--secondary-in",
-      "tcp-listen:127.0.0.1:0",
-      "--outdev",
-      "tcp-listen:127.0.0.1:0",
-      ...(options.noNotify ? [] : ["--notify-dev", "tcp-listen:127.0.0.1:0"]),
-    ];
+    const endpoints = options.endpoints ?? listenEndpoints(options.noNotify);
     const p = new Program([...endpoints, ...(options.flags ?? [])]);
     if (options.waitReady === false) return p;
     try {

@@ -183,6 +183,23 @@ export class OrderCheck {
 }
 
 /**
+ * A gate for {@linkcode PairedPump}: the next batch waits until no flow has more than `window`
+ * segments written and not yet out of outdev, as a guest's TCP window allows. Below
+ * `--max-queue-size`, so a program that reads one input ahead of the other never overflows a
+ * connection's queue (SPEC 5 drops what overflows by design).
+ */
+export function windowGate(
+  out: FrameReader,
+  order: OrderCheck,
+  flows: number,
+  window: number,
+  timeoutMs: number,
+): (sent: number) => Promise<boolean> {
+  return (sent) =>
+    out.until(() => (sent + PUMP_BATCH) / flows - order.lowest() <= window, timeoutMs);
+}
+
+/**
  * Reads framed messages from a connection (outdev or notify-dev) and hands each to
  * `onFrame` (a view, valid during the call). With a rate, it reads no faster than that.
  */

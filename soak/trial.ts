@@ -8,7 +8,7 @@
 
 import { Program, type ProgramOptions } from "./program.ts";
 import { num } from "./format.ts";
-import { closeAll } from "./traffic.ts";
+import { closeAll, connectData, type DataPeers, FrameReader } from "./traffic.ts";
 
 /** How big a run is: the full profile, or `--short` for CI (a few seconds per trial). */
 export interface Profile {
@@ -53,6 +53,24 @@ export class Scope {
     const p = await Program.start(options);
     this.#programs.push(p);
     return p;
+  }
+
+  /** Connects to the program's primary-in, secondary-in and outdev; closed at the end. */
+  async data(program: Program): Promise<DataPeers> {
+    const peers = await connectData(program.ports);
+    for (const c of Object.values(peers)) this.conn(c);
+    return peers;
+  }
+
+  /** A {@linkcode FrameReader} on `conn`, closed (and awaited) at the end. */
+  reader(
+    conn: Deno.Conn,
+    onFrame?: (f: Uint8Array) => void,
+    rate: number | null = null,
+  ): FrameReader {
+    const r = new FrameReader(conn, onFrame, rate);
+    this.defer(() => r.close());
+    return r;
   }
 
   /** Registers a connection to close at the end. */

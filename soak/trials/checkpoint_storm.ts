@@ -15,15 +15,7 @@ import { notifyMessage, TCP } from "../../tests/support/packets.ts";
 import { connectRetry } from "../../tests/support/net.ts";
 import { summaryField } from "../format.ts";
 import { atMost, type Check, num, type Scope, type Trial } from "../trial.ts";
-import {
-  connectData,
-  delay,
-  FrameReader,
-  TcpStreams,
-  udpBatch,
-  udpFramed,
-  writeAll,
-} from "../traffic.ts";
+import { delay, TcpStreams, udpBatch, udpFramed, writeAll } from "../traffic.ts";
 
 /**
  * A probe pair's worst latency while the storm runs: generous, the machine is shared (a walk
@@ -66,20 +58,17 @@ export const checkpointStorm: Trial = {
   async run(profile, scope: Scope) {
     const storm = profile.short ? 1_000 : 10_000;
     const program = await scope.start();
-    const peers = await connectData(program.ports);
-    for (const c of Object.values(peers)) scope.conn(c);
+    const peers = await scope.data(program);
     const notify = scope.conn(await connectRetry(program.ports["notify-dev"]));
     // A COLO_USERSPACE_PROXY_INIT after the storm is answered once the storm was taken.
     let replies = 0;
-    const drainNotify = new FrameReader(notify, (f) => {
+    const drainNotify = scope.reader(notify, (f) => {
       if (f.length === "COLO_COMPARE_GET_XEN_INIT".length) replies++;
     });
-    scope.defer(() => drainNotify.close());
     let probesOut = 0;
-    const out = new FrameReader(peers.outdev, (f) => {
+    const out = scope.reader(peers.outdev, (f) => {
       if (f.length > 30 && f[27] === 0xf0) probesOut++;
     });
-    scope.defer(() => out.close());
     const done = program.count(/event=checkpoint-done\b/);
     const checks: Check[] = [];
     let idle = 0;
@@ -167,10 +156,8 @@ export const checkpointStorm: Trial = {
       await program.stop();
     }
     const closing = await scope.start({ noNotify: true });
-    const closingPeers = await connectData(closing.ports);
-    for (const c of Object.values(closingPeers)) scope.conn(c);
-    const closingOut = new FrameReader(closingPeers.outdev);
-    scope.defer(() => closingOut.close());
+    const closingPeers = await scope.data(closing);
+    const closingOut = scope.reader(closingPeers.outdev);
     const fin = new TcpStreams(CLOSED_FLOWS, 10, 0x20_0000, TCP.FIN | TCP.ACK).next(CLOSED_FLOWS);
     await writeAll(closingPeers.primary, fin.primary);
     await writeAll(closingPeers.secondary, fin.secondary);

@@ -63,8 +63,7 @@ export const churn: Trial = {
 
     // Inputs come and go; one outdev reader stays.
     const outdev = scope.conn(await connectRetry(program.ports.outdev));
-    const out = new FrameReader(outdev, note);
-    scope.defer(() => out.close());
+    const out = scope.reader(outdev, note);
     let fds0 = 0;
     let rss0 = 0;
     for (let i = 0; i < sessions; i++) {

@@ -12,23 +12,12 @@
 import { connectRetry } from "../../tests/support/net.ts";
 import { droppedInSummary, num } from "../format.ts";
 import type { Check, Scope, Trial } from "../trial.ts";
-import {
-  connectData,
-  Controller,
-  FrameReader,
-  OrderCheck,
-  PairedPump,
-  PUMP_BATCH,
-  TcpStreams,
-} from "../traffic.ts";
+import { Controller, OrderCheck, PairedPump, TcpStreams, windowGate } from "../traffic.ts";
 
 const FLOWS = 64;
 const PAYLOAD = 200;
 const DIVERGE_EVERY = 5000;
-/**
- * Segments per flow written and not yet out, as a guest's TCP window allows: below
- * `--max-queue-size` (1024), whose overflow SPEC 5 drops by design.
- */
+/** Segments per flow in flight (see {@linkcode windowGate}). */
 const WINDOW = 512;
 
 async function conserve(
@@ -40,19 +29,17 @@ async function conserve(
   const program = await scope.start({
     flags: ["--compare-timeout", "200", "--expired-scan-cycle", "50"],
   });
-  const peers = await connectData(program.ports);
-  for (const c of Object.values(peers)) scope.conn(c);
+  const peers = await scope.data(program);
   const controller = new Controller(scope.conn(await connectRetry(program.ports["notify-dev"])));
   scope.defer(() => controller.close());
   const streams = new TcpStreams(FLOWS, PAYLOAD, 0x10_0000);
   const order = new OrderCheck(streams, 0x10_0000);
-  const out = new FrameReader(peers.outdev, (f) => order.add(f));
-  scope.defer(() => out.close());
+  const out = scope.reader(peers.outdev, (f) => order.add(f));
   const t0 = performance.now();
   const pump = new PairedPump(streams, peers, {
     maxAheadFrames: 64 * 1024,
     limit: frames,
-    gate: (sent) => out.until(() => (sent + PUMP_BATCH) / FLOWS - order.lowest() <= WINDOW, 30_000),
+    gate: windowGate(out, order, FLOWS, WINDOW, 30_000),
     diverge: divergent ? (i) => i % DIVERGE_EVERY === DIVERGE_EVERY - 1 : undefined,
   });
   const even = await pump.finished(frames / 5); // at least 5,000 frames a second, per side

@@ -12,7 +12,7 @@ import { connectRetry } from "../../tests/support/net.ts";
 import { summaryField } from "../format.ts";
 import { type Program, RssSampler } from "../program.ts";
 import { atMost, type Check, cleanExit, mib, num, type Scope, type Trial } from "../trial.ts";
-import { delay, FrameReader, PairedPump, TcpStreams } from "../traffic.ts";
+import { delay, PairedPump, TcpStreams } from "../traffic.ts";
 
 /** The bound given to the program: small, so the trial is quick. */
 const MAX_HELD_BYTES = 64 * 2 ** 20;
@@ -41,8 +41,7 @@ async function flood(
   const bound = flag.startsWith("no") ? 256 * 2 ** 20 : MAX_HELD_BYTES;
   const primary = scope.conn(await connectRetry(program.ports["primary-in"]));
   const outdev = scope.conn(await connectRetry(program.ports["outdev"]));
-  const out = new FrameReader(outdev);
-  scope.defer(() => out.close());
+  scope.reader(outdev); // outdev drained, so releases never push back
   if (secondary === "silent") scope.conn(await connectRetry(program.ports["secondary-in"]));
   const rss0 = program.rss();
   const sampler = new RssSampler(program);

@@ -14,7 +14,7 @@ import { connectRetry } from "../../tests/support/net.ts";
 import { notifyMessage } from "../../tests/support/packets.ts";
 import { parseLogfmt, RssSampler } from "../program.ts";
 import { atMost, cleanExit, mib, num, type Scope, type Trial } from "../trial.ts";
-import { closeAll, connectData, delay, FrameReader, udpBatch, writeAll } from "../traffic.ts";
+import { closeAll, delay, udpBatch, writeAll } from "../traffic.ts";
 
 /** Output that may wait for the peer (1 MiB) plus what the kernel's socket buffers take. */
 const OUTPUT_BOUND = 1 * 2 ** 20 + 16 * 2 ** 20;
@@ -40,10 +40,8 @@ export const notifyNonReader: Trial = {
     const messages = profile.short ? 1_000_000 : 8_000_000;
     const seconds = profile.short ? 8 : 45;
     const program = await scope.start();
-    const peers = await connectData(program.ports);
-    for (const c of Object.values(peers)) scope.conn(c);
-    const out = new FrameReader(peers.outdev);
-    scope.defer(() => out.close());
+    const peers = await scope.data(program);
+    scope.reader(peers.outdev); // outdev drained, so releases never push back
     const notify = scope.conn(await connectRetry(program.ports["notify-dev"]));
     const logBytes0 = program.bytes;
     const lines0 = program.lines;

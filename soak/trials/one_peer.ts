@@ -9,7 +9,7 @@
 import { connectRetry } from "../../tests/support/net.ts";
 import { num } from "../format.ts";
 import type { Scope, Trial } from "../trial.ts";
-import { arpFramed, closeAll, connectData, FrameReader, isArp, writeAll } from "../traffic.ts";
+import { arpFramed, closeAll, isArp, writeAll } from "../traffic.ts";
 
 const CLOSE_BOUND_MS = 1000;
 /** How long outdev is watched for the second client's frame after the first peer left. */
@@ -22,13 +22,11 @@ export const onePeer: Trial = {
   limitSeconds: { short: 20, full: 20 },
   async run(_profile, scope: Scope) {
     const program = await scope.start({ noNotify: true });
-    const peers = await connectData(program.ports);
-    for (const c of Object.values(peers)) scope.conn(c);
+    const peers = await scope.data(program);
     const arps = new Set<number>();
-    const out = new FrameReader(peers.outdev, (f) => {
+    const out = scope.reader(peers.outdev, (f) => {
       if (isArp(f)) arps.add((f[39] << 16) | (f[40] << 8) | f[41]);
     });
-    scope.defer(() => out.close());
     const first = 1;
     const intruder = 2;
     // The first peer is busy: its frame came out.
@@ -43,8 +41,7 @@ export const onePeer: Trial = {
     } catch {
       // closed already: nothing it sent can be processed
     }
-    const secondReader = new FrameReader(second);
-    scope.defer(() => secondReader.close());
+    const secondReader = scope.reader(second);
     await secondReader.until(() => false, CLOSE_BOUND_MS);
     const closedMs = secondReader.closed ? performance.now() - t0 : null;
 

@@ -11,23 +11,13 @@
 import { parseLogfmt, RssSampler } from "../program.ts";
 import { droppedInSummary, summaryField } from "../format.ts";
 import { atMost, cleanExit, mib, num, type Scope, type Trial } from "../trial.ts";
-import {
-  connectData,
-  delay,
-  FrameReader,
-  OrderCheck,
-  PairedPump,
-  PUMP_BATCH,
-  TcpStreams,
-} from "../traffic.ts";
+import { delay, OrderCheck, PairedPump, TcpStreams, windowGate } from "../traffic.ts";
 
 /** The slow client: bytes per second read from outdev. */
 const SLOW_RATE = 200_000;
 /**
- * Segments per flow written and not yet out, as a guest's TCP window allows: below
- * `--max-queue-size` (1024), whose overflow SPEC 5 drops by design. Within it, a program
- * that reads one input and not the other still fills its queues; one that pauses both
- * inputs together never holds a frame long.
+ * Segments per flow in flight (see {@linkcode windowGate}). Within it, a program that reads one
+ * input and not the other still fills its queues; one that pauses both together holds little.
  */
 const WINDOW = 1000;
 const FLOWS = 32;
@@ -48,18 +38,15 @@ export const slowOutdev: Trial = {
   async run(profile, scope: Scope) {
     const seconds = profile.short ? 4 : 30;
     const program = await scope.start({ noNotify: true });
-    const peers = await connectData(program.ports);
-    for (const c of Object.values(peers)) scope.conn(c);
+    const peers = await scope.data(program);
     const timeouts = program.count(/event=checkpoint-request\b.*reason=timeout/);
     const streams = new TcpStreams(FLOWS, 1000);
     const order = new OrderCheck(streams);
-    const out = new FrameReader(peers.outdev, (f) => order.add(f), SLOW_RATE);
-    scope.defer(() => out.close());
+    const out = scope.reader(peers.outdev, (f) => order.add(f), SLOW_RATE);
     const rss0 = program.rss();
     const rss = new RssSampler(program);
     const pump = new PairedPump(streams, peers, {
-      gate: (sent) =>
-        out.until(() => (sent + PUMP_BATCH) / FLOWS - order.lowest() <= WINDOW, 60_000),
+      gate: windowGate(out, order, FLOWS, WINDOW, 60_000),
     });
     scope.defer(async () => void await pump.stop(0));
     await delay(seconds * 1000);

@@ -10,16 +10,7 @@
  */
 
 import { atMost, num, type Scope, type Trial } from "../trial.ts";
-import {
-  arpFramed,
-  connectData,
-  flowOf,
-  FrameReader,
-  isArp,
-  udpBatch,
-  udpFramed,
-  writeAll,
-} from "../traffic.ts";
+import { arpFramed, flowOf, isArp, udpBatch, udpFramed, writeAll } from "../traffic.ts";
 
 /** Connections that hold a frame (the table's bound in SPEC 8's words). */
 const HELD_CONNECTIONS = 65_536;
@@ -38,18 +29,16 @@ export const tableFull: Trial = {
   async run(profile, scope: Scope) {
     const fresh = profile.short ? 2_000 : 20_000;
     const program = await scope.start({ noNotify: true });
-    const peers = await connectData(program.ports);
-    for (const c of Object.values(peers)) scope.conn(c);
+    const peers = await scope.data(program);
     const tableFull = program.count(/reason=table-full/);
     const arps = new Set<number>();
     let probeAt = 0;
     let heldProbes = 0;
-    const out = new FrameReader(peers.outdev, (f) => {
+    const out = scope.reader(peers.outdev, (f) => {
       if (isArp(f)) arps.add((f[39] << 16) | (f[40] << 8) | f[41]);
       else if (flowOf(f) === PROBE_FLOW) probeAt = performance.now();
       else if (flowOf(f) === HELD_PROBE_FLOW) heldProbes++;
     });
-    scope.defer(() => out.close());
     const marker = async (tag: number, timeoutMs: number) => {
       await writeAll(peers.primary, arpFramed(tag));
       return await out.until(() => arps.has(tag), timeoutMs);
