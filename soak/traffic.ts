@@ -228,24 +228,24 @@ export class FrameReader {
   async #loop(): Promise<void> {
     const buf = new Uint8Array(1 << 20);
     let have = 0;
-    let windowStart = performance.now();
-    let windowBytes = 0;
+    let rateSince = performance.now();
+    let rateBytes = 0;
     try {
       while (true) {
         let room = buf.length - have;
         if (this.rate !== null) {
-          // Read at most 50 ms worth, then wait out the rest of the window.
+          // Read at most 50 ms worth, after waiting until the bytes so far are due.
           const slice = Math.max(1, Math.floor(this.rate / 20));
-          const due = windowStart + (windowBytes / this.rate) * 1000 - performance.now();
+          const due = rateSince + (rateBytes / this.rate) * 1000 - performance.now();
           if (due > 0) await new Promise((r) => setTimeout(r, due));
           room = Math.min(room, slice);
         } else {
-          windowStart = performance.now();
-          windowBytes = 0;
+          rateSince = performance.now();
+          rateBytes = 0;
         }
         const n = await this.#conn.read(buf.subarray(have, have + room));
         if (n === null) break;
-        windowBytes += n;
+        rateBytes += n;
         this.bytes += n;
         have += n;
         let o = 0;
