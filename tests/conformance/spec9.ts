@@ -19,7 +19,7 @@ export const UNSHOWABLE: Record<string, string> = {
   "output LIFO while outdev pushes back":
     "QEMU reorders only the frames it queues once its outdev socket is full, and how many the " +
     "kernel's socket buffers take first varies from run to run, so no trace of it is " +
-    "deterministic (ours keeps FIFO and pauses the inputs: tests/output, tests/e2e)",
+    "deterministic (ours keeping FIFO and pausing the inputs: tests/e2e/backpressure_test.ts)",
 };
 
 /**

@@ -1,0 +1,316 @@
+/**
+ * `deno task lab`: COLO in a box. Builds a tiny Debian guest, boots a real QEMU COLO pair on
+ * loopback with this project's comparator between the VMs (or QEMU's own colo-compare), drives
+ * HTTP through it and prints what happened: requests answered, latency, checkpoints asked for
+ * and done, divergences, frames held at exit.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type AccelChoice, buildShim, chooseAccel } from "./accel.ts";
+import { buildGuest, cacheDir, type Guest, ROLE_PATH, SAME_PATH } from "./guest.ts";
+import { percentile } from "./http.ts";
+import { type ComparatorSummary, type Mode, Pair } from "./pair.ts";
+import { answered, divergences, drive, latency, type StoryResult } from "./story.ts";
+
+const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparator in between
+
+  --mode ours|qemu        the comparator: ours (main.ts, --qmp channel; default) or QEMU's
+                          in-process colo-compare, for comparison
+  --requests N            HTTP GETs through the pair, /cgi-bin/same and /cgi-bin/role in turn
+                          (alike on both VMs, and not: each names its VM; default 200)
+  --only-same             only /cgi-bin/same: no reply differs, so no checkpoint is needed
+                          (the cost of comparing and releasing alone)
+  --failover              kill the secondary half-way; the primary goes on alone (x-colo-lost-heartbeat)
+  --compare               both modes one after the other, same guest: a table of req/s, p50, p99
+  --accel auto|kvm|tcg    default auto: KVM when /dev/kvm is usable, else TCG
+  --checkpoint-delay MS   QEMU's periodic checkpoint interval, x-checkpoint-delay (default 600000,
+                          so that checkpoints come from the comparator)
+  --keep                  keep the run directory (logs, command lines) and print where it is
+  -h, --help
+`;
+
+class UsageError extends Error {}
+
+interface LabOptions {
+  modes: Mode[];
+  requests: number;
+  failover: boolean;
+  onlySame: boolean;
+  accel: "auto" | "kvm" | "tcg";
+  checkpointDelayMs: number;
+  keep: boolean;
+  compare: boolean;
+}
+
+function parse(args: string[]): LabOptions | null {
+  let v;
+  try {
+    v = parseArgs({
+      args,
+      strict: true,
+      options: {
+        mode: { type: "string", default: "ours" },
+        requests: { type: "string", default: "200" },
+        failover: { type: "boolean", default: false },
+        "only-same": { type: "boolean", default: false },
+        compare: { type: "boolean", default: false },
+        accel: { type: "string", default: "auto" },
+        "checkpoint-delay": { type: "string", default: "600000" },
+        keep: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }).values;
+  } catch (error) {
+    const msg = error instanceof Error ? error.message : String(error);
+    const unknown = /Unknown option '([^']+)'/.exec(msg);
+    throw new UsageError(unknown ? `unknown flag ${unknown[1]}; see --help` : `${msg}; see --help`);
+  }
+  if (v.help) return null;
+  if (v.mode !== "ours" && v.mode !== "qemu") {
+    throw new UsageError(`--mode: "${v.mode}" is not a mode; use ours or qemu`);
+  }
+  if (!["auto", "kvm", "tcg"].includes(v.accel)) {
+    throw new UsageError(`--accel: "${v.accel}" is not auto, kvm or tcg`);
+  }
+  const count = (flag: string, text: string) => {
+    if (!/^[1-9][0-9]*$/.test(text)) {
+      throw new UsageError(`--${flag}: "${text}" is not a positive whole number`);
+    }
+    return Number(text);
+  };
+  return {
+    modes: v.compare ? ["ours", "qemu"] : [v.mode],
+    requests: count("requests", v.requests),
+    failover: v.failover,
+    onlySame: v["only-same"],
+    accel: v.accel as LabOptions["accel"],
+    checkpointDelayMs: count("checkpoint-delay", v["checkpoint-delay"]),
+    keep: v.keep,
+    compare: v.compare,
+  };
+}
+
+const tty = Deno.stdout.isTerminal();
+const encoder = new TextEncoder();
+
+function say(text: string): void {
+  Deno.stdout.writeSync(encoder.encode((tty ? "\r\x1b[K" : "") + text + "\n"));
+}
+
+function fmt(ms: number): string {
+  return Number.isNaN(ms) ? "-" : `${ms.toFixed(1)} ms`;
+}
+
+/** One line of progress: the same words live and at the end. */
+function statusLine(mode: Mode, s: StoryResult, total: number): string {
+  const a = answered(s);
+  const l = latency(s);
+  const requested = mode === "ours" ? String(s.requested) : "in-process";
+  return `${mode}: ${a.ok}/${total} answered (${a.fromPrimary} primary), ` +
+    `p50 ${fmt(l.p50)} p99 ${fmt(l.p99)}, checkpoints requested ${requested} done ${s.done}`;
+}
+
+interface ModeResult {
+  mode: Mode;
+  story: StoryResult;
+  summary: ComparatorSummary | null;
+  checkpointMedianMs: number;
+  /** Median time the secondary resumed before the primary after a checkpoint. */
+  resumeLeadMs: number;
+}
+
+/** The current pair, for the signal handler. */
+let current: Pair | null = null;
+let aborted = false;
+
+async function runMode(
+  mode: Mode,
+  o: LabOptions,
+  guest: Guest,
+  accel: AccelChoice,
+  preload: string | undefined,
+): Promise<ModeResult> {
+  const runDir = await Deno.makeTempDir({ prefix: `colo-lab-${mode}-` });
+  say(`${mode}: starting the pair (run directory ${runDir})`);
+  let ok = false;
+  try {
+    const pair = current = new Pair({
+      mode,
+      accel: accel.accel,
+      guest,
+      checkpointDelayMs: o.checkpointDelayMs,
+      runDir,
+      preload,
+      comparatorQmp: true,
+      note: (t) => say(`${mode}: ${t}`),
+    });
+    await pair.start();
+    if (aborted) throw new Error("interrupted");
+    let last = 0;
+    let exitSaid = false;
+    const story = await drive(pair, o.requests, {
+      failoverAt: o.failover ? Math.floor(o.requests / 2) : undefined,
+      onlySame: o.onlySame,
+      aborted: () => aborted,
+      progress: (s, total) => {
+        const n = s.results.length;
+        if (tty) {
+          Deno.stdout.writeSync(encoder.encode(`\r\x1b[K${statusLine(mode, s, total)}`));
+        } else if (n === total || performance.now() - last > 5_000) {
+          last = performance.now();
+          say(statusLine(mode, s, total));
+        }
+        if (n === Math.floor(total / 2) && o.failover) {
+          say(`${mode}: killing the secondary, x-colo-lost-heartbeat to the primary (failover)`);
+        }
+        if (s.coloExit && !exitSaid) {
+          exitSaid = true;
+          say(`${mode}: the primary left COLO (COLO_EXIT reason ${s.coloExit}) and serves alone`);
+        }
+      },
+    });
+    if (tty) say(statusLine(mode, story, o.requests));
+    const summary = await pair.stop();
+    current = null;
+    ok = !aborted;
+    return {
+      mode,
+      story,
+      summary,
+      checkpointMedianMs: percentile(pair.checkpoints.map((c) => c.ms), 50),
+      resumeLeadMs: percentile(pair.secondaryResumeLeadMs(), 50),
+    };
+  } finally {
+    await current?.stop();
+    current = null;
+    if (o.keep || !ok) say(`${mode}: logs kept in ${runDir}`);
+    else await Deno.remove(runDir, { recursive: true });
+  }
+}
+
+function report(r: ModeResult, o: LabOptions): void {
+  const s = r.story;
+  const a = answered(s);
+  const l = latency(s);
+  const failed = s.results.filter((x) => !x.ok);
+  say(
+    `== ${r.mode}: ${a.ok}/${o.requests} requests answered, ${a.fromPrimary} with the primary's reply`,
+  );
+  const rate = (s.results.length / s.seconds).toFixed(1);
+  const same = latency(s, SAME_PATH);
+  const differ = latency(s, ROLE_PATH);
+  say(`   ${rate} requests/s, latency p50 ${fmt(l.p50)}, p99 ${fmt(l.p99)}`);
+  say(
+    `   p50 same on both VMs (${SAME_PATH}) ${fmt(same.p50)}, different (${ROLE_PATH}) ${
+      fmt(differ.p50)
+    }`,
+  );
+  const requested = r.mode === "ours"
+    ? `${s.requested} requested by the comparator (--qmp)`
+    : "requested in-process";
+  say(
+    `   checkpoints: ${requested}, ${s.done} done by QEMU (STOP..RESUME, median ${
+      fmt(r.checkpointMedianMs)
+    }; the secondary resumed a median ${fmt(r.resumeLeadMs)} before the primary)`,
+  );
+  if (r.summary) {
+    say(
+      `   divergences ${
+        divergences(r.summary)
+      }, primary frames held at exit ${r.summary.heldPrimary}` +
+        ` (comparator: checkpoints_requested=${r.summary.fields.checkpoints_requested}` +
+        ` checkpoints_received=${r.summary.fields.checkpoints_received})`,
+    );
+  } else if (r.mode === "qemu") {
+    say("   divergences and held frames: not reported by QEMU's colo-compare");
+  }
+  if (!o.onlySame) {
+    say(
+      `   the secondary's CGI read role "secondary" ${s.secondaryRoleReads} times (fw_cfg, not RAM)`,
+    );
+  }
+  if (failed.length) say(`   ${failed.length} failed, first: ${failed[0].error}`);
+}
+
+function table(results: ModeResult[]): void {
+  say("");
+  say("| comparator | answered | requests/s | p50 | p99 | checkpoints done |");
+  say("| --- | --- | --- | --- | --- | --- |");
+  for (const r of results) {
+    const l = latency(r.story);
+    const name = r.mode === "ours" ? "this comparator (--qmp)" : "QEMU colo-compare";
+    say(
+      `| ${name} | ${answered(r.story).ok}/${r.story.results.length} | ` +
+        `${(r.story.results.length / r.story.seconds).toFixed(1)} | ${fmt(l.p50)} | ${
+          fmt(l.p99)
+        } | ${r.story.done} |`,
+    );
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  let o;
+  try {
+    o = parse(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`lab: ${error.message}`);
+    return 2;
+  }
+  if (o === null) {
+    console.log(HELP);
+    return 0;
+  }
+  let accel;
+  try {
+    accel = chooseAccel(o.accel);
+  } catch (error) {
+    console.error(`lab: ${error instanceof Error ? error.message : error}`);
+    return 2;
+  }
+  const onSignal = () => {
+    aborted = true;
+    current?.stop();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    say(`accelerator: ${accel.accel} (${accel.reason})`);
+    const t0 = performance.now();
+    const guest = await buildGuest();
+    say(
+      `guest: ${guest.kernelRelease} + busybox, ${guest.cached ? "cached" : "built"} in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s (${guest.initramfs})`,
+    );
+    if (guest.warning) say(`warning: ${guest.warning}`);
+    const preload = accel.accel === "tcg" ? await buildShim(cacheDir()) : undefined;
+    if (preload) say(`TCG: QEMU runs with the BQL work-around ${preload}`);
+    const results: ModeResult[] = [];
+    for (const mode of o.modes) {
+      if (aborted) break;
+      const r = await runMode(mode, o, guest, accel, preload);
+      results.push(r);
+      report(r, o);
+    }
+    if (o.compare && results.length === 2) table(results);
+    if (aborted) {
+      say("interrupted: everything the lab started has been stopped");
+      return 130;
+    }
+    const bad = results.some((r) => answered(r.story).ok === 0);
+    return bad ? 1 : 0;
+  } catch (error) {
+    console.error(
+      `lab: ${aborted ? "interrupted" : error instanceof Error ? error.message : error}`,
+    );
+    return aborted ? 130 : 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
