@@ -34,17 +34,22 @@ export interface StartOptions {
   noNotify?: boolean;
 }
 
-/** Starts `deno run main.ts` with tcp-listen:127.0.0.1:0 endpoints and waits for `ready`. */
-export async function startProgram(options: StartOptions = {}): Promise<Program> {
-  const endpoints = options.endpoints ?? [
+/** The endpoint flags of a test run: every stream on tcp-listen:127.0.0.1:0. */
+export function listenEndpoints(noNotify = false): string[] {
+  return [
     "--primary-in",
     "tcp-listen:127.0.0.1:0",
     "--secondary-in",
     "tcp-listen:127.0.0.1:0",
     "--outdev",
     "tcp-listen:127.0.0.1:0",
-    ...(options.noNotify ? [] : ["--notify-dev", "tcp-listen:127.0.0.1:0"]),
+    ...(noNotify ? [] : ["--notify-dev", "tcp-listen:127.0.0.1:0"]),
   ];
+}
+
+/** Starts `deno run main.ts` with tcp-listen:127.0.0.1:0 endpoints and waits for `ready`. */
+export async function startProgram(options: StartOptions = {}): Promise<Program> {
+  const endpoints = options.endpoints ?? listenEndpoints(options.noNotify);
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...endpoints, ...(options.flags ?? [])],
     stdin: "null",
