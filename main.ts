@@ -49,7 +49,12 @@ async function main(args: string[]): Promise<number> {
       console.log(`colo-compare ${VERSION}`);
       return 0;
     case "demo":
-      return await runDemo({ logLevel: command.logLevel });
+      try {
+        return await runDemo({ logLevel: command.logLevel, keepCaptures: command.keepCaptures });
+      } catch (error) {
+        if (error instanceof UsageError) fail(error.message);
+        throw error;
+      }
     case "replay":
       try {
         const replay = parseReplayCommand(command.args);

@@ -58,7 +58,8 @@ export function configAddresses(config: Config): Address[] {
 /** What the command line asks for. */
 export type Command =
   | { kind: "run"; config: Config }
-  | { kind: "demo"; logLevel: Level | null }
+  /** `keepCaptures`: where the demo keeps the two VMs' captures (SPEC 12), or null. */
+  | { kind: "demo"; logLevel: Level | null; keepCaptures: string | null }
   /** `replay`: its own flags, parsed by `src/replay/command.ts`. */
   | { kind: "replay"; args: string[] }
   | { kind: "help" }
@@ -85,7 +86,9 @@ export const HELP =
 Usage:
   colo-compare --primary-in ADDR --secondary-in ADDR --outdev ADDR
                [--notify-dev ADDR | --qmp ADDR] [options]
-  colo-compare demo        run the comparator on a built-in demo (no VM needed)
+  colo-compare demo [--keep-captures DIR]
+                           run the comparator on a built-in demo (no VM needed); keep the two
+                           VMs' captures in DIR for colo-compare replay
   colo-compare replay --primary FILE --secondary FILE [--json] [--capture FILE] ...
                            run the comparator over two captures (replay --help)
 
@@ -152,6 +155,7 @@ const OPTIONS = {
   "metrics": { type: "string" },
   "monitor": { type: "string" },
   "id": { type: "string" },
+  "keep-captures": { type: "string" },
   "help": { type: "boolean", short: "h" },
   "version": { type: "boolean", short: "V" },
 } as const;
@@ -306,12 +310,21 @@ export function parseCommandLine(args: string[]): Command {
   const positionals = parsed.positionals;
   if (positionals.length > 0) {
     if (positionals[0] === "demo" && positionals.length === 1) {
-      return { kind: "demo", logLevel: level(v["log-level"]) };
+      return {
+        kind: "demo",
+        logLevel: level(v["log-level"]),
+        keepCaptures: v["keep-captures"] ?? null,
+      };
     }
     throw new UsageError(
       `unexpected argument "${
         positionals[0]
       }"; the commands are "demo" and "replay", everything else is a --flag (see --help)`,
+    );
+  }
+  if (v["keep-captures"] !== undefined) {
+    throw new UsageError(
+      "--keep-captures belongs to the demo: colo-compare demo --keep-captures DIR",
     );
   }
   const primaryIn = address("primary-in", v["primary-in"], true)!;

@@ -67,7 +67,20 @@ Deno.test("cli: unix addresses and the demo command", () => {
     "--outdev=unix-listen:/tmp/o.sock",
   ]);
   assert.equal(c.kind, "run");
-  assert.deepEqual(parseCommandLine(["demo"]), { kind: "demo", logLevel: null });
+  assert.deepEqual(parseCommandLine(["demo"]), {
+    kind: "demo",
+    logLevel: null,
+    keepCaptures: null,
+  });
+  assert.deepEqual(parseCommandLine(["demo", "--keep-captures", "/tmp/c"]), {
+    kind: "demo",
+    logLevel: null,
+    keepCaptures: "/tmp/c",
+  });
+  assert.throws(
+    () => parseCommandLine(["--primary-in=tcp:a:1", "--keep-captures", "/tmp/c"]),
+    /--keep-captures belongs to the demo/,
+  );
   assert.deepEqual(parseCommandLine(["--help"]), { kind: "help" });
   assert.deepEqual(parseCommandLine(["-V"]), { kind: "version" });
 });

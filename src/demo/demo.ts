@@ -9,11 +9,12 @@
  */
 
 import { COLO_CHECKPOINT, COLO_USERSPACE_PROXY_INIT, DO_CHECKPOINT } from "../checkpoint/notify.ts";
-import { type Config, DEFAULTS } from "../cli.ts";
+import { type Config, DEFAULTS, UsageError } from "../cli.ts";
 import { Comparator } from "../comparator.ts";
 import { type Level, LEVELS, Logger } from "../log.ts";
 import { encodeFrame, FrameDecoder } from "../wire/codec.ts";
 import { parseAddress } from "../wire/address.ts";
+import { captureAndReplay, replayCommand, replaySummary, type SentFrame } from "./captures.ts";
 import {
   type Conversation,
   conversations,
@@ -37,11 +38,15 @@ export interface DemoOptions {
   seed?: number;
   /** Show the live progress line (default: only when stdout is a terminal). */
   progress?: boolean;
+  /** Keep the two VMs' captures in this directory (default: a temporary one, deleted). */
+  keepCaptures?: string | null;
 }
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const PHASE_TIMEOUT_MS = 20_000;
+/** How long the simulated controller takes for a checkpoint (suspend, transfer, resume). */
+const CHECKPOINT_MS = 20;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -111,7 +116,7 @@ class Controller {
   /** Suspends both VMs, transfers state (simulated), resumes, tells the comparator. */
   async #checkpoint(): Promise<void> {
     this.requests.push(performance.now());
-    await sleep(20);
+    await sleep(CHECKPOINT_MS);
     await writeAll(this.#conn, encodeFrame(encoder.encode(COLO_CHECKPOINT)));
   }
 
@@ -204,6 +209,18 @@ function percentile(sorted: number[], p: number): number {
 /** Runs the demo; returns the exit status (0 only when the comparator behaved correctly). */
 export async function runDemo(options: DemoOptions): Promise<number> {
   const print = options.print ?? ((line: string) => console.log(line));
+  const keep = options.keepCaptures ?? null;
+  if (keep !== null) {
+    try {
+      await Deno.mkdir(keep, { recursive: true });
+    } catch (error) {
+      throw new UsageError(
+        `--keep-captures ${keep}: cannot create it (${
+          (error as Error).message
+        }); give a writable directory`,
+      );
+    }
+  }
   const shown = options.logLevel ?? "warn";
   const checkpointLines: string[] = [];
   // The comparator logs at info at least, so the demo can read its checkpoint requests; only
@@ -276,6 +293,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
 
   let failure: string | null = null;
   const initReply = await controller.init();
+  const order: Record<"primary" | "secondary", GuestFrame[]> = { primary: [], secondary: [] };
   try {
     let expected = 0;
     for (const phase of phases) {
@@ -283,6 +301,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       expected += phase.list.reduce((n, c) => n + c.primary.length, 0);
       const pri = interleave(phase.list, "primary", 8, rng);
       const sec = interleave(phase.list, "secondary", 8, rng);
+      order.primary.push(...pri);
+      order.secondary.push(...sec);
       await Promise.all([
         guest(primary, pri, sentAt, new Rng(rng.int(1, 1e9)), () => sent++),
         guest(secondary, sec, sentAt, new Rng(rng.int(1, 1e9)), () => sent++),
@@ -305,6 +325,31 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   await client.close();
   const report = await comparator.stop();
 
+  // The same frames, stamped with their send times, through `colo-compare replay`'s engine.
+  const replayOptions = {
+    compareTimeout: config.compareTimeout,
+    expiredScanCycle: config.expiredScanCycle,
+    maxQueueSize: config.maxQueueSize,
+    checkpointDelay: CHECKPOINT_MS,
+    divergencesShown: 0,
+  };
+  const sentFrames = (side: "primary" | "secondary"): SentFrame[] =>
+    order[side].filter((f) => sentAt.has(f)).map((f) => ({
+      epochMs: performance.timeOrigin + sentAt.get(f)!,
+      bytes: f.bytes,
+    }));
+  const dir = keep ?? await Deno.makeTempDir({ prefix: "colo-compare-demo-" });
+  let replayed;
+  try {
+    replayed = await captureAndReplay(
+      dir,
+      { primary: sentFrames("primary"), secondary: sentFrames("secondary") },
+      replayOptions,
+    );
+  } finally {
+    if (keep === null) await Deno.remove(dir, { recursive: true });
+  }
+
   const stats = comparator.stats;
   const problems = judge({
     conversations: all,
@@ -316,6 +361,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     releasedByCheckpoint: stats.releasedByCheckpoint,
     dropped: stats.droppedOn("primary") + stats.droppedOn("secondary") + stats.outdevOverflow,
     heldAtEnd: report.heldPrimary + report.heldSecondary,
+    replayCheckpoints: replayed.checkpoints.requested,
   });
   if (failure) problems.unshift(failure);
   const latencies: number[] = [];
@@ -352,9 +398,16 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       percentile(latencies, 0.99).toFixed(3)
     } ms (${latencies.length} frames, from both copies sent to released on outdev)`,
   );
+  print(`  replay           ${replaySummary(replayed)}`);
+  const command = replayCommand(keep ?? "DIR", replayOptions);
+  print(
+    keep === null
+      ? `  captures         deleted; keep them with colo-compare demo --keep-captures DIR, then: ${command}`
+      : `  captures         kept in ${keep}: ${command}`,
+  );
   if (problems.length === 0) {
     print(
-      "  result           PASS: every primary frame reached outdev once, in order; one checkpoint, for the divergence",
+      "  result           PASS: every primary frame reached outdev once, in order; one checkpoint, for the divergence, as replay counts",
     );
     return 0;
   }

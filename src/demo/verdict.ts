@@ -24,6 +24,8 @@ export interface Observed {
   dropped: number;
   /** Frames still held when it stopped. */
   heldAtEnd: number;
+  /** Checkpoints `colo-compare replay` requested over the same frames, from captures. */
+  replayCheckpoints: number;
 }
 
 /** A frame's bytes as a string key (frames are compared whole). */
@@ -74,6 +76,11 @@ export function judge(o: Observed): string[] {
   if (o.releasedByCheckpoint !== o.divergent.primary.length) {
     problems.push(
       `${o.releasedByCheckpoint} frames were released by the checkpoint, expected ${o.divergent.primary.length} (the NTP reply)`,
+    );
+  }
+  if (o.replayCheckpoints !== o.checkpointRequests.length) {
+    problems.push(
+      `replay of the captures requested ${o.replayCheckpoints} checkpoints, the live run ${o.checkpointRequests.length}`,
     );
   }
   if (o.dropped) problems.push(`${o.dropped} frames were dropped`);

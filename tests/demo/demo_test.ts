@@ -19,19 +19,42 @@ Deno.test("demo: a short run over real sockets passes and prints the summary", a
   assert.match(text, /frames released +(\d+) of \1: \d+ after comparison, 1 by the checkpoint/);
   assert.match(text, /checkpoints +1 requested \(datagram: udp 10\.0\.0\.10:123 > /);
   assert.match(text, /added latency +median \d+\.\d+ ms, p99 \d+\.\d+ ms/);
+  // The replay of the same frames from captures finds the live run's one checkpoint.
+  const live = /checkpoints +(\d+) requested/.exec(text)![1];
+  const replay =
+    /replay +\d+ primary \/ \d+ secondary frames over \d+\.\d s of capture time: (\d+) checkpoints? requested \(\d+\.\d\d\/s\); by reason: 1 datagram; by connection: 1 udp 10\.0\.0\.10:123 > /
+      .exec(text);
+  assert.equal(replay?.[1], live, text);
+  assert.match(
+    text,
+    /captures +deleted; keep them with colo-compare demo --keep-captures DIR, then: colo-compare replay --primary DIR\/primary.pcapng /,
+  );
   assert.match(text, /result +PASS/);
 });
 
-Deno.test("demo: `colo-compare demo` exits 0 and prints PASS", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "demo"],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, stdout + new TextDecoder().decode(out.stderr));
-  assert.match(stdout, /result +PASS/);
-  assert.ok(!stdout.includes("\x1b["), "no progress line when stdout is not a terminal");
+const run = (args: string[]) =>
+  new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], stdout: "piped" })
+    .output();
+
+Deno.test("demo: `colo-compare demo --keep-captures` exits 0 and its replay command gives the same checkpoints", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await run(["demo", "--keep-captures", `${dir}/caps`]);
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, stdout);
+    assert.match(stdout, /result +PASS/);
+    assert.ok(!stdout.includes("\x1b["), "no progress line when stdout is not a terminal");
+    const command = new RegExp(`captures +kept in ${dir}/caps: colo-compare replay (.*)`)
+      .exec(stdout);
+    assert.ok(command, stdout);
+    const replayed = await run(["replay", ...command[1].split(" ")]);
+    const report = new TextDecoder().decode(replayed.stdout);
+    assert.equal(replayed.code, 0, report);
+    assert.match(report, /^checkpoints: 1 requested \(\d+\.\d+\/s\), 1 done$/m);
+    assert.match(report, /by reason:\n +1\tdatagram\n/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("demo: the simulated secondary really segments TCP differently", () => {
@@ -61,6 +84,7 @@ function observed(): Observed {
     releasedByCheckpoint: 1,
     dropped: 0,
     heldAtEnd: 0,
+    replayCheckpoints: 1,
   };
 }
 
@@ -88,6 +112,11 @@ Deno.test("demo: the verdict catches loss, duplicates, reordering and wrong chec
     ["init", (o) => o.initReply = "", /handshake/],
     ["held", (o) => o.heldAtEnd = 2, /still held/],
     ["dropped", (o) => o.dropped = 1, /dropped/],
+    [
+      "replay",
+      (o) => o.replayCheckpoints = 0,
+      /replay of the captures requested 0 checkpoints, the live run 1/,
+    ],
   ];
   for (const [name, spoil, re] of cases) {
     const o = observed();
