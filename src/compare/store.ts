@@ -26,7 +26,7 @@ export const SLAB_SIZE = 256 * 1024;
 /** Frames larger than this (GSO) get a buffer of their own. */
 const LARGE_FRAME = 16 * 1024;
 /** Empty slabs kept for reuse; the rest are left to the garbage collector. */
-const FREE_SLABS_MAX = 64;
+const FREE_SLABS_MAX = 16;
 
 /** The slab allocator for held frames. */
 export class FrameStore {
