@@ -69,8 +69,6 @@ export class CompareEngine implements CompareContext {
   /** Held packets in arrival order, oldest first (arrival time order, too). */
   #oldest: Packet | null = null;
   #newest: Packet | null = null;
-  /** A queue-full TCP drop asked for a checkpoint in this epoch (see `#input`). */
-  #overflowAsked = false;
   #heldPrimary = 0;
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
@@ -180,7 +178,6 @@ export class CompareEngine implements CompareContext {
    */
   checkpoint(now: number = this.#now): void {
     const sink = this.#sink;
-    this.#overflowAsked = false;
     this.#table.drainHeld((conn) => {
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
@@ -299,18 +296,6 @@ export class CompareEngine implements CompareContext {
         str: "queue size too big, drop packet",
       });
       sink.discard(side, "queue-full", frame, conn);
-      // A TCP segment dropped with bytes not yet compared leaves a gap in its side's stream
-      // that only a checkpoint closes: nothing after it on this connection can be compared,
-      // and the input goes on reading (and dropping) meanwhile. Ask now, once per epoch, not
-      // after compare-timeout. QEMU, which compares by offset, mismatches on the next
-      // segment and asks at once as well. A datagram leaves no gap (SPEC 6): no request.
-      if (
-        !this.#overflowAsked && kind === TCP_SEGMENT && info.payloadLen > 0 &&
-        !(conn.compareSeqSet && !seqAfter(seqAdd(info.seq, info.payloadLen), conn.compareSeq))
-      ) {
-        this.#overflowAsked = true;
-        sink.checkpoint("resources", conn, now);
-      }
       return;
     }
     if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + frame.length > this.#maxHeldBytes) {

@@ -52,39 +52,6 @@ Deno.test("engine: a side holds max-queue-size + 1 frames per connection, then d
   ]);
 });
 
-Deno.test("engine: a TCP segment dropped on a full queue asks for a checkpoint at once, once per epoch", () => {
-  const rec = new Recorder();
-  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 2 }, rec);
-  const seg = (seq: number) =>
-    frame({ tcp: { sport: 80, dport: 4000, seq, ack: 1, payload: "0123456789" } });
-  // The primary runs ahead: three segments fit (max-queue-size + 1), the next ones are dropped.
-  for (let i = 0; i < 5; i++) engine.primary(seg(1000 + 10 * i), 0, 0);
-  assert.equal(engine.heldPrimary, 3);
-  assert.deepEqual(rec.discards, ["primary:queue-full", "primary:queue-full"]);
-  assert.deepEqual(rec.checkpoints, ["resources"], "one request for the epoch, not one per drop");
-  engine.checkpoint();
-  assert.equal(rec.released.length, 3);
-  // A new epoch: the next gap asks again.
-  for (let i = 5; i < 9; i++) engine.primary(seg(1000 + 10 * i), 0, 0);
-  assert.deepEqual(rec.checkpoints, ["resources", "resources"]);
-});
-
-Deno.test("engine: a dropped TCP segment whose bytes were already compared asks for nothing", () => {
-  const rec = new Recorder();
-  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 0 }, rec);
-  const seg = (seq: number, payload: string) =>
-    frame({ tcp: { sport: 80, dport: 4000, seq, ack: 1, payload } });
-  engine.primary(seg(1000, "aaaa"), 0, 0);
-  engine.secondary(seg(1000, "aaaa"), 0, 0);
-  assert.equal(rec.released.length, 1, "compared and released");
-  // The secondary holds one segment (max-queue-size 0 + 1); a retransmission of compared
-  // bytes that does not fit leaves no gap.
-  engine.secondary(seg(1004, "bbbb"), 0, 0);
-  engine.secondary(seg(1000, "aaaa"), 0, 0);
-  assert.deepEqual(rec.discards.at(-1), "secondary:queue-full");
-  assert.deepEqual(rec.checkpoints, []);
-});
-
 Deno.test("engine: the expiry scan fires only for frames strictly older than compare-timeout", () => {
   const rec = new Recorder();
   const engine = new CompareEngine({ compareTimeout: 300, maxQueueSize: 1024 }, rec);
