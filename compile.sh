@@ -14,6 +14,10 @@
 set -eu
 cd "$(dirname "$0")"
 PERMISSIONS="--allow-net --allow-read --allow-write --no-prompt"
+# V8 memory settings baked into the binary (as bench/targets.ts PROGRAM_V8_FLAGS): a 1 MiB
+# young generation instead of up to 3 x 16 MiB, and a heap that grows in small steps. Peak RSS
+# in bench/README.md's issue 11 section.
+V8_FLAGS="--v8-flags=--max-semi-space-size=1,--optimize-for-size"
 mkdir -p dist
 
 # Exit status: 0 built, 1 the program does not compile, 3 no denort runtime to build with.
@@ -28,7 +32,7 @@ build() { # build OUTPUT [TARGET]
     return 1
   fi
   # shellcheck disable=SC2086
-  if NO_COLOR=1 deno compile --quiet --no-check $PERMISSIONS ${1:+--target "$1"} --output "$out" main.ts >"$log" 2>&1; then
+  if NO_COLOR=1 deno compile --quiet --no-check $PERMISSIONS $V8_FLAGS ${1:+--target "$1"} --output "$out" main.ts >"$log" 2>&1; then
     rm -f "$log"
     echo "built $out"
     return 0

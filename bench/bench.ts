@@ -137,8 +137,9 @@ async function runOnce(
       windowMs: opts.windowMs,
       drainQuietMs: 3000,
       sendOnly: target === "sink",
-      latencyPairs: opts.quick ? 300 : 5000,
+      latencyPairs: opts.quick ? 300 : 20_000,
       latencyWarmup: opts.quick ? 50 : 500,
+      latencyCold: opts.quick ? 100 : 2000,
       scaleConnections: opts.scaleConnections,
       floodMs: opts.floodMs,
       floodSecondaryRatio: 0.5,
@@ -256,7 +257,13 @@ function summary(r: LoadResult): string {
   if (r.framesPerSecond !== undefined) {
     parts.push(`${r.framesPerSecond.toLocaleString("en-US")} frames/s`);
   }
-  if (r.latency) parts.push(`p50 ${r.latency.p50} µs p99 ${r.latency.p99} µs`);
+  if (r.latency) {
+    const l = r.latency;
+    parts.push(
+      `p50 ${l.p50} µs p99 ${l.p99} µs p99.9 ${l.p999} µs max ${l.max} µs, ` +
+        `cold p99 ${l.coldP99} µs`,
+    );
+  }
   if (r.lost) parts.push(`${r.lost} lost`);
   if (r.cpu) parts.push(`cpu ${r.cpu.target}%/${r.cpu.generator}%`);
   if (r.scale) parts.push(`${r.scale.bytesPerConnection} B/conn, busy ${r.scale.ratio}`);

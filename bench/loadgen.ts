@@ -36,8 +36,11 @@ export interface LoadConfig {
   drainQuietMs: number;
   /** Send only, count nothing (the target is a sink): measures the generator itself. */
   sendOnly?: boolean;
+  /** Warm pairs measured (after the cold pairs and the warm-up pairs). */
   latencyPairs: number;
   latencyWarmup: number;
+  /** The first pairs after start, measured apart: the cost of compilation and warm-up. */
+  latencyCold: number;
   scaleConnections: number;
   floodMs: number;
   /** The lagging secondary sends this fraction of the primary's rounds. */
@@ -54,6 +57,21 @@ export interface LoadConfig {
 export interface CpuUse {
   target?: number;
   generator?: number;
+}
+
+/** Added latency of one pair, in µs: warm percentiles, and the first pairs after start. */
+export interface Latency {
+  p50: number;
+  p99: number;
+  p999: number;
+  mean: number;
+  /** The worst warm pair. */
+  max: number;
+  samples: number;
+  /** p99 and worst of the first `coldSamples` pairs after start (no warm-up before them). */
+  coldP99: number;
+  coldMax: number;
+  coldSamples: number;
 }
 
 /** What one generator run reports. */
@@ -74,7 +92,9 @@ export interface LoadResult {
   lost?: number;
   /** DO_CHECKPOINT requests seen on notify-dev. */
   checkpointRequests: number;
-  latency?: { p50: number; p99: number; mean: number; max: number; samples: number };
+  latency?: Latency;
+  /** The comparator's RSS before any peer connected (latency workload). */
+  idleRss?: number;
   scale?: {
     connections: number;
     rssBefore: number;
@@ -547,14 +567,18 @@ function percentile(sorted: number[], p: number): number {
 
 /**
  * One frame pair at a time: write the primary copy, then the secondary copy, and time from
- * the moment both writes returned until the frame has been read from outdev.
+ * the moment both writes returned until the frame has been read from outdev. The first
+ * `latencyCold` pairs after start are measured apart (the comparator's code is not compiled
+ * yet); then `latencyWarmup` pairs unmeasured, then `latencyPairs` warm pairs.
  */
 async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  result.idleRss = readMemory(cfg.targetPid)?.rss;
   const peers = await connect(cfg);
   await probe(peers);
-  const total = cfg.latencyWarmup + cfg.latencyPairs;
+  const total = cfg.latencyCold + cfg.latencyWarmup + cfg.latencyPairs;
   const pattern = buildPattern(SHAPES.latency, total);
   const wire = pattern.bytes.length / pattern.frames;
+  const cold: number[] = [];
   const samples: number[] = [];
   for (let i = 0; i < total; i++) {
     const f = pattern.bytes.subarray(pattern.frameOffsets[i], pattern.frameOffsets[i] + wire);
@@ -564,15 +588,21 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
     await peers.counter.until(i + 1);
     const t1 = performance.now();
     if (peers.counter.closed) throw new Error("outdev closed during the latency run");
-    if (i >= cfg.latencyWarmup) samples.push((t1 - t0) * 1000);
+    if (i < cfg.latencyCold) cold.push((t1 - t0) * 1000);
+    else if (i >= cfg.latencyCold + cfg.latencyWarmup) samples.push((t1 - t0) * 1000);
   }
   samples.sort((a, b) => a - b);
+  cold.sort((a, b) => a - b);
   result.latency = {
     p50: round1(percentile(samples, 50)),
     p99: round1(percentile(samples, 99)),
+    p999: round1(percentile(samples, 99.9)),
     mean: round1(samples.reduce((a, b) => a + b, 0) / samples.length),
     max: round1(samples[samples.length - 1]),
     samples: samples.length,
+    coldP99: round1(percentile(cold, 99)),
+    coldMax: round1(cold[cold.length - 1] ?? 0),
+    coldSamples: cold.length,
   };
   await finish(cfg, peers, total, result);
 }

@@ -14,7 +14,12 @@ import type { Seq32 } from "../packet/seq.ts";
 export class Connection {
   /** Position in first-seen order (increasing, never reused). */
   readonly id: number;
-  readonly key: Uint8Array;
+  /**
+   * The key's bytes as a one-byte string (one char per byte): about 40 bytes of heap where a
+   * Uint8Array of its own took an ArrayBuffer and a view, some 150 (issue 11: idle
+   * connections). Built once per connection; lookups compare it char by char.
+   */
+  readonly key: string;
   readonly hash: number;
   /** Compared as a TCP byte stream (otherwise datagram by datagram). */
   readonly tcp: boolean;
@@ -49,7 +54,7 @@ export class Connection {
   heldAt = -1;
   #name: string | null = null;
 
-  constructor(id: number, key: Uint8Array, hash: number, tcp: boolean) {
+  constructor(id: number, key: string, hash: number, tcp: boolean) {
     this.id = id;
     this.key = key;
     this.hash = hash;
@@ -68,8 +73,20 @@ export class Connection {
 
   /** The key as operators read it, e.g. `tcp 10.0.0.1:80 > 10.0.0.2:40000`. */
   get name(): string {
-    return this.#name ??= describeKey(this.key);
+    return this.#name ??= describeKey(keyBytes(this.key));
   }
+}
+
+/** The key bytes of a connection's key string. */
+function keyBytes(key: string): Uint8Array {
+  const b = new Uint8Array(key.length);
+  for (let i = 0; i < key.length; i++) b[i] = key.charCodeAt(i);
+  return b;
+}
+
+/** The first `n` bytes of `key` as a flat one-byte string (never a chain of concatenations). */
+function keyString(key: Uint8Array, n: number): string {
+  return String.fromCharCode(...key.subarray(0, n));
 }
 
 /** Orders connections by first sight. */
@@ -112,7 +129,7 @@ export class ConnectionTable {
       const k = c.key;
       if (k.length !== keyLen) continue;
       let i = 0;
-      while (i < keyLen && k[i] === key[i]) i++;
+      while (i < keyLen && k.charCodeAt(i) === key[i]) i++;
       if (i === keyLen) return c;
     }
     return null;
@@ -120,7 +137,7 @@ export class ConnectionTable {
 
   /** Adds a new connection at the end of first-seen order (neither idle nor held yet). */
   add(key: Uint8Array, keyLen: number, hash: number, tcp: boolean): Connection {
-    const c = new Connection(this.#nextId++, key.slice(0, keyLen), hash, tcp);
+    const c = new Connection(this.#nextId++, keyString(key, keyLen), hash, tcp);
     c.bucketNext = this.#buckets.get(hash) ?? null;
     this.#buckets.set(hash, c);
     c.prev = this.#last;

@@ -15,6 +15,8 @@ export class Slab {
   readonly bytes: Uint8Array;
   used = 0;
   live = 0;
+  /** Bytes of the frames still held in it. */
+  liveBytes = 0;
 
   constructor(size: number) {
     this.bytes = new Uint8Array(size);
@@ -25,8 +27,13 @@ export class Slab {
 export const SLAB_SIZE = 256 * 1024;
 /** Frames larger than this (GSO) get a buffer of their own. */
 const LARGE_FRAME = 16 * 1024;
+/**
+ * A long-held frame is moved out of its slab only while the slab's held bytes are below this:
+ * then the copy frees a slab of frames long gone. A slab still mostly held stays whole.
+ */
+const EVACUATE_BELOW = SLAB_SIZE / 4;
 /** Empty slabs kept for reuse; the rest are left to the garbage collector. */
-const FREE_SLABS_MAX = 64;
+const FREE_SLABS_MAX = 16;
 
 /** The slab allocator for held frames. */
 export class FrameStore {
@@ -55,6 +62,7 @@ export class FrameStore {
     slab.bytes.set(frame, at);
     slab.used = (at + n + 7) & ~7;
     slab.live++;
+    slab.liveBytes += n;
     p.data = slab.bytes.subarray(at, at + n);
     p.slab = slab;
   }
@@ -64,6 +72,7 @@ export class FrameStore {
     const slab = p.slab;
     if (slab === null) return;
     p.slab = null;
+    slab.liveBytes -= p.data.length;
     if (--slab.live > 0) return;
     slab.used = 0;
     if (slab === this.#current) return;
@@ -73,10 +82,12 @@ export class FrameStore {
 
   /**
    * Moves a long-held frame into a buffer of its own, so that one stuck frame does not pin a
-   * whole slab of frames long gone.
+   * whole slab of frames long gone. Frames of a slab that is still mostly held stay: copying
+   * them would free nothing until all are copied, and would double their memory meanwhile (a
+   * flood's thousands of held frames at a timeout, released a checkpoint later).
    */
   evacuate(p: Packet): void {
-    if (p.slab === null) return;
+    if (p.slab === null || p.slab.liveBytes > EVACUATE_BELOW) return;
     const own = p.data.slice();
     this.release(p);
     p.data = own;

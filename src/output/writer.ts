@@ -41,7 +41,7 @@ export interface WriterOptions {
 /** Output is buffered in chunks of this size, reused once written. */
 const CHUNK_SIZE = 1024 * 1024;
 /** Written chunks kept for reuse (the rest go back to the allocator). */
-const FREE_CHUNKS_MAX = 32;
+const FREE_CHUNKS_MAX = 4;
 
 /**
  * While disconnected, a chunk takes frames for at most this long (ms) and then a new one

@@ -44,3 +44,16 @@ Deno.test("store: large frames get their own buffer; evacuated frames leave thei
   assert.deepEqual(old.data, bytes);
   assert.equal(old.data.buffer.byteLength, 100, "its own buffer now");
 });
+
+Deno.test("store: frames of a slab that is still mostly held are not evacuated", () => {
+  const store = new FrameStore();
+  const held = Array.from({ length: 200 }, (_, i) => kept(store, pseudoRandomBytes(1000, i)));
+  assert.equal(store.slabs, 1);
+  store.evacuate(held[0]);
+  assert.equal(held[0].slab !== null, true, "199 KiB of its slab are held: it stays");
+  // Once most of the slab is gone, a long-held frame leaves it.
+  for (const p of held.slice(1, 190)) store.release(p);
+  store.evacuate(held[0]);
+  assert.equal(held[0].slab, null);
+  assert.equal(held[0].data.buffer.byteLength, 1000);
+});
