@@ -19,6 +19,8 @@ import type { ChannelEvents } from "./channel.ts";
 
 /** A line longer than this (1 MiB) ends the connection (SPEC 8: every resource bounded). */
 export const MAX_LINE_BYTES = 1 << 20;
+/** QEMU's default `x-checkpoint-delay` (ms), for a monitor that does not report it. */
+export const DEFAULT_CHECKPOINT_DELAY_MS = 20_000;
 /** While COLO is not active, its state is asked for this often (ms). */
 export const POLL_INTERVAL_MS = 1000;
 /** A command unanswered this long (ms) means the monitor hangs: reconnect. */
@@ -359,8 +361,12 @@ export class QmpSession {
         s.resumed = true;
         if (s.runState === null && !s.pass) return; // decided when its query-status is answered
         s.decided = true;
+        // A reply without a run state says nothing against a checkpoint: count it unless COLO
+        // is known to be off (a monitor that answers `{}` must not make checkpoints vanish).
         if (s.pass || s.runState === "colo") this.#checkpointDone("resume");
-        else this.#log.debug("qmp-stop-not-checkpoint", { run_state: s.runState });
+        else if (s.runState === "unknown" && this.#colo !== "inactive") {
+          this.#checkpointDone("resume run_state=unknown");
+        } else this.#log.debug("qmp-stop-not-checkpoint", { run_state: s.runState });
         return;
       }
       case "COLO_EXIT":
@@ -390,12 +396,12 @@ export class QmpSession {
    * A `STOP` resumed before its `query-status` was answered, decided when the answer comes.
    * `colo`: a checkpoint. `paused`: a user's stop. Anything else (`running`: the query ran
    * after the resume, the monitor was busy through the whole stop, as it is while a
-   * checkpoint holds QEMU's big lock) counts as a checkpoint only while COLO is active.
+   * checkpoint holds QEMU's big lock) counts as a checkpoint unless COLO is known to be off.
    */
   #decideLate(s: Stop): void {
     s.decided = true;
     if (s.runState === "colo") this.#checkpointDone("late-reply");
-    else if (s.runState !== "paused" && this.#colo === "active") {
+    else if (s.runState !== "paused" && this.#colo !== "inactive") {
       this.#checkpointDone(`late-reply run_state=${s.runState}`);
     } else this.#log.debug("qmp-stop-not-checkpoint", { run_state: s.runState });
   }
@@ -498,12 +504,17 @@ export class QmpSession {
         this.#send(this.#pollWith, undefined, now);
         return;
       case "query-migrate-parameters": {
-        const delay = r["x-checkpoint-delay"];
+        let delay = r["x-checkpoint-delay"];
         if (typeof delay !== "number" || !Number.isInteger(delay) || delay < 0) {
-          this.#note("no-checkpoint-delay", "error", "qmp-no-checkpoint-delay", {
-            note: "this QEMU reports no x-checkpoint-delay: it cannot run COLO; requests fail",
+          // Not a QEMU that runs COLO as 7.2 does; the request still goes out, with the value
+          // last read or QEMU's default, so that a checkpoint is asked for all the same.
+          delay = this.#delay ?? DEFAULT_CHECKPOINT_DELAY_MS;
+          this.#note("no-checkpoint-delay", "warn", "qmp-no-checkpoint-delay", {
+            note: `this monitor reports no x-checkpoint-delay; requests set ${delay} ms`,
           });
-          if (p.request) this.#requesting = false;
+          if (p.request) {
+            this.#send("migrate-set-parameters", { "x-checkpoint-delay": delay }, now, null, true);
+          }
           return;
         }
         if (delay !== this.#delay) {
@@ -535,7 +546,13 @@ export class QmpSession {
         this.#polling = false;
         const mode = r.mode;
         if (mode === "primary") this.#polled(true, "query-colo-status mode=primary");
-        else if (mode === "secondary") {
+        else if (typeof mode !== "string") {
+          // Not QEMU's reply shape: only an explicit mode may switch comparing off.
+          this.#note("colo-status-shape", "warn", "qmp-unexpected-reply", {
+            command: "query-colo-status",
+            note: "no mode in the reply; COLO's state left as it was",
+          });
+        } else if (mode === "secondary") {
           this.#note("secondary", "error", "qmp-wrong-peer", {
             note: "this monitor is the secondary QEMU's; give --qmp the primary's monitor",
           });

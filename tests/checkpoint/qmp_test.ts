@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import {
+  DEFAULT_CHECKPOINT_DELAY_MS,
   MAX_LINE_BYTES,
   MAX_NOTE_CLASSES,
   POLL_INTERVAL_MS,
@@ -470,8 +471,16 @@ Deno.test("qmp session: error replies are logged once per class and release the 
   assert.equal(h.session.request(h.now), true);
   assert.deepEqual(executes(h.sent), ["query-migrate-parameters"], "a failed request is retried");
   h.reply("query-migrate-parameters", { "max-bandwidth": 1 });
-  assert.equal(h.logged("qmp-no-checkpoint-delay").length, 1, "a QEMU without COLO is named");
-  assert.equal(h.sent.length, 1, "no set without a value read fresh");
+  assert.equal(h.logged("qmp-no-checkpoint-delay").length, 1, "a monitor without it is named");
+  assert.deepEqual(
+    h.sent[1],
+    {
+      execute: "migrate-set-parameters",
+      arguments: { "x-checkpoint-delay": 100 },
+      id: h.sent[1].id,
+    },
+    "the request still goes out, with the value last read",
+  );
   // Repeats are summarised, not logged a line each.
   h.session.detach();
   assert.match(
@@ -590,4 +599,35 @@ Deno.test("qmp session: a disconnect forgets the open stop and the request, keep
   assert.deepEqual(h.happened, [], "a RESUME whose STOP came on another connection");
   assert.equal(h.session.request(h.now), true, "the old request does not block a new one");
   assert.deepEqual(executes(h.sent), ["query-migrate-parameters"]);
+});
+
+Deno.test("qmp session: a monitor that answers {} to every query keeps comparing and its STOP/RESUME flushes", () => {
+  const h = new Harness();
+  h.negotiate();
+  h.reply("query-migrate-parameters", {});
+  h.reply("query-status", {});
+  h.reply("query-colo-status", {});
+  assert.deepEqual(
+    h.happened,
+    ["peer true"],
+    "no mode in the reply: comparing is not switched off",
+  );
+  assert.equal(h.logged("qmp-unexpected-reply").length, 1);
+  h.happened.length = 0;
+  h.event("STOP");
+  h.reply("query-status", {});
+  h.event("RESUME");
+  assert.deepEqual(h.happened, ["checkpoint-done"]);
+  h.happened.length = 0;
+  h.event("STOP");
+  h.reply("query-status", { status: "paused", running: false });
+  h.event("RESUME");
+  assert.deepEqual(h.happened, [], "an explicit paused stop still flushes nothing");
+  h.take();
+  assert.equal(h.session.request(h.now), true);
+  h.reply("query-migrate-parameters", {});
+  assert.deepEqual(h.sent.map((c) => [c.execute, c.arguments]), [
+    ["query-migrate-parameters", undefined],
+    ["migrate-set-parameters", { "x-checkpoint-delay": DEFAULT_CHECKPOINT_DELAY_MS }],
+  ], "the request goes out with QEMU's default when no value was ever read");
 });
