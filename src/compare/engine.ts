@@ -175,9 +175,24 @@ export class CompareEngine implements CompareContext {
    * held primary frame in order and drop every held secondary frame. Only connections that
    * hold frames are walked (SPEC 8); they are idle from `now` on (default: the latest time
    * the engine saw). TCP bytes flushed count as compared (see `flushedTcp`).
+   *
+   * `secondaryCutoff` (`--qmp-secondary`): the secondary resumed at this time, so its frames
+   * that arrived later are the new epoch's; they stay queued and are compared with the
+   * primary's next frames. Returns how many were kept.
    */
-  checkpoint(now: number = this.#now): void {
+  checkpoint(now: number = this.#now, secondaryCutoff: number | null = null): number {
     const sink = this.#sink;
+    let kept = 0;
+    const drop = (s: Packet) => {
+      this.#unhold(s);
+      sink.discard("secondary", "checkpoint", s.data, s.conn);
+      this.#recycle(s);
+    };
+    const newer = (s: Packet): boolean => {
+      if (s.createdAt <= secondaryCutoff!) return false;
+      kept++;
+      return true;
+    };
     this.#table.drainHeld((conn) => {
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
@@ -188,14 +203,12 @@ export class CompareEngine implements CompareContext {
         });
       }
       if (conn.secondary.length > 0) {
-        conn.secondary.drain((s) => {
-          this.#unhold(s);
-          sink.discard("secondary", "checkpoint", s.data, conn);
-          this.#recycle(s);
-        });
+        if (secondaryCutoff === null) conn.secondary.drain(drop);
+        else conn.secondary.drainUnless(newer, drop);
       }
       this.#place(conn, now);
     }, now);
+    return kept;
   }
 
   /**

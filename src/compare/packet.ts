@@ -109,6 +109,22 @@ export class PacketQueue {
     else items.splice(i, 0, p);
   }
 
+  /**
+   * Keeps, in order, the packets for which `keep` is true and removes the rest, calling `fn`
+   * for each one removed, from the head. O(length).
+   */
+  drainUnless(keep: (p: Packet) => boolean, fn: (p: Packet) => void): void {
+    const items = this.#items;
+    let kept = 0;
+    for (let i = this.#head; i < items.length; i++) {
+      const p = items[i];
+      if (keep(p)) items[kept++] = p;
+      else fn(p);
+    }
+    items.length = kept;
+    this.#head = 0;
+  }
+
   /** Empties the queue, calling `fn` for each packet from the head. */
   drain(fn: (p: Packet) => void): void {
     const items = this.#items;

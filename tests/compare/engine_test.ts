@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { arp, frame } from "../support/packets.ts";
+import { arp, frame, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 const udp = (payload: string, sport = 1000) => frame({ udp: { sport, payload } });
@@ -201,4 +201,57 @@ Deno.test("engine: the trace carries QEMU's trace-event names", () => {
       `missing "${want}" in:\n${traced.join("\n")}`,
     );
   }
+});
+
+Deno.test("engine: a checkpoint with a secondary cutoff keeps newer UDP secondary frames and compares them next epoch", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.primary(udp("old-p"), 0, 10);
+  engine.secondary(udp("old-s"), 0, 20); // before the secondary resumed: old epoch
+  engine.secondary(udp("reply"), 0, 40); // after it resumed at 30: the new epoch's
+  assert.equal(engine.checkpoint(50, 30), 1, "one secondary frame kept");
+  assert.deepEqual(rec.released.map((f) => new TextDecoder().decode(f.subarray(42))), ["old-p"]);
+  assert.deepEqual(rec.discards, ["secondary:checkpoint"]);
+  assert.equal(engine.heldSecondary, 1);
+  assert.equal(engine.oldestHeldAt, 40);
+  engine.primary(udp("reply"), 0, 60);
+  assert.equal(rec.released.length, 2, "the primary's reply matches the kept frame at once");
+  assert.deepEqual(rec.releaseReasons, ["checkpoint", "compared"]);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
+Deno.test("engine: a checkpoint with a secondary cutoff keeps newer TCP segments; compare_seq moves past the flushed primary", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  const seg = (seq: number, payload: string) =>
+    frame({ tcp: { seq, ack: 7, flags: TCP.ACK, payload } });
+  engine.primary(seg(100, "abcd"), 0, 10); // old epoch, released by the flush
+  engine.secondary(seg(96, "wxyz"), 0, 20); // old epoch, not lined up with it: dropped
+  engine.secondary(seg(104, "efgh"), 0, 40); // new epoch, kept
+  assert.equal(engine.checkpoint(50, 30), 1);
+  assert.deepEqual(rec.discards, ["secondary:checkpoint"]);
+  engine.primary(seg(104, "efgh"), 0, 60);
+  assert.deepEqual(rec.releaseReasons, ["checkpoint", "compared"]);
+  assert.deepEqual(rec.checkpoints, [], "no divergence");
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+  // A kept segment that differs is a divergence of the new epoch, as usual.
+  engine.secondary(seg(108, "ijkl"), 0, 70);
+  engine.checkpoint(80, 65);
+  engine.primary(seg(108, "ijXX"), 0, 90);
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+});
+
+Deno.test("engine: a checkpoint without a cutoff drops every held secondary frame, however new", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.secondary(udp("a"), 0, 10);
+  engine.secondary(udp("b", 7), 0, 1000);
+  assert.equal(engine.checkpoint(5), 0);
+  assert.equal(engine.heldSecondary, 0);
+  assert.equal(engine.oldestHeldAt, null);
+  assert.deepEqual(rec.discards, ["secondary:checkpoint", "secondary:checkpoint"]);
+  // A frame arriving exactly at the cutoff is not newer than it.
+  engine.secondary(udp("c"), 0, 30);
+  assert.equal(engine.checkpoint(40, 30), 0);
+  assert.equal(engine.heldSecondary, 0);
 });

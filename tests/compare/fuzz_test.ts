@@ -70,17 +70,21 @@ Deno.test("fuzz: random traffic never throws, loses or duplicates a primary fram
       } else if (r < 0.97) {
         engine.tick(now);
       } else {
-        engine.checkpoint();
+        // Half the flushes keep the secondary's newest frames (`--qmp-secondary`).
+        engine.checkpoint(now, rng.int(0, 1) ? null : now - rng.int(0, 20));
       }
       let held = 0;
+      let queued = 0;
       for (const c of engine.connectionList()) {
         assert.ok(c.primary.length <= maxQueueSize + 1 && c.secondary.length <= maxQueueSize + 1);
         // Every connection is on exactly one of the idle list and the held list (SPEC 8).
         if (c.empty) assert.ok(c.idle && c.heldAt < 0, `seed ${seed}: empty ${c.name} not idle`);
         else assert.ok(!c.idle && c.heldAt >= 0, `seed ${seed}: ${c.name} holds, not listed`);
         if (!c.empty) held++;
+        queued += c.primary.length + c.secondary.length;
       }
       assert.equal(engine.heldConnections, held);
+      assert.equal(engine.heldPrimary + engine.heldSecondary, queued, `seed ${seed}: counts`);
       assert.ok(engine.connections <= 8);
     }
     engine.checkpoint();
