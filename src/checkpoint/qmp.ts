@@ -9,7 +9,7 @@
 
 import type { Logger } from "../log.ts";
 import type { ChannelEvents, CheckpointChannel } from "./channel.ts";
-import { QmpSession } from "./qmp_session.ts";
+import { QmpSession, type VmStateEvents } from "./qmp_session.ts";
 
 /** Commands waiting to be written beyond this (1 MiB): the peer does not read (SPEC 8). */
 export const MAX_OUTPUT_BYTES = 1 << 20;
@@ -51,17 +51,48 @@ export class QmpChannel implements CheckpointChannel {
   #writer: ByteStream | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  /** `endpoint`: e.g. `new Endpoint("qmp", config.qmp, log)`. */
-  constructor(endpoint: QmpEndpoint, events: ChannelEvents, log: Logger) {
+  /**
+   * `endpoint`: e.g. `new Endpoint("qmp", config.qmp, log)`. `watch`: see
+   * {@linkcode QmpChannel.watcher}.
+   */
+  constructor(
+    endpoint: QmpEndpoint,
+    events: ChannelEvents,
+    log: Logger,
+    watch: VmStateEvents | null = null,
+  ) {
     this.#endpoint = endpoint;
-    this.#session = new QmpSession({
-      send: (command) => this.#send(command),
-      drop: (reason) => this.#drop(reason),
-      checkpointDone: () => events.checkpointDone(),
-      coloExit: (reason) => events.coloExit(reason),
-      coloActive: () => events.coloActive(),
-      peer: (connected) => events.peer(connected),
-    }, log);
+    this.#session = new QmpSession(
+      {
+        send: (command) => this.#send(command),
+        drop: (reason) => this.#drop(reason),
+        checkpointDone: () => events.checkpointDone(),
+        coloExit: (reason) => events.coloExit(reason),
+        coloActive: () => events.coloActive(),
+        peer: (connected) => events.peer(connected),
+      },
+      log,
+      watch,
+    );
+  }
+
+  /**
+   * The secondary QEMU's monitor (`--qmp-secondary`): only its `STOP`s and `RESUME`s are
+   * reported; it never takes a request and never decides a checkpoint.
+   */
+  static watcher(
+    endpoint: QmpEndpoint,
+    watch: VmStateEvents,
+    peer: (connected: boolean) => void,
+    log: Logger,
+  ): QmpChannel {
+    const none = () => {};
+    return new QmpChannel(
+      endpoint,
+      { checkpointDone: none, coloExit: none, coloActive: none, peer },
+      log,
+      watch,
+    );
   }
 
   /** True once the monitor accepted `qmp_capabilities`. */

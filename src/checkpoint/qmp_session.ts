@@ -11,6 +11,10 @@
  * (`paused`), so every `STOP` is followed by a `query-status`. Run state `colo` does not prove
  * that COLO runs: failover (`x-colo-lost-heartbeat`) stops the VM in that state too.
  *
+ * Watching (`--qmp-secondary`): the same conversation with the secondary QEMU's monitor, which
+ * only reports its `STOP`s and `RESUME`s ({@linkcode VmStateEvents}): after `qmp_capabilities`
+ * nothing is sent, nothing is polled, no checkpoint is ever decided there.
+ *
  * @module
  */
 
@@ -38,6 +42,14 @@ export interface QmpSessionSink extends ChannelEvents {
   send(command: string): void;
   /** Ends the connection; the channel reconnects (or re-accepts) as usual. */
   drop(reason: string): void;
+}
+
+/** What a watching session reports: the VM's own stops and resumes, as they are read. */
+export interface VmStateEvents {
+  /** `STOP`: the VM stopped (a checkpoint begins on the secondary, or a user's stop). */
+  stopped(): void;
+  /** `RESUME`: the VM runs again; what it sends from now on is the new epoch's. */
+  resumed(): void;
 }
 
 /** The commands this session sends. */
@@ -95,6 +107,8 @@ const decoder = new TextDecoder();
 export class QmpSession {
   readonly #sink: QmpSessionSink;
   readonly #log: Logger;
+  /** Watching the secondary's monitor: report stops and resumes, send nothing but capabilities. */
+  readonly #watch: VmStateEvents | null;
   #phase: Phase = "detached";
   /** Set once the session asked for the connection to end: ignore the rest. */
   #dropped = false;
@@ -126,9 +140,11 @@ export class QmpSession {
   readonly #repeats = new Map<string, { level: NoteLevel; count: number }>();
   #summarisedAt = 0;
 
-  constructor(sink: QmpSessionSink, log: Logger) {
+  /** `watch`: a watching session (`--qmp-secondary`) that reports there, see the module. */
+  constructor(sink: QmpSessionSink, log: Logger, watch: VmStateEvents | null = null) {
     this.#sink = sink;
     this.#log = log;
+    this.#watch = watch;
   }
 
   /** True once `qmp_capabilities` was accepted: requests can be sent. */
@@ -251,6 +267,7 @@ export class QmpSession {
       const version = isObject(msg.QMP) && isObject(msg.QMP.version) ? msg.QMP.version : null;
       const q = version && isObject(version.qemu) ? version.qemu : null;
       this.#log.info("qmp-greeting", {
+        monitor: this.#monitor,
         qemu: q ? `${q.major}.${q.minor}.${q.micro}` : "-",
         package: version ? text(version.package) : "-",
       });
@@ -273,7 +290,7 @@ export class QmpSession {
    * while no monitor is ready; true also when a request is already in flight.
    */
   request(now: number): boolean {
-    if (!this.ready) return false;
+    if (!this.ready || this.#watch !== null) return false;
     if (this.#requesting) return true;
     this.#requesting = true;
     this.#send("query-migrate-parameters", undefined, now, null, true);
@@ -297,7 +314,10 @@ export class QmpSession {
       }
       break;
     }
-    if (this.#colo !== "active" && !this.#polling && now - this.#lastPoll >= POLL_INTERVAL_MS) {
+    if (
+      this.#watch === null && this.#colo !== "active" && !this.#polling &&
+      now - this.#lastPoll >= POLL_INTERVAL_MS
+    ) {
       this.#poll(now);
     }
     if (now - this.#summarisedAt >= SUMMARY_INTERVAL_MS) {
@@ -345,6 +365,12 @@ export class QmpSession {
   // Events.
 
   #event(name: string, data: Json, now: number): void {
+    const watch = this.#watch;
+    if (watch !== null) {
+      if (name === "STOP") watch.stopped();
+      else if (name === "RESUME") watch.resumed();
+      return;
+    }
     switch (name) {
       case "STOP":
         if (this.#stopped !== null) return; // a repeated STOP adds nothing
@@ -495,8 +521,9 @@ export class QmpSession {
     switch (p.command) {
       case "qmp_capabilities":
         this.#phase = "ready";
-        this.#log.info("qmp-ready", {});
+        this.#log.info("qmp-ready", { monitor: this.#monitor });
         this.#sink.peer(true);
+        if (this.#watch !== null) return;
         this.#send("query-migrate-parameters", undefined, now);
         this.#send("query-status", undefined, now);
         this.#polling = true;
@@ -573,6 +600,11 @@ export class QmpSession {
         return;
       }
     }
+  }
+
+  /** Whose monitor this is, for the log. */
+  get #monitor(): string {
+    return this.#watch === null ? "primary" : "secondary";
   }
 
   // Logged once per class, then summarised (SPEC 8).

@@ -11,6 +11,7 @@ import {
   QmpSession,
   type QmpSessionSink,
   REPLY_TIMEOUT_MS,
+  type VmStateEvents,
 } from "../../src/checkpoint/qmp_session.ts";
 import { Logger } from "../../src/log.ts";
 
@@ -32,8 +33,9 @@ class Harness implements QmpSessionSink {
   readonly session: QmpSession;
   now = 1000;
 
-  constructor() {
-    this.session = new QmpSession(this, new Logger("debug", (l) => this.logs.push(l)));
+  /** `watch`: a watching session (`--qmp-secondary`). */
+  constructor(watch: VmStateEvents | null = null) {
+    this.session = new QmpSession(this, new Logger("debug", (l) => this.logs.push(l)), watch);
   }
 
   send(command: string): void {
@@ -630,4 +632,27 @@ Deno.test("qmp session: a monitor that answers {} to every query keeps comparing
     ["query-migrate-parameters", undefined],
     ["migrate-set-parameters", { "x-checkpoint-delay": DEFAULT_CHECKPOINT_DELAY_MS }],
   ], "the request goes out with QEMU's default when no value was ever read");
+});
+
+Deno.test("qmp session: a watching session (--qmp-secondary) reports STOP and RESUME and sends nothing after the capabilities", () => {
+  const seen: string[] = [];
+  const h = new Harness({
+    stopped: () => seen.push("stopped"),
+    resumed: () => seen.push("resumed"),
+  });
+  h.negotiate();
+  assert.deepEqual(executes(h.take()), ["qmp_capabilities"], "no queries once ready");
+  assert.deepEqual(h.happened, ["peer true"]);
+  assert.equal(h.logged("qmp-ready")[0].includes("monitor=secondary"), true);
+  h.event("STOP");
+  h.event("MIGRATION_PASS", { pass: 3 });
+  h.event("RESUME");
+  h.event("COLO_EXIT", { mode: "secondary", reason: "error" });
+  assert.deepEqual(seen, ["stopped", "resumed"]);
+  assert.deepEqual(h.happened, ["peer true"], "no checkpoint decided, no COLO state change");
+  assert.equal(h.session.request(h.now), false, "a watching session takes no request");
+  h.now += 10 * POLL_INTERVAL_MS;
+  h.session.tick(h.now);
+  assert.deepEqual(h.take(), [], "never polls");
+  assert.deepEqual(h.drops, []);
 });
