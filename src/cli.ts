@@ -19,6 +19,11 @@ export interface Config {
   notifyDev: Address | null;
   /** The primary QEMU's QMP monitor, as checkpoint channel (SPEC 7b); exclusive with notifyDev. */
   qmp: Address | null;
+  /**
+   * The secondary QEMU's QMP monitor, watched for its `RESUME` (needs qmp): secondary frames
+   * newer than it survive the flush. Optional so configs built before it still type-check.
+   */
+  qmpSecondary?: Address | null;
   /** ms; a held frame older than this requests a checkpoint. */
   compareTimeout: number;
   /** ms between expiry scans. */
@@ -102,6 +107,8 @@ listen picks a free port):
   --qmp ADDR                 KVM COLO checkpoint channel: the primary QEMU's own QMP monitor,
                              e.g. unix:/run/colo/qmp-compare.sock for
                              -qmp unix:/run/colo/qmp-compare.sock,server=on,wait=off
+  --qmp-secondary ADDR       with --qmp: the secondary QEMU's own QMP monitor, only watched;
+                             its frames sent after it resumed survive the checkpoint flush
 
 Options:
   --compare-timeout MS       a frame held longer requests a checkpoint (default 3000)
@@ -141,6 +148,7 @@ const OPTIONS = {
   "outdev": { type: "string" },
   "notify-dev": { type: "string" },
   "qmp": { type: "string" },
+  "qmp-secondary": { type: "string" },
   "compare-timeout": { type: "string" },
   "expired-scan-cycle": { type: "string" },
   "max-queue-size": { type: "string" },
@@ -337,6 +345,12 @@ export function parseCommandLine(args: string[]): Command {
       "--notify-dev and --qmp are two checkpoint channels; give one: --notify-dev for Xen COLO, --qmp for KVM COLO",
     );
   }
+  const qmpSecondary = address("qmp-secondary", v["qmp-secondary"], false);
+  if (qmpSecondary && !qmp) {
+    throw new UsageError(
+      "--qmp-secondary watches the secondary's monitor beside the primary's: give --qmp too",
+    );
+  }
   const named: [string, Address][] = [
     ["primary-in", primaryIn],
     ["secondary-in", secondaryIn],
@@ -344,6 +358,7 @@ export function parseCommandLine(args: string[]): Command {
   ];
   if (notifyDev) named.push(["notify-dev", notifyDev]);
   if (qmp) named.push(["qmp", qmp]);
+  if (qmpSecondary) named.push(["qmp-secondary", qmpSecondary]);
   for (let i = 0; i < named.length; i++) {
     for (let j = i + 1; j < named.length; j++) {
       if (sameAddress(named[i][1], named[j][1])) {
@@ -362,6 +377,7 @@ export function parseCommandLine(args: string[]): Command {
     outdev,
     notifyDev,
     qmp,
+    qmpSecondary,
     compareTimeout: v["compare-timeout"] === undefined
       ? DEFAULTS.compareTimeout
       : positiveInteger("compare-timeout", v["compare-timeout"], "milliseconds", MAX_MS),

@@ -47,6 +47,12 @@ const OUT_MAX_BUFFERED = 32 * 1024 * 1024;
 const OUT_MAX_AGE_MS = 10_000;
 /** Repeating events are logged once per class, then summarised at most this often. */
 const SUMMARY_INTERVAL_MS = 10_000;
+/**
+ * `--qmp-secondary`: the secondary's RESUME counts for a flush only if it was read at most this
+ * long (ms) before the primary's. In a checkpoint it comes 35-40 ms before (lab, median); an
+ * older one is no part of this checkpoint (a user's `cont`, a missed `STOP`).
+ */
+const MAX_SECONDARY_RESUME_LEAD_MS = 1000;
 /** Shutdown waits at most this long for outdev to take what was released. */
 const SHUTDOWN_FLUSH_MS = 5_000;
 
@@ -93,7 +99,12 @@ export class Comparator {
   readonly #secondary: Endpoint;
   readonly #outdev: Endpoint;
   readonly #channel: CheckpointChannel | null;
-  #channelEndpoint: Endpoint | null = null;
+  /** `--qmp-secondary`: the secondary QEMU's monitor, watched for its STOP and RESUME. */
+  readonly #secondaryMonitor: QmpChannel | null = null;
+  /** Compare-clock time the secondary's RESUME was read, until its STOP or the next flush. */
+  #secondaryResumedAt: number | null = null;
+  /** Endpoints served by a channel rather than here. */
+  readonly #channelEndpoints: Endpoint[] = [];
   readonly #out: FrameWriter;
   readonly #sink: ComparatorSink;
   readonly #flow: FlowControl;
@@ -180,7 +191,7 @@ export class Comparator {
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
       );
       if (served) this.#endpoints.push(e);
-      else this.#channelEndpoint = e;
+      else this.#channelEndpoints.push(e);
       return e;
     };
     this.#primary = endpoint("primary-in", config.primaryIn);
@@ -200,6 +211,20 @@ export class Comparator {
     if (config.qmp) {
       const e = endpoint("qmp", config.qmp, false);
       this.#channel = new QmpChannel(e, events, log);
+      if (config.qmpSecondary) {
+        this.#secondaryMonitor = QmpChannel.watcher(
+          endpoint("qmp-secondary", config.qmpSecondary, false),
+          {
+            stopped: () => this.#secondaryResumedAt = null,
+            resumed: () => {
+              this.#secondaryResumedAt = this.#clock.now();
+              log.debug("secondary-resumed", { at_ms: Math.round(this.#secondaryResumedAt) });
+            },
+          },
+          () => this.#secondaryResumedAt = null,
+          log,
+        );
+      }
     } else if (config.notifyDev) {
       const e = endpoint("notify-dev", config.notifyDev, false);
       this.#channel = new NotifyChannel(
@@ -257,6 +282,7 @@ export class Comparator {
     const r: Record<string, string> = {};
     for (const e of this.#endpoints) r[e.name] = e.boundText;
     if (this.#channel) r[this.#channel.kind] = this.#channel.boundText;
+    if (this.#secondaryMonitor) r["qmp-secondary"] = this.#secondaryMonitor.boundText;
     return r;
   }
 
@@ -268,6 +294,7 @@ export class Comparator {
     try {
       for (const e of this.#endpoints) await e.bind();
       await this.#channel?.bind();
+      await this.#secondaryMonitor?.bind();
       const c = this.config;
       if (c.capture) {
         this.#capture = openCapture(
@@ -280,19 +307,20 @@ export class Comparator {
     } catch (error) {
       for (const e of this.#endpoints) e.close();
       this.#channel?.close();
+      this.#secondaryMonitor?.close();
       await this.#capture?.close();
       throw error;
     }
     this.#started = true;
     for (const e of this.#endpoints) this.#logAddress(e.name, e.address, e.boundText);
-    const ce = this.#channelEndpoint;
-    if (ce) this.#logAddress(ce.name, ce.address, ce.boundText);
+    for (const e of this.#channelEndpoints) this.#logAddress(e.name, e.address, e.boundText);
     this.#serving.push(
       this.#primary.serve((c) => this.#pumps.primary.run(c)),
       this.#secondary.serve((c) => this.#pumps.secondary.run(c)),
       this.#outdev.serve((c) => this.#serveOutdev(c)),
     );
     if (this.#channel) this.#serving.push(this.#channel.serve());
+    if (this.#secondaryMonitor) this.#serving.push(this.#secondaryMonitor.serve());
     this.#timer = setInterval(() => this.#scan(), this.#scanCycle);
     const c = this.config;
     this.#log.info("ready", {
@@ -334,6 +362,7 @@ export class Comparator {
     this.#primary.close();
     this.#secondary.close();
     this.#channel?.close();
+    this.#secondaryMonitor?.close();
     let deadline: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#out.idle(),
@@ -473,8 +502,10 @@ export class Comparator {
     this.#requests.done();
     const released = this.stats.releasedByCheckpoint;
     const dropped = this.stats.secondaryFlushed;
+    let kept = 0;
     try {
-      this.engine.checkpoint();
+      kept = this.engine.checkpoint(undefined, this.#secondaryCutoff());
+      this.stats.secondaryKeptAtFlush += kept;
     } catch (error) {
       this.#sink.internalError("checkpoint", error);
     }
@@ -482,6 +513,7 @@ export class Comparator {
       channel: this.#channel?.kind ?? "none",
       released: this.stats.releasedByCheckpoint - released,
       secondary_dropped: this.stats.secondaryFlushed - dropped,
+      ...(this.#secondaryMonitor ? { secondary_kept: kept } : {}),
       requested: outstanding,
     };
     // Periodic checkpoints that change nothing are routine: debug only.
@@ -490,6 +522,18 @@ export class Comparator {
     this.#out.flush();
     this.#heldChanged();
     this.#inside?.onCheckpointDone(this.stats.checkpointsReceived, performance.now());
+  }
+
+  /**
+   * `--qmp-secondary`: secondary frames read after this time are the new epoch's and survive
+   * the flush; null (drop them all, SPEC 7b) unless the secondary's RESUME of this checkpoint
+   * was read. Each RESUME serves one flush.
+   */
+  #secondaryCutoff(): number | null {
+    const at = this.#secondaryResumedAt;
+    this.#secondaryResumedAt = null;
+    if (at === null || this.#now - at > MAX_SECONDARY_RESUME_LEAD_MS) return null;
+    return at;
   }
 
   // Seeing inside (SPEC 12): capture, metrics and monitor, each only when asked for.

@@ -20,6 +20,8 @@ export class Stats {
   /** Secondary frames consumed by comparison and dropped by flushes. */
   secondaryCompared = 0;
   secondaryFlushed = 0;
+  /** Secondary frames a flush kept: they came after the secondary's RESUME (`--qmp-secondary`). */
+  secondaryKeptAtFlush = 0;
   /** Frames lost, by side and reason (`primary:queue-full`, `secondary:not-ip`, ...). */
   readonly dropped = new Map<string, number>();
   /** Divergences and timeouts seen, by reason. */
@@ -87,6 +89,7 @@ export class Stats {
       secondary_compared: this.secondaryCompared,
       secondary_flushed: this.secondaryFlushed,
     };
+    if (this.secondaryKeptAtFlush) f.secondary_kept_at_flush = this.secondaryKeptAtFlush;
     for (const [k, v] of [...this.dropped].sort()) f[`dropped_${k.replace(":", "_")}`] = v;
     for (const [k, v] of [...this.passedThroughBy].sort()) f[`passed_through_${k}`] = v;
     if (this.outdevOverflow) f.dropped_outdev_overflow = this.outdevOverflow;

@@ -199,6 +199,22 @@ Deno.test("cli: --qmp is KVM COLO's checkpoint channel, exclusive with --notify-
   );
 });
 
+Deno.test("cli: --qmp-secondary watches the secondary's monitor, only beside --qmp", () => {
+  const qmp = ["--qmp", "unix:/run/colo/qmp-compare.sock"];
+  const c = parseCommandLine([...BASE, ...qmp, "--qmp-secondary", "unix:/run/colo/qmp-sec.sock"]);
+  assert.equal(c.kind === "run" && c.config.qmpSecondary?.text, "unix:/run/colo/qmp-sec.sock");
+  const plain = parseCommandLine([...BASE, ...qmp]);
+  assert.equal(plain.kind === "run" && plain.config.qmpSecondary, null, "off unless asked for");
+  assert.match(
+    usageError([...BASE, "--qmp-secondary", "unix:/q.sock"]),
+    /^--qmp-secondary watches the secondary's monitor beside the primary's: give --qmp too$/,
+  );
+  assert.match(
+    usageError([...BASE, ...qmp, "--qmp-secondary", "unix:/run/colo/qmp-compare.sock"]),
+    /^--qmp-secondary: unix:\/run\/colo\/qmp-compare\.sock is the same socket as --qmp/,
+  );
+});
+
 async function run(args: string[]): Promise<{ code: number; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],

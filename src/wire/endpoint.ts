@@ -13,7 +13,13 @@ import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 
 /** The streams, named as their flags. */
-export type EndpointName = "primary-in" | "secondary-in" | "outdev" | "notify-dev" | "qmp";
+export type EndpointName =
+  | "primary-in"
+  | "secondary-in"
+  | "outdev"
+  | "notify-dev"
+  | "qmp"
+  | "qmp-secondary";
 
 /** A problem at start that the user must fix; the message names the flag and the fix. */
 export class StartupError extends Error {}

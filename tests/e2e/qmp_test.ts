@@ -183,6 +183,69 @@ Deno.test("e2e qmp: while the monitor is away requests are undelivered; after it
   }
 });
 
+Deno.test("e2e qmp: with --qmp-secondary a secondary frame read after the secondary's RESUME survives the flush and is matched; an older one is dropped", async () => {
+  const peer = await QmpPeer.start();
+  const watched = await QmpPeer.start();
+  const program = await startProgram({
+    noNotify: true,
+    flags: ["--qmp", peer.address, "--qmp-secondary", watched.address, "--log-level", "debug"],
+  });
+  const primary = await connectRetry(program.ports["primary-in"]);
+  const secondary = await connectRetry(program.ports["secondary-in"]);
+  const outdev = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  const port = (sport: number, payload: string) => frame({ udp: { sport, payload } });
+  /** Once this pair is released, everything the secondary sent before it was read. */
+  const secondaryRead = async (released: number) => {
+    const f = port(9, `sync ${released}`);
+    await writeAll(secondary, framed(f));
+    await writeAll(primary, framed(f));
+    const out = await outdev.waitFor(released);
+    assert.deepEqual(out[released - 1].data, f);
+  };
+  try {
+    await peer.waitForClient(1);
+    await program.waitForLine(/event=qmp-ready monitor=secondary/);
+    await program.waitForLine(/event=peer-connected endpoint=qmp-secondary /);
+    assert.deepEqual(watched.commands.map((c) => c.execute), ["qmp_capabilities"]);
+    const old = port(1, "sent before the secondary stopped");
+    const reply = port(2, "the new epoch's reply");
+    await writeAll(secondary, framed(old));
+    await secondaryRead(1);
+    // The secondary's checkpoint ends first: it resumes and answers at once.
+    await watched.event("STOP");
+    await watched.event("RESUME");
+    await program.waitForLine(/event=secondary-resumed /);
+    await writeAll(secondary, framed(reply));
+    await secondaryRead(2);
+    await peer.checkpoint();
+    await program.waitForLine(/event=checkpoint-done .*secondary_dropped=1 secondary_kept=1 /);
+    // The primary's reply comes after its own RESUME and meets the kept frame.
+    await writeAll(primary, framed(reply));
+    await writeAll(primary, framed(old));
+    assert.deepEqual((await outdev.waitFor(3))[2].data, reply);
+    await secondaryRead(4);
+    assert.equal(
+      outdev.frames.length,
+      4,
+      "the old-epoch frame was dropped: the primary's copy waits",
+    );
+  } finally {
+    primary.close();
+    secondary.close();
+    await outdev.close();
+    const r = await program.stop();
+    await peer.close();
+    await watched.close();
+    assert.equal(r.code, 0);
+    assert.match(r.stderr, /secondary_kept_at_flush=1 /);
+    assert.equal(
+      watched.commands.length,
+      1,
+      "the secondary's monitor got nothing but capabilities",
+    );
+  }
+});
+
 Deno.test("e2e: without any checkpoint channel the start-up log warns that held output stays held", async () => {
   const program = await startProgram({ noNotify: true });
   try {
