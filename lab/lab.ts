@@ -27,6 +27,10 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
   --accel auto|kvm|tcg    default auto: KVM when /dev/kvm is usable, else TCG
   --checkpoint-delay MS   QEMU's periodic checkpoint interval, x-checkpoint-delay (default 600000,
                           so that checkpoints come from the comparator)
+  --secondary-monitor on|off
+                          ours: also give the comparator the secondary's monitor
+                          (--qmp-secondary), so its replies sent before the primary resumes
+                          survive the checkpoint flush (default on)
   --keep                  keep the run directory (logs, command lines) and print where it is
   -h, --help
 `;
@@ -42,6 +46,7 @@ interface LabOptions {
   checkpointDelayMs: number;
   keep: boolean;
   compare: boolean;
+  secondaryMonitor: boolean;
 }
 
 function parse(args: string[]): LabOptions | null {
@@ -59,6 +64,7 @@ function parse(args: string[]): LabOptions | null {
         accel: { type: "string", default: "auto" },
         "checkpoint-delay": { type: "string", default: "600000" },
         keep: { type: "boolean", default: false },
+        "secondary-monitor": { type: "string", default: "on" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -73,6 +79,9 @@ function parse(args: string[]): LabOptions | null {
   }
   if (!["auto", "kvm", "tcg"].includes(v.accel)) {
     throw new UsageError(`--accel: "${v.accel}" is not auto, kvm or tcg`);
+  }
+  if (v["secondary-monitor"] !== "on" && v["secondary-monitor"] !== "off") {
+    throw new UsageError(`--secondary-monitor: "${v["secondary-monitor"]}" is not on or off`);
   }
   const count = (flag: string, text: string) => {
     if (!/^[1-9][0-9]*$/.test(text)) {
@@ -89,6 +98,7 @@ function parse(args: string[]): LabOptions | null {
     checkpointDelayMs: count("checkpoint-delay", v["checkpoint-delay"]),
     keep: v.keep,
     compare: v.compare,
+    secondaryMonitor: v["secondary-monitor"] === "on",
   };
 }
 
@@ -144,6 +154,7 @@ async function runMode(
       runDir,
       preload,
       comparatorQmp: true,
+      comparatorSecondaryQmp: o.secondaryMonitor,
       note: (t) => say(`${mode}: ${t}`),
     });
     await pair.start();
@@ -203,12 +214,13 @@ function report(r: ModeResult, o: LabOptions): void {
   const differ = latency(s, ROLE_PATH);
   say(`   ${rate} requests/s, latency p50 ${fmt(l.p50)}, p99 ${fmt(l.p99)}`);
   say(
-    `   p50 same on both VMs (${SAME_PATH}) ${fmt(same.p50)}, different (${ROLE_PATH}) ${
-      fmt(differ.p50)
-    }`,
+    `   same on both VMs (${SAME_PATH}) p50 ${fmt(same.p50)} p99 ${fmt(same.p99)}, ` +
+      `different (${ROLE_PATH}) p50 ${fmt(differ.p50)} p99 ${fmt(differ.p99)}`,
   );
   const requested = r.mode === "ours"
-    ? `${s.requested} requested by the comparator (--qmp)`
+    ? `${s.requested} requested by the comparator (--qmp${
+      o.secondaryMonitor ? " --qmp-secondary" : ""
+    })`
     : "requested in-process";
   say(
     `   checkpoints: ${requested}, ${s.done} done by QEMU (STOP..RESUME, median ${
@@ -221,7 +233,8 @@ function report(r: ModeResult, o: LabOptions): void {
         divergences(r.summary)
       }, primary frames held at exit ${r.summary.heldPrimary}` +
         ` (comparator: checkpoints_requested=${r.summary.fields.checkpoints_requested}` +
-        ` checkpoints_received=${r.summary.fields.checkpoints_received})`,
+        ` checkpoints_received=${r.summary.fields.checkpoints_received}` +
+        ` secondary_kept_at_flush=${r.summary.fields.secondary_kept_at_flush ?? 0})`,
     );
   } else if (r.mode === "qemu") {
     say("   divergences and held frames: not reported by QEMU's colo-compare");
@@ -234,13 +247,15 @@ function report(r: ModeResult, o: LabOptions): void {
   if (failed.length) say(`   ${failed.length} failed, first: ${failed[0].error}`);
 }
 
-function table(results: ModeResult[]): void {
+function table(results: ModeResult[], o: LabOptions): void {
   say("");
   say("| comparator | answered | requests/s | p50 | p99 | checkpoints done |");
   say("| --- | --- | --- | --- | --- | --- |");
   for (const r of results) {
     const l = latency(r.story);
-    const name = r.mode === "ours" ? "this comparator (--qmp)" : "QEMU colo-compare";
+    const name = r.mode === "qemu"
+      ? "QEMU colo-compare"
+      : `this comparator (--qmp${o.secondaryMonitor ? " --qmp-secondary" : ""})`;
     say(
       `| ${name} | ${answered(r.story).ok}/${r.story.results.length} | ` +
         `${(r.story.results.length / r.story.seconds).toFixed(1)} | ${fmt(l.p50)} | ${
@@ -295,7 +310,7 @@ async function main(args: string[]): Promise<number> {
       results.push(r);
       report(r, o);
     }
-    if (o.compare && results.length === 2) table(results);
+    if (o.compare && results.length === 2) table(results, o);
     if (aborted) {
       say("interrupted: everything the lab started has been stopped");
       return 130;

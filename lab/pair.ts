@@ -33,6 +33,11 @@ export interface PairOptions {
   preload?: string;
   /** Give our comparator the primary's QMP monitor (`--qmp`). */
   comparatorQmp: boolean;
+  /**
+   * Also give it the secondary's own monitor (`--qmp-secondary`, needs `comparatorQmp`): the
+   * secondary QEMU gets a second `-qmp` socket for it.
+   */
+  comparatorSecondaryQmp?: boolean;
   /** Extra comparator flags. */
   comparatorArgs?: string[];
   /** Progress lines ("primary booted in 3.1 s"). */
@@ -209,6 +214,12 @@ export class Pair {
     );
   }
 
+  /** Our comparator watches the secondary's monitor (`--qmp-secondary`). */
+  get #watchSecondary(): boolean {
+    const o = this.options;
+    return o.mode === "ours" && o.comparatorQmp && (o.comparatorSecondaryQmp ?? false);
+  }
+
   async #start(): Promise<void> {
     const { mode, runDir, checkpointDelayMs } = this.options;
     const note = this.options.note ?? (() => {});
@@ -279,6 +290,7 @@ export class Pair {
         "--outdev",
         `tcp:127.0.0.1:${p.out}`,
         ...(this.options.comparatorQmp ? ["--qmp", `unix:${runDir}/c.qmp`] : []),
+        ...(this.#watchSecondary ? ["--qmp-secondary", `unix:${runDir}/sc.qmp`] : []),
         ...(this.options.comparatorArgs ?? []),
       ];
       Deno.writeTextFileSync(`${runDir}/cmdlines`, `comparator: deno ${args.join(" ")}\n`, {
@@ -306,6 +318,7 @@ export class Pair {
       "filter-rewriter,id=rew0,netdev=hn0,queue=all",
       "-incoming",
       `tcp:127.0.0.1:${p.migration}`,
+      ...(this.#watchSecondary ? ["-qmp", `unix:${runDir}/sc.qmp,server=on,wait=off`] : []),
     ]);
     this.#sQmp = await Qmp.connect("secondary", `${runDir}/s.qmp`, () => this.secondary!.running);
     this.secondaryEvents = this.#sQmp.events;

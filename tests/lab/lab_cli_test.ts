@@ -24,6 +24,7 @@ for (
     [["--requests", "0"], "--requests"],
     [["--checkpoint-delay", "soon"], "--checkpoint-delay"],
     [["--accel", "hvf"], "--accel"],
+    [["--secondary-monitor", "yes"], "--secondary-monitor"],
     [["--colour"], "--colour"],
   ] as const
 ) {
@@ -41,7 +42,15 @@ Deno.test("lab: --help prints the flags and exits 0", async () => {
   const r = await lab("--help");
   assert.equal(r.code, 0);
   for (
-    const flag of ["--mode", "--requests", "--failover", "--compare", "--only-same", "--accel"]
+    const flag of [
+      "--mode",
+      "--requests",
+      "--failover",
+      "--compare",
+      "--only-same",
+      "--accel",
+      "--secondary-monitor",
+    ]
   ) {
     assert.ok(r.stdout.includes(flag), flag);
   }
