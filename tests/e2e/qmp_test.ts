@@ -22,12 +22,12 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
 }
 
-async function startKvmRig(delay: number): Promise<KvmRig> {
+async function startKvmRig(delay: number, flags: string[] = []): Promise<KvmRig> {
   const peer = await QmpPeer.start();
   peer.delay = delay;
   const program = await startProgram({
     noNotify: true,
-    flags: ["--qmp", peer.address, "--log-level", "debug"],
+    flags: ["--qmp", peer.address, "--log-level", "debug", ...flags],
   });
   const primary = await connectRetry(program.ports["primary-in"]);
   const secondary = await connectRetry(program.ports["secondary-in"]);
@@ -184,57 +184,45 @@ Deno.test("e2e qmp: while the monitor is away requests are undelivered; after it
 });
 
 Deno.test("e2e qmp: with --qmp-secondary a secondary frame read after the secondary's RESUME survives the flush and is matched; an older one is dropped", async () => {
-  const peer = await QmpPeer.start();
   const watched = await QmpPeer.start();
-  const program = await startProgram({
-    noNotify: true,
-    flags: ["--qmp", peer.address, "--qmp-secondary", watched.address, "--log-level", "debug"],
-  });
-  const primary = await connectRetry(program.ports["primary-in"]);
-  const secondary = await connectRetry(program.ports["secondary-in"]);
-  const outdev = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  const rig = await startKvmRig(20000, ["--qmp-secondary", watched.address]);
   const port = (sport: number, payload: string) => frame({ udp: { sport, payload } });
   /** Once this pair is released, everything the secondary sent before it was read. */
   const secondaryRead = async (released: number) => {
     const f = port(9, `sync ${released}`);
-    await writeAll(secondary, framed(f));
-    await writeAll(primary, framed(f));
-    const out = await outdev.waitFor(released);
+    await rig.sendSecondary(f);
+    await rig.sendPrimary(f);
+    const out = await rig.outdev.waitFor(released);
     assert.deepEqual(out[released - 1].data, f);
   };
   try {
-    await peer.waitForClient(1);
-    await program.waitForLine(/event=qmp-ready monitor=secondary/);
-    await program.waitForLine(/event=peer-connected endpoint=qmp-secondary /);
+    await rig.program.waitForLine(/event=qmp-ready monitor=secondary/);
+    await rig.program.waitForLine(/event=peer-connected endpoint=qmp-secondary /);
     assert.deepEqual(watched.commands.map((c) => c.execute), ["qmp_capabilities"]);
     const old = port(1, "sent before the secondary stopped");
     const reply = port(2, "the new epoch's reply");
-    await writeAll(secondary, framed(old));
+    await rig.sendSecondary(old);
     await secondaryRead(1);
     // The secondary's checkpoint ends first: it resumes and answers at once.
     await watched.event("STOP");
     await watched.event("RESUME");
-    await program.waitForLine(/event=secondary-resumed /);
-    await writeAll(secondary, framed(reply));
+    await rig.program.waitForLine(/event=secondary-resumed /);
+    await rig.sendSecondary(reply);
     await secondaryRead(2);
-    await peer.checkpoint();
-    await program.waitForLine(/event=checkpoint-done .*secondary_dropped=1 secondary_kept=1 /);
+    await rig.peer.checkpoint();
+    await rig.program.waitForLine(/event=checkpoint-done .*secondary_dropped=1 secondary_kept=1 /);
     // The primary's reply comes after its own RESUME and meets the kept frame.
-    await writeAll(primary, framed(reply));
-    await writeAll(primary, framed(old));
-    assert.deepEqual((await outdev.waitFor(3))[2].data, reply);
+    await rig.sendPrimary(reply);
+    await rig.sendPrimary(old);
+    assert.deepEqual((await rig.outdev.waitFor(3))[2].data, reply);
     await secondaryRead(4);
     assert.equal(
-      outdev.frames.length,
+      rig.outdev.frames.length,
       4,
       "the old-epoch frame was dropped: the primary's copy waits",
     );
   } finally {
-    primary.close();
-    secondary.close();
-    await outdev.close();
-    const r = await program.stop();
-    await peer.close();
+    const r = await rig.close();
     await watched.close();
     assert.equal(r.code, 0);
     assert.match(r.stderr, /secondary_kept_at_flush=1 /);
