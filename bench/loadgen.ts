@@ -11,6 +11,7 @@
 
 import { connectRetry } from "../tests/support/net.ts";
 import { notifyMessage } from "../tests/support/packets.ts";
+import { rawClient } from "../tests/support/tls_creds.ts";
 import { readCpuSeconds, readMemory } from "./proc.ts";
 import {
   buildPattern,
@@ -323,17 +324,10 @@ interface Peers {
  * the CPU of node:tls (bench/tls.ts), so the generator stays out of the way.
  */
 async function connectTlsRetry(port: number, dir: string, timeoutMs = 10_000): Promise<Deno.Conn> {
-  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
   const deadline = Date.now() + timeoutMs;
   while (true) {
     try {
-      const conn = await Deno.connectTls({
-        hostname: "127.0.0.1",
-        port,
-        caCerts: [read("ca-cert.pem")],
-        cert: read("client-cert.pem"),
-        key: read("client-key.pem"),
-      });
+      const conn = await rawClient(port, dir);
       await conn.handshake();
       return conn;
     } catch (e) {
