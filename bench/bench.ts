@@ -22,11 +22,13 @@ import {
   TARGETS,
   unavailable,
 } from "./targets.ts";
-import { type WorkloadName, WORKLOADS } from "./workloads.ts";
+import { overTls, type WorkloadName, WORKLOADS } from "./workloads.ts";
+import { makeCreds, removeCreds } from "../tests/support/tls_creds.ts";
 
 const USAGE = `usage: deno task bench [options]
   --quick              short smoke run (a few seconds per target)
   --only W[,W...]      workloads: ${WORKLOADS.join(", ")}
+                       (-tls: the same over mutual TLS, ours and QEMU only)
   --targets T[,T...]   ${TARGETS.join(", ")} (default: all; sink = generator send-only max)
   --duration S         measuring window per throughput run (default 5, quick 0.5)
   --warmup S           warm-up before the window (default 2, quick 0.3)
@@ -40,8 +42,12 @@ const USAGE = `usage: deno task bench [options]
   --cpu-prof DIR       write V8 CPU profiles of ours into DIR
   --strict             exit 1 when a target check fails (always exit 1 when a run fails)`;
 
-/** Workloads each target takes part in (the forwarder has no connection table to scale). */
+/**
+ * Workloads each target takes part in (the forwarder has no connection table to scale, and
+ * speaks no TLS).
+ */
 function applies(target: TargetName, workload: WorkloadName): boolean {
+  if (overTls(workload)) return target === "ours" || target === "qemu";
   if (target === "sink") return !["latency", "scale", "flood"].includes(workload);
   if (target === "forwarder") return !["scale", "flood"].includes(workload);
   return true;
@@ -121,11 +127,13 @@ async function runOnce(
   opts: Options,
   target: TargetName,
   workload: WorkloadName,
+  tlsDir: string | undefined,
 ): Promise<{ result: LoadResult; peakRss: number }> {
   const targetOpts: TargetOptions = {
     oursCommand: opts.oursCommand,
     cpuProfileDir: opts.cpuProfileDir,
     expiredScanCycleMs: workload === "scale" ? opts.scaleScanCycleMs : undefined,
+    tlsDir: overTls(workload) ? tlsDir : undefined,
   };
   const running = await start(target, targetOpts);
   try {
@@ -146,6 +154,7 @@ async function runOnce(
       checkpointDelayMs: 20,
       writeSize: 256 * 1024,
       windowPerConnection: opts.window,
+      tlsDir: targetOpts.tlsDir,
     };
     const out = await new Deno.Command(Deno.execPath(), {
       // -A: Deno reads /proc (the target's RSS and CPU) only with every permission.
@@ -189,6 +198,23 @@ async function main(): Promise<number> {
   progress(
     `bench: ${machine.cores} cores ${machine.cpu}, ${machine.memory}, load ${machine.load}\n`,
   );
+  // The -tls workloads' credentials: made with openssl for this run, removed after it.
+  const creds = opts.workloads.some(overTls) ? await makeCreds() : undefined;
+  try {
+    return await measure(opts, machine, started, skip, creds?.dir);
+  } finally {
+    if (creds) await removeCreds(creds);
+  }
+}
+
+/** Measures every workload on every target, prints the report; the exit status. */
+async function measure(
+  opts: Options,
+  machine: ReturnType<typeof describeMachine>,
+  started: Date,
+  skip: Map<TargetName, string>,
+  tlsDir: string | undefined,
+): Promise<number> {
   const measurements: Measurement[] = [];
   for (const workload of opts.workloads) {
     for (const target of opts.targets) {
@@ -203,7 +229,7 @@ async function main(): Promise<number> {
       for (let i = 0; i < repeat; i++) {
         progress(`bench: ${workload} / ${target}${repeat > 1 ? ` (${i + 1}/${repeat})` : ""} ... `);
         try {
-          const { result, peakRss } = await runOnce(opts, target, workload);
+          const { result, peakRss } = await runOnce(opts, target, workload, tlsDir);
           m.runs.push(result);
           m.peakRss.push(peakRss);
           progress(summary(result) + "\n");

@@ -11,11 +11,13 @@
 
 import { connectRetry } from "../tests/support/net.ts";
 import { notifyMessage } from "../tests/support/packets.ts";
+import { rawClient } from "../tests/support/tls_creds.ts";
 import { readCpuSeconds, readMemory } from "./proc.ts";
 import {
   buildPattern,
   frameBytes,
   type Pattern,
+  plainOf,
   PROBE,
   PROBE_LEN,
   setRound,
@@ -51,6 +53,11 @@ export interface LoadConfig {
   writeSize: number;
   /** Frames in flight (sent, not yet out of outdev) per connection; 0 = no limit. */
   windowPerConnection: number;
+  /**
+   * For the `-tls` workloads: the credentials directory (QEMU's file names); primary-in,
+   * secondary-in and outdev are then reached over TLS with its client certificate.
+   */
+  tlsDir?: string;
 }
 
 /** CPU use of the comparator and of this generator over a window, in percent of one core. */
@@ -303,20 +310,41 @@ class NotifyPeer {
 
 /** The four connections to a comparator, outdev and notify first so nothing released is lost. */
 interface Peers {
-  primary: Deno.TcpConn;
-  secondary: Deno.TcpConn;
-  outdev: Deno.TcpConn;
+  primary: Deno.Conn;
+  secondary: Deno.Conn;
+  outdev: Deno.Conn;
   counter: OutdevCounter;
   notify?: NotifyPeer;
   close(): Promise<void>;
 }
 
+/**
+ * A TLS client connection with the client certificate of `dir`, handshake done, retrying
+ * while the comparator is not listening yet. Deno's rustls client: it encrypts at about half
+ * the CPU of node:tls (bench/tls.ts), so the generator stays out of the way.
+ */
+async function connectTlsRetry(port: number, dir: string, timeoutMs = 10_000): Promise<Deno.Conn> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      const conn = await rawClient(port, dir);
+      await conn.handshake();
+      return conn;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(20);
+    }
+  }
+}
+
 async function connect(cfg: LoadConfig): Promise<Peers> {
   phase = "connecting";
-  const outdev = await connectRetry(cfg.ports.outdev);
+  const dir = cfg.tlsDir;
+  const stream = (port: number) => dir ? connectTlsRetry(port, dir) : connectRetry(port);
+  const outdev = await stream(cfg.ports.outdev);
   const notifyConn = cfg.ports.notify ? await connectRetry(cfg.ports.notify) : undefined;
-  const primary = await connectRetry(cfg.ports.primary);
-  const secondary = await connectRetry(cfg.ports.secondary);
+  const primary = await stream(cfg.ports.primary);
+  const secondary = await stream(cfg.ports.secondary);
   const counter = new OutdevCounter(outdev);
   const notify = notifyConn ? new NotifyPeer(notifyConn) : undefined;
   return {
@@ -802,7 +830,7 @@ export async function run(cfg: LoadConfig): Promise<LoadResult> {
     checkpointRequests: 0,
     notes: [],
   };
-  switch (cfg.workload) {
+  switch (plainOf(cfg.workload)) {
     case "latency":
       await latency(cfg, result);
       break;
@@ -822,7 +850,8 @@ if (import.meta.main) {
   const cfg = JSON.parse(Deno.args[0]) as LoadConfig;
   // A run that has not ended long after it should have is reported, not waited for.
   const limitMs = 60_000 + 2 * (cfg.warmupMs + cfg.windowMs) + 3 * cfg.drainQuietMs +
-    (cfg.workload === "flood" ? cfg.floodMs : 0) + (cfg.workload === "latency" ? 60_000 : 0);
+    (cfg.workload === "flood" ? cfg.floodMs : 0) +
+    (plainOf(cfg.workload) === "latency" ? 60_000 : 0);
   setTimeout(() => {
     console.log(JSON.stringify({ error: `stuck after ${limitMs / 1000} s while ${phase}` }));
     Deno.exit(1);

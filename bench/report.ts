@@ -6,7 +6,7 @@
 
 import type { LoadResult } from "./loadgen.ts";
 import type { TargetName } from "./targets.ts";
-import { type WorkloadName, WORKLOADS } from "./workloads.ts";
+import { plainOf, type WorkloadName, WORKLOADS } from "./workloads.ts";
 
 /** All runs of one workload against one target (several with `--repeat`). */
 export interface Measurement {
@@ -82,9 +82,11 @@ export function table(measurements: Measurement[]): string {
     const cpu = (k: "target" | "generator") => median(m.runs.flatMap((x) => x.cpu?.[k] ?? []));
     const lost = m.runs.reduce((s, x) => s + (x.lost ?? 0), 0);
     const qemu = measurements.find((q) => q.workload === m.workload && q.target === "qemu");
+    // A -tls workload's row reads like its plain one's.
+    const latency = plainOf(m.workload) === "latency";
     let ratio = "";
     if (m.target === "ours" && qemu && m.workload !== "flood") {
-      if (m.workload === "latency") {
+      if (latency) {
         ratio = qemu.runs.length > 0 ? ratioLatency(m, qemu) : "";
       } else {
         const q = rate(qemu);
@@ -95,11 +97,11 @@ export function table(measurements: Measurement[]): string {
     rows.push([
       m.workload,
       m.target === "sink" ? "sink (generator max)" : m.target,
-      m.workload === "latency" ? "-" : fmtInt(r) + spread(m),
-      m.workload === "latency" || m.target === "sink"
+      latency ? "-" : fmtInt(r) + spread(m),
+      latency || m.target === "sink"
         ? "-"
         : fmtInt(median(m.runs.flatMap((x) => x.framesPerCpuSecond ?? []))),
-      r === undefined || m.workload === "latency" ? "-" : fmtInt((r * frame * 8) / 1e6),
+      r === undefined || latency ? "-" : fmtInt((r * frame * 8) / 1e6),
       fmtUs(lat("p50")),
       fmtUs(lat("p99")),
       m.target === "sink" ? "-" : fmtMiB(median(m.peakRss)),
@@ -144,7 +146,9 @@ export function details(measurements: Measurement[]): string[] {
       if (r.latency) {
         const l = r.latency;
         out.push(
-          `latency/${m.target}: warm ${l.samples} pairs p50 ${fmtUs(l.p50)} p99 ${fmtUs(l.p99)} ` +
+          `${m.workload}/${m.target}: warm ${l.samples} pairs p50 ${fmtUs(l.p50)} p99 ${
+            fmtUs(l.p99)
+          } ` +
             `p99.9 ${fmtUs(l.p999)} worst ${fmtUs(l.max)}; cold (first ${l.coldSamples} pairs ` +
             `after start) p99 ${fmtUs(l.coldP99)} worst ${fmtUs(l.coldMax)}; RSS before any ` +
             `peer ${fmtMiB(r.idleRss)}`,
@@ -207,7 +211,7 @@ export function checks(measurements: Measurement[]): Check[] {
         : `${fmtInt(ours)} vs ${fmtInt(fwd)} frames/s = ${((ours / fwd) * 100).toFixed(0)}%`,
     });
   }
-  for (const w of WORKLOADS) {
+  for (const w of WORKLOADS.filter((w) => plainOf(w) === w)) {
     const ours = median(get(w, "ours")?.peakRss ?? []);
     const qemu = median(get(w, "qemu")?.peakRss ?? []);
     if (ours === undefined || qemu === undefined) continue;

@@ -40,6 +40,13 @@ export interface TargetOptions {
   expiredScanCycleMs?: number;
   /** Directory for a V8 CPU profile of ours (`--cpu-prof`), if profiling. */
   cpuProfileDir?: string;
+  /**
+   * Credentials (QEMU's tls-creds-x509 file names) for a `-tls` workload: primary-in,
+   * secondary-in and outdev are then TLS servers that require a client certificate signed
+   * by its CA (ours: `tls-listen:` and `--tls-creds`; QEMU: `tls-creds=` on the chardevs,
+   * `verify-peer=on`). notify-dev stays plain TCP.
+   */
+  tlsDir?: string;
 }
 
 const repoRoot = new URL("..", import.meta.url).pathname;
@@ -98,7 +105,8 @@ export async function start(name: TargetName, opts: TargetOptions): Promise<Runn
         const run = args.indexOf("run");
         args.splice(run + 1, 0, "--cpu-prof", `--cpu-prof-dir=${opts.cpuProfileDir}`);
       }
-      args.push(...listenFlags());
+      args.push(...listenFlags(opts.tlsDir));
+      if (opts.tlsDir) args.push("--tls-creds", opts.tlsDir);
       if (opts.expiredScanCycleMs) {
         args.push("--expired-scan-cycle", String(opts.expiredScanCycleMs));
       }
@@ -113,10 +121,10 @@ export async function start(name: TargetName, opts: TargetOptions): Promise<Runn
   }
 }
 
-function listenFlags(): string[] {
+function listenFlags(tlsDir?: string): string[] {
   return ["primary-in", "secondary-in", "outdev", "notify-dev"].flatMap((e) => [
     `--${e}`,
-    "tcp-listen:127.0.0.1:0",
+    tlsDir && e !== "notify-dev" ? "tls-listen:127.0.0.1:0" : "tcp-listen:127.0.0.1:0",
   ]);
 }
 
@@ -250,9 +258,10 @@ async function startLogfmt(name: TargetName, cmd: string, args: string[]): Promi
  */
 function startQemu(opts: TargetOptions): Running {
   const [primary, secondary, outdev, notify] = freePorts(4);
-  const chardev = (id: string, port: number) => [
+  const tls = opts.tlsDir ? ",tls-creds=tls0" : "";
+  const chardev = (id: string, port: number, overTls = false) => [
     "-chardev",
-    `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off`,
+    `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off${overTls ? tls : ""}`,
   ];
   let compare =
     "colo-compare,id=cmp,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1,notify_dev=ntf";
@@ -260,9 +269,12 @@ function startQemu(opts: TargetOptions): Running {
   const args = [
     ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
     ...["-serial", "none", "-object", "iothread,id=io1"],
-    ...chardev("pri", primary),
-    ...chardev("sec", secondary),
-    ...chardev("out", outdev),
+    ...(opts.tlsDir
+      ? ["-object", `tls-creds-x509,id=tls0,dir=${opts.tlsDir},endpoint=server,verify-peer=on`]
+      : []),
+    ...chardev("pri", primary, true),
+    ...chardev("sec", secondary, true),
+    ...chardev("out", outdev, true),
     ...chardev("ntf", notify),
     ...["-object", compare],
   ];

@@ -17,10 +17,32 @@ export const WORKLOADS = [
   "latency",
   "scale",
   "flood",
+  "tcp-1000-tls",
+  "tcp-1000x100-tls",
+  "tcp-64-tls",
+  "udp-512-tls",
+  "latency-tls",
 ] as const;
 
 /** One workload's name. */
 export type WorkloadName = typeof WORKLOADS[number];
+
+/** A workload over plain TCP: what a `-tls` workload does, over TLS. */
+export type PlainWorkload = Exclude<WorkloadName, `${string}-tls`>;
+
+/**
+ * True for the `-tls` workloads: primary-in, secondary-in and outdev are TLS servers
+ * (`tls-listen:`, QEMU's chardevs with `tls-creds`, client certificates required) and the
+ * generator connects as a TLS client with the client certificate; notify-dev stays plain.
+ */
+export function overTls(workload: WorkloadName): boolean {
+  return workload.endsWith("-tls");
+}
+
+/** The plain workload a `-tls` one runs over TLS (a plain one is its own). */
+export function plainOf(workload: WorkloadName): PlainWorkload {
+  return workload.replace(/-tls$/, "") as PlainWorkload;
+}
 
 /** What one stream of frames looks like. */
 export interface StreamShape {
@@ -31,8 +53,8 @@ export interface StreamShape {
   connections: number;
 }
 
-/** The stream each workload sends (scale and latency use the tcp-1000 shape). */
-export const SHAPES: Record<WorkloadName, StreamShape> = {
+/** The stream each plain workload sends (scale and latency use the tcp-1000 shape). */
+const PLAIN_SHAPES: Record<PlainWorkload, StreamShape> = {
   "tcp-1000": { proto: "tcp", payload: 1000, connections: 1 },
   "tcp-1000x100": { proto: "tcp", payload: 1000, connections: 100 },
   "tcp-64": { proto: "tcp", payload: 64, connections: 1 },
@@ -41,6 +63,11 @@ export const SHAPES: Record<WorkloadName, StreamShape> = {
   "scale": { proto: "tcp", payload: 1000, connections: 1 },
   "flood": { proto: "tcp", payload: 1000, connections: 16 },
 };
+
+/** The stream of every workload: a `-tls` one sends what its plain one does. */
+export const SHAPES = Object.fromEntries(
+  WORKLOADS.map((w) => [w, PLAIN_SHAPES[plainOf(w)]]),
+) as Record<WorkloadName, StreamShape>;
 
 /** Ethernet + IPv4 + TCP/UDP header bytes in front of the payload (no VLAN, no options). */
 export function headerBytes(proto: "tcp" | "udp"): number {
