@@ -123,6 +123,12 @@ function chainsToCa(chain: X509Certificate[], creds: TlsCredentials): boolean {
   return false;
 }
 
+/** The TCP handle under a `node:tls` socket (Deno's node compatibility layer). */
+interface RawHandle {
+  readStop?(): unknown;
+  readStart?(): unknown;
+}
+
 /** One peer over a `node:tls` socket, read and written through {@linkcode Conn}. */
 export class TlsConn implements Conn {
   readonly peer: string;
@@ -146,7 +152,7 @@ export class TlsConn implements Conn {
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
-      if (this.#buffered >= READ_HIGH_WATER) socket.pause();
+      if (this.#buffered >= READ_HIGH_WATER) this.#pause(true);
       this.#notify();
     });
     socket.on("end", () => {
@@ -162,6 +168,22 @@ export class TlsConn implements Conn {
       this.#notify();
     });
     socket.on("drain", () => this.#notifyDrained());
+  }
+
+  /**
+   * Stops or restarts reading (SPEC 8). Deno 2.9.6's `node:tls` goes on reading the TCP socket
+   * under a paused TLS socket and keeps what it decrypts out of sight (a peer could grow our
+   * memory by all it sends), so the TCP handle underneath is stopped too.
+   */
+  #pause(on: boolean): void {
+    const tcp = (this.#socket as { _parent?: { _handle?: RawHandle } })._parent?._handle;
+    if (on) {
+      this.#socket.pause();
+      tcp?.readStop?.();
+    } else {
+      tcp?.readStart?.();
+      this.#socket.resume();
+    }
   }
 
   #notify(): void {
@@ -196,7 +218,7 @@ export class TlsConn implements Conn {
       }
     }
     this.#buffered -= n;
-    if (this.#socket.isPaused() && this.#buffered < READ_HIGH_WATER / 2) this.#socket.resume();
+    if (this.#socket.isPaused() && this.#buffered < READ_HIGH_WATER / 2) this.#pause(false);
     return n;
   }
 

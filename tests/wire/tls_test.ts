@@ -406,3 +406,43 @@ Deno.test("tls: subjectDn writes the subject as QEMU's authz-simple compares it"
   );
   assert.equal(certificateVersion(new Uint8Array(cert.raw)), 3);
 });
+
+Deno.test("tls: a peer sending while we do not read is held back by TCP, and nothing is lost (SPEC 8)", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const accepted = listener.accept();
+  const client = await rawClient(portOf(listener), creds.dir);
+  await client.handshake();
+  const server = await accepted;
+  const chunk = new Uint8Array(256 * 1024).map((_, i) => i & 0xff);
+  const total = 256 * 1024 * 1024;
+  let sent = 0;
+  const sending = (async () => {
+    while (sent < total) sent += await client.write(chunk.subarray(sent % chunk.length));
+  })();
+  try {
+    // Nobody reads: the sender must stall once the 1 MiB high water and the kernel's socket
+    // buffers are full, long before the 256 MiB it would send.
+    let stalledAt = -1;
+    for (let i = 0; i < 200 && stalledAt !== sent; i++) {
+      stalledAt = sent;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(sent < 64 * 1024 * 1024, `the peer sent ${sent} bytes that nobody read`);
+    // Reading again takes everything, in order.
+    const buf = new Uint8Array(1024 * 1024);
+    let got = 0;
+    while (got < total) {
+      const n = await server.read(buf);
+      assert.notEqual(n, null);
+      for (let i = 0; i < n!; i += 4093) assert.equal(buf[i], ((got + i) % chunk.length) & 0xff);
+      got += n!;
+    }
+    await sending;
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
