@@ -6,6 +6,8 @@
  * @module
  */
 
+import { JsonLines } from "../tests/support/json_lines.ts";
+
 /** A QMP event as QEMU sends it. */
 export interface QmpEvent {
   event: string;
@@ -150,19 +152,14 @@ export class Qmp {
   }
 
   async #read(): Promise<void> {
-    const decoder = new TextDecoder();
+    const lines = new JsonLines();
     const buf = new Uint8Array(64 * 1024);
-    let rest = "";
     try {
       for (;;) {
         const n = await this.#conn.read(buf);
         if (n === null) break;
-        rest += decoder.decode(buf.subarray(0, n), { stream: true });
-        let nl;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const line = rest.slice(0, nl).trim();
-          rest = rest.slice(nl + 1);
-          if (line) this.#message(JSON.parse(line));
+        for (const value of lines.push(buf.subarray(0, n))) {
+          this.#message(value as Record<string, unknown>);
         }
       }
     } catch {

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { JsonLines } from "./json_lines.ts";
+
 // deno-lint-ignore no-explicit-any
 export type Message = Record<string, any>;
 
@@ -30,20 +32,14 @@ export class QmpClient {
   }
 
   async #read(): Promise<void> {
-    const decoder = new TextDecoder();
-    let rest = "";
+    const lines = new JsonLines();
     const buf = new Uint8Array(64 * 1024);
     try {
       while (true) {
         const n = await this.conn.read(buf);
         if (n === null) break;
-        rest += decoder.decode(buf.subarray(0, n), { stream: true });
-        let nl;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const line = rest.slice(0, nl).trim();
-          rest = rest.slice(nl + 1);
-          if (line === "") continue;
-          const m = JSON.parse(line);
+        for (const value of lines.push(buf.subarray(0, n))) {
+          const m = value as Record<string, unknown>;
           if ("QMP" in m) this.greeting = m;
           else if ("event" in m) this.events.push(m);
           else this.replies.push(m);

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { JsonLines } from "./json_lines.ts";
+
 type Json = Record<string, unknown>;
 
 /** A command the peer received. */
@@ -106,8 +108,7 @@ export class QmpPeer {
 
   async #read(conn: Deno.Conn): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
-    const decoder = new TextDecoder();
-    let rest = "";
+    const lines = new JsonLines();
     while (true) {
       if (!this.#reading) {
         // Not reading: wait until the client goes away (close() or hangUp() ends this).
@@ -117,13 +118,8 @@ export class QmpPeer {
       }
       const n = await conn.read(buf);
       if (n === null) return;
-      rest += decoder.decode(buf.subarray(0, n), { stream: true });
-      let nl;
-      while ((nl = rest.indexOf("\n")) >= 0) {
-        const line = rest.slice(0, nl).trim();
-        rest = rest.slice(nl + 1);
-        if (line === "") continue;
-        const cmd = JSON.parse(line) as ReceivedCommand;
+      for (const value of lines.push(buf.subarray(0, n))) {
+        const cmd = value as ReceivedCommand;
         this.commands.push(cmd);
         this.#wake();
         const how = this.script(cmd);
