@@ -4,7 +4,7 @@
  * @module
  */
 
-import { configAddresses, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
+import { type Config, configAddresses, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
 import { Comparator } from "./src/comparator.ts";
 import { runDemo } from "./src/demo/demo.ts";
 import { parseReplayCommand, REPLAY_HELP, runReplay } from "./src/replay/command.ts";
@@ -12,7 +12,7 @@ import { Logger } from "./src/log.ts";
 import { dropPermissions } from "./src/permissions.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
-import { CredentialsError, credentialsFor } from "./src/wire/tls_creds.ts";
+import type { Transport } from "./src/wire/transport.ts";
 
 function fail(message: string): never {
   console.error(`colo-compare: ${message}`);
@@ -31,6 +31,24 @@ function waitForSignal(): Promise<Deno.Signal> {
       return h;
     });
   });
+}
+
+/**
+ * The TLS transport over `--tls-creds`, or null without TLS addresses. Its modules are loaded
+ * only then: node:tls and node:crypto cost about 4 MiB of RSS (bench/README.md, issue 11).
+ */
+async function tlsTransport(config: Config, log: Logger): Promise<Transport | null> {
+  if (config.tlsCreds === null) return null;
+  const { CredentialsError, credentialsFor } = await import("./src/wire/tls_creds.ts");
+  const { TlsTransport } = await import("./src/wire/tls.ts");
+  let creds;
+  try {
+    creds = credentialsFor(config.tlsCreds, configAddresses(config));
+  } catch (error) {
+    if (error instanceof CredentialsError) fail(`--tls-creds: ${error.message}`);
+    throw error;
+  }
+  return creds && new TlsTransport({ creds, authz: config.tlsAuthz, log });
 }
 
 async function main(args: string[]): Promise<number> {
@@ -67,14 +85,7 @@ async function main(args: string[]): Promise<number> {
   }
   const config = command.config;
   const log = new Logger(config.logLevel);
-  let tlsCreds;
-  try {
-    tlsCreds = credentialsFor(config.tlsCreds, configAddresses(config));
-  } catch (error) {
-    if (error instanceof CredentialsError) fail(`--tls-creds: ${error.message}`);
-    throw error;
-  }
-  const comparator = new Comparator(config, log, tlsCreds);
+  const comparator = new Comparator(config, log, await tlsTransport(config, log));
   const stopSignal = waitForSignal();
   try {
     await comparator.start();

@@ -35,8 +35,6 @@ import { Stats } from "./stats.ts";
 import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { PlainTransport } from "./wire/plain.ts";
-import { TlsTransport } from "./wire/tls.ts";
-import type { TlsCredentials } from "./wire/tls_creds.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
@@ -129,15 +127,18 @@ export class Comparator {
   #stopping = false;
   #started = false;
 
-  /** `tlsCreds`: read from `--tls-creds` at start; needed when any address is `tls`. */
-  constructor(config: Config, log: Logger, tlsCreds: TlsCredentials | null = null) {
+  /**
+   * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
+   * any address is `tls`. Built by the caller, so that a program without TLS never loads
+   * node:tls and node:crypto (about 4 MiB of RSS, bench/README.md issue 11).
+   */
+  constructor(config: Config, log: Logger, tls: Transport | null = null) {
     this.config = config;
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
     const plain = new PlainTransport(config.socketMode);
-    const tls = tlsCreds && new TlsTransport({ creds: tlsCreds, authz: config.tlsAuthz, log });
     const transport = (a: Address): Transport => {
       if (a.transport !== "tcp" || !a.tls) return plain;
       if (!tls) throw new Error(`${a.text}: a tls address needs the --tls-creds credentials`);
