@@ -34,6 +34,7 @@ import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
 import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
+import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
@@ -104,6 +105,8 @@ export class Comparator {
   /** Endpoints served by a channel rather than here. */
   readonly #channelEndpoints: Endpoint[] = [];
   readonly #out: FrameWriter;
+  /** Blocks shared by held frames and the outdev buffer (issue 11: a flush reuses them). */
+  readonly #pool = new BlockPool();
   readonly #sink: ComparatorSink;
   readonly #flow: FlowControl;
   readonly #pumps: Record<Side, InputPump>;
@@ -157,6 +160,7 @@ export class Comparator {
         this.#flow.outdev(on);
       },
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
+      pool: this.#pool,
     });
     this.#sink = new ComparatorSink(
       this.stats,
@@ -174,6 +178,7 @@ export class Comparator {
         compareTimeout: config.compareTimeout,
         maxQueueSize: config.maxQueueSize,
         maxHeldBytes: config.maxHeldBytes,
+        pool: this.#pool,
       },
       this.#sink,
       tracer,
@@ -448,6 +453,7 @@ export class Comparator {
     } catch (error) {
       this.#sink.internalError("expiry-scan", error);
     }
+    this.#pool.trim(now);
     this.#out.flush();
     this.#heldChanged();
     this.#classes.flush();

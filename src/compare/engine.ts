@@ -23,6 +23,7 @@ import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
+import type { BlockPool } from "../pool.ts";
 import { compareTcp, flushedTcp } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
@@ -37,6 +38,8 @@ export interface EngineOptions {
   idleTimeout?: number;
   /** Bytes of frames held in all queues together; beyond it frames are dropped. */
   maxHeldBytes?: number;
+  /** Blocks for held frames, shared with the output buffer (default: a pool of its own). */
+  pool?: BlockPool;
 }
 
 /** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
@@ -63,7 +66,7 @@ export class CompareEngine implements CompareContext {
   readonly #table = new ConnectionTable();
   readonly #info = new FrameInfo();
   readonly #pool: Packet[] = [];
-  readonly #store = new FrameStore();
+  readonly #store: FrameStore;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
@@ -84,6 +87,7 @@ export class CompareEngine implements CompareContext {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
   }
 
@@ -183,16 +187,21 @@ export class CompareEngine implements CompareContext {
   checkpoint(now: number = this.#now, secondaryCutoff: number | null = null): number {
     const sink = this.#sink;
     let kept = 0;
-    const drop = (s: Packet) => {
-      this.#unhold(s);
-      sink.discard("secondary", "checkpoint", s.data, s.conn);
-      this.#recycle(s);
-    };
-    const newer = (s: Packet): boolean => {
-      if (s.createdAt <= secondaryCutoff!) return false;
-      kept++;
-      return true;
-    };
+    // The held secondary frames are dropped first, in arrival order: their slabs (each side
+    // fills its own) are then free for the output buffer the released primary frames are
+    // written into, so a flush needs hardly more memory than what was held.
+    for (let s = this.#oldest; s !== null;) {
+      const next = s.newer;
+      if (s.side === "secondary") {
+        if (secondaryCutoff !== null && s.createdAt > secondaryCutoff) kept++;
+        else {
+          this.#unhold(s);
+          sink.discard("secondary", "checkpoint", s.data, s.conn);
+          this.#recycle(s);
+        }
+      }
+      s = next;
+    }
     this.#table.drainHeld((conn) => {
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
@@ -202,10 +211,8 @@ export class CompareEngine implements CompareContext {
           this.#recycle(p);
         });
       }
-      if (conn.secondary.length > 0) {
-        if (secondaryCutoff === null) conn.secondary.drain(drop);
-        else conn.secondary.drainUnless(newer, drop);
-      }
+      // What the secondary queue still lists is either dropped above or the new epoch's.
+      if (conn.secondary.length > 0) conn.secondary.drainUnless(isHeld, ignore);
       this.#place(conn, now);
     }, now);
     return kept;
@@ -467,3 +474,9 @@ export class CompareEngine implements CompareContext {
 }
 
 const EMPTY = new Uint8Array(0);
+
+function isHeld(p: Packet): boolean {
+  return p.queued;
+}
+
+function ignore(): void {}

@@ -1,13 +1,16 @@
 /**
  * Where held frames live. A frame that must outlive the read buffer it arrived in is copied
- * into a slab: a 256 KiB buffer filled front to back and reused once every frame in it is
- * gone. Frames are held for moments and leave roughly in arrival order, so slabs recycle
- * quickly; the copy costs no allocation and no garbage, and memory comes back in whole slabs
- * instead of fragmenting the heap with thousands of small buffers.
+ * into a slab: a block of the shared {@linkcode BlockPool} filled front to back and given back
+ * once every frame in it is gone. Frames are held for moments and leave roughly in arrival
+ * order, so slabs recycle quickly; the copy costs no allocation and no garbage, and memory
+ * comes back in whole slabs instead of fragmenting the heap with thousands of small buffers.
+ * Each side fills slabs of its own: a checkpoint drops every held secondary frame, and their
+ * slabs are then free whole for the released primary frames (engine.ts `checkpoint`).
  *
  * @module
  */
 
+import { BLOCK_SIZE, BlockPool } from "../pool.ts";
 import type { Packet } from "./packet.ts";
 
 /** One slab: the frames copied into it and how many of them are still held. */
@@ -18,13 +21,13 @@ export class Slab {
   /** Bytes of the frames still held in it. */
   liveBytes = 0;
 
-  constructor(size: number) {
-    this.bytes = new Uint8Array(size);
+  constructor(bytes: Uint8Array) {
+    this.bytes = bytes;
   }
 }
 
-/** Slab size: many frames per slab, and above the allocator's threshold for mapped memory. */
-export const SLAB_SIZE = 256 * 1024;
+/** Slab size: the pool's block size. */
+export const SLAB_SIZE = BLOCK_SIZE;
 /** Frames larger than this (GSO) get a buffer of their own. */
 const LARGE_FRAME = 16 * 1024;
 /**
@@ -32,16 +35,22 @@ const LARGE_FRAME = 16 * 1024;
  * then the copy frees a slab of frames long gone. A slab still mostly held stays whole.
  */
 const EVACUATE_BELOW = SLAB_SIZE / 4;
-/** Empty slabs kept for reuse; the rest are left to the garbage collector. */
-const FREE_SLABS_MAX = 16;
 
 /** The slab allocator for held frames. */
 export class FrameStore {
-  #current: Slab | null = null;
-  readonly #free: Slab[] = [];
+  readonly #pool: BlockPool;
+  /** The slab each side is filling. */
+  #primary: Slab | null = null;
+  #secondary: Slab | null = null;
   #slabs = 0;
 
-  /** Slabs allocated and not yet given back to the garbage collector. */
+  /** `pool`: blocks shared with the output buffer (the comparator's); one of its own if none. */
+  constructor(pool: BlockPool = new BlockPool()) {
+    if (pool.size !== SLAB_SIZE) throw new RangeError(`slabs are ${SLAB_SIZE} bytes`);
+    this.#pool = pool;
+  }
+
+  /** Slabs in use (holding frames, or being filled). */
   get slabs(): number {
     return this.#slabs;
   }
@@ -53,10 +62,14 @@ export class FrameStore {
       p.data = frame.slice();
       return;
     }
-    let slab = this.#current;
+    const primary = p.side === "primary";
+    let slab = primary ? this.#primary : this.#secondary;
     if (slab === null || slab.used + n > SLAB_SIZE) {
-      slab = this.#free.pop() ?? this.#allocate();
-      this.#current = slab;
+      // A full slab holds frames (an emptied one would have been reset): it goes back once
+      // its last frame is released.
+      slab = this.#take();
+      if (primary) this.#primary = slab;
+      else this.#secondary = slab;
     }
     const at = slab.used;
     slab.bytes.set(frame, at);
@@ -74,10 +87,8 @@ export class FrameStore {
     p.slab = null;
     slab.liveBytes -= p.data.length;
     if (--slab.live > 0) return;
-    slab.used = 0;
-    if (slab === this.#current) return;
-    if (this.#free.length < FREE_SLABS_MAX) this.#free.push(slab);
-    else this.#slabs--;
+    if (slab === this.#primary || slab === this.#secondary) slab.used = 0;
+    else this.#giveBack(slab);
   }
 
   /**
@@ -93,8 +104,13 @@ export class FrameStore {
     p.data = own;
   }
 
-  #allocate(): Slab {
+  #take(): Slab {
     this.#slabs++;
-    return new Slab(SLAB_SIZE);
+    return new Slab(this.#pool.take());
+  }
+
+  #giveBack(slab: Slab): void {
+    this.#slabs--;
+    this.#pool.give(slab.bytes);
   }
 }

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { BlockPool } from "../pool.ts";
 import { headerSize, writeHeader } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
 
@@ -36,12 +37,9 @@ export interface WriterOptions {
   now?: () => number;
   /** Called when a write fails (the peer is then treated as gone). */
   onWriteError?: (error: unknown) => void;
+  /** Blocks for the buffer's chunks, shared with the held frames (default: a pool of its own). */
+  pool?: BlockPool;
 }
-
-/** Output is buffered in chunks of this size, reused once written. */
-const CHUNK_SIZE = 1024 * 1024;
-/** Written chunks kept for reuse (the rest go back to the allocator). */
-const FREE_CHUNKS_MAX = 4;
 
 /**
  * While disconnected, a chunk takes frames for at most this long (ms) and then a new one
@@ -89,7 +87,8 @@ export class FrameWriter {
    * flush) takes more chunks instead of reallocating and copying one ever larger buffer.
    */
   #queue: Chunk[] = [];
-  #free: Chunk[] = [];
+  /** Chunks are blocks of this pool, given back once written. */
+  readonly #pool: BlockPool;
   #queued = 0;
   /** The chunk being written. */
   #inflight: Uint8Array | null = null;
@@ -102,6 +101,7 @@ export class FrameWriter {
     this.#o = options;
     this.#head = headerSize(options.vnet);
     this.#now = options.now ?? (() => performance.now());
+    this.#pool = options.pool ?? new BlockPool();
   }
 
   /** A peer is attached. */
@@ -221,14 +221,14 @@ export class FrameWriter {
   }
 
   #chunk(need: number): Chunk {
-    const c = need <= CHUNK_SIZE ? this.#free.pop() : undefined;
-    if (c !== undefined) return c;
-    return { buf: new Uint8Array(Math.max(CHUNK_SIZE, need)), len: 0, since: 0 };
+    const pool = this.#pool;
+    return { buf: need <= pool.size ? pool.take() : new Uint8Array(need), len: 0, since: 0 };
   }
 
   #recycle(c: Chunk): void {
     c.len = 0;
-    if (c.buf.length === CHUNK_SIZE && this.#free.length < FREE_CHUNKS_MAX) this.#free.push(c);
+    if (c.buf.length === this.#pool.size) this.#pool.give(c.buf);
+    c.buf = EMPTY;
   }
 
   /** Starts writing what is buffered now, without waiting for the end of the task. */
@@ -309,3 +309,5 @@ export class FrameWriter {
     this.#o.onCongestion?.(on);
   }
 }
+
+const EMPTY = new Uint8Array(0);

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
+import { FrameWriter } from "../../src/output/writer.ts";
+import { BlockPool } from "../../src/pool.ts";
 import { arp, frame, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -254,4 +256,40 @@ Deno.test("engine: a checkpoint without a cutoff drops every held secondary fram
   engine.secondary(udp("c"), 0, 30);
   assert.equal(engine.checkpoint(40, 30), 0);
   assert.equal(engine.heldSecondary, 0);
+});
+
+Deno.test("engine: a checkpoint flush writes the released frames into the dropped secondary frames' blocks", () => {
+  const pool = new BlockPool();
+  // outdev without a peer: everything released stays in its buffer, in blocks of the pool.
+  const out = new FrameWriter({
+    vnet: false,
+    highWater: 1 << 30,
+    lowWater: 0,
+    maxBufferedDisconnected: 1 << 30,
+    pool,
+  });
+  const sink = {
+    release: (f: Uint8Array, vnetLen: number) => void out.write(f, vnetLen),
+    discard: () => {},
+    checkpoint: () => {},
+  };
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024, pool }, sink);
+  // 16 connections whose replicas diverge: every frame stays held on both sides.
+  const payload = (side: string, i: number) => `${side}${i}`.padEnd(1000, ".");
+  for (let i = 0; i < 256; i++) {
+    for (let c = 0; c < 16; c++) engine.primary(udp(payload("p", i), 1000 + c), 0, 0);
+    for (let c = 0; c < 16; c++) engine.secondary(udp(payload("s", i), 1000 + c), 0, 0);
+  }
+  const held = engine.heldPrimaryBytes + engine.heldSecondaryBytes;
+  const blocksHeld = pool.blocks;
+  assert.ok(blocksHeld * pool.size >= held);
+  engine.checkpoint(1);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+  assert.equal(out.pendingBytes, 16 * 256 * (4 + udp(payload("p", 0)).length), "all released");
+  // The released frames (and their length words) took the secondary frames' blocks: at most
+  // a few more than were held, not half as many again.
+  assert.ok(
+    pool.blocks <= blocksHeld + 2,
+    `${pool.blocks} blocks after the flush, ${blocksHeld} before`,
+  );
 });

@@ -1,24 +1,47 @@
 import assert from "node:assert/strict";
-import { Packet } from "../../src/compare/packet.ts";
+import { Packet, type Side } from "../../src/compare/packet.ts";
 import { FrameStore, SLAB_SIZE } from "../../src/compare/store.ts";
+import { BlockPool } from "../../src/pool.ts";
 import { pseudoRandomBytes } from "../support/packets.ts";
 
-function kept(store: FrameStore, frame: Uint8Array): Packet {
+function kept(store: FrameStore, frame: Uint8Array, side: Side = "primary"): Packet {
   const p = new Packet();
+  p.side = side;
   store.keep(p, frame);
   return p;
 }
 
 Deno.test("store: copies share slabs, and a slab is reused once all its frames are gone", () => {
-  const store = new FrameStore();
+  const pool = new BlockPool();
+  const store = new FrameStore(pool);
   const frames = Array.from({ length: 600 }, (_, i) => pseudoRandomBytes(1000, i + 1));
   const held = frames.map((f) => kept(store, f));
   held.forEach((p, i) => assert.deepEqual(p.data, frames[i]));
   assert.equal(store.slabs, Math.ceil((600 * 1000) / SLAB_SIZE));
   for (const p of held) store.release(p);
+  assert.equal(store.slabs, 1, "the slab being filled stays; the others went back to the pool");
+  assert.equal(pool.free, 2);
   const again = Array.from({ length: 600 }, (_, i) => kept(store, frames[i]));
-  assert.equal(store.slabs, 3, "no new slabs: the empty ones were reused");
+  assert.equal(store.slabs, 3);
+  assert.equal(pool.blocks, 3, "no new blocks: the empty slabs were reused");
   again.forEach((p, i) => assert.deepEqual(p.data, frames[i]));
+});
+
+Deno.test("store: each side fills its own slabs, so dropping one side frees whole slabs", () => {
+  const pool = new BlockPool();
+  const store = new FrameStore(pool);
+  const primary: Packet[] = [];
+  const secondary: Packet[] = [];
+  // Interleaved as two inputs read them.
+  for (let i = 0; i < 1000; i++) {
+    primary.push(kept(store, pseudoRandomBytes(1000, i), "primary"));
+    secondary.push(kept(store, pseudoRandomBytes(1000, 5000 + i), "secondary"));
+  }
+  const perSide = Math.ceil((1000 * 1000) / SLAB_SIZE);
+  assert.equal(pool.blocks, 2 * perSide);
+  for (const s of secondary) store.release(s);
+  assert.equal(pool.free, perSide - 1, "every secondary slab but the one being filled is free");
+  primary.forEach((p, i) => assert.deepEqual(p.data, pseudoRandomBytes(1000, i)));
 });
 
 Deno.test("store: a copy does not change when the source or other slab frames change", () => {
