@@ -6,8 +6,6 @@
 
 import { type Config, configAddresses, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
 import { Comparator } from "./src/comparator.ts";
-import { runDemo } from "./src/demo/demo.ts";
-import { parseReplayCommand, REPLAY_HELP, runReplay } from "./src/replay/command.ts";
 import { Logger } from "./src/log.ts";
 import { dropPermissions } from "./src/permissions.ts";
 import { VERSION } from "./src/version.ts";
@@ -66,8 +64,10 @@ async function main(args: string[]): Promise<number> {
     case "version":
       console.log(`colo-compare ${VERSION}`);
       return 0;
+    // The demo and replay commands are loaded only when run: the comparator does not carry them.
     case "demo":
       try {
+        const { runDemo } = await import("./src/demo/demo.ts");
         return await runDemo({ logLevel: command.logLevel, keepCaptures: command.keepCaptures });
       } catch (error) {
         if (error instanceof UsageError) fail(error.message);
@@ -75,6 +75,9 @@ async function main(args: string[]): Promise<number> {
       }
     case "replay":
       try {
+        const { parseReplayCommand, REPLAY_HELP, runReplay } = await import(
+          "./src/replay/command.ts"
+        );
         const replay = parseReplayCommand(command.args);
         if (replay === null) console.log(REPLAY_HELP);
         return replay === null ? 0 : await runReplay(replay);
