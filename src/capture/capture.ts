@@ -43,7 +43,7 @@ export function firstDifferingSeq(p: Packet, s: Packet): number | null {
     const pi = p.start + seqDiff(from, p.seq);
     const si = s.start + seqDiff(from, s.seq);
     for (let i = 0; i < n; i++) {
-      if (p.data[pi + i] !== s.data[si + i]) return seqAdd(from, i);
+      if (p.bytes[pi + i] !== s.bytes[si + i]) return seqAdd(from, i);
     }
   }
   if (p.seq !== s.seq) return seqAfter(p.seq, s.seq) ? s.seq : p.seq;
@@ -123,7 +123,7 @@ export class DivergenceCapture {
       blocks.push(enhancedPacket(
         IF_PRIMARY,
         ts,
-        primary.data.subarray(primary.vnetLen),
+        primary.frame().subarray(primary.vnetLen),
         `${head} side=primary${tcpFields(primary, secondaries[0])}` +
           (reason === "timeout" ? ` age_ms=${Math.round(now - primary.createdAt)}` : ""),
       ));
@@ -132,7 +132,7 @@ export class DivergenceCapture {
       blocks.push(enhancedPacket(
         IF_SECONDARY,
         ts,
-        s.data.subarray(s.vnetLen),
+        s.frame().subarray(s.vnetLen),
         `${head} side=secondary${tcpFields(s, primary)}` +
           (reason === "timeout" ? ` age_ms=${Math.round(now - s.createdAt)}` : ""),
       ));

@@ -30,8 +30,8 @@ function traceMiss(ctx: CompareContext, conn: Connection, p: Packet, s: Packet):
     });
   } else if (kind !== "other") {
     const name = `colo_compare_${kind}_miscompare`;
-    ctx.tracer!.trace(name, { sta: "primary pkt size", size: p.data.length });
-    ctx.tracer!.trace(name, { sta: "Secondary pkt size", size: s.data.length });
+    ctx.tracer!.trace(name, { sta: "primary pkt size", size: p.size });
+    ctx.tracer!.trace(name, { sta: "Secondary pkt size", size: s.size });
   }
 }
 
@@ -46,7 +46,7 @@ export function compareDatagrams(ctx: CompareContext, conn: Connection, now: num
     for (let i = 0; i < sq.length; i++) {
       const s = sq.at(i);
       tracer?.trace("colo_compare_main", { str: `compare ${kindOf(conn)}` });
-      if (s.len === p.len && bytesEqual(p.data, p.start, s.data, s.start, p.len)) {
+      if (s.len === p.len && bytesEqual(p.bytes, p.start, s.bytes, s.start, p.len)) {
         found = i;
         break;
       }

@@ -196,7 +196,7 @@ export class CompareEngine implements CompareContext {
         if (secondaryCutoff !== null && s.createdAt > secondaryCutoff) kept++;
         else {
           this.#unhold(s);
-          sink.discard("secondary", "checkpoint", s.data, s.conn);
+          sink.discard("secondary", "checkpoint", s.frame(), s.conn);
           this.#recycle(s);
         }
       }
@@ -207,7 +207,7 @@ export class CompareEngine implements CompareContext {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
           this.#unhold(p);
-          sink.release(p.data, p.vnetLen, "checkpoint", undefined, p.createdAt);
+          sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
           this.#recycle(p);
         });
       }
@@ -326,7 +326,9 @@ export class CompareEngine implements CompareContext {
     }
 
     const p = this.#pool.pop() ?? new Packet();
-    p.data = frame;
+    p.bytes = frame;
+    p.at = 0;
+    p.size = frame.length;
     p.vnetLen = vnetLen;
     p.createdAt = now;
     p.side = side;
@@ -366,7 +368,7 @@ export class CompareEngine implements CompareContext {
     else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
-    if (p.queued && p.data === frame) this.#store.keep(p, frame);
+    if (p.queued && p.bytes === frame) this.#store.keep(p);
     this.#place(conn, now);
   }
 
@@ -411,10 +413,10 @@ export class CompareEngine implements CompareContext {
     this.#newest = p;
     if (p.side === "primary") {
       this.#heldPrimary++;
-      this.#heldPrimaryBytes += p.data.length;
+      this.#heldPrimaryBytes += p.size;
     } else {
       this.#heldSecondary++;
-      this.#heldSecondaryBytes += p.data.length;
+      this.#heldSecondaryBytes += p.size;
     }
   }
 
@@ -427,16 +429,18 @@ export class CompareEngine implements CompareContext {
     p.older = p.newer = null;
     if (p.side === "primary") {
       this.#heldPrimary--;
-      this.#heldPrimaryBytes -= p.data.length;
+      this.#heldPrimaryBytes -= p.size;
     } else {
       this.#heldSecondary--;
-      this.#heldSecondaryBytes -= p.data.length;
+      this.#heldSecondaryBytes -= p.size;
     }
   }
 
   #recycle(p: Packet): void {
     this.#store.release(p);
-    p.data = EMPTY;
+    p.bytes = EMPTY;
+    p.at = 0;
+    p.size = 0;
     p.conn = null;
     if (this.#pool.length < POOL_MAX) this.#pool.push(p);
   }
@@ -446,13 +450,13 @@ export class CompareEngine implements CompareContext {
   sendPrimary(p: Packet): void {
     this.#unhold(p);
     this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
-    this.#sink.release(p.data, p.vnetLen, "compared", undefined, p.createdAt);
+    this.#sink.release(p.frame(), p.vnetLen, "compared", undefined, p.createdAt);
     this.#recycle(p);
   }
 
   dropSecondary(s: Packet): void {
     this.#unhold(s);
-    this.#sink.discard("secondary", "compared", s.data, s.conn);
+    this.#sink.discard("secondary", "compared", s.frame(), s.conn);
     this.#recycle(s);
   }
 

@@ -15,13 +15,19 @@ export type Side = "primary" | "secondary";
 const EMPTY = new Uint8Array(0);
 
 /**
- * One frame held by the comparator. `data` is the whole frame as received (vnet header
- * included); it is a view into a read buffer while the frame is being compared, and an own
- * copy once it stays queued.
+ * One frame held by the comparator: the whole frame as received (vnet header included) is
+ * `bytes[at, at + size)`. `bytes` is the frame itself (a view into a read buffer) while it is
+ * being compared on arrival, and the slab it was copied into (or a copy of its own) once it
+ * stays queued: a held frame has no view of its own, which would cost about 100 bytes of heap
+ * per frame (bench/README.md, issue 11).
  */
 export class Packet {
-  data: Uint8Array = EMPTY;
-  /** The slab `data` was copied into, or null (see `store.ts`). */
+  bytes: Uint8Array = EMPTY;
+  /** Where the frame starts in `bytes`. */
+  at = 0;
+  /** The frame's length in bytes. */
+  size = 0;
+  /** The slab `bytes` is, or null (see `store.ts`). */
   slab: Slab | null = null;
   vnetLen = 0;
   /** Monotonic milliseconds at arrival. */
@@ -30,7 +36,10 @@ export class Packet {
   conn: Connection | null = null;
   /** True while the packet sits in a queue. */
   queued = false;
-  /** Start and length of the compared bytes: the TCP payload, or the whole IP payload. */
+  /**
+   * Start (in `bytes`) and length of the compared bytes: the TCP payload, or the whole IP
+   * payload.
+   */
   start = 0;
   len = 0;
   /** TCP only. `offset` counts payload bytes already matched against the other side. */
@@ -42,6 +51,12 @@ export class Packet {
   /** Neighbours in the engine's arrival-order list of held packets (for the expiry scan). */
   older: Packet | null = null;
   newer: Packet | null = null;
+
+  /** The whole frame: a view made on each call (release, discard, capture), never kept. */
+  frame(): Uint8Array {
+    const b = this.bytes;
+    return this.at === 0 && this.size === b.length ? b : b.subarray(this.at, this.at + this.size);
+  }
 }
 
 /**

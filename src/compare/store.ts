@@ -55,11 +55,15 @@ export class FrameStore {
     return this.#slabs;
   }
 
-  /** Gives `p` its own copy of `frame` (in a slab, or alone when large). */
-  keep(p: Packet, frame: Uint8Array): void {
-    const n = frame.length;
+  /**
+   * Gives `p` its own copy of its frame (in a slab, or alone when large), where it stays
+   * while `p` is held: `p.bytes` must not be a slab already.
+   */
+  keep(p: Packet): void {
+    const n = p.size;
+    const from = p.at;
     if (n > LARGE_FRAME) {
-      p.data = frame.slice();
+      this.#move(p, p.bytes.slice(from, from + n), 0);
       return;
     }
     const primary = p.side === "primary";
@@ -72,12 +76,19 @@ export class FrameStore {
       else this.#secondary = slab;
     }
     const at = slab.used;
-    slab.bytes.set(frame, at);
+    slab.bytes.set(from === 0 && n === p.bytes.length ? p.bytes : p.frame(), at);
     slab.used = (at + n + 7) & ~7;
     slab.live++;
     slab.liveBytes += n;
-    p.data = slab.bytes.subarray(at, at + n);
+    this.#move(p, slab.bytes, at);
     p.slab = slab;
+  }
+
+  /** `p`'s frame is now `bytes[at, at + size)`: its compared bytes move with it. */
+  #move(p: Packet, bytes: Uint8Array, at: number): void {
+    p.start += at - p.at;
+    p.bytes = bytes;
+    p.at = at;
   }
 
   /** `p` is gone: its slab is reused once all of the slab's frames are gone. */
@@ -85,7 +96,7 @@ export class FrameStore {
     const slab = p.slab;
     if (slab === null) return;
     p.slab = null;
-    slab.liveBytes -= p.data.length;
+    slab.liveBytes -= p.size;
     if (--slab.live > 0) return;
     if (slab === this.#primary || slab === this.#secondary) slab.used = 0;
     else this.#giveBack(slab);
@@ -99,9 +110,9 @@ export class FrameStore {
    */
   evacuate(p: Packet): void {
     if (p.slab === null || p.slab.liveBytes > EVACUATE_BELOW) return;
-    const own = p.data.slice();
+    const own = p.frame().slice();
     this.release(p);
-    p.data = own;
+    this.#move(p, own, 0);
   }
 
   #take(): Slab {

@@ -20,7 +20,7 @@ function traceSegment(ctx: CompareContext, side: string, p: Packet): void {
     pkt: side,
     seq: p.seq,
     ack: p.ack,
-    hdlen: p.start,
+    hdlen: p.start - p.at,
     pdlen: p.len,
     offset: p.offset,
     flags: p.flags,
@@ -51,9 +51,9 @@ function nextPosition(conn: Connection, p: Packet): Seq32 {
 /** True when `p` and `s` carry the same `n` bytes from sequence position `pos` on. */
 function equalAt(p: Packet, s: Packet, pos: Seq32, n: number): boolean {
   return bytesEqual(
-    p.data,
+    p.bytes,
     p.start + seqDiff(pos, p.seq),
-    s.data,
+    s.bytes,
     s.start + seqDiff(pos, s.seq),
     n,
   );

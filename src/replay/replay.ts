@@ -159,8 +159,8 @@ class ReplaySink implements EngineSink {
       const from = p.start + (diff !== null ? Math.max(0, (diff - p.seq) >>> 0) : 0);
       const f: DivergentFrame = {
         side: p.side,
-        length: p.data.length,
-        bytes: from < p.start + p.len ? hex(p.data, from, p.start + p.len) : "",
+        length: p.size,
+        bytes: from < p.start + p.len ? hex(p.bytes, from, p.start + p.len) : "",
       };
       if (conn.tcp) f.seq = p.seq;
       d.frames.push(f);

@@ -7,7 +7,9 @@ import { pseudoRandomBytes } from "../support/packets.ts";
 function kept(store: FrameStore, frame: Uint8Array, side: Side = "primary"): Packet {
   const p = new Packet();
   p.side = side;
-  store.keep(p, frame);
+  p.bytes = frame;
+  p.size = frame.length;
+  store.keep(p);
   return p;
 }
 
@@ -16,7 +18,7 @@ Deno.test("store: copies share slabs, and a slab is reused once all its frames a
   const store = new FrameStore(pool);
   const frames = Array.from({ length: 600 }, (_, i) => pseudoRandomBytes(1000, i + 1));
   const held = frames.map((f) => kept(store, f));
-  held.forEach((p, i) => assert.deepEqual(p.data, frames[i]));
+  held.forEach((p, i) => assert.deepEqual(p.frame(), frames[i]));
   assert.equal(store.slabs, Math.ceil((600 * 1000) / SLAB_SIZE));
   for (const p of held) store.release(p);
   assert.equal(store.slabs, 1, "the slab being filled stays; the others went back to the pool");
@@ -24,7 +26,7 @@ Deno.test("store: copies share slabs, and a slab is reused once all its frames a
   const again = Array.from({ length: 600 }, (_, i) => kept(store, frames[i]));
   assert.equal(store.slabs, 3);
   assert.equal(pool.blocks, 3, "no new blocks: the empty slabs were reused");
-  again.forEach((p, i) => assert.deepEqual(p.data, frames[i]));
+  again.forEach((p, i) => assert.deepEqual(p.frame(), frames[i]));
 });
 
 Deno.test("store: each side fills its own slabs, so dropping one side frees whole slabs", () => {
@@ -41,7 +43,7 @@ Deno.test("store: each side fills its own slabs, so dropping one side frees whol
   assert.equal(pool.blocks, 2 * perSide);
   for (const s of secondary) store.release(s);
   assert.equal(pool.free, perSide - 1, "every secondary slab but the one being filled is free");
-  primary.forEach((p, i) => assert.deepEqual(p.data, pseudoRandomBytes(1000, i)));
+  primary.forEach((p, i) => assert.deepEqual(p.frame(), pseudoRandomBytes(1000, i)));
 });
 
 Deno.test("store: a copy does not change when the source or other slab frames change", () => {
@@ -51,8 +53,8 @@ Deno.test("store: a copy does not change when the source or other slab frames ch
   const original = src.slice();
   src.fill(0);
   const b = kept(store, pseudoRandomBytes(500, 10));
-  assert.deepEqual(a.data, original);
-  assert.notEqual(a.data.byteOffset, b.data.byteOffset);
+  assert.deepEqual(a.frame(), original);
+  assert.notEqual(a.frame().byteOffset, b.frame().byteOffset);
 });
 
 Deno.test("store: large frames get their own buffer; evacuated frames leave their slab", () => {
@@ -61,11 +63,11 @@ Deno.test("store: large frames get their own buffer; evacuated frames leave thei
   assert.equal(big.slab, null);
   assert.equal(store.slabs, 0);
   const old = kept(store, pseudoRandomBytes(100, 4));
-  const bytes = old.data.slice();
+  const bytes = old.frame().slice();
   store.evacuate(old);
   assert.equal(old.slab, null);
-  assert.deepEqual(old.data, bytes);
-  assert.equal(old.data.buffer.byteLength, 100, "its own buffer now");
+  assert.deepEqual(old.frame(), bytes);
+  assert.equal(old.frame().buffer.byteLength, 100, "its own buffer now");
 });
 
 Deno.test("store: frames of a slab that is still mostly held are not evacuated", () => {
@@ -78,5 +80,24 @@ Deno.test("store: frames of a slab that is still mostly held are not evacuated",
   for (const p of held.slice(1, 190)) store.release(p);
   store.evacuate(held[0]);
   assert.equal(held[0].slab, null);
-  assert.equal(held[0].data.buffer.byteLength, 1000);
+  assert.equal(held[0].frame().buffer.byteLength, 1000);
+});
+
+Deno.test("store: the compared bytes move with the frame into its slab and out again", () => {
+  const store = new FrameStore();
+  kept(store, pseudoRandomBytes(300, 1)); // the next frame lands at an offset
+  const frame = pseudoRandomBytes(500, 2);
+  const p = new Packet();
+  p.bytes = frame;
+  p.size = frame.length;
+  p.start = 54;
+  store.keep(p);
+  assert.ok(p.at > 0);
+  assert.equal(p.bytes[p.start], frame[54]);
+  assert.deepEqual(p.frame(), frame);
+  store.evacuate(p);
+  assert.equal(p.slab, null);
+  assert.equal(p.at, 0);
+  assert.equal(p.start, 54);
+  assert.deepEqual(p.frame(), frame);
 });
