@@ -1,12 +1,15 @@
 /**
- * Fixed-size byte blocks shared by held frames (`compare/store.ts`, as slabs) and outdev's
- * output buffer (`output/writer.ts`, as chunks). A block given back is reused rather than left
- * to the garbage collector: V8 frees an ArrayBuffer only at a full collection, tens of MiB of
- * external memory later, and glibc keeps most of what it frees. So memory peaks at the blocks
- * in use at once, and a checkpoint flush writes the released frames into the blocks of the
- * dropped secondary frames instead of new ones (bench/README.md, issue 11).
+ * Objects reused instead of left to the garbage collector, kept for as long as they are
+ * needed: the fixed-size byte blocks shared by held frames (`compare/store.ts`, as slabs) and
+ * outdev's output buffer (`output/writer.ts`, as chunks), and the engine's held-frame records.
  *
- * Blocks unused for a whole {@linkcode TRIM_INTERVAL_MS} go back to the allocator.
+ * V8 frees an ArrayBuffer only at a full collection, tens of MiB of external memory later,
+ * and glibc keeps most of what it frees; an object that lived through a few scavenges is
+ * garbage in the old generation once it goes, which grows the heap until the next full
+ * collection. Reused, memory peaks at what is in use at once, and a checkpoint flush writes
+ * the released frames into the blocks of the dropped secondary frames instead of new ones
+ * (bench/README.md, issue 11). What stays unused for a whole {@linkcode TRIM_INTERVAL_MS} is
+ * given up.
  *
  * @module
  */
@@ -14,60 +17,75 @@
 /** Block size: many frames per block, a few blocks per read or write. */
 export const BLOCK_SIZE = 256 * 1024;
 
-/** Blocks that stayed free this long (ms) are given up by {@linkcode BlockPool.trim}. */
+/** Objects that stayed free this long (ms) are given up by {@linkcode Pool.trim}. */
 export const TRIM_INTERVAL_MS = 10_000;
 
-/** A pool of blocks of one size. */
-export class BlockPool {
-  readonly size: number;
-  readonly #free: Uint8Array[] = [];
-  #blocks = 0;
-  /** The fewest free blocks since the last trim: that many were not needed. */
+/** A pool of interchangeable objects. */
+export class Pool<T> {
+  readonly #make: () => T;
+  readonly #free: T[] = [];
+  #made = 0;
+  /** The fewest free objects since the last trim: that many were not needed. */
   #leastFree = 0;
   #trimmedAt = 0;
 
-  constructor(size: number = BLOCK_SIZE) {
-    this.size = size;
+  constructor(make: () => T) {
+    this.#make = make;
   }
 
-  /** Blocks allocated and not given up. */
-  get blocks(): number {
-    return this.#blocks;
+  /** Objects made and not given up. */
+  get made(): number {
+    return this.#made;
   }
 
-  /** Blocks waiting for reuse. */
+  /** Objects waiting for reuse. */
   get free(): number {
     return this.#free.length;
   }
 
-  /** A block, reused when one is free. Its bytes are whatever its last user left. */
-  take(): Uint8Array {
-    const b = this.#free.pop();
-    if (b === undefined) {
-      this.#blocks++;
-      return new Uint8Array(this.size);
+  /** An object, reused when one is free. It holds whatever its last user left. */
+  take(): T {
+    const x = this.#free.pop();
+    if (x === undefined) {
+      this.#made++;
+      return this.#make();
     }
     if (this.#free.length < this.#leastFree) this.#leastFree = this.#free.length;
-    return b;
+    return x;
   }
 
-  /** Gives back a block from {@linkcode BlockPool.take}; nothing may use it afterwards. */
-  give(b: Uint8Array): void {
-    this.#free.push(b);
+  /** Gives back an object from {@linkcode Pool.take}; nothing may use it afterwards. */
+  give(x: T): void {
+    this.#free.push(x);
   }
 
   /**
-   * At most once per {@linkcode TRIM_INTERVAL_MS} (`now` in ms): gives up the blocks that were
-   * free all along since the last trim, the least recently used first. Returns how many.
+   * At most once per {@linkcode TRIM_INTERVAL_MS} (`now` in ms): gives up the objects that
+   * were free all along since the last trim, the least recently used first. Returns how many.
    */
   trim(now: number): number {
     if (now - this.#trimmedAt < TRIM_INTERVAL_MS) return 0;
     this.#trimmedAt = now;
     const unused = this.#leastFree;
-    // The stack's bottom holds the blocks given back longest ago.
+    // The stack's bottom holds the objects given back longest ago.
     this.#free.splice(0, unused);
-    this.#blocks -= unused;
+    this.#made -= unused;
     this.#leastFree = this.#free.length;
     return unused;
+  }
+}
+
+/** A pool of byte blocks of one size. */
+export class BlockPool extends Pool<Uint8Array> {
+  readonly size: number;
+
+  constructor(size: number = BLOCK_SIZE) {
+    super(() => new Uint8Array(size));
+    this.size = size;
+  }
+
+  /** Blocks allocated and not given up. */
+  get blocks(): number {
+    return this.made;
   }
 }

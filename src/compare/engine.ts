@@ -23,7 +23,7 @@ import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
-import type { BlockPool } from "../pool.ts";
+import { type BlockPool, Pool } from "../pool.ts";
 import { compareTcp, flushedTcp } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
@@ -49,9 +49,6 @@ export const DEFAULT_IDLE_TIMEOUT = 60_000;
 /** Default bound on held bytes. */
 export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
 
-/** Packet objects kept for reuse. */
-const POOL_MAX = 4096;
-
 /** The comparator's state and rules, for one primary/secondary pair. */
 export class CompareEngine implements CompareContext {
   readonly tracer: Tracer | null;
@@ -65,7 +62,11 @@ export class CompareEngine implements CompareContext {
   readonly #maxHeldBytes: number;
   readonly #table = new ConnectionTable();
   readonly #info = new FrameInfo();
-  readonly #pool: Packet[] = [];
+  /**
+   * Packet records for reuse: a flood's tens of thousands of held frames would otherwise be
+   * old-generation garbage at every checkpoint (the pool trims itself in `tick`).
+   */
+  readonly #packets = new Pool(() => new Packet());
   readonly #store: FrameStore;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
@@ -242,6 +243,7 @@ export class CompareEngine implements CompareContext {
   tick(now: number): boolean {
     if (now > this.#now) this.#now = now;
     this.#forgetIdle(now);
+    this.#packets.trim(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {
@@ -325,7 +327,7 @@ export class CompareEngine implements CompareContext {
       return;
     }
 
-    const p = this.#pool.pop() ?? new Packet();
+    const p = this.#packets.take();
     p.bytes = frame;
     p.at = 0;
     p.size = frame.length;
@@ -442,7 +444,7 @@ export class CompareEngine implements CompareContext {
     p.at = 0;
     p.size = 0;
     p.conn = null;
-    if (this.#pool.length < POOL_MAX) this.#pool.push(p);
+    this.#packets.give(p);
   }
 
   // CompareContext, used by the TCP and datagram rules.
