@@ -4,7 +4,7 @@
  * scale run opens them), `heapUsed` after a forced full GC before and after. Prints one JSON
  * line. Needs `gc()`:
  *
- *   deno run --v8-flags=--expose-gc bench/conn_heap.ts [connections, default 100000]
+ *   deno run --v8-flags=--expose-gc bench/conn_heap.ts [connections, default 100000] [v6]
  *
  * The frames are built before the first measurement and kept until after the second, so only
  * what the engine keeps is counted.
@@ -19,6 +19,7 @@ import { frame, TCP } from "../src/packet/build.ts";
 /** Heap per idle connection of a table of `count`, and what the engine reported. */
 export interface ConnHeapResult {
   connections: number;
+  ipv6: boolean;
   /** `heapUsed` after a forced GC, before the first frame and after the last. */
   heapBefore: number;
   heapAfter: number;
@@ -40,9 +41,12 @@ function settledHeap(): number {
 }
 
 /** A TCP segment with a 64-byte payload on connection number `n` (distinct for n < 2^24). */
-function segmentOn(n: number): Uint8Array {
+function segmentOn(n: number, v6: boolean): Uint8Array {
+  const a = (n >> 16) & 0xff, b = (n >> 8) & 0xff, c = n & 0xff;
   return frame({
-    ip: { src: "10.0.0.1", dst: `10.${(n >> 16) & 0xff}.${(n >> 8) & 0xff}.${n & 0xff}` },
+    ip: v6
+      ? { v: 6, src: "fd00::1", dst: `fd00::${a}:${b}:${c}` }
+      : { src: "10.0.0.1", dst: `10.${a}.${b}.${c}` },
     tcp: {
       sport: 80,
       dport: 40000 + (n % 20000),
@@ -56,7 +60,7 @@ function segmentOn(n: number): Uint8Array {
 }
 
 /** Builds the table and measures it. */
-export function measureConnHeap(count: number): ConnHeapResult {
+export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
   let released = 0;
   const sink: EngineSink = {
     release() {
@@ -65,7 +69,7 @@ export function measureConnHeap(count: number): ConnHeapResult {
     discard() {},
     checkpoint() {},
   };
-  const frames = Array.from({ length: count }, (_, n) => segmentOn(n));
+  const frames = Array.from({ length: count }, (_, n) => segmentOn(n, v6));
   const engine = new CompareEngine(
     { compareTimeout: 3000, maxQueueSize: 1024, maxConnections: count },
     sink,
@@ -82,6 +86,7 @@ export function measureConnHeap(count: number): ConnHeapResult {
   }
   return {
     connections: count,
+    ipv6: v6,
     heapBefore,
     heapAfter,
     bytesPerConnection: (heapAfter - heapBefore) / count,
@@ -92,5 +97,5 @@ export function measureConnHeap(count: number): ConnHeapResult {
 
 if (import.meta.main) {
   const count = Number(Deno.args[0] ?? 100_000);
-  console.log(JSON.stringify(measureConnHeap(count)));
+  console.log(JSON.stringify(measureConnHeap(count, Deno.args[1] === "v6")));
 }

