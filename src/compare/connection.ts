@@ -11,7 +11,7 @@ import { PacketQueue } from "./packet.ts";
 import type { Side } from "./packet.ts";
 import type { Seq32 } from "../packet/seq.ts";
 
-// Bits of `Connection.#flags`: seven booleans in one small integer (issue 11: every field of
+// Bits of `Connection.#flags`: eight booleans in one small integer (issue 11: every field of
 // a connection is 8 bytes of heap, for each of up to 65,536 of them).
 const TCP = 1 << 0;
 const COMPARE_SEQ_SET = 1 << 1;
@@ -35,7 +35,7 @@ function withBit(flags: number, bit: number, on: boolean): number {
 const NO_FRAMES = new PacketQueue();
 
 /** The two queues of a connection that holds frames (one field where two took 8 bytes more). */
-class HeldFrames {
+export class HeldFrames {
   readonly primary = new PacketQueue();
   readonly secondary = new PacketQueue();
 }
@@ -48,8 +48,9 @@ const names = new WeakMap<Connection, string>();
  *
  * Kept small (issue 11: an idle connection should cost at most 200 bytes, as in QEMU): the
  * booleans share one integer, the 32-bit sequence and ACK numbers are stored as signed 32-bit
- * integers (V8 keeps those in the field itself; an unsigned one above 2^31 would be a separate
- * heap number), and a connection has queues of its own only while it holds frames.
+ * integers (Deno's V8 keeps those in the field itself as small integers; an unsigned one above
+ * 2^31 would be a heap number of 16 bytes more), and a connection has queues of its own only
+ * while it holds frames. Where the bytes go: bench/README.md, "Idle connections".
  */
 export class Connection {
   /** Position in first-seen order (increasing, never reused). */
@@ -260,8 +261,11 @@ function byFirstSeen(a: Connection, b: Connection): number {
   return a.id - b.id;
 }
 
-/** Empty queues kept for connections that start holding frames again. */
-const QUEUE_POOL_MAX = 1024;
+/**
+ * Queue pairs kept for connections that start holding frames again: enough that a busy table
+ * rarely allocates, few enough not to count per connection (each pair is about 190 bytes).
+ */
+const QUEUE_POOL_MAX = 256;
 
 /** Fewest hash buckets (a power of two, as every bucket count); doubled when outnumbered. */
 const MIN_BUCKETS = 64;
