@@ -10,6 +10,7 @@ import { Logger } from "./src/log.ts";
 import { dropPermissions } from "./src/permissions.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
+import { TcpTuner } from "./src/wire/keepalive.ts";
 import type { Transport } from "./src/wire/transport.ts";
 
 function fail(message: string): never {
@@ -46,7 +47,9 @@ async function tlsTransport(config: Config, log: Logger): Promise<Transport | nu
     if (error instanceof CredentialsError) fail(`--tls-creds: ${error.message}`);
     throw error;
   }
-  return creds && new TlsTransport({ creds, authz: config.tlsAuthz, log });
+  // The comparator's TCP tuner (SPEC 11 keepalive): one shared instance, opened while ffi is granted.
+  const tuner = TcpTuner.shared();
+  return creds && new TlsTransport({ creds, authz: config.tlsAuthz, log, tuner });
 }
 
 async function main(args: string[]): Promise<number> {

@@ -36,6 +36,7 @@ import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
+import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
@@ -129,6 +130,7 @@ export class Comparator {
   #now = 0;
   #stopping = false;
   #started = false;
+  readonly #tuner: TcpTuner | null;
 
   /**
    * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
@@ -141,7 +143,10 @@ export class Comparator {
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
-    const plain = new PlainTransport(config.socketMode);
+    // SPEC 11: dead peers within a minute. Opened now, while the ffi permission is granted
+    // (the TLS transport the caller built uses the same shared tuner).
+    this.#tuner = TcpTuner.shared();
+    const plain = new PlainTransport(config.socketMode, this.#tuner);
     const transport = (a: Address): Transport => {
       if (a.transport !== "tcp" || !a.tls) return plain;
       if (!tls) throw new Error(`${a.text}: a tls address needs the --tls-creds credentials`);
@@ -337,7 +342,9 @@ export class Comparator {
       vnet_hdr_support: c.vnetHdrSupport,
       notify_dev: c.notifyDev ? "on" : "off",
       checkpoint_channel: this.#channel?.kind ?? "none",
+      dead_peer_after_s: this.#tuner ? deadPeerAfterMs(this.#tuner.timing) / 1000 : "kernel",
     });
+    if (this.#tuner === null) this.#log.info("keepalive-timing", { note: TcpTuner.unavailable });
     if (this.#channel === null) {
       this.#log.warn("no-checkpoint-channel", {
         note: "divergent output stays held until a checkpoint that never comes; " +

@@ -311,8 +311,7 @@ export class CompareEngine implements CompareContext {
       return;
     }
     const primary = side === "primary";
-    const queue = primary ? conn.primary : conn.secondary;
-    if (queue.length > this.#maxQueueSize) {
+    if ((primary ? conn.primary : conn.secondary).length > this.#maxQueueSize) {
       this.tracer?.trace("colo_compare_drop_packet", {
         queue: side,
         str: "queue size too big, drop packet",
@@ -327,6 +326,7 @@ export class CompareEngine implements CompareContext {
       return;
     }
 
+    const queue = this.#table.queueFor(conn, side);
     const p = this.#packets.take();
     p.bytes = frame;
     p.at = 0;
@@ -401,7 +401,7 @@ export class CompareEngine implements CompareContext {
   #forgetIdle(now: number): void {
     const table = this.#table;
     for (let c = table.oldestIdle(); c !== null; c = table.oldestIdle()) {
-      if (now - c.idleSince < this.#idleTimeout) break;
+      if (c.idleFor(now) < this.#idleTimeout) break;
       table.remove(c);
     }
   }
