@@ -6,7 +6,7 @@
  * @module
  */
 
-import { describeKey } from "../packet/parse.ts";
+import { describeKey, hashKey } from "../packet/parse.ts";
 import { PacketQueue } from "./packet.ts";
 import type { Seq32 } from "../packet/seq.ts";
 
@@ -89,6 +89,15 @@ function keyString(key: Uint8Array, n: number): string {
   return String.fromCharCode(...key.subarray(0, n));
 }
 
+/** True when `c`'s key is the first `keyLen` bytes of `key`. */
+function hasKey(c: Connection, key: Uint8Array, keyLen: number): boolean {
+  const k = c.key;
+  if (k.length !== keyLen) return false;
+  let i = 0;
+  while (i < keyLen && k.charCodeAt(i) === key[i]) i++;
+  return i === keyLen;
+}
+
 /** Orders connections by first sight. */
 function byFirstSeen(a: Connection, b: Connection): number {
   return a.id - b.id;
@@ -105,6 +114,8 @@ function byFirstSeen(a: Connection, b: Connection): number {
  */
 export class ConnectionTable {
   #buckets = new Map<number, Connection>();
+  /** The connection {@linkcode ConnectionTable.find} returned or `add` made last, or null. */
+  #recent: Connection | null = null;
   #first: Connection | null = null;
   #last: Connection | null = null;
   #idleFirst: Connection | null = null;
@@ -123,20 +134,22 @@ export class ConnectionTable {
     return this.#held.length;
   }
 
-  /** The connection with this key, or null. */
-  find(key: Uint8Array, keyLen: number, hash: number): Connection | null {
-    for (let c = this.#buckets.get(hash) ?? null; c !== null; c = c.bucketNext) {
-      const k = c.key;
-      if (k.length !== keyLen) continue;
-      let i = 0;
-      while (i < keyLen && k.charCodeAt(i) === key[i]) i++;
-      if (i === keyLen) return c;
+  /**
+   * The connection with this key, or null. The connection found last is tried first, without
+   * hashing: consecutive frames mostly belong to one connection (issue 11).
+   */
+  find(key: Uint8Array, keyLen: number): Connection | null {
+    const recent = this.#recent;
+    if (recent !== null && hasKey(recent, key, keyLen)) return recent;
+    for (let c = this.#buckets.get(hashKey(key, keyLen)) ?? null; c !== null; c = c.bucketNext) {
+      if (hasKey(c, key, keyLen)) return this.#recent = c;
     }
     return null;
   }
 
   /** Adds a new connection at the end of first-seen order (neither idle nor held yet). */
-  add(key: Uint8Array, keyLen: number, hash: number, tcp: boolean): Connection {
+  add(key: Uint8Array, keyLen: number, tcp: boolean): Connection {
+    const hash = hashKey(key, keyLen);
     const c = new Connection(this.#nextId++, keyString(key, keyLen), hash, tcp);
     c.bucketNext = this.#buckets.get(hash) ?? null;
     this.#buckets.set(hash, c);
@@ -145,11 +158,12 @@ export class ConnectionTable {
     else this.#first = c;
     this.#last = c;
     this.#size++;
-    return c;
+    return this.#recent = c;
   }
 
   /** Forgets a connection (its queues must be empty). */
   remove(c: Connection): void {
+    if (c === this.#recent) this.#recent = null;
     let b = this.#buckets.get(c.hash) ?? null;
     if (b === c) {
       if (c.bucketNext) this.#buckets.set(c.hash, c.bucketNext);

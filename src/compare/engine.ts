@@ -294,7 +294,7 @@ export class CompareEngine implements CompareContext {
       else sink.discard(side, info.reason, frame, null);
       return;
     }
-    const conn = this.#table.find(info.key, info.keyLen, info.hash) ??
+    const conn = this.#table.find(info.key, info.keyLen) ??
       this.#newConnection(info);
     if (conn === null) {
       sink.discard(side, "table-full", frame, null);
@@ -372,7 +372,7 @@ export class CompareEngine implements CompareContext {
       table.remove(idle);
       this.tracer?.trace("colo_compare_connection_evicted", { conn: idle.name });
     }
-    return table.add(info.key, info.keyLen, info.hash, info.kind === TCP_SEGMENT);
+    return table.add(info.key, info.keyLen, info.kind === TCP_SEGMENT);
   }
 
   /**
