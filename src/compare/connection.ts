@@ -6,7 +6,7 @@
  * @module
  */
 
-import { describeKey, hashKey } from "../packet/parse.ts";
+import { describeKey, hashKey, KEY_MAX } from "../packet/parse.ts";
 import { PacketQueue } from "./packet.ts";
 import type { Seq32 } from "../packet/seq.ts";
 
@@ -89,6 +89,9 @@ function keyString(key: Uint8Array, n: number): string {
   return String.fromCharCode(...key.subarray(0, n));
 }
 
+/** 32-bit words that hold the longest key. */
+const KEY_WORDS = Math.ceil(KEY_MAX / 4);
+
 /** True when `c`'s key is the first `keyLen` bytes of `key`. */
 function hasKey(c: Connection, key: Uint8Array, keyLen: number): boolean {
   const k = c.key;
@@ -116,6 +119,13 @@ export class ConnectionTable {
   #buckets = new Map<number, Connection>();
   /** The connection {@linkcode ConnectionTable.find} returned or `add` made last, or null. */
   #recent: Connection | null = null;
+  /** Its key's bytes, and the same memory as 32-bit words. */
+  readonly #recentKey = new Uint8Array(KEY_WORDS * 4);
+  readonly #recentWords = new Uint32Array(this.#recentKey.buffer);
+  #recentLen = 0;
+  /** The key buffer last passed to `find`, as 32-bit words. */
+  #wordsOf: Uint8Array | null = null;
+  #words: Uint32Array = new Uint32Array(0);
   #first: Connection | null = null;
   #last: Connection | null = null;
   #idleFirst: Connection | null = null;
@@ -139,12 +149,40 @@ export class ConnectionTable {
    * hashing: consecutive frames mostly belong to one connection (issue 11).
    */
   find(key: Uint8Array, keyLen: number): Connection | null {
-    const recent = this.#recent;
-    if (recent !== null && hasKey(recent, key, keyLen)) return recent;
+    if (this.#isRecent(key, keyLen)) return this.#recent;
     for (let c = this.#buckets.get(hashKey(key, keyLen)) ?? null; c !== null; c = c.bucketNext) {
-      if (hasKey(c, key, keyLen)) return this.#recent = c;
+      if (hasKey(c, key, keyLen)) return this.#setRecent(c, key, keyLen);
     }
     return null;
+  }
+
+  /**
+   * True when `key` is the key of the connection found last. Compared 32 bits at a time
+   * against a copy of that key: half the time of the key string's characters one by one.
+   */
+  #isRecent(key: Uint8Array, keyLen: number): boolean {
+    const recent = this.#recent;
+    if (recent === null || keyLen !== this.#recentLen) return false;
+    if (key !== this.#wordsOf) {
+      // Once per key buffer (the engine passes the same one every time).
+      if ((key.byteOffset & 3) !== 0) return hasKey(recent, key, keyLen);
+      this.#wordsOf = key;
+      this.#words = new Uint32Array(key.buffer, key.byteOffset, key.length >>> 2);
+    }
+    const words = this.#words;
+    const recentWords = this.#recentWords;
+    const whole = keyLen >>> 2;
+    for (let i = 0; i < whole; i++) if (words[i] !== recentWords[i]) return false;
+    const recentKey = this.#recentKey;
+    for (let i = whole << 2; i < keyLen; i++) if (key[i] !== recentKey[i]) return false;
+    return true;
+  }
+
+  #setRecent(c: Connection, key: Uint8Array, keyLen: number): Connection {
+    const recentKey = this.#recentKey;
+    for (let i = 0; i < keyLen; i++) recentKey[i] = key[i];
+    this.#recentLen = keyLen;
+    return this.#recent = c;
   }
 
   /** Adds a new connection at the end of first-seen order (neither idle nor held yet). */
@@ -158,7 +196,7 @@ export class ConnectionTable {
     else this.#first = c;
     this.#last = c;
     this.#size++;
-    return this.#recent = c;
+    return this.#setRecent(c, key, keyLen);
   }
 
   /** Forgets a connection (its queues must be empty). */
