@@ -1,13 +1,13 @@
 /**
  * The CPU cost of the hot path per compared pair, in one process and without sockets: 256 KiB
- * chunks of framed tcp-64, tcp-1000 or udp-512 frames go through the frame decoder, the compare
+ * chunks of framed tcp-64, tcp-1000, tcp-1000x100 or udp-512 frames go through the frame decoder, the compare
  * engine, the comparator's sink and the outdev writer (onto a stream that takes every write at
  * once), a primary chunk then the same secondary chunk, as the input pumps feed them. TCP
  * sequence numbers go on from round to round and start near the 32-bit wrap, as the load
  * generator's do after a while. What the machine's other jobs do not disturb as much as the
  * socket bench: issue 11's changes were weighed with it and with `deno task bench`.
  *
- *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|udp-512] [--rounds N]
+ *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
  *     [--root DIR]   # the src/ of another checkout, for before/after runs
  *
  * @module
@@ -27,8 +27,8 @@ const { values } = parseArgs({
   },
 });
 const workload = values.workload!;
-if (!["tcp-64", "tcp-1000", "udp-512"].includes(workload)) {
-  console.error(`--workload: tcp-64, tcp-1000 or udp-512, not "${workload}"`);
+if (!["tcp-64", "tcp-1000", "tcp-1000x100", "udp-512"].includes(workload)) {
+  console.error(`--workload: tcp-64, tcp-1000, tcp-1000x100 or udp-512, not "${workload}"`);
   Deno.exit(2);
 }
 const ROUNDS = Number(values.rounds);
@@ -46,11 +46,14 @@ const { FrameDecoder: Decoder } = await src("wire/codec.ts");
 
 const udp = workload === "udp-512";
 const size = workload === "tcp-64" ? 64 : udp ? 512 : 1000;
+/** Connections, round-robin frame by frame. */
+const CONNECTIONS = workload === "tcp-1000x100" ? 100 : 1;
 /** Frames per pattern, and the pattern (framed) with the offset of each frame's TCP seq. */
-const FRAMES = workload === "tcp-64" ? 4096 : 1024;
+const FRAMES = workload === "tcp-64" ? 4096 : CONNECTIONS > 1 ? 1000 : 1024;
 const payload = pseudoRandomBytes(size, 7);
-const framed = Array.from({ length: FRAMES }, () => {
-  return encodeFrame(udp ? frame({ udp: { payload } }) : frame({ tcp: { payload } }));
+const framed = Array.from({ length: FRAMES }, (_, i) => {
+  const sport = 40000 + (i % CONNECTIONS);
+  return encodeFrame(udp ? frame({ udp: { payload } }) : frame({ tcp: { sport, payload } }));
 });
 const STEP = framed[0].length;
 const pattern = new Uint8Array(STEP * FRAMES);
@@ -64,8 +67,10 @@ let round = 0;
 /** The next round's sequence numbers, written in place. */
 function nextRound(): void {
   if (udp) return;
+  const perConnection = FRAMES / CONNECTIONS;
   for (let i = 0; i < FRAMES; i++) {
-    patternView.setUint32(i * STEP + SEQ_AT, (SEQ_START + (round * FRAMES + i) * size) >>> 0);
+    const n = round * perConnection + Math.floor(i / CONNECTIONS);
+    patternView.setUint32(i * STEP + SEQ_AT, (SEQ_START + n * size) >>> 0);
   }
   round++;
 }

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { describeKey, hashKey, KEY_MAX } from "../packet/parse.ts";
+import { describeKey, hashKey } from "../packet/parse.ts";
+import { KeyCache } from "./key_cache.ts";
 import { PacketQueue } from "./packet.ts";
 import type { Seq32 } from "../packet/seq.ts";
 
@@ -89,9 +90,6 @@ function keyString(key: Uint8Array, n: number): string {
   return String.fromCharCode(...key.subarray(0, n));
 }
 
-/** 32-bit words that hold the longest key. */
-const KEY_WORDS = Math.ceil(KEY_MAX / 4);
-
 /** True when `c`'s key is the first `keyLen` bytes of `key`. */
 function hasKey(c: Connection, key: Uint8Array, keyLen: number): boolean {
   const k = c.key;
@@ -117,15 +115,8 @@ function byFirstSeen(a: Connection, b: Connection): number {
  */
 export class ConnectionTable {
   #buckets = new Map<number, Connection>();
-  /** The connection {@linkcode ConnectionTable.find} returned or `add` made last, or null. */
-  #recent: Connection | null = null;
-  /** Its key's bytes, and the same memory as 32-bit words. */
-  readonly #recentKey = new Uint8Array(KEY_WORDS * 4);
-  readonly #recentWords = new Uint32Array(this.#recentKey.buffer);
-  #recentLen = 0;
-  /** The key buffer last passed to `find`, as 32-bit words. */
-  #wordsOf: Uint8Array | null = null;
-  #words: Uint32Array = new Uint32Array(0);
+  /** Recently found connections, looked up before the Map (issue 11). */
+  readonly #cache = new KeyCache();
   #first: Connection | null = null;
   #last: Connection | null = null;
   #idleFirst: Connection | null = null;
@@ -144,45 +135,18 @@ export class ConnectionTable {
     return this.#held.length;
   }
 
-  /**
-   * The connection with this key, or null. The connection found last is tried first, without
-   * hashing: consecutive frames mostly belong to one connection (issue 11).
-   */
+  /** The connection with this key, or null. */
   find(key: Uint8Array, keyLen: number): Connection | null {
-    if (this.#isRecent(key, keyLen)) return this.#recent;
-    for (let c = this.#buckets.get(hashKey(key, keyLen)) ?? null; c !== null; c = c.bucketNext) {
-      if (hasKey(c, key, keyLen)) return this.#setRecent(c, key, keyLen);
+    const cache = this.#cache;
+    const cached = cache.get(key, keyLen);
+    if (cached !== null) return cached;
+    for (let c = this.#buckets.get(cache.hash) ?? null; c !== null; c = c.bucketNext) {
+      if (hasKey(c, key, keyLen)) {
+        cache.put(c, key, keyLen);
+        return c;
+      }
     }
     return null;
-  }
-
-  /**
-   * True when `key` is the key of the connection found last. Compared 32 bits at a time
-   * against a copy of that key: half the time of the key string's characters one by one.
-   */
-  #isRecent(key: Uint8Array, keyLen: number): boolean {
-    const recent = this.#recent;
-    if (recent === null || keyLen !== this.#recentLen) return false;
-    if (key !== this.#wordsOf) {
-      // Once per key buffer (the engine passes the same one every time).
-      if ((key.byteOffset & 3) !== 0) return hasKey(recent, key, keyLen);
-      this.#wordsOf = key;
-      this.#words = new Uint32Array(key.buffer, key.byteOffset, key.length >>> 2);
-    }
-    const words = this.#words;
-    const recentWords = this.#recentWords;
-    const whole = keyLen >>> 2;
-    for (let i = 0; i < whole; i++) if (words[i] !== recentWords[i]) return false;
-    const recentKey = this.#recentKey;
-    for (let i = whole << 2; i < keyLen; i++) if (key[i] !== recentKey[i]) return false;
-    return true;
-  }
-
-  #setRecent(c: Connection, key: Uint8Array, keyLen: number): Connection {
-    const recentKey = this.#recentKey;
-    for (let i = 0; i < keyLen; i++) recentKey[i] = key[i];
-    this.#recentLen = keyLen;
-    return this.#recent = c;
   }
 
   /** Adds a new connection at the end of first-seen order (neither idle nor held yet). */
@@ -196,12 +160,13 @@ export class ConnectionTable {
     else this.#first = c;
     this.#last = c;
     this.#size++;
-    return this.#setRecent(c, key, keyLen);
+    this.#cache.put(c, key, keyLen);
+    return c;
   }
 
   /** Forgets a connection (its queues must be empty). */
   remove(c: Connection): void {
-    if (c === this.#recent) this.#recent = null;
+    this.#cache.forget(c);
     let b = this.#buckets.get(c.hash) ?? null;
     if (b === c) {
       if (c.bucketNext) this.#buckets.set(c.hash, c.bucketNext);
