@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the single binary `colo-compare` with `deno compile`, with only the permissions it
-# needs (SPEC 11): network; read for --tls-creds and unix sockets; write for unix sockets. No
-# env, run, ffi or sys. --no-prompt: what the program revokes after start (src/permissions.ts)
-# can never come back through a prompt on a terminal.
+# needs (SPEC 11): network; read for --tls-creds and unix sockets; write for unix sockets; ffi
+# to open libc once at start for the keepalive timing (src/wire/keepalive.ts). No env, run or
+# sys. After start the program revokes all but net (src/permissions.ts); --no-prompt: nothing
+# revoked can come back through a prompt on a terminal.
 #
 #   ./compile.sh                  one binary for this host:     dist/colo-compare
 #   ./compile.sh TARGET...        one binary per named target:  dist/colo-compare-TARGET
@@ -13,7 +14,7 @@
 # normally downloads. Where it cannot, point DENORT_BIN at a local copy (host target only).
 set -eu
 cd "$(dirname "$0")"
-PERMISSIONS="--allow-net --allow-read --allow-write --no-prompt"
+PERMISSIONS="--allow-net --allow-read --allow-write --allow-ffi --no-prompt"
 # V8 memory settings baked into the binary (as bench/targets.ts PROGRAM_V8_FLAGS): a 1 MiB
 # young generation instead of up to 3 x 16 MiB, and a heap that grows in small steps. Peak RSS
 # in bench/README.md's issue 11 section.

@@ -36,6 +36,7 @@ import type { Address } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { TlsTransport } from "./wire/tls.ts";
+import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
 import type { TlsCredentials } from "./wire/tls_creds.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
@@ -128,6 +129,7 @@ export class Comparator {
   #now = 0;
   #stopping = false;
   #started = false;
+  readonly #tuner: TcpTuner | null;
 
   /** `tlsCreds`: read from `--tls-creds` at start; needed when any address is `tls`. */
   constructor(config: Config, log: Logger, tlsCreds: TlsCredentials | null = null) {
@@ -136,8 +138,11 @@ export class Comparator {
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
-    const plain = new PlainTransport(config.socketMode);
-    const tls = tlsCreds && new TlsTransport({ creds: tlsCreds, authz: config.tlsAuthz, log });
+    // SPEC 11: dead peers within a minute. Opened now, while the ffi permission is granted.
+    this.#tuner = TcpTuner.shared();
+    const plain = new PlainTransport(config.socketMode, this.#tuner);
+    const tls = tlsCreds &&
+      new TlsTransport({ creds: tlsCreds, authz: config.tlsAuthz, log, tuner: this.#tuner });
     const transport = (a: Address): Transport => {
       if (a.transport !== "tcp" || !a.tls) return plain;
       if (!tls) throw new Error(`${a.text}: a tls address needs the --tls-creds credentials`);
@@ -331,7 +336,9 @@ export class Comparator {
       vnet_hdr_support: c.vnetHdrSupport,
       notify_dev: c.notifyDev ? "on" : "off",
       checkpoint_channel: this.#channel?.kind ?? "none",
+      dead_peer_after_s: this.#tuner ? deadPeerAfterMs(this.#tuner.timing) / 1000 : "kernel",
     });
+    if (this.#tuner === null) this.#log.info("keepalive-timing", { note: TcpTuner.unavailable });
     if (this.#channel === null) {
       this.#log.warn("no-checkpoint-channel", {
         note: "divergent output stays held until a checkpoint that never comes; " +

@@ -3,6 +3,9 @@
  * program gives back every Deno permission it no longer needs, so a bug on the input path
  * cannot read files, spawn programs, read the environment or load native code.
  *
+ * `ffi` goes too: libc's socket-option calls for the keepalive timing were opened before
+ * (src/wire/keepalive.ts) and stay callable, but nothing more can be loaded.
+ *
  * What stays: `net`; `read` and `write` only while a `unix:` endpoint must reconnect (Deno
  * checks both on every unix connect), `write` also while a `unix-listen:` socket file must be
  * removed at exit. Deno cannot narrow a blanket grant to some paths (revoking one path of

@@ -303,8 +303,7 @@ export class CompareEngine implements CompareContext {
       return;
     }
     const primary = side === "primary";
-    const queue = primary ? conn.primary : conn.secondary;
-    if (queue.length > this.#maxQueueSize) {
+    if ((primary ? conn.primary : conn.secondary).length > this.#maxQueueSize) {
       this.tracer?.trace("colo_compare_drop_packet", {
         queue: side,
         str: "queue size too big, drop packet",
@@ -325,6 +324,7 @@ export class CompareEngine implements CompareContext {
       return;
     }
 
+    const queue = this.#table.queueFor(conn, side);
     const p = this.#pool.pop() ?? new Packet();
     p.data = frame;
     p.vnetLen = vnetLen;
@@ -435,7 +435,7 @@ export class CompareEngine implements CompareContext {
   #forgetIdle(now: number): void {
     const table = this.#table;
     for (let c = table.oldestIdle(); c !== null; c = table.oldestIdle()) {
-      if (now - c.idleSince < this.#idleTimeout) break;
+      if (c.idleFor(now) < this.#idleTimeout) break;
       table.remove(c);
     }
   }

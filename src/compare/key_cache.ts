@@ -14,8 +14,18 @@ import type { Connection } from "./connection.ts";
 
 /** Slots: a power of two. 100 busy connections rarely share one. */
 const SLOTS = 256;
+const SLOT_SHIFT = 32 - 8;
 /** 32-bit words that hold the longest key. */
 const KEY_WORDS = Math.ceil(KEY_MAX / 4);
+
+/**
+ * The slot of a key hash: the top bits of a multiplicative hash of it (FNV-1a's low bits alone
+ * put keys whose address and port change together into few slots; see `bucketOf` in
+ * `connection.ts`).
+ */
+export function slotOf(hash: number): number {
+  return Math.imul(hash, 0x9e3779b1) >>> SLOT_SHIFT;
+}
 
 /** A direct-mapped cache of connections by key. It never holds a connection it was told to forget. */
 export class KeyCache {
@@ -44,7 +54,7 @@ export class KeyCache {
     const recent = this.#recent;
     if (recent >= 0 && this.#matches(recent, key, keyLen)) return this.#conns[recent];
     const hash = hashKey(key, keyLen);
-    const slot = hash & (SLOTS - 1);
+    const slot = slotOf(hash);
     if (slot !== recent && this.#conns[slot] !== null && this.#matches(slot, key, keyLen)) {
       this.#recent = slot;
       return this.#conns[slot];
@@ -53,9 +63,9 @@ export class KeyCache {
     return null;
   }
 
-  /** Remembers `c`, whose key is the first `keyLen` bytes of `key`, in its slot. */
-  put(c: Connection, key: Uint8Array, keyLen: number): void {
-    const slot = c.hash & (SLOTS - 1);
+  /** Remembers `c`, whose key is the first `keyLen` bytes of `key` and hashes to `hash`. */
+  put(c: Connection, key: Uint8Array, keyLen: number, hash: number): void {
+    const slot = slotOf(hash);
     const bytes = this.#bytes;
     const at = slot * KEY_WORDS * 4;
     for (let i = 0; i < keyLen; i++) bytes[at + i] = key[i];
@@ -64,9 +74,9 @@ export class KeyCache {
     this.#recent = slot;
   }
 
-  /** `c` is gone from the table: it is never returned again. */
-  forget(c: Connection): void {
-    const slot = c.hash & (SLOTS - 1);
+  /** `c`, whose key hashes to `hash`, is gone from the table: it is never returned again. */
+  forget(c: Connection, hash: number): void {
+    const slot = slotOf(hash);
     if (this.#conns[slot] !== c) return;
     this.#conns[slot] = null;
     this.#lens[slot] = 0;

@@ -12,6 +12,7 @@ import type { Logger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
 import { clearStaleSocket, StartupError } from "../wire/endpoint.ts";
+import { TcpTuner } from "../wire/keepalive.ts";
 import { addrText, DEFAULT_SOCKET_MODE, listenUnix } from "../wire/plain.ts";
 import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
@@ -133,6 +134,7 @@ export class MonitorServer {
   readonly #sessions = new Set<Promise<void>>();
   readonly #drops = new Map<string, DropClass>();
   #listener: Deno.Listener | null = null;
+  #tuner: TcpTuner | null = null;
   #accepting: Promise<void> | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
@@ -200,6 +202,8 @@ export class MonitorServer {
       );
     }
     if (address.transport === "unix") this.#socketPath = address.path;
+    // Opened before the permissions are dropped; a dead client frees its slot (SPEC 11).
+    this.#tuner = TcpTuner.shared();
     this.#log.info("listening", { endpoint: "monitor", address: this.boundText });
     this.#unsubscribe = this.#view.subscribe((e) => this.#onEvent(e));
     this.#accepting = this.#accept();
@@ -210,6 +214,11 @@ export class MonitorServer {
     try {
       for await (const conn of listener) {
         const peer = addrText(conn.remoteAddr);
+        if (conn.remoteAddr.transport === "tcp") {
+          const tcp = conn as Deno.TcpConn;
+          tcp.setKeepAlive(true);
+          this.#tuner?.tune(tcp.localAddr, tcp.remoteAddr);
+        }
         if (this.#clients.size >= MAX_CLIENTS) {
           this.#log.warn("monitor-client-refused", {
             peer,

@@ -8,6 +8,7 @@
 
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
+import type { TcpTuner } from "./keepalive.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -20,14 +21,16 @@ export function addrText(a: Deno.Addr): string {
   return a.transport;
 }
 
-/** A Deno socket as a {@linkcode Conn}; `read` and `write` are Deno's own, unwrapped. */
-function wrap(conn: Deno.Conn): Conn {
+/**
+ * A Deno socket as a {@linkcode Conn}; `read` and `write` are Deno's own, unwrapped. TCP gets
+ * `TCP_NODELAY` and keepalive, with `tuner`'s timing where there is one (SPEC 11).
+ */
+function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
   if (conn.remoteAddr.transport === "tcp") {
     const tcp = conn as Deno.TcpConn;
     tcp.setNoDelay(true);
-    // Deno offers no TCP_KEEPIDLE: probes start after the kernel's net.ipv4.tcp_keepalive_time
-    // (README "Dead peers" says how to bring detection under a minute).
     tcp.setKeepAlive(true);
+    tuner?.tune(tcp.localAddr, tcp.remoteAddr);
   }
   const peer = addrText(conn.remoteAddr);
   let closed = false;
@@ -53,7 +56,10 @@ class PlainListener implements Listener {
   readonly boundText: string;
   #closed = false;
 
-  constructor(listener: Deno.Listener, path: string | null) {
+  readonly #tuner: TcpTuner | null;
+
+  constructor(listener: Deno.Listener, path: string | null, tuner: TcpTuner | null) {
+    this.#tuner = tuner;
     this.#listener = listener;
     this.#path = path;
     const a = listener.addr;
@@ -61,7 +67,7 @@ class PlainListener implements Listener {
   }
 
   async accept(): Promise<Conn> {
-    return wrap(await this.#listener.accept());
+    return wrap(await this.#listener.accept(), this.#tuner);
   }
 
   close(): void {
@@ -110,18 +116,27 @@ export async function listenUnix(path: string, mode: number): Promise<Deno.Liste
 /** TCP and unix sockets. */
 export class PlainTransport implements Transport {
   readonly #socketMode: number;
+  readonly #tuner: TcpTuner | null;
 
-  /** `socketMode`: mode of `unix-listen:` sockets (`--socket-mode`). */
-  constructor(socketMode: number = DEFAULT_SOCKET_MODE) {
+  /**
+   * `socketMode`: mode of `unix-listen:` sockets (`--socket-mode`); `tuner` sets the keepalive
+   * timing of TCP connections (null: the kernel's).
+   */
+  constructor(socketMode: number = DEFAULT_SOCKET_MODE, tuner: TcpTuner | null = null) {
     this.#socketMode = socketMode;
+    this.#tuner = tuner;
   }
 
   async listen(address: Address): Promise<Listener> {
     if (address.transport === "tcp") {
       const l = Deno.listen({ hostname: address.host, port: address.port, transport: "tcp" });
-      return new PlainListener(l, null);
+      return new PlainListener(l, null, this.#tuner);
     }
-    return new PlainListener(await listenUnix(address.path, this.#socketMode), address.path);
+    return new PlainListener(
+      await listenUnix(address.path, this.#socketMode),
+      address.path,
+      this.#tuner,
+    );
   }
 
   async connect(address: Address, signal: AbortSignal): Promise<Conn> {
@@ -138,7 +153,7 @@ export class PlainTransport implements Transport {
     });
     try {
       const conn = await Promise.race([pending, aborted]);
-      return wrap(conn);
+      return wrap(conn, this.#tuner);
     } catch (error) {
       pending.then((c) => c.close(), () => {});
       throw error;

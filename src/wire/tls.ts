@@ -18,6 +18,7 @@ import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
 import { subjectDn } from "./x509.ts";
+import { DEAD_PEER_TIMING, type TcpTuner } from "./keepalive.ts";
 
 /** Above this many received bytes not yet read, the socket stops reading (back-pressure). */
 const READ_HIGH_WATER = 1024 * 1024;
@@ -31,8 +32,8 @@ const REFUSAL_LOG_INTERVAL_MS = 10_000;
 const REFUSAL_GRACE_MS = 250;
 const REFUSED_AFTER_HANDSHAKE = "the server closed the connection right after the handshake: " +
   "it refused our client certificate (its CA, or its tls-authz list)";
-/** TCP keepalive on every connection (SPEC 11): probes after this long idle. */
-const KEEPALIVE_DELAY_MS = 30_000;
+/** TCP keepalive on every connection (SPEC 11), when no {@linkcode TcpTuner} sets it all. */
+const KEEPALIVE_DELAY_MS = DEAD_PEER_TIMING.idleS * 1000;
 
 /** What {@linkcode TlsTransport} is made of. */
 export interface TlsTransportOptions {
@@ -42,6 +43,8 @@ export interface TlsTransportOptions {
   log: Logger;
   /** A peer that has not finished its handshake after this long is dropped (default 10 s). */
   handshakeTimeoutMs?: number;
+  /** Sets the keepalive timing of every connection; null leaves it to the kernel. */
+  tuner?: TcpTuner | null;
 }
 
 function hostPort(host: string | undefined, port: number | undefined): string {
@@ -143,12 +146,16 @@ export class TlsConn implements Conn {
   #wake: (() => void) | null = null;
   #drained: (() => void) | null = null;
 
-  constructor(socket: tls.TLSSocket, subject: string) {
+  constructor(socket: tls.TLSSocket, subject: string, tuner: TcpTuner | null = null) {
     this.#socket = socket;
     this.subject = subject;
     this.peer = peerOf(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    tuner?.tune(
+      { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 },
+      { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 },
+    );
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
@@ -312,7 +319,7 @@ class TlsListener implements Listener {
       if (authz && !authz.includes(subject)) {
         return refuse(`subject "${subject}" not in --tls-authz`);
       }
-      const conn = new TlsConn(socket, subject);
+      const conn = new TlsConn(socket, subject, options.tuner);
       if (this.#waiter) {
         const w = this.#waiter;
         this.#waiter = null;
@@ -422,7 +429,7 @@ export class TlsTransport implements Transport {
         // TLS 1.3: the server judges our certificate after our side of the handshake is done
         // (QEMU's tls-authz closes at once). A close within the grace is that refusal, and a
         // connect failure with backoff, not a peer that comes and goes ten times a second.
-        const conn = new TlsConn(socket, subject);
+        const conn = new TlsConn(socket, subject, this.#options.tuner);
         const succeed = () => {
           settle();
           socket.off("data", succeed);

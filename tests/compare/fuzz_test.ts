@@ -78,8 +78,8 @@ Deno.test("fuzz: random traffic never throws, loses or duplicates a primary fram
       for (const c of engine.connectionList()) {
         assert.ok(c.primary.length <= maxQueueSize + 1 && c.secondary.length <= maxQueueSize + 1);
         // Every connection is on exactly one of the idle list and the held list (SPEC 8).
-        if (c.empty) assert.ok(c.idle && c.heldAt < 0, `seed ${seed}: empty ${c.name} not idle`);
-        else assert.ok(!c.idle && c.heldAt >= 0, `seed ${seed}: ${c.name} holds, not listed`);
+        if (c.empty) assert.ok(c.idle && !c.held, `seed ${seed}: empty ${c.name} not idle`);
+        else assert.ok(!c.idle && c.held, `seed ${seed}: ${c.name} holds, not listed`);
         if (!c.empty) held++;
         queued += c.primary.length + c.secondary.length;
       }

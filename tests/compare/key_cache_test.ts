@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { Connection } from "../../src/compare/connection.ts";
-import { KeyCache } from "../../src/compare/key_cache.ts";
+import { KeyCache, slotOf } from "../../src/compare/key_cache.ts";
 import { hashKey, KEY_MAX } from "../../src/packet/parse.ts";
 
 /** An 18-byte (IPv4) or 42-byte (IPv6) key, in a buffer of KEY_MAX bytes as the parser has. */
@@ -15,17 +15,18 @@ function keyOf(seed: number, len = 18): Uint8Array {
   return k;
 }
 
-function connectionFor(key: Uint8Array, len: number, id = 0): Connection {
-  return new Connection(id, "", hashKey(key, len), true);
+/** A connection for the cache (it stores them, it does not read them) and its key's hash. */
+function connectionFor(key: Uint8Array, len: number, id = 0): { c: Connection; hash: number } {
+  return { c: new Connection(id, "", true), hash: hashKey(key, len) };
 }
 
 Deno.test("key cache: finds a connection by its whole key, the last byte included", () => {
   const cache = new KeyCache();
   const key = keyOf(1);
-  const c = connectionFor(key, 18);
+  const { c, hash } = connectionFor(key, 18);
   assert.equal(cache.get(key, 18), null);
-  assert.equal(cache.hash, c.hash, "a miss leaves the key's hash for the table");
-  cache.put(c, key, 18);
+  assert.equal(cache.hash, hash, "a miss leaves the key's hash for the table");
+  cache.put(c, key, 18, hash);
   assert.equal(cache.get(key, 18), c);
   // The engine reuses one key buffer: the same buffer with other bytes is another key.
   for (const at of [0, 9, 16, 17]) {
@@ -40,16 +41,16 @@ Deno.test("key cache: finds a connection by its whole key, the last byte include
 Deno.test("key cache: IPv6 keys, and keys in a buffer that is not 32-bit aligned", () => {
   const cache = new KeyCache();
   const v6 = keyOf(2, 42);
-  const c6 = connectionFor(v6, 42);
-  cache.put(c6, v6, 42);
+  const { c: c6, hash: h6 } = connectionFor(v6, 42);
+  cache.put(c6, v6, 42, h6);
   assert.equal(cache.get(v6, 42), c6);
   v6[41] ^= 0x80;
   assert.equal(cache.get(v6, 42), null);
   v6[41] ^= 0x80;
   const odd = new Uint8Array(KEY_MAX + 1).subarray(1);
   odd.set(keyOf(3).subarray(0, 18));
-  const c = connectionFor(odd, 18);
-  cache.put(c, odd, 18);
+  const { c, hash } = connectionFor(odd, 18);
+  cache.put(c, odd, 18, hash);
   assert.equal(cache.get(odd, 18), c);
   odd[17] ^= 1;
   assert.equal(cache.get(odd, 18), null);
@@ -58,21 +59,20 @@ Deno.test("key cache: IPv6 keys, and keys in a buffer that is not 32-bit aligned
 Deno.test("key cache: a forgotten connection is never returned; a slot holds the last one put", () => {
   const cache = new KeyCache();
   const a = keyOf(4);
-  const ca = connectionFor(a, 18);
-  cache.put(ca, a, 18);
-  cache.forget(ca);
+  const { c: ca, hash: ha } = connectionFor(a, 18);
+  cache.put(ca, a, 18, ha);
+  cache.forget(ca, ha);
   assert.equal(cache.get(a, 18), null);
   // Two keys whose hashes share a slot: the second replaces the first, which is then a miss.
-  const slotOf = (k: Uint8Array) => hashKey(k, 18) & 255;
   let seed = 5;
   let b = keyOf(seed);
-  while (slotOf(b) !== slotOf(a)) b = keyOf(++seed);
-  const cb = connectionFor(b, 18, 1);
-  cache.put(ca, a, 18);
-  cache.put(cb, b, 18);
+  while (slotOf(hashKey(b, 18)) !== slotOf(ha)) b = keyOf(++seed);
+  const { c: cb, hash: hb } = connectionFor(b, 18, 1);
+  cache.put(ca, a, 18, ha);
+  cache.put(cb, b, 18, hb);
   assert.equal(cache.get(b, 18), cb);
   assert.equal(cache.get(a, 18), null);
   // Forgetting the one no longer cached leaves the other.
-  cache.forget(ca);
+  cache.forget(ca, ha);
   assert.equal(cache.get(b, 18), cb);
 });

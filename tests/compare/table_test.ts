@@ -5,7 +5,9 @@
  */
 
 import assert from "node:assert/strict";
+import { keyHash } from "../../src/compare/connection.ts";
 import { CompareEngine } from "../../src/compare/engine.ts";
+import { FrameInfo, hashKey, parseFrame } from "../../src/packet/parse.ts";
 import { frame, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -245,4 +247,49 @@ Deno.test("table: a sink that throws during a flush leaves the unflushed connect
   assert.equal(engine.heldConnections, 1, "connection 2 was not reached and is still held");
   engine.checkpoint();
   assert.deepEqual(rec.released, [udpOn(2)]);
+});
+
+Deno.test("table: a connection's key string hashes as its key bytes do (hashKey)", () => {
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, new Recorder());
+  const frames = [
+    udpOn(1),
+    tcpOn(80, 1, TCP.ACK),
+    frame({ ip: { v: 6, src: "fd00::1", dst: "fd00::2" }, udp: { sport: 9, payload: "v6" } }),
+    frame({ vlans: [{ vid: 7 }], ip: { dst: "10.9.8.7" }, tcp: { sport: 22, payload: "vlan" } }),
+  ];
+  const info = new FrameInfo();
+  for (const f of frames) {
+    parseFrame(f, 0, info);
+    engine.primary(f, 0, 0);
+  }
+  const conns = [...engine.connectionList()];
+  assert.equal(conns.length, frames.length);
+  for (const [i, f] of frames.entries()) {
+    parseFrame(f, 0, info);
+    assert.equal(keyHash(conns[i].key), hashKey(info.key, info.keyLen), conns[i].name);
+  }
+});
+
+Deno.test("table: every connection is still found while the hash grows to 20,000 and shrinks back", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 1e9, maxQueueSize: 1024 }, rec);
+  for (let n = 0; n < 20_000; n++) engine.primary(udpOn(n), 0, n);
+  assert.equal(engine.connections, 20_000);
+  // Each secondary finds its connection (a new one would hold it, not release the primary).
+  for (let n = 0; n < 20_000; n += 2) engine.secondary(udpOn(n), 0, 30_000);
+  assert.equal(rec.released.length, 10_000);
+  assert.equal(engine.connections, 20_000);
+  // The even ones idle since 30 s are forgotten at 90 s; the odd ones still hold a frame.
+  engine.tick(90_000);
+  assert.equal(engine.connections, 10_000);
+  for (let n = 1; n < 20_000; n += 2) engine.secondary(udpOn(n), 0, 90_000);
+  assert.equal(rec.released.length, 20_000);
+  assert.equal(engine.connections, 10_000);
+  assert.equal(engine.heldConnections, 0);
+  engine.tick(200_000);
+  assert.equal(engine.connections, 0);
+  engine.primary(udpOn(5), 0, 200_000);
+  engine.secondary(udpOn(5), 0, 200_000);
+  assert.equal(rec.released.length, 20_001);
+  assert.equal(engine.connections, 1);
 });

@@ -339,7 +339,7 @@ Deno.test("e2e tls: bad credentials and a tls address without --tls-creds exit 2
   }
 });
 
-Deno.test("e2e: after start the program keeps only net, and write (and read) only for unix sockets", async () => {
+Deno.test("e2e: after start the program keeps only net, and write (and read) only for unix sockets; keepalive timing outlives ffi", async () => {
   const dir = await Deno.makeTempDir();
   try {
     for (
@@ -357,6 +357,18 @@ Deno.test("e2e: after start the program keeps only net, and write (and read) onl
         flags: ["--tls-creds", creds.dir],
       });
       const line = await ours.waitForLine(/event=permissions /);
+      // ffi is gone, yet a peer that comes after the drop still gets the keepalive timing
+      // (libc was opened before): its keepalive timer runs from 30 s, not the kernel's 2 h.
+      const port = ours.ports["secondary-in"];
+      const peer = await Deno.connect({ hostname: "127.0.0.1", port });
+      await ours.waitForLine(/event=peer-connected endpoint=secondary-in /);
+      const ss = new TextDecoder().decode(
+        new Deno.Command("ss", { args: ["-tno", "state", "established", `( sport = :${port} )`] })
+          .outputSync().stdout,
+      );
+      peer.close();
+      const timer = /timer:\(keepalive,(\d+)sec/.exec(ss);
+      assert.ok(timer && Number(timer[1]) <= 30, ss);
       const { code, stderr } = await ours.stop();
       assert.equal(code, 0, stderr);
       assert.equal(

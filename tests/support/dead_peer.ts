@@ -1,40 +1,61 @@
 /**
- * Run inside a fresh network namespace (see tests/wire/keepalive_test.ts): an endpoint serves
- * one TCP peer, then the loopback goes down, so the peer is dead without a FIN or RST. Prints
- * how long the endpoint took to notice, from TCP keepalive alone.
+ * Run inside a fresh network namespace (see tests/wire/keepalive_test.ts), with the kernel's
+ * keepalive defaults: the real program serves a TCP notify-dev peer and writes its outdev to a
+ * TCP listener of ours; its inputs come over unix sockets. Then the loopback goes down, so
+ * both TCP peers are gone without a FIN or RST: the notify-dev peer is silent, and what the
+ * program writes to outdev afterwards is never acknowledged. Prints how long the program took
+ * to let go of each.
  *
  * @module
  */
 
-import { Logger } from "../../src/log.ts";
-import { parseAddress } from "../../src/wire/address.ts";
-import { Endpoint } from "../../src/wire/endpoint.ts";
-import { PlainTransport } from "../../src/wire/plain.ts";
+import { encodeFrame } from "../../src/wire/codec.ts";
+import { connectUnixRetry } from "./net.ts";
+import { frame } from "./packets.ts";
+import { startProgram } from "./program.ts";
 
-const e = new Endpoint(
-  "primary-in",
-  parseAddress("tcp-listen:127.0.0.1:0"),
-  new PlainTransport(),
-  new Logger("error"),
+const kernelKeepaliveS = Number(
+  (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_keepalive_time")).trim(),
 );
-await e.bind();
-let attached!: () => void;
-let gone!: () => void;
-const ready = new Promise<void>((r) => attached = r);
-const ended = new Promise<void>((r) => gone = r);
-e.onPeer((connected) => connected ? attached() : gone());
-const serving = e.serve(async (conn) => {
-  while ((await conn.read(new Uint8Array(64))) !== null);
+const dir = await Deno.makeTempDir({ prefix: "dead-peer-" });
+const outdev = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+const program = await startProgram({
+  endpoints: [
+    "--primary-in",
+    `unix-listen:${dir}/primary`,
+    "--secondary-in",
+    `unix-listen:${dir}/secondary`,
+    "--outdev",
+    `tcp:127.0.0.1:${outdev.addr.port}`,
+    "--notify-dev",
+    "tcp-listen:127.0.0.1:0",
+  ],
 });
-const port = Number(e.boundText.split(":").pop());
-const peer = await Deno.connect({ hostname: "127.0.0.1", port });
-await ready;
+// outdev's peer: takes the connection, never reads (nothing to acknowledge once lo is down).
+const outdevPeer = await outdev.accept();
+const notify = await Deno.connect({ hostname: "127.0.0.1", port: program.ports["notify-dev"] });
+const primary = await connectUnixRetry(`${dir}/primary`);
+const secondary = await connectUnixRetry(`${dir}/secondary`);
+for (const endpoint of ["primary-in", "secondary-in", "outdev", "notify-dev"]) {
+  await program.waitForLine(new RegExp(`event=peer-connected endpoint=${endpoint} `));
+}
+
 await new Deno.Command("ip", { args: ["link", "set", "lo", "down"] }).output();
 const down = performance.now();
-await ended;
-console.log(
-  JSON.stringify({ noticedMs: Math.round(performance.now() - down), connected: e.connected }),
-);
-e.close();
-peer.close();
-await serving;
+// Identical frames on both inputs are released to outdev, where nothing acknowledges them.
+const f = encodeFrame(frame({ udp: { payload: "x".repeat(1000) } }));
+for (let i = 0; i < 64; i++) {
+  await primary.write(f);
+  await secondary.write(f);
+}
+const noticedMs: Record<string, number> = {};
+await Promise.all(["notify-dev", "outdev"].map(async (endpoint) => {
+  await program.waitForLine(new RegExp(`event=peer-disconnected endpoint=${endpoint} `), 120_000);
+  noticedMs[endpoint] = Math.round(performance.now() - down);
+}));
+
+const { stderr } = await program.stop();
+for (const c of [notify, primary, secondary, outdevPeer, outdev]) c.close();
+await Deno.remove(dir, { recursive: true });
+console.error(stderr);
+console.log(JSON.stringify({ kernelKeepaliveS, noticedMs }));
