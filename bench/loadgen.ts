@@ -402,6 +402,8 @@ interface SenderSide {
   pattern: Pattern;
   /** Pattern bytes written since the sender started. */
   bytes: number;
+  /** Bytes of the write under way (not yet in `bytes`), or 0. */
+  writing: number;
   /** Resolvers waiting for this side to write more. */
   moved: (() => void)[];
 }
@@ -441,11 +443,12 @@ class PairedSender {
     this.#step = Math.max(this.#wire, Math.min(writeSize, Math.floor(window * this.#wire / 4)));
     this.#maxLead = 4 * this.#step;
     this.#firstRound = firstRound;
-    this.#primary = { conn: peers.primary, pattern, bytes: 0, moved: [] };
+    this.#primary = { conn: peers.primary, pattern, bytes: 0, writing: 0, moved: [] };
     this.#secondary = {
       conn: peers.secondary,
       pattern: { ...pattern, bytes: pattern.bytes.slice() },
       bytes: 0,
+      writing: 0,
       moved: [],
     };
     this.done = Promise.all([
@@ -478,7 +481,9 @@ class PairedSender {
           }
         }
         if (me.bytes >= this.#endBytes) return;
+        me.writing = slice.length;
         await writeAll(me.conn, slice);
+        me.writing = 0;
         me.bytes += slice.length;
         for (const w of me.moved.splice(0)) w();
       }
@@ -502,7 +507,11 @@ class PairedSender {
     phase = `stopping the senders (primary at ${this.#primary.bytes} bytes, secondary at ` +
       `${this.#secondary.bytes})`;
     const len = this.#primary.pattern.bytes.length;
-    const ahead = Math.max(this.#primary.bytes, this.#secondary.bytes);
+    // A write under way counts: a side that just began a round must not end it alone (one
+    // slice of primary frames without their secondary copies, "lost" though never compared).
+    const p = this.#primary;
+    const s = this.#secondary;
+    const ahead = Math.max(p.bytes + p.writing, s.bytes + s.writing);
     this.#endBytes = Math.ceil(ahead / len) * len;
     await this.done;
   }

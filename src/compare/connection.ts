@@ -6,7 +6,8 @@
  * @module
  */
 
-import { describeKey } from "../packet/parse.ts";
+import { describeKey, hashKey } from "../packet/parse.ts";
+import { KeyCache } from "./key_cache.ts";
 import { PacketQueue } from "./packet.ts";
 import type { Side } from "./packet.ts";
 import type { Seq32 } from "../packet/seq.ts";
@@ -308,6 +309,8 @@ export class ConnectionTable {
   /** Scratch list for {@linkcode ConnectionTable.drainHeld}. */
   #draining: Connection[] = [];
   #queues: HeldFrames[] = [];
+  /** Recently found connections, looked up before the hash (issue 11). */
+  readonly #cache = new KeyCache();
   #size = 0;
   #nextId = 0;
 
@@ -320,26 +323,38 @@ export class ConnectionTable {
     return this.#held.count;
   }
 
-  /** The connection with this key, or null. */
-  find(key: Uint8Array, keyLen: number, hash: number): Connection | null {
+  /**
+   * The connection with this key, or null. Recently found connections are looked up in a small
+   * cache first (issue 11); the table hashes the key only when the cache misses.
+   */
+  find(key: Uint8Array, keyLen: number): Connection | null {
+    const cache = this.#cache;
+    const cached = cache.get(key, keyLen);
+    if (cached !== null) return cached;
+    const hash = cache.hash;
     for (let c = this.#buckets[bucketOf(hash, this.#shift)]; c !== null; c = c.bucketNext) {
       const k = c.key;
       if (k.length !== keyLen) continue;
       let i = 0;
       while (i < keyLen && k.charCodeAt(i) === key[i]) i++;
-      if (i === keyLen) return c;
+      if (i === keyLen) {
+        cache.put(c, key, keyLen, hash);
+        return c;
+      }
     }
     return null;
   }
 
   /** Adds a new connection, last in first-seen order (neither idle nor held yet). */
-  add(key: Uint8Array, keyLen: number, hash: number, tcp: boolean): Connection {
+  add(key: Uint8Array, keyLen: number, tcp: boolean): Connection {
     const c = new Connection(this.#nextId++, keyString(key, keyLen), tcp);
     if (++this.#size > this.#buckets.length) this.#rehash(this.#buckets.length * 2);
     const buckets = this.#buckets;
+    const hash = hashKey(key, keyLen);
     const at = bucketOf(hash, this.#shift);
     c.bucketNext = buckets[at];
     buckets[at] = c;
+    this.#cache.put(c, key, keyLen, hash);
     return c;
   }
 
@@ -351,7 +366,9 @@ export class ConnectionTable {
   /** Forgets a connection (its queues must be empty). */
   remove(c: Connection): void {
     const buckets = this.#buckets;
-    const at = bucketOf(keyHash(c.key), this.#shift);
+    const hash = keyHash(c.key);
+    this.#cache.forget(c, hash);
+    const at = bucketOf(hash, this.#shift);
     let b = buckets[at];
     if (b === c) {
       buckets[at] = c.bucketNext;

@@ -35,6 +35,15 @@ function traceMiss(ctx: CompareContext, conn: Connection, p: Packet, s: Packet):
   }
 }
 
+/**
+ * True when an arriving datagram (`len` bytes of IP payload at `at` in `frame`) matches
+ * `head`, the other side's oldest held one: what `compareDatagrams` finds first when the
+ * arriving side holds nothing.
+ */
+export function sameDatagram(head: Packet, frame: Uint8Array, at: number, len: number): boolean {
+  return head.len === len && bytesEqual(head.bytes, head.start, frame, at, len);
+}
+
 /** Compares what can be compared on `conn`, oldest primary first. */
 export function compareDatagrams(ctx: CompareContext, conn: Connection, now: number): void {
   const pq = conn.primary;

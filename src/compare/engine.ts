@@ -8,6 +8,7 @@
 
 import {
   FrameInfo,
+  type FrameKind,
   parseFrame,
   TCP_SEGMENT,
   TH_ACK,
@@ -18,13 +19,13 @@ import {
 import type { Connection } from "./connection.ts";
 import { ConnectionTable } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
-import { compareDatagrams } from "./datagram.ts";
+import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
 import { type BlockPool, Pool } from "../pool.ts";
-import { compareTcp, flushedTcp } from "./tcp.ts";
+import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
 export interface EngineOptions {
@@ -303,7 +304,7 @@ export class CompareEngine implements CompareContext {
       else sink.discard(side, info.reason, frame, null);
       return;
     }
-    const conn = this.#table.find(info.key, info.keyLen, info.hash) ??
+    const conn = this.#table.find(info.key, info.keyLen) ??
       this.#newConnection(info);
     if (conn === null) {
       sink.discard(side, "table-full", frame, null);
@@ -326,6 +327,12 @@ export class CompareEngine implements CompareContext {
       return;
     }
 
+    if (kind === TCP_SEGMENT) this.#trackTcp(primary, conn, info);
+    if (this.tracer === null && this.#pairAtOnce(primary, conn, kind, frame, vnetLen, now)) {
+      this.#place(conn, now);
+      return;
+    }
+
     const queue = this.#table.queueFor(conn, side);
     const p = this.#packets.take();
     p.bytes = frame;
@@ -343,21 +350,6 @@ export class CompareEngine implements CompareContext {
       p.seqEnd = seqAdd(info.seq, info.payloadLen);
       p.ack = info.ack;
       p.flags = info.flags;
-      if ((info.flags & (TH_FIN | TH_RST)) !== 0) {
-        if (primary) conn.primaryClosed = true;
-        else conn.secondaryClosed = true;
-      }
-      if ((info.flags & TH_ACK) !== 0) {
-        if (primary) {
-          if (!conn.primaryAckSet || seqAfter(info.ack, conn.primaryAck)) {
-            conn.primaryAck = info.ack;
-            conn.primaryAckSet = true;
-          }
-        } else if (!conn.secondaryAckSet || seqAfter(info.ack, conn.secondaryAck)) {
-          conn.secondaryAck = info.ack;
-          conn.secondaryAckSet = true;
-        }
-      }
       queue.insertBySeq(p);
     } else {
       p.start = info.l4;
@@ -374,6 +366,59 @@ export class CompareEngine implements CompareContext {
     this.#place(conn, now);
   }
 
+  /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
+  #trackTcp(primary: boolean, conn: Connection, info: FrameInfo): void {
+    if ((info.flags & (TH_FIN | TH_RST)) !== 0) {
+      if (primary) conn.primaryClosed = true;
+      else conn.secondaryClosed = true;
+    }
+    if ((info.flags & TH_ACK) === 0) return;
+    if (primary) {
+      if (!conn.primaryAckSet || seqAfter(info.ack, conn.primaryAck)) {
+        conn.primaryAck = info.ack;
+        conn.primaryAckSet = true;
+      }
+    } else if (!conn.secondaryAckSet || seqAfter(info.ack, conn.secondaryAck)) {
+      conn.secondaryAck = info.ack;
+      conn.secondaryAckSet = true;
+    }
+  }
+
+  /**
+   * The common case, decided without queueing the arriving frame (issue 11): its own side
+   * holds nothing on `conn` and it is the twin of the other side's oldest held frame (the
+   * same TCP segment, or the same datagram). Releases the primary and drops the secondary
+   * exactly as queueing it and running `compareTcp` / `compareDatagrams` would, and returns
+   * true; returns false, having changed nothing, when the general path must decide.
+   */
+  #pairAtOnce(
+    primary: boolean,
+    conn: Connection,
+    kind: FrameKind,
+    frame: Uint8Array,
+    vnetLen: number,
+    now: number,
+  ): boolean {
+    if ((primary ? conn.primary : conn.secondary).length !== 0) return false;
+    const other = primary ? conn.secondary : conn.primary;
+    const head = other.peek();
+    if (head === undefined) return false;
+    const info = this.#info;
+    if (kind === TCP_SEGMENT) {
+      if (!sameSegment(conn, head, info.seq, info.payloadLen, frame, info.payload)) return false;
+    } else if (!sameDatagram(head, frame, info.l4, info.ipEnd - info.l4)) return false;
+    other.shift();
+    if (primary) {
+      this.#sink.release(frame, vnetLen, "compared", undefined, now);
+      this.dropSecondary(head);
+      if (conn.tcp) dropIfFullyMatched(this, conn);
+    } else {
+      this.sendPrimary(head);
+      this.#sink.discard("secondary", "compared", frame, conn);
+    }
+    return true;
+  }
+
   /** Admits a new connection; when the table is full, the one idle for longest goes. O(1). */
   #newConnection(info: FrameInfo): Connection | null {
     const table = this.#table;
@@ -383,7 +428,7 @@ export class CompareEngine implements CompareContext {
       table.remove(idle);
       this.tracer?.trace("colo_compare_connection_evicted", { conn: idle.name });
     }
-    return table.add(info.key, info.keyLen, info.hash, info.kind === TCP_SEGMENT);
+    return table.add(info.key, info.keyLen, info.kind === TCP_SEGMENT);
   }
 
   /**

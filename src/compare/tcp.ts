@@ -63,12 +63,38 @@ function equalAt(p: Packet, s: Packet, pos: Seq32, n: number): boolean {
  * Drops a secondary segment whose payload has been fully matched once no primary is left to
  * pair with it: QEMU keeps it queued until it times out into a needless checkpoint (SPEC 9).
  */
-function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void {
+export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void {
   const s = conn.secondary.peek();
   if (s !== undefined && s.len > 0 && s.offset >= s.len) {
     conn.secondary.shift();
     ctx.dropSecondary(s);
   }
+}
+
+/**
+ * True when an arriving segment (`len` payload bytes from `seq`, at `payloadAt` in `frame`)
+ * is the same segment as `head`, the other side's oldest held one, with the same bytes where
+ * they are not compared yet: what `compareTcp` decides first when the arriving side holds
+ * nothing. `compare_seq` then moves to its end, as there. False, changing nothing, whenever
+ * `compareTcp` would do anything else (no payload, already compared, other bytes).
+ */
+export function sameSegment(
+  conn: Connection,
+  head: Packet,
+  seq: Seq32,
+  len: number,
+  frame: Uint8Array,
+  payloadAt: number,
+): boolean {
+  if (len === 0 || head.len !== len || head.seq !== seq) return false;
+  if (conn.compareSeqSet && !seqAfter(head.seqEnd, conn.compareSeq)) return false;
+  const skip = seqDiff(nextPosition(conn, head), seq);
+  if (!bytesEqual(head.bytes, head.start + skip, frame, payloadAt + skip, len - skip)) {
+    return false;
+  }
+  conn.compareSeq = head.seqEnd;
+  conn.compareSeqSet = true;
+  return true;
 }
 
 /** Compares what can be compared on `conn`; releases, drops or reports a mismatch. */

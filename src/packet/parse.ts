@@ -75,10 +75,9 @@ export class FrameInfo {
   flags = 0;
   payload = 0;
   payloadLen = 0;
-  /** Connection key bytes (first `keyLen` bytes valid) and their hash. */
+  /** Connection key bytes (first `keyLen` bytes valid); the table hashes them when it must. */
   readonly key = new Uint8Array(KEY_MAX);
   keyLen = 0;
-  hash = 0;
 }
 
 function u16(f: Uint8Array, at: number): number {
@@ -217,7 +216,6 @@ export function parseFrame(frame: Uint8Array, vnetLen: number, info: FrameInfo):
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + 4 + i];
   }
   info.keyLen = keyLen;
-  info.hash = hashKey(key, keyLen);
   return info.kind;
 }
 

@@ -127,3 +127,56 @@ Deno.test("fuzz: random bytes on a stream never break the decoder or the engine"
     }
   }
 });
+
+Deno.test("fuzz: deciding a matching pair at once gives the same decisions as queueing it", () => {
+  // With a tracer the engine queues every frame and runs the comparison rules; without one it
+  // decides a frame that matches the other side's oldest held frame at once (issue 11). Both
+  // must decide the same, in the same order, holding the same frames after every step.
+  for (let seed = 1; seed <= 60; seed++) {
+    const rng = new Rng(seed);
+    const stream = pseudoRandomBytes(20_000, seed);
+    const options = {
+      compareTimeout: 50,
+      maxQueueSize: rng.int(1, 40),
+      maxConnections: 8,
+      idleTimeout: rng.int(1, 200),
+    };
+    const queued = new Recorder();
+    const atOnce = new Recorder();
+    const general = new CompareEngine(options, queued, { trace() {} });
+    const fast = new CompareEngine(options, atOnce);
+    // Frames sent on one side that the other side will mostly send too, in order.
+    const pending: { side: "primary" | "secondary"; frame: Uint8Array }[] = [];
+    let now = 0;
+    for (let step = 0; step < 800; step++) {
+      now += rng.int(0, 5);
+      const r = rng.next();
+      if (r < 0.85) {
+        let side: "primary" | "secondary";
+        let f: Uint8Array;
+        if (pending.length > 0 && rng.next() < 0.6) {
+          const i = rng.next() < 0.8 ? 0 : rng.int(0, pending.length - 1);
+          const twin = pending.splice(i, 1)[0];
+          side = twin.side === "primary" ? "secondary" : "primary";
+          f = twin.frame;
+        } else {
+          side = rng.int(0, 1) ? "primary" : "secondary";
+          f = randomFrame(rng, stream);
+          if (rng.next() < 0.9) pending.push({ side, frame: f });
+        }
+        general[side](f, 0, now);
+        fast[side](f, 0, now);
+      } else if (r < 0.95) {
+        general.tick(now);
+        fast.tick(now);
+      } else {
+        general.checkpoint(now);
+        fast.checkpoint(now);
+      }
+      assert.equal(fast.heldPrimary, general.heldPrimary, `seed ${seed} step ${step}`);
+      assert.equal(fast.heldSecondary, general.heldSecondary, `seed ${seed} step ${step}`);
+    }
+    assert.deepEqual(atOnce.log, queued.log, `seed ${seed}`);
+    assert.ok(queued.released.length > 50, `seed ${seed}: enough pairs matched`);
+  }
+});

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { keyHash } from "../../src/compare/connection.ts";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { FrameInfo, parseFrame } from "../../src/packet/parse.ts";
+import { FrameInfo, hashKey, parseFrame } from "../../src/packet/parse.ts";
 import { frame, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -156,6 +156,24 @@ Deno.test("table: a TCP connection both VMs closed (FIN) is forgotten once it ho
   assert.equal(engine.connections, 0, "both VMs closed it and nothing is held");
 });
 
+Deno.test("table: a key seen again after its connection was forgotten gets a fresh connection", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  const fin = tcpOn(80, 1, TCP.FIN | TCP.ACK);
+  engine.primary(fin, 0, 0);
+  engine.secondary(fin, 0, 0);
+  assert.equal(engine.connections, 0, "forgotten right after the last frame looked it up");
+  // The same key again: a new connection with fresh TCP state, not the one just forgotten.
+  const again = tcpOn(80, 1, TCP.ACK | TCP.PSH, "again");
+  engine.primary(again, 0, 1);
+  assert.equal(engine.connections, 1);
+  const [conn] = engine.connectionList();
+  assert.equal(conn.primaryClosed, false);
+  assert.equal(conn.compareSeqSet, false);
+  engine.secondary(again, 0, 1);
+  assert.deepEqual(rec.released, [fin, again]);
+});
+
 Deno.test("table: FIN from one VM only keeps the connection; RST from both forgets it", () => {
   const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, new Recorder());
   engine.primary(tcpOn(81, 1, TCP.FIN | TCP.ACK), 0, 0);
@@ -231,7 +249,7 @@ Deno.test("table: a sink that throws during a flush leaves the unflushed connect
   assert.deepEqual(rec.released, [udpOn(2)]);
 });
 
-Deno.test("table: a connection's key string hashes as the parser hashed its bytes", () => {
+Deno.test("table: a connection's key string hashes as its key bytes do (hashKey)", () => {
   const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, new Recorder());
   const frames = [
     udpOn(1),
@@ -248,7 +266,7 @@ Deno.test("table: a connection's key string hashes as the parser hashed its byte
   assert.equal(conns.length, frames.length);
   for (const [i, f] of frames.entries()) {
     parseFrame(f, 0, info);
-    assert.equal(keyHash(conns[i].key), info.hash, conns[i].name);
+    assert.equal(keyHash(conns[i].key), hashKey(info.key, info.keyLen), conns[i].name);
   }
 });
 

@@ -1,0 +1,153 @@
+/**
+ * The CPU cost of the hot path per compared pair, in one process and without sockets: 256 KiB
+ * chunks of framed tcp-64, tcp-1000, tcp-1000x100 or udp-512 frames go through the frame decoder, the compare
+ * engine, the comparator's sink and the outdev writer (onto a stream that takes every write at
+ * once), a primary chunk then the same secondary chunk, as the input pumps feed them. TCP
+ * sequence numbers go on from round to round and start near the 32-bit wrap, as the load
+ * generator's do after a while. What the machine's other jobs do not disturb as much as the
+ * socket bench: issue 11's changes were weighed with it and with `deno task bench`.
+ *
+ *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
+ *     [--root DIR]   # the src/ of another checkout, for before/after runs
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { CompareEngine } from "../src/compare/engine.ts";
+import type { FrameDecoder } from "../src/wire/codec.ts";
+import { encodeFrame } from "../src/wire/codec.ts";
+import { frame, pseudoRandomBytes } from "../tests/support/packets.ts";
+
+const { values } = parseArgs({
+  options: {
+    workload: { type: "string", default: "tcp-64" },
+    rounds: { type: "string", default: "7" },
+    root: { type: "string" },
+  },
+});
+const workload = values.workload!;
+if (!["tcp-64", "tcp-1000", "tcp-1000x100", "udp-512"].includes(workload)) {
+  console.error(`--workload: tcp-64, tcp-1000, tcp-1000x100 or udp-512, not "${workload}"`);
+  Deno.exit(2);
+}
+const ROUNDS = Number(values.rounds);
+const root = values.root
+  ? new URL(`file://${Deno.realPathSync(values.root)}/`)
+  : new URL("../", import.meta.url);
+const src = (path: string) => import(new URL(`src/${path}`, root).href);
+
+const { CompareEngine: Engine } = await src("compare/engine.ts");
+const { ClassLog, Logger } = await src("log.ts");
+const { FrameWriter } = await src("output/writer.ts");
+const { ComparatorSink } = await src("sink.ts");
+const { Stats } = await src("stats.ts");
+const { FrameDecoder: Decoder } = await src("wire/codec.ts");
+
+const udp = workload === "udp-512";
+const size = workload === "tcp-64" ? 64 : udp ? 512 : 1000;
+/** Connections, round-robin frame by frame. */
+const CONNECTIONS = workload === "tcp-1000x100" ? 100 : 1;
+/** Frames per pattern, and the pattern (framed) with the offset of each frame's TCP seq. */
+const FRAMES = workload === "tcp-64" ? 4096 : CONNECTIONS > 1 ? 1000 : 1024;
+const payload = pseudoRandomBytes(size, 7);
+const framed = Array.from({ length: FRAMES }, (_, i) => {
+  const sport = 40000 + (i % CONNECTIONS);
+  return encodeFrame(udp ? frame({ udp: { payload } }) : frame({ tcp: { sport, payload } }));
+});
+const STEP = framed[0].length;
+const pattern = new Uint8Array(STEP * FRAMES);
+framed.forEach((f, i) => pattern.set(f, i * STEP));
+/** Length word, Ethernet, IPv4 header, ports: where the sequence number sits. */
+const SEQ_AT = 4 + 14 + 20 + 4;
+const SEQ_START = 0xf0000000;
+const patternView = new DataView(pattern.buffer);
+let round = 0;
+
+/** The next round's sequence numbers, written in place. */
+function nextRound(): void {
+  if (udp) return;
+  const perConnection = FRAMES / CONNECTIONS;
+  for (let i = 0; i < FRAMES; i++) {
+    const n = round * perConnection + Math.floor(i / CONNECTIONS);
+    patternView.setUint32(i * STEP + SEQ_AT, (SEQ_START + n * size) >>> 0);
+  }
+  round++;
+}
+
+const stats = new Stats();
+const out = new FrameWriter({
+  vnet: false,
+  highWater: 2 ** 30,
+  lowWater: 2 ** 29,
+  maxBufferedDisconnected: 0,
+});
+out.attach({
+  read: () => Promise.resolve(null),
+  write: (p: Uint8Array) => Promise.resolve(p.length),
+  close() {},
+  peer: "null",
+});
+const sink = new ComparatorSink(
+  stats,
+  out,
+  new ClassLog(new Logger("error", () => {}), 10_000),
+  () => {},
+);
+const engine: CompareEngine = new Engine({ compareTimeout: 3000, maxQueueSize: 100_000 }, sink);
+let now = 0;
+const primaryIn: FrameDecoder = new Decoder({
+  onFrame(f: Uint8Array, vnetLen: number) {
+    stats.primaryIn++;
+    engine.primary(f, vnetLen, now);
+  },
+}, false);
+const secondaryIn: FrameDecoder = new Decoder({
+  onFrame(f: Uint8Array, vnetLen: number) {
+    stats.secondaryIn++;
+    engine.secondary(f, vnetLen, now);
+  },
+}, false);
+const READ = 256 * 1024;
+const primaryBuf = new Uint8Array(READ);
+const secondaryBuf = new Uint8Array(READ);
+
+/** Nanoseconds per pair over `patterns` rounds (the sequence rewriting not counted). */
+async function measure(patterns: number): Promise<number> {
+  let excluded = 0;
+  const start = performance.now();
+  for (let n = 0; n < patterns; n++) {
+    const t = performance.now();
+    nextRound();
+    excluded += performance.now() - t;
+    for (let o = 0; o < pattern.length; o += READ) {
+      const chunk = pattern.subarray(o, Math.min(o + READ, pattern.length));
+      // The kernel's copy into each read buffer, as the pumps see it.
+      primaryBuf.set(chunk);
+      secondaryBuf.set(chunk);
+      now = performance.now();
+      primaryIn.push(primaryBuf.subarray(0, chunk.length));
+      out.flush();
+      now = performance.now();
+      secondaryIn.push(secondaryBuf.subarray(0, chunk.length));
+      out.flush();
+      await out.idle();
+    }
+  }
+  return ((performance.now() - start - excluded) * 1e6) / (patterns * FRAMES);
+}
+
+/** Patterns per round: about 80,000 pairs. */
+const PATTERNS = Math.round(81_920 / FRAMES);
+await measure(PATTERNS); // warm-up
+const runs: number[] = [];
+for (let r = 0; r < ROUNDS; r++) runs.push(await measure(PATTERNS));
+runs.sort((a, b) => a - b);
+if (stats.releasedCompared !== (ROUNDS + 1) * PATTERNS * FRAMES || engine.heldPrimary !== 0) {
+  throw new Error(`released ${stats.releasedCompared}, ${engine.heldPrimary} still held`);
+}
+console.log(
+  `${workload}: ${runs[Math.floor(ROUNDS / 2)].toFixed(0)} ns per pair (median of ${ROUNDS} ` +
+    `rounds of ${PATTERNS * FRAMES} pairs; fastest ${runs[0].toFixed(0)}, slowest ` +
+    `${runs[ROUNDS - 1].toFixed(0)})`,
+);

@@ -1,0 +1,102 @@
+/**
+ * The connection table's lookup cache (issue 11): finding a connection by its key through the
+ * table's Map costs a hash of the key and a comparison with the key string, char by char, on
+ * every frame. Here a fixed array of slots, one per hash value modulo its size, holds recently
+ * found connections with a copy of their keys as 32-bit words: a key compares in five words
+ * (IPv4) or eleven (IPv6). The slot of the last lookup is tried first, before hashing at all:
+ * consecutive frames mostly belong to one connection.
+ *
+ * @module
+ */
+
+import { hashKey, KEY_MAX } from "../packet/parse.ts";
+import type { Connection } from "./connection.ts";
+
+/** Slots: a power of two. 100 busy connections rarely share one. */
+const SLOTS = 256;
+const SLOT_SHIFT = 32 - 8;
+/** 32-bit words that hold the longest key. */
+const KEY_WORDS = Math.ceil(KEY_MAX / 4);
+
+/**
+ * The slot of a key hash: the top bits of a multiplicative hash of it (FNV-1a's low bits alone
+ * put keys whose address and port change together into few slots; see `bucketOf` in
+ * `connection.ts`).
+ */
+export function slotOf(hash: number): number {
+  return Math.imul(hash, 0x9e3779b1) >>> SLOT_SHIFT;
+}
+
+/** A direct-mapped cache of connections by key. It never holds a connection it was told to forget. */
+export class KeyCache {
+  /** The hash of the key of the last {@linkcode KeyCache.get} that missed. */
+  hash = 0;
+  readonly #conns: (Connection | null)[] = new Array(SLOTS).fill(null);
+  /** Each slot's key: KEY_WORDS words (as bytes too), and its length in bytes. */
+  readonly #words = new Uint32Array(SLOTS * KEY_WORDS);
+  readonly #bytes = new Uint8Array(this.#words.buffer);
+  readonly #lens = new Uint8Array(SLOTS);
+  /** The slot of the last hit or fill, or -1. */
+  #recent = -1;
+  /** The key buffer last looked up, as 32-bit words (null: not 4-byte aligned). */
+  #keyOf: Uint8Array | null = null;
+  #keyWords: Uint32Array | null = null;
+
+  /** The connection with the first `keyLen` bytes of `key`, or null (then `hash` is set). */
+  get(key: Uint8Array, keyLen: number): Connection | null {
+    if (key !== this.#keyOf) {
+      // Once per key buffer: the engine passes the same one every time.
+      this.#keyOf = key;
+      this.#keyWords = (key.byteOffset & 3) === 0
+        ? new Uint32Array(key.buffer, key.byteOffset, key.length >>> 2)
+        : null;
+    }
+    const recent = this.#recent;
+    if (recent >= 0 && this.#matches(recent, key, keyLen)) return this.#conns[recent];
+    const hash = hashKey(key, keyLen);
+    const slot = slotOf(hash);
+    if (slot !== recent && this.#conns[slot] !== null && this.#matches(slot, key, keyLen)) {
+      this.#recent = slot;
+      return this.#conns[slot];
+    }
+    this.hash = hash;
+    return null;
+  }
+
+  /** Remembers `c`, whose key is the first `keyLen` bytes of `key` and hashes to `hash`. */
+  put(c: Connection, key: Uint8Array, keyLen: number, hash: number): void {
+    const slot = slotOf(hash);
+    const bytes = this.#bytes;
+    const at = slot * KEY_WORDS * 4;
+    for (let i = 0; i < keyLen; i++) bytes[at + i] = key[i];
+    this.#lens[slot] = keyLen;
+    this.#conns[slot] = c;
+    this.#recent = slot;
+  }
+
+  /** `c`, whose key hashes to `hash`, is gone from the table: it is never returned again. */
+  forget(c: Connection, hash: number): void {
+    const slot = slotOf(hash);
+    if (this.#conns[slot] !== c) return;
+    this.#conns[slot] = null;
+    this.#lens[slot] = 0;
+    if (this.#recent === slot) this.#recent = -1;
+  }
+
+  #matches(slot: number, key: Uint8Array, keyLen: number): boolean {
+    if (this.#lens[slot] !== keyLen) return false;
+    const keyWords = this.#keyWords;
+    let i = 0;
+    if (keyWords !== null) {
+      const words = this.#words;
+      const base = slot * KEY_WORDS;
+      const whole = keyLen >>> 2;
+      for (let w = 0; w < whole; w++) if (keyWords[w] !== words[base + w]) return false;
+      i = whole << 2;
+    }
+    const bytes = this.#bytes;
+    const at = slot * KEY_WORDS * 4;
+    for (; i < keyLen; i++) if (key[i] !== bytes[at + i]) return false;
+    return true;
+  }
+}
