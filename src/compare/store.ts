@@ -76,7 +76,7 @@ export class FrameStore {
       else this.#secondary = slab;
     }
     const at = slab.used;
-    slab.bytes.set(from === 0 && n === p.bytes.length ? p.bytes : p.frame(), at);
+    slab.bytes.set(p.frame(), at);
     slab.used = (at + n + 7) & ~7;
     slab.live++;
     slab.liveBytes += n;

@@ -12,7 +12,7 @@ import type { Logger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
 import { clearStaleSocket, StartupError } from "../wire/endpoint.ts";
-import { TcpTuner } from "../wire/keepalive.ts";
+import { keepAlive, TcpTuner } from "../wire/keepalive.ts";
 import { addrText, DEFAULT_SOCKET_MODE, listenUnix } from "../wire/plain.ts";
 import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
@@ -214,11 +214,7 @@ export class MonitorServer {
     try {
       for await (const conn of listener) {
         const peer = addrText(conn.remoteAddr);
-        if (conn.remoteAddr.transport === "tcp") {
-          const tcp = conn as Deno.TcpConn;
-          tcp.setKeepAlive(true);
-          this.#tuner?.tune(tcp.localAddr, tcp.remoteAddr);
-        }
+        if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
         if (this.#clients.size >= MAX_CLIENTS) {
           this.#log.warn("monitor-client-refused", {
             peer,

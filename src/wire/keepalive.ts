@@ -102,6 +102,12 @@ function nameText(n: SocketName): string {
   return `${canonicalIp(n.hostname)}|${n.port}`;
 }
 
+/** Turns keepalive on for `tcp`, with `tuner`'s timing where there is one (else the kernel's). */
+export function keepAlive(tcp: Deno.TcpConn, tuner: TcpTuner | null): void {
+  tcp.setKeepAlive(true);
+  tuner?.tune(tcp.localAddr, tcp.remoteAddr);
+}
+
 /**
  * Sets keepalive timing on TCP sockets, found by their addresses. {@linkcode TcpTuner.shared}
  * opens libc once per process; it is null where that cannot be done (not Linux, no `ffi`

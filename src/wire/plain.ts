@@ -8,7 +8,7 @@
 
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
-import type { TcpTuner } from "./keepalive.ts";
+import { keepAlive, type TcpTuner } from "./keepalive.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -29,8 +29,7 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
   if (conn.remoteAddr.transport === "tcp") {
     const tcp = conn as Deno.TcpConn;
     tcp.setNoDelay(true);
-    tcp.setKeepAlive(true);
-    tuner?.tune(tcp.localAddr, tcp.remoteAddr);
+    keepAlive(tcp, tuner);
   }
   const peer = addrText(conn.remoteAddr);
   let closed = false;
