@@ -462,7 +462,10 @@ export class Comparator {
         this.#requests.outstanding && this.#channel?.connected === true &&
         this.#clock.now() - pausedAt < this.engine.compareTimeout
       ) this.#armLead(side, pausedAt);
-      else this.#flow.leadTimeout(side);
+      else {
+        this.#flow.checkpointPending(false);
+        this.#flow.leadTimeout(side);
+      }
     }, LEAD_PAUSE_MS);
   }
 
@@ -506,6 +509,7 @@ export class Comparator {
       });
     } else {
       delivered = true;
+      this.#flow.checkpointPending(true);
       this.stats.checkpointsRequested++;
       this.#log.info("checkpoint-request", { reason, conn: where, channel: channel.kind });
     }
@@ -515,6 +519,7 @@ export class Comparator {
   /** COLO ended (SPEC 7b): everything held goes out, the primary passes through uncompared. */
   #coloExit(): void {
     this.#requests.done();
+    this.#flow.checkpointPending(false);
     try {
       this.engine.setPassthrough(true);
     } catch (error) {
@@ -529,6 +534,7 @@ export class Comparator {
     this.stats.checkpointsReceived++;
     const outstanding = this.#requests.outstanding;
     this.#requests.done();
+    this.#flow.checkpointPending(false);
     const released = this.stats.releasedByCheckpoint;
     const dropped = this.stats.secondaryFlushed;
     let kept = 0;
