@@ -22,7 +22,7 @@ import type { CompareContext } from "./context.ts";
 import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
-import { seqAdd, seqAfter } from "../packet/seq.ts";
+import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
 import { type BlockPool, Pool } from "../pool.ts";
 import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
@@ -205,7 +205,6 @@ export class CompareEngine implements CompareContext {
       s = next;
     }
     this.#table.drainHeld((conn) => {
-      conn.primaryDropped = false;
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
@@ -321,7 +320,11 @@ export class CompareEngine implements CompareContext {
         queue: side,
         str: "queue size too big, drop packet",
       });
-      if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) conn.primaryDropped = true;
+      if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) {
+        const end = seqAdd(info.seq, info.payloadLen);
+        const known = this.#droppedUntil.get(conn);
+        if (known === undefined || seqAfter(end, known)) this.#droppedUntil.set(conn, end);
+      }
       sink.discard(side, "queue-full", frame, conn);
       return;
     }
@@ -486,6 +489,24 @@ export class CompareEngine implements CompareContext {
       this.#heldSecondary--;
       this.#heldSecondaryBytes -= p.size;
     }
+  }
+
+  /**
+   * Where the last primary TCP segment dropped at a full queue ended, per connection (SPEC 5,
+   * the `tcp-gap` rule in `tcp.ts`); weak, and only for the few connections that overflowed.
+   */
+  readonly #droppedUntil = new WeakMap<Connection, Seq32>();
+
+  primaryDroppedUntil(conn: Connection): Seq32 | undefined {
+    const until = this.#droppedUntil.get(conn);
+    return until === undefined ? undefined : this.#forgetDropped(conn, until);
+  }
+
+  /** `until`, or undefined (and forgotten) once the compared stream has passed it. */
+  #forgetDropped(conn: Connection, until: Seq32): Seq32 | undefined {
+    if (!conn.compareSeqSet || seqAfter(until, conn.compareSeq)) return until;
+    this.#droppedUntil.delete(conn);
+    return undefined;
   }
 
   /** Gives back a packet the sink was handed by a checkpoint flush, once it is written. */
