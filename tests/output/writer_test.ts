@@ -176,3 +176,36 @@ Deno.test("writer: frames older than the age bound are dropped when a peer retur
   assert.equal(expired, 2);
   assert.deepEqual(conn.bytes, framed(f(8, 3)));
 });
+
+Deno.test("writer: a chunk the socket takes in parts goes out whole; frames written meanwhile follow", async () => {
+  const conn = new FakeConn();
+  conn.plan = [3, 5, 1];
+  const w = writer();
+  w.attach(conn.asConn());
+  w.write(f(10, 1), 0);
+  w.flush(); // under way: 3 bytes, then 5, then 1, then the rest
+  w.write(f(4, 2), 0);
+  await w.idle();
+  assert.deepEqual(conn.writes.map((b) => b.length), [3, 5, 1, 5, 8]);
+  assert.deepEqual(conn.bytes, concat(framed(f(10, 1)), framed(f(4, 2))));
+  assert.equal(w.pendingBytes, 0);
+});
+
+Deno.test("writer: a write that throws at once counts as failed; the frames wait for the next peer", async () => {
+  const errors: unknown[] = [];
+  const w = writer({ onWriteError: (e) => errors.push(e) });
+  const broken = new FakeConn();
+  broken.write = () => {
+    throw new Error("bad resource");
+  };
+  w.attach(broken.asConn());
+  w.write(f(6, 1), 0);
+  w.flush();
+  await w.idle();
+  assert.equal(errors.length, 1);
+  assert.equal(w.connected, false);
+  const next = new FakeConn();
+  w.attach(next.asConn());
+  await w.idle();
+  assert.deepEqual(next.bytes, framed(f(6, 1)));
+});
