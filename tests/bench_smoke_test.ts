@@ -19,3 +19,27 @@ Deno.test("bench: a quick run against the forwarder prints the table", async () 
   assert.equal(out.code, 0, text);
   assert.match(text, /\| tcp-1000 +\| forwarder +\| [\d,]+/);
 });
+
+Deno.test("bench: latency_mix serves ours and the forwarder in turn and prints a row for each", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "bench/latency_mix.ts",
+      "--targets",
+      "forwarder",
+      "--ours",
+      `ours=${Deno.execPath()} run -A ${ROOT}main.ts`,
+      ...["--pairs", "300", "--warmup", "10", "--cold", "50"],
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  for (const target of ["ours", "forwarder"]) {
+    assert.match(text, new RegExp(`^${target} +warm p50 \\d+ µs .* cold p99 \\d+ µs`, "m"));
+  }
+});
