@@ -12,7 +12,7 @@ import { PacketQueue } from "./packet.ts";
 import type { Side } from "./packet.ts";
 import type { Seq32 } from "../packet/seq.ts";
 
-// Bits of `Connection.#flags`: eight booleans in one small integer (issue 11: every field of
+// Bits of `Connection.#flags`: nine booleans in one small integer (issue 11: every field of
 // a connection is 8 bytes of heap, for each of up to 65,536 of them).
 const TCP = 1 << 0;
 const COMPARE_SEQ_SET = 1 << 1;
@@ -22,6 +22,7 @@ const PRIMARY_CLOSED = 1 << 4;
 const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
+const PRIMARY_DROPPED = 1 << 8;
 
 /** `flags` with `bit` set or cleared (a function, not a private method: those cost a field). */
 function withBit(flags: number, bit: number, on: boolean): number {
@@ -200,6 +201,19 @@ export class Connection {
 
   set held(on: boolean) {
     this.#flags = withBit(this.#flags, HELD, on);
+  }
+
+  /**
+   * TCP: a primary segment with payload was dropped because its queue was full (SPEC 5),
+   * since the last checkpoint flush of this connection. Its bytes will not come again
+   * unless the guest retransmits them.
+   */
+  get primaryDropped(): boolean {
+    return (this.#flags & PRIMARY_DROPPED) !== 0;
+  }
+
+  set primaryDropped(on: boolean) {
+    this.#flags = withBit(this.#flags, PRIMARY_DROPPED, on);
   }
 
   /** True when neither queue holds a frame. */

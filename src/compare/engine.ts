@@ -205,6 +205,7 @@ export class CompareEngine implements CompareContext {
       s = next;
     }
     this.#table.drainHeld((conn) => {
+      conn.primaryDropped = false;
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
@@ -317,6 +318,7 @@ export class CompareEngine implements CompareContext {
         queue: side,
         str: "queue size too big, drop packet",
       });
+      if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) conn.primaryDropped = true;
       sink.discard(side, "queue-full", frame, conn);
       return;
     }

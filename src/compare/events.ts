@@ -42,6 +42,11 @@ export type CheckpointReason =
   | "tcp-payload"
   /** TCP payload equal, but the primary acknowledges data the secondary has not (SPEC 6). */
   | "tcp-ack"
+  /**
+   * The secondary sent bytes where the primary's were dropped at a full queue, and the
+   * primary went on past them: those bytes cannot be compared (SPEC 6).
+   */
+  | "tcp-gap"
   /** No secondary datagram matches the oldest primary one. */
   | "datagram"
   /** A held frame is older than `compare-timeout`. */
