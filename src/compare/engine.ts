@@ -210,8 +210,11 @@ export class CompareEngine implements CompareContext {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
           this.#unhold(p);
-          sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
-          this.#recycle(p);
+          if (sink.releaseHeld !== undefined) sink.releaseHeld(p, this.#recycleLater);
+          else {
+            sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
+            this.#recycle(p);
+          }
         });
       }
       // What the secondary queue still lists is either dropped above or the new epoch's.
@@ -484,6 +487,9 @@ export class CompareEngine implements CompareContext {
       this.#heldSecondaryBytes -= p.size;
     }
   }
+
+  /** Gives back a packet the sink was handed by a checkpoint flush, once it is written. */
+  readonly #recycleLater = (p: Packet): void => this.#recycle(p);
 
   #recycle(p: Packet): void {
     this.#store.release(p);
