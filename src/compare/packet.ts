@@ -13,6 +13,8 @@ import type { Slab } from "./store.ts";
 export type Side = "primary" | "secondary";
 
 const EMPTY = new Uint8Array(0);
+/** A queue keeps the backing store of at most this many slots while empty. */
+const KEEP_SLOTS = 16;
 
 /**
  * One frame held by the comparator: the whole frame as received (vnet header included) is
@@ -89,13 +91,24 @@ export class PacketQueue {
     const p = this.#items[this.#head];
     this.#items[this.#head++] = undefined as unknown as Packet;
     if (this.#head === this.#items.length) {
-      this.#items.length = 0;
-      this.#head = 0;
+      this.#empty();
     } else if (this.#head >= 64 && this.#head * 2 >= this.#items.length) {
       this.#items.splice(0, this.#head);
       this.#head = 0;
     }
     return p;
+  }
+
+  /**
+   * Every slot is vacated. A short array is emptied with `pop`, which keeps its backing store
+   * (`length = 0` frees it, and the next `push` allocates a new one: one allocation per held
+   * frame, issue 11); a long one (a flood's) is let go.
+   */
+  #empty(): void {
+    const items = this.#items;
+    if (items.length > KEEP_SLOTS) items.length = 0;
+    else while (items.length > 0) items.pop();
+    this.#head = 0;
   }
 
   /** Removes `p` wherever it is; false if it is not queued here. */
