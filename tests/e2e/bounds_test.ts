@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { concat, frame, framed, notifyMessage, pseudoRandomBytes } from "../support/packets.ts";
-import { startProgram } from "../support/program.ts";
+import { type Program, startProgram } from "../support/program.ts";
 
 function rssMiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
@@ -152,14 +152,20 @@ Deno.test("e2e: with the secondary away, held bytes stay bounded: the primary pa
   }
 });
 
-Deno.test("e2e: a checkpoint resumes a primary paused on held bytes after the secondary left", async () => {
-  const program = await startProgram({ flags: ["--max-held-bytes", "4M"] });
+/** Peers on all four endpoints, once the notify-dev one is in. */
+async function connectAll(program: Program) {
   const pri = await connectRetry(program.ports["primary-in"]);
   const sec = await connectRetry(program.ports["secondary-in"]);
   const ntf = await connectRetry(program.ports["notify-dev"]);
   const notify = new FrameCollector(ntf);
   const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
   await program.waitForLine(/event=peer-connected endpoint=notify-dev /);
+  return { pri, sec, ntf, notify, out };
+}
+
+Deno.test("e2e: a checkpoint resumes a primary paused on held bytes after the secondary left", async () => {
+  const program = await startProgram({ flags: ["--max-held-bytes", "4M"] });
+  const { pri, sec, ntf, notify, out } = await connectAll(program);
   const writing = writeAll(pri, segments(0, 3000, 1000, 10)); // 3 MB: above the 1 MiB mark
   try {
     await program.waitForLine(/event=input-paused side=primary reason=held-bytes/);
@@ -186,12 +192,7 @@ Deno.test("e2e: a checkpoint resumes a primary paused on held bytes after the se
 
 Deno.test("e2e: a side paused for running ahead waits for a checkpoint on its way, not only 100 ms", async () => {
   const program = await startProgram();
-  const pri = await connectRetry(program.ports["primary-in"]);
-  const sec = await connectRetry(program.ports["secondary-in"]);
-  const ntf = await connectRetry(program.ports["notify-dev"]);
-  const notify = new FrameCollector(ntf);
-  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
-  await program.waitForLine(/event=peer-connected endpoint=notify-dev /);
+  const { pri, sec, ntf, notify, out } = await connectAll(program);
   let writing: Promise<void> = Promise.resolve();
   try {
     // A divergence: the checkpoint is asked for, and not answered yet.
