@@ -425,8 +425,8 @@ export class CompareEngine implements CompareContext {
     if (table.size >= this.#maxConnections) {
       const idle = table.oldestIdle();
       if (idle === null) return null;
-      table.remove(idle);
       this.tracer?.trace("colo_compare_connection_evicted", { conn: idle.name });
+      table.remove(idle);
     }
     return table.add(info.key, info.keyLen, info.kind === TCP_SEGMENT);
   }
@@ -444,11 +444,7 @@ export class CompareEngine implements CompareContext {
 
   /** Forgets connections idle for `idleTimeout` or longer, oldest first. O(forgotten). */
   #forgetIdle(now: number): void {
-    const table = this.#table;
-    for (let c = table.oldestIdle(); c !== null; c = table.oldestIdle()) {
-      if (c.idleFor(now) < this.#idleTimeout) break;
-      table.remove(c);
-    }
+    this.#table.forgetIdle(now, this.#idleTimeout);
   }
 
   #hold(p: Packet): void {
