@@ -10,6 +10,7 @@ import { describeKey, hashKey } from "../packet/parse.ts";
 import { KeyCache } from "./key_cache.ts";
 import { PacketQueue } from "./packet.ts";
 import type { Side } from "./packet.ts";
+import { Pool } from "../pool.ts";
 import type { Seq32 } from "../packet/seq.ts";
 import {
   BUCKET_NEXT,
@@ -21,6 +22,7 @@ import {
   IDLE_SINCE,
   KEY_BYTE,
   KEY_LEN_BYTE,
+  NO_RECORDS,
   PRIMARY_ACK,
   type RecordChunk,
   Records,
@@ -38,19 +40,6 @@ const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
 
-/**
- * The queue a connection that holds no frame on a side shows for it: always empty, never
- * pushed to (frames go into a queue of the connection's own, see
- * {@linkcode Connection.queueFor}).
- */
-const NO_FRAMES = new PacketQueue();
-
-/** The two queues of a connection that holds frames (one field where two took 8 bytes more). */
-export class HeldFrames {
-  readonly primary = new PacketQueue();
-  readonly secondary = new PacketQueue();
-}
-
 /** Names of connections that were named (logs, traces): few, and forgotten with them. */
 const names = new WeakMap<Connection, string>();
 
@@ -62,28 +51,40 @@ const names = new WeakMap<Connection, string>();
  *
  * The table keeps a handle only while the connection holds frames or was used recently (the
  * {@linkcode AWAKE_IDLE_MAX} most recently idle ones): an idle connection past that is
- * hibernated, its handle dropped, and the next frame on its key gets a new one with the same
- * state. Only one handle of a connection is ever live, so a handle is the connection for as
- * long as anything (a held `Packet`, the lookup cache, the flush) can hold it. A handle stays
- * readable after the connection was forgotten until its slot is reused by a new connection.
- * Where the bytes go: bench/README.md, "Idle connections".
+ * hibernated, its handle given back to the table's pool, and the next frame on its key gets a
+ * handle from the pool with the same state. A connection has one handle at a time, so a handle
+ * is the connection for as long as anything (a held `Packet`, the lookup cache, the flush) can
+ * hold it; nothing may keep one beyond that (a `Packet` drops its own when recycled, sinks read
+ * what they need when called). Handles and their queues are reused, not left to the garbage
+ * collector: a burst of new connections would otherwise leave their handles and queue arrays
+ * in the old generation by the thousand (issue 11). Where the bytes go: bench/README.md,
+ * "Idle connections".
  */
 export class Connection {
-  /** The slot of its record in the table's records. */
-  readonly slot: number;
-  readonly #chunk: RecordChunk;
+  /** The frames held from the primary, in order. */
+  readonly primary = new PacketQueue();
+  /** The frames held from the secondary, in order. */
+  readonly secondary = new PacketQueue();
+  #slot = -1;
+  #chunk: RecordChunk = NO_RECORDS;
   /** Word index of the record in its chunk. */
-  readonly #at: number;
-  /** Its queues while it holds frames, otherwise null. */
-  #frames: HeldFrames | null = null;
+  #at = 0;
   /** Links in the table's list of connections that hold frames or of recently idle ones. */
   listPrev: Connection | null = null;
   listNext: Connection | null = null;
 
-  constructor(records: Records, slot: number) {
-    this.slot = slot;
+  /** The handle of `slot`'s connection (a handle from the pool: of none before). */
+  bind(records: Records, slot: number): this {
+    this.#slot = slot;
     this.#chunk = records.chunkOf(slot);
     this.#at = wordOf(slot);
+    names.delete(this);
+    return this;
+  }
+
+  /** The slot of its record in the table's records. */
+  get slot(): number {
+    return this.#slot;
   }
 
   /** Position in first-seen order (increasing, never reused). */
@@ -115,30 +116,6 @@ export class Connection {
   /** Compared as a TCP byte stream (otherwise datagram by datagram). */
   get tcp(): boolean {
     return this.#flag(TCP);
-  }
-
-  /** The frames held from the primary, in order (an empty queue when there are none). */
-  get primary(): PacketQueue {
-    return this.#frames?.primary ?? NO_FRAMES;
-  }
-
-  /** The frames held from the secondary, in order. */
-  get secondary(): PacketQueue {
-    return this.#frames?.secondary ?? NO_FRAMES;
-  }
-
-  /** The queue of `side` to add a frame to: the connection's own, taken from `pool` if new. */
-  queueFor(side: Side, pool: HeldFrames[]): PacketQueue {
-    const frames = this.#frames ??= pool.pop() ?? new HeldFrames();
-    return side === "primary" ? frames.primary : frames.secondary;
-  }
-
-  /** Gives its queues back to `pool` (up to `max` kept there) once both are empty. */
-  returnQueues(pool: HeldFrames[], max: number): void {
-    const frames = this.#frames;
-    if (frames === null || frames.primary.length !== 0 || frames.secondary.length !== 0) return;
-    this.#frames = null;
-    if (pool.length < max) pool.push(frames);
   }
 
   /** TCP: the stream is known to agree up to here (QEMU's `compare_seq`). */
@@ -270,12 +247,6 @@ function idleMs(since: number, now: number): number {
 }
 
 /**
- * Queue pairs kept for connections that start holding frames again: enough that a busy table
- * rarely allocates, few enough not to count per connection (each pair is about 190 bytes).
- */
-const QUEUE_POOL_MAX = 256;
-
-/**
  * Idle connections that keep their handle (the most recently idle ones): the busy connections
  * of a workload find theirs in the lookup cache, and the rest hibernate (see
  * {@linkcode Connection}). As many as the lookup cache has slots.
@@ -331,9 +302,10 @@ export class ConnectionTable {
   #awakeIdle = new ConnectionList();
   /** The live handle of each connection that has one, by slot. */
   readonly #awake = new Map<number, Connection>();
+  /** Handles not in use (trimmed by {@linkcode ConnectionTable.trim}). */
+  readonly #handles = new Pool(() => new Connection());
   /** Scratch list for {@linkcode ConnectionTable.drainHeld}. */
   #draining: Connection[] = [];
-  #queues: HeldFrames[] = [];
   /** Recently found connections, looked up before the hash (issue 11). */
   readonly #cache = new KeyCache<Connection>();
   #size = 0;
@@ -391,15 +363,20 @@ export class ConnectionTable {
     const at = bucketOf(hash, this.#shift);
     records.set(slot, BUCKET_NEXT, this.#buckets[at]);
     this.#buckets[at] = slot;
-    const c = new Connection(records, slot);
+    const c = this.#handles.take().bind(records, slot);
     this.#awake.set(slot, c);
     this.#cache.put(c, key, keyLen, hash);
     return c;
   }
 
-  /** The queue of `c` to add a frame from `side` to (a connection holds queues only then). */
+  /** The queue of `c` to add a frame from `side` to. */
   queueFor(c: Connection, side: Side): PacketQueue {
-    return c.queueFor(side, this.#queues);
+    return side === "primary" ? c.primary : c.secondary;
+  }
+
+  /** Gives up handles unused for a while (see `Pool.trim`; `now` in ms). */
+  trim(now: number): void {
+    this.#handles.trim(now);
   }
 
   /** Forgets a connection (its queues must be empty). */
@@ -409,7 +386,6 @@ export class ConnectionTable {
 
   /** `c` holds nothing since `now`: it goes to the end of the idle list. */
   markIdle(c: Connection, now: number): void {
-    c.returnQueues(this.#queues, QUEUE_POOL_MAX);
     c.idleFrom(now);
     const awakeIdle = this.#awakeIdle;
     if (c === awakeIdle.last && c.slot === this.#idleLast) return;
@@ -474,9 +450,9 @@ export class ConnectionTable {
   }
 
   /**
-   * Connections in first-seen order (a snapshot: O(n log n), for tests and diagnostics). A
-   * hibernated connection comes as a handle of its own that only reads it; it stays
-   * hibernated.
+   * Connections in first-seen order (a snapshot: O(n log n), for tests and diagnostics, to be
+   * read at once). A hibernated connection comes as a handle of its own, outside the pool, that
+   * only reads it; it stays hibernated.
    */
   [Symbol.iterator](): IterableIterator<Connection> {
     const records = this.#records;
@@ -485,14 +461,14 @@ export class ConnectionTable {
       for (let s = first; s >= 0; s = records.get(s, BUCKET_NEXT)) slots.push(s);
     }
     slots.sort((a, b) => records.id(a) - records.id(b));
-    return slots.map((s) => this.#awake.get(s) ?? new Connection(records, s)).values();
+    return slots.map((s) => this.#awake.get(s) ?? new Connection().bind(records, s)).values();
   }
 
   /** The live handle of `slot`'s connection; a hibernated one wakes up. */
   #handle(slot: number): Connection {
     let c = this.#awake.get(slot);
     if (c === undefined) {
-      c = new Connection(this.#records, slot);
+      c = this.#handles.take().bind(this.#records, slot);
       this.#awake.set(slot, c);
       // It was idle (only idle connections hibernate): the newest of the recently idle.
       const awakeIdle = this.#awakeIdle;
@@ -502,11 +478,12 @@ export class ConnectionTable {
     return c;
   }
 
-  /** Drops the handle of `c`, an idle connection; its state stays in its record. */
+  /** Takes the handle of `c`, an idle connection, back to the pool; its state stays in its record. */
   #hibernate(c: Connection): void {
     this.#awakeIdle.unlink(c);
     this.#awake.delete(c.slot);
     this.#cache.forget(c, this.#records.get(c.slot, HASH));
+    this.#handles.give(c);
   }
 
   /** Forgets the connection in `slot` (its queues must be empty), with its handle if any. */
@@ -516,10 +493,10 @@ export class ConnectionTable {
     const c = this.#awake.get(slot);
     if (c !== undefined) {
       this.#cache.forget(c, hash);
-      c.returnQueues(this.#queues, QUEUE_POOL_MAX);
       if (c.held) this.#held.unlink(c);
       else if (c.idle) this.#awakeIdle.unlink(c);
       this.#awake.delete(slot);
+      this.#handles.give(c);
     }
     if ((records.flags(slot) & IDLE) !== 0) this.#unlinkIdle(slot);
     const buckets = this.#buckets;

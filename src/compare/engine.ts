@@ -245,6 +245,7 @@ export class CompareEngine implements CompareContext {
     if (now > this.#now) this.#now = now;
     this.#forgetIdle(now);
     this.#packets.trim(now);
+    this.#table.trim(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {

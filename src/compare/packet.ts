@@ -64,35 +64,47 @@ export class Packet {
  * tail), removal anywhere for datagram matching.
  */
 export class PacketQueue {
-  #items: Packet[] = [];
+  /**
+   * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is never
+   * shrunk: a queue that empties and fills again reuses it (setting `length = 0` would free it
+   * and the next frame allocate another, old-generation garbage by the thousand when
+   * connections open in a burst; issue 11).
+   */
+  #items: (Packet | undefined)[] = [];
   #head = 0;
+  #tail = 0;
 
   get length(): number {
-    return this.#items.length - this.#head;
+    return this.#tail - this.#head;
   }
 
   /** The `i`-th packet from the head. */
   at(i: number): Packet {
-    return this.#items[this.#head + i];
+    return this.#items[this.#head + i]!;
   }
 
   peek(): Packet | undefined {
-    return this.#head < this.#items.length ? this.#items[this.#head] : undefined;
+    return this.#head < this.#tail ? this.#items[this.#head] : undefined;
   }
 
   push(p: Packet): void {
-    this.#items.push(p);
+    if (this.#tail === this.#items.length) this.#items.push(p);
+    else this.#items[this.#tail] = p;
+    this.#tail++;
   }
 
   shift(): Packet | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const p = this.#items[this.#head];
-    this.#items[this.#head++] = undefined as unknown as Packet;
-    if (this.#head === this.#items.length) {
-      this.#items.length = 0;
-      this.#head = 0;
-    } else if (this.#head >= 64 && this.#head * 2 >= this.#items.length) {
-      this.#items.splice(0, this.#head);
+    if (this.#head >= this.#tail) return undefined;
+    const items = this.#items;
+    const p = items[this.#head];
+    items[this.#head++] = undefined;
+    if (this.#head === this.#tail) {
+      this.#head = this.#tail = 0;
+    } else if (this.#head >= 64 && this.#head * 2 >= this.#tail) {
+      // Mostly emptied from the head: move what is left to the front.
+      items.copyWithin(0, this.#head, this.#tail);
+      items.fill(undefined, this.#tail - this.#head, this.#tail);
+      this.#tail -= this.#head;
       this.#head = 0;
     }
     return p;
@@ -101,7 +113,7 @@ export class PacketQueue {
   /** Removes `p` wherever it is; false if it is not queued here. */
   remove(p: Packet): boolean {
     const i = this.#items.indexOf(p, this.#head);
-    if (i < 0) return false;
+    if (i < 0 || i >= this.#tail) return false;
     this.removeAt(i - this.#head);
     return true;
   }
@@ -109,7 +121,12 @@ export class PacketQueue {
   /** Removes the `i`-th packet from the head. */
   removeAt(i: number): Packet {
     if (i === 0) return this.shift()!;
-    return this.#items.splice(this.#head + i, 1)[0];
+    const items = this.#items;
+    const at = this.#head + i;
+    const p = items[at]!;
+    items.copyWithin(at, at + 1, this.#tail);
+    items[--this.#tail] = undefined;
+    return p;
   }
 
   /**
@@ -118,10 +135,17 @@ export class PacketQueue {
    */
   insertBySeq(p: Packet): void {
     const items = this.#items;
-    let i = items.length;
-    while (i > this.#head && seqAfter(items[i - 1].seq, p.seq)) i--;
-    if (i === items.length) items.push(p);
-    else items.splice(i, 0, p);
+    const tail = this.#tail;
+    let i = tail;
+    while (i > this.#head && seqAfter(items[i - 1]!.seq, p.seq)) i--;
+    if (i === tail) {
+      this.push(p);
+      return;
+    }
+    if (tail === items.length) items.push(undefined);
+    items.copyWithin(i + 1, i, tail);
+    items[i] = p;
+    this.#tail++;
   }
 
   /**
@@ -130,22 +154,32 @@ export class PacketQueue {
    */
   drainUnless(keep: (p: Packet) => boolean, fn: (p: Packet) => void): void {
     const items = this.#items;
+    const tail = this.#tail;
     let kept = 0;
-    for (let i = this.#head; i < items.length; i++) {
-      const p = items[i];
+    for (let i = this.#head; i < tail; i++) {
+      const p = items[i]!;
       if (keep(p)) items[kept++] = p;
       else fn(p);
     }
-    items.length = kept;
+    items.fill(undefined, kept, tail);
     this.#head = 0;
+    this.#tail = kept;
   }
 
-  /** Empties the queue, calling `fn` for each packet from the head. */
+  /** Empties the queue, then calls `fn` for each packet it held, from the head (`fn` must not add to it). */
   drain(fn: (p: Packet) => void): void {
     const items = this.#items;
-    const head = this.#head;
-    this.#items = [];
-    this.#head = 0;
-    for (let i = head; i < items.length; i++) fn(items[i]);
+    const tail = this.#tail;
+    let i = this.#head;
+    this.#head = this.#tail = 0;
+    try {
+      for (; i < tail; i++) {
+        const p = items[i]!;
+        items[i] = undefined;
+        fn(p);
+      }
+    } finally {
+      items.fill(undefined, i, tail);
+    }
   }
 }

@@ -58,14 +58,17 @@ export class RecordChunk {
   readonly u8: Uint8Array;
   readonly f64: Float64Array;
 
-  constructor() {
-    const buffer = new ArrayBuffer(CHUNK_SLOTS * RECORD_BYTES);
+  constructor(slots = CHUNK_SLOTS) {
+    const buffer = new ArrayBuffer(slots * RECORD_BYTES);
     this.i32 = new Int32Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.u8 = new Uint8Array(buffer);
     this.f64 = new Float64Array(buffer);
   }
 }
+
+/** No records: what a handle that is not bound to a connection reads. */
+export const NO_RECORDS = new RecordChunk(0);
 
 /** All records, by slot number; slots are handed out and taken back in O(1). */
 export class Records {
