@@ -67,8 +67,14 @@ export class Connection {
   readonly secondary = new PacketQueue();
   #slot = -1;
   #chunk: RecordChunk = NO_RECORDS;
+  // The record's chunk as bytes and as unsigned 32-bit words, and where the record is in each:
+  // the hot path reads and writes them on every frame.
+  #u8: Uint8Array = NO_RECORDS.u8;
+  #u32: Uint32Array = NO_RECORDS.u32;
   /** Word index of the record in its chunk. */
   #at = 0;
+  /** Byte index of the record's flags in its chunk. */
+  #flagsAt = 0;
   /** Links in the table's list of connections that hold frames or of recently idle ones. */
   listPrev: Connection | null = null;
   listNext: Connection | null = null;
@@ -76,8 +82,11 @@ export class Connection {
   /** The handle of `slot`'s connection (a handle from the pool: of none before). */
   bind(records: Records, slot: number): this {
     this.#slot = slot;
-    this.#chunk = records.chunkOf(slot);
+    const chunk = this.#chunk = records.chunkOf(slot);
+    this.#u8 = chunk.u8;
+    this.#u32 = chunk.u32;
     this.#at = wordOf(slot);
+    this.#flagsAt = (this.#at << 2) + FLAGS_BYTE;
     names.delete(this);
     return this;
   }
@@ -95,21 +104,21 @@ export class Connection {
   /** The key's bytes (a copy). */
   keyBytes(): Uint8Array {
     const at = (this.#at << 2) + KEY_BYTE;
-    return this.#chunk.u8.slice(at, at + this.#chunk.u8[(this.#at << 2) + KEY_LEN_BYTE]);
+    return this.#u8.slice(at, at + this.#u8[(this.#at << 2) + KEY_LEN_BYTE]);
   }
 
   /** The IP protocol number (key byte 1). */
   get protocol(): number {
-    return this.#chunk.u8[(this.#at << 2) + KEY_BYTE + 1];
+    return this.#u8[(this.#at << 2) + KEY_BYTE + 1];
   }
 
   #flag(bit: number): boolean {
-    return (this.#chunk.u8[(this.#at << 2) + FLAGS_BYTE] & bit) !== 0;
+    return (this.#u8[this.#flagsAt] & bit) !== 0;
   }
 
   #setFlag(bit: number, on: boolean): void {
-    const u8 = this.#chunk.u8;
-    const at = (this.#at << 2) + FLAGS_BYTE;
+    const u8 = this.#u8;
+    const at = this.#flagsAt;
     u8[at] = on ? u8[at] | bit : u8[at] & ~bit;
   }
 
@@ -120,11 +129,11 @@ export class Connection {
 
   /** TCP: the stream is known to agree up to here (QEMU's `compare_seq`). */
   get compareSeq(): Seq32 {
-    return this.#chunk.u32[this.#at + COMPARE_SEQ];
+    return this.#u32[this.#at + COMPARE_SEQ];
   }
 
   set compareSeq(seq: Seq32) {
-    this.#chunk.u32[this.#at + COMPARE_SEQ] = seq;
+    this.#u32[this.#at + COMPARE_SEQ] = seq;
   }
 
   get compareSeqSet(): boolean {
@@ -137,11 +146,11 @@ export class Connection {
 
   /** TCP: the highest ACK seen on each side, in serial order (QEMU's `pack` / `sack`). */
   get primaryAck(): Seq32 {
-    return this.#chunk.u32[this.#at + PRIMARY_ACK];
+    return this.#u32[this.#at + PRIMARY_ACK];
   }
 
   set primaryAck(ack: Seq32) {
-    this.#chunk.u32[this.#at + PRIMARY_ACK] = ack;
+    this.#u32[this.#at + PRIMARY_ACK] = ack;
   }
 
   get primaryAckSet(): boolean {
@@ -153,11 +162,11 @@ export class Connection {
   }
 
   get secondaryAck(): Seq32 {
-    return this.#chunk.u32[this.#at + SECONDARY_ACK];
+    return this.#u32[this.#at + SECONDARY_ACK];
   }
 
   set secondaryAck(ack: Seq32) {
-    this.#chunk.u32[this.#at + SECONDARY_ACK] = ack;
+    this.#u32[this.#at + SECONDARY_ACK] = ack;
   }
 
   get secondaryAckSet(): boolean {
@@ -215,13 +224,13 @@ export class Connection {
 
   /** True once both VMs closed this direction (FIN or RST from each). */
   get closed(): boolean {
-    return (~this.#chunk.u8[(this.#at << 2) + FLAGS_BYTE] & (PRIMARY_CLOSED | SECONDARY_CLOSED)) ===
+    return (~this.#u8[this.#flagsAt] & (PRIMARY_CLOSED | SECONDARY_CLOSED)) ===
       0;
   }
 
   /** Notes that the connection holds nothing since `now` (ms). */
   idleFrom(now: number): void {
-    this.#chunk.i32[this.#at + IDLE_SINCE] = Math.ceil(now);
+    this.#u32[this.#at + IDLE_SINCE] = Math.ceil(now);
   }
 
   /**
