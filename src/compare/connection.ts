@@ -14,6 +14,9 @@ import { Pool } from "../pool.ts";
 import type { Seq32 } from "../packet/seq.ts";
 import {
   BUCKET_NEXT,
+  CHUNK_MASK,
+  CHUNK_SHIFT,
+  CHUNK_SLOTS,
   COMPARE_SEQ,
   FLAGS_BYTE,
   HASH,
@@ -293,7 +296,7 @@ function emptyBuckets(n: number): Int32Array {
  * buckets and the idle list link records by slot: an idle connection costs its record and a
  * bucket or two, about 100 bytes, none of it on the V8 heap (issue 11). The connections that
  * hold frames and the {@linkcode AWAKE_IDLE_MAX} most recently idle ones also have a handle
- * ({@linkcode Connection}), found by slot in `#awake`; the list of connections that hold
+ * ({@linkcode Connection}), found by slot in `#bySlot`; the list of connections that hold
  * frames and the list of recently idle ones link those handles.
  */
 export class ConnectionTable {
@@ -309,8 +312,13 @@ export class ConnectionTable {
   #held = new ConnectionList();
   /** Handles of idle connections, least recently idle or found first (hibernated from here). */
   #awakeIdle = new ConnectionList();
-  /** The live handle of each connection that has one, by slot. */
-  readonly #awake = new Map<number, Connection>();
+  /**
+   * The live handle of each connection that has one, by slot: an array per chunk of records,
+   * made with it and kept (a `Map` rehashed its whole table every few thousand handles taken
+   * and given back: old-generation garbage when connections open in a burst).
+   */
+  readonly #bySlot: (Connection | null)[][] = [];
+  #awakeCount = 0;
   /** Handles not in use (trimmed by {@linkcode ConnectionTable.trim}). */
   readonly #handles = new Pool(() => new Connection());
   /** Scratch list for {@linkcode ConnectionTable.drainHeld}. */
@@ -331,7 +339,7 @@ export class ConnectionTable {
 
   /** Connections with a handle (those holding frames and the recently idle ones). */
   get awakeCount(): number {
-    return this.#awake.size;
+    return this.#awakeCount;
   }
 
   /** Bytes of the connection records and hash buckets, off the V8 heap. */
@@ -373,7 +381,7 @@ export class ConnectionTable {
     records.set(slot, BUCKET_NEXT, this.#buckets[at]);
     this.#buckets[at] = slot;
     const c = this.#handles.take().bind(records, slot);
-    this.#awake.set(slot, c);
+    this.#setHandle(slot, c);
     this.#cache.put(c, key, keyLen, hash);
     return c;
   }
@@ -470,15 +478,15 @@ export class ConnectionTable {
       for (let s = first; s >= 0; s = records.get(s, BUCKET_NEXT)) slots.push(s);
     }
     slots.sort((a, b) => records.id(a) - records.id(b));
-    return slots.map((s) => this.#awake.get(s) ?? new Connection().bind(records, s)).values();
+    return slots.map((s) => this.#handleOf(s) ?? new Connection().bind(records, s)).values();
   }
 
   /** The live handle of `slot`'s connection; a hibernated one wakes up. */
   #handle(slot: number): Connection {
-    let c = this.#awake.get(slot);
-    if (c === undefined) {
+    let c = this.#handleOf(slot);
+    if (c === null) {
       c = this.#handles.take().bind(this.#records, slot);
-      this.#awake.set(slot, c);
+      this.#setHandle(slot, c);
       // It was idle (only idle connections hibernate): the newest of the recently idle.
       const awakeIdle = this.#awakeIdle;
       awakeIdle.append(c);
@@ -487,10 +495,22 @@ export class ConnectionTable {
     return c;
   }
 
+  /** The live handle of `slot`'s connection, or null. */
+  #handleOf(slot: number): Connection | null {
+    const chunk = this.#bySlot[slot >>> CHUNK_SHIFT];
+    return chunk === undefined ? null : chunk[slot & CHUNK_MASK];
+  }
+
+  #setHandle(slot: number, c: Connection | null): void {
+    const chunk = this.#bySlot[slot >>> CHUNK_SHIFT] ??= new Array(CHUNK_SLOTS).fill(null);
+    if ((chunk[slot & CHUNK_MASK] === null) !== (c === null)) this.#awakeCount += c ? 1 : -1;
+    chunk[slot & CHUNK_MASK] = c;
+  }
+
   /** Takes the handle of `c`, an idle connection, back to the pool; its state stays in its record. */
   #hibernate(c: Connection): void {
     this.#awakeIdle.unlink(c);
-    this.#awake.delete(c.slot);
+    this.#setHandle(c.slot, null);
     this.#cache.forget(c, this.#records.get(c.slot, HASH));
     this.#handles.give(c);
   }
@@ -499,12 +519,12 @@ export class ConnectionTable {
   #removeSlot(slot: number): void {
     const records = this.#records;
     const hash = records.get(slot, HASH);
-    const c = this.#awake.get(slot);
-    if (c !== undefined) {
+    const c = this.#handleOf(slot);
+    if (c !== null) {
       this.#cache.forget(c, hash);
       if (c.held) this.#held.unlink(c);
       else if (c.idle) this.#awakeIdle.unlink(c);
-      this.#awake.delete(slot);
+      this.#setHandle(slot, null);
       this.#handles.give(c);
     }
     if ((records.flags(slot) & IDLE) !== 0) this.#unlinkIdle(slot);

@@ -79,9 +79,10 @@ export class PacketQueue {
    * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is never
    * shrunk: a queue that empties and fills again reuses it (setting `length = 0` would free it
    * and the next frame allocate another, old-generation garbage by the thousand when
-   * connections open in a burst; issue 11).
+   * connections open in a burst; issue 11). Room for two to start with: what most queues ever
+   * hold (an empty `[]` takes room for 17 at the first push).
    */
-  #items: (Packet | undefined)[] = [];
+  #items: (Packet | undefined)[] = [undefined, undefined];
   #head = 0;
   #tail = 0;
 

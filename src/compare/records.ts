@@ -42,9 +42,9 @@ export const KEY_BYTE = 44;
 if (KEY_BYTE + KEY_MAX > RECORD_BYTES) throw new Error("a key does not fit in a record");
 
 /** log2 of the records per chunk. */
-const CHUNK_SHIFT = 12;
-const CHUNK_SLOTS = 1 << CHUNK_SHIFT;
-const CHUNK_MASK = CHUNK_SLOTS - 1;
+export const CHUNK_SHIFT = 12;
+export const CHUNK_SLOTS = 1 << CHUNK_SHIFT;
+export const CHUNK_MASK = CHUNK_SLOTS - 1;
 
 /** The word index of `slot`'s record in its chunk (a multiple of 2: the id is aligned). */
 export function wordOf(slot: number): number {
