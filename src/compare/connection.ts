@@ -43,6 +43,11 @@ const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
 
+/** Sets or clears `bit` of the byte at `at` (a function: a private method costs a brand check). */
+function setBit(u8: Uint8Array, at: number, bit: number, on: boolean): void {
+  u8[at] = on ? u8[at] | bit : u8[at] & ~bit;
+}
+
 /** Names of connections that were named (logs, traces): few, and forgotten with them. */
 const names = new WeakMap<Connection, string>();
 
@@ -115,19 +120,9 @@ export class Connection {
     return this.#u8[(this.#at << 2) + KEY_BYTE + 1];
   }
 
-  #flag(bit: number): boolean {
-    return (this.#u8[this.#flagsAt] & bit) !== 0;
-  }
-
-  #setFlag(bit: number, on: boolean): void {
-    const u8 = this.#u8;
-    const at = this.#flagsAt;
-    u8[at] = on ? u8[at] | bit : u8[at] & ~bit;
-  }
-
   /** Compared as a TCP byte stream (otherwise datagram by datagram). */
   get tcp(): boolean {
-    return this.#flag(TCP);
+    return (this.#u8[this.#flagsAt] & TCP) !== 0;
   }
 
   /** TCP: the stream is known to agree up to here (QEMU's `compare_seq`). */
@@ -140,11 +135,11 @@ export class Connection {
   }
 
   get compareSeqSet(): boolean {
-    return this.#flag(COMPARE_SEQ_SET);
+    return (this.#u8[this.#flagsAt] & COMPARE_SEQ_SET) !== 0;
   }
 
   set compareSeqSet(on: boolean) {
-    this.#setFlag(COMPARE_SEQ_SET, on);
+    setBit(this.#u8, this.#flagsAt, COMPARE_SEQ_SET, on);
   }
 
   /** TCP: the highest ACK seen on each side, in serial order (QEMU's `pack` / `sack`). */
@@ -157,11 +152,11 @@ export class Connection {
   }
 
   get primaryAckSet(): boolean {
-    return this.#flag(PRIMARY_ACK_SET);
+    return (this.#u8[this.#flagsAt] & PRIMARY_ACK_SET) !== 0;
   }
 
   set primaryAckSet(on: boolean) {
-    this.#setFlag(PRIMARY_ACK_SET, on);
+    setBit(this.#u8, this.#flagsAt, PRIMARY_ACK_SET, on);
   }
 
   get secondaryAck(): Seq32 {
@@ -173,11 +168,11 @@ export class Connection {
   }
 
   get secondaryAckSet(): boolean {
-    return this.#flag(SECONDARY_ACK_SET);
+    return (this.#u8[this.#flagsAt] & SECONDARY_ACK_SET) !== 0;
   }
 
   set secondaryAckSet(on: boolean) {
-    this.#setFlag(SECONDARY_ACK_SET, on);
+    setBit(this.#u8, this.#flagsAt, SECONDARY_ACK_SET, on);
   }
 
   /**
@@ -187,37 +182,37 @@ export class Connection {
    * of its own that colo-compare never sees).
    */
   get primaryClosed(): boolean {
-    return this.#flag(PRIMARY_CLOSED);
+    return (this.#u8[this.#flagsAt] & PRIMARY_CLOSED) !== 0;
   }
 
   set primaryClosed(on: boolean) {
-    this.#setFlag(PRIMARY_CLOSED, on);
+    setBit(this.#u8, this.#flagsAt, PRIMARY_CLOSED, on);
   }
 
   get secondaryClosed(): boolean {
-    return this.#flag(SECONDARY_CLOSED);
+    return (this.#u8[this.#flagsAt] & SECONDARY_CLOSED) !== 0;
   }
 
   set secondaryClosed(on: boolean) {
-    this.#setFlag(SECONDARY_CLOSED, on);
+    setBit(this.#u8, this.#flagsAt, SECONDARY_CLOSED, on);
   }
 
   /** On the table's idle list. */
   get idle(): boolean {
-    return this.#flag(IDLE);
+    return (this.#u8[this.#flagsAt] & IDLE) !== 0;
   }
 
   set idle(on: boolean) {
-    this.#setFlag(IDLE, on);
+    setBit(this.#u8, this.#flagsAt, IDLE, on);
   }
 
   /** On the table's list of connections that hold frames. */
   get held(): boolean {
-    return this.#flag(HELD);
+    return (this.#u8[this.#flagsAt] & HELD) !== 0;
   }
 
   set held(on: boolean) {
-    this.#setFlag(HELD, on);
+    setBit(this.#u8, this.#flagsAt, HELD, on);
   }
 
   /** True when neither queue holds a frame. */
