@@ -40,7 +40,7 @@ export interface ConnHeapResult {
 }
 
 /** Forces a full GC and returns the memory in use. */
-function settledMemory(): Deno.MemoryUsage {
+export function settledMemory(): Deno.MemoryUsage {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc");
   // Twice: the first may leave weak and finalizable objects for the second.
@@ -50,7 +50,7 @@ function settledMemory(): Deno.MemoryUsage {
 }
 
 /** A TCP segment with a 64-byte payload on connection number `n` (distinct for n < 2^24). */
-function segmentOn(n: number, v6: boolean): Uint8Array {
+export function segmentOn(n: number, v6: boolean): Uint8Array {
   const a = (n >> 16) & 0xff, b = (n >> 8) & 0xff, c = n & 0xff;
   return frame({
     ip: v6
