@@ -13,8 +13,7 @@
  */
 
 import { CompareEngine } from "../src/compare/engine.ts";
-import type { EngineSink } from "../src/compare/events.ts";
-import { segmentOn, settledMemory } from "./conn_heap.ts";
+import { countingSink, segmentOn, settledMemory } from "./conn_heap.ts";
 
 const count = Number(Deno.args[0] ?? 10_000);
 const burst = Number(Deno.args[1] ?? 2000);
@@ -25,14 +24,7 @@ const all = new Uint8Array(size * count);
 for (let n = 0; n < count; n++) all.set(segmentOn(n, false), n * size);
 const frameOf = (n: number) => all.subarray(n * size, (n + 1) * size);
 
-let released = 0;
-const sink: EngineSink = {
-  release() {
-    released++;
-  },
-  discard() {},
-  checkpoint() {},
-};
+const sink = countingSink();
 const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, sink);
 const before = settledMemory();
 for (let first = 0; first < count; first += burst) {
@@ -45,7 +37,7 @@ const after = settledMemory();
 console.log(JSON.stringify({
   connections: engine.connections,
   burst,
-  released,
+  released: sink.released,
   heapTotalGrowth: grown.heapTotal - before.heapTotal,
   heapUsedGrowth: grown.heapUsed - before.heapUsed,
   liveHeap: after.heapUsed - before.heapUsed,

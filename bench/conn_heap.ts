@@ -68,16 +68,21 @@ export function segmentOn(n: number, v6: boolean): Uint8Array {
   });
 }
 
-/** Builds the table and measures it. */
-export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
-  let released = 0;
-  const sink: EngineSink = {
+/** An engine sink that counts the frames released and ignores the rest. */
+export function countingSink(): EngineSink & { released: number } {
+  return {
+    released: 0,
     release() {
-      released++;
+      this.released++;
     },
     discard() {},
     checkpoint() {},
   };
+}
+
+/** Builds the table and measures it. */
+export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
+  const sink = countingSink();
   const frames = Array.from({ length: count }, (_, n) => segmentOn(n, v6));
   const engine = new CompareEngine(
     { compareTimeout: 3000, maxQueueSize: 1024, maxConnections: count },
@@ -104,7 +109,7 @@ export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
     offHeapBytesPerConnection: (after.external - before.external) / count,
     bytesPerConnection: (after.heapUsed - before.heapUsed + after.external - before.external) /
       count,
-    released,
+    released: sink.released,
     held: engine.heldConnections,
   };
 }
