@@ -320,8 +320,17 @@ export class ConnectionTable {
   #draining: Connection[] = [];
   /** Recently found connections, looked up before the hash (issue 11). */
   readonly #cache = new KeyCache<Connection>();
+  readonly #awakeIdleMax: number;
   #size = 0;
   #nextId = 0;
+
+  /**
+   * `awakeIdleMax`: idle connections that keep their handle (at least 1; fewer than the
+   * default only to test hibernation).
+   */
+  constructor(awakeIdleMax: number = AWAKE_IDLE_MAX) {
+    this.#awakeIdleMax = Math.max(1, awakeIdleMax);
+  }
 
   get size(): number {
     return this.#size;
@@ -405,7 +414,7 @@ export class ConnectionTable {
     c.idle = true;
     this.#appendIdle(c.slot);
     awakeIdle.append(c);
-    if (awakeIdle.count > AWAKE_IDLE_MAX) this.#hibernate(awakeIdle.first!);
+    if (awakeIdle.count > this.#awakeIdleMax) this.#hibernate(awakeIdle.first!);
   }
 
   /** `c` holds frames: it leaves the idle list and joins the connections a flush walks. */
@@ -485,7 +494,7 @@ export class ConnectionTable {
       // It was idle (only idle connections hibernate): the newest of the recently idle.
       const awakeIdle = this.#awakeIdle;
       awakeIdle.append(c);
-      if (awakeIdle.count > AWAKE_IDLE_MAX) this.#hibernate(awakeIdle.first!);
+      if (awakeIdle.count > this.#awakeIdleMax) this.#hibernate(awakeIdle.first!);
     }
     return c;
   }

@@ -41,6 +41,8 @@ export interface EngineOptions {
   maxHeldBytes?: number;
   /** Blocks for held frames, shared with the output buffer (default: a pool of its own). */
   pool?: BlockPool;
+  /** Idle connections that keep a handle (default `AWAKE_IDLE_MAX`; tests hibernate more). */
+  awakeIdleConnections?: number;
 }
 
 /** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
@@ -61,7 +63,7 @@ export class CompareEngine implements CompareContext {
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
-  readonly #table = new ConnectionTable();
+  readonly #table: ConnectionTable;
   readonly #info = new FrameInfo();
   /**
    * Packet records for reuse: a flood's tens of thousands of held frames would otherwise be
@@ -89,6 +91,7 @@ export class CompareEngine implements CompareContext {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
   }
