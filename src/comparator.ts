@@ -439,9 +439,7 @@ export class Comparator {
     if (paused) this.#pumps[side].pause();
     else this.#pumps[side].resume();
     clearTimeout(this.#leadTimers[side]);
-    if (paused && reason === "ahead") {
-      this.#leadTimers[side] = setTimeout(() => this.#flow.leadTimeout(side), LEAD_PAUSE_MS);
-    }
+    if (paused && reason === "ahead") this.#armLead(side, this.#clock.now());
     this.#pauseLog.change(side, paused, reason, {
       held_bytes: side === "primary"
         ? this.engine.heldPrimaryBytes
@@ -449,6 +447,26 @@ export class Comparator {
       outdev_pending_bytes: this.#out.pendingBytes,
     });
     this.#emit((s) => s.pause?.(side, paused, reason));
+  }
+
+  /**
+   * A side paused for running ahead reads on after {@linkcode LEAD_PAUSE_MS} if the other
+   * side does not catch up; but not while a checkpoint asked for is on its way to a connected
+   * controller (up to compare-timeout from the pause): the flush settles what it is ahead
+   * with, and reading on meanwhile only fills its queues (the flood: both sides full, 34 MiB,
+   * at each request).
+   */
+  #armLead(side: Side, pausedAt: number): void {
+    this.#leadTimers[side] = setTimeout(() => {
+      if (
+        this.#requests.outstanding && this.#channel?.connected === true &&
+        this.#clock.now() - pausedAt < this.engine.compareTimeout
+      ) this.#armLead(side, pausedAt);
+      else {
+        this.#flow.checkpointPending(false);
+        this.#flow.leadTimeout(side);
+      }
+    }, LEAD_PAUSE_MS);
   }
 
   // The expiry scan.
@@ -491,6 +509,7 @@ export class Comparator {
       });
     } else {
       delivered = true;
+      this.#flow.checkpointPending(true);
       this.stats.checkpointsRequested++;
       this.#log.info("checkpoint-request", { reason, conn: where, channel: channel.kind });
     }
@@ -500,6 +519,7 @@ export class Comparator {
   /** COLO ended (SPEC 7b): everything held goes out, the primary passes through uncompared. */
   #coloExit(): void {
     this.#requests.done();
+    this.#flow.checkpointPending(false);
     try {
       this.engine.setPassthrough(true);
     } catch (error) {
@@ -514,6 +534,7 @@ export class Comparator {
     this.stats.checkpointsReceived++;
     const outstanding = this.#requests.outstanding;
     this.#requests.done();
+    this.#flow.checkpointPending(false);
     const released = this.stats.releasedByCheckpoint;
     const dropped = this.stats.secondaryFlushed;
     let kept = 0;

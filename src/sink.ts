@@ -13,7 +13,7 @@ import type {
   EngineSink,
   ReleaseReason,
 } from "./compare/events.ts";
-import type { Side } from "./compare/packet.ts";
+import type { Packet, Side } from "./compare/packet.ts";
 import type { ClassLog } from "./log.ts";
 import type { FrameWriter } from "./output/writer.ts";
 import type { UnsupportedReason } from "./packet/parse.ts";
@@ -63,6 +63,12 @@ export class ComparatorSink implements EngineSink {
       if (unsupported !== undefined) this.#passedThrough(unsupported);
     }
     this.#out.write(frame, vnetLen);
+  }
+
+  releaseHeld(p: Packet, done: (p: Packet) => void): void {
+    this.onHeldRelease?.(p.createdAt);
+    this.#stats.releasedByCheckpoint++;
+    this.#out.writeHeld(p, done);
   }
 
   /** SPEC 4: an uncomparable primary frame passes through, counted; insane ones logged. */

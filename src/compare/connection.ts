@@ -18,7 +18,7 @@ import {
   CHUNK_SHIFT,
   CHUNK_SLOTS,
   COMPARE_SEQ,
-  FLAGS_BYTE,
+  FLAGS,
   HASH,
   IDLE_NEXT,
   IDLE_PREV,
@@ -33,7 +33,7 @@ import {
   wordOf,
 } from "./records.ts";
 
-// Bits of a record's flags byte: eight booleans in one byte.
+// Bits of a record's flags word.
 const TCP = 1 << 0;
 const COMPARE_SEQ_SET = 1 << 1;
 const PRIMARY_ACK_SET = 1 << 2;
@@ -42,10 +42,11 @@ const PRIMARY_CLOSED = 1 << 4;
 const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
+const PRIMARY_DROPPED = 1 << 8;
 
-/** Sets or clears `bit` of the byte at `at` (a function: a private method costs a brand check). */
-function setBit(u8: Uint8Array, at: number, bit: number, on: boolean): void {
-  u8[at] = on ? u8[at] | bit : u8[at] & ~bit;
+/** Sets or clears `bit` of the word at `at` (a function: a private method costs a brand check). */
+function setBit(u32: Uint32Array, at: number, bit: number, on: boolean): void {
+  u32[at] = on ? u32[at] | bit : u32[at] & ~bit;
 }
 
 /** Names of connections that were named (logs, traces): few, and forgotten with them. */
@@ -81,7 +82,7 @@ export class Connection {
   #u32: Uint32Array = NO_RECORDS.u32;
   /** Word index of the record in its chunk. */
   #at = 0;
-  /** Byte index of the record's flags in its chunk. */
+  /** Word index of the record's flags in its chunk. */
   #flagsAt = 0;
   /** Links in the table's list of connections that hold frames or of recently idle ones. */
   listPrev: Connection | null = null;
@@ -94,7 +95,7 @@ export class Connection {
     this.#u8 = chunk.u8;
     this.#u32 = chunk.u32;
     this.#at = wordOf(slot);
-    this.#flagsAt = (this.#at << 2) + FLAGS_BYTE;
+    this.#flagsAt = this.#at + FLAGS;
     names.delete(this);
     return this;
   }
@@ -122,7 +123,7 @@ export class Connection {
 
   /** Compared as a TCP byte stream (otherwise datagram by datagram). */
   get tcp(): boolean {
-    return (this.#u8[this.#flagsAt] & TCP) !== 0;
+    return (this.#u32[this.#flagsAt] & TCP) !== 0;
   }
 
   /** TCP: the stream is known to agree up to here (QEMU's `compare_seq`). */
@@ -135,11 +136,11 @@ export class Connection {
   }
 
   get compareSeqSet(): boolean {
-    return (this.#u8[this.#flagsAt] & COMPARE_SEQ_SET) !== 0;
+    return (this.#u32[this.#flagsAt] & COMPARE_SEQ_SET) !== 0;
   }
 
   set compareSeqSet(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, COMPARE_SEQ_SET, on);
+    setBit(this.#u32, this.#flagsAt, COMPARE_SEQ_SET, on);
   }
 
   /** TCP: the highest ACK seen on each side, in serial order (QEMU's `pack` / `sack`). */
@@ -152,11 +153,11 @@ export class Connection {
   }
 
   get primaryAckSet(): boolean {
-    return (this.#u8[this.#flagsAt] & PRIMARY_ACK_SET) !== 0;
+    return (this.#u32[this.#flagsAt] & PRIMARY_ACK_SET) !== 0;
   }
 
   set primaryAckSet(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, PRIMARY_ACK_SET, on);
+    setBit(this.#u32, this.#flagsAt, PRIMARY_ACK_SET, on);
   }
 
   get secondaryAck(): Seq32 {
@@ -168,11 +169,11 @@ export class Connection {
   }
 
   get secondaryAckSet(): boolean {
-    return (this.#u8[this.#flagsAt] & SECONDARY_ACK_SET) !== 0;
+    return (this.#u32[this.#flagsAt] & SECONDARY_ACK_SET) !== 0;
   }
 
   set secondaryAckSet(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, SECONDARY_ACK_SET, on);
+    setBit(this.#u32, this.#flagsAt, SECONDARY_ACK_SET, on);
   }
 
   /**
@@ -182,37 +183,50 @@ export class Connection {
    * of its own that colo-compare never sees).
    */
   get primaryClosed(): boolean {
-    return (this.#u8[this.#flagsAt] & PRIMARY_CLOSED) !== 0;
+    return (this.#u32[this.#flagsAt] & PRIMARY_CLOSED) !== 0;
   }
 
   set primaryClosed(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, PRIMARY_CLOSED, on);
+    setBit(this.#u32, this.#flagsAt, PRIMARY_CLOSED, on);
   }
 
   get secondaryClosed(): boolean {
-    return (this.#u8[this.#flagsAt] & SECONDARY_CLOSED) !== 0;
+    return (this.#u32[this.#flagsAt] & SECONDARY_CLOSED) !== 0;
   }
 
   set secondaryClosed(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, SECONDARY_CLOSED, on);
+    setBit(this.#u32, this.#flagsAt, SECONDARY_CLOSED, on);
   }
 
   /** On the table's idle list. */
   get idle(): boolean {
-    return (this.#u8[this.#flagsAt] & IDLE) !== 0;
+    return (this.#u32[this.#flagsAt] & IDLE) !== 0;
   }
 
   set idle(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, IDLE, on);
+    setBit(this.#u32, this.#flagsAt, IDLE, on);
   }
 
   /** On the table's list of connections that hold frames. */
   get held(): boolean {
-    return (this.#u8[this.#flagsAt] & HELD) !== 0;
+    return (this.#u32[this.#flagsAt] & HELD) !== 0;
   }
 
   set held(on: boolean) {
-    setBit(this.#u8, this.#flagsAt, HELD, on);
+    setBit(this.#u32, this.#flagsAt, HELD, on);
+  }
+
+  /**
+   * TCP: a primary segment with payload was dropped because its queue was full (SPEC 5),
+   * since the last checkpoint flush of this connection. Its bytes will not come again
+   * unless the guest retransmits them.
+   */
+  get primaryDropped(): boolean {
+    return (this.#u32[this.#flagsAt] & PRIMARY_DROPPED) !== 0;
+  }
+
+  set primaryDropped(on: boolean) {
+    setBit(this.#u32, this.#flagsAt, PRIMARY_DROPPED, on);
   }
 
   /** True when neither queue holds a frame. */
@@ -222,7 +236,7 @@ export class Connection {
 
   /** True once both VMs closed this direction (FIN or RST from each). */
   get closed(): boolean {
-    return (~this.#u8[this.#flagsAt] & (PRIMARY_CLOSED | SECONDARY_CLOSED)) ===
+    return (~this.#u32[this.#flagsAt] & (PRIMARY_CLOSED | SECONDARY_CLOSED)) ===
       0;
   }
 

@@ -208,12 +208,16 @@ export class CompareEngine implements CompareContext {
       s = next;
     }
     this.#table.drainHeld((conn) => {
+      conn.primaryDropped = false;
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
           this.#unhold(p);
-          sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
-          this.#recycle(p);
+          if (sink.releaseHeld !== undefined) sink.releaseHeld(p, this.#recycleLater);
+          else {
+            sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
+            this.#recycle(p);
+          }
         });
       }
       // What the secondary queue still lists is either dropped above or the new epoch's.
@@ -321,6 +325,7 @@ export class CompareEngine implements CompareContext {
         queue: side,
         str: "queue size too big, drop packet",
       });
+      if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) conn.primaryDropped = true;
       sink.discard(side, "queue-full", frame, conn);
       return;
     }
@@ -482,6 +487,9 @@ export class CompareEngine implements CompareContext {
       this.#heldSecondaryBytes -= p.size;
     }
   }
+
+  /** Gives back a packet the sink was handed by a checkpoint flush, once it is written. */
+  readonly #recycleLater = (p: Packet): void => this.#recycle(p);
 
   #recycle(p: Packet): void {
     this.#store.release(p);

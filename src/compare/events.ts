@@ -42,6 +42,11 @@ export type CheckpointReason =
   | "tcp-payload"
   /** TCP payload equal, but the primary acknowledges data the secondary has not (SPEC 6). */
   | "tcp-ack"
+  /**
+   * The secondary sent bytes where the primary's were dropped at a full queue, and the
+   * primary went on past them: those bytes cannot be compared (SPEC 6).
+   */
+  | "tcp-gap"
   /** No secondary datagram matches the oldest primary one. */
   | "datagram"
   /** A held frame is older than `compare-timeout`. */
@@ -63,6 +68,13 @@ export interface EngineSink {
     unsupported?: UnsupportedReason,
     arrivedAt?: number,
   ): void;
+  /**
+   * Optional: a held primary frame a checkpoint flush releases, handed over instead of passed
+   * as bytes, so that thousands of them need not be copied at once (issue 11). As
+   * {@linkcode EngineSink.release} with reason "checkpoint" and the frame's arrival time; the
+   * sink reads the frame when it writes it and then gives `p` back through `done`.
+   */
+  releaseHeld?(p: Packet, done: (p: Packet) => void): void;
   /** A frame is discarded. */
   discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
   /** The replicas diverged (or a frame timed out): a checkpoint is needed. */

@@ -34,12 +34,15 @@ export const SECONDARY_ACK = 7;
 export const IDLE_SINCE = 8;
 /** The key's hash (`hashKey`, 30 bits): buckets and the lookup cache need it again. */
 export const HASH = 9;
-/** Byte offsets: the flag bits, the key's length and its bytes (up to KEY_MAX). */
-export const FLAGS_BYTE = 40;
-export const KEY_LEN_BYTE = 41;
+/** The flag bits (see `connection.ts`). */
+export const FLAGS = 10;
+/** Byte offsets: the key's bytes (up to KEY_MAX) and its length. */
 export const KEY_BYTE = 44;
+export const KEY_LEN_BYTE = 86;
 
-if (KEY_BYTE + KEY_MAX > RECORD_BYTES) throw new Error("a key does not fit in a record");
+if (KEY_BYTE + KEY_MAX > KEY_LEN_BYTE || KEY_LEN_BYTE >= RECORD_BYTES) {
+  throw new Error("a key does not fit in a record");
+}
 
 /** log2 of the records per chunk. */
 export const CHUNK_SHIFT = 12;
@@ -119,7 +122,7 @@ export class Records {
 
   /** The flag bits of `slot`. */
   flags(slot: number): number {
-    return this.chunkOf(slot).u8[(wordOf(slot) << 2) + FLAGS_BYTE];
+    return this.get(slot, FLAGS);
   }
 
   /** The first-seen position of `slot`'s connection. */
@@ -134,7 +137,7 @@ export class Records {
     const bytes = at << 2;
     chunk.f64[at >>> 1] = id;
     chunk.i32[at + HASH] = hash;
-    chunk.u8[bytes + FLAGS_BYTE] = flags;
+    chunk.i32[at + FLAGS] = flags;
     chunk.u8[bytes + KEY_LEN_BYTE] = keyLen;
     for (let i = 0; i < keyLen; i++) chunk.u8[bytes + KEY_BYTE + i] = key[i];
   }

@@ -142,7 +142,15 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     // bytes there have not arrived (or were dropped): wait for them, never bridge the gap;
     // the expiry scan asks for a checkpoint if they never come.
     const pos = nextPosition(conn, p);
-    if (pos !== nextPosition(conn, s)) return;
+    const sPos = nextPosition(conn, s);
+    if (pos !== sPos) {
+      // Except where this comparator dropped the primary's bytes itself (queue full) and the
+      // primary went on past them: the secondary's bytes there have nothing to be compared
+      // with, as QEMU finds at once (it compares them with the next primary segment). Waiting
+      // would hold both queues full until the timeout.
+      if (conn.primaryDropped && seqAfter(pos, sPos)) ctx.mismatch("tcp-gap", conn, now);
+      return;
+    }
     const pEndsFirst = !seqAfter(p.seqEnd, s.seqEnd);
     const n = seqDiff(pEndsFirst ? p.seqEnd : s.seqEnd, pos);
     if (!equalAt(p, s, pos, n)) {

@@ -14,7 +14,9 @@
  *   side holds what the other has not sent yet, both read on (the queues bound them). And
  *   only for a while ({@linkcode LEAD_PAUSE_MS}): a connected peer that sends nothing (a
  *   diverged or idle secondary) must not stall the other side; once waived, a side is not
- *   paused for its lead again until it has (nearly) caught up.
+ *   paused for its lead again until it has (nearly) caught up. While a checkpoint is on its
+ *   way both may pause for their lead, and the comparator waits for it longer (see
+ *   {@linkcode FlowControl.checkpointPending}).
  *
  * @module
  */
@@ -68,6 +70,7 @@ export class FlowControl {
   readonly #marks: HeldMarks;
   readonly #listener: PauseListener;
   #outdevCongested = false;
+  #checkpointPending = false;
   readonly #sides: Record<Side, SideState> = {
     primary: this.#initial(),
     secondary: this.#initial(),
@@ -103,6 +106,19 @@ export class FlowControl {
   outdev(congested: boolean): void {
     if (this.#outdevCongested === congested) return;
     this.#outdevCongested = congested;
+    this.#decide("primary");
+    this.#decide("secondary");
+  }
+
+  /**
+   * A checkpoint was asked of a connected controller and is not done yet (true), or it is
+   * done (false). Meanwhile both sides may pause for being ahead at once: the flush settles
+   * what each is ahead with, and reading on would only fill the queues. The comparator waives
+   * such pauses if the checkpoint takes longer than compare-timeout.
+   */
+  checkpointPending(pending: boolean): void {
+    if (this.#checkpointPending === pending) return;
+    this.#checkpointPending = pending;
     this.#decide("primary");
     this.#decide("secondary");
   }
@@ -157,7 +173,8 @@ export class FlowControl {
       ? "outdev-congested"
       : s.heldHigh
       ? "held-bytes"
-      : s.ahead && !s.leadWaived && other.present && !other.paused
+      : s.ahead && !s.leadWaived && other.present &&
+          (!other.paused || this.#checkpointPending)
       ? "ahead"
       : null;
     const paused = reason !== null;

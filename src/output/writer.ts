@@ -47,12 +47,30 @@ export interface WriterOptions {
  */
 const AGE_GRAIN_MS = 250;
 
-/** Part of the output buffer: framed frames, in order, filled up to `len`. */
+/**
+ * A frame handed over instead of copied ({@linkcode FrameWriter.writeHeld}): the writer
+ * reads `bytes[at, at + size)` when its turn to be written comes, then gives it back.
+ */
+export interface HeldFrame {
+  readonly bytes: Uint8Array;
+  readonly at: number;
+  readonly size: number;
+  readonly vnetLen: number;
+}
+
+/**
+ * Part of the output buffer: framed frames, in order, filled up to `len`; or, while
+ * connected, frames handed over and not yet copied (`held`, from `next` on; `len` counts
+ * them framed), each given back to `done` once copied.
+ */
 interface Chunk {
   buf: Uint8Array;
   len: number;
   /** When its first frame was written while disconnected (or the peer left); ages it. */
   since: number;
+  held: HeldFrame[] | null;
+  next: number;
+  done: ((f: HeldFrame) => void) | null;
 }
 
 /** Finds the offset of the frame that contains byte `at` of a framed buffer. */
@@ -133,6 +151,7 @@ export class FrameWriter {
   detach(conn: Conn): void {
     if (this.#conn !== conn) return;
     this.#conn = null;
+    this.#copyHeld();
     const now = this.#now();
     for (const c of this.#queue) c.since = now;
     this.#trim();
@@ -214,6 +233,69 @@ export class FrameWriter {
     return true;
   }
 
+  /**
+   * Appends one frame without copying it now (a checkpoint flush: thousands of held frames at
+   * once). The writer copies it when its turn to be written comes and then calls `done`, so
+   * the memory of the frames already written is free for the next ones instead of the whole
+   * flush being held twice, once in its slabs and once here. While disconnected it is copied
+   * at once (and `done` called), exactly as {@linkcode FrameWriter.write} would.
+   */
+  writeHeld<F extends HeldFrame>(f: F, done: (f: F) => void): boolean {
+    const giveBack = done as (f: HeldFrame) => void;
+    if (this.#conn === null) {
+      const kept = this.write(f.bytes.subarray(f.at, f.at + f.size), f.vnetLen);
+      giveBack(f);
+      return kept;
+    }
+    const need = this.#head + f.size;
+    let c = this.#queue.length > 0 ? this.#queue[this.#queue.length - 1] : undefined;
+    if (c === undefined || c.held === null || c.done !== giveBack) {
+      c = { buf: EMPTY, len: 0, since: 0, held: [], next: 0, done: giveBack };
+      this.#queue.push(c);
+    }
+    c.held!.push(f);
+    c.len += need;
+    this.#queued += need;
+    if (!this.#congested && this.pendingBytes > this.#o.highWater) this.#setCongested(true);
+    this.#schedule();
+    return true;
+  }
+
+  /**
+   * The next chunk to write, taken off the queue: a handed-over chunk gives a block of its
+   * frames, copied now and given back (it leaves the queue once all are copied).
+   */
+  #nextChunk(): Chunk {
+    const first = this.#queue[0];
+    if (first.held === null) return this.#queue.shift()!;
+    const held = first.held;
+    const done = first.done!;
+    const head = this.#head;
+    let i = first.next;
+    const c = this.#chunk(head + held[i].size);
+    while (i < held.length) {
+      const f = held[i];
+      if (c.len + head + f.size > c.buf.length) break;
+      const at = writeHeader(c.buf, c.len, f.size, this.#o.vnet, f.vnetLen);
+      c.buf.set(f.bytes.subarray(f.at, f.at + f.size), at);
+      c.len = at + f.size;
+      held[i++] = undefined as unknown as HeldFrame;
+      done(f);
+    }
+    first.next = i;
+    first.len -= c.len;
+    if (i === held.length) this.#queue.shift();
+    return c;
+  }
+
+  /** Copies every handed-over frame into ordinary chunks, in place (the peer left). */
+  #copyHeld(): void {
+    if (!this.#queue.some((c) => c.held !== null)) return;
+    const copied: Chunk[] = [];
+    while (this.#queue.length > 0) copied.push(this.#nextChunk());
+    this.#queue = copied;
+  }
+
   /** Resolves once everything buffered is written, or the peer is gone. */
   idle(): Promise<void> {
     if ((this.#queued === 0 && !this.#writing) || this.#conn === null) return Promise.resolve();
@@ -222,7 +304,8 @@ export class FrameWriter {
 
   #chunk(need: number): Chunk {
     const pool = this.#pool;
-    return { buf: need <= pool.size ? pool.take() : new Uint8Array(need), len: 0, since: 0 };
+    const buf = need <= pool.size ? pool.take() : new Uint8Array(need);
+    return { buf, len: 0, since: 0, held: null, next: 0, done: null };
   }
 
   #recycle(c: Chunk): void {
@@ -255,7 +338,7 @@ export class FrameWriter {
         const conn = this.#conn;
         if (conn === null) break;
         // New frames go to a new chunk while this one is written.
-        const c = this.#queue.shift()!;
+        const c = this.#nextChunk();
         this.#queued -= c.len;
         const batch = c.buf.subarray(0, c.len);
         this.#inflight = batch;

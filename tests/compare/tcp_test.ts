@@ -451,3 +451,60 @@ Deno.test("tcp: a byte that differs at position N is caught however both sides a
     assert.equal(rec.released.length, before, `seed ${seed}`);
   }
 });
+
+Deno.test("tcp: secondary bytes where a primary segment was dropped at a full queue request a checkpoint once the primary went on past them", () => {
+  const { rec, p, s, engine } = setup(1);
+  const [a, b, c, d] = [seg(1, 0, 100), seg(1, 100, 200), seg(1, 200, 300), seg(1, 300, 400)];
+  p(a);
+  p(b);
+  p(c); // dropped: the queue holds max-queue-size + 1 = 2
+  s(a);
+  s(b);
+  assert.deepEqual(rec.released, [a, b]);
+  s(c);
+  assert.deepEqual(rec.checkpoints, [], "nothing of the primary's beyond the gap yet (as QEMU)");
+  p(d);
+  assert.deepEqual(rec.checkpoints, ["tcp-gap"]);
+  assert.deepEqual(rec.released, [a, b]);
+  engine.checkpoint();
+  assert.deepEqual(rec.released, [a, b, d]);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
+Deno.test("tcp: a primary gap this comparator did not make is waited for, and so is one after the checkpoint that followed a drop", () => {
+  const { rec, p, s, engine } = setup(1);
+  const seg1 = (from: number) => seg(1, from, from + 100);
+  // Never dropped: the primary's segment is late, not lost.
+  p(seg1(0));
+  s(seg1(0));
+  p(seg1(200));
+  s(seg1(100));
+  assert.deepEqual(rec.checkpoints, []);
+  p(seg1(100));
+  assert.deepEqual(rec.released, [seg1(0), seg1(100)]);
+  s(seg1(200));
+  assert.deepEqual(rec.released, [seg1(0), seg1(100), seg1(200)]);
+  // A drop, then a checkpoint: the drop is forgotten with it.
+  p(seg1(300));
+  p(seg1(400));
+  p(seg1(500)); // dropped
+  engine.checkpoint();
+  p(seg1(700));
+  s(seg1(600));
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 2);
+});
+
+Deno.test("tcp: a gap in the secondary's stream left by a secondary dropped at a full queue is waited for (SPEC 6)", () => {
+  const { rec, p, s } = setup(1);
+  const seg1 = (from: number) => seg(1, from, from + 100);
+  s(seg1(0));
+  s(seg1(100));
+  s(seg1(200)); // dropped
+  p(seg1(0));
+  p(seg1(100));
+  s(seg1(300));
+  p(seg1(200));
+  assert.deepEqual(rec.released, [seg1(0), seg1(100)]);
+  assert.deepEqual(rec.checkpoints, []);
+});

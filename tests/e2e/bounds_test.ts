@@ -184,6 +184,46 @@ Deno.test("e2e: a checkpoint resumes a primary paused on held bytes after the se
   }
 });
 
+Deno.test("e2e: a side paused for running ahead waits for a checkpoint on its way, not only 100 ms", async () => {
+  const program = await startProgram();
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const ntf = await connectRetry(program.ports["notify-dev"]);
+  const notify = new FrameCollector(ntf);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await program.waitForLine(/event=peer-connected endpoint=notify-dev /);
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    // A divergence: the checkpoint is asked for, and not answered yet.
+    const payload = pseudoRandomBytes(100, 3);
+    await writeAll(pri, framed(frame({ tcp: { sport: 7, seq: 1, payload } })));
+    const other = payload.slice();
+    other[0] ^= 1;
+    await writeAll(sec, framed(frame({ tcp: { sport: 7, seq: 1, payload: other } })));
+    await program.waitForLine(/event=checkpoint-request reason=tcp-payload/);
+    // The primary runs 3 MB ahead on other flows: paused above the 1 MiB lead.
+    writing = writeAll(pri, segments(0, 3000, 1000, 10));
+    await program.waitForLine(/event=input-paused side=primary reason=ahead/);
+    const pausedAt = performance.now();
+    // Well past the 100 ms after which a lead pause is waived while no checkpoint is coming.
+    await new Promise((r) => setTimeout(r, 400));
+    await writeAll(ntf, notifyMessage("COLO_CHECKPOINT"));
+    const resumed = await program.waitForLine(/event=input-resumed side=primary reason=ahead/);
+    const done = program.stderr.findIndex((l) => l.includes("event=checkpoint-done"));
+    assert.ok(done >= 0 && done < program.stderr.indexOf(resumed), "resumed before the flush");
+    assert.ok(performance.now() - pausedAt >= 400);
+    assert.ok(Number(/paused_ms=(\d+)/.exec(resumed)![1]) >= 400, resumed);
+  } finally {
+    pri.close();
+    sec.close();
+    await writing.catch(() => {});
+    await out.close();
+    await notify.close();
+    const { code } = await program.stop();
+    assert.equal(code, 0);
+  }
+});
+
 Deno.test("e2e: a notify peer that never reads is disconnected once 1 MiB waits; repeats are summarised", async () => {
   const program = await startProgram({});
   const ntf = await connectRetry(program.ports["notify-dev"]); // never reads

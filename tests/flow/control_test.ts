@@ -125,6 +125,27 @@ Deno.test("flow: both sides ahead never pause both: one reads on", () => {
   assert.equal(f.paused("secondary"), true, "now the secondary is the one ahead");
 });
 
+Deno.test("flow: while a checkpoint is on its way both sides ahead pause; when it is done one reads on", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.checkpointPending(true);
+  f.held(30, 30);
+  assert.ok(f.paused("primary") && f.paused("secondary"), "the flush will settle both");
+  f.checkpointPending(false);
+  assert.notEqual(f.paused("primary"), f.paused("secondary"));
+  f.held(0, 0); // the flush emptied the queues
+  assert.ok(!f.paused("primary") && !f.paused("secondary"));
+});
+
+Deno.test("flow: a side ahead of one paused for its held bytes reads on, unless a checkpoint is on its way", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(150, 30); // the primary is over its high mark, the secondary ahead
+  assert.equal(f.reason("primary"), "held-bytes");
+  assert.equal(f.paused("secondary"), false, "never both for being ahead");
+  f.checkpointPending(true);
+  assert.equal(f.paused("secondary"), true);
+  assert.equal(f.reason("secondary"), "ahead");
+});
+
 Deno.test("flow: a lead pause that times out is waived until the side has caught up", () => {
   const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
   f.held(30, 0); // the secondary is connected but sends nothing

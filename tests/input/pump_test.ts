@@ -74,3 +74,49 @@ Deno.test("pump: a chunk read while paused is not decoded until resumed", async 
   await running;
   assert.deepEqual(seen, [1, 2]);
 });
+
+/** A peer that keeps the socket full: every read completes at once with `size` bytes. */
+class FloodConn implements Conn {
+  readonly peer = "flood";
+  reads = 0;
+  constructor(readonly limit: number, readonly size: number) {}
+  read(p: Uint8Array): Promise<number | null> {
+    if (this.reads++ >= this.limit) return Promise.resolve(null);
+    const n = Math.min(this.size, p.length);
+    // Frames of 1,024 bytes (4 of length, 1,020 of data), a whole number per read.
+    for (let o = 0; o < n; o += 1024) p.set([0, 0, 3, 252], o);
+    return Promise.resolve(n);
+  }
+  write(p: Uint8Array): Promise<number> {
+    return Promise.resolve(p.length);
+  }
+  close(): void {}
+}
+
+for (const [what, size] of [["whole buffers", 256 * 1024], ["TLS records", 16 * 1024]] as const) {
+  Deno.test(`pump: a peer that keeps its socket full (${what}) does not keep timers and other sockets waiting (SPEC 8)`, async () => {
+    let frames = 0;
+    const pump = new InputPump("primary", false, {
+      now: () => 0,
+      frame: () => frames++,
+      chunk() {},
+      internalError: (e) => assert.fail(String(e)),
+      oversize: () => assert.fail("not oversize"),
+    }, log);
+    const conn = new FloodConn(1024 * 1024 * 1024 / size, size); // 1 GiB in all
+    let readsWhenTimerRan = -1;
+    const timer = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        readsWhenTimerRan = conn.reads;
+        resolve();
+      }, 0)
+    );
+    await pump.run(conn);
+    await timer;
+    assert.equal(frames, 1024 * 1024);
+    assert.ok(
+      readsWhenTimerRan < conn.limit / 2,
+      `the timer ran only after ${readsWhenTimerRan} of ${conn.limit} reads`,
+    );
+  });
+}

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FrameWriter, type WriterOptions } from "../../src/output/writer.ts";
+import { BlockPool } from "../../src/pool.ts";
 import type { Conn } from "../../src/wire/transport.ts";
 import { concat, framed } from "../support/packets.ts";
 
@@ -175,4 +176,76 @@ Deno.test("writer: frames older than the age bound are dropped when a peer retur
   await w.idle();
   assert.equal(expired, 2);
   assert.deepEqual(conn.bytes, framed(f(8, 3)));
+});
+
+/** A held frame handed over to the writer: `n` bytes of `fill` at offset 8 of a larger buffer. */
+function held(n: number, fill: number, vnetLen = 0) {
+  const bytes = new Uint8Array(n + 16);
+  bytes.fill(fill, 8, 8 + n);
+  return { bytes, at: 8, size: n, vnetLen };
+}
+
+Deno.test("writer: frames handed over go out in order with the copied ones, each given back once", async () => {
+  const conn = new FakeConn();
+  const w = writer({ vnet: true });
+  w.attach(conn.asConn());
+  const given: number[] = [];
+  const done = (h: { bytes: Uint8Array; at: number }) => given.push(h.bytes[h.at]);
+  w.write(f(3, 1), 0);
+  w.writeHeld(held(5, 2, 12), done);
+  w.writeHeld(held(4, 3), done);
+  w.write(f(2, 4), 0);
+  w.writeHeld(held(1, 5), done);
+  assert.equal(w.pendingBytes, 5 * 8 + 3 + 5 + 4 + 2 + 1, "counted while waiting");
+  assert.deepEqual(given, [], "read when written, not before");
+  await w.idle();
+  assert.deepEqual(
+    conn.bytes,
+    concat(
+      framed(f(3, 1), 0),
+      framed(f(5, 2), 12),
+      framed(f(4, 3), 0),
+      framed(f(2, 4), 0),
+      framed(f(1, 5), 0),
+    ),
+  );
+  assert.deepEqual(given, [2, 3, 5]);
+});
+
+Deno.test("writer: a flush handed over takes a block at a time, not a copy of the whole flush", async () => {
+  const pool = new BlockPool();
+  const conn = new FakeConn();
+  const w = writer({ pool, highWater: 64 << 20, lowWater: 32 << 20 });
+  w.attach(conn.asConn());
+  const flush = Array.from({ length: 400 }, (_, i) => held(16_000, i & 0xff));
+  let given = 0;
+  for (const h of flush) w.writeHeld(h, () => given++);
+  assert.equal(pool.blocks, 0, "nothing copied yet");
+  await w.idle();
+  assert.equal(given, 400);
+  assert.equal(conn.bytes.length, 400 * (4 + 16_000));
+  assert.ok(pool.blocks <= 2, `${pool.blocks} blocks for a 6.1 MiB flush`);
+});
+
+Deno.test("writer: frames handed over are copied when the peer goes, and wait for the next one in order", async () => {
+  const conn = new FakeConn();
+  conn.plan = [-1];
+  const w = writer({ onWriteError: () => {} });
+  w.attach(conn.asConn());
+  let given = 0;
+  w.write(f(2, 1), 0);
+  w.writeHeld(held(3, 2), () => given++);
+  w.writeHeld(held(4, 3), () => given++);
+  await w.idle();
+  assert.equal(w.connected, false);
+  assert.equal(given, 2, "copied and given back when the peer left");
+  w.writeHeld(held(1, 4), () => given++);
+  assert.equal(given, 3, "copied at once while disconnected");
+  const next = new FakeConn();
+  w.attach(next.asConn());
+  await w.idle();
+  assert.deepEqual(
+    next.bytes,
+    concat(framed(f(2, 1)), framed(f(3, 2)), framed(f(4, 3)), framed(f(1, 4))),
+  );
 });
