@@ -226,8 +226,12 @@ Deno.test("fuzz: hibernating every idle connection but one changes no decision",
     }
     assert.deepEqual(hibernating.log, awake.log, `seed ${seed}`);
     assert.deepEqual(
-      [...h.connectionList()].map((c) => [c.id, c.name, c.compareSeq, c.primaryAck, c.idle]),
-      [...a.connectionList()].map((c) => [c.id, c.name, c.compareSeq, c.primaryAck, c.idle]),
+      [...h.connectionList()].map((
+        c,
+      ) => [c.id, c.name, c.compareSeq, c.primaryAck, c.primaryDropped, c.idle]),
+      [...a.connectionList()].map((
+        c,
+      ) => [c.id, c.name, c.compareSeq, c.primaryAck, c.primaryDropped, c.idle]),
     );
   }
 });
