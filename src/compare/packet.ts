@@ -60,6 +60,14 @@ export class Packet {
 }
 
 /**
+ * The items of a queue that never held a packet: shared, always empty (`push` gives the queue
+ * an array of its own). Made from `[undefined]` so that it has the elements kind of every
+ * queue's array.
+ */
+const NO_ITEMS: (Packet | undefined)[] = [undefined];
+NO_ITEMS.length = 0;
+
+/**
  * Moves `items[from, end)` down to `to` (< `from`), empties the slots left behind and returns
  * the new end. A plain loop: `copyWithin` takes V8's generic path, slower by far.
  */
@@ -79,10 +87,10 @@ export class PacketQueue {
    * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is never
    * shrunk: a queue that empties and fills again reuses it (setting `length = 0` would free it
    * and the next frame allocate another, old-generation garbage by the thousand when
-   * connections open in a burst; issue 11). Room for two to start with: what most queues ever
-   * hold (an empty `[]` takes room for 17 at the first push).
+   * connections open in a burst; issue 11). None until the first packet, then room for two:
+   * what most queues ever hold (an empty `[]` takes room for 17 at the first push).
    */
-  #items: (Packet | undefined)[] = [undefined, undefined];
+  #items: (Packet | undefined)[] = NO_ITEMS;
   #head = 0;
   #tail = 0;
 
@@ -100,8 +108,10 @@ export class PacketQueue {
   }
 
   push(p: Packet): void {
-    if (this.#tail === this.#items.length) this.#items.push(p);
-    else this.#items[this.#tail] = p;
+    const items = this.#items;
+    if (this.#tail < items.length) items[this.#tail] = p;
+    else if (items !== NO_ITEMS) items.push(p);
+    else this.#items = [p, undefined];
     this.#tail++;
   }
 

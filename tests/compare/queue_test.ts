@@ -65,3 +65,17 @@ Deno.test("packet queue: a long queue emptied from the head keeps the rest in or
   assert.equal(q.length, 0);
   assert.equal(q.peek(), undefined);
 });
+
+Deno.test("packet queue: new queues start empty and independent of each other", () => {
+  const a = new PacketQueue();
+  const b = new PacketQueue();
+  a.insertBySeq(packet(7));
+  a.push(packet(8));
+  a.push(packet(9));
+  assert.deepEqual([seqs(a), seqs(b)], [[7, 8, 9], []]);
+  b.push(packet(1));
+  assert.deepEqual([seqs(a), seqs(b), seqs(new PacketQueue())], [[7, 8, 9], [1], []]);
+  b.drainUnless(() => false, () => {});
+  new PacketQueue().drain(() => assert.fail("an empty queue has nothing to drain"));
+  assert.equal(new PacketQueue().peek(), undefined);
+});
