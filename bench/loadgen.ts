@@ -143,7 +143,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** What the run is doing now, for the watchdog's message. */
 let phase = "starting";
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let o = 0;
   while (o < data.length) o += await conn.write(data.subarray(o));
 }
@@ -309,7 +309,7 @@ class NotifyPeer {
 }
 
 /** The four connections to a comparator, outdev and notify first so nothing released is lost. */
-interface Peers {
+export interface Peers {
   primary: Deno.Conn;
   secondary: Deno.Conn;
   outdev: Deno.Conn;
@@ -337,7 +337,7 @@ async function connectTlsRetry(port: number, dir: string, timeoutMs = 10_000): P
   }
 }
 
-async function connect(cfg: LoadConfig): Promise<Peers> {
+export async function connect(cfg: Pick<LoadConfig, "ports" | "tlsDir">): Promise<Peers> {
   phase = "connecting";
   const dir = cfg.tlsDir;
   const stream = (port: number) => dir ? connectTlsRetry(port, dir) : connectRetry(port);
@@ -370,7 +370,7 @@ async function connect(cfg: LoadConfig): Promise<Peers> {
  * accepted every peer and the release path is live. (QEMU accepts its chardev peers
  * asynchronously and drops what it releases before outdev is accepted.)
  */
-async function probe(peers: Peers): Promise<void> {
+export async function probe(peers: Peers): Promise<void> {
   phase = "probing the release path";
   for (let attempt = 0; attempt < 50; attempt++) {
     await writeAll(peers.primary, PROBE);
@@ -628,9 +628,15 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
     if (i < cfg.latencyCold) cold.push((t1 - t0) * 1000);
     else if (i >= cfg.latencyCold + cfg.latencyWarmup) samples.push((t1 - t0) * 1000);
   }
+  result.latency = latencyOf(samples, cold);
+  await finish(cfg, peers, total, result);
+}
+
+/** The latency row of warm `samples` and `cold` ones (µs each; both are sorted in place). */
+export function latencyOf(samples: number[], cold: number[]): Latency {
   samples.sort((a, b) => a - b);
   cold.sort((a, b) => a - b);
-  result.latency = {
+  return {
     p50: round1(percentile(samples, 50)),
     p99: round1(percentile(samples, 99)),
     p999: round1(percentile(samples, 99.9)),
@@ -641,7 +647,6 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
     coldMax: round1(cold[cold.length - 1] ?? 0),
     coldSamples: cold.length,
   };
-  await finish(cfg, peers, total, result);
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10;

@@ -7,9 +7,10 @@ import assert from "node:assert/strict";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-Deno.test("bench: a quick run against the forwarder prints the table", async () => {
+/** Runs `deno ARGS` in the repository; asserts exit 0 and returns stdout and stderr. */
+async function deno(args: string[]): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "bench", "--quick", "--targets", "forwarder", "--only", "tcp-1000"],
+    args,
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
@@ -17,5 +18,31 @@ Deno.test("bench: a quick run against the forwarder prints the table", async () 
   }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, text);
+  return text;
+}
+
+Deno.test("bench: a quick run against the forwarder prints the table", async () => {
+  const text = await deno([
+    "task",
+    "bench",
+    "--quick",
+    "--targets",
+    "forwarder",
+    "--only",
+    "tcp-1000",
+  ]);
   assert.match(text, /\| tcp-1000 +\| forwarder +\| [\d,]+/);
+});
+
+Deno.test("bench: latency_mix serves ours and the forwarder in turn and prints a row for each", async () => {
+  const text = await deno([
+    "run",
+    "-A",
+    "bench/latency_mix.ts",
+    ...["--targets", "forwarder", "--ours", `ours=${Deno.execPath()} run -A ${ROOT}main.ts`],
+    ...["--pairs", "300", "--warmup", "10", "--cold", "50"],
+  ]);
+  for (const target of ["ours", "forwarder"]) {
+    assert.match(text, new RegExp(`^${target} +warm p50 \\d+ µs .* cold p99 \\d+ µs`, "m"));
+  }
 });

@@ -42,7 +42,6 @@ const PRIMARY_CLOSED = 1 << 4;
 const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
-const PRIMARY_DROPPED = 1 << 8;
 
 /** Sets or clears `bit` of the word at `at` (a function: a private method costs a brand check). */
 function setBit(u32: Uint32Array, at: number, bit: number, on: boolean): void {
@@ -216,19 +215,6 @@ export class Connection {
     setBit(this.#u32, this.#flagsAt, HELD, on);
   }
 
-  /**
-   * TCP: a primary segment with payload was dropped because its queue was full (SPEC 5),
-   * since the last checkpoint flush of this connection. Its bytes will not come again
-   * unless the guest retransmits them.
-   */
-  get primaryDropped(): boolean {
-    return (this.#u32[this.#flagsAt] & PRIMARY_DROPPED) !== 0;
-  }
-
-  set primaryDropped(on: boolean) {
-    setBit(this.#u32, this.#flagsAt, PRIMARY_DROPPED, on);
-  }
-
   /** True when neither queue holds a frame. */
   get empty(): boolean {
     return this.primary.length === 0 && this.secondary.length === 0;
@@ -334,6 +320,11 @@ export class ConnectionTable {
   #draining: Connection[] = [];
   /** Recently found connections, looked up before the hash (issue 11). */
   readonly #cache = new KeyCache<Connection>();
+  /**
+   * TCP: where the last primary segment dropped at a full queue ended, by slot (SPEC 5, the
+   * `tcp-gap` rule): only the few connections that overflowed; forgotten with the connection.
+   */
+  readonly #droppedUntil = new Map<number, Seq32>();
   readonly #awakeIdleMax: number;
   #size = 0;
   #nextId = 0;
@@ -407,6 +398,16 @@ export class ConnectionTable {
   /** The queue of `c` to add a frame from `side` to. */
   queueFor(c: Connection, side: Side): PacketQueue {
     return side === "primary" ? c.primary : c.secondary;
+  }
+
+  /** Where the last primary segment `c` dropped at a full queue ended, if it did (see `tcp.ts`). */
+  droppedUntil(c: Connection): Seq32 | undefined {
+    return this.#droppedUntil.size === 0 ? undefined : this.#droppedUntil.get(c.slot);
+  }
+
+  setDroppedUntil(c: Connection, until: Seq32 | undefined): void {
+    if (until === undefined) this.#droppedUntil.delete(c.slot);
+    else this.#droppedUntil.set(c.slot, until);
   }
 
   /** Gives up handles unused for a while (see `Pool.trim`; `now` in ms). */
@@ -546,6 +547,7 @@ export class ConnectionTable {
       this.#handles.give(c);
     }
     if ((records.flags(slot) & IDLE) !== 0) this.#unlinkIdle(slot);
+    if (this.#droppedUntil.size !== 0) this.#droppedUntil.delete(slot);
     const buckets = this.#buckets;
     const at = bucketOf(hash, this.#shift);
     const next = records.get(slot, BUCKET_NEXT);

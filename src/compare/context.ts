@@ -7,6 +7,7 @@
 import type { Connection } from "./connection.ts";
 import type { CheckpointReason, Tracer } from "./events.ts";
 import type { Packet } from "./packet.ts";
+import type { Seq32 } from "../packet/seq.ts";
 
 /** The engine as seen by the TCP and datagram rules. */
 export interface CompareContext {
@@ -16,6 +17,11 @@ export interface CompareContext {
   sendPrimary(p: Packet): void;
   /** Discards a secondary packet (already taken off its queue) that has been compared. */
   dropSecondary(s: Packet): void;
+  /**
+   * Where the last primary TCP segment this engine dropped on `conn` at a full queue ended
+   * (SPEC 5), while the bytes before it may still be waited for; undefined if none.
+   */
+  primaryDroppedUntil(conn: Connection): Seq32 | undefined;
   /** Reports a divergence on `conn`. */
   mismatch(reason: CheckpointReason, conn: Connection, now: number): void;
 }

@@ -22,7 +22,7 @@ import type { CompareContext } from "./context.ts";
 import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
-import { seqAdd, seqAfter } from "../packet/seq.ts";
+import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore } from "./store.ts";
 import { type BlockPool, Pool } from "../pool.ts";
 import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
@@ -208,7 +208,6 @@ export class CompareEngine implements CompareContext {
       s = next;
     }
     this.#table.drainHeld((conn) => {
-      conn.primaryDropped = false;
       if (conn.primary.length > 0) {
         conn.primary.drain((p) => {
           if (conn.tcp) flushedTcp(conn, p);
@@ -325,7 +324,11 @@ export class CompareEngine implements CompareContext {
         queue: side,
         str: "queue size too big, drop packet",
       });
-      if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) conn.primaryDropped = true;
+      if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) {
+        const end = seqAdd(info.seq, info.payloadLen);
+        const known = this.#table.droppedUntil(conn);
+        if (known === undefined || seqAfter(end, known)) this.#table.setDroppedUntil(conn, end);
+      }
       sink.discard(side, "queue-full", frame, conn);
       return;
     }
@@ -486,6 +489,23 @@ export class CompareEngine implements CompareContext {
       this.#heldSecondary--;
       this.#heldSecondaryBytes -= p.size;
     }
+  }
+
+  /**
+   * Where the last primary TCP segment dropped at a full queue ended, per connection (SPEC 5,
+   * the `tcp-gap` rule in `tcp.ts`); kept by the table for the few connections that
+   * overflowed (a handle is not the connection for long: see `Connection`).
+   */
+  primaryDroppedUntil(conn: Connection): Seq32 | undefined {
+    const until = this.#table.droppedUntil(conn);
+    return until === undefined ? undefined : this.#forgetDropped(conn, until);
+  }
+
+  /** `until`, or undefined (and forgotten) once the compared stream has passed it. */
+  #forgetDropped(conn: Connection, until: Seq32): Seq32 | undefined {
+    if (!conn.compareSeqSet || seqAfter(until, conn.compareSeq)) return until;
+    this.#table.setDroppedUntil(conn, undefined);
+    return undefined;
   }
 
   /** Gives back a packet the sink was handed by a checkpoint flush, once it is written. */

@@ -13,6 +13,8 @@ import type { Slab } from "./store.ts";
 export type Side = "primary" | "secondary";
 
 const EMPTY = new Uint8Array(0);
+/** A queue keeps an array of at most this many slots while empty. */
+const KEEP_SLOTS = 16;
 
 /**
  * One frame held by the comparator: the whole frame as received (vnet header included) is
@@ -84,10 +86,10 @@ function moveDown(items: (Packet | undefined)[], to: number, from: number, end: 
  */
 export class PacketQueue {
   /**
-   * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is never
-   * shrunk: a queue that empties and fills again reuses it (setting `length = 0` would free it
-   * and the next frame allocate another, old-generation garbage by the thousand when
-   * connections open in a burst; issue 11). None until the first packet, then room for two:
+   * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is kept
+   * when the queue empties, unless long (setting `length = 0` would free it and the next frame
+   * allocate another, old-generation garbage by the thousand when connections open in a
+   * burst; issue 11). None until the first packet, then room for two:
    * what most queues ever hold (an empty `[]` takes room for 17 at the first push).
    */
   #items: (Packet | undefined)[] = NO_ITEMS;
@@ -121,13 +123,22 @@ export class PacketQueue {
     const p = items[this.#head];
     items[this.#head++] = undefined;
     if (this.#head === this.#tail) {
-      this.#head = this.#tail = 0;
+      this.#empty();
     } else if (this.#head >= 64 && this.#head * 2 >= this.#tail) {
       // Mostly emptied from the head: move what is left to the front.
       this.#tail = moveDown(items, 0, this.#head, this.#tail);
       this.#head = 0;
     }
     return p;
+  }
+
+  /**
+   * The queue is empty and every slot vacated: a short array is kept for the next packets, a
+   * long one (a flood's) is let go.
+   */
+  #empty(): void {
+    if (this.#items.length > KEEP_SLOTS) this.#items = NO_ITEMS;
+    this.#head = this.#tail = 0;
   }
 
   /** Removes `p` wherever it is; false if it is not queued here. */
@@ -199,6 +210,7 @@ export class PacketQueue {
       }
     } finally {
       items.fill(undefined, i, tail);
+      if (this.#tail === 0) this.#empty();
     }
   }
 }

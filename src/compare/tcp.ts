@@ -148,7 +148,10 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
       // primary went on past them: the secondary's bytes there have nothing to be compared
       // with, as QEMU finds at once (it compares them with the next primary segment). Waiting
       // would hold both queues full until the timeout.
-      if (conn.primaryDropped && seqAfter(pos, sPos)) ctx.mismatch("tcp-gap", conn, now);
+      if (seqAfter(pos, sPos)) {
+        const dropped = ctx.primaryDroppedUntil(conn);
+        if (dropped !== undefined && seqAfter(dropped, sPos)) ctx.mismatch("tcp-gap", conn, now);
+      }
       return;
     }
     const pEndsFirst = !seqAfter(p.seqEnd, s.seqEnd);

@@ -118,7 +118,7 @@ export class InputPump {
         now = hooks.now();
         let broken;
         try {
-          broken = decoder.push(buf.subarray(0, n));
+          broken = decoder.push(buf, n);
           hooks.chunk();
         } catch (error) {
           // Not the peer's fault: a bug. Logged as such; the stream starts afresh.

@@ -108,12 +108,28 @@ export class FrameWriter {
   /** Chunks are blocks of this pool, given back once written. */
   readonly #pool: BlockPool;
   #queued = 0;
-  /** The chunk being written. */
+  /** The chunk being written, its framed bytes, the bytes the peer took and that peer. */
+  #inflightChunk: Chunk | null = null;
   #inflight: Uint8Array | null = null;
+  #sent = 0;
+  #writingTo: Conn | null = null;
   #writing = false;
   #scheduled = false;
   #congested = false;
   #idleWaiters: (() => void)[] = [];
+  /** Chunk records for reuse (their blocks go back to the pool). */
+  readonly #spare: Chunk[] = [];
+  /**
+   * The continuations of a write and the microtask, made once: a write costs the socket's
+   * promise and nothing else (issue 11: garbage per released frame is collector pauses in
+   * the latency tail).
+   */
+  readonly #written = (n: number): void => this.#onWritten(n);
+  readonly #failed = (error: unknown): void => this.#onFailed(error);
+  readonly #task = (): void => {
+    this.#scheduled = false;
+    this.#pump();
+  };
 
   constructor(options: WriterOptions) {
     this.#o = options;
@@ -266,8 +282,11 @@ export class FrameWriter {
    * frames, copied now and given back (it leaves the queue once all are copied).
    */
   #nextChunk(): Chunk {
-    const first = this.#queue[0];
-    if (first.held === null) return this.#queue.shift()!;
+    const queue = this.#queue;
+    const first = queue[0];
+    // The last chunk is popped: `shift` trims the array's store from the front, and the next
+    // `push` then allocates a new one (once per released frame at low load).
+    if (first.held === null) return (queue.length === 1 ? queue.pop() : queue.shift())!;
     const held = first.held;
     const done = first.done!;
     const head = this.#head;
@@ -305,18 +324,26 @@ export class FrameWriter {
   #chunk(need: number): Chunk {
     const pool = this.#pool;
     const buf = need <= pool.size ? pool.take() : new Uint8Array(need);
-    return { buf, len: 0, since: 0, held: null, next: 0, done: null };
+    const c = this.#spare.pop();
+    if (c === undefined) return { buf, len: 0, since: 0, held: null, next: 0, done: null };
+    c.buf = buf;
+    c.since = 0;
+    return c;
   }
 
+  /** `c` is written or dropped: its block goes back to the pool, the record is kept. */
   #recycle(c: Chunk): void {
     c.len = 0;
     if (c.buf.length === this.#pool.size) this.#pool.give(c.buf);
     c.buf = EMPTY;
+    c.held = null;
+    c.next = 0;
+    c.done = null;
+    if (this.#spare.length < SPARE_CHUNKS) this.#spare.push(c);
   }
 
   /** Starts writing what is buffered now, without waiting for the end of the task. */
   flush(): void {
-    if (this.#writing || this.#conn === null || this.#queued === 0) return;
     this.#pump();
   }
 
@@ -324,47 +351,84 @@ export class FrameWriter {
     if (this.#scheduled || this.#writing || this.#conn === null || this.#queued === 0) return;
     this.#scheduled = true;
     // Start after the current batch of input has been processed: one write per batch.
-    queueMicrotask(() => {
-      this.#scheduled = false;
-      this.#pump();
-    });
+    queueMicrotask(this.#task);
   }
 
-  async #pump(): Promise<void> {
+  /**
+   * Writes the oldest chunk to the peer, unless a write is under way; each completed write
+   * starts the next, until nothing is left or the peer is gone.
+   */
+  #pump(): void {
     if (this.#writing) return;
-    this.#writing = true;
-    try {
-      while (this.#queue.length > 0) {
-        const conn = this.#conn;
-        if (conn === null) break;
-        // New frames go to a new chunk while this one is written.
-        const c = this.#nextChunk();
-        this.#queued -= c.len;
-        const batch = c.buf.subarray(0, c.len);
-        this.#inflight = batch;
-        let sent = 0;
-        try {
-          while (sent < batch.length) sent += await conn.write(batch.subarray(sent));
-        } catch (error) {
-          this.#inflight = null;
-          this.#requeue(c, sent);
-          this.#o.onWriteError?.(error);
-          if (this.#conn === conn) this.detach(conn);
-          else if (this.#conn === null) {
-            // Detached while this write was under way: the bound applies to it too.
-            c.since = this.#now();
-            this.#trim();
-          }
-          break;
-        }
-        this.#inflight = null;
-        this.#recycle(c);
-        if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
-      }
-    } finally {
-      this.#writing = false;
+    const conn = this.#conn;
+    if (conn === null || this.#queue.length === 0) {
+      this.#settle();
+      return;
     }
+    // New frames go to a new chunk while this one is written.
+    const c = this.#nextChunk();
+    this.#queued -= c.len;
+    this.#writing = true;
+    this.#inflightChunk = c;
+    this.#inflight = c.buf.subarray(0, c.len);
+    this.#sent = 0;
+    this.#writingTo = conn;
+    this.#send();
+  }
+
+  /** Hands the unsent rest of the chunk in flight to its peer. */
+  #send(): void {
+    const batch = this.#inflight!;
+    let written: Promise<number>;
+    try {
+      written = this.#writingTo!.write(this.#sent === 0 ? batch : batch.subarray(this.#sent));
+    } catch (error) {
+      this.#onFailed(error);
+      return;
+    }
+    written.then(this.#written, this.#failed);
+  }
+
+  #onWritten(n: number): void {
+    this.#sent += n;
+    if (this.#sent < this.#inflight!.length) {
+      this.#send();
+      return;
+    }
+    const c = this.#inflightChunk!;
+    this.#inflight = null;
+    this.#recycle(c);
+    if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
+    this.#endWrite();
+    this.#pump();
+  }
+
+  #onFailed(error: unknown): void {
+    const c = this.#inflightChunk!;
+    const conn = this.#writingTo!;
+    this.#inflight = null;
+    this.#requeue(c, this.#sent);
+    this.#o.onWriteError?.(error);
+    if (this.#conn === conn) this.detach(conn);
+    else if (this.#conn === null) {
+      // Detached while this write was under way: the bound applies to it too.
+      c.since = this.#now();
+      this.#trim();
+    }
+    this.#endWrite();
+    this.#settle();
+  }
+
+  #endWrite(): void {
+    this.#writing = false;
+    this.#inflightChunk = null;
+    this.#writingTo = null;
+  }
+
+  /** Nothing is being written: `idle()` resolves if all is out (or the peer is gone). */
+  #settle(): void {
     if (this.#queued === 0 || this.#conn === null) {
+      if (this.#idleWaiters.length === 0) return;
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
@@ -394,3 +458,5 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Chunk records kept for reuse. */
+const SPARE_CHUNKS = 8;

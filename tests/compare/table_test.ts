@@ -339,6 +339,7 @@ Deno.test("table: a connection holding frames keeps its handle; an idle one hibe
   idle.compareSeq = 0xfedc_ba98;
   idle.compareSeqSet = true;
   idle.primaryAck = 0x8000_0001;
+  table.setDroppedUntil(idle, 0x9000_0000);
   table.markIdle(idle, 5.5);
   for (let n = 2; n < 2 + 2 * AWAKE_IDLE_MAX; n++) {
     table.markIdle(table.add(keyOf(n), 18, false), 6);
@@ -354,16 +355,16 @@ Deno.test("table: a connection holding frames keeps its handle; an idle one hibe
     [1, true, 0xfedc_ba98, true, 0x8000_0001, true],
   );
   assert.equal(woken.idleFor(6), 0, "idle since 6 ms (5.5 rounded up)");
+  assert.equal(table.droppedUntil(woken), 0x9000_0000, "the tcp-gap mark is the connection's");
+  assert.equal(table.droppedUntil(held), undefined);
   assert.deepEqual([...table].slice(0, 3).map((c) => c.id), [0, 1, 2]);
   table.remove(woken);
   assert.equal(table.find(keyOf(1), 18), null);
   assert.equal(table.size, 1 + 2 * AWAKE_IDLE_MAX);
   // Its record is reused for the next new connection, which starts from nothing.
   const next = table.add(keyOf(1), 18, false);
-  assert.deepEqual([next.id, next.tcp, next.compareSeqSet, next.idle], [
-    2 + 2 * AWAKE_IDLE_MAX,
-    false,
-    false,
-    false,
-  ]);
+  assert.deepEqual(
+    [next.id, next.tcp, next.compareSeqSet, next.idle, table.droppedUntil(next)],
+    [2 + 2 * AWAKE_IDLE_MAX, false, false, false, undefined],
+  );
 });

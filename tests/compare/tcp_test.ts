@@ -471,7 +471,7 @@ Deno.test("tcp: secondary bytes where a primary segment was dropped at a full qu
   assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
 });
 
-Deno.test("tcp: a primary gap this comparator did not make is waited for, and so is one after the checkpoint that followed a drop", () => {
+Deno.test("tcp: a primary gap this comparator did not make is waited for, also after a drop elsewhere in the stream", () => {
   const { rec, p, s, engine } = setup(1);
   const seg1 = (from: number) => seg(1, from, from + 100);
   // Never dropped: the primary's segment is late, not lost.
@@ -484,15 +484,17 @@ Deno.test("tcp: a primary gap this comparator did not make is waited for, and so
   assert.deepEqual(rec.released, [seg1(0), seg1(100)]);
   s(seg1(200));
   assert.deepEqual(rec.released, [seg1(0), seg1(100), seg1(200)]);
-  // A drop, then a checkpoint: the drop is forgotten with it.
+  // [500, 600) dropped, then a checkpoint flushes [300, 500).
   p(seg1(300));
   p(seg1(400));
   p(seg1(500)); // dropped
   engine.checkpoint();
   p(seg1(700));
-  s(seg1(600));
+  s(seg1(600)); // [600, 700): the primary has not sent it yet, nothing was dropped there
   assert.deepEqual(rec.checkpoints, []);
   assert.equal(engine.heldPrimary + engine.heldSecondary, 2);
+  s(seg1(500)); // the dropped bytes: the checkpoint did not bring them back
+  assert.deepEqual(rec.checkpoints, ["tcp-gap"]);
 });
 
 Deno.test("tcp: a gap in the secondary's stream left by a secondary dropped at a full queue is waited for (SPEC 6)", () => {

@@ -51,6 +51,17 @@ function writer(o: Partial<WriterOptions> = {}): FrameWriter {
 
 const f = (n: number, fill: number) => new Uint8Array(n).fill(fill);
 
+/** After one failed write: the error was reported, the peer let go, the next peer gets `expected`. */
+async function resentToNextPeer(w: FrameWriter, errors: unknown[], expected: Uint8Array) {
+  await w.idle();
+  assert.equal(errors.length, 1);
+  assert.equal(w.connected, false);
+  const next = new FakeConn();
+  w.attach(next.asConn());
+  await w.idle();
+  assert.deepEqual(next.bytes, expected);
+}
+
 Deno.test("writer: frames released together go out framed, in order, in one write", async () => {
   const conn = new FakeConn();
   const w = writer({ vnet: true });
@@ -72,13 +83,7 @@ Deno.test("writer: a failed write keeps unsent frames from the start of the brok
   w.write(f(1, 1), 0);
   w.write(f(4, 2), 0);
   w.write(f(2, 3), 0);
-  await w.idle();
-  assert.equal(errors.length, 1);
-  assert.equal(w.connected, false);
-  const next = new FakeConn();
-  w.attach(next.asConn());
-  await w.idle();
-  assert.deepEqual(next.bytes, concat(framed(f(4, 2)), framed(f(2, 3))));
+  await resentToNextPeer(w, errors, concat(framed(f(4, 2)), framed(f(2, 3))));
 });
 
 Deno.test("writer: while disconnected frames wait in a bounded buffer; overflow is counted", async () => {
@@ -176,6 +181,33 @@ Deno.test("writer: frames older than the age bound are dropped when a peer retur
   await w.idle();
   assert.equal(expired, 2);
   assert.deepEqual(conn.bytes, framed(f(8, 3)));
+});
+
+Deno.test("writer: a chunk the socket takes in parts goes out whole; frames written meanwhile follow", async () => {
+  const conn = new FakeConn();
+  conn.plan = [3, 5, 1];
+  const w = writer();
+  w.attach(conn.asConn());
+  w.write(f(10, 1), 0);
+  w.flush(); // under way: 3 bytes, then 5, then 1, then the rest
+  w.write(f(4, 2), 0);
+  await w.idle();
+  assert.deepEqual(conn.writes.map((b) => b.length), [3, 5, 1, 5, 8]);
+  assert.deepEqual(conn.bytes, concat(framed(f(10, 1)), framed(f(4, 2))));
+  assert.equal(w.pendingBytes, 0);
+});
+
+Deno.test("writer: a write that throws at once counts as failed; the frames wait for the next peer", async () => {
+  const errors: unknown[] = [];
+  const w = writer({ onWriteError: (e) => errors.push(e) });
+  const broken = new FakeConn();
+  broken.write = () => {
+    throw new Error("bad resource");
+  };
+  w.attach(broken.asConn());
+  w.write(f(6, 1), 0);
+  w.flush();
+  await resentToNextPeer(w, errors, framed(f(6, 1)));
 });
 
 /** A held frame handed over to the writer: `n` bytes of `fill` at offset 8 of a larger buffer. */

@@ -43,6 +43,20 @@ Deno.test("codec: a vnet stream split at every pair of points keeps each frame's
   }
 });
 
+Deno.test("codec: push(buffer, end) reads only buffer[0, end), as a reused read buffer holds it", () => {
+  const stream = concat(framed(A), framed(B), framed(C));
+  for (let cut = 0; cut <= stream.length; cut += 5) {
+    const { d, got } = decoder(false);
+    // Bytes past `end` are left over from an earlier read: a broken frame if they were read.
+    const buf = new Uint8Array(stream.length + 8).fill(0xff);
+    buf.set(stream.subarray(0, cut));
+    assert.equal(d.push(buf, cut), null);
+    buf.fill(0xff).set(stream.subarray(cut));
+    assert.equal(d.push(buf, stream.length - cut), null);
+    assert.deepEqual(got.map((g) => g.frame), [[...A], [...B], [...C]], `cut at ${cut}`);
+  }
+});
+
 Deno.test("codec: byte-at-a-time delivery decodes every frame", () => {
   const stream = concat(framed(C), framed(A));
   const { d, got } = decoder(false);
