@@ -1,8 +1,9 @@
 /**
- * V8 heap per idle connection (issue 11): a table of N idle TCP connections built through the
+ * Memory per idle connection (issue 11): a table of N idle TCP connections built through the
  * engine's real entry points, one matching segment pair each (64-byte payload, as the bench's
- * scale run opens them), `heapUsed` after a forced full GC before and after. Prints one JSON
- * line. Needs `gc()`:
+ * scale run opens them), `heapUsed` (V8 heap) and `external` (ArrayBuffers: the connection
+ * records, off the heap) after a forced full GC before and after. Prints one JSON line. Needs
+ * `gc()`:
  *
  *   deno run --v8-flags=--expose-gc bench/conn_heap.ts [connections, default 100000] [v6]
  *
@@ -16,13 +17,21 @@ import { CompareEngine } from "../src/compare/engine.ts";
 import type { EngineSink } from "../src/compare/events.ts";
 import { frame, TCP } from "../src/packet/build.ts";
 
-/** Heap per idle connection of a table of `count`, and what the engine reported. */
+/** Memory per idle connection of a table of `count`, and what the engine reported. */
 export interface ConnHeapResult {
   connections: number;
   ipv6: boolean;
   /** `heapUsed` after a forced GC, before the first frame and after the last. */
   heapBefore: number;
   heapAfter: number;
+  /** `external` (ArrayBuffer bytes) after a forced GC, before and after. */
+  externalBefore: number;
+  externalAfter: number;
+  /** V8 heap per connection. */
+  heapBytesPerConnection: number;
+  /** ArrayBuffer bytes per connection (records and hash buckets). */
+  offHeapBytesPerConnection: number;
+  /** Both together. */
   bytesPerConnection: number;
   /** Frames the engine released to outdev (one per connection when all compared equal). */
   released: number;
@@ -30,18 +39,18 @@ export interface ConnHeapResult {
   held: number;
 }
 
-/** Forces a full GC and returns `heapUsed`. */
-function settledHeap(): number {
+/** Forces a full GC and returns the memory in use. */
+export function settledMemory(): Deno.MemoryUsage {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc");
   // Twice: the first may leave weak and finalizable objects for the second.
   gc();
   gc();
-  return Deno.memoryUsage().heapUsed;
+  return Deno.memoryUsage();
 }
 
 /** A TCP segment with a 64-byte payload on connection number `n` (distinct for n < 2^24). */
-function segmentOn(n: number, v6: boolean): Uint8Array {
+export function segmentOn(n: number, v6: boolean): Uint8Array {
   const a = (n >> 16) & 0xff, b = (n >> 8) & 0xff, c = n & 0xff;
   return frame({
     ip: v6
@@ -59,27 +68,32 @@ function segmentOn(n: number, v6: boolean): Uint8Array {
   });
 }
 
-/** Builds the table and measures it. */
-export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
-  let released = 0;
-  const sink: EngineSink = {
+/** An engine sink that counts the frames released and ignores the rest. */
+export function countingSink(): EngineSink & { released: number } {
+  return {
+    released: 0,
     release() {
-      released++;
+      this.released++;
     },
     discard() {},
     checkpoint() {},
   };
+}
+
+/** Builds the table and measures it. */
+export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
+  const sink = countingSink();
   const frames = Array.from({ length: count }, (_, n) => segmentOn(n, v6));
   const engine = new CompareEngine(
     { compareTimeout: 3000, maxQueueSize: 1024, maxConnections: count },
     sink,
   );
-  const heapBefore = settledHeap();
+  const before = settledMemory();
   for (let n = 0; n < count; n++) {
     engine.primary(frames[n], 0, n + 0.5);
     engine.secondary(frames[n], 0, n + 0.5);
   }
-  const heapAfter = settledHeap();
+  const after = settledMemory();
   // Keeps the frames (and the engine) alive across the second measurement.
   if (frames.length !== count || engine.connections !== count) {
     throw new Error(`expected ${count} connections, have ${engine.connections}`);
@@ -87,10 +101,15 @@ export function measureConnHeap(count: number, v6 = false): ConnHeapResult {
   return {
     connections: count,
     ipv6: v6,
-    heapBefore,
-    heapAfter,
-    bytesPerConnection: (heapAfter - heapBefore) / count,
-    released,
+    heapBefore: before.heapUsed,
+    heapAfter: after.heapUsed,
+    externalBefore: before.external,
+    externalAfter: after.external,
+    heapBytesPerConnection: (after.heapUsed - before.heapUsed) / count,
+    offHeapBytesPerConnection: (after.external - before.external) / count,
+    bytesPerConnection: (after.heapUsed - before.heapUsed + after.external - before.external) /
+      count,
+    released: sink.released,
     held: engine.heldConnections,
   };
 }

@@ -14,7 +14,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "../packet/parse.ts";
 
 /** QEMU's name for the comparison: "udp", "icmp" or "other". */
 function kindOf(conn: Connection): "udp" | "icmp" | "other" {
-  const proto = conn.key.charCodeAt(1);
+  const proto = conn.protocol;
   if (proto === IPPROTO_UDP) return "udp";
   if (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) return "icmp";
   return "other";

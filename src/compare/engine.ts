@@ -41,6 +41,8 @@ export interface EngineOptions {
   maxHeldBytes?: number;
   /** Blocks for held frames, shared with the output buffer (default: a pool of its own). */
   pool?: BlockPool;
+  /** Idle connections that keep a handle (default `AWAKE_IDLE_MAX`; tests hibernate more). */
+  awakeIdleConnections?: number;
 }
 
 /** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
@@ -61,7 +63,7 @@ export class CompareEngine implements CompareContext {
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
-  readonly #table = new ConnectionTable();
+  readonly #table: ConnectionTable;
   readonly #info = new FrameInfo();
   /**
    * Packet records for reuse: a flood's tens of thousands of held frames would otherwise be
@@ -89,6 +91,7 @@ export class CompareEngine implements CompareContext {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
   }
@@ -248,6 +251,7 @@ export class CompareEngine implements CompareContext {
     if (now > this.#now) this.#now = now;
     this.#forgetIdle(now);
     this.#packets.trim(now);
+    this.#table.trim(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {
@@ -322,8 +326,8 @@ export class CompareEngine implements CompareContext {
       });
       if (primary && kind === TCP_SEGMENT && info.payloadLen > 0) {
         const end = seqAdd(info.seq, info.payloadLen);
-        const known = this.#droppedUntil.get(conn);
-        if (known === undefined || seqAfter(end, known)) this.#droppedUntil.set(conn, end);
+        const known = this.#table.droppedUntil(conn);
+        if (known === undefined || seqAfter(end, known)) this.#table.setDroppedUntil(conn, end);
       }
       sink.discard(side, "queue-full", frame, conn);
       return;
@@ -433,8 +437,8 @@ export class CompareEngine implements CompareContext {
     if (table.size >= this.#maxConnections) {
       const idle = table.oldestIdle();
       if (idle === null) return null;
-      table.remove(idle);
       this.tracer?.trace("colo_compare_connection_evicted", { conn: idle.name });
+      table.remove(idle);
     }
     return table.add(info.key, info.keyLen, info.kind === TCP_SEGMENT);
   }
@@ -452,11 +456,7 @@ export class CompareEngine implements CompareContext {
 
   /** Forgets connections idle for `idleTimeout` or longer, oldest first. O(forgotten). */
   #forgetIdle(now: number): void {
-    const table = this.#table;
-    for (let c = table.oldestIdle(); c !== null; c = table.oldestIdle()) {
-      if (c.idleFor(now) < this.#idleTimeout) break;
-      table.remove(c);
-    }
+    this.#table.forgetIdle(now, this.#idleTimeout);
   }
 
   #hold(p: Packet): void {
@@ -493,19 +493,18 @@ export class CompareEngine implements CompareContext {
 
   /**
    * Where the last primary TCP segment dropped at a full queue ended, per connection (SPEC 5,
-   * the `tcp-gap` rule in `tcp.ts`); weak, and only for the few connections that overflowed.
+   * the `tcp-gap` rule in `tcp.ts`); kept by the table for the few connections that
+   * overflowed (a handle is not the connection for long: see `Connection`).
    */
-  readonly #droppedUntil = new WeakMap<Connection, Seq32>();
-
   primaryDroppedUntil(conn: Connection): Seq32 | undefined {
-    const until = this.#droppedUntil.get(conn);
+    const until = this.#table.droppedUntil(conn);
     return until === undefined ? undefined : this.#forgetDropped(conn, until);
   }
 
   /** `until`, or undefined (and forgotten) once the compared stream has passed it. */
   #forgetDropped(conn: Connection, until: Seq32): Seq32 | undefined {
     if (!conn.compareSeqSet || seqAfter(until, conn.compareSeq)) return until;
-    this.#droppedUntil.delete(conn);
+    this.#table.setDroppedUntil(conn, undefined);
     return undefined;
   }
 

@@ -10,7 +10,6 @@
  */
 
 import { hashKey, KEY_MAX } from "../packet/parse.ts";
-import type { Connection } from "./connection.ts";
 
 /** Slots: a power of two. 100 busy connections rarely share one. */
 const SLOTS = 256;
@@ -27,11 +26,14 @@ export function slotOf(hash: number): number {
   return Math.imul(hash, 0x9e3779b1) >>> SLOT_SHIFT;
 }
 
-/** A direct-mapped cache of connections by key. It never holds a connection it was told to forget. */
-export class KeyCache {
+/**
+ * A direct-mapped cache of connections (`T`: the table's handles) by key. It never holds a
+ * connection it was told to forget.
+ */
+export class KeyCache<T extends object> {
   /** The hash of the key of the last {@linkcode KeyCache.get} that missed. */
   hash = 0;
-  readonly #conns: (Connection | null)[] = new Array(SLOTS).fill(null);
+  readonly #conns: (T | null)[] = new Array(SLOTS).fill(null);
   /** Each slot's key: KEY_WORDS words (as bytes too), and its length in bytes. */
   readonly #words = new Uint32Array(SLOTS * KEY_WORDS);
   readonly #bytes = new Uint8Array(this.#words.buffer);
@@ -43,7 +45,7 @@ export class KeyCache {
   #keyWords: Uint32Array | null = null;
 
   /** The connection with the first `keyLen` bytes of `key`, or null (then `hash` is set). */
-  get(key: Uint8Array, keyLen: number): Connection | null {
+  get(key: Uint8Array, keyLen: number): T | null {
     if (key !== this.#keyOf) {
       // Once per key buffer: the engine passes the same one every time.
       this.#keyOf = key;
@@ -64,7 +66,7 @@ export class KeyCache {
   }
 
   /** Remembers `c`, whose key is the first `keyLen` bytes of `key` and hashes to `hash`. */
-  put(c: Connection, key: Uint8Array, keyLen: number, hash: number): void {
+  put(c: T, key: Uint8Array, keyLen: number, hash: number): void {
     const slot = slotOf(hash);
     const bytes = this.#bytes;
     const at = slot * KEY_WORDS * 4;
@@ -75,7 +77,7 @@ export class KeyCache {
   }
 
   /** `c`, whose key hashes to `hash`, is gone from the table: it is never returned again. */
-  forget(c: Connection, hash: number): void {
+  forget(c: T, hash: number): void {
     const slot = slotOf(hash);
     if (this.#conns[slot] !== c) return;
     this.#conns[slot] = null;

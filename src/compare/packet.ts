@@ -13,7 +13,7 @@ import type { Slab } from "./store.ts";
 export type Side = "primary" | "secondary";
 
 const EMPTY = new Uint8Array(0);
-/** A queue keeps the backing store of at most this many slots while empty. */
+/** A queue keeps an array of at most this many slots while empty. */
 const KEEP_SLOTS = 16;
 
 /**
@@ -62,59 +62,89 @@ export class Packet {
 }
 
 /**
+ * The items of a queue that never held a packet: shared, always empty (`push` gives the queue
+ * an array of its own). Made from `[undefined]` so that it has the elements kind of every
+ * queue's array.
+ */
+const NO_ITEMS: (Packet | undefined)[] = [undefined];
+NO_ITEMS.length = 0;
+
+/**
+ * Moves `items[from, end)` down to `to` (< `from`), empties the slots left behind and returns
+ * the new end. A plain loop: `copyWithin` takes V8's generic path, slower by far.
+ */
+function moveDown(items: (Packet | undefined)[], to: number, from: number, end: number): number {
+  let j = to;
+  for (let i = from; i < end; i++) items[j++] = items[i];
+  for (let i = j; i < end; i++) items[i] = undefined;
+  return j;
+}
+
+/**
  * A deque of packets: O(1) at both ends, sorted insertion for TCP (almost always at the
  * tail), removal anywhere for datagram matching.
  */
 export class PacketQueue {
-  #items: Packet[] = [];
+  /**
+   * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is kept
+   * when the queue empties, unless long (setting `length = 0` would free it and the next frame
+   * allocate another, old-generation garbage by the thousand when connections open in a
+   * burst; issue 11). None until the first packet, then room for two:
+   * what most queues ever hold (an empty `[]` takes room for 17 at the first push).
+   */
+  #items: (Packet | undefined)[] = NO_ITEMS;
   #head = 0;
+  #tail = 0;
 
   get length(): number {
-    return this.#items.length - this.#head;
+    return this.#tail - this.#head;
   }
 
   /** The `i`-th packet from the head. */
   at(i: number): Packet {
-    return this.#items[this.#head + i];
+    return this.#items[this.#head + i]!;
   }
 
   peek(): Packet | undefined {
-    return this.#head < this.#items.length ? this.#items[this.#head] : undefined;
+    return this.#head < this.#tail ? this.#items[this.#head] : undefined;
   }
 
   push(p: Packet): void {
-    this.#items.push(p);
+    const items = this.#items;
+    if (this.#tail < items.length) items[this.#tail] = p;
+    else if (items !== NO_ITEMS) items.push(p);
+    else this.#items = [p, undefined];
+    this.#tail++;
   }
 
   shift(): Packet | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const p = this.#items[this.#head];
-    this.#items[this.#head++] = undefined as unknown as Packet;
-    if (this.#head === this.#items.length) {
+    if (this.#head >= this.#tail) return undefined;
+    const items = this.#items;
+    const p = items[this.#head];
+    items[this.#head++] = undefined;
+    if (this.#head === this.#tail) {
       this.#empty();
-    } else if (this.#head >= 64 && this.#head * 2 >= this.#items.length) {
-      this.#items.splice(0, this.#head);
+    } else if (this.#head >= 64 && this.#head * 2 >= this.#tail) {
+      // Mostly emptied from the head: move what is left to the front.
+      this.#tail = moveDown(items, 0, this.#head, this.#tail);
       this.#head = 0;
     }
     return p;
   }
 
   /**
-   * Every slot is vacated. A short array is emptied with `pop`, which keeps its backing store
-   * (`length = 0` frees it, and the next `push` allocates a new one: one allocation per held
-   * frame, issue 11); a long one (a flood's) is let go.
+   * The queue is empty and every slot vacated: a short array is kept for the next packets, a
+   * long one (a flood's) is let go.
    */
   #empty(): void {
-    const items = this.#items;
-    if (items.length > KEEP_SLOTS) items.length = 0;
-    else while (items.length > 0) items.pop();
-    this.#head = 0;
+    if (this.#items.length > KEEP_SLOTS) this.#items = NO_ITEMS;
+    this.#head = this.#tail = 0;
   }
 
   /** Removes `p` wherever it is; false if it is not queued here. */
   remove(p: Packet): boolean {
     const i = this.#items.indexOf(p, this.#head);
-    if (i < 0) return false;
+    if (i < 0 || i >= this.#tail) return false;
     this.removeAt(i - this.#head);
     return true;
   }
@@ -122,7 +152,11 @@ export class PacketQueue {
   /** Removes the `i`-th packet from the head. */
   removeAt(i: number): Packet {
     if (i === 0) return this.shift()!;
-    return this.#items.splice(this.#head + i, 1)[0];
+    const items = this.#items;
+    const at = this.#head + i;
+    const p = items[at]!;
+    this.#tail = moveDown(items, at, at + 1, this.#tail);
+    return p;
   }
 
   /**
@@ -131,10 +165,17 @@ export class PacketQueue {
    */
   insertBySeq(p: Packet): void {
     const items = this.#items;
-    let i = items.length;
-    while (i > this.#head && seqAfter(items[i - 1].seq, p.seq)) i--;
-    if (i === items.length) items.push(p);
-    else items.splice(i, 0, p);
+    const tail = this.#tail;
+    let i = tail;
+    while (i > this.#head && seqAfter(items[i - 1]!.seq, p.seq)) i--;
+    if (i === tail) {
+      this.push(p);
+      return;
+    }
+    if (tail === items.length) items.push(undefined);
+    for (let j = tail; j > i; j--) items[j] = items[j - 1];
+    items[i] = p;
+    this.#tail++;
   }
 
   /**
@@ -143,22 +184,33 @@ export class PacketQueue {
    */
   drainUnless(keep: (p: Packet) => boolean, fn: (p: Packet) => void): void {
     const items = this.#items;
+    const tail = this.#tail;
     let kept = 0;
-    for (let i = this.#head; i < items.length; i++) {
-      const p = items[i];
+    for (let i = this.#head; i < tail; i++) {
+      const p = items[i]!;
       if (keep(p)) items[kept++] = p;
       else fn(p);
     }
-    items.length = kept;
+    items.fill(undefined, kept, tail);
     this.#head = 0;
+    this.#tail = kept;
   }
 
-  /** Empties the queue, calling `fn` for each packet from the head. */
+  /** Empties the queue, then calls `fn` for each packet it held, from the head (`fn` must not add to it). */
   drain(fn: (p: Packet) => void): void {
     const items = this.#items;
-    const head = this.#head;
-    this.#items = [];
-    this.#head = 0;
-    for (let i = head; i < items.length; i++) fn(items[i]);
+    const tail = this.#tail;
+    let i = this.#head;
+    this.#head = this.#tail = 0;
+    try {
+      for (; i < tail; i++) {
+        const p = items[i]!;
+        items[i] = undefined;
+        fn(p);
+      }
+    } finally {
+      items.fill(undefined, i, tail);
+      if (this.#tail === 0) this.#empty();
+    }
   }
 }

@@ -180,3 +180,60 @@ Deno.test("fuzz: deciding a matching pair at once gives the same decisions as qu
     assert.ok(queued.released.length > 50, `seed ${seed}: enough pairs matched`);
   }
 });
+
+Deno.test("fuzz: hibernating every idle connection but one changes no decision", () => {
+  // Idle connections past the most recent ones hand their handle back and keep their state in
+  // their record (issue 11). An engine that does so after every frame must decide exactly as
+  // one whose few connections never hibernate.
+  for (let seed = 1; seed <= 60; seed++) {
+    const rng = new Rng(seed * 7);
+    const stream = pseudoRandomBytes(20_000, seed);
+    const options = {
+      compareTimeout: 50,
+      maxQueueSize: rng.int(1, 40),
+      maxConnections: rng.int(3, 8),
+      idleTimeout: rng.int(1, 300),
+    };
+    const awake = new Recorder();
+    const hibernating = new Recorder();
+    const a = new CompareEngine(options, awake);
+    const h = new CompareEngine({ ...options, awakeIdleConnections: 1 }, hibernating);
+    const sent: Uint8Array[] = [];
+    let now = 0;
+    for (let step = 0; step < 800; step++) {
+      now += rng.int(0, 5);
+      const r = rng.next();
+      if (r < 0.88) {
+        const side = rng.int(0, 1) ? "primary" : "secondary";
+        const f = side === "secondary" && sent.length > 0 && rng.next() < 0.7
+          ? sent[sent.length - 1 - rng.int(0, Math.min(6, sent.length - 1))]
+          : randomFrame(rng, stream);
+        if (side === "primary") sent.push(f);
+        a[side](f, 0, now);
+        h[side](f, 0, now);
+      } else if (r < 0.97) {
+        a.tick(now);
+        h.tick(now);
+      } else {
+        a.checkpoint(now);
+        h.checkpoint(now);
+      }
+      assert.deepEqual(
+        [h.connections, h.heldConnections, h.heldPrimary, h.heldSecondary],
+        [a.connections, a.heldConnections, a.heldPrimary, a.heldSecondary],
+        `seed ${seed} step ${step}`,
+      );
+    }
+    assert.deepEqual(hibernating.log, awake.log, `seed ${seed}`);
+    const state = (e: CompareEngine) =>
+      [...e.connectionList()].map((c) => [
+        c.id,
+        c.name,
+        c.compareSeq,
+        c.primaryAck,
+        e.primaryDroppedUntil(c),
+        c.idle,
+      ]);
+    assert.deepEqual(state(h), state(a), `seed ${seed}`);
+  }
+});

@@ -5,9 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { keyHash } from "../../src/compare/connection.ts";
+import { AWAKE_IDLE_MAX, ConnectionTable } from "../../src/compare/connection.ts";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { FrameInfo, hashKey, parseFrame } from "../../src/packet/parse.ts";
+import { FrameInfo, KEY_MAX, parseFrame } from "../../src/packet/parse.ts";
 import { frame, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -249,7 +249,7 @@ Deno.test("table: a sink that throws during a flush leaves the unflushed connect
   assert.deepEqual(rec.released, [udpOn(2)]);
 });
 
-Deno.test("table: a connection's key string hashes as its key bytes do (hashKey)", () => {
+Deno.test("table: a connection's record keeps the key bytes the parser gave", () => {
   const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, new Recorder());
   const frames = [
     udpOn(1),
@@ -257,16 +257,14 @@ Deno.test("table: a connection's key string hashes as its key bytes do (hashKey)
     frame({ ip: { v: 6, src: "fd00::1", dst: "fd00::2" }, udp: { sport: 9, payload: "v6" } }),
     frame({ vlans: [{ vid: 7 }], ip: { dst: "10.9.8.7" }, tcp: { sport: 22, payload: "vlan" } }),
   ];
-  const info = new FrameInfo();
-  for (const f of frames) {
-    parseFrame(f, 0, info);
-    engine.primary(f, 0, 0);
-  }
+  for (const f of frames) engine.primary(f, 0, 0);
   const conns = [...engine.connectionList()];
   assert.equal(conns.length, frames.length);
+  const info = new FrameInfo();
   for (const [i, f] of frames.entries()) {
     parseFrame(f, 0, info);
-    assert.equal(keyHash(conns[i].key), hashKey(info.key, info.keyLen), conns[i].name);
+    assert.deepEqual(conns[i].keyBytes(), info.key.slice(0, info.keyLen), conns[i].name);
+    assert.equal(conns[i].protocol, info.key[1]);
   }
 });
 
@@ -292,4 +290,81 @@ Deno.test("table: every connection is still found while the hash grows to 20,000
   engine.secondary(udpOn(5), 0, 200_000);
   assert.equal(rec.released.length, 20_001);
   assert.equal(engine.connections, 1);
+});
+
+Deno.test("table: a TCP connection hibernated among 1,000 idle ones keeps its compared bytes and its FIN", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  const data = tcpOn(80, 1, TCP.ACK | TCP.PSH, "abc");
+  engine.primary(data, 0, 0);
+  engine.secondary(data, 0, 0);
+  const fin = tcpOn(81, 1, TCP.FIN | TCP.ACK);
+  engine.primary(fin, 0, 0);
+  engine.secondary(tcpOn(81, 1, TCP.ACK), 0, 0);
+  // Far more idle connections than keep a handle: the two above hibernate.
+  for (let n = 0; n < 4 * AWAKE_IDLE_MAX; n++) {
+    engine.primary(udpOn(n), 0, 1);
+    engine.secondary(udpOn(n), 0, 1);
+  }
+  assert.equal(engine.connections, 2 + 4 * AWAKE_IDLE_MAX);
+  rec.clear();
+  // Port 80 compared "abc" up to 4: the primary's retransmission of it goes out with the
+  // next secondary segment uncompared (a fresh connection would compare it with "xyz").
+  engine.primary(data, 0, 2);
+  engine.secondary(tcpOn(80, 1, TCP.ACK | TCP.PSH, "xyz"), 0, 2);
+  assert.deepEqual(rec.released, [data]);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+  // Port 81's primary closed before hibernating: the secondary's FIN closes it for good.
+  engine.primary(tcpOn(81, 2, TCP.ACK), 0, 2);
+  engine.secondary(tcpOn(81, 2, TCP.FIN | TCP.ACK), 0, 2);
+  assert.equal(engine.connections, 1 + 4 * AWAKE_IDLE_MAX);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+/** An IPv4-sized key (18 bytes) distinct for each `n`, in a parser-sized buffer. */
+function keyOf(n: number): Uint8Array {
+  const k = new Uint8Array(KEY_MAX);
+  k[0] = 4;
+  k[1] = 17;
+  k.set([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff], 14);
+  return k;
+}
+
+Deno.test("table: a connection holding frames keeps its handle; an idle one hibernates and wakes with its state", () => {
+  const table = new ConnectionTable();
+  const held = table.add(keyOf(0), 18, false);
+  table.queueFor(held, "primary");
+  table.markHeld(held);
+  const idle = table.add(keyOf(1), 18, true);
+  idle.compareSeq = 0xfedc_ba98;
+  idle.compareSeqSet = true;
+  idle.primaryAck = 0x8000_0001;
+  table.setDroppedUntil(idle, 0x9000_0000);
+  table.markIdle(idle, 5.5);
+  for (let n = 2; n < 2 + 2 * AWAKE_IDLE_MAX; n++) {
+    table.markIdle(table.add(keyOf(n), 18, false), 6);
+  }
+  assert.equal(table.size, 2 + 2 * AWAKE_IDLE_MAX);
+  assert.equal(table.awakeCount, 1 + AWAKE_IDLE_MAX, "the held one and the most recently idle");
+  assert.equal(table.find(keyOf(0), 18), held, "the same handle while it holds frames");
+  const woken = table.find(keyOf(1), 18)!;
+  assert.notEqual(idle.slot, woken.slot, "hibernated: its old handle went to another connection");
+  assert.equal(table.find(keyOf(1), 18), woken, "one live handle at a time");
+  assert.deepEqual(
+    [woken.id, woken.tcp, woken.compareSeq, woken.compareSeqSet, woken.primaryAck, woken.idle],
+    [1, true, 0xfedc_ba98, true, 0x8000_0001, true],
+  );
+  assert.equal(woken.idleFor(6), 0, "idle since 6 ms (5.5 rounded up)");
+  assert.equal(table.droppedUntil(woken), 0x9000_0000, "the tcp-gap mark is the connection's");
+  assert.equal(table.droppedUntil(held), undefined);
+  assert.deepEqual([...table].slice(0, 3).map((c) => c.id), [0, 1, 2]);
+  table.remove(woken);
+  assert.equal(table.find(keyOf(1), 18), null);
+  assert.equal(table.size, 1 + 2 * AWAKE_IDLE_MAX);
+  // Its record is reused for the next new connection, which starts from nothing.
+  const next = table.add(keyOf(1), 18, false);
+  assert.deepEqual(
+    [next.id, next.tcp, next.compareSeqSet, next.idle, table.droppedUntil(next)],
+    [2 + 2 * AWAKE_IDLE_MAX, false, false, false, undefined],
+  );
 });
