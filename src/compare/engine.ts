@@ -498,12 +498,10 @@ export class CompareEngine implements CompareContext {
    */
   primaryDroppedUntil(conn: Connection): Seq32 | undefined {
     const until = this.#table.droppedUntil(conn);
-    return until === undefined ? undefined : this.#forgetDropped(conn, until);
-  }
-
-  /** `until`, or undefined (and forgotten) once the compared stream has passed it. */
-  #forgetDropped(conn: Connection, until: Seq32): Seq32 | undefined {
-    if (!conn.compareSeqSet || seqAfter(until, conn.compareSeq)) return until;
+    if (until === undefined || !conn.compareSeqSet || seqAfter(until, conn.compareSeq)) {
+      return until;
+    }
+    // The compared stream has passed it: forgotten.
     this.#table.setDroppedUntil(conn, undefined);
     return undefined;
   }

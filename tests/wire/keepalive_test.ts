@@ -74,39 +74,39 @@ Deno.test("keepalive: addresses compare in one spelling, whoever wrote them", ()
   assert.equal(canonicalIp("10.0.0.1"), "10.0.0.1");
 });
 
-Deno.test({
-  name: tuner
-    ? "keepalive: both ends of a plain TCP connection, over IPv4 and IPv6, get the timing"
-    : `keepalive: SKIPPED (${TcpTuner.unavailable})`,
-  ignore: tuner === null,
-  async fn() {
+/** A test that needs the TCP tuner (libc through FFI); ignored, visibly, where it is absent. */
+function tunerTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({
+    name: tuner ? name : `keepalive: SKIPPED (${TcpTuner.unavailable})`,
+    ignore: tuner === null,
+    fn,
+  });
+}
+
+tunerTest(
+  "keepalive: both ends of a plain TCP connection, over IPv4 and IPv6, get the timing",
+  async () => {
     const plain = new PlainTransport(undefined, tuner);
     for (const host of ["127.0.0.1", "[::1]"]) {
       const ends = await bothEnds(plain, "tcp", host);
       assert.deepEqual(ends, { server: EXPECTED, client: EXPECTED }, host);
     }
   },
-});
+);
 
-Deno.test({
-  name: tuner
-    ? "keepalive: without a tuner the kernel's timing stays (the test above could fail)"
-    : `keepalive: SKIPPED (${TcpTuner.unavailable})`,
-  ignore: tuner === null,
-  async fn() {
+tunerTest(
+  "keepalive: without a tuner the kernel's timing stays (the test above could fail)",
+  async () => {
     const ends = await bothEnds(new PlainTransport(), "tcp", "127.0.0.1");
     assert.equal(ends.server?.keepalive, true);
     assert.notEqual(ends.server?.idleS, EXPECTED.idleS);
     assert.equal(ends.server?.userTimeoutMs, 0);
   },
-});
+);
 
-Deno.test({
-  name: tuner
-    ? "keepalive: both ends of a TLS connection get the timing"
-    : `keepalive: SKIPPED (${TcpTuner.unavailable})`,
-  ignore: tuner === null,
-  async fn() {
+tunerTest(
+  "keepalive: both ends of a TLS connection get the timing",
+  async () => {
     const creds = await makeCreds();
     try {
       const tls = new TlsTransport({
@@ -121,7 +121,7 @@ Deno.test({
       await removeCreds(creds);
     }
   },
-});
+);
 
 const SCRIPT = new URL("../support/dead_peer.ts", import.meta.url).pathname;
 const canNamespace = Deno.uid() === 0 &&
