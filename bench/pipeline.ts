@@ -97,15 +97,15 @@ const sink = new ComparatorSink(
 const engine: CompareEngine = new Engine({ compareTimeout: 3000, maxQueueSize: 100_000 }, sink);
 let now = 0;
 const primaryIn: FrameDecoder = new Decoder({
-  onFrame(f: Uint8Array, vnetLen: number) {
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number) {
     stats.primaryIn++;
-    engine.primary(f, vnetLen, now);
+    engine.primaryAt(bytes, at, size, vnetLen, now);
   },
 }, false);
 const secondaryIn: FrameDecoder = new Decoder({
-  onFrame(f: Uint8Array, vnetLen: number) {
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number) {
     stats.secondaryIn++;
-    engine.secondary(f, vnetLen, now);
+    engine.secondaryAt(bytes, at, size, vnetLen, now);
   },
 }, false);
 const READ = 256 * 1024;

@@ -252,13 +252,13 @@ export class Comparator {
     const engine = this.engine;
     const stats = this.stats;
     const frame = side === "primary"
-      ? (f: Uint8Array, v: number, now: number) => {
+      ? (bytes: Uint8Array, at: number, size: number, v: number, now: number) => {
         stats.primaryIn++;
-        engine.primary(f, v, now);
+        engine.primaryAt(bytes, at, size, v, now);
       }
-      : (f: Uint8Array, v: number, now: number) => {
+      : (bytes: Uint8Array, at: number, size: number, v: number, now: number) => {
         stats.secondaryIn++;
-        engine.secondary(f, v, now);
+        engine.secondaryAt(bytes, at, size, v, now);
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
       // The arrival time of a chunk's frames, kept for the hold time of what they release.

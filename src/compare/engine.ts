@@ -9,7 +9,7 @@
 import {
   FrameInfo,
   type FrameKind,
-  parseFrame,
+  parseFrameAt,
   TCP_SEGMENT,
   TH_ACK,
   TH_FIN,
@@ -166,17 +166,31 @@ export class CompareEngine implements CompareContext {
     return this.#table;
   }
 
-  /** A frame arrived on primary-in. `frame` may be a view; it is copied if held. */
+  /** A frame arrived on primary-in: the whole of `frame` (see `primaryAt`). */
   primary(frame: Uint8Array, vnetLen: number, now: number): void {
-    if (this.#passthrough && frame.length > 0) this.#sink.release(frame, vnetLen, "passthrough");
-    else this.#input("primary", frame, vnetLen, now);
+    this.primaryAt(frame, 0, frame.length, vnetLen, now);
   }
 
-  /** A frame arrived on secondary-in. `frame` may be a view; it is copied if held. */
+  /** A frame arrived on secondary-in: the whole of `frame` (see `secondaryAt`). */
   secondary(frame: Uint8Array, vnetLen: number, now: number): void {
-    if (this.#passthrough && frame.length > 0) {
-      this.#sink.discard("secondary", "colo-inactive", frame, null);
-    } else this.#input("secondary", frame, vnetLen, now);
+    this.secondaryAt(frame, 0, frame.length, vnetLen, now);
+  }
+
+  /**
+   * A frame arrived on primary-in: `bytes[at, at + size)`, read where it lies (a read buffer
+   * reused later: it is copied if held). The sink is handed it the same way.
+   */
+  primaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
+    if (this.#passthrough && size > 0) {
+      this.#sink.release(bytes, at, size, vnetLen, "passthrough");
+    } else this.#input("primary", bytes, at, size, vnetLen, now);
+  }
+
+  /** A frame arrived on secondary-in: `bytes[at, at + size)`, as for `primaryAt`. */
+  secondaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
+    if (this.#passthrough && size > 0) {
+      this.#sink.discard("secondary", "colo-inactive", bytes, at, size, null);
+    } else this.#input("secondary", bytes, at, size, vnetLen, now);
   }
 
   /**
@@ -201,7 +215,7 @@ export class CompareEngine implements CompareContext {
         if (secondaryCutoff !== null && s.createdAt > secondaryCutoff) kept++;
         else {
           this.#unhold(s);
-          sink.discard("secondary", "checkpoint", s.frame(), s.conn);
+          sink.discard("secondary", "checkpoint", s.bytes, s.at, s.size, s.conn);
           this.#recycle(s);
         }
       }
@@ -214,7 +228,7 @@ export class CompareEngine implements CompareContext {
           this.#unhold(p);
           if (sink.releaseHeld !== undefined) sink.releaseHeld(p, this.#recycleLater);
           else {
-            sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
+            sink.release(p.bytes, p.at, p.size, p.vnetLen, "checkpoint", undefined, p.createdAt);
             this.#recycle(p);
           }
         });
@@ -296,25 +310,32 @@ export class CompareEngine implements CompareContext {
       (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq));
   }
 
-  #input(side: Side, frame: Uint8Array, vnetLen: number, now: number): void {
+  #input(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): void {
     const sink = this.#sink;
-    if (frame.length === 0) {
-      sink.discard(side, "empty", frame, null);
+    if (size === 0) {
+      sink.discard(side, "empty", bytes, at, 0, null);
       return;
     }
     if (now > this.#now) this.#now = now;
     const info = this.#info;
-    const kind = parseFrame(frame, vnetLen, info);
+    const kind = parseFrameAt(bytes, at, size, vnetLen, info);
     if (kind === UNSUPPORTED) {
       this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
-      if (side === "primary") sink.release(frame, vnetLen, "passthrough", info.reason);
-      else sink.discard(side, info.reason, frame, null);
+      if (side === "primary") sink.release(bytes, at, size, vnetLen, "passthrough", info.reason);
+      else sink.discard(side, info.reason, bytes, at, size, null);
       return;
     }
     const conn = this.#table.find(info.key, info.keyLen) ??
       this.#newConnection(info);
     if (conn === null) {
-      sink.discard(side, "table-full", frame, null);
+      sink.discard(side, "table-full", bytes, at, size, null);
       this.#sink.checkpoint("resources", null, now);
       return;
     }
@@ -329,27 +350,29 @@ export class CompareEngine implements CompareContext {
         const known = this.#table.droppedUntil(conn);
         if (known === undefined || seqAfter(end, known)) this.#table.setDroppedUntil(conn, end);
       }
-      sink.discard(side, "queue-full", frame, conn);
+      sink.discard(side, "queue-full", bytes, at, size, conn);
       return;
     }
-    if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + frame.length > this.#maxHeldBytes) {
-      sink.discard(side, "memory-limit", frame, conn);
+    if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + size > this.#maxHeldBytes) {
+      sink.discard(side, "memory-limit", bytes, at, size, conn);
       this.#place(conn, now);
       this.#sink.checkpoint("resources", conn, now);
       return;
     }
 
     if (kind === TCP_SEGMENT) this.#trackTcp(primary, conn, info);
-    if (this.tracer === null && this.#pairAtOnce(primary, conn, kind, frame, vnetLen, now)) {
+    if (
+      this.tracer === null && this.#pairAtOnce(primary, conn, kind, bytes, at, size, vnetLen, now)
+    ) {
       this.#place(conn, now);
       return;
     }
 
     const queue = this.#table.queueFor(conn, side);
     const p = this.#packets.take();
-    p.bytes = frame;
-    p.at = 0;
-    p.size = frame.length;
+    p.bytes = bytes;
+    p.at = at;
+    p.size = size;
     p.vnetLen = vnetLen;
     p.createdAt = now;
     p.side = side;
@@ -374,7 +397,7 @@ export class CompareEngine implements CompareContext {
     else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
-    if (p.queued && p.bytes === frame) this.#store.keep(p);
+    if (p.queued && p.bytes === bytes) this.#store.keep(p);
     this.#place(conn, now);
   }
 
@@ -407,7 +430,9 @@ export class CompareEngine implements CompareContext {
     primary: boolean,
     conn: Connection,
     kind: FrameKind,
-    frame: Uint8Array,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
     vnetLen: number,
     now: number,
   ): boolean {
@@ -417,16 +442,16 @@ export class CompareEngine implements CompareContext {
     if (head === undefined) return false;
     const info = this.#info;
     if (kind === TCP_SEGMENT) {
-      if (!sameSegment(conn, head, info.seq, info.payloadLen, frame, info.payload)) return false;
-    } else if (!sameDatagram(head, frame, info.l4, info.ipEnd - info.l4)) return false;
+      if (!sameSegment(conn, head, info.seq, info.payloadLen, bytes, info.payload)) return false;
+    } else if (!sameDatagram(head, bytes, info.l4, info.ipEnd - info.l4)) return false;
     other.shift();
     if (primary) {
-      this.#sink.release(frame, vnetLen, "compared", undefined, now);
+      this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
       this.dropSecondary(head);
       if (conn.tcp) dropIfFullyMatched(this, conn);
     } else {
       this.sendPrimary(head);
-      this.#sink.discard("secondary", "compared", frame, conn);
+      this.#sink.discard("secondary", "compared", bytes, at, size, conn);
     }
     return true;
   }
@@ -523,13 +548,13 @@ export class CompareEngine implements CompareContext {
   sendPrimary(p: Packet): void {
     this.#unhold(p);
     this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
-    this.#sink.release(p.frame(), p.vnetLen, "compared", undefined, p.createdAt);
+    this.#sink.release(p.bytes, p.at, p.size, p.vnetLen, "compared", undefined, p.createdAt);
     this.#recycle(p);
   }
 
   dropSecondary(s: Packet): void {
     this.#unhold(s);
-    this.#sink.discard("secondary", "compared", s.frame(), s.conn);
+    this.#sink.discard("secondary", "compared", s.bytes, s.at, s.size, s.conn);
     this.#recycle(s);
   }
 

@@ -54,7 +54,11 @@ export type CheckpointReason =
   /** Held frames reached a limit; a checkpoint frees them. */
   | "resources";
 
-/** Receives the engine's decisions. Frames passed in may be views: copy before keeping. */
+/**
+ * Receives the engine's decisions. A frame is passed as `bytes[at, at + size)`, where it lies
+ * (a read buffer, or the slab of a held frame: no view per frame, issue 11); `bytes` is reused
+ * after the call returns: copy the frame before keeping it.
+ */
 export interface EngineSink {
   /**
    * A primary frame goes to outdev, now, in this order. A frame passed through because it
@@ -62,7 +66,9 @@ export interface EngineSink {
    * it arrived (the engine's clock), for the hold-time metric.
    */
   release(
-    frame: Uint8Array,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
     vnetLen: number,
     reason: ReleaseReason,
     unsupported?: UnsupportedReason,
@@ -75,8 +81,15 @@ export interface EngineSink {
    * sink reads the frame when it writes it and then gives `p` back through `done`.
    */
   releaseHeld?(p: Packet, done: (p: Packet) => void): void;
-  /** A frame is discarded. */
-  discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
+  /** A frame, `bytes[at, at + size)`, is discarded. */
+  discard(
+    side: Side,
+    reason: DiscardReason,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    conn: Connection | null,
+  ): void;
   /** The replicas diverged (or a frame timed out): a checkpoint is needed. */
   checkpoint(reason: CheckpointReason, conn: Connection | null, now: number): void;
   /**

@@ -34,8 +34,11 @@ function nextTurn(): Promise<void> {
 export interface PumpHooks {
   /** The compare clock (ms), read once per chunk. */
   now(): number;
-  /** One frame; `now` is the arrival time of its chunk. */
-  frame(frame: Uint8Array, vnetLen: number, now: number): void;
+  /**
+   * One frame, `bytes[at, at + size)` of a buffer reused after the call; `now` is the
+   * arrival time of its chunk.
+   */
+  frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void;
   /** A chunk was decoded (outgoing frames can be sent, held bytes rechecked). */
   chunk(): void;
   /** `frame` threw: a bug inside the engine, not a problem of the peer. */
@@ -91,9 +94,9 @@ export class InputPump {
     const hooks = this.#hooks;
     let now = 0;
     const decoder = new FrameDecoder({
-      onFrame(frame, vnetLen) {
+      onFrame(bytes, at, size, vnetLen) {
         try {
-          hooks.frame(frame, vnetLen, now);
+          hooks.frame(bytes, at, size, vnetLen, now);
         } catch (error) {
           hooks.internalError(error);
         }

@@ -215,11 +215,19 @@ export class FrameWriter {
   }
 
   /**
-   * Appends one frame. Returns false if it was dropped because the stream is disconnected
-   * and its buffer is full.
+   * Appends one frame, the whole of `frame`. Returns false if it was dropped because the
+   * stream is disconnected and its buffer is full.
    */
   write(frame: Uint8Array, vnetLen: number): boolean {
-    const need = this.#head + frame.length;
+    return this.writeAt(frame, 0, frame.length, vnetLen);
+  }
+
+  /**
+   * Appends the frame `bytes[at, at + size)`, copied now (as {@linkcode FrameWriter.write}):
+   * the engine hands frames over where they lie, without a view of their own.
+   */
+  writeAt(bytes: Uint8Array, at: number, size: number, vnetLen: number): boolean {
+    const need = this.#head + size;
     let c = this.#queue.length > 0 ? this.#queue[this.#queue.length - 1] : undefined;
     if (this.#conn === null) {
       this.#expire();
@@ -238,9 +246,9 @@ export class FrameWriter {
       c = this.#chunk(need);
       this.#queue.push(c);
     }
-    const at = writeHeader(c.buf, c.len, frame.length, this.#o.vnet, vnetLen);
-    c.buf.set(frame, at);
-    c.len = at + frame.length;
+    const to = writeHeader(c.buf, c.len, size, this.#o.vnet, vnetLen);
+    c.buf.set(at === 0 && size === bytes.length ? bytes : bytes.subarray(at, at + size), to);
+    c.len = to + size;
     this.#queued += need;
     if (!this.#congested && this.#conn !== null && this.pendingBytes > this.#o.highWater) {
       this.#setCongested(true);
@@ -259,7 +267,7 @@ export class FrameWriter {
   writeHeld<F extends HeldFrame>(f: F, done: (f: F) => void): boolean {
     const giveBack = done as (f: HeldFrame) => void;
     if (this.#conn === null) {
-      const kept = this.write(f.bytes.subarray(f.at, f.at + f.size), f.vnetLen);
+      const kept = this.writeAt(f.bytes, f.at, f.size, f.vnetLen);
       giveBack(f);
       return kept;
     }

@@ -12,10 +12,11 @@ export const NET_BUFSIZE = 4096 + 65536;
 /** Receives the frames a {@linkcode FrameDecoder} finds. */
 export interface FrameSink {
   /**
-   * One complete frame. `frame` may be a view into a buffer that is reused after this call
-   * returns: copy it if it must live longer. `vnetLen` is 0 on streams without a vnet word.
+   * One complete frame: `bytes[at, at + size)`. `bytes` is a buffer reused after this call
+   * returns (the chunk pushed, or the decoder's own): copy the frame if it must live longer.
+   * No view is made per frame (issue 11). `vnetLen` is 0 on streams without a vnet word.
    */
-  onFrame(frame: Uint8Array, vnetLen: number): void;
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number): void;
 }
 
 /** Why a stream could not be decoded any further. */
@@ -30,8 +31,8 @@ const STATE_DATA = 2;
 
 /**
  * Incremental decoder for one connection. A complete frame that lies inside one chunk is
- * handed out as a view of that chunk (no copy); only frames split across chunks are
- * assembled in the decoder's own buffer.
+ * handed out where it lies in that chunk (no copy, no view); only frames split across chunks
+ * are assembled in the decoder's own buffer.
  */
 export class FrameDecoder {
   readonly #vnet: boolean;
@@ -76,10 +77,10 @@ export class FrameDecoder {
         const want = this.#len - this.#fill;
         const take = n - i < want ? n - i : want;
         if (this.#fill === 0 && take === this.#len) {
-          // The whole frame is in this chunk: hand out a view.
+          // The whole frame is in this chunk: hand it out where it lies.
           i += take;
           this.#state = STATE_LEN;
-          this.#sink.onFrame(chunk.subarray(i - take, i), this.#vnetLen);
+          this.#sink.onFrame(chunk, i - take, take, this.#vnetLen);
           continue;
         }
         const buf = this.#buf ??= new Uint8Array(NET_BUFSIZE);
@@ -89,7 +90,7 @@ export class FrameDecoder {
         if (this.#fill === this.#len) {
           this.#fill = 0;
           this.#state = STATE_LEN;
-          this.#sink.onFrame(buf.subarray(0, this.#len), this.#vnetLen);
+          this.#sink.onFrame(buf, 0, this.#len, this.#vnetLen);
         }
         continue;
       }
@@ -114,7 +115,7 @@ export class FrameDecoder {
         if (this.#vnet) {
           this.#state = STATE_VNET;
         } else if (len === 0) {
-          this.#sink.onFrame(EMPTY, 0);
+          this.#sink.onFrame(EMPTY, 0, 0, 0);
         } else {
           this.#state = STATE_DATA;
         }
@@ -122,7 +123,7 @@ export class FrameDecoder {
         this.#vnetLen = this.#word;
         if (this.#len === 0) {
           this.#state = STATE_LEN;
-          this.#sink.onFrame(EMPTY, this.#vnetLen);
+          this.#sink.onFrame(EMPTY, 0, 0, this.#vnetLen);
         } else {
           this.#state = STATE_DATA;
         }

@@ -107,7 +107,9 @@ Deno.test("fuzz: random bytes on a stream never break the decoder or the engine"
     const rng = new Rng(seed * 31);
     const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 16 }, new Recorder());
     const vnet = seed % 2 === 0;
-    const decoder = new FrameDecoder({ onFrame: (f, v) => engine.primary(f, v, 0) }, vnet);
+    const decoder = new FrameDecoder({
+      onFrame: (bytes, at, size, v) => engine.primaryAt(bytes, at, size, v, 0),
+    }, vnet);
     const parts: Uint8Array[] = [];
     for (let i = 0; i < 40; i++) {
       // Mostly plausible framing with small lengths, sometimes pure noise.

@@ -244,6 +244,28 @@ Deno.test("tcp: a held frame keeps its bytes after the read buffer is reused", (
   assert.deepEqual(rec.released, [original]);
 });
 
+Deno.test("tcp: frames handed over where they lie in a reused read buffer are compared and released as whole frames", () => {
+  const { rec, engine } = setup();
+  const a = seg(1, 0, 100);
+  const b = seg(1, 100, 300);
+  // One read: a and b back to back after a few bytes of framing.
+  const read = new Uint8Array(7 + a.length + b.length + 9).fill(0xee);
+  read.set(a, 7);
+  read.set(b, 7 + a.length);
+  engine.primaryAt(read, 7, a.length, 0, 0);
+  engine.primaryAt(read, 7 + a.length, b.length, 0, 0);
+  read.fill(0xaa); // reused for the secondary's read
+  read.set(b, 3);
+  read.set(a, 3 + b.length);
+  // b first: it waits for a (held, from the read buffer), then a releases both.
+  engine.secondaryAt(read, 3, b.length, 0, 0);
+  engine.secondaryAt(read, 3 + b.length, a.length, 0, 0);
+  assert.deepEqual(rec.released, [a, b]);
+  assert.deepEqual(rec.discards, ["secondary:compared", "secondary:compared"]);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
 Deno.test("tcp: a FIN queued behind data goes out with the data, as in QEMU", () => {
   const { rec, p, s, engine } = setup();
   const data = seg(1, 0, 100);

@@ -281,3 +281,15 @@ Deno.test("writer: frames handed over are copied when the peer goes, and wait fo
     concat(framed(f(2, 1)), framed(f(3, 2)), framed(f(4, 3)), framed(f(1, 4))),
   );
 });
+
+Deno.test("writer: writeAt() frames exactly bytes[at, at + size) of a larger buffer", async () => {
+  const conn = new FakeConn();
+  const w = writer({ vnet: true });
+  w.attach(conn.asConn());
+  const buf = concat(f(5, 9), f(3, 1), f(2, 2), f(4, 9));
+  w.writeAt(buf, 5, 3, 0);
+  w.writeAt(buf, 8, 2, 12);
+  w.writeAt(buf, 0, buf.length, 0);
+  await w.idle();
+  assert.deepEqual(conn.bytes, concat(framed(f(3, 1), 0), framed(f(2, 2), 12), framed(buf, 0)));
+});
