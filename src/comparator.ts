@@ -265,11 +265,17 @@ export class Comparator {
       now: () => this.#now = this.#clock.now(),
       frame,
       chunk: () => {
-        // Released frames go out now, before the next read is even asked for.
+        // Held frames leave the read buffer before it is reused; released frames go out now,
+        // before the next read is even asked for.
+        engine.keepHeld();
         this.#out.flush();
         this.#heldChanged();
       },
-      internalError: (error) => this.#sink.internalError(`${side}-in`, error),
+      internalError: (error) => {
+        // The read may end here: what it left held must not stay in its buffer.
+        engine.keepHeld();
+        this.#sink.internalError(`${side}-in`, error);
+      },
       oversize: () => this.stats.oversizeResets++,
     }, this.#log);
   }

@@ -71,6 +71,15 @@ export class CompareEngine implements CompareContext {
    */
   readonly #packets = new Pool(() => new Packet());
   readonly #store: FrameStore;
+  /**
+   * Held packets whose frames still lie in `#unkeptIn`, the buffer they arrived in, in
+   * arrival order (the first `#unkeptCount`): {@linkcode CompareEngine.keepHeld} copies them
+   * into slabs, adjacent ones together. Listed again after being released and reused is
+   * harmless (`FrameStore.keepAll` skips what is no longer there).
+   */
+  readonly #unkept: Packet[] = [];
+  #unkeptCount = 0;
+  #unkeptIn: Uint8Array = EMPTY;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
@@ -166,19 +175,26 @@ export class CompareEngine implements CompareContext {
     return this.#table;
   }
 
-  /** A frame arrived on primary-in: the whole of `frame` (see `primaryAt`). */
+  /**
+   * A frame arrived on primary-in: the whole of `frame`, which may change once this returns
+   * (it is copied at once if held).
+   */
   primary(frame: Uint8Array, vnetLen: number, now: number): void {
     this.primaryAt(frame, 0, frame.length, vnetLen, now);
+    this.keepHeld();
   }
 
-  /** A frame arrived on secondary-in: the whole of `frame` (see `secondaryAt`). */
+  /** A frame arrived on secondary-in: the whole of `frame`, as for `primary`. */
   secondary(frame: Uint8Array, vnetLen: number, now: number): void {
     this.secondaryAt(frame, 0, frame.length, vnetLen, now);
+    this.keepHeld();
   }
 
   /**
-   * A frame arrived on primary-in: `bytes[at, at + size)`, read where it lies (a read buffer
-   * reused later: it is copied if held). The sink is handed it the same way.
+   * A frame arrived on primary-in: `bytes[at, at + size)`, read where it lies (a read
+   * buffer). The sink is handed it the same way. If it is held, it is copied by the next
+   * {@linkcode CompareEngine.keepHeld}: `bytes` must not change until then (a frame in
+   * another array calls it first).
    */
   primaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
     if (this.#passthrough && size > 0) {
@@ -204,6 +220,8 @@ export class CompareEngine implements CompareContext {
    * primary's next frames. Returns how many were kept.
    */
   checkpoint(now: number = this.#now, secondaryCutoff: number | null = null): number {
+    // The sink may read the released frames later (`releaseHeld`): they must be in slabs.
+    this.keepHeld();
     const sink = this.#sink;
     let kept = 0;
     // The held secondary frames are dropped first, in arrival order: their slabs (each side
@@ -323,6 +341,7 @@ export class CompareEngine implements CompareContext {
       sink.discard(side, "empty", bytes, at, 0, null);
       return;
     }
+    if (bytes !== this.#unkeptIn && this.#unkeptCount > 0) this.keepHeld();
     if (now > this.#now) this.#now = now;
     const info = this.#info;
     const kind = parseFrameAt(bytes, at, size, vnetLen, info);
@@ -397,8 +416,25 @@ export class CompareEngine implements CompareContext {
     else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
-    if (p.queued && p.bytes === bytes) this.#store.keep(p);
+    if (p.queued && p.bytes === bytes) {
+      this.#unkeptIn = bytes;
+      this.#unkept[this.#unkeptCount++] = p;
+    }
     this.#place(conn, now);
+  }
+
+  /**
+   * Copies the held frames that still lie in the buffer they arrived in into slabs (frames
+   * adjacent there with one copy, issue 11). The input calls it once the frames of a read
+   * were handed in, before it reuses its buffer.
+   */
+  keepHeld(): void {
+    const n = this.#unkeptCount;
+    if (n === 0) return;
+    this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
+    this.#unkept.fill(EMPTY_PACKET, 0, n);
+    this.#unkeptCount = 0;
+    this.#unkeptIn = EMPTY;
   }
 
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
@@ -576,6 +612,8 @@ export class CompareEngine implements CompareContext {
 }
 
 const EMPTY = new Uint8Array(0);
+/** What `#unkept` holds past its end. */
+const EMPTY_PACKET = new Packet();
 
 function isHeld(p: Packet): boolean {
   return p.queued;

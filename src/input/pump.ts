@@ -39,9 +39,15 @@ export interface PumpHooks {
    * arrival time of its chunk.
    */
   frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void;
-  /** A chunk was decoded (outgoing frames can be sent, held bytes rechecked). */
+  /**
+   * A chunk was decoded (outgoing frames can be sent, held bytes rechecked, held frames
+   * copied out of the read buffer: it is reused after this returns).
+   */
   chunk(): void;
-  /** `frame` threw: a bug inside the engine, not a problem of the peer. */
+  /**
+   * `frame` threw: a bug inside the engine, not a problem of the peer. The read buffer may be
+   * reused after this returns.
+   */
   internalError(error: unknown): void;
   /** The stream broke with an oversize `len` (SPEC 3): the connection is reset. */
   oversize(len: number): void;

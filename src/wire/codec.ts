@@ -12,9 +12,11 @@ export const NET_BUFSIZE = 4096 + 65536;
 /** Receives the frames a {@linkcode FrameDecoder} finds. */
 export interface FrameSink {
   /**
-   * One complete frame: `bytes[at, at + size)`. `bytes` is a buffer reused after this call
-   * returns (the chunk pushed, or the decoder's own): copy the frame if it must live longer.
-   * No view is made per frame (issue 11). `vnetLen` is 0 on streams without a vnet word.
+   * One complete frame: `bytes[at, at + size)`, where it lies (no view per frame, issue 11).
+   * `bytes` is the chunk pushed, which lives as long as its owner keeps it (a read buffer is
+   * reused for the next read: copy the frame first if it must live longer); or, for a frame
+   * split across chunks, an array of the frame's own that the decoder never touches again.
+   * `vnetLen` is 0 on streams without a vnet word.
    */
   onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number): void;
 }
@@ -32,7 +34,7 @@ const STATE_DATA = 2;
 /**
  * Incremental decoder for one connection. A complete frame that lies inside one chunk is
  * handed out where it lies in that chunk (no copy, no view); only frames split across chunks
- * are assembled in the decoder's own buffer.
+ * are assembled, each in an array of its own (at most one per chunk).
  */
 export class FrameDecoder {
   readonly #vnet: boolean;
@@ -42,7 +44,8 @@ export class FrameDecoder {
   #wordBytes = 0;
   #len = 0;
   #vnetLen = 0;
-  #buf: Uint8Array | null = null;
+  /** The split frame being assembled, `#fill` bytes of it so far. */
+  #buf: Uint8Array = EMPTY;
   #fill = 0;
 
   /** `vnet`: the stream carries a `vnet_len` word after every `len`. */
@@ -62,6 +65,7 @@ export class FrameDecoder {
     this.#word = 0;
     this.#wordBytes = 0;
     this.#fill = 0;
+    this.#buf = EMPTY;
   }
 
   /**
@@ -83,12 +87,15 @@ export class FrameDecoder {
           this.#sink.onFrame(chunk, i - take, take, this.#vnetLen);
           continue;
         }
-        const buf = this.#buf ??= new Uint8Array(NET_BUFSIZE);
+        // Its own array, not a reused one: the sink may keep the frame where it lies.
+        if (this.#fill === 0) this.#buf = new Uint8Array(this.#len);
+        const buf = this.#buf;
         buf.set(chunk.subarray(i, i + take), this.#fill);
         this.#fill += take;
         i += take;
         if (this.#fill === this.#len) {
           this.#fill = 0;
+          this.#buf = EMPTY;
           this.#state = STATE_LEN;
           this.#sink.onFrame(buf, 0, this.#len, this.#vnetLen);
         }

@@ -183,6 +183,79 @@ Deno.test("fuzz: deciding a matching pair at once gives the same decisions as qu
   }
 });
 
+Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, decide as whole frames", () => {
+  // The input hands the engine frames where they lie in its read buffer, and the engine copies
+  // the held ones out of it only at the end of the read, adjacent ones together (issue 11).
+  // Released or dropped meanwhile, reused for a later frame of the same read, or far apart:
+  // the decisions and every byte released must be those of frames handed over whole.
+  for (let seed = 1; seed <= 60; seed++) {
+    const rng = new Rng(seed * 13);
+    const stream = pseudoRandomBytes(20_000, seed);
+    const options = { compareTimeout: 50, maxQueueSize: rng.int(1, 40), maxConnections: 8 };
+    const wholeRec = new Recorder();
+    const readRec = new Recorder();
+    const whole = new CompareEngine(options, wholeRec);
+    const reads = new CompareEngine(options, readRec);
+    const read = new Uint8Array(64 * 1024);
+    let batch: { frame: Uint8Array; now: number }[] = [];
+    let batchSide: "primary" | "secondary" = "primary";
+    /** One read: the batch's frames back to back with framing words (or more) between them. */
+    const endRead = () => {
+      let at = 0;
+      for (const { frame: f, now } of batch) {
+        at += rng.next() < 0.9 ? 4 : rng.int(0, 400);
+        read.set(f, at);
+        if (batchSide === "primary") reads.primaryAt(read, at, f.length, 0, now);
+        else reads.secondaryAt(read, at, f.length, 0, now);
+        at += f.length;
+      }
+      reads.keepHeld();
+      read.fill(rng.int(0, 255)); // the next read
+      batch = [];
+    };
+    const sent: Uint8Array[] = [];
+    let now = 0;
+    for (let step = 0; step < 800; step++) {
+      now += rng.int(0, 5);
+      const r = rng.next();
+      if (r < 0.9) {
+        const side: "primary" | "secondary" = rng.int(0, 3) === 0
+          ? batchSide
+          : rng.int(0, 1)
+          ? "primary"
+          : "secondary";
+        const f = side === "secondary" && sent.length > 0 && rng.next() < 0.7
+          ? sent[sent.length - 1 - rng.int(0, Math.min(6, sent.length - 1))]
+          : randomFrame(rng, stream);
+        if (side === "primary") sent.push(f);
+        if (side !== batchSide || batch.length >= rng.int(1, 12)) endRead();
+        batchSide = side;
+        batch.push({ frame: f, now });
+        whole[side](f, 0, now);
+        continue;
+      }
+      endRead();
+      if (r < 0.97) {
+        whole.tick(now);
+        reads.tick(now);
+      } else {
+        whole.checkpoint(now);
+        reads.checkpoint(now);
+      }
+      assert.deepEqual(
+        [reads.heldPrimary, reads.heldSecondary, reads.heldPrimaryBytes],
+        [whole.heldPrimary, whole.heldSecondary, whole.heldPrimaryBytes],
+        `seed ${seed} step ${step}`,
+      );
+    }
+    endRead();
+    whole.checkpoint(now);
+    reads.checkpoint(now);
+    assert.deepEqual(readRec.log, wholeRec.log, `seed ${seed}`);
+    assert.ok(wholeRec.released.length > 50, `seed ${seed}: enough frames released`);
+  }
+});
+
 Deno.test("fuzz: hibernating every idle connection but one changes no decision", () => {
   // Idle connections past the most recent ones hand their handle back and keep their state in
   // their record (issue 11). An engine that does so after every frame must decide exactly as
