@@ -265,15 +265,16 @@ export class Comparator {
       now: () => this.#now = this.#clock.now(),
       frame,
       chunk: () => {
-        // Held frames leave the read buffer before it is reused; released frames go out now,
-        // before the next read is even asked for.
+        // Held frames leave the read buffer before it is reused; released frames are copied
+        // out of it too and go out now, before the next read is even asked for.
         engine.keepHeld();
         this.#out.flush();
         this.#heldChanged();
       },
       internalError: (error) => {
-        // The read may end here: what it left held must not stay in its buffer.
+        // The read may end here: what it left held or released must not stay in its buffer.
         engine.keepHeld();
+        this.#out.copyPending();
         this.#sink.internalError(`${side}-in`, error);
       },
       oversize: () => this.stats.oversizeResets++,

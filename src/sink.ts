@@ -67,6 +67,10 @@ export class ComparatorSink implements EngineSink {
     this.#out.writeAt(bytes, at, size, vnetLen);
   }
 
+  settle(): void {
+    this.#out.copyPending();
+  }
+
   releaseHeld(p: Packet, done: (p: Packet) => void): void {
     this.onHeldRelease?.(p.createdAt);
     this.#stats.releasedByCheckpoint++;

@@ -60,6 +60,8 @@ export class CompareEngine implements CompareContext {
   #maxQueueSize: number;
   /** The sink's optional divergence hook, or null: costs nothing when no capture is on. */
   readonly #divergence: NonNullable<EngineSink["divergence"]> | null;
+  /** The sink's optional `settle`, or null. */
+  readonly #settle: NonNullable<EngineSink["settle"]> | null;
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
@@ -103,6 +105,7 @@ export class CompareEngine implements CompareContext {
     this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
+    this.#settle = sink.settle?.bind(sink) ?? null;
   }
 
   /** `compare-timeout` in ms; settable at runtime (QMP `qom-set`, SPEC 12). */
@@ -431,6 +434,8 @@ export class CompareEngine implements CompareContext {
   keepHeld(): void {
     const n = this.#unkeptCount;
     if (n === 0) return;
+    // Released frames of an emptied slab may lie where these go.
+    this.#settle?.();
     this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
     this.#unkept.fill(EMPTY_PACKET, 0, n);
     this.#unkeptCount = 0;

@@ -56,8 +56,9 @@ export type CheckpointReason =
 
 /**
  * Receives the engine's decisions. A frame is passed as `bytes[at, at + size)`, where it lies
- * (a read buffer, or the slab of a held frame: no view per frame, issue 11); `bytes` is reused
- * after the call returns: copy the frame before keeping it.
+ * (a read buffer, or the slab of a held frame: no view per frame, issue 11). A sink may keep
+ * it there and copy it later, until `settle` is called or the input that brought the frame
+ * reuses its read buffer (the comparator's pump tells the outdev writer first).
  */
 export interface EngineSink {
   /**
@@ -81,6 +82,12 @@ export interface EngineSink {
    * sink reads the frame when it writes it and then gives `p` back through `done`.
    */
   releaseHeld?(p: Packet, done: (p: Packet) => void): void;
+  /**
+   * Optional: the engine is about to copy held frames into slabs, where released frames may
+   * have lain: frames `release` was handed and that the sink has not copied yet must be
+   * copied now.
+   */
+  settle?(): void;
   /** A frame, `bytes[at, at + size)`, is discarded. */
   discard(
     side: Side,

@@ -6,9 +6,12 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
+import type { EngineSink } from "../../src/compare/events.ts";
 import { Rng } from "../../src/demo/traffic.ts";
+import { FrameWriter } from "../../src/output/writer.ts";
+import { BlockPool } from "../../src/pool.ts";
 import { FrameDecoder } from "../../src/wire/codec.ts";
-import { frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { concat, frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 function randomFrame(rng: Rng, stream: Uint8Array): Uint8Array {
@@ -183,11 +186,38 @@ Deno.test("fuzz: deciding a matching pair at once gives the same decisions as qu
   }
 });
 
-Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, decide as whole frames", () => {
+/** An outdev writer on a connection that keeps every byte written, and an engine sink on it. */
+function outdev(pool: BlockPool): { out: FrameWriter; sink: EngineSink; written: Uint8Array[] } {
+  const written: Uint8Array[] = [];
+  const out = new FrameWriter({
+    vnet: false,
+    highWater: 1 << 30,
+    lowWater: 0,
+    maxBufferedDisconnected: 0,
+    pool,
+  });
+  out.attach({
+    peer: "test",
+    read: () => new Promise(() => {}),
+    write: (b: Uint8Array) => (written.push(b.slice()), Promise.resolve(b.length)),
+    close() {},
+  });
+  const sink: EngineSink = {
+    release: (bytes, at, size, vnetLen) => void out.writeAt(bytes, at, size, vnetLen),
+    settle: () => out.copyPending(),
+    discard() {},
+    checkpoint() {},
+  };
+  return { out, sink, written };
+}
+
+Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, decide as whole frames", async () => {
   // The input hands the engine frames where they lie in its read buffer, and the engine copies
-  // the held ones out of it only at the end of the read, adjacent ones together (issue 11).
-  // Released or dropped meanwhile, reused for a later frame of the same read, or far apart:
-  // the decisions and every byte released must be those of frames handed over whole.
+  // the held ones out of it only at the end of the read, adjacent ones together; the outdev
+  // writer copies released frames lying back to back together, later (issue 11). Released
+  // or dropped meanwhile, reused for a later frame of the same read, far apart, in slabs
+  // emptied and refilled: the decisions, and every byte outdev gets, must be those of frames
+  // handed over whole.
   for (let seed = 1; seed <= 60; seed++) {
     const rng = new Rng(seed * 13);
     const stream = pseudoRandomBytes(20_000, seed);
@@ -196,6 +226,10 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
     const readRec = new Recorder();
     const whole = new CompareEngine(options, wholeRec);
     const reads = new CompareEngine(options, readRec);
+    // A third engine whose releases go to a real writer, sharing its blocks as the comparator's.
+    const pool = new BlockPool();
+    const { out, sink, written } = outdev(pool);
+    const toOutdev = new CompareEngine({ ...options, pool }, sink);
     const read = new Uint8Array(64 * 1024);
     let batch: { frame: Uint8Array; now: number }[] = [];
     let batchSide: "primary" | "secondary" = "primary";
@@ -205,11 +239,16 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
       for (const { frame: f, now } of batch) {
         at += rng.next() < 0.9 ? 4 : rng.int(0, 400);
         read.set(f, at);
-        if (batchSide === "primary") reads.primaryAt(read, at, f.length, 0, now);
-        else reads.secondaryAt(read, at, f.length, 0, now);
+        for (const e of [reads, toOutdev]) {
+          if (batchSide === "primary") e.primaryAt(read, at, f.length, 0, now);
+          else e.secondaryAt(read, at, f.length, 0, now);
+        }
         at += f.length;
       }
       reads.keepHeld();
+      // What the comparator's pump does at the end of a read.
+      toOutdev.keepHeld();
+      out.flush();
       read.fill(rng.int(0, 255)); // the next read
       batch = [];
     };
@@ -235,12 +274,15 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
         continue;
       }
       endRead();
+      if (r < 0.93) await out.idle(); // writes complete: chunks go back to the pool
       if (r < 0.97) {
         whole.tick(now);
         reads.tick(now);
+        toOutdev.tick(now);
       } else {
         whole.checkpoint(now);
         reads.checkpoint(now);
+        toOutdev.checkpoint(now);
       }
       assert.deepEqual(
         [reads.heldPrimary, reads.heldSecondary, reads.heldPrimaryBytes],
@@ -251,7 +293,15 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
     endRead();
     whole.checkpoint(now);
     reads.checkpoint(now);
+    toOutdev.checkpoint(now);
+    out.flush();
+    await out.idle();
     assert.deepEqual(readRec.log, wholeRec.log, `seed ${seed}`);
+    assert.deepEqual(
+      concat(...written),
+      concat(...wholeRec.released.map((f) => framed(f))),
+      `seed ${seed}: outdev got every released frame, framed, byte for byte`,
+    );
     assert.ok(wholeRec.released.length > 50, `seed ${seed}: enough frames released`);
   }
 });
