@@ -7,6 +7,7 @@
  */
 
 import {
+  DATAGRAM,
   FrameInfo,
   type FrameKind,
   parseFrameAt,
@@ -19,6 +20,7 @@ import {
 import type { Connection } from "./connection.ts";
 import { ConnectionTable } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
+import { bytesEqual } from "./bytes.ts";
 import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
@@ -82,6 +84,8 @@ export class CompareEngine implements CompareContext {
   readonly #unkept: Packet[] = [];
   #unkeptCount = 0;
   #unkeptIn: Uint8Array = EMPTY;
+  /** The held frame the frame being input is byte for byte (see `#connectionOf`), or null. */
+  #twin: Packet | null = null;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
@@ -347,20 +351,9 @@ export class CompareEngine implements CompareContext {
     if (bytes !== this.#unkeptIn && this.#unkeptCount > 0) this.keepHeld();
     if (now > this.#now) this.#now = now;
     const info = this.#info;
-    const kind = parseFrameAt(bytes, at, size, vnetLen, info);
-    if (kind === UNSUPPORTED) {
-      this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
-      if (side === "primary") sink.release(bytes, at, size, vnetLen, "passthrough", info.reason);
-      else sink.discard(side, info.reason, bytes, at, size, null);
-      return;
-    }
-    const conn = this.#table.find(info.key, info.keyLen) ??
-      this.#newConnection(info);
-    if (conn === null) {
-      sink.discard(side, "table-full", bytes, at, size, null);
-      this.#sink.checkpoint("resources", null, now);
-      return;
-    }
+    const conn = this.#connectionOf(side, bytes, at, size, vnetLen, now);
+    if (conn === null) return;
+    const kind = info.kind;
     const primary = side === "primary";
     if ((primary ? conn.primary : conn.secondary).length > this.#maxQueueSize) {
       this.tracer?.trace("colo_compare_drop_packet", {
@@ -442,6 +435,76 @@ export class CompareEngine implements CompareContext {
     this.#unkeptIn = EMPTY;
   }
 
+  /**
+   * Parses the frame into `#info` and finds its connection, or admits a new one. Returns null
+   * when the frame was passed through or dropped instead (not comparable, SPEC 4; or no room
+   * for its connection). A frame that is byte for byte the other side's oldest held frame (the
+   * common case: the replicas' outputs in the same order) is not parsed: the same bytes parse
+   * the same, so its fields and connection are that frame's (issue 11).
+   */
+  #connectionOf(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): Connection | null {
+    const info = this.#info;
+    const twin = this.tracer === null ? this.#twinOf(side, bytes, at, size, vnetLen) : null;
+    this.#twin = twin;
+    if (twin !== null) {
+      // Held, so its connection is in the table and keeps its handle.
+      const conn = twin.conn!;
+      const start = at + twin.start - twin.at;
+      if (conn.tcp) {
+        info.kind = TCP_SEGMENT;
+        info.payload = start;
+        info.payloadLen = twin.len;
+        info.seq = twin.seq;
+        info.ack = twin.ack;
+        info.flags = twin.flags;
+      } else {
+        info.kind = DATAGRAM;
+        info.l4 = start;
+        info.ipEnd = start + twin.len;
+      }
+      return conn;
+    }
+    const sink = this.#sink;
+    if (parseFrameAt(bytes, at, size, vnetLen, info) === UNSUPPORTED) {
+      this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
+      if (side === "primary") sink.release(bytes, at, size, vnetLen, "passthrough", info.reason);
+      else sink.discard(side, info.reason, bytes, at, size, null);
+      return null;
+    }
+    const conn = this.#table.find(info.key, info.keyLen) ?? this.#newConnection(info);
+    if (conn === null) {
+      sink.discard(side, "table-full", bytes, at, size, null);
+      sink.checkpoint("resources", null, now);
+    }
+    return conn;
+  }
+
+  /**
+   * The other side's oldest held frame when `bytes[at, at + size)` (with `vnetLen`) is byte
+   * for byte that frame, or null.
+   */
+  #twinOf(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+  ): Packet | null {
+    const oldest = this.#oldest;
+    if (
+      oldest === null || oldest.side === side || oldest.size !== size ||
+      oldest.vnetLen !== vnetLen || !bytesEqual(oldest.bytes, oldest.at, bytes, at, size)
+    ) return null;
+    return oldest;
+  }
+
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
   #trackTcp(primary: boolean, conn: Connection, info: FrameInfo): void {
     if ((info.flags & (TH_FIN | TH_RST)) !== 0) {
@@ -482,9 +545,13 @@ export class CompareEngine implements CompareContext {
     const head = other.peek();
     if (head === undefined) return false;
     const info = this.#info;
+    // The head itself, byte for byte: its payload needs no comparing again.
+    const same = head === this.#twin;
     if (kind === TCP_SEGMENT) {
-      if (!sameSegment(conn, head, info.seq, info.payloadLen, bytes, info.payload)) return false;
-    } else if (!sameDatagram(head, bytes, info.l4, info.ipEnd - info.l4)) return false;
+      if (!sameSegment(conn, head, info.seq, info.payloadLen, bytes, info.payload, same)) {
+        return false;
+      }
+    } else if (!same && !sameDatagram(head, bytes, info.l4, info.ipEnd - info.l4)) return false;
     other.shift();
     if (primary) {
       this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);

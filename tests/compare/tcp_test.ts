@@ -122,6 +122,26 @@ Deno.test("tcp: the primary is held while its ACK is ahead of the secondary's (A
   assert.deepEqual(rec.released, [prim]);
 });
 
+Deno.test("tcp: a secondary segment byte for byte the held primary (not parsed again) still raises the secondary's ACK and notes its FIN", () => {
+  const { rec, p, s, engine } = setup();
+  const fin = seg(7, 0, 10, { ack: 50, flags: TCP.ACK | TCP.FIN });
+  p(fin);
+  s(fin); // the twin of the held primary: decided without a parse of its own
+  assert.equal(engine.connections, 0, "both sides closed it: forgotten");
+  const first = seg(1, 0, 100, { ack: 50, flags: TCP.ACK });
+  p(first);
+  s(first);
+  assert.deepEqual(rec.released, [fin, first]);
+  // The next primary acknowledges 50 too; the secondary's copy comes split with ACK 40,
+  // so the rules compare it: the secondary has acknowledged 50 already, so it goes out.
+  const second = seg(1, 100, 200, { ack: 50, flags: TCP.ACK });
+  p(second);
+  s(seg(1, 100, 150, { ack: 40, flags: TCP.ACK }));
+  s(seg(1, 150, 200, { ack: 40, flags: TCP.ACK }));
+  assert.deepEqual(rec.released, [fin, first, second]);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
 Deno.test("tcp: ACK gating is wrap-safe across 2^32", () => {
   const { rec, p, s } = setup();
   const prim = seg(1, 0, 100, { ack: 0x10 });
