@@ -498,11 +498,14 @@ export class CompareEngine implements CompareContext {
     vnetLen: number,
   ): Packet | null {
     const oldest = this.#oldest;
-    if (
-      oldest === null || oldest.side === side || oldest.size !== size ||
-      oldest.vnetLen !== vnetLen || !bytesEqual(oldest.bytes, oldest.at, bytes, at, size)
-    ) return null;
-    return oldest;
+    if (oldest === null || oldest.side === side || oldest.size !== size) return null;
+    // Another frame of the same size (the oldest waits for a retransmission, say) mostly ends
+    // in other bytes: told apart without the native comparison's call.
+    const end = size - 1;
+    if (oldest.vnetLen !== vnetLen || oldest.bytes[oldest.at + end] !== bytes[at + end]) {
+      return null;
+    }
+    return bytesEqual(oldest.bytes, oldest.at, bytes, at, size) ? oldest : null;
   }
 
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
