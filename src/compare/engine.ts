@@ -86,6 +86,19 @@ export class CompareEngine implements CompareContext {
   #unkeptIn: Uint8Array = EMPTY;
   /** The held frame the frame being input is byte for byte (see `#connectionOf`), or null. */
   #twin: Packet | null = null;
+  /**
+   * Bytes known equal (issue 11): `#sameIn[#sameFrom, #sameTo)` held what `#sameAs` holds from
+   * `#sameAsFrom` on when they were compared. A read's held frames are kept back to back, and
+   * the other side's copies arrive back to back too: one comparison covers many twins.
+   * Forgotten by `keepHeld`, before either array can change.
+   */
+  #sameIn: Uint8Array = EMPTY;
+  #sameFrom = 0;
+  #sameTo = 0;
+  #sameAs: Uint8Array = EMPTY;
+  #sameAsFrom = 0;
+  /** Bytes the next comparison for a twin tries at once: grows while they are equal. */
+  #sameSpan = 0;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
@@ -425,6 +438,7 @@ export class CompareEngine implements CompareContext {
    * were handed in, before it reuses its buffer.
    */
   keepHeld(): void {
+    this.#sameIn = this.#sameAs = EMPTY;
     const n = this.#unkeptCount;
     if (n === 0) return;
     // Released frames of an emptied slab may lie where these go.
@@ -505,7 +519,28 @@ export class CompareEngine implements CompareContext {
     if (oldest.vnetLen !== vnetLen || oldest.bytes[oldest.at + end] !== bytes[at + end]) {
       return null;
     }
-    return bytesEqual(oldest.bytes, oldest.at, bytes, at, size) ? oldest : null;
+    const held = oldest.bytes;
+    if (
+      bytes === this.#sameIn && held === this.#sameAs && at >= this.#sameFrom &&
+      at + size <= this.#sameTo && at - this.#sameFrom === oldest.at - this.#sameAsFrom
+    ) return oldest;
+    // Compare on past this frame, as far as the last comparisons found equal bytes.
+    const span = Math.min(this.#sameSpan, bytes.length - at, held.length - oldest.at);
+    if (span > size && bytesEqual(held, oldest.at, bytes, at, span)) {
+      this.#sameIn = bytes;
+      this.#sameFrom = at;
+      this.#sameTo = at + span;
+      this.#sameAs = held;
+      this.#sameAsFrom = oldest.at;
+      this.#sameSpan = Math.min(2 * span, MAX_SAME_SPAN);
+      return oldest;
+    }
+    if (!bytesEqual(held, oldest.at, bytes, at, size)) {
+      this.#sameSpan = 0;
+      return null;
+    }
+    this.#sameSpan = 4 * size;
+    return oldest;
   }
 
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
@@ -687,6 +722,8 @@ export class CompareEngine implements CompareContext {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The most bytes one comparison for twins covers (a read's). */
+const MAX_SAME_SPAN = 256 * 1024;
 /** What `#unkept` holds past its end. */
 const EMPTY_PACKET = new Packet();
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { concat, frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Rng } from "../../src/demo/traffic.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -140,6 +140,73 @@ Deno.test("tcp: a secondary segment byte for byte the held primary (not parsed a
   s(seg(1, 150, 200, { ack: 40, flags: TCP.ACK }));
   assert.deepEqual(rec.released, [fin, first, second]);
   assert.deepEqual(rec.checkpoints, []);
+});
+
+Deno.test("tcp: bytes a read held equal to the held frames are not trusted once its buffer is reused", () => {
+  // The engine compares twins many at a time: how far a read's bytes equal the held frames'
+  // copies (issue 11). A later read into the same buffer must compare afresh.
+  const { rec, engine } = setup();
+  const frames = Array.from({ length: 10 }, (_, i) => seg(1, i * 64, (i + 1) * 64));
+  const size = frames[0].length;
+  const at = (i: number) => i * (4 + size) + 4;
+  const stream = concat(...frames.map((f) => framed(f)));
+  const primaryRead = stream.slice();
+  frames.forEach((_, i) => engine.primaryAt(primaryRead, at(i), size, 0, 0));
+  engine.keepHeld();
+  // The secondary's read brings the first three frames; the rest of its buffer happens to hold
+  // the same bytes as the held frames (left over from an earlier read).
+  const secondaryRead = stream.slice();
+  for (let i = 0; i < 3; i++) engine.secondaryAt(secondaryRead, at(i), size, 0, 0);
+  engine.keepHeld(); // the read is done: its buffer is reused
+  assert.deepEqual(rec.released, frames.slice(0, 3));
+  // The next read: frame 3's segment with other bytes (same size, same last byte), lying
+  // where frame 3 lay before.
+  const other = STREAM.slice(192, 256);
+  other[0] ^= 0xff;
+  secondaryRead.fill(0).set(seg(1, 192, 256, { payload: other }), at(3));
+  engine.secondaryAt(secondaryRead, at(3), size, 0, 0);
+  assert.deepEqual(rec.released, frames.slice(0, 3), "not the twin of frame 3");
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+});
+
+Deno.test("tcp: a frame reaching past the bytes compared many at a time is compared itself", () => {
+  const { rec, engine } = setup();
+  const frames = Array.from({ length: 6 }, (_, i) => seg(1, i * 64, (i + 1) * 64));
+  const size = frames[0].length;
+  const at = (i: number) => i * (4 + size) + 4;
+  const primaryRead = concat(...frames.map((f) => framed(f)));
+  frames.forEach((_, i) => engine.primaryAt(primaryRead, at(i), size, 0, 0));
+  engine.keepHeld();
+  // The secondary's copy of frame 4 differs near its end only: in payload byte 60 of 64.
+  const other = frames[4].slice();
+  other[size - 4] ^= 0xff;
+  const copies = [...frames.slice(0, 4), other];
+  const secondaryRead = concat(...copies.map((f) => framed(f)));
+  copies.forEach((_, i) => engine.secondaryAt(secondaryRead, at(i), size, 0, 0));
+  assert.deepEqual(rec.released, frames.slice(0, 4));
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+});
+
+Deno.test("tcp: bytes compared many at a time count only against the held frame that lay there", () => {
+  const { rec, engine } = setup();
+  // Segments of one size ending in the same byte: only the whole comparison tells them apart.
+  const frames = Array.from({ length: 6 }, (_, i) => {
+    const payload = STREAM.slice(i * 64, (i + 1) * 64);
+    payload[63] = 0x55;
+    return seg(1, i * 64, (i + 1) * 64, { payload });
+  });
+  const size = frames[0].length;
+  const at = (i: number) => i * (4 + size) + 4;
+  const read = concat(...frames.map((f) => framed(f)));
+  const primaryRead = read.slice();
+  frames.forEach((_, i) => engine.primaryAt(primaryRead, at(i), size, 0, 0));
+  engine.keepHeld();
+  // The secondary's read holds the same stream, but frame 2 is not handed over: frame 3 comes
+  // while frame 2 is the oldest held primary. Frame 3 is no twin of frame 2.
+  const secondaryRead = read.slice();
+  for (const i of [0, 1, 3]) engine.secondaryAt(secondaryRead, at(i), size, 0, 0);
+  assert.deepEqual(rec.released, frames.slice(0, 2));
+  assert.equal(engine.heldSecondary, 1, "frame 3 waits for frame 2");
 });
 
 Deno.test("tcp: ACK gating is wrap-safe across 2^32", () => {
