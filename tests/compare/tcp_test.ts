@@ -142,17 +142,26 @@ Deno.test("tcp: a secondary segment byte for byte the held primary (not parsed a
   assert.deepEqual(rec.checkpoints, []);
 });
 
+/**
+ * Frames of one size laid back to back in one read, framed, as an input reads them, and handed
+ * to `engine` as primary frames where they lie; the read is then done. Returns the read's
+ * bytes (a copy) and where frame `i` lies in it.
+ */
+function primaryRead(engine: CompareEngine, frames: Uint8Array[]) {
+  const size = frames[0].length;
+  const at = (i: number) => i * (4 + size) + 4;
+  const read = concat(...frames.map((f) => framed(f)));
+  frames.forEach((_, i) => engine.primaryAt(read, at(i), size, 0, 0));
+  engine.keepHeld();
+  return { stream: read.slice(), size, at };
+}
+
 Deno.test("tcp: bytes a read held equal to the held frames are not trusted once its buffer is reused", () => {
   // The engine compares twins many at a time: how far a read's bytes equal the held frames'
   // copies (issue 11). A later read into the same buffer must compare afresh.
   const { rec, engine } = setup();
   const frames = Array.from({ length: 10 }, (_, i) => seg(1, i * 64, (i + 1) * 64));
-  const size = frames[0].length;
-  const at = (i: number) => i * (4 + size) + 4;
-  const stream = concat(...frames.map((f) => framed(f)));
-  const primaryRead = stream.slice();
-  frames.forEach((_, i) => engine.primaryAt(primaryRead, at(i), size, 0, 0));
-  engine.keepHeld();
+  const { stream, size, at } = primaryRead(engine, frames);
   // The secondary's read brings the first three frames; the rest of its buffer happens to hold
   // the same bytes as the held frames (left over from an earlier read).
   const secondaryRead = stream.slice();
@@ -172,11 +181,7 @@ Deno.test("tcp: bytes a read held equal to the held frames are not trusted once 
 Deno.test("tcp: a frame reaching past the bytes compared many at a time is compared itself", () => {
   const { rec, engine } = setup();
   const frames = Array.from({ length: 6 }, (_, i) => seg(1, i * 64, (i + 1) * 64));
-  const size = frames[0].length;
-  const at = (i: number) => i * (4 + size) + 4;
-  const primaryRead = concat(...frames.map((f) => framed(f)));
-  frames.forEach((_, i) => engine.primaryAt(primaryRead, at(i), size, 0, 0));
-  engine.keepHeld();
+  const { size, at } = primaryRead(engine, frames);
   // The secondary's copy of frame 4 differs near its end only: in payload byte 60 of 64.
   const other = frames[4].slice();
   other[size - 4] ^= 0xff;
@@ -195,15 +200,10 @@ Deno.test("tcp: bytes compared many at a time count only against the held frame 
     payload[63] = 0x55;
     return seg(1, i * 64, (i + 1) * 64, { payload });
   });
-  const size = frames[0].length;
-  const at = (i: number) => i * (4 + size) + 4;
-  const read = concat(...frames.map((f) => framed(f)));
-  const primaryRead = read.slice();
-  frames.forEach((_, i) => engine.primaryAt(primaryRead, at(i), size, 0, 0));
-  engine.keepHeld();
+  const { stream, size, at } = primaryRead(engine, frames);
   // The secondary's read holds the same stream, but frame 2 is not handed over: frame 3 comes
   // while frame 2 is the oldest held primary. Frame 3 is no twin of frame 2.
-  const secondaryRead = read.slice();
+  const secondaryRead = stream.slice();
   for (const i of [0, 1, 3]) engine.secondaryAt(secondaryRead, at(i), size, 0, 0);
   assert.deepEqual(rec.released, frames.slice(0, 2));
   assert.equal(engine.heldSecondary, 1, "frame 3 waits for frame 2");
