@@ -97,17 +97,19 @@ const sink = new ComparatorSink(
 const engine: CompareEngine = new Engine({ compareTimeout: 3000, maxQueueSize: 100_000 }, sink);
 let now = 0;
 const primaryIn: FrameDecoder = new Decoder({
-  onFrame(f: Uint8Array, vnetLen: number) {
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number) {
     stats.primaryIn++;
-    engine.primary(f, vnetLen, now);
+    engine.primaryAt(bytes, at, size, vnetLen, now);
   },
 }, false);
 const secondaryIn: FrameDecoder = new Decoder({
-  onFrame(f: Uint8Array, vnetLen: number) {
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number) {
     stats.secondaryIn++;
-    engine.secondary(f, vnetLen, now);
+    engine.secondaryAt(bytes, at, size, vnetLen, now);
   },
 }, false);
+/** As the pumps do before reading into their buffer again (checkouts that have it). */
+const keepHeld = "keepHeld" in engine;
 const READ = 256 * 1024;
 const primaryBuf = new Uint8Array(READ);
 const secondaryBuf = new Uint8Array(READ);
@@ -127,9 +129,11 @@ async function measure(patterns: number): Promise<number> {
       secondaryBuf.set(chunk);
       now = performance.now();
       primaryIn.push(primaryBuf.subarray(0, chunk.length));
+      if (keepHeld) engine.keepHeld();
       out.flush();
       now = performance.now();
       secondaryIn.push(secondaryBuf.subarray(0, chunk.length));
+      if (keepHeld) engine.keepHeld();
       out.flush();
       await out.idle();
     }

@@ -252,24 +252,31 @@ export class Comparator {
     const engine = this.engine;
     const stats = this.stats;
     const frame = side === "primary"
-      ? (f: Uint8Array, v: number, now: number) => {
+      ? (bytes: Uint8Array, at: number, size: number, v: number, now: number) => {
         stats.primaryIn++;
-        engine.primary(f, v, now);
+        engine.primaryAt(bytes, at, size, v, now);
       }
-      : (f: Uint8Array, v: number, now: number) => {
+      : (bytes: Uint8Array, at: number, size: number, v: number, now: number) => {
         stats.secondaryIn++;
-        engine.secondary(f, v, now);
+        engine.secondaryAt(bytes, at, size, v, now);
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
       // The arrival time of a chunk's frames, kept for the hold time of what they release.
       now: () => this.#now = this.#clock.now(),
       frame,
       chunk: () => {
-        // Released frames go out now, before the next read is even asked for.
+        // Held frames leave the read buffer before it is reused; released frames are copied
+        // out of it too and go out now, before the next read is even asked for.
+        engine.keepHeld();
         this.#out.flush();
         this.#heldChanged();
       },
-      internalError: (error) => this.#sink.internalError(`${side}-in`, error),
+      internalError: (error) => {
+        // The read may end here: what it left held or released must not stay in its buffer.
+        engine.keepHeld();
+        this.#out.copyPending();
+        this.#sink.internalError(`${side}-in`, error);
+      },
       oversize: () => this.stats.oversizeResets++,
     }, this.#log);
   }

@@ -48,7 +48,9 @@ export class ComparatorSink implements EngineSink {
   }
 
   release(
-    frame: Uint8Array,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
     vnetLen: number,
     reason: ReleaseReason,
     unsupported?: UnsupportedReason,
@@ -62,7 +64,11 @@ export class ComparatorSink implements EngineSink {
       stats.passedThrough++;
       if (unsupported !== undefined) this.#passedThrough(unsupported);
     }
-    this.#out.write(frame, vnetLen);
+    this.#out.writeAt(bytes, at, size, vnetLen);
+  }
+
+  settle(): void {
+    this.#out.copyPending();
   }
 
   releaseHeld(p: Packet, done: (p: Packet) => void): void {
@@ -83,7 +89,14 @@ export class ComparatorSink implements EngineSink {
     }
   }
 
-  discard(side: Side, reason: DiscardReason, _frame: Uint8Array, conn: Connection | null): void {
+  discard(
+    side: Side,
+    reason: DiscardReason,
+    _bytes: Uint8Array,
+    _at: number,
+    _size: number,
+    conn: Connection | null,
+  ): void {
     if (reason === "compared") {
       this.#stats.secondaryCompared++;
       return;

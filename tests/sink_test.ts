@@ -38,8 +38,8 @@ Deno.test("sink: an engine exception is logged at error with its stack and count
 Deno.test("sink: dropped frames are logged once per class, then summarised per interval", () => {
   const { lines, stats, classes, sink, advance } = rig();
   const f = new Uint8Array(1);
-  for (let i = 0; i < 1000; i++) sink.discard("secondary", "queue-full", f, null);
-  sink.discard("primary", "queue-full", f, null);
+  for (let i = 0; i < 1000; i++) sink.discard("secondary", "queue-full", f, 0, 1, null);
+  sink.discard("primary", "queue-full", f, 0, 1, null);
   assert.equal(lines.length, 2);
   classes.flush();
   assert.equal(lines.length, 2, "summarised before the interval passed");

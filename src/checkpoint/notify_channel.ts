@@ -88,7 +88,9 @@ export class NotifyChannel implements CheckpointChannel {
   async #session(conn: Conn): Promise<void> {
     this.#conn = conn;
     this.#out.attach(conn);
-    const decoder = new FrameDecoder({ onFrame: (f) => this.#onMessage(f) }, false);
+    const decoder = new FrameDecoder({
+      onFrame: (bytes, at, size) => this.#onMessage(bytes.subarray(at, at + size)),
+    }, false);
     const buf = new Uint8Array(4096);
     try {
       while (true) {

@@ -7,9 +7,10 @@
  */
 
 import {
+  DATAGRAM,
   FrameInfo,
   type FrameKind,
-  parseFrame,
+  parseFrameAt,
   TCP_SEGMENT,
   TH_ACK,
   TH_FIN,
@@ -19,6 +20,7 @@ import {
 import type { Connection } from "./connection.ts";
 import { ConnectionTable } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
+import { bytesEqual } from "./bytes.ts";
 import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
@@ -60,6 +62,8 @@ export class CompareEngine implements CompareContext {
   #maxQueueSize: number;
   /** The sink's optional divergence hook, or null: costs nothing when no capture is on. */
   readonly #divergence: NonNullable<EngineSink["divergence"]> | null;
+  /** The sink's optional `settle`, or null. */
+  readonly #settle: NonNullable<EngineSink["settle"]> | null;
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
@@ -71,6 +75,30 @@ export class CompareEngine implements CompareContext {
    */
   readonly #packets = new Pool(() => new Packet());
   readonly #store: FrameStore;
+  /**
+   * Held packets whose frames still lie in `#unkeptIn`, the buffer they arrived in, in
+   * arrival order (the first `#unkeptCount`): {@linkcode CompareEngine.keepHeld} copies them
+   * into slabs, adjacent ones together. Listed again after being released and reused is
+   * harmless (`FrameStore.keepAll` skips what is no longer there).
+   */
+  readonly #unkept: Packet[] = [];
+  #unkeptCount = 0;
+  #unkeptIn: Uint8Array = EMPTY;
+  /** The held frame the frame being input is byte for byte (see `#connectionOf`), or null. */
+  #twin: Packet | null = null;
+  /**
+   * Bytes known equal (issue 11): `#sameIn[#sameFrom, #sameTo)` held what `#sameAs` holds from
+   * `#sameAsFrom` on when they were compared. A read's held frames are kept back to back, and
+   * the other side's copies arrive back to back too: one comparison covers many twins.
+   * Forgotten by `keepHeld`, before either array can change.
+   */
+  #sameIn: Uint8Array = EMPTY;
+  #sameFrom = 0;
+  #sameTo = 0;
+  #sameAs: Uint8Array = EMPTY;
+  #sameAsFrom = 0;
+  /** Bytes the next comparison for a twin tries at once: grows while they are equal. */
+  #sameSpan = 0;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
@@ -94,6 +122,7 @@ export class CompareEngine implements CompareContext {
     this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
+    this.#settle = sink.settle?.bind(sink) ?? null;
   }
 
   /** `compare-timeout` in ms; settable at runtime (QMP `qom-set`, SPEC 12). */
@@ -166,17 +195,38 @@ export class CompareEngine implements CompareContext {
     return this.#table;
   }
 
-  /** A frame arrived on primary-in. `frame` may be a view; it is copied if held. */
+  /**
+   * A frame arrived on primary-in: the whole of `frame`, which may change once this returns
+   * (it is copied at once if held).
+   */
   primary(frame: Uint8Array, vnetLen: number, now: number): void {
-    if (this.#passthrough && frame.length > 0) this.#sink.release(frame, vnetLen, "passthrough");
-    else this.#input("primary", frame, vnetLen, now);
+    this.primaryAt(frame, 0, frame.length, vnetLen, now);
+    this.keepHeld();
   }
 
-  /** A frame arrived on secondary-in. `frame` may be a view; it is copied if held. */
+  /** A frame arrived on secondary-in: the whole of `frame`, as for `primary`. */
   secondary(frame: Uint8Array, vnetLen: number, now: number): void {
-    if (this.#passthrough && frame.length > 0) {
-      this.#sink.discard("secondary", "colo-inactive", frame, null);
-    } else this.#input("secondary", frame, vnetLen, now);
+    this.secondaryAt(frame, 0, frame.length, vnetLen, now);
+    this.keepHeld();
+  }
+
+  /**
+   * A frame arrived on primary-in: `bytes[at, at + size)`, read where it lies (a read
+   * buffer). The sink is handed it the same way. If it is held, it is copied by the next
+   * {@linkcode CompareEngine.keepHeld}: `bytes` must not change until then (a frame in
+   * another array calls it first).
+   */
+  primaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
+    if (this.#passthrough && size > 0) {
+      this.#sink.release(bytes, at, size, vnetLen, "passthrough");
+    } else this.#input("primary", bytes, at, size, vnetLen, now);
+  }
+
+  /** A frame arrived on secondary-in: `bytes[at, at + size)`, as for `primaryAt`. */
+  secondaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
+    if (this.#passthrough && size > 0) {
+      this.#sink.discard("secondary", "colo-inactive", bytes, at, size, null);
+    } else this.#input("secondary", bytes, at, size, vnetLen, now);
   }
 
   /**
@@ -190,6 +240,8 @@ export class CompareEngine implements CompareContext {
    * primary's next frames. Returns how many were kept.
    */
   checkpoint(now: number = this.#now, secondaryCutoff: number | null = null): number {
+    // The sink may read the released frames later (`releaseHeld`): they must be in slabs.
+    this.keepHeld();
     const sink = this.#sink;
     let kept = 0;
     // The held secondary frames are dropped first, in arrival order: their slabs (each side
@@ -201,7 +253,7 @@ export class CompareEngine implements CompareContext {
         if (secondaryCutoff !== null && s.createdAt > secondaryCutoff) kept++;
         else {
           this.#unhold(s);
-          sink.discard("secondary", "checkpoint", s.frame(), s.conn);
+          sink.discard("secondary", "checkpoint", s.bytes, s.at, s.size, s.conn);
           this.#recycle(s);
         }
       }
@@ -214,7 +266,7 @@ export class CompareEngine implements CompareContext {
           this.#unhold(p);
           if (sink.releaseHeld !== undefined) sink.releaseHeld(p, this.#recycleLater);
           else {
-            sink.release(p.frame(), p.vnetLen, "checkpoint", undefined, p.createdAt);
+            sink.release(p.bytes, p.at, p.size, p.vnetLen, "checkpoint", undefined, p.createdAt);
             this.#recycle(p);
           }
         });
@@ -296,28 +348,25 @@ export class CompareEngine implements CompareContext {
       (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq));
   }
 
-  #input(side: Side, frame: Uint8Array, vnetLen: number, now: number): void {
+  #input(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): void {
     const sink = this.#sink;
-    if (frame.length === 0) {
-      sink.discard(side, "empty", frame, null);
+    if (size === 0) {
+      sink.discard(side, "empty", bytes, at, 0, null);
       return;
     }
+    if (bytes !== this.#unkeptIn && this.#unkeptCount > 0) this.keepHeld();
     if (now > this.#now) this.#now = now;
     const info = this.#info;
-    const kind = parseFrame(frame, vnetLen, info);
-    if (kind === UNSUPPORTED) {
-      this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
-      if (side === "primary") sink.release(frame, vnetLen, "passthrough", info.reason);
-      else sink.discard(side, info.reason, frame, null);
-      return;
-    }
-    const conn = this.#table.find(info.key, info.keyLen) ??
-      this.#newConnection(info);
-    if (conn === null) {
-      sink.discard(side, "table-full", frame, null);
-      this.#sink.checkpoint("resources", null, now);
-      return;
-    }
+    const conn = this.#connectionOf(side, bytes, at, size, vnetLen, now);
+    if (conn === null) return;
+    const kind = info.kind;
     const primary = side === "primary";
     if ((primary ? conn.primary : conn.secondary).length > this.#maxQueueSize) {
       this.tracer?.trace("colo_compare_drop_packet", {
@@ -329,27 +378,29 @@ export class CompareEngine implements CompareContext {
         const known = this.#table.droppedUntil(conn);
         if (known === undefined || seqAfter(end, known)) this.#table.setDroppedUntil(conn, end);
       }
-      sink.discard(side, "queue-full", frame, conn);
+      sink.discard(side, "queue-full", bytes, at, size, conn);
       return;
     }
-    if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + frame.length > this.#maxHeldBytes) {
-      sink.discard(side, "memory-limit", frame, conn);
+    if (this.#heldPrimaryBytes + this.#heldSecondaryBytes + size > this.#maxHeldBytes) {
+      sink.discard(side, "memory-limit", bytes, at, size, conn);
       this.#place(conn, now);
       this.#sink.checkpoint("resources", conn, now);
       return;
     }
 
     if (kind === TCP_SEGMENT) this.#trackTcp(primary, conn, info);
-    if (this.tracer === null && this.#pairAtOnce(primary, conn, kind, frame, vnetLen, now)) {
+    if (
+      this.tracer === null && this.#pairAtOnce(primary, conn, kind, bytes, at, size, vnetLen, now)
+    ) {
       this.#place(conn, now);
       return;
     }
 
     const queue = this.#table.queueFor(conn, side);
     const p = this.#packets.take();
-    p.bytes = frame;
-    p.at = 0;
-    p.size = frame.length;
+    p.bytes = bytes;
+    p.at = at;
+    p.size = size;
     p.vnetLen = vnetLen;
     p.createdAt = now;
     p.side = side;
@@ -374,8 +425,122 @@ export class CompareEngine implements CompareContext {
     else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
-    if (p.queued && p.bytes === frame) this.#store.keep(p);
+    if (p.queued && p.bytes === bytes) {
+      this.#unkeptIn = bytes;
+      this.#unkept[this.#unkeptCount++] = p;
+    }
     this.#place(conn, now);
+  }
+
+  /**
+   * Copies the held frames that still lie in the buffer they arrived in into slabs (frames
+   * adjacent there with one copy, issue 11). The input calls it once the frames of a read
+   * were handed in, before it reuses its buffer.
+   */
+  keepHeld(): void {
+    this.#sameIn = this.#sameAs = EMPTY;
+    const n = this.#unkeptCount;
+    if (n === 0) return;
+    // Released frames of an emptied slab may lie where these go.
+    this.#settle?.();
+    this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
+    this.#unkept.fill(EMPTY_PACKET, 0, n);
+    this.#unkeptCount = 0;
+    this.#unkeptIn = EMPTY;
+  }
+
+  /**
+   * Parses the frame into `#info` and finds its connection, or admits a new one. Returns null
+   * when the frame was passed through or dropped instead (not comparable, SPEC 4; or no room
+   * for its connection). A frame that is byte for byte the other side's oldest held frame (the
+   * common case: the replicas' outputs in the same order) is not parsed: the same bytes parse
+   * the same, so its fields and connection are that frame's (issue 11).
+   */
+  #connectionOf(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): Connection | null {
+    const info = this.#info;
+    const twin = this.tracer === null ? this.#twinOf(side, bytes, at, size, vnetLen) : null;
+    this.#twin = twin;
+    if (twin !== null) {
+      // Held, so its connection is in the table and keeps its handle.
+      const conn = twin.conn!;
+      const start = at + twin.start - twin.at;
+      if (conn.tcp) {
+        info.kind = TCP_SEGMENT;
+        info.payload = start;
+        info.payloadLen = twin.len;
+        info.seq = twin.seq;
+        info.ack = twin.ack;
+        info.flags = twin.flags;
+      } else {
+        info.kind = DATAGRAM;
+        info.l4 = start;
+        info.ipEnd = start + twin.len;
+      }
+      return conn;
+    }
+    const sink = this.#sink;
+    if (parseFrameAt(bytes, at, size, vnetLen, info) === UNSUPPORTED) {
+      this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
+      if (side === "primary") sink.release(bytes, at, size, vnetLen, "passthrough", info.reason);
+      else sink.discard(side, info.reason, bytes, at, size, null);
+      return null;
+    }
+    const conn = this.#table.find(info.key, info.keyLen) ?? this.#newConnection(info);
+    if (conn === null) {
+      sink.discard(side, "table-full", bytes, at, size, null);
+      sink.checkpoint("resources", null, now);
+    }
+    return conn;
+  }
+
+  /**
+   * The other side's oldest held frame when `bytes[at, at + size)` (with `vnetLen`) is byte
+   * for byte that frame, or null.
+   */
+  #twinOf(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+  ): Packet | null {
+    const oldest = this.#oldest;
+    if (oldest === null || oldest.side === side || oldest.size !== size) return null;
+    // Another frame of the same size (the oldest waits for a retransmission, say) mostly ends
+    // in other bytes: told apart without the native comparison's call.
+    const end = size - 1;
+    if (oldest.vnetLen !== vnetLen || oldest.bytes[oldest.at + end] !== bytes[at + end]) {
+      return null;
+    }
+    const held = oldest.bytes;
+    if (
+      bytes === this.#sameIn && held === this.#sameAs && at >= this.#sameFrom &&
+      at + size <= this.#sameTo && at - this.#sameFrom === oldest.at - this.#sameAsFrom
+    ) return oldest;
+    // Compare on past this frame, as far as the last comparisons found equal bytes.
+    const span = Math.min(this.#sameSpan, bytes.length - at, held.length - oldest.at);
+    if (span > size && bytesEqual(held, oldest.at, bytes, at, span)) {
+      this.#sameIn = bytes;
+      this.#sameFrom = at;
+      this.#sameTo = at + span;
+      this.#sameAs = held;
+      this.#sameAsFrom = oldest.at;
+      this.#sameSpan = Math.min(2 * span, MAX_SAME_SPAN);
+      return oldest;
+    }
+    if (!bytesEqual(held, oldest.at, bytes, at, size)) {
+      this.#sameSpan = 0;
+      return null;
+    }
+    this.#sameSpan = 4 * size;
+    return oldest;
   }
 
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
@@ -407,7 +572,9 @@ export class CompareEngine implements CompareContext {
     primary: boolean,
     conn: Connection,
     kind: FrameKind,
-    frame: Uint8Array,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
     vnetLen: number,
     now: number,
   ): boolean {
@@ -416,17 +583,21 @@ export class CompareEngine implements CompareContext {
     const head = other.peek();
     if (head === undefined) return false;
     const info = this.#info;
+    // The head itself, byte for byte: its payload needs no comparing again.
+    const same = head === this.#twin;
     if (kind === TCP_SEGMENT) {
-      if (!sameSegment(conn, head, info.seq, info.payloadLen, frame, info.payload)) return false;
-    } else if (!sameDatagram(head, frame, info.l4, info.ipEnd - info.l4)) return false;
+      if (!sameSegment(conn, head, info.seq, info.payloadLen, bytes, info.payload, same)) {
+        return false;
+      }
+    } else if (!same && !sameDatagram(head, bytes, info.l4, info.ipEnd - info.l4)) return false;
     other.shift();
     if (primary) {
-      this.#sink.release(frame, vnetLen, "compared", undefined, now);
+      this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
       this.dropSecondary(head);
       if (conn.tcp) dropIfFullyMatched(this, conn);
     } else {
       this.sendPrimary(head);
-      this.#sink.discard("secondary", "compared", frame, conn);
+      this.#sink.discard("secondary", "compared", bytes, at, size, conn);
     }
     return true;
   }
@@ -523,13 +694,13 @@ export class CompareEngine implements CompareContext {
   sendPrimary(p: Packet): void {
     this.#unhold(p);
     this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
-    this.#sink.release(p.frame(), p.vnetLen, "compared", undefined, p.createdAt);
+    this.#sink.release(p.bytes, p.at, p.size, p.vnetLen, "compared", undefined, p.createdAt);
     this.#recycle(p);
   }
 
   dropSecondary(s: Packet): void {
     this.#unhold(s);
-    this.#sink.discard("secondary", "compared", s.frame(), s.conn);
+    this.#sink.discard("secondary", "compared", s.bytes, s.at, s.size, s.conn);
     this.#recycle(s);
   }
 
@@ -551,6 +722,10 @@ export class CompareEngine implements CompareContext {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The most bytes one comparison for twins covers (a read's). */
+const MAX_SAME_SPAN = 256 * 1024;
+/** What `#unkept` holds past its end. */
+const EMPTY_PACKET = new Packet();
 
 function isHeld(p: Packet): boolean {
   return p.queued;

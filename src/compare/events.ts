@@ -54,7 +54,12 @@ export type CheckpointReason =
   /** Held frames reached a limit; a checkpoint frees them. */
   | "resources";
 
-/** Receives the engine's decisions. Frames passed in may be views: copy before keeping. */
+/**
+ * Receives the engine's decisions. A frame is passed as `bytes[at, at + size)`, where it lies
+ * (a read buffer, or the slab of a held frame: no view per frame, issue 11). A sink may keep
+ * it there and copy it later, until `settle` is called or the input that brought the frame
+ * reuses its read buffer (the comparator's pump tells the outdev writer first).
+ */
 export interface EngineSink {
   /**
    * A primary frame goes to outdev, now, in this order. A frame passed through because it
@@ -62,7 +67,9 @@ export interface EngineSink {
    * it arrived (the engine's clock), for the hold-time metric.
    */
   release(
-    frame: Uint8Array,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
     vnetLen: number,
     reason: ReleaseReason,
     unsupported?: UnsupportedReason,
@@ -75,8 +82,21 @@ export interface EngineSink {
    * sink reads the frame when it writes it and then gives `p` back through `done`.
    */
   releaseHeld?(p: Packet, done: (p: Packet) => void): void;
-  /** A frame is discarded. */
-  discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void;
+  /**
+   * Optional: the engine is about to copy held frames into slabs, where released frames may
+   * have lain: frames `release` was handed and that the sink has not copied yet must be
+   * copied now.
+   */
+  settle?(): void;
+  /** A frame, `bytes[at, at + size)`, is discarded. */
+  discard(
+    side: Side,
+    reason: DiscardReason,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    conn: Connection | null,
+  ): void;
   /** The replicas diverged (or a frame timed out): a checkpoint is needed. */
   checkpoint(reason: CheckpointReason, conn: Connection | null, now: number): void;
   /**

@@ -31,6 +31,12 @@ export const SLAB_SIZE = BLOCK_SIZE;
 /** Frames larger than this (GSO) get a buffer of their own. */
 const LARGE_FRAME = 16 * 1024;
 /**
+ * Frames this close together in the buffer they arrived in are copied together by
+ * {@linkcode FrameStore.keepAll}: framing words, or a short frame that was not held, between
+ * them cost less to copy along than a copy of their own.
+ */
+const RUN_GAP = 128;
+/**
  * A long-held frame is moved out of its slab only while the slab's held bytes are below this:
  * then the copy frees a slab of frames long gone. A slab still mostly held stays whole.
  */
@@ -66,20 +72,72 @@ export class FrameStore {
       this.#move(p, p.bytes.slice(from, from + n), 0);
       return;
     }
-    const primary = p.side === "primary";
-    let slab = primary ? this.#primary : this.#secondary;
-    if (slab === null || slab.used + n > SLAB_SIZE) {
-      // A full slab holds frames (an emptied one would have been reset): it goes back once
-      // its last frame is released.
-      slab = this.#take();
-      if (primary) this.#primary = slab;
-      else this.#secondary = slab;
-    }
+    const slab = this.#slabFor(p.side === "primary", n);
     const at = slab.used;
     slab.bytes.set(p.frame(), at);
     slab.used = (at + n + 7) & ~7;
+    this.#place(p, slab, at);
+  }
+
+  /**
+   * Keeps the frames of `held[0, n)` that still lie in `bytes` (the buffer they arrived in;
+   * the others were released or kept already) as {@linkcode FrameStore.keep} would, in turn,
+   * but frames lying close together there are copied with one copy: a read buffer's held
+   * frames are mostly adjacent, with only framing words between them (issue 11: one copy
+   * and one view per frame were a tenth of the CPU per pair of small frames).
+   */
+  keepAll(bytes: Uint8Array, held: readonly Packet[], n: number): void {
+    let i = 0;
+    while (i < n) {
+      const first = held[i++];
+      if (!first.queued || first.bytes !== bytes) continue;
+      if (first.size > LARGE_FRAME) {
+        this.keep(first);
+        continue;
+      }
+      const primary = first.side === "primary";
+      const slab = this.#slabFor(primary, first.size);
+      const room = SLAB_SIZE - slab.used;
+      const from = first.at;
+      let to = from + first.size;
+      // The run: `first` and the frames after it, in arrival order, close behind each other.
+      let end = i;
+      for (; end < n; end++) {
+        const p = held[end];
+        if (!p.queued || p.bytes !== bytes) continue;
+        if (
+          p.at < to || p.at - to > RUN_GAP || p.at + p.size - from > room ||
+          p.size > LARGE_FRAME || (p.side === "primary") !== primary
+        ) break;
+        to = p.at + p.size;
+      }
+      const at = slab.used;
+      slab.bytes.set(bytes.subarray(from, to), at);
+      slab.used = (at + to - from + 7) & ~7;
+      this.#place(first, slab, at);
+      for (; i < end; i++) {
+        const p = held[i];
+        if (p.queued && p.bytes === bytes) this.#place(p, slab, at + p.at - from);
+      }
+    }
+  }
+
+  /** The slab `side` fills, with room for `n` more bytes. */
+  #slabFor(primary: boolean, n: number): Slab {
+    const slab = primary ? this.#primary : this.#secondary;
+    if (slab !== null && slab.used + n <= SLAB_SIZE) return slab;
+    // A full slab holds frames (an emptied one would have been reset): it goes back once
+    // its last frame is released.
+    const fresh = this.#take();
+    if (primary) this.#primary = fresh;
+    else this.#secondary = fresh;
+    return fresh;
+  }
+
+  /** `p`'s frame was copied to `at` in `slab`. */
+  #place(p: Packet, slab: Slab, at: number): void {
     slab.live++;
-    slab.liveBytes += n;
+    slab.liveBytes += p.size;
     this.#move(p, slab.bytes, at);
     p.slab = slab;
   }

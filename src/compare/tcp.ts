@@ -76,7 +76,8 @@ export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void 
  * is the same segment as `head`, the other side's oldest held one, with the same bytes where
  * they are not compared yet: what `compareTcp` decides first when the arriving side holds
  * nothing. `compare_seq` then moves to its end, as there. False, changing nothing, whenever
- * `compareTcp` would do anything else (no payload, already compared, other bytes).
+ * `compareTcp` would do anything else (no payload, already compared, other bytes). `equal`:
+ * the arriving frame is known to be `head` byte for byte, so its bytes are not compared again.
  */
 export function sameSegment(
   conn: Connection,
@@ -85,13 +86,15 @@ export function sameSegment(
   len: number,
   frame: Uint8Array,
   payloadAt: number,
+  equal = false,
 ): boolean {
   if (len === 0 || head.len !== len || head.seq !== seq) return false;
   if (conn.compareSeqSet && !seqAfter(head.seqEnd, conn.compareSeq)) return false;
+  // 0 <= skip < len here: what is left to compare lies inside both payloads.
   const skip = seqDiff(nextPosition(conn, head), seq);
-  if (!bytesEqual(head.bytes, head.start + skip, frame, payloadAt + skip, len - skip)) {
-    return false;
-  }
+  if (
+    !equal && !bytesEqual(head.bytes, head.start + skip, frame, payloadAt + skip, len - skip)
+  ) return false;
   conn.compareSeq = head.seqEnd;
   conn.compareSeqSet = true;
   return true;

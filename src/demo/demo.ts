@@ -92,8 +92,8 @@ class Controller {
     let answered!: (s: string) => void;
     this.#initReply = new Promise((r) => answered = r);
     const d = new FrameDecoder({
-      onFrame: (f) => {
-        const text = decoder.decode(f);
+      onFrame: (bytes, at, size) => {
+        const text = decoder.decode(bytes.subarray(at, at + size));
         if (text === DO_CHECKPOINT) this.#pending.push(this.#checkpoint());
         else answered(text);
       },
@@ -140,8 +140,8 @@ class Client {
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
     const d = new FrameDecoder({
-      onFrame: (f) => {
-        const key = frameKey(f);
+      onFrame: (bytes, start, size) => {
+        const key = frameKey(bytes.subarray(start, start + size));
         const at = performance.now();
         const list = this.arrivals.get(key);
         if (list) list.push(at);

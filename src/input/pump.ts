@@ -34,11 +34,20 @@ function nextTurn(): Promise<void> {
 export interface PumpHooks {
   /** The compare clock (ms), read once per chunk. */
   now(): number;
-  /** One frame; `now` is the arrival time of its chunk. */
-  frame(frame: Uint8Array, vnetLen: number, now: number): void;
-  /** A chunk was decoded (outgoing frames can be sent, held bytes rechecked). */
+  /**
+   * One frame, `bytes[at, at + size)` of a buffer reused after the call; `now` is the
+   * arrival time of its chunk.
+   */
+  frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void;
+  /**
+   * A chunk was decoded (outgoing frames can be sent, held bytes rechecked, held frames
+   * copied out of the read buffer: it is reused after this returns).
+   */
   chunk(): void;
-  /** `frame` threw: a bug inside the engine, not a problem of the peer. */
+  /**
+   * `frame` threw: a bug inside the engine, not a problem of the peer. The read buffer may be
+   * reused after this returns.
+   */
   internalError(error: unknown): void;
   /** The stream broke with an oversize `len` (SPEC 3): the connection is reset. */
   oversize(len: number): void;
@@ -91,9 +100,9 @@ export class InputPump {
     const hooks = this.#hooks;
     let now = 0;
     const decoder = new FrameDecoder({
-      onFrame(frame, vnetLen) {
+      onFrame(bytes, at, size, vnetLen) {
         try {
-          hooks.frame(frame, vnetLen, now);
+          hooks.frame(bytes, at, size, vnetLen, now);
         } catch (error) {
           hooks.internalError(error);
         }

@@ -85,6 +85,11 @@ function frameStartAt(buf: Uint8Array, at: number, head: number): number {
   return buf.length;
 }
 
+/** The big-endian 32-bit word at `at` of `b`. */
+function wordAt(b: Uint8Array, at: number): number {
+  return ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
+}
+
 /** Counts the frames in a framed buffer. */
 function countFrames(buf: Uint8Array, head: number): number {
   let n = 0;
@@ -126,6 +131,18 @@ export class FrameWriter {
    */
   readonly #written = (n: number): void => this.#onWritten(n);
   readonly #failed = (error: unknown): void => this.#onFailed(error);
+  /**
+   * Frame bytes handed to {@linkcode FrameWriter.writeAt} and not copied yet:
+   * `#runBytes[#runFrom, #runTo)` goes to `#runChunk` at `#runAt`. Frames handed over one
+   * after another that lie back to back with their framing words in the same array (held
+   * frames a read brought, kept together) are copied together, with one copy instead of a
+   * view and a copy each (issue 11).
+   */
+  #runBytes: Uint8Array = EMPTY;
+  #runFrom = 0;
+  #runTo = 0;
+  #runChunk: Chunk | null = null;
+  #runAt = 0;
   readonly #task = (): void => {
     this.#scheduled = false;
     this.#pump();
@@ -166,6 +183,7 @@ export class FrameWriter {
    */
   detach(conn: Conn): void {
     if (this.#conn !== conn) return;
+    this.copyPending();
     this.#conn = null;
     this.#copyHeld();
     const now = this.#now();
@@ -215,11 +233,23 @@ export class FrameWriter {
   }
 
   /**
-   * Appends one frame. Returns false if it was dropped because the stream is disconnected
-   * and its buffer is full.
+   * Appends one frame, the whole of `frame`, copied at once: the caller may change `frame`
+   * when this returns.
    */
   write(frame: Uint8Array, vnetLen: number): boolean {
-    const need = this.#head + frame.length;
+    const kept = this.writeAt(frame, 0, frame.length, vnetLen);
+    this.copyPending();
+    return kept;
+  }
+
+  /**
+   * Appends the frame `bytes[at, at + size)` (the engine hands frames over where they lie).
+   * While connected, its bytes may be copied later: `bytes[at, at + size)` must not change
+   * until {@linkcode FrameWriter.copyPending} or {@linkcode FrameWriter.flush} is called.
+   */
+  writeAt(bytes: Uint8Array, at: number, size: number, vnetLen: number): boolean {
+    const head = this.#head;
+    const need = head + size;
     let c = this.#queue.length > 0 ? this.#queue[this.#queue.length - 1] : undefined;
     if (this.#conn === null) {
       this.#expire();
@@ -234,19 +264,59 @@ export class FrameWriter {
         c.since = now;
         this.#queue.push(c);
       }
-    } else if (c === undefined || c.len + need > c.buf.length) {
-      c = this.#chunk(need);
-      this.#queue.push(c);
+      const to = writeHeader(c.buf, c.len, size, this.#o.vnet, vnetLen);
+      c.buf.set(at === 0 && size === bytes.length ? bytes : bytes.subarray(at, at + size), to);
+      c.len = to + size;
+    } else {
+      if (c === undefined || c.len + need > c.buf.length) {
+        c = this.#chunk(need);
+        this.#queue.push(c);
+      }
+      if (
+        c === this.#runChunk && bytes === this.#runBytes && at - head === this.#runTo &&
+        this.#framedIn(bytes, at, size, vnetLen)
+      ) {
+        // Right behind the frames waiting to be copied, its framing words in between.
+        this.#runTo = at + size;
+      } else {
+        this.copyPending();
+        const to = writeHeader(c.buf, c.len, size, this.#o.vnet, vnetLen);
+        this.#runBytes = bytes;
+        this.#runFrom = at;
+        this.#runTo = at + size;
+        this.#runChunk = c;
+        this.#runAt = to;
+      }
+      c.len += need;
     }
-    const at = writeHeader(c.buf, c.len, frame.length, this.#o.vnet, vnetLen);
-    c.buf.set(frame, at);
-    c.len = at + frame.length;
     this.#queued += need;
     if (!this.#congested && this.#conn !== null && this.pendingBytes > this.#o.highWater) {
       this.#setCongested(true);
     }
     this.#schedule();
     return true;
+  }
+
+  /** True when the bytes before `bytes[at]` are the framing words this stream puts there. */
+  #framedIn(bytes: Uint8Array, at: number, size: number, vnetLen: number): boolean {
+    const o = at - this.#head;
+    if (o < 0) return false;
+    if (this.#o.vnet) {
+      if (wordAt(bytes, o + 4) !== vnetLen) return false;
+    }
+    return wordAt(bytes, o) === size;
+  }
+
+  /**
+   * Copies the frames handed to {@linkcode FrameWriter.writeAt} that wait to be copied: after
+   * this their bytes may change.
+   */
+  copyPending(): void {
+    const c = this.#runChunk;
+    if (c === null) return;
+    c.buf.set(this.#runBytes.subarray(this.#runFrom, this.#runTo), this.#runAt);
+    this.#runChunk = null;
+    this.#runBytes = EMPTY;
   }
 
   /**
@@ -257,9 +327,10 @@ export class FrameWriter {
    * at once (and `done` called), exactly as {@linkcode FrameWriter.write} would.
    */
   writeHeld<F extends HeldFrame>(f: F, done: (f: F) => void): boolean {
+    this.copyPending();
     const giveBack = done as (f: HeldFrame) => void;
     if (this.#conn === null) {
-      const kept = this.write(f.bytes.subarray(f.at, f.at + f.size), f.vnetLen);
+      const kept = this.writeAt(f.bytes, f.at, f.size, f.vnetLen);
       giveBack(f);
       return kept;
     }
@@ -322,6 +393,8 @@ export class FrameWriter {
   }
 
   #chunk(need: number): Chunk {
+    // The block taken may be one whose frames wait to be copied (a slab given back).
+    this.copyPending();
     const pool = this.#pool;
     const buf = need <= pool.size ? pool.take() : new Uint8Array(need);
     const c = this.#spare.pop();
@@ -359,6 +432,7 @@ export class FrameWriter {
    * starts the next, until nothing is left or the peer is gone.
    */
   #pump(): void {
+    this.copyPending();
     if (this.#writing) return;
     const conn = this.#conn;
     if (conn === null || this.#queue.length === 0) {

@@ -53,7 +53,10 @@ export const TH_ACK = 0x10;
 export const TH_FIN = 0x01;
 export const TH_RST = 0x04;
 
-/** The parse of one frame; one instance is reused for every frame. */
+/**
+ * The parse of one frame; one instance is reused for every frame. Offsets are positions in
+ * the array parsed (the frame may lie inside a larger buffer, see `parseFrameAt`).
+ */
 export class FrameInfo {
   kind: FrameKind = UNSUPPORTED;
   reason: UnsupportedReason = "runt";
@@ -104,21 +107,36 @@ function unsupported(info: FrameInfo, reason: UnsupportedReason): FrameKind {
  * its end.
  */
 export function parseFrame(frame: Uint8Array, vnetLen: number, info: FrameInfo): FrameKind {
-  const size = frame.length;
+  return parseFrameAt(frame, 0, frame.length, vnetLen, info);
+}
+
+/**
+ * {@linkcode parseFrame} for the frame `bytes[at, at + size)`, read where it lies (a read
+ * buffer: no view per frame, issue 11). The offsets in `info` are positions in `bytes`.
+ */
+export function parseFrameAt(
+  frame: Uint8Array,
+  at: number,
+  size: number,
+  vnetLen: number,
+  info: FrameInfo,
+): FrameKind {
   if (vnetLen > MAX_VNET_HDR_LEN || vnetLen > size) return unsupported(info, "vnet-header");
-  let off = vnetLen + 12;
-  if (size < off + 2) return unsupported(info, "runt");
+  // Every bound below is checked against the frame's end, not the array's.
+  const end = at + size;
+  let off = at + vnetLen + 12;
+  if (end < off + 2) return unsupported(info, "runt");
   let type = u16(frame, off);
   off += 2;
   let outer = 0;
   let inner = 0;
   if (isVlanTpid(type)) {
-    if (size < off + 4) return unsupported(info, "runt");
+    if (end < off + 4) return unsupported(info, "runt");
     outer = 0x1000 | (u16(frame, off) & 0xfff);
     type = u16(frame, off + 2);
     off += 4;
     if (isVlanTpid(type)) {
-      if (size < off + 4) return unsupported(info, "runt");
+      if (end < off + 4) return unsupported(info, "runt");
       inner = 0x1000 | (u16(frame, off) & 0xfff);
       type = u16(frame, off + 2);
       off += 4;
@@ -133,11 +151,11 @@ export function parseFrame(frame: Uint8Array, vnetLen: number, info: FrameInfo):
   let ipEnd: number;
   let fragment = false;
   if (type === 0x0800) {
-    if (size < off + 20) return unsupported(info, "bad-ipv4-header");
+    if (end < off + 20) return unsupported(info, "bad-ipv4-header");
     const vihl = frame[off];
     const hl = (vihl & 0x0f) << 2;
     const total = u16(frame, off + 2);
-    if ((vihl >> 4) !== 4 || hl < 20 || total < hl || off + total > size) {
+    if ((vihl >> 4) !== 4 || hl < 20 || total < hl || off + total > end) {
       return unsupported(info, "bad-ipv4-header");
     }
     proto = frame[off + 9];
@@ -149,9 +167,9 @@ export function parseFrame(frame: Uint8Array, vnetLen: number, info: FrameInfo):
     for (let i = 0; i < 8; i++) key[10 + i] = frame[off + 12 + i];
     keyLen = 18;
   } else if (type === 0x86dd) {
-    if (size < off + 40 || (frame[off] >> 4) !== 6) return unsupported(info, "bad-ipv6-header");
+    if (end < off + 40 || (frame[off] >> 4) !== 6) return unsupported(info, "bad-ipv6-header");
     ipEnd = off + 40 + u16(frame, off + 4);
-    if (ipEnd > size) return unsupported(info, "bad-ipv6-header");
+    if (ipEnd > end) return unsupported(info, "bad-ipv6-header");
     proto = frame[off + 6];
     l4 = off + 40;
     // Skip hop-by-hop, routing, destination-options and fragment headers.

@@ -118,7 +118,13 @@ class ReplaySink implements EngineSink {
     this.requests = new CheckpointRequests(options.compareTimeout);
   }
 
-  release(_frame: Uint8Array, _vnetLen: number, reason: ReleaseReason): void {
+  release(
+    _bytes: Uint8Array,
+    _at: number,
+    _size: number,
+    _vnetLen: number,
+    reason: ReleaseReason,
+  ): void {
     if (reason === "compared") this.stats.releasedCompared++;
     else if (reason === "passthrough") this.stats.passedThrough++;
     else this.stats.releasedByCheckpoint++;

@@ -12,10 +12,13 @@ export const NET_BUFSIZE = 4096 + 65536;
 /** Receives the frames a {@linkcode FrameDecoder} finds. */
 export interface FrameSink {
   /**
-   * One complete frame. `frame` may be a view into a buffer that is reused after this call
-   * returns: copy it if it must live longer. `vnetLen` is 0 on streams without a vnet word.
+   * One complete frame: `bytes[at, at + size)`, where it lies (no view per frame, issue 11).
+   * `bytes` is the chunk pushed, which lives as long as its owner keeps it (a read buffer is
+   * reused for the next read: copy the frame first if it must live longer); or, for a frame
+   * split across chunks, an array of the frame's own that the decoder never touches again.
+   * `vnetLen` is 0 on streams without a vnet word.
    */
-  onFrame(frame: Uint8Array, vnetLen: number): void;
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number): void;
 }
 
 /** Why a stream could not be decoded any further. */
@@ -30,8 +33,8 @@ const STATE_DATA = 2;
 
 /**
  * Incremental decoder for one connection. A complete frame that lies inside one chunk is
- * handed out as a view of that chunk (no copy); only frames split across chunks are
- * assembled in the decoder's own buffer.
+ * handed out where it lies in that chunk (no copy, no view); only frames split across chunks
+ * are assembled, each in an array of its own (at most one per chunk).
  */
 export class FrameDecoder {
   readonly #vnet: boolean;
@@ -41,7 +44,8 @@ export class FrameDecoder {
   #wordBytes = 0;
   #len = 0;
   #vnetLen = 0;
-  #buf: Uint8Array | null = null;
+  /** The split frame being assembled, `#fill` bytes of it so far. */
+  #buf: Uint8Array = EMPTY;
   #fill = 0;
 
   /** `vnet`: the stream carries a `vnet_len` word after every `len`. */
@@ -61,6 +65,7 @@ export class FrameDecoder {
     this.#word = 0;
     this.#wordBytes = 0;
     this.#fill = 0;
+    this.#buf = EMPTY;
   }
 
   /**
@@ -76,20 +81,23 @@ export class FrameDecoder {
         const want = this.#len - this.#fill;
         const take = n - i < want ? n - i : want;
         if (this.#fill === 0 && take === this.#len) {
-          // The whole frame is in this chunk: hand out a view.
+          // The whole frame is in this chunk: hand it out where it lies.
           i += take;
           this.#state = STATE_LEN;
-          this.#sink.onFrame(chunk.subarray(i - take, i), this.#vnetLen);
+          this.#sink.onFrame(chunk, i - take, take, this.#vnetLen);
           continue;
         }
-        const buf = this.#buf ??= new Uint8Array(NET_BUFSIZE);
+        // Its own array, not a reused one: the sink may keep the frame where it lies.
+        if (this.#fill === 0) this.#buf = new Uint8Array(this.#len);
+        const buf = this.#buf;
         buf.set(chunk.subarray(i, i + take), this.#fill);
         this.#fill += take;
         i += take;
         if (this.#fill === this.#len) {
           this.#fill = 0;
+          this.#buf = EMPTY;
           this.#state = STATE_LEN;
-          this.#sink.onFrame(buf.subarray(0, this.#len), this.#vnetLen);
+          this.#sink.onFrame(buf, 0, this.#len, this.#vnetLen);
         }
         continue;
       }
@@ -114,7 +122,7 @@ export class FrameDecoder {
         if (this.#vnet) {
           this.#state = STATE_VNET;
         } else if (len === 0) {
-          this.#sink.onFrame(EMPTY, 0);
+          this.#sink.onFrame(EMPTY, 0, 0, 0);
         } else {
           this.#state = STATE_DATA;
         }
@@ -122,7 +130,7 @@ export class FrameDecoder {
         this.#vnetLen = this.#word;
         if (this.#len === 0) {
           this.#state = STATE_LEN;
-          this.#sink.onFrame(EMPTY, this.#vnetLen);
+          this.#sink.onFrame(EMPTY, 0, 0, this.#vnetLen);
         } else {
           this.#state = STATE_DATA;
         }

@@ -269,7 +269,8 @@ Deno.test("engine: a checkpoint flush writes the released frames into the droppe
     pool,
   });
   const sink = {
-    release: (f: Uint8Array, vnetLen: number) => void out.write(f, vnetLen),
+    release: (bytes: Uint8Array, at: number, size: number, vnetLen: number) =>
+      void out.writeAt(bytes, at, size, vnetLen),
     discard: () => {},
     checkpoint: () => {},
   };

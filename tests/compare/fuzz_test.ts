@@ -6,9 +6,12 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
+import type { EngineSink } from "../../src/compare/events.ts";
 import { Rng } from "../../src/demo/traffic.ts";
+import { FrameWriter } from "../../src/output/writer.ts";
+import { BlockPool } from "../../src/pool.ts";
 import { FrameDecoder } from "../../src/wire/codec.ts";
-import { frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { concat, frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 function randomFrame(rng: Rng, stream: Uint8Array): Uint8Array {
@@ -107,7 +110,9 @@ Deno.test("fuzz: random bytes on a stream never break the decoder or the engine"
     const rng = new Rng(seed * 31);
     const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 16 }, new Recorder());
     const vnet = seed % 2 === 0;
-    const decoder = new FrameDecoder({ onFrame: (f, v) => engine.primary(f, v, 0) }, vnet);
+    const decoder = new FrameDecoder({
+      onFrame: (bytes, at, size, v) => engine.primaryAt(bytes, at, size, v, 0),
+    }, vnet);
     const parts: Uint8Array[] = [];
     for (let i = 0; i < 40; i++) {
       // Mostly plausible framing with small lengths, sometimes pure noise.
@@ -178,6 +183,126 @@ Deno.test("fuzz: deciding a matching pair at once gives the same decisions as qu
     }
     assert.deepEqual(atOnce.log, queued.log, `seed ${seed}`);
     assert.ok(queued.released.length > 50, `seed ${seed}: enough pairs matched`);
+  }
+});
+
+/** An outdev writer on a connection that keeps every byte written, and an engine sink on it. */
+function outdev(pool: BlockPool): { out: FrameWriter; sink: EngineSink; written: Uint8Array[] } {
+  const written: Uint8Array[] = [];
+  const out = new FrameWriter({
+    vnet: false,
+    highWater: 1 << 30,
+    lowWater: 0,
+    maxBufferedDisconnected: 0,
+    pool,
+  });
+  out.attach({
+    peer: "test",
+    read: () => new Promise(() => {}),
+    write: (b: Uint8Array) => (written.push(b.slice()), Promise.resolve(b.length)),
+    close() {},
+  });
+  const sink: EngineSink = {
+    release: (bytes, at, size, vnetLen) => void out.writeAt(bytes, at, size, vnetLen),
+    settle: () => out.copyPending(),
+    discard() {},
+    checkpoint() {},
+  };
+  return { out, sink, written };
+}
+
+Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, decide as whole frames", async () => {
+  // The input hands the engine frames where they lie in its read buffer, and the engine copies
+  // the held ones out of it only at the end of the read, adjacent ones together; the outdev
+  // writer copies released frames lying back to back together, later (issue 11). Released
+  // or dropped meanwhile, reused for a later frame of the same read, far apart, in slabs
+  // emptied and refilled: the decisions, and every byte outdev gets, must be those of frames
+  // handed over whole.
+  for (let seed = 1; seed <= 60; seed++) {
+    const rng = new Rng(seed * 13);
+    const stream = pseudoRandomBytes(20_000, seed);
+    const options = { compareTimeout: 50, maxQueueSize: rng.int(1, 40), maxConnections: 8 };
+    const wholeRec = new Recorder();
+    const readRec = new Recorder();
+    const whole = new CompareEngine(options, wholeRec);
+    const reads = new CompareEngine(options, readRec);
+    // A third engine whose releases go to a real writer, sharing its blocks as the comparator's.
+    const pool = new BlockPool();
+    const { out, sink, written } = outdev(pool);
+    const toOutdev = new CompareEngine({ ...options, pool }, sink);
+    const read = new Uint8Array(64 * 1024);
+    let batch: { frame: Uint8Array; now: number }[] = [];
+    let batchSide: "primary" | "secondary" = "primary";
+    /** One read: the batch's frames back to back with framing words (or more) between them. */
+    const endRead = () => {
+      let at = 0;
+      for (const { frame: f, now } of batch) {
+        at += rng.next() < 0.9 ? 4 : rng.int(0, 400);
+        read.set(f, at);
+        for (const e of [reads, toOutdev]) {
+          if (batchSide === "primary") e.primaryAt(read, at, f.length, 0, now);
+          else e.secondaryAt(read, at, f.length, 0, now);
+        }
+        at += f.length;
+      }
+      reads.keepHeld();
+      // What the comparator's pump does at the end of a read.
+      toOutdev.keepHeld();
+      out.flush();
+      read.fill(rng.int(0, 255)); // the next read
+      batch = [];
+    };
+    const sent: Uint8Array[] = [];
+    let now = 0;
+    for (let step = 0; step < 800; step++) {
+      now += rng.int(0, 5);
+      const r = rng.next();
+      if (r < 0.9) {
+        const side: "primary" | "secondary" = rng.int(0, 3) === 0
+          ? batchSide
+          : rng.int(0, 1)
+          ? "primary"
+          : "secondary";
+        const f = side === "secondary" && sent.length > 0 && rng.next() < 0.7
+          ? sent[sent.length - 1 - rng.int(0, Math.min(6, sent.length - 1))]
+          : randomFrame(rng, stream);
+        if (side === "primary") sent.push(f);
+        if (side !== batchSide || batch.length >= rng.int(1, 12)) endRead();
+        batchSide = side;
+        batch.push({ frame: f, now });
+        whole[side](f, 0, now);
+        continue;
+      }
+      endRead();
+      if (r < 0.93) await out.idle(); // writes complete: chunks go back to the pool
+      if (r < 0.97) {
+        whole.tick(now);
+        reads.tick(now);
+        toOutdev.tick(now);
+      } else {
+        whole.checkpoint(now);
+        reads.checkpoint(now);
+        toOutdev.checkpoint(now);
+      }
+      assert.deepEqual(
+        [reads.heldPrimary, reads.heldSecondary, reads.heldPrimaryBytes],
+        [whole.heldPrimary, whole.heldSecondary, whole.heldPrimaryBytes],
+        `seed ${seed} step ${step}`,
+      );
+    }
+    endRead();
+    whole.checkpoint(now);
+    reads.checkpoint(now);
+    toOutdev.checkpoint(now);
+    out.flush();
+    await out.idle();
+    assert.deepEqual(readRec.log, wholeRec.log, `seed ${seed}`);
+    assert.deepEqual(
+      concat(...written),
+      concat(...wholeRec.released.map((f) => framed(f))),
+      `seed ${seed}: outdev got every released frame, framed, byte for byte`,
+    );
+    assert.ok(wholeRec.released.length > 50, `seed ${seed}: enough frames released`);
   }
 });
 

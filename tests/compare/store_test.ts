@@ -101,3 +101,84 @@ Deno.test("store: the compared bytes move with the frame into its slab and out a
   assert.equal(p.start, 54);
   assert.deepEqual(p.frame(), frame);
 });
+
+/** Packets for `sizes` frames laid out in one read buffer, `gap` bytes of framing apart. */
+function inRead(sizes: number[], gap: number, side: Side = "primary") {
+  const read = new Uint8Array(sizes.reduce((n, s) => n + s + gap, 0)).fill(0xee);
+  let at = 0;
+  const packets = sizes.map((size, i) => {
+    at += gap;
+    const p = new Packet();
+    p.side = side;
+    p.bytes = read;
+    p.at = at;
+    p.size = size;
+    p.start = at + 2; // the compared bytes, inside the frame
+    p.queued = true;
+    read.set(pseudoRandomBytes(size, 100 + i), at);
+    at += size;
+    return p;
+  });
+  return { read, packets };
+}
+
+Deno.test("store: keepAll copies adjacent held frames of a read buffer together and skips what left", () => {
+  const store = new FrameStore();
+  const { read, packets } = inRead([60, 1000, 70, 80, 90], 4);
+  const gone = packets[2];
+  gone.queued = false; // released before the read was done with
+  store.keepAll(read, packets, packets.length);
+  read.fill(0); // the next read
+  const held = packets.filter((p) => p !== gone);
+  for (const p of held) {
+    assert.notEqual(p.bytes, read);
+    assert.equal(p.bytes, held[0].bytes, "one slab");
+    assert.equal(p.start, p.at + 2, "the compared bytes moved with the frame");
+    assert.deepEqual(p.frame(), pseudoRandomBytes(p.size, 100 + packets.indexOf(p)));
+  }
+  // One copy: the frames keep their distances (the framing words and the gone frame copied
+  // along), and the slab holds four frames.
+  assert.equal(held[3].at - held[0].at, 4 * 4 + 60 + 1000 + 70 + 80);
+  assert.equal(gone.bytes, read, "a frame no longer held is not copied");
+  assert.equal(store.slabs, 1);
+  for (const p of held) store.release(p);
+  assert.equal(store.slabs, 1, "emptied, the slab is filled again");
+});
+
+Deno.test("store: keepAll copies frames far apart, or of the other side, separately", () => {
+  const store = new FrameStore();
+  const far = inRead([100, 100], 1000);
+  store.keepAll(far.read, far.packets, 2);
+  const [a, b] = far.packets;
+  assert.ok(b.at - a.at < 1000 + 100, "the bytes between them were not copied");
+  assert.deepEqual(b.frame(), pseudoRandomBytes(100, 101));
+  const sides = inRead([100, 100], 4);
+  sides.packets[1].side = "secondary";
+  store.keepAll(sides.read, sides.packets, 2);
+  assert.notEqual(sides.packets[0].bytes, sides.packets[1].bytes, "each side its own slab");
+  assert.deepEqual(sides.packets[1].frame(), pseudoRandomBytes(100, 101));
+});
+
+Deno.test("store: keepAll starts a new slab rather than split a run across two", () => {
+  const store = new FrameStore();
+  const sizes = Array.from({ length: 600 }, () => 1000);
+  const { read, packets } = inRead(sizes, 8);
+  store.keepAll(read, packets, packets.length);
+  read.fill(0);
+  assert.equal(store.slabs, 3);
+  packets.forEach((p, i) => {
+    assert.ok(p.at + p.size <= SLAB_SIZE);
+    assert.deepEqual(p.frame(), pseudoRandomBytes(1000, 100 + i));
+  });
+});
+
+Deno.test("store: keepAll keeps a packet listed twice (released, then reused in the same read) where it lies now", () => {
+  const store = new FrameStore();
+  const { read, packets } = inRead([100, 100, 100], 4);
+  const [a, b, c] = packets;
+  // `c` was released after being listed first, then reused for the last frame of the read.
+  store.keepAll(read, [c, a, b, c], 4);
+  read.fill(0);
+  packets.forEach((p, i) => assert.deepEqual(p.frame(), pseudoRandomBytes(100, 100 + i)));
+  assert.equal(store.slabs, 1);
+});

@@ -230,12 +230,18 @@ Deno.test("table: a sink that throws during a flush leaves the unflushed connect
   let throwOnce = true;
   const rec = new Recorder();
   const sink = {
-    release: (f: Uint8Array, v: number, r: "compared" | "passthrough" | "checkpoint") => {
+    release: (
+      f: Uint8Array,
+      at: number,
+      size: number,
+      v: number,
+      r: "compared" | "passthrough" | "checkpoint",
+    ) => {
       if (r === "checkpoint" && throwOnce) {
         throwOnce = false;
         throw new Error("outdev broke");
       }
-      rec.release(f, v, r);
+      rec.release(f, at, size, v, r);
     },
     discard: rec.discard.bind(rec),
     checkpoint: rec.checkpoint.bind(rec),

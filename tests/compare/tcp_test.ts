@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { concat, frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Rng } from "../../src/demo/traffic.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -120,6 +120,93 @@ Deno.test("tcp: the primary is held while its ACK is ahead of the secondary's (A
   // The secondary acknowledges the same data: a pure ACK raises its highest ACK.
   s(frame({ tcp: { seq: 201, ack: 50, flags: TCP.ACK } }));
   assert.deepEqual(rec.released, [prim]);
+});
+
+Deno.test("tcp: a secondary segment byte for byte the held primary (not parsed again) still raises the secondary's ACK and notes its FIN", () => {
+  const { rec, p, s, engine } = setup();
+  const fin = seg(7, 0, 10, { ack: 50, flags: TCP.ACK | TCP.FIN });
+  p(fin);
+  s(fin); // the twin of the held primary: decided without a parse of its own
+  assert.equal(engine.connections, 0, "both sides closed it: forgotten");
+  const first = seg(1, 0, 100, { ack: 50, flags: TCP.ACK });
+  p(first);
+  s(first);
+  assert.deepEqual(rec.released, [fin, first]);
+  // The next primary acknowledges 50 too; the secondary's copy comes split with ACK 40,
+  // so the rules compare it: the secondary has acknowledged 50 already, so it goes out.
+  const second = seg(1, 100, 200, { ack: 50, flags: TCP.ACK });
+  p(second);
+  s(seg(1, 100, 150, { ack: 40, flags: TCP.ACK }));
+  s(seg(1, 150, 200, { ack: 40, flags: TCP.ACK }));
+  assert.deepEqual(rec.released, [fin, first, second]);
+  assert.deepEqual(rec.checkpoints, []);
+});
+
+/**
+ * Frames of one size laid back to back in one read, framed, as an input reads them, and handed
+ * to `engine` as primary frames where they lie; the read is then done. Returns the read's
+ * bytes (a copy) and where frame `i` lies in it.
+ */
+function primaryRead(engine: CompareEngine, frames: Uint8Array[]) {
+  const size = frames[0].length;
+  const at = (i: number) => i * (4 + size) + 4;
+  const read = concat(...frames.map((f) => framed(f)));
+  frames.forEach((_, i) => engine.primaryAt(read, at(i), size, 0, 0));
+  engine.keepHeld();
+  return { stream: read.slice(), size, at };
+}
+
+Deno.test("tcp: bytes a read held equal to the held frames are not trusted once its buffer is reused", () => {
+  // The engine compares twins many at a time: how far a read's bytes equal the held frames'
+  // copies (issue 11). A later read into the same buffer must compare afresh.
+  const { rec, engine } = setup();
+  const frames = Array.from({ length: 10 }, (_, i) => seg(1, i * 64, (i + 1) * 64));
+  const { stream, size, at } = primaryRead(engine, frames);
+  // The secondary's read brings the first three frames; the rest of its buffer happens to hold
+  // the same bytes as the held frames (left over from an earlier read).
+  const secondaryRead = stream.slice();
+  for (let i = 0; i < 3; i++) engine.secondaryAt(secondaryRead, at(i), size, 0, 0);
+  engine.keepHeld(); // the read is done: its buffer is reused
+  assert.deepEqual(rec.released, frames.slice(0, 3));
+  // The next read: frame 3's segment with other bytes (same size, same last byte), lying
+  // where frame 3 lay before.
+  const other = STREAM.slice(192, 256);
+  other[0] ^= 0xff;
+  secondaryRead.fill(0).set(seg(1, 192, 256, { payload: other }), at(3));
+  engine.secondaryAt(secondaryRead, at(3), size, 0, 0);
+  assert.deepEqual(rec.released, frames.slice(0, 3), "not the twin of frame 3");
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+});
+
+Deno.test("tcp: a frame reaching past the bytes compared many at a time is compared itself", () => {
+  const { rec, engine } = setup();
+  const frames = Array.from({ length: 6 }, (_, i) => seg(1, i * 64, (i + 1) * 64));
+  const { size, at } = primaryRead(engine, frames);
+  // The secondary's copy of frame 4 differs near its end only: in payload byte 60 of 64.
+  const other = frames[4].slice();
+  other[size - 4] ^= 0xff;
+  const copies = [...frames.slice(0, 4), other];
+  const secondaryRead = concat(...copies.map((f) => framed(f)));
+  copies.forEach((_, i) => engine.secondaryAt(secondaryRead, at(i), size, 0, 0));
+  assert.deepEqual(rec.released, frames.slice(0, 4));
+  assert.deepEqual(rec.checkpoints, ["tcp-payload"]);
+});
+
+Deno.test("tcp: bytes compared many at a time count only against the held frame that lay there", () => {
+  const { rec, engine } = setup();
+  // Segments of one size ending in the same byte: only the whole comparison tells them apart.
+  const frames = Array.from({ length: 6 }, (_, i) => {
+    const payload = STREAM.slice(i * 64, (i + 1) * 64);
+    payload[63] = 0x55;
+    return seg(1, i * 64, (i + 1) * 64, { payload });
+  });
+  const { stream, size, at } = primaryRead(engine, frames);
+  // The secondary's read holds the same stream, but frame 2 is not handed over: frame 3 comes
+  // while frame 2 is the oldest held primary. Frame 3 is no twin of frame 2.
+  const secondaryRead = stream.slice();
+  for (const i of [0, 1, 3]) engine.secondaryAt(secondaryRead, at(i), size, 0, 0);
+  assert.deepEqual(rec.released, frames.slice(0, 2));
+  assert.equal(engine.heldSecondary, 1, "frame 3 waits for frame 2");
 });
 
 Deno.test("tcp: ACK gating is wrap-safe across 2^32", () => {
@@ -242,6 +329,29 @@ Deno.test("tcp: a held frame keeps its bytes after the read buffer is reused", (
   buf.fill(0xaa); // the socket layer reuses its read buffer
   engine.secondary(seg(1, 0, 100), 0, 0);
   assert.deepEqual(rec.released, [original]);
+});
+
+Deno.test("tcp: frames handed over where they lie in a reused read buffer are compared and released as whole frames", () => {
+  const { rec, engine } = setup();
+  const a = seg(1, 0, 100);
+  const b = seg(1, 100, 300);
+  // One read: a and b back to back after a few bytes of framing.
+  const read = new Uint8Array(7 + a.length + b.length + 9).fill(0xee);
+  read.set(a, 7);
+  read.set(b, 7 + a.length);
+  engine.primaryAt(read, 7, a.length, 0, 0);
+  engine.primaryAt(read, 7 + a.length, b.length, 0, 0);
+  engine.keepHeld(); // as the input does before reading into its buffer again
+  read.fill(0xaa); // reused for the secondary's read
+  read.set(b, 3);
+  read.set(a, 3 + b.length);
+  // b first: it waits for a (held, from the read buffer), then a releases both.
+  engine.secondaryAt(read, 3, b.length, 0, 0);
+  engine.secondaryAt(read, 3 + b.length, a.length, 0, 0);
+  assert.deepEqual(rec.released, [a, b]);
+  assert.deepEqual(rec.discards, ["secondary:compared", "secondary:compared"]);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
 });
 
 Deno.test("tcp: a FIN queued behind data goes out with the data, as in QEMU", () => {

@@ -32,9 +32,9 @@ Deno.test("pump: an exception from the engine is reported as internal; the next 
   const errors: unknown[] = [];
   const pump = new InputPump("primary", false, {
     now: () => 0,
-    frame(f) {
-      if (f[0] === 2) throw new Error("engine bug");
-      seen.push(f[0]);
+    frame(bytes, at) {
+      if (bytes[at] === 2) throw new Error("engine bug");
+      seen.push(bytes[at]);
     },
     chunk() {},
     internalError: (e) => errors.push(e),
@@ -56,7 +56,7 @@ Deno.test("pump: a chunk read while paused is not decoded until resumed", async 
   let chunks = 0;
   const pump = new InputPump("secondary", false, {
     now: () => 0,
-    frame: (f) => seen.push(f[0]),
+    frame: (bytes, at) => seen.push(bytes[at]),
     chunk() {
       chunks++;
       pump.pause(); // as flow control does when this chunk congests outdev

@@ -281,3 +281,55 @@ Deno.test("writer: frames handed over are copied when the peer goes, and wait fo
     concat(framed(f(2, 1)), framed(f(3, 2)), framed(f(4, 3)), framed(f(1, 4))),
   );
 });
+
+Deno.test("writer: writeAt() frames exactly bytes[at, at + size) of a larger buffer", async () => {
+  const conn = new FakeConn();
+  const w = writer({ vnet: true });
+  w.attach(conn.asConn());
+  const buf = concat(f(5, 9), f(3, 1), f(2, 2), f(4, 9));
+  w.writeAt(buf, 5, 3, 0);
+  w.writeAt(buf, 8, 2, 12);
+  w.writeAt(buf, 0, buf.length, 0);
+  await w.idle();
+  assert.deepEqual(conn.bytes, concat(framed(f(3, 1), 0), framed(f(2, 2), 12), framed(buf, 0)));
+});
+
+Deno.test("writer: frames handed over back to back with their framing go out exactly, copied once copyPending() is called", async () => {
+  const conn = new FakeConn();
+  const w = writer({ vnet: true });
+  w.attach(conn.asConn());
+  // A read buffer: three framed frames back to back, the third with another vnet_len than
+  // the writer is told (its framing words cannot be copied along).
+  const read = concat(framed(f(3, 1), 12), framed(f(2, 2), 0), framed(f(4, 3), 20), f(8, 7));
+  w.writeAt(read, 8, 3, 12);
+  w.writeAt(read, 8 + 3 + 8, 2, 0);
+  w.writeAt(read, 8 + 3 + 8 + 2 + 8, 4, 0);
+  w.writeAt(read, 0, 8, 0); // not behind the others: on its own
+  assert.equal(w.pendingBytes, 4 * 8 + 3 + 2 + 4 + 8);
+  w.copyPending();
+  const expected = concat(
+    framed(f(3, 1), 12),
+    framed(f(2, 2), 0),
+    framed(f(4, 3), 0),
+    framed(read.slice(0, 8), 0),
+  );
+  read.fill(0); // the next read: what was handed over is copied already
+  await w.idle();
+  assert.deepEqual(conn.bytes, expected);
+});
+
+Deno.test("writer: write() copies the whole frame at once; writeAt() bytes are copied by flush()", async () => {
+  const conn = new FakeConn();
+  const w = writer();
+  w.attach(conn.asConn());
+  const a = f(5, 1);
+  w.write(a, 0);
+  a.fill(9);
+  const read = concat(framed(f(6, 2)), framed(f(7, 3)));
+  w.writeAt(read, 4, 6, 0);
+  w.writeAt(read, 4 + 6 + 4, 7, 0);
+  w.flush();
+  read.fill(0);
+  await w.idle();
+  assert.deepEqual(conn.bytes, concat(framed(f(5, 1)), framed(f(6, 2)), framed(f(7, 3))));
+});

@@ -4,6 +4,7 @@ import {
   describeKey,
   FrameInfo,
   parseFrame,
+  parseFrameAt,
   TCP_SEGMENT,
   UNSUPPORTED,
 } from "../../src/packet/parse.ts";
@@ -167,6 +168,47 @@ Deno.test("parse: every truncation and random corruption of valid frames parses 
       if (info.kind !== UNSUPPORTED) {
         assert.ok(info.l4 <= info.ipEnd && info.ipEnd <= g.length, `seed ${seed}`);
         if (info.kind === TCP_SEGMENT) assert.ok(info.payload + info.payloadLen <= g.length);
+      }
+    }
+  }
+});
+
+Deno.test("parse: a frame inside a larger buffer parses as on its own, its bounds its own end", () => {
+  const samples = [
+    frame({ tcp: { payload: "hello world", options: new Uint8Array([2, 4, 5, 0xb4]) } }),
+    frame({ vlans: [{ vid: 7 }], udp: { payload: "x".repeat(40) } }),
+    frame({ ip: { v: 6, ext: [{ type: 0 }] }, tcp: { payload: "abc" } }),
+    frame({ ip: { v: 6, ext: [{ type: 60 }] }, icmp: { payload: "ping" } }),
+  ];
+  const alone = new FrameInfo();
+  const inside = new FrameInfo();
+  for (const f of samples) {
+    // Every truncation, with the rest of the frame (and more) after it in the buffer: the
+    // parse must not read past the frame's end, which the bytes after it would make valid.
+    for (let n = 0; n <= f.length; n++) {
+      for (const at of [0, 5, 61]) {
+        const buf = new Uint8Array(at + f.length + 16).fill(0xee);
+        buf.set(f, at);
+        const kind = parseFrame(f.slice(0, n), 0, alone);
+        assert.equal(parseFrameAt(buf, at, n, 0, inside), kind, `${n} bytes at ${at}`);
+        if (kind === UNSUPPORTED) {
+          assert.equal(inside.reason, alone.reason);
+          continue;
+        }
+        assert.deepEqual(
+          [inside.l3, inside.l4, inside.ipEnd],
+          [alone.l3 + at, alone.l4 + at, alone.ipEnd + at],
+        );
+        if (kind === TCP_SEGMENT) {
+          assert.deepEqual(
+            [inside.payload, inside.payloadLen, inside.seq],
+            [alone.payload + at, alone.payloadLen, alone.seq],
+          );
+        }
+        assert.deepEqual(
+          inside.key.subarray(0, inside.keyLen),
+          alone.key.subarray(0, alone.keyLen),
+        );
       }
     }
   }

@@ -19,20 +19,33 @@ export type Decision =
   | { kind: "discard"; side: Side; reason: DiscardReason; frame: Uint8Array; conn: string | null }
   | { kind: "checkpoint"; reason: CheckpointReason; conn: string | null; now: number };
 
-/** Records decisions; frames are copied (the engine may pass views). */
+/** Records decisions; frames are copied (the engine passes them where they lie). */
 export class Recorder implements EngineSink {
   readonly log: Decision[] = [];
 
-  release(frame: Uint8Array, vnetLen: number, reason: ReleaseReason): void {
-    this.log.push({ kind: "release", frame: frame.slice(), vnetLen, reason });
+  release(
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    reason: ReleaseReason,
+  ): void {
+    this.log.push({ kind: "release", frame: bytes.slice(at, at + size), vnetLen, reason });
   }
 
-  discard(side: Side, reason: DiscardReason, frame: Uint8Array, conn: Connection | null): void {
+  discard(
+    side: Side,
+    reason: DiscardReason,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    conn: Connection | null,
+  ): void {
     this.log.push({
       kind: "discard",
       side,
       reason,
-      frame: frame.slice(),
+      frame: bytes.slice(at, at + size),
       conn: conn?.name ?? null,
     });
   }

@@ -10,7 +10,9 @@ interface Got {
 function decoder(vnet: boolean): { d: FrameDecoder; got: Got[] } {
   const got: Got[] = [];
   const d = new FrameDecoder({
-    onFrame: (frame, vnetLen) => got.push({ frame: [...frame], vnetLen }),
+    onFrame: (bytes, at, size, vnetLen) => {
+      got.push({ frame: [...bytes.subarray(at, at + size)], vnetLen });
+    },
   }, vnet);
   return { d, got };
 }
@@ -65,13 +67,56 @@ Deno.test("codec: byte-at-a-time delivery decodes every frame", () => {
   assert.deepEqual(got[0].frame, [...C]);
 });
 
-Deno.test("codec: a frame inside one chunk is handed out as a view, not a copy", () => {
-  const chunk = framed(A);
-  let seen: Uint8Array | null = null;
-  const d = new FrameDecoder({ onFrame: (f) => seen = f }, false);
+/** Where each frame was handed out: the array, the offset and the size. */
+function places(vnet: boolean): {
+  d: FrameDecoder;
+  seen: { bytes: Uint8Array; at: number; size: number }[];
+} {
+  const seen: { bytes: Uint8Array; at: number; size: number }[] = [];
+  const d = new FrameDecoder(
+    { onFrame: (bytes, at, size) => seen.push({ bytes, at, size }) },
+    vnet,
+  );
+  return { d, seen };
+}
+
+Deno.test("codec: a frame inside one chunk is handed out where it lies in the chunk, not copied", () => {
+  const chunk = concat(framed(A, 0), framed(B, 12));
+  const { d, seen } = places(true);
   d.push(chunk);
-  assert.ok(seen);
-  assert.equal((seen as Uint8Array).buffer, chunk.buffer);
+  assert.equal(seen.length, 2);
+  assert.equal(seen[0].bytes, chunk);
+  assert.deepEqual([seen[0].at, seen[0].size], [8, A.length]);
+  assert.equal(seen[1].bytes, chunk);
+  assert.deepEqual([seen[1].at, seen[1].size], [8 + A.length + 8, B.length]);
+});
+
+Deno.test("codec: a frame split across reads is handed out in an array of its own, never reused", () => {
+  const stream = concat(framed(A), framed(C), framed(B));
+  const cut = 4 + A.length + 4 + 100; // inside C
+  const { d, seen } = places(false);
+  const first = stream.slice(0, cut);
+  const second = stream.slice(cut);
+  d.push(first);
+  d.push(second);
+  assert.deepEqual(seen.map((s) => s.size), [A.length, C.length, B.length]);
+  assert.equal(seen[0].bytes, first);
+  // C was assembled: neither read holds it whole.
+  assert.notEqual(seen[1].bytes, first);
+  assert.notEqual(seen[1].bytes, second);
+  assert.equal(seen[1].at, 0);
+  assert.deepEqual(seen[1].bytes, C);
+  // A second split frame does not touch the first one's array (the engine may hold it there).
+  const more = concat(framed(A), framed(B));
+  d.push(more.subarray(0, 10));
+  d.push(more.subarray(10));
+  assert.deepEqual(seen.map((s) => s.size), [A.length, C.length, B.length, A.length, B.length]);
+  assert.notEqual(seen[3].bytes, seen[1].bytes);
+  assert.deepEqual(seen[1].bytes, C);
+  // B lies whole in the second read, after the end of C.
+  assert.equal(seen[2].bytes, second);
+  assert.equal(seen[2].at, C.length - 100 + 4);
+  assert.deepEqual(second.subarray(seen[2].at, seen[2].at + B.length), B);
 });
 
 Deno.test("codec: zero-length frames are delivered as empty and the stream goes on", () => {
