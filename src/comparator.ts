@@ -37,6 +37,7 @@ import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
+import { MallocTrimmer } from "./malloc.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
@@ -47,6 +48,8 @@ const OUT_MAX_BUFFERED = 32 * 1024 * 1024;
 const OUT_MAX_AGE_MS = 10_000;
 /** Repeating events are logged once per class, then summarised at most this often. */
 const SUMMARY_INTERVAL_MS = 10_000;
+/** How often the expiry scan looks at the memory malloc holds free (ms). */
+const TRIM_CHECK_MS = 1000;
 /**
  * `--qmp-secondary`: the secondary's RESUME counts for a flush only if it was read at most this
  * long (ms) before the primary's. In a checkpoint it comes 35-40 ms before (lab, median); an
@@ -131,6 +134,10 @@ export class Comparator {
   #stopping = false;
   #started = false;
   readonly #tuner: TcpTuner | null;
+  /** Gives malloc's free memory back (issue 11); null where glibc cannot be reached. */
+  readonly #trimmer: MallocTrimmer | null;
+  /** When the scan last asked malloc how much it holds free (engine ms). */
+  #trimCheckedAt = 0;
 
   /**
    * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
@@ -146,6 +153,7 @@ export class Comparator {
     // SPEC 11: dead peers within a minute. Opened now, while the ffi permission is granted
     // (the TLS transport the caller built uses the same shared tuner).
     this.#tuner = TcpTuner.shared();
+    this.#trimmer = MallocTrimmer.open();
     const plain = new PlainTransport(config.socketMode, this.#tuner);
     const transport = (a: Address): Transport => {
       if (a.transport !== "tcp" || !a.tls) return plain;
@@ -486,6 +494,10 @@ export class Comparator {
       this.#sink.internalError("expiry-scan", error);
     }
     this.#pool.trim(now);
+    if (this.#trimmer !== null && now - this.#trimCheckedAt >= TRIM_CHECK_MS) {
+      this.#trimCheckedAt = now;
+      this.#trimmer.maybeTrim().catch((e) => this.#sink.internalError("malloc-trim", e));
+    }
     this.#out.flush();
     this.#heldChanged();
     this.#classes.flush();
