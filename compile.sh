@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the single binary `colo-compare` with `deno compile`, with only the permissions it
 # needs (SPEC 11): network; read for --tls-creds and unix sockets; write for unix sockets; ffi
-# to open libc once at start for the keepalive timing (src/wire/keepalive.ts). No env, run or
+# to open libc at start for the keepalive timing (src/wire/keepalive.ts) and malloc_trim
+# (src/malloc.ts). No env, run or
 # sys. After start the program revokes all but net (src/permissions.ts); --no-prompt: nothing
 # revoked can come back through a prompt on a terminal.
 #

@@ -399,6 +399,7 @@ export class Comparator {
     clearTimeout(deadline);
     this.#outdev.close();
     await Promise.allSettled(this.#serving);
+    await this.#trimmer?.settled();
     const uncompared = this.engine.uncompared();
     const report: StopReport = {
       heldPrimary: uncompared.primary,

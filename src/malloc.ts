@@ -2,70 +2,89 @@
  * Memory that malloc holds free goes back to the kernel (issue 11). Deno's buffers come from
  * glibc's malloc, which keeps what is freed for reuse and returns it only from the top of its
  * heap: over TLS (`node:tls`), where every record passes through buffers of its own, a
- * tcp-1000 stream left 45 MiB free but resident inside malloc's heap after a few seconds
- * (bench/README.md). Once a second the comparator asks malloc how much it holds free; above
- * {@linkcode FREE_HELD_MAX} it calls `malloc_trim(0)` on a thread of Deno's pool, which gives
- * the free pages back wherever they lie.
+ * tcp-1000 stream kept about 45 MiB free but resident inside malloc's heap (bench/README.md).
+ *
+ * Asking malloc how much it holds free (`mallinfo2`) walks its free lists on the calling thread
+ * (milliseconds on a fragmented heap), so the trigger is the process's RSS instead, a few
+ * microseconds to read: once it has grown {@linkcode RSS_GROWTH} past what it was after the last
+ * trim, `malloc_trim(0)` runs on a thread of Deno's pool and gives malloc's free pages back
+ * wherever they lie. Memory in use stays, and the next trim waits for the next growth.
  *
  * libc is opened at start, while the `ffi` permission is still granted (src/permissions.ts);
- * where it cannot be (not Linux with glibc, no permission), nothing is trimmed.
+ * where it cannot be (not Linux, no permission), nothing is trimmed.
  *
  * @module
  */
 
-/** Free bytes malloc may hold before they are given back. */
-export const FREE_HELD_MAX = 8 * 2 ** 20;
+/** RSS growth (bytes) past the level after the last trim that calls for the next one. */
+export const RSS_GROWTH = 8 * 2 ** 20;
 
 const SYMBOLS = {
-  // struct mallinfo2: ten size_t fields; `fordblks` (free bytes held) is the ninth.
-  mallinfo2: { parameters: [], result: { struct: Array(10).fill("usize") } },
   // Off the main thread: trimming a large heap takes milliseconds.
   malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
 } as const;
 
 type Malloc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
-/** Gives malloc's free memory back when it holds more than {@linkcode FREE_HELD_MAX}. */
+/** Gives malloc's free memory back when the RSS has grown {@linkcode RSS_GROWTH}. */
 export class MallocTrimmer {
-  readonly #malloc: Malloc;
-  #trimming = false;
-  /** Trims started (for tests and the log at exit). */
+  readonly #trim: () => Promise<unknown>;
+  readonly #rss: () => number;
+  /** RSS after the last trim, or at the first check (NaN before it). */
+  #level = NaN;
+  /** The trim under way, or null. */
+  #running: Promise<unknown> | null = null;
+  /** Trims started. */
   trims = 0;
 
-  private constructor(malloc: Malloc) {
-    this.#malloc = malloc;
+  /** `trim` and `rss` are libc's and the process's; tests give their own. */
+  constructor(trim: () => Promise<unknown>, rss: () => number = () => Deno.memoryUsage().rss) {
+    this.#trim = trim;
+    this.#rss = rss;
   }
 
-  /** The trimmer, or null where glibc's malloc cannot be reached (then nothing is trimmed). */
+  /** The trimmer over glibc's `malloc_trim`, or null where it cannot be reached. */
   static open(): MallocTrimmer | null {
     if (Deno.build.os !== "linux") return null;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    let malloc: Malloc;
     try {
-      return new MallocTrimmer(Deno.dlopen("libc.so.6", SYMBOLS).symbols);
+      malloc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
     } catch {
-      return null; // not glibc (no mallinfo2 before 2.33): nothing to trim
+      return null; // not glibc: nothing to trim
     }
+    return new MallocTrimmer(() => malloc.malloc_trim(0n));
   }
 
-  /** Bytes malloc holds free (`mallinfo2().fordblks`). */
-  freeHeld(): number {
-    const info = this.#malloc.mallinfo2();
-    return Number(new DataView(info.buffer, info.byteOffset, 80).getBigUint64(64, true));
+  /** Trims now, whatever the RSS. */
+  trimNow(): Promise<unknown> {
+    return this.#trim();
   }
 
   /**
-   * Trims when more than {@linkcode FREE_HELD_MAX} is held free and no trim is under way;
-   * resolves when done (at once when there was nothing to do). True when a trim ran.
+   * Trims when the RSS has grown {@linkcode RSS_GROWTH} past its level after the last trim
+   * and no trim is under way; resolves when done (at once when there was nothing to do).
+   * True when a trim ran.
    */
   async maybeTrim(): Promise<boolean> {
-    if (this.#trimming || this.freeHeld() <= FREE_HELD_MAX) return false;
-    this.#trimming = true;
+    if (this.#running !== null) return false;
+    const rss = this.#rss();
+    // The first check only notes the level: what start-up left free is soon in use again.
+    if (Number.isNaN(this.#level)) this.#level = rss;
+    if (rss - this.#level < RSS_GROWTH) return false;
     this.trims++;
+    this.#running = this.#trim();
     try {
-      await this.#malloc.malloc_trim(0n);
+      await this.#running;
     } finally {
-      this.#trimming = false;
+      this.#running = null;
+      this.#level = this.#rss();
     }
     return true;
+  }
+
+  /** Resolves once no trim is under way (at stop: nothing is left running). */
+  async settled(): Promise<void> {
+    await this.#running?.catch(() => {});
   }
 }

@@ -3,8 +3,9 @@
  * program gives back every Deno permission it no longer needs, so a bug on the input path
  * cannot read files, spawn programs, read the environment or load native code.
  *
- * `ffi` goes too: libc's socket-option calls for the keepalive timing were opened before
- * (src/wire/keepalive.ts) and stay callable, but nothing more can be loaded.
+ * `ffi` goes too: libc's socket-option calls for the keepalive timing (src/wire/keepalive.ts)
+ * and `malloc_trim` (src/malloc.ts) were opened before and stay callable, but nothing more can
+ * be loaded.
  *
  * What stays: `net`; `read` and `write` only while a `unix:` endpoint must reconnect (Deno
  * checks both on every unix connect), `write` also while a `unix-listen:` socket file must be

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { MallocTrimmer, RSS_GROWTH } from "../src/malloc.ts";
+
+const MiB = 2 ** 20;
+
+/** A trimmer over a fake RSS and a trim that takes `freed` bytes off it when it completes. */
+function fake(start: number) {
+  const state = { rss: start, trims: 0, freed: 0, release: null as (() => void) | null };
+  const trimmer = new MallocTrimmer(
+    () =>
+      new Promise<void>((resolve) => {
+        state.trims++;
+        state.release = () => {
+          state.rss -= state.freed;
+          resolve();
+        };
+      }),
+    () => state.rss,
+  );
+  return { state, trimmer };
+}
+
+Deno.test("malloc: the first check only notes the RSS; a trim waits for growth past it", async () => {
+  const { state, trimmer } = fake(200 * MiB);
+  assert.equal(await trimmer.maybeTrim(), false, "start-up's free memory is not trimmed");
+  state.rss += RSS_GROWTH - 1;
+  assert.equal(await trimmer.maybeTrim(), false);
+  assert.equal(state.trims, 0);
+});
+
+Deno.test("malloc: growth past the level trims once; the level is then what is left", async () => {
+  const { state, trimmer } = fake(100 * MiB);
+  await trimmer.maybeTrim();
+  state.rss += RSS_GROWTH + MiB;
+  state.freed = 5 * MiB;
+  const trimming = trimmer.maybeTrim();
+  assert.equal(await trimmer.maybeTrim(), false, "no second trim while one is under way");
+  let settled = false;
+  const waiting = trimmer.settled().then(() => settled = true);
+  await Promise.resolve();
+  assert.equal(settled, false, "settled waits for the trim under way");
+  state.release!();
+  await waiting;
+  assert.equal(await trimming, true);
+  assert.equal(state.trims, 1);
+  assert.equal(trimmer.trims, 1);
+  // Left at 104 MiB: 111 MiB is not enough for the next trim, 112 MiB is.
+  state.rss = 104 * MiB + RSS_GROWTH - 1;
+  assert.equal(await trimmer.maybeTrim(), false);
+  state.rss += 1;
+  const next = trimmer.maybeTrim();
+  state.release!();
+  assert.equal(await next, true);
+  assert.equal(state.trims, 2);
+});
+
+Deno.test({
+  name: "malloc: glibc's malloc_trim is reached here and completes",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    let rss = 0;
+    const real = MallocTrimmer.open();
+    assert.ok(real !== null, "libc.so.6 with malloc_trim (glibc) on this Linux machine");
+    // Through a wrapper over the same library call, with a fake RSS to make it trim.
+    const trimmer = new MallocTrimmer(() => real.trimNow(), () => rss);
+    await trimmer.maybeTrim();
+    rss = RSS_GROWTH;
+    assert.equal(await trimmer.maybeTrim(), true);
+  },
+});
