@@ -48,8 +48,11 @@ const OUT_MAX_BUFFERED = 32 * 1024 * 1024;
 const OUT_MAX_AGE_MS = 10_000;
 /** Repeating events are logged once per class, then summarised at most this often. */
 const SUMMARY_INTERVAL_MS = 10_000;
-/** How often the expiry scan looks at the memory malloc holds free (ms). */
-const TRIM_CHECK_MS = 1000;
+/**
+ * How often the expiry scan looks at the RSS for a malloc trim (ms); the first look comes this
+ * long after start, past the first pairs a comparator compares (src/malloc.ts).
+ */
+const TRIM_CHECK_MS = 2000;
 /**
  * `--qmp-secondary`: the secondary's RESUME counts for a flush only if it was read at most this
  * long (ms) before the primary's. In a checkpoint it comes 35-40 ms before (lab, median); an
@@ -424,6 +427,7 @@ export class Comparator {
       held_primary_bytes: this.engine.heldPrimaryBytes,
       held_secondary_bytes: this.engine.heldSecondaryBytes,
       connections: this.engine.connections,
+      malloc_trims: this.#trimmer?.trims ?? "off",
     });
     return report;
   }

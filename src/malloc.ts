@@ -7,7 +7,7 @@
  * Asking malloc how much it holds free (`mallinfo2`) walks its free lists on the calling thread
  * (milliseconds on a fragmented heap), so the trigger is the process's RSS instead, a few
  * microseconds to read: once it has grown {@linkcode RSS_GROWTH} past what it was after the last
- * trim, `malloc_trim(0)` runs on a thread of Deno's pool and gives malloc's free pages back
+ * trim (or at start), `malloc_trim(0)` runs on a thread of Deno's pool and gives malloc's free pages back
  * wherever they lie. Memory in use stays, and the next trim waits for the next growth.
  *
  * libc is opened at start, while the `ffi` permission is still granted (src/permissions.ts);
@@ -30,8 +30,8 @@ type Malloc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 export class MallocTrimmer {
   readonly #trim: () => Promise<unknown>;
   readonly #rss: () => number;
-  /** RSS after the last trim, or at the first check (NaN before it). */
-  #level = NaN;
+  /** RSS after the last trim, or when the trimmer was made. */
+  #level: number;
   /** The trim under way, or null. */
   #running: Promise<unknown> | null = null;
   /** Trims started. */
@@ -41,6 +41,7 @@ export class MallocTrimmer {
   constructor(trim: () => Promise<unknown>, rss: () => number = () => Deno.memoryUsage().rss) {
     this.#trim = trim;
     this.#rss = rss;
+    this.#level = rss();
   }
 
   /** The trimmer over glibc's `malloc_trim`, or null where it cannot be reached. */
@@ -68,10 +69,7 @@ export class MallocTrimmer {
    */
   async maybeTrim(): Promise<boolean> {
     if (this.#running !== null) return false;
-    const rss = this.#rss();
-    // The first check only notes the level: what start-up left free is soon in use again.
-    if (Number.isNaN(this.#level)) this.#level = rss;
-    if (rss - this.#level < RSS_GROWTH) return false;
+    if (this.#rss() - this.#level < RSS_GROWTH) return false;
     this.trims++;
     this.#running = this.#trim();
     try {
