@@ -139,7 +139,7 @@ export class Comparator {
   readonly #tuner: TcpTuner | null;
   /** Gives malloc's free memory back (issue 11); null where glibc cannot be reached. */
   readonly #trimmer: MallocTrimmer | null;
-  /** When the scan last asked malloc how much it holds free (engine ms). */
+  /** When the scan last looked at the RSS for a malloc trim (engine ms). */
   #trimCheckedAt = 0;
 
   /**

@@ -16,6 +16,8 @@
  * @module
  */
 
+import { openLibc } from "./libc.ts";
+
 /** RSS growth (bytes) past the level after the last trim that calls for the next one. */
 export const RSS_GROWTH = 8 * 2 ** 20;
 
@@ -23,8 +25,6 @@ const SYMBOLS = {
   // Off the main thread: trimming a large heap takes milliseconds.
   malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
 } as const;
-
-type Malloc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** Gives malloc's free memory back when the RSS has grown {@linkcode RSS_GROWTH}. */
 export class MallocTrimmer {
@@ -46,15 +46,8 @@ export class MallocTrimmer {
 
   /** The trimmer over glibc's `malloc_trim`, or null where it cannot be reached. */
   static open(): MallocTrimmer | null {
-    if (Deno.build.os !== "linux") return null;
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    let malloc: Malloc;
-    try {
-      malloc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-    } catch {
-      return null; // not glibc: nothing to trim
-    }
-    return new MallocTrimmer(() => malloc.malloc_trim(0n));
+    const malloc = openLibc(SYMBOLS, "malloc trims");
+    return typeof malloc === "string" ? null : new MallocTrimmer(() => malloc.malloc_trim(0n));
   }
 
   /** Trims now, whatever the RSS. */

@@ -16,6 +16,8 @@
  * @module
  */
 
+import { openLibc } from "../libc.ts";
+
 /** When a silent peer is given up (SPEC 11: within a minute). */
 export interface KeepaliveTiming {
   /** Seconds of silence before the first probe (`TCP_KEEPIDLE`). */
@@ -136,21 +138,11 @@ export class TcpTuner {
    */
   static shared(): TcpTuner | null {
     if (TcpTuner.#shared !== undefined) return TcpTuner.#shared;
-    TcpTuner.#shared = null;
-    if (Deno.build.os !== "linux") {
-      TcpTuner.unavailable = `keepalive timing is set on Linux only (${Deno.build.os})`;
-    } else if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-      TcpTuner.unavailable = "no ffi permission to set keepalive timing";
-    } else {
-      try {
-        TcpTuner.#shared = new TcpTuner(
-          Deno.dlopen("libc.so.6", SYMBOLS).symbols,
-          DEAD_PEER_TIMING,
-        );
-      } catch (error) {
-        TcpTuner.unavailable = `libc.so.6: ${error instanceof Error ? error.message : error}`;
-      }
-    }
+    const libc = openLibc(SYMBOLS, "keepalive timing");
+    if (typeof libc === "string") {
+      TcpTuner.unavailable = libc;
+      TcpTuner.#shared = null;
+    } else TcpTuner.#shared = new TcpTuner(libc, DEAD_PEER_TIMING);
     return TcpTuner.#shared;
   }
 
