@@ -10,7 +10,14 @@
  * deno run -A bench/latency_mix.ts                      # ours (bench command) and QEMU
  * deno run -A bench/latency_mix.ts --targets qemu,forwarder --repeat 3 \
  *   --ours "main=deno run -A --v8-flags=... /path/main/main.ts" --ours "new=deno run -A ..."
+ * deno run -A bench/latency_mix.ts --pin 0:1   # generator on CPU 0, every target on CPU 1
  * ```
+ *
+ * Where the scheduler runs each target decides much of its p50 on an otherwise idle virtual
+ * machine: a target woken on the generator's CPU answers in ~30 µs, one woken on the other,
+ * halted, CPU in ~80 µs (bench/README.md, "Where a target runs"). `--pin G:T` (`taskset` CPU
+ * lists) puts the generator on G and all threads of every target on T after they start, so
+ * every target pays the same wake-ups.
  *
  * Each pair is timed as in the latency workload: from the return of the secondary write until
  * the frame is read from outdev; the first `--cold` pairs after start are the cold row.
@@ -31,12 +38,28 @@ interface Side {
   lat: Float64Array;
 }
 
-/** Starts every target, then runs `cold + warmup + pairs` pairs round-robin. */
+/** Sets the CPUs (a `taskset` list) of every thread of process `pid`. */
+async function pin(pid: number, cpus: string): Promise<void> {
+  const out = await new Deno.Command("taskset", {
+    args: ["--all-tasks", "--cpu-list", "--pid", cpus, String(pid)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`taskset ${cpus} ${pid}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+}
+
+/**
+ * Starts every target, pins them and the generator when `cpus` says where, then runs
+ * `cold + warmup + pairs` pairs round-robin.
+ */
 async function mix(
   specs: { label: string; start: () => Promise<Running> }[],
   cold: number,
   warmup: number,
   pairs: number,
+  cpus: { generator: string; targets: string } | null,
 ): Promise<{ label: string; latency: Latency; over1ms: number }[]> {
   const total = cold + warmup + pairs;
   const sides: Side[] = [];
@@ -49,6 +72,10 @@ async function mix(
         peers: await connect(running),
         lat: new Float64Array(total),
       });
+    }
+    if (cpus !== null) {
+      await pin(Deno.pid, cpus.generator);
+      for (const s of sides) await pin(s.running.pid, cpus.targets);
     }
     for (const s of sides) await probe(s.peers);
     const pattern = buildPattern(SHAPES.latency, total);
@@ -89,8 +116,15 @@ if (import.meta.main) {
       warmup: { type: "string", default: "500" },
       cold: { type: "string", default: "2000" },
       repeat: { type: "string", default: "1" },
+      pin: { type: "string" },
     },
   });
+  const [generator, targets] = values.pin?.split(":") ?? [];
+  if (values.pin !== undefined && (!generator || !targets)) {
+    console.error("latency_mix: --pin takes GENERATOR_CPUS:TARGET_CPUS, e.g. --pin 0:1");
+    Deno.exit(2);
+  }
+  const cpus = values.pin === undefined ? null : { generator, targets };
   const ours = values.ours ?? [`ours=${defaultOursCommand().join(" ")}`];
   const specs = [
     ...ours.map((o) => {
@@ -105,7 +139,13 @@ if (import.meta.main) {
   ];
   const us = (x: number) => `${Math.round(x)} µs`;
   for (let r = 0; r < Number(values.repeat); r++) {
-    const rows = await mix(specs, Number(values.cold), Number(values.warmup), Number(values.pairs));
+    const rows = await mix(
+      specs,
+      Number(values.cold),
+      Number(values.warmup),
+      Number(values.pairs),
+      cpus,
+    );
     for (const { label, latency: l, over1ms } of rows) {
       console.log(
         `${label.padEnd(10)} warm p50 ${us(l.p50)} p99 ${us(l.p99)} p99.9 ${us(l.p999)} worst ` +
