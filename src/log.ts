@@ -149,3 +149,41 @@ export class ClassLog {
     }
   }
 }
+
+/**
+ * One warning that a peer can repeat without bound (a refused connection): the first is logged
+ * at once, later ones at most once per interval, each line counting those not logged since
+ * (`suppressed`).
+ */
+export class ThrottledWarning {
+  readonly #log: Logger;
+  readonly #event: string;
+  readonly #intervalMs: number;
+  readonly #now: () => number;
+  #loggedAt = -Infinity;
+  #suppressed = 0;
+
+  constructor(
+    log: Logger,
+    event: string,
+    intervalMs = 10_000,
+    now: () => number = () => performance.now(),
+  ) {
+    this.#log = log;
+    this.#event = event;
+    this.#intervalMs = intervalMs;
+    this.#now = now;
+  }
+
+  /** One occurrence, described by `fields`. */
+  note(fields: Fields): void {
+    const now = this.#now();
+    if (now - this.#loggedAt < this.#intervalMs) {
+      this.#suppressed++;
+      return;
+    }
+    this.#log.warn(this.#event, { ...fields, suppressed: this.#suppressed || undefined });
+    this.#loggedAt = now;
+    this.#suppressed = 0;
+  }
+}

@@ -91,6 +91,7 @@ export class Inside {
           o.metrics,
           () => renderMetrics(this.#host.snapshot(), h),
           this.#log,
+          o.socketMode,
         );
       }
       if (o.monitor) {

@@ -1,21 +1,48 @@
 /**
- * `--metrics ADDR` (SPEC 12): an HTTP server with one resource, `GET /metrics`.
+ * `--metrics ADDR` (SPEC 12): an HTTP/1.1 server with one resource, `GET /metrics`.
+ *
+ * It is small on purpose, so that every resource has a bound whatever a client does (SPEC 8):
+ * at most {@linkcode MAX_CLIENTS} connections at once (more are closed at once), one request
+ * per connection (`Connection: close`; Prometheus reconnects for each scrape), a request head
+ * of at most {@linkcode MAX_HEAD_BYTES}, and {@linkcode CLIENT_TIMEOUT_MS} for a client to send
+ * its request and take the answer. `unix-listen:` sockets are made with `--socket-mode` (SPEC
+ * 11), as the endpoints' are.
  *
  * @module
  */
 
 import type { Logger } from "../log.ts";
 import type { Address } from "../wire/address.ts";
-import { StartupError } from "../wire/endpoint.ts";
+import { ClientListener } from "../wire/client_listener.ts";
+import { DEFAULT_SOCKET_MODE } from "../wire/plain.ts";
 
 /** The content type of the Prometheus text format. */
 const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+/** Connections served at once; more are closed at once. */
+export const MAX_CLIENTS = 16;
+/** A request head longer than this is answered 431 and the connection closed. */
+export const MAX_HEAD_BYTES = 16 * 1024;
+/** A client that has not sent its request and taken the answer after this long is cut off. */
+export const CLIENT_TIMEOUT_MS = 10_000;
+
+const encoder = new TextEncoder();
+const HEAD_END = encoder.encode("\r\n\r\n");
 
 /** A running metrics server. */
 export interface MetricsServer {
   /** Where it listens (port 0 resolved). */
   readonly boundText: string;
   close(): Promise<void>;
+}
+
+/** What to answer, before it is written. */
+interface Answer {
+  status: number;
+  reason: string;
+  headers: Record<string, string>;
+  body: string;
+  /** HEAD: the headers only. */
+  headOnly: boolean;
 }
 
 /**
@@ -26,47 +53,114 @@ export async function serveMetrics(
   address: Address,
   render: () => string,
   log: Logger,
+  socketMode = DEFAULT_SOCKET_MODE,
+  timeoutMs = CLIENT_TIMEOUT_MS,
 ): Promise<MetricsServer> {
-  const handler = (request: Request): Response => {
-    const url = new URL(request.url);
-    if (url.pathname !== "/metrics") {
-      return new Response("colo-compare: the only resource is /metrics\n", { status: 404 });
+  const listener = await ClientListener.open("--metrics", address, socketMode);
+  log.info("listening", { endpoint: "metrics", address: listener.boundText });
+  listener.serve("metrics", MAX_CLIENTS, async (conn) => {
+    const timer = setTimeout(() => {
+      try {
+        conn.close(); // ends the pending read or write
+      } catch {
+        // already closed
+      }
+    }, timeoutMs);
+    try {
+      const head = await readHead(conn);
+      if (head === null) return;
+      const answer = head === "too-long"
+        ? plain(431, "Request Header Fields Too Large", "request head too long\n")
+        : answerTo(head, render, log);
+      await writeAll(conn, encodeAnswer(answer));
+    } finally {
+      clearTimeout(timer);
     }
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return new Response("GET only\n", { status: 405, headers: { allow: "GET, HEAD" } });
-    }
-    return new Response(request.method === "HEAD" ? null : render(), {
-      headers: { "content-type": CONTENT_TYPE },
-    });
-  };
-  const { promise: listening, resolve } = Promise.withResolvers<string>();
-  const onError = (error: unknown) => {
-    log.error("metrics-request-failed", { error: String(error) });
-    return new Response("internal error\n", { status: 500 });
-  };
-  let server: Deno.HttpServer;
-  try {
-    server = address.transport === "tcp"
-      ? Deno.serve({
-        hostname: address.host,
-        port: address.port,
-        onListen: ({ hostname, port }) =>
-          resolve(hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`),
-        onError,
-      }, handler)
-      : Deno.serve({ path: address.path, onListen: () => resolve(address.path), onError }, handler);
-  } catch (error) {
-    throw new StartupError(
-      `--metrics ${address.text}: cannot listen: ${(error as Error).message}; ` +
-        "give a free port or a writable path",
-    );
+  }, log);
+  return { boundText: listener.boundText, close: () => listener.close() };
+}
+
+/**
+ * The request head (up to the blank line), `"too-long"` past {@linkcode MAX_HEAD_BYTES}, or
+ * null when the client left first.
+ */
+async function readHead(conn: Deno.Conn): Promise<string | "too-long" | null> {
+  const buf = new Uint8Array(MAX_HEAD_BYTES);
+  let filled = 0;
+  while (true) {
+    if (filled === buf.length) return "too-long";
+    const n = await conn.read(buf.subarray(filled));
+    if (n === null) return null;
+    const from = Math.max(0, filled - HEAD_END.length + 1);
+    filled += n;
+    const end = indexOf(buf.subarray(0, filled), HEAD_END, from);
+    if (end >= 0) return new TextDecoder().decode(buf.subarray(0, end));
   }
-  const boundText = await listening;
-  log.info("listening", { endpoint: "metrics", address: boundText });
+}
+
+function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
+  outer: for (let i = from; i + needle.length <= hay.length; i++) {
+    for (let k = 0; k < needle.length; k++) if (hay[i + k] !== needle[k]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/** The answer to a request head: the metrics, or why not. */
+function answerTo(head: string, render: () => string, log: Logger): Answer {
+  const line = head.slice(0, head.indexOf("\r\n") >>> 0);
+  const m = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/.exec(line);
+  if (m === null) return plain(400, "Bad Request", "bad request line\n");
+  const [, method, target] = m;
+  const q = target.indexOf("?");
+  const path = q < 0 ? target : target.slice(0, q);
+  if (path !== "/metrics") {
+    return plain(404, "Not Found", "colo-compare: the only resource is /metrics\n");
+  }
+  if (method !== "GET" && method !== "HEAD") {
+    const a = plain(405, "Method Not Allowed", "GET only\n");
+    a.headers.allow = "GET, HEAD";
+    return a;
+  }
+  let body: string;
+  try {
+    body = render();
+  } catch (error) {
+    log.error("metrics-request-failed", { error: String(error) });
+    return plain(500, "Internal Server Error", "internal error\n");
+  }
   return {
-    boundText,
-    async close() {
-      await server.shutdown();
-    },
+    status: 200,
+    reason: "OK",
+    headers: { "content-type": CONTENT_TYPE },
+    body,
+    headOnly: method === "HEAD",
   };
+}
+
+function plain(status: number, reason: string, body: string): Answer {
+  return {
+    status,
+    reason,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+    body,
+    headOnly: false,
+  };
+}
+
+function encodeAnswer(a: Answer): Uint8Array {
+  const body = encoder.encode(a.body);
+  let head = `HTTP/1.1 ${a.status} ${a.reason}\r\n`;
+  for (const [k, v] of Object.entries(a.headers)) head += `${k}: ${v}\r\n`;
+  head += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+  const h = encoder.encode(head);
+  if (a.headOnly) return h;
+  const out = new Uint8Array(h.length + body.length);
+  out.set(h);
+  out.set(body, h.length);
+  return out;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }

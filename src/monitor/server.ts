@@ -11,9 +11,8 @@ import type { ComparatorView, InsideEvent } from "../inside/view.ts";
 import type { Logger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
-import { clearStaleSocket, StartupError } from "../wire/endpoint.ts";
-import { keepAlive, TcpTuner } from "../wire/keepalive.ts";
-import { addrText, DEFAULT_SOCKET_MODE, listenUnix } from "../wire/plain.ts";
+import { ClientListener } from "../wire/client_listener.ts";
+import { DEFAULT_SOCKET_MODE } from "../wire/plain.ts";
 import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
 
@@ -131,14 +130,10 @@ export class MonitorServer {
   readonly #qom: QomTree;
   readonly #commands: Record<string, Command>;
   readonly #clients = new Set<Client>();
-  readonly #sessions = new Set<Promise<void>>();
   readonly #drops = new Map<string, DropClass>();
-  #listener: Deno.Listener | null = null;
-  #tuner: TcpTuner | null = null;
-  #accepting: Promise<void> | null = null;
+  #listener: ClientListener | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
-  #socketPath: string | null = null;
   #overflowLogged = false;
   #garbageLogged = false;
 
@@ -180,9 +175,7 @@ export class MonitorServer {
 
   /** Where it listens (port 0 resolved). */
   get boundText(): string {
-    const a = this.#listener?.addr;
-    if (a === undefined) return "-";
-    return a.transport === "unix" ? this.#socketPath ?? "unix" : addrText(a);
+    return this.#listener?.boundText ?? "-";
   }
 
   /**
@@ -190,46 +183,15 @@ export class MonitorServer {
    * `StartupError` naming `--monitor` when the address cannot be used.
    */
   async listen(address: Address, socketMode = DEFAULT_SOCKET_MODE): Promise<void> {
-    if (address.transport === "unix") await clearStaleSocket(address.path, "--monitor");
-    try {
-      this.#listener = address.transport === "tcp"
-        ? Deno.listen({ hostname: address.host, port: address.port })
-        : await listenUnix(address.path, socketMode);
-    } catch (error) {
-      throw new StartupError(
-        `--monitor ${address.text}: cannot listen: ${(error as Error).message}; ` +
-          "give a free port or a writable path",
-      );
-    }
-    if (address.transport === "unix") this.#socketPath = address.path;
-    // Opened before the permissions are dropped; a dead client frees its slot (SPEC 11).
-    this.#tuner = TcpTuner.shared();
+    this.#listener = await ClientListener.open("--monitor", address, socketMode);
     this.#log.info("listening", { endpoint: "monitor", address: this.boundText });
     this.#unsubscribe = this.#view.subscribe((e) => this.#onEvent(e));
-    this.#accepting = this.#accept();
-  }
-
-  async #accept(): Promise<void> {
-    const listener = this.#listener!;
-    try {
-      for await (const conn of listener) {
-        const peer = addrText(conn.remoteAddr);
-        if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
-        if (this.#clients.size >= MAX_CLIENTS) {
-          this.#log.warn("monitor-client-refused", {
-            peer,
-            note: `${MAX_CLIENTS} clients already`,
-          });
-          conn.close();
-          continue;
-        }
-        const session = this.#serve(conn, peer);
-        this.#sessions.add(session);
-        session.finally(() => this.#sessions.delete(session));
-      }
-    } catch (error) {
-      if (!this.#closed) this.#log.error("monitor-accept-failed", { error: String(error) });
-    }
+    this.#listener.serve(
+      "monitor",
+      MAX_CLIENTS,
+      (conn, peer) => this.#serve(conn, peer),
+      this.#log,
+    );
   }
 
   async #serve(conn: Deno.Conn, peer: string): Promise<void> {
@@ -432,20 +394,7 @@ export class MonitorServer {
     this.#closed = true;
     this.#unsubscribe?.();
     for (const c of this.#drops.values()) clearTimeout(c.timer);
-    try {
-      this.#listener?.close();
-    } catch {
-      // already closed
-    }
     for (const c of this.#clients) c.close();
-    await this.#accepting;
-    if (this.#socketPath !== null) {
-      try {
-        Deno.removeSync(this.#socketPath);
-      } catch {
-        // already gone
-      }
-    }
-    await Promise.allSettled([...this.#sessions]);
+    await this.#listener?.close();
   }
 }

@@ -1,0 +1,114 @@
+/**
+ * The listening socket of a control server (`--monitor`, `--metrics`; SPEC 8, 11, 12): a
+ * `tcp-listen:` or `unix-listen:` address (the unix socket created with `--socket-mode`, a
+ * stale one from an earlier run cleared), at most so many clients served at once (more are
+ * closed at once; the refusals are logged at most once per interval), TCP keepalive on every
+ * client. Closing stops the accepts, closes every client, removes the socket file and waits for
+ * every session to end.
+ *
+ * @module
+ */
+
+import { type Logger, ThrottledWarning } from "../log.ts";
+import type { Address } from "./address.ts";
+import { clearStaleSocket, StartupError } from "./endpoint.ts";
+import { keepAlive, TcpTuner } from "./keepalive.ts";
+import { addrText, listenUnix } from "./plain.ts";
+
+/** Serves one client until it is gone; `conn` is closed by the listener afterwards. */
+export type Session = (conn: Deno.Conn, peer: string) => Promise<void>;
+
+/** A control server's listener with a bound on its clients. */
+export class ClientListener {
+  readonly #listener: Deno.Listener;
+  readonly #socketPath: string | null;
+  readonly #tuner: TcpTuner | null;
+  readonly #conns = new Set<Deno.Conn>();
+  readonly #sessions = new Set<Promise<void>>();
+  #accepting: Promise<void> | null = null;
+  #closed = false;
+
+  private constructor(listener: Deno.Listener, socketPath: string | null) {
+    this.#listener = listener;
+    this.#socketPath = socketPath;
+    // Opened before the permissions are dropped; a dead client frees its slot (SPEC 11).
+    this.#tuner = TcpTuner.shared();
+  }
+
+  /**
+   * Listens on `address`; throws a `StartupError` naming `flag` (`--monitor`) when it cannot
+   * be used.
+   */
+  static async open(flag: string, address: Address, socketMode: number): Promise<ClientListener> {
+    if (address.transport === "unix") await clearStaleSocket(address.path, flag);
+    try {
+      return address.transport === "tcp"
+        ? new ClientListener(Deno.listen({ hostname: address.host, port: address.port }), null)
+        : new ClientListener(await listenUnix(address.path, socketMode), address.path);
+    } catch (error) {
+      throw new StartupError(
+        `${flag} ${address.text}: cannot listen: ${(error as Error).message}; ` +
+          "give a free port or a writable path",
+      );
+    }
+  }
+
+  /** Where it listens (port 0 resolved). */
+  get boundText(): string {
+    return this.#socketPath ?? addrText(this.#listener.addr);
+  }
+
+  /**
+   * Accepts clients and runs `session` for each, at most `maxClients` at once; a client past
+   * that is closed at once and logged as `<name>-client-refused` (rate-limited).
+   */
+  serve(name: string, maxClients: number, session: Session, log: Logger): void {
+    const refused = new ThrottledWarning(log, `${name}-client-refused`);
+    this.#accepting = (async () => {
+      try {
+        for await (const conn of this.#listener) {
+          const peer = addrText(conn.remoteAddr);
+          if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
+          if (this.#conns.size >= maxClients) {
+            refused.note({ peer, note: `${maxClients} clients already` });
+            conn.close();
+            continue;
+          }
+          this.#conns.add(conn);
+          const running = session(conn, peer).catch(() => {}).finally(() => {
+            this.#conns.delete(conn);
+            this.#sessions.delete(running);
+            closeQuietly(conn);
+          });
+          this.#sessions.add(running);
+        }
+      } catch (error) {
+        if (!this.#closed) log.error(`${name}-accept-failed`, { error: String(error) });
+      }
+    })();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeQuietly(this.#listener);
+    for (const conn of this.#conns) closeQuietly(conn);
+    await this.#accepting;
+    if (this.#socketPath !== null) {
+      try {
+        Deno.removeSync(this.#socketPath);
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.allSettled([...this.#sessions]);
+  }
+}
+
+function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch {
+    // already closed
+  }
+}
