@@ -11,6 +11,7 @@
  * @module
  */
 
+import net from "node:net";
 import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
 import type { Logger } from "../log.ts";
@@ -26,6 +27,12 @@ const READ_HIGH_WATER = 1024 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Authorized peers waiting for the endpoint to take them; more are closed. */
 const MAX_PENDING = 4;
+/**
+ * TCP connections a `tls-listen:` address keeps at once, in their handshake, waiting or
+ * served; more are closed before any TLS state is made for them (SPEC 8: an unauthenticated
+ * peer opening connections costs us a bounded ~35 KB each for at most the handshake timeout).
+ */
+export const MAX_CONNECTIONS = 16;
 /** Refused handshakes: the first is logged, then at most one summary line per interval. */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
 /** After our handshake, how long a server has to refuse our certificate by closing. */
@@ -283,6 +290,7 @@ class RefusalLog {
 /** A `tls-listen:` address: peers come out of `accept()` only once authorized. */
 class TlsListener implements Listener {
   readonly #server: tls.Server;
+  readonly #front: net.Server;
   readonly #pending: TlsConn[] = [];
   #waiter: { resolve: (c: TlsConn) => void; reject: (e: Error) => void } | null = null;
   readonly #log: Logger;
@@ -306,6 +314,22 @@ class TlsListener implements Listener {
     this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
       refusals.note(peerOf(socket), error.message);
       discard(socket);
+    });
+    // The TCP listener in front: a connection past the bound is closed before the TLS server
+    // sees it (a TLS socket made even for a closed connection costs ~40 KB that stays).
+    let live = 0;
+    this.#front = net.createServer((socket: net.Socket) => {
+      if (live >= MAX_CONNECTIONS) {
+        refusals.note(
+          hostPort(socket.remoteAddress, socket.remotePort),
+          `${MAX_CONNECTIONS} connections already (in their handshake, waiting or served)`,
+        );
+        socket.destroy();
+        return;
+      }
+      live++;
+      socket.once("close", () => live--);
+      this.#server.emit("connection", socket);
     });
     this.#server.on("secureConnection", (socket: tls.TLSSocket) => {
       const peer = peerOf(socket);
@@ -341,14 +365,14 @@ class TlsListener implements Listener {
   listen(host: string, port: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (error: Error) => reject(nodeErrorToDeno(error));
-      this.#server.once("error", onError);
-      this.#server.listen(port, host, () => {
-        this.#server.off("error", onError);
+      this.#front.once("error", onError);
+      this.#front.listen(port, host, () => {
+        this.#front.off("error", onError);
         // After binding, a failing accept is logged, never thrown out of an event handler.
-        this.#server.on("error", (error: Error) => {
+        this.#front.on("error", (error: Error) => {
           this.#log.error("accept-failed", { address: this.#address, error: error.message });
         });
-        const a = this.#server.address();
+        const a = this.#front.address();
         if (a && typeof a === "object") this.boundText = hostPort(a.address, a.port);
         resolve();
       });
@@ -366,7 +390,7 @@ class TlsListener implements Listener {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#server.close();
+    this.#front.close();
     for (const c of this.#pending.splice(0)) c.close();
     this.#waiter?.reject(new Deno.errors.BadResource("listener closed"));
     this.#waiter = null;

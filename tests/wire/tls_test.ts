@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
-import { TlsTransport } from "../../src/wire/tls.ts";
+import { MAX_CONNECTIONS, TlsTransport } from "../../src/wire/tls.ts";
 import { CredentialsError, loadCredentials } from "../../src/wire/tls_creds.ts";
 import type { Conn, Listener } from "../../src/wire/transport.ts";
 import { certificateVersion, subjectDn } from "../../src/wire/x509.ts";
@@ -193,6 +193,60 @@ Deno.test("tls: a peer that never finishes its handshake is dropped after the ti
   } finally {
     silent.close();
     garbage.close();
+    listener.close();
+  }
+});
+
+Deno.test("tls: past the bound on connections a new one is closed before its handshake, logged, and a slot frees when a peer goes (SPEC 8)", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  const idle: Deno.Conn[] = [];
+  /** True when the server closes `c` (its read ends or is reset) before `ms`. */
+  const closedWithin = async (c: Deno.Conn, ms: number) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const read = c.read(new Uint8Array(64)).then(() => true, () => true);
+    const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), ms));
+    try {
+      return await Promise.race([read, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  try {
+    for (let i = 0; i < MAX_CONNECTIONS; i++) {
+      idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    }
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.ok(await closedWithin(extra, 5000), "the connection past the bound is closed at once");
+    } finally {
+      extra.close();
+    }
+    assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
+    assert.match(
+      lines.lines[0],
+      new RegExp(`event=tls-refused .*${MAX_CONNECTIONS} connections already`),
+    );
+    // The idle ones are still in their handshake: open.
+    assert.equal(await closedWithin(idle[0], 200), false, "connections within the bound stay");
+
+    // One goes; a good client then gets through.
+    idle.shift()!.close();
+    const accepted = listener.accept();
+    let good: Conn | null = null;
+    for (let i = 0; i < 50 && good === null; i++) {
+      // The slot frees when the server sees that peer's close; a refused try is closed at once.
+      good = await t.connect(parseAddress(`tls:127.0.0.1:${port}`), new AbortController().signal)
+        .catch(() => null);
+    }
+    assert.ok(good !== null, "a good client got a slot");
+    const server = await accepted;
+    good.close();
+    server.close();
+  } finally {
+    for (const c of idle) c.close();
     listener.close();
   }
 });
