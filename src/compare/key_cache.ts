@@ -2,11 +2,13 @@
  * The connection table's lookup cache (issue 11): finding a connection by its key through the
  * table's Map costs a hash of the key and a comparison with the key string, char by char, on
  * every frame. Here a fixed array of slots holds recently found connections with a copy of
- * their keys as 32-bit words: a key compares in five words (IPv4) or eleven (IPv6). The slot
- * of the last lookup is tried first, before hashing at all: consecutive frames mostly belong
- * to one connection. Otherwise a key may lie in either of two slots picked by its hash (two
- * ways: 100 connections taking turns frame by frame all find their own instead of the ones
- * whose slots coincide missing in turn).
+ * their keys as 32-bit words: a key compares in five words (IPv4) or eleven (IPv6). Before
+ * hashing at all, two guesses are tried: the slot of the last lookup (consecutive frames
+ * mostly belong to one connection), then the slot found after it the last time it was found
+ * (connections that take turns in a steady order, as the 100 flows of the bench's
+ * tcp-1000x100 do, find each other without a hash). Otherwise a key may lie in either of two
+ * slots picked by its hash (two ways: 100 connections taking turns all find their own instead
+ * of the ones whose slots coincide missing in turn).
  *
  * @module
  */
@@ -47,6 +49,11 @@ export class KeyCache<T extends object> {
   readonly #lens = new Uint8Array(SLOTS);
   /** The slot of the last hit or fill, or -1. */
   #recent = -1;
+  /**
+   * For each slot, the slot found (or filled) right after it the last time, or -1: a guess,
+   * checked against the whole key like any slot.
+   */
+  readonly #next = new Int16Array(SLOTS).fill(-1);
   /** The slot filled last, or -1: of two full slots, `put` replaces the other one. */
   #filled = -1;
   /** The key buffer last looked up, as 32-bit words (null: not 4-byte aligned). */
@@ -64,19 +71,32 @@ export class KeyCache<T extends object> {
     }
     const recent = this.#recent;
     const conns = this.#conns;
-    if (recent >= 0 && this.#matches(recent, key, keyLen)) return conns[recent];
+    let guess = -1;
+    if (recent >= 0) {
+      if (this.#matches(recent, key, keyLen)) return conns[recent];
+      guess = this.#next[recent];
+      if (guess >= 0 && guess !== recent && this.#matches(guess, key, keyLen)) {
+        this.#recent = guess;
+        return conns[guess];
+      }
+    }
     const keyWords = this.#keyWords;
     const hash = keyWords !== null && LITTLE_ENDIAN
       ? hashKeyWords(keyWords, key, keyLen)
       : hashKey(key, keyLen);
     const slot = slotOf(hash);
-    if (slot !== recent && conns[slot] !== null && this.#matches(slot, key, keyLen)) {
-      this.#recent = slot;
+    if (
+      slot !== recent && slot !== guess && conns[slot] !== null && this.#matches(slot, key, keyLen)
+    ) {
+      this.#found(slot);
       return conns[slot];
     }
     const other = otherSlotOf(hash);
-    if (other !== recent && conns[other] !== null && this.#matches(other, key, keyLen)) {
-      this.#recent = other;
+    if (
+      other !== recent && other !== guess && conns[other] !== null &&
+      this.#matches(other, key, keyLen)
+    ) {
+      this.#found(other);
       return conns[other];
     }
     this.hash = hash;
@@ -102,7 +122,14 @@ export class KeyCache<T extends object> {
     for (let i = 0; i < keyLen; i++) bytes[at + i] = key[i];
     this.#lens[slot] = keyLen;
     conns[slot] = c;
-    this.#recent = this.#filled = slot;
+    this.#found(slot);
+    this.#filled = slot;
+  }
+
+  /** The last lookup ended at `slot`: it is the next guess after the one before. */
+  #found(slot: number): void {
+    if (this.#recent >= 0) this.#next[this.#recent] = slot;
+    this.#recent = slot;
   }
 
   /** `c`, whose key hashes to `hash`, is gone from the table: it is never returned again. */

@@ -146,3 +146,63 @@ Deno.test("key hash: keys differing in a word's high bits land in different slot
   assert.equal(hashes.size, 4);
   assert.equal(slots.size, 4);
 });
+
+Deno.test("key cache: connections taking turns, forgotten and replaced, never another key's", () => {
+  // Against the truth (a Map by key): the cache may miss, but what it returns is the
+  // connection last put for that very key and not forgotten since. Rounds in a steady order
+  // (the guess of the slot found next), bursts (the last slot), and random lookups, with
+  // connections forgotten and others put in their slots meanwhile.
+  let seed = 11;
+  const random = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  const cache = new KeyCache<{ id: number }>();
+  const truth = new Map<number, { id: number }>();
+  const keys = Array.from({ length: 300 }, (_, i) => keyFrom(i * 7919));
+  const lookup = keys[0].slice();
+  let next = 0;
+  /** Lookups in the second and third of three rounds in one order, and how many hit. */
+  let again = 0;
+  let hitAgain = 0;
+  const visit = (k: number, counted = false) => {
+    lookup.set(keys[k]);
+    const got = cache.get(lookup, 18);
+    const want = truth.get(k);
+    if (counted) again++;
+    if (got !== null) {
+      assert.equal(got, want, `key ${k}`);
+      if (counted) hitAgain++;
+      return;
+    }
+    if (want !== undefined) cache.put(want, lookup, 18, cache.hash);
+  };
+  for (let step = 0; step < 400; step++) {
+    const live = [...truth.keys()];
+    const r = random(10);
+    if (r === 0 || live.length < 20) {
+      // A new connection on a key: the table forgets the old one first (the cache with it).
+      const k = random(keys.length);
+      const old = truth.get(k);
+      if (old !== undefined) cache.forget(old, hashKey(keys[k], 18));
+      const c = { id: next++ };
+      truth.set(k, c);
+      lookup.set(keys[k]);
+      assert.equal(cache.get(lookup, 18), null);
+      cache.put(c, lookup, 18, cache.hash);
+    } else if (r === 1) {
+      const k = live[random(live.length)];
+      cache.forget(truth.get(k)!, hashKey(keys[k], 18));
+      truth.delete(k);
+    } else if (r < 5) {
+      const order = live.slice(0, 100);
+      for (let round = 0; round < 3; round++) for (const k of order) visit(k, round > 0);
+    } else if (r < 7) {
+      const k = live[random(live.length)];
+      for (let i = 0; i < 5; i++) visit(k);
+    } else {
+      for (let i = 0; i < 50; i++) visit(random(keys.length));
+    }
+  }
+  assert.ok(hitAgain >= 0.95 * again, `${hitAgain} of ${again} found again`);
+});
