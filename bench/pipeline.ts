@@ -113,9 +113,20 @@ const secondaryIn: FrameDecoder = new Decoder({
 }, false);
 /** As the pumps do before reading into their buffer again (checkouts that have it). */
 const keepHeld = "keepHeld" in engine;
+/** Read buffers from the engine's pool, kept by it when full of held frames (same). */
+const inPlace = "keepHeldInPlace" in engine;
 const READ = 256 * 1024;
-const primaryBuf = new Uint8Array(READ);
-const secondaryBuf = new Uint8Array(READ);
+const readBuffer = () => inPlace ? engine.readBuffer() : new Uint8Array(READ);
+let primaryBuf = readBuffer();
+let secondaryBuf = readBuffer();
+/** After a read: held frames copied out of `buf` (returned for the next read) or kept in it. */
+function endRead(buf: Uint8Array): Uint8Array {
+  if (inPlace) {
+    if (engine.keepHeldInPlace()) buf = engine.readBuffer();
+  } else if (keepHeld) (engine as { keepHeld(): void }).keepHeld();
+  out.flush();
+  return buf;
+}
 
 /** CPU nanoseconds per pair of the last {@linkcode measure} (the process's, all threads). */
 let cpuPerPair = 0;
@@ -135,13 +146,11 @@ async function measure(patterns: number): Promise<number> {
       primaryBuf.set(chunk);
       secondaryBuf.set(chunk);
       now = performance.now();
-      primaryIn.push(primaryBuf.subarray(0, chunk.length));
-      if (keepHeld) engine.keepHeld();
-      out.flush();
+      primaryIn.push(primaryBuf, chunk.length);
+      primaryBuf = endRead(primaryBuf);
       now = performance.now();
-      secondaryIn.push(secondaryBuf.subarray(0, chunk.length));
-      if (keepHeld) engine.keepHeld();
-      out.flush();
+      secondaryIn.push(secondaryBuf, chunk.length);
+      secondaryBuf = endRead(secondaryBuf);
       await out.idle();
     }
   }
