@@ -1,7 +1,8 @@
 /**
- * One input's read loop (SPEC 3, 8): reads many frames at a time into one reused buffer,
- * decodes them with a fresh decoder per peer and hands each frame to the engine, stamped with
- * the chunk's arrival time. While paused, a chunk already read waits undecoded, so a paused
+ * One input's read loop (SPEC 3, 8): reads many frames at a time into one reused buffer (a
+ * fresh one when the engine kept the last one for the frames it holds), decodes them with a
+ * fresh decoder per peer and hands each frame to the engine, stamped with the chunk's arrival
+ * time. While paused, a chunk already read waits undecoded, so a paused
  * input feeds the engine nothing at all (both inputs stop at the same point).
  *
  * @module
@@ -47,8 +48,9 @@ export interface PumpHooks {
    */
   chunk(): boolean | void;
   /**
-   * A buffer of {@linkcode READ_SIZE} bytes to read into (the first one, and one after each
-   * buffer `chunk` kept); without it the pump reads into one array of its own, always.
+   * A buffer to read into (the comparator's: a block of its pool, as large as
+   * {@linkcode READ_SIZE}): the first one, and one after each buffer `chunk` kept. Without it
+   * the pump reads into one array of its own, always.
    */
   buffer?(): Uint8Array;
   /**
