@@ -5,7 +5,9 @@
  * order, so slabs recycle quickly; the copy costs no allocation and no garbage, and memory
  * comes back in whole slabs instead of fragmenting the heap with thousands of small buffers.
  * Each side fills slabs of its own: a checkpoint drops every held secondary frame, and their
- * slabs are then free whole for the released primary frames (engine.ts `checkpoint`).
+ * slabs are then free whole for the released primary frames (engine.ts `checkpoint`). A read
+ * buffer that is a block of the pool and mostly held frames becomes their slab as it is,
+ * without a copy ({@linkcode FrameStore.adopt}).
  *
  * @module
  */
