@@ -97,6 +97,8 @@ export class CompareEngine implements CompareContext {
    */
   readonly #unkept: Packet[] = [];
   #unkeptCount = 0;
+  /** Bytes of the frames listed in `#unkept` (some may have left since: at most this many). */
+  #unkeptBytes = 0;
   #unkeptIn: Uint8Array = EMPTY;
   /** The held frame the frame being input is byte for byte (see `#connectionOf`), or null. */
   #twin: Packet | null = null;
@@ -443,6 +445,7 @@ export class CompareEngine implements CompareContext {
     if (p.queued && p.bytes === bytes) {
       this.#unkeptIn = bytes;
       this.#unkept[this.#unkeptCount++] = p;
+      this.#unkeptBytes += size;
     }
     this.#place(conn, now);
   }
@@ -460,7 +463,7 @@ export class CompareEngine implements CompareContext {
     this.#settle?.();
     this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
     this.#unkept.fill(EMPTY_PACKET, 0, n);
-    this.#unkeptCount = 0;
+    this.#unkeptCount = this.#unkeptBytes = 0;
     this.#unkeptIn = EMPTY;
   }
 
@@ -479,13 +482,10 @@ export class CompareEngine implements CompareContext {
       this.keepHeld();
       return false;
     }
-    const unkept = this.#unkept;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) {
-      const p = unkept[i];
-      if (p.queued && p.bytes === block) bytes += p.size;
-    }
-    if (bytes < this.#keepInPlaceFrom) {
+    // A frame listed seldom leaves within the read that brought it (the other side's copies
+    // come in other reads): the bytes listed are about the bytes held. At worst a block is
+    // kept for fewer; it goes back with the last of them all the same.
+    if (this.#unkeptBytes < this.#keepInPlaceFrom) {
       this.keepHeld();
       return false;
     }
@@ -494,9 +494,9 @@ export class CompareEngine implements CompareContext {
     // gone, the block is the pool's again.
     this.#settle?.();
     this.#readBuffers.delete(block);
-    this.#store.adopt(block, unkept, n);
-    unkept.fill(EMPTY_PACKET, 0, n);
-    this.#unkeptCount = 0;
+    this.#store.adopt(block, this.#unkept, n);
+    this.#unkept.fill(EMPTY_PACKET, 0, n);
+    this.#unkeptCount = this.#unkeptBytes = 0;
     this.#unkeptIn = EMPTY;
     return true;
   }
