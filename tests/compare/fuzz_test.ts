@@ -6,12 +6,11 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import type { EngineSink } from "../../src/compare/events.ts";
 import { Rng } from "../../src/demo/traffic.ts";
-import { FrameWriter } from "../../src/output/writer.ts";
 import { BlockPool } from "../../src/pool.ts";
 import { FrameDecoder } from "../../src/wire/codec.ts";
 import { concat, frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { outdev } from "../support/outdev.ts";
 import { Recorder } from "../support/recorder.ts";
 
 function randomFrame(rng: Rng, stream: Uint8Array): Uint8Array {
@@ -185,31 +184,6 @@ Deno.test("fuzz: deciding a matching pair at once gives the same decisions as qu
     assert.ok(queued.released.length > 50, `seed ${seed}: enough pairs matched`);
   }
 });
-
-/** An outdev writer on a connection that keeps every byte written, and an engine sink on it. */
-function outdev(pool: BlockPool): { out: FrameWriter; sink: EngineSink; written: Uint8Array[] } {
-  const written: Uint8Array[] = [];
-  const out = new FrameWriter({
-    vnet: false,
-    highWater: 1 << 30,
-    lowWater: 0,
-    maxBufferedDisconnected: 0,
-    pool,
-  });
-  out.attach({
-    peer: "test",
-    read: () => new Promise(() => {}),
-    write: (b: Uint8Array) => (written.push(b.slice()), Promise.resolve(b.length)),
-    close() {},
-  });
-  const sink: EngineSink = {
-    release: (bytes, at, size, vnetLen) => void out.writeAt(bytes, at, size, vnetLen),
-    settle: () => out.copyPending(),
-    discard() {},
-    checkpoint() {},
-  };
-  return { out, sink, written };
-}
 
 Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, decide as whole frames", async () => {
   // The input hands the engine frames where they lie in its read buffer, and the engine copies

@@ -7,11 +7,10 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import type { EngineSink } from "../../src/compare/events.ts";
 import { SLAB_SIZE } from "../../src/compare/store.ts";
-import { FrameWriter } from "../../src/output/writer.ts";
 import { BlockPool } from "../../src/pool.ts";
 import { concat, frame, framed } from "../support/packets.ts";
+import { outdev } from "../support/outdev.ts";
 import { Recorder } from "../support/recorder.ts";
 
 const udp = (payload: string, sport = 1000) => frame({ udp: { sport, payload } });
@@ -69,26 +68,7 @@ Deno.test("in place: frames in any other array are copied, whatever their size",
 
 Deno.test("in place: a block whose frames are gone is handed out again only after outdev copied them", async () => {
   const pool = new BlockPool();
-  const written: Uint8Array[] = [];
-  const out = new FrameWriter({
-    vnet: false,
-    highWater: 1 << 30,
-    lowWater: 0,
-    maxBufferedDisconnected: 0,
-    pool,
-  });
-  out.attach({
-    peer: "test",
-    read: () => new Promise(() => {}),
-    write: (b: Uint8Array) => (written.push(b.slice()), Promise.resolve(b.length)),
-    close() {},
-  });
-  const sink: EngineSink = {
-    release: (bytes, at, size, vnetLen) => void out.writeAt(bytes, at, size, vnetLen),
-    settle: () => out.copyPending(),
-    discard() {},
-    checkpoint() {},
-  };
+  const { out, sink, written } = outdev(pool);
   const engine = new CompareEngine({ ...options, pool, keepInPlaceFrom: 1 }, sink);
   const frames = [udp("first"), udp("second", 2000)];
   const block = engine.readBuffer();
