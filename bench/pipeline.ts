@@ -5,7 +5,9 @@
  * once), a primary chunk then the same secondary chunk, as the input pumps feed them. TCP
  * sequence numbers go on from round to round and start near the 32-bit wrap, as the load
  * generator's do after a while. What the machine's other jobs do not disturb as much as the
- * socket bench: issue 11's changes were weighed with it and with `deno task bench`.
+ * socket bench: issue 11's changes were weighed with it and with `deno task bench`. Prints the
+ * median wall time per pair and the median CPU time per pair (the process's, all threads: on
+ * a busy machine the wall time also counts the moments the process waited for a core).
  *
  *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
  *     [--root DIR]   # the src/ of another checkout, for before/after runs
@@ -13,6 +15,7 @@
  * @module
  */
 
+import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import type { CompareEngine } from "../src/compare/engine.ts";
 import type { FrameDecoder } from "../src/wire/codec.ts";
@@ -110,13 +113,28 @@ const secondaryIn: FrameDecoder = new Decoder({
 }, false);
 /** As the pumps do before reading into their buffer again (checkouts that have it). */
 const keepHeld = "keepHeld" in engine;
+/** Read buffers from the engine's pool, kept by it when full of held frames (same). */
+const inPlace = "keepHeldInPlace" in engine;
 const READ = 256 * 1024;
-const primaryBuf = new Uint8Array(READ);
-const secondaryBuf = new Uint8Array(READ);
+const readBuffer = () => inPlace ? engine.readBuffer() : new Uint8Array(READ);
+let primaryBuf = readBuffer();
+let secondaryBuf = readBuffer();
+/** After a read: held frames copied out of `buf` (returned for the next read) or kept in it. */
+function endRead(buf: Uint8Array): Uint8Array {
+  if (inPlace) {
+    if (engine.keepHeldInPlace()) buf = engine.readBuffer();
+  } else if (keepHeld) (engine as { keepHeld(): void }).keepHeld();
+  out.flush();
+  return buf;
+}
+
+/** CPU nanoseconds per pair of the last {@linkcode measure} (the process's, all threads). */
+let cpuPerPair = 0;
 
 /** Nanoseconds per pair over `patterns` rounds (the sequence rewriting not counted). */
 async function measure(patterns: number): Promise<number> {
   let excluded = 0;
+  const cpuStart = cpuUsage();
   const start = performance.now();
   for (let n = 0; n < patterns; n++) {
     const t = performance.now();
@@ -128,16 +146,17 @@ async function measure(patterns: number): Promise<number> {
       primaryBuf.set(chunk);
       secondaryBuf.set(chunk);
       now = performance.now();
-      primaryIn.push(primaryBuf.subarray(0, chunk.length));
-      if (keepHeld) engine.keepHeld();
-      out.flush();
+      primaryIn.push(primaryBuf, chunk.length);
+      primaryBuf = endRead(primaryBuf);
       now = performance.now();
-      secondaryIn.push(secondaryBuf.subarray(0, chunk.length));
-      if (keepHeld) engine.keepHeld();
-      out.flush();
+      secondaryIn.push(secondaryBuf, chunk.length);
+      secondaryBuf = endRead(secondaryBuf);
       await out.idle();
     }
   }
+  const cpu = cpuUsage(cpuStart);
+  // µs of CPU; the sequence rewriting (CPU only) is taken off as its wall time.
+  cpuPerPair = ((cpu.user + cpu.system) * 1e3 - excluded * 1e6) / (patterns * FRAMES);
   return ((performance.now() - start - excluded) * 1e6) / (patterns * FRAMES);
 }
 
@@ -145,13 +164,20 @@ async function measure(patterns: number): Promise<number> {
 const PATTERNS = Math.round(81_920 / FRAMES);
 await measure(PATTERNS); // warm-up
 const runs: number[] = [];
-for (let r = 0; r < ROUNDS; r++) runs.push(await measure(PATTERNS));
+const cpuRuns: number[] = [];
+for (let r = 0; r < ROUNDS; r++) {
+  runs.push(await measure(PATTERNS));
+  cpuRuns.push(cpuPerPair);
+}
 runs.sort((a, b) => a - b);
+cpuRuns.sort((a, b) => a - b);
 if (stats.releasedCompared !== (ROUNDS + 1) * PATTERNS * FRAMES || engine.heldPrimary !== 0) {
   throw new Error(`released ${stats.releasedCompared}, ${engine.heldPrimary} still held`);
 }
 console.log(
   `${workload}: ${runs[Math.floor(ROUNDS / 2)].toFixed(0)} ns per pair (median of ${ROUNDS} ` +
     `rounds of ${PATTERNS * FRAMES} pairs; fastest ${runs[0].toFixed(0)}, slowest ` +
-    `${runs[ROUNDS - 1].toFixed(0)})`,
+    `${runs[ROUNDS - 1].toFixed(0)}); CPU ${
+      cpuRuns[Math.floor(ROUNDS / 2)].toFixed(0)
+    } ns per pair`,
 );

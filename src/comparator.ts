@@ -276,12 +276,15 @@ export class Comparator {
       now: () => this.#now = this.#clock.now(),
       frame,
       chunk: () => {
-        // Held frames leave the read buffer before it is reused; released frames are copied
-        // out of it too and go out now, before the next read is even asked for.
-        engine.keepHeld();
+        // Held frames leave the read buffer before it is reused, or keep it when they fill it
+        // (the pump then reads into another block); released frames are copied out of it too
+        // and go out now, before the next read is even asked for.
+        const kept = engine.keepHeldInPlace();
         this.#out.flush();
         this.#heldChanged();
+        return kept;
       },
+      buffer: () => engine.readBuffer(),
       internalError: (error) => {
         // The read may end here: what it left held or released must not stay in its buffer.
         engine.keepHeld();

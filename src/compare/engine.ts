@@ -25,7 +25,7 @@ import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
-import { FrameStore } from "./store.ts";
+import { FrameStore, SLAB_SIZE } from "./store.ts";
 import { type BlockPool, Pool } from "../pool.ts";
 import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
 
@@ -45,6 +45,11 @@ export interface EngineOptions {
   pool?: BlockPool;
   /** Idle connections that keep a handle (default `AWAKE_IDLE_MAX`; tests hibernate more). */
   awakeIdleConnections?: number;
+  /**
+   * Bytes of held frames from which {@linkcode CompareEngine.keepHeldInPlace} keeps them in
+   * their read buffer instead of copying them (default `KEEP_IN_PLACE_FROM`; tests lower it).
+   */
+  keepInPlaceFrom?: number;
 }
 
 /** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
@@ -53,6 +58,12 @@ export const DEFAULT_MAX_CONNECTIONS = 65536;
 export const DEFAULT_IDLE_TIMEOUT = 60_000;
 /** Default bound on held bytes. */
 export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
+/**
+ * A read buffer whose held frames fill three quarters of it is kept as their slab (see
+ * `keepHeldInPlace`): at most a quarter of it is then memory held for nothing, as in a slab
+ * whose frames go at different times.
+ */
+export const KEEP_IN_PLACE_FROM = (SLAB_SIZE * 3) / 4;
 
 /** The comparator's state and rules, for one primary/secondary pair. */
 export class CompareEngine implements CompareContext {
@@ -67,6 +78,9 @@ export class CompareEngine implements CompareContext {
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
+  readonly #keepInPlaceFrom: number;
+  /** Blocks handed out by `readBuffer` and not adopted since. */
+  readonly #readBuffers = new WeakSet<Uint8Array>();
   readonly #table: ConnectionTable;
   readonly #info = new FrameInfo();
   /**
@@ -83,6 +97,8 @@ export class CompareEngine implements CompareContext {
    */
   readonly #unkept: Packet[] = [];
   #unkeptCount = 0;
+  /** Bytes of the frames listed in `#unkept` (some may have left since: at most this many). */
+  #unkeptBytes = 0;
   #unkeptIn: Uint8Array = EMPTY;
   /** The held frame the frame being input is byte for byte (see `#connectionOf`), or null. */
   #twin: Packet | null = null;
@@ -119,6 +135,7 @@ export class CompareEngine implements CompareContext {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#keepInPlaceFrom = options.keepInPlaceFrom ?? KEEP_IN_PLACE_FROM;
     this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
@@ -428,6 +445,7 @@ export class CompareEngine implements CompareContext {
     if (p.queued && p.bytes === bytes) {
       this.#unkeptIn = bytes;
       this.#unkept[this.#unkeptCount++] = p;
+      this.#unkeptBytes += size;
     }
     this.#place(conn, now);
   }
@@ -445,8 +463,54 @@ export class CompareEngine implements CompareContext {
     this.#settle?.();
     this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
     this.#unkept.fill(EMPTY_PACKET, 0, n);
-    this.#unkeptCount = 0;
+    this.#unkeptCount = this.#unkeptBytes = 0;
     this.#unkeptIn = EMPTY;
+  }
+
+  /**
+   * {@linkcode CompareEngine.keepHeld} for an input that reads into blocks from
+   * {@linkcode CompareEngine.readBuffer}: when the held frames lie in such a block and fill at
+   * least `keepInPlaceFrom` bytes of it, they are not copied; the block becomes their slab
+   * (issue 11: a copy per held frame less), goes back to the pool once they are all gone, and
+   * the input must read into another block. Returns true then; otherwise copies them as
+   * `keepHeld` does and returns false (the input reads into the same block again).
+   */
+  keepHeldInPlace(): boolean {
+    const block = this.#unkeptIn;
+    const n = this.#unkeptCount;
+    if (n === 0 || !this.#readBuffers.has(block)) {
+      this.keepHeld();
+      return false;
+    }
+    // A frame listed seldom leaves within the read that brought it (the other side's copies
+    // come in other reads): the bytes listed are about the bytes held. At worst a block is
+    // kept for fewer; it goes back with the last of them all the same.
+    if (this.#unkeptBytes < this.#keepInPlaceFrom) {
+      this.keepHeld();
+      return false;
+    }
+    this.#sameIn = this.#sameAs = EMPTY;
+    // The sink copies what it was handed from this block now: once the frames kept here are
+    // gone, the block is the pool's again.
+    this.#settle?.();
+    this.#readBuffers.delete(block);
+    this.#store.adopt(block, this.#unkept, n);
+    this.#unkept.fill(EMPTY_PACKET, 0, n);
+    this.#unkeptCount = this.#unkeptBytes = 0;
+    this.#unkeptIn = EMPTY;
+    return true;
+  }
+
+  /**
+   * A block of the shared pool to read frames into, for
+   * {@linkcode CompareEngine.keepHeldInPlace}. The sink copies what it was handed first: the
+   * block may have been a slab whose frames it has not copied yet.
+   */
+  readBuffer(): Uint8Array {
+    this.#settle?.();
+    const block = this.#store.takeBlock();
+    this.#readBuffers.add(block);
+    return block;
   }
 
   /**

@@ -5,7 +5,9 @@
  * order, so slabs recycle quickly; the copy costs no allocation and no garbage, and memory
  * comes back in whole slabs instead of fragmenting the heap with thousands of small buffers.
  * Each side fills slabs of its own: a checkpoint drops every held secondary frame, and their
- * slabs are then free whole for the released primary frames (engine.ts `checkpoint`).
+ * slabs are then free whole for the released primary frames (engine.ts `checkpoint`). A read
+ * buffer that is a block of the pool and mostly held frames becomes their slab as it is,
+ * without a copy ({@linkcode FrameStore.adopt}).
  *
  * @module
  */
@@ -120,6 +122,32 @@ export class FrameStore {
         if (p.queued && p.bytes === bytes) this.#place(p, slab, at + p.at - from);
       }
     }
+  }
+
+  /**
+   * A block of the pool to read frames into: one that {@linkcode FrameStore.adopt} can make a
+   * slab of. Nothing may lie in it any more (its last user's frames are gone or copied).
+   */
+  takeBlock(): Uint8Array {
+    return this.#pool.take();
+  }
+
+  /**
+   * Makes `block` (from {@linkcode FrameStore.takeBlock}: a read buffer its reader gives up)
+   * the slab of the frames of `held[0, n)` that still lie in it: they stay where they are,
+   * uncopied (issue 11). The block goes back to the pool once they are all gone, as any
+   * slab's does. Nothing else is put into it.
+   */
+  adopt(block: Uint8Array, held: readonly Packet[], n: number): void {
+    const slab = new Slab(block);
+    slab.used = SLAB_SIZE;
+    this.#slabs++;
+    for (let i = 0; i < n; i++) {
+      const p = held[i];
+      // A packet listed twice (released and reused within the read) is placed once.
+      if (p.queued && p.bytes === block && p.slab === null) this.#place(p, slab, p.at);
+    }
+    if (slab.live === 0) this.#giveBack(slab);
   }
 
   /** The slab `side` fills, with room for `n` more bytes. */

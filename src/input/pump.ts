@@ -1,7 +1,8 @@
 /**
- * One input's read loop (SPEC 3, 8): reads many frames at a time into one reused buffer,
- * decodes them with a fresh decoder per peer and hands each frame to the engine, stamped with
- * the chunk's arrival time. While paused, a chunk already read waits undecoded, so a paused
+ * One input's read loop (SPEC 3, 8): reads many frames at a time into one reused buffer (a
+ * fresh one when the engine kept the last one for the frames it holds), decodes them with a
+ * fresh decoder per peer and hands each frame to the engine, stamped with the chunk's arrival
+ * time. While paused, a chunk already read waits undecoded, so a paused
  * input feeds the engine nothing at all (both inputs stop at the same point).
  *
  * @module
@@ -41,9 +42,17 @@ export interface PumpHooks {
   frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void;
   /**
    * A chunk was decoded (outgoing frames can be sent, held bytes rechecked, held frames
-   * copied out of the read buffer: it is reused after this returns).
+   * copied out of the read buffer: it is reused after this returns). True: the read buffer
+   * was kept instead (its held frames stay in it), and the next read goes into a fresh one
+   * from `buffer`.
    */
-  chunk(): void;
+  chunk(): boolean | void;
+  /**
+   * A buffer to read into (the comparator's: a block of its pool, as large as
+   * {@linkcode READ_SIZE}): the first one, and one after each buffer `chunk` kept. Without it
+   * the pump reads into one array of its own, always.
+   */
+  buffer?(): Uint8Array;
   /**
    * `frame` threw: a bug inside the engine, not a problem of the peer. The read buffer may be
    * reused after this returns.
@@ -60,7 +69,8 @@ export class InputPump {
   readonly #vnet: boolean;
   readonly #hooks: PumpHooks;
   readonly #log: Logger;
-  readonly #buf = new Uint8Array(READ_SIZE);
+  /** The read buffer (the hooks' `buffer`, or one of its own): made at the first read. */
+  #buf: Uint8Array | null = null;
   #paused = false;
   #stopped = false;
   #resume: (() => void) | null = null;
@@ -108,7 +118,7 @@ export class InputPump {
         }
       },
     }, this.#vnet);
-    const buf = this.#buf;
+    let buf = this.#buf ??= hooks.buffer?.() ?? new Uint8Array(READ_SIZE);
     let sinceTurn = 0;
     try {
       while (!this.#stopped) {
@@ -128,7 +138,7 @@ export class InputPump {
         let broken;
         try {
           broken = decoder.push(buf, n);
-          hooks.chunk();
+          if (hooks.chunk() === true) buf = this.#buf = hooks.buffer!();
         } catch (error) {
           // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
           hooks.internalError(error);

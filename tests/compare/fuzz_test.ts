@@ -6,12 +6,11 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import type { EngineSink } from "../../src/compare/events.ts";
 import { Rng } from "../../src/demo/traffic.ts";
-import { FrameWriter } from "../../src/output/writer.ts";
 import { BlockPool } from "../../src/pool.ts";
 import { FrameDecoder } from "../../src/wire/codec.ts";
 import { concat, frame, framed, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { outdev } from "../support/outdev.ts";
 import { Recorder } from "../support/recorder.ts";
 
 function randomFrame(rng: Rng, stream: Uint8Array): Uint8Array {
@@ -186,31 +185,6 @@ Deno.test("fuzz: deciding a matching pair at once gives the same decisions as qu
   }
 });
 
-/** An outdev writer on a connection that keeps every byte written, and an engine sink on it. */
-function outdev(pool: BlockPool): { out: FrameWriter; sink: EngineSink; written: Uint8Array[] } {
-  const written: Uint8Array[] = [];
-  const out = new FrameWriter({
-    vnet: false,
-    highWater: 1 << 30,
-    lowWater: 0,
-    maxBufferedDisconnected: 0,
-    pool,
-  });
-  out.attach({
-    peer: "test",
-    read: () => new Promise(() => {}),
-    write: (b: Uint8Array) => (written.push(b.slice()), Promise.resolve(b.length)),
-    close() {},
-  });
-  const sink: EngineSink = {
-    release: (bytes, at, size, vnetLen) => void out.writeAt(bytes, at, size, vnetLen),
-    settle: () => out.copyPending(),
-    discard() {},
-    checkpoint() {},
-  };
-  return { out, sink, written };
-}
-
 Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, decide as whole frames", async () => {
   // The input hands the engine frames where they lie in its read buffer, and the engine copies
   // the held ones out of it only at the end of the read, adjacent ones together; the outdev
@@ -218,6 +192,7 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
   // or dropped meanwhile, reused for a later frame of the same read, far apart, in slabs
   // emptied and refilled: the decisions, and every byte outdev gets, must be those of frames
   // handed over whole.
+  let keptTotal = 0;
   for (let seed = 1; seed <= 60; seed++) {
     const rng = new Rng(seed * 13);
     const stream = pseudoRandomBytes(20_000, seed);
@@ -230,6 +205,20 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
     const pool = new BlockPool();
     const { out, sink, written } = outdev(pool);
     const toOutdev = new CompareEngine({ ...options, pool }, sink);
+    // Two more that read into blocks of their pools and keep the blocks whose held frames fill
+    // `keepInPlaceFrom` bytes as their slabs (the comparator's pumps): to a recorder (the
+    // frames' bytes when decided) and to a real writer (the bytes outdev gets, copied later).
+    const keepInPlaceFrom = rng.int(1, 4000);
+    const placeRec = new Recorder();
+    const inPlace = new CompareEngine({ ...options, keepInPlaceFrom }, placeRec);
+    const placePool = new BlockPool();
+    const placeOut = outdev(placePool);
+    const inPlaceOut = new CompareEngine(
+      { ...options, pool: placePool, keepInPlaceFrom },
+      placeOut.sink,
+    );
+    const blocks = [inPlace.readBuffer(), inPlaceOut.readBuffer()];
+    let kept = 0;
     const read = new Uint8Array(64 * 1024);
     let batch: { frame: Uint8Array; now: number }[] = [];
     let batchSide: "primary" | "secondary" = "primary";
@@ -239,9 +228,15 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
       for (const { frame: f, now } of batch) {
         at += rng.next() < 0.9 ? 4 : rng.int(0, 400);
         read.set(f, at);
-        for (const e of [reads, toOutdev]) {
-          if (batchSide === "primary") e.primaryAt(read, at, f.length, 0, now);
-          else e.secondaryAt(read, at, f.length, 0, now);
+        for (const b of blocks) b.set(f, at);
+        for (
+          const [e, bytes] of [[reads, read], [toOutdev, read], [inPlace, blocks[0]], [
+            inPlaceOut,
+            blocks[1],
+          ]] as const
+        ) {
+          if (batchSide === "primary") e.primaryAt(bytes, at, f.length, 0, now);
+          else e.secondaryAt(bytes, at, f.length, 0, now);
         }
         at += f.length;
       }
@@ -249,7 +244,15 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
       // What the comparator's pump does at the end of a read.
       toOutdev.keepHeld();
       out.flush();
-      read.fill(rng.int(0, 255)); // the next read
+      const fill = rng.int(0, 255);
+      read.fill(fill); // the next read
+      for (const [i, e] of [inPlace, inPlaceOut].entries()) {
+        const keeps = e.keepHeldInPlace();
+        if (e === inPlaceOut) placeOut.out.flush();
+        // A block kept holds frames: the next read goes into another one.
+        if (keeps) kept++, blocks[i] = e.readBuffer();
+        else blocks[i].fill(fill);
+      }
       batch = [];
     };
     const sent: Uint8Array[] = [];
@@ -276,27 +279,38 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
       endRead();
       if (r < 0.93) await out.idle(); // writes complete: chunks go back to the pool
       if (r < 0.97) {
-        whole.tick(now);
-        reads.tick(now);
-        toOutdev.tick(now);
+        for (const e of [whole, reads, toOutdev, inPlace, inPlaceOut]) e.tick(now);
       } else {
-        whole.checkpoint(now);
-        reads.checkpoint(now);
-        toOutdev.checkpoint(now);
+        for (const e of [whole, reads, toOutdev, inPlace, inPlaceOut]) e.checkpoint(now);
       }
-      assert.deepEqual(
-        [reads.heldPrimary, reads.heldSecondary, reads.heldPrimaryBytes],
-        [whole.heldPrimary, whole.heldSecondary, whole.heldPrimaryBytes],
-        `seed ${seed} step ${step}`,
-      );
+      if (r < 0.93) await placeOut.out.idle();
+      for (const e of [reads, inPlace, inPlaceOut]) {
+        assert.deepEqual(
+          [e.heldPrimary, e.heldSecondary, e.heldPrimaryBytes],
+          [whole.heldPrimary, whole.heldSecondary, whole.heldPrimaryBytes],
+          `seed ${seed} step ${step}`,
+        );
+      }
     }
     endRead();
-    whole.checkpoint(now);
-    reads.checkpoint(now);
-    toOutdev.checkpoint(now);
+    for (const e of [whole, reads, toOutdev, inPlace, inPlaceOut]) e.checkpoint(now);
     out.flush();
     await out.idle();
+    placeOut.out.flush();
+    await placeOut.out.idle();
     assert.deepEqual(readRec.log, wholeRec.log, `seed ${seed}`);
+    assert.deepEqual(placeRec.log, wholeRec.log, `seed ${seed}: blocks kept in place`);
+    assert.deepEqual(
+      concat(...placeOut.written),
+      concat(...wholeRec.released.map((f) => framed(f))),
+      `seed ${seed}: outdev got every released frame from blocks kept in place`,
+    );
+    keptTotal += kept;
+    // Besides the block read into, the store keeps a slab per side to fill, even empty.
+    assert.ok(
+      placePool.free >= placePool.blocks - 3,
+      `seed ${seed}: ${placePool.blocks - placePool.free} of ${placePool.blocks} blocks not back`,
+    );
     assert.deepEqual(
       concat(...written),
       concat(...wholeRec.released.map((f) => framed(f))),
@@ -304,6 +318,7 @@ Deno.test("fuzz: frames handed over in reused read buffers, kept once per read, 
     );
     assert.ok(wholeRec.released.length > 50, `seed ${seed}: enough frames released`);
   }
+  assert.ok(keptTotal > 1000, `${keptTotal} blocks kept in place`);
 });
 
 Deno.test("fuzz: hibernating every idle connection but one changes no decision", () => {

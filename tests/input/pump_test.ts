@@ -120,3 +120,22 @@ for (const [what, size] of [["whole buffers", 256 * 1024], ["TLS records", 16 * 
     );
   });
 }
+
+Deno.test("pump: reads into the hooks' buffers, and into a fresh one after a chunk kept its buffer", async () => {
+  const given: Uint8Array[] = [];
+  const readInto: Uint8Array[] = [];
+  let chunks = 0;
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: (bytes) => readInto.push(bytes),
+    // The second chunk's buffer is kept (its frames held in place).
+    chunk: () => ++chunks === 2,
+    buffer: () => (given.push(new Uint8Array(1024)), given[given.length - 1]),
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const chunk = framed(new Uint8Array([7]));
+  await pump.run(new ScriptedConn([chunk, chunk, chunk, chunk]));
+  assert.equal(given.length, 2, "one buffer at the start, one after the kept one");
+  assert.deepEqual(readInto, [given[0], given[0], given[1], given[1]]);
+});
