@@ -1,7 +1,7 @@
 /**
  * The scavenge nudge (issue 11): it looks at the external memory once per interval of TLS
- * bytes, nudges when it grew past its lowest level, really makes V8 free dead ArrayBuffers, and every
- * TLS connection counts what it reads and writes.
+ * bytes and nudges when it grew past its lowest level; a nudge really makes V8 free dead
+ * ArrayBuffers; every TLS connection counts what it reads and writes.
  */
 
 import assert from "node:assert/strict";
