@@ -7,7 +7,7 @@
  * buffers dead at once, but outside V8's heap. A dead ArrayBuffer is freed by the next
  * collection, young or full; but what little JavaScript each chunk makes seldom fills the young
  * generation, and the first full collection waits for V8's initial global allocation limit
- * (heap plus external bytes). Until then 40-60 MiB of dead buffers piled up in malloc's heap in
+ * (heap plus external bytes). Until then 40-63 MiB of dead buffers piled up in malloc's heap in
  * the first second of a TLS stream: the peak of the TLS bench rows (bench/README.md, "Where
  * the TLS memory is"). Once V8's full collections have started (every ~20 ms in tcp-1000-tls)
  * they keep the pile below about 20 MiB; a nudge is for the time before, or whenever they lag.
@@ -62,9 +62,9 @@ export interface NudgeOptions {
  * Counts TLS bytes; after every {@linkcode NUDGE_BYTES} looks at the external memory (16 us),
  * and nudges V8 into a scavenge once it has grown {@linkcode NUDGE_GROWTH} past its lowest
  * level since the last nudge. A growth, not a level: what the pool's blocks and held frames
- * keep is external too, and live (tcp-1000x100-tls nudged at every look with a fixed level,
- * 18% more CPU per frame). A smaller growth nudged between V8's own collections as well:
- * 16 MiB cost tcp-1000-tls 12% of its frames per CPU-second.
+ * keep is external too, and live (with a fixed level of 24 MiB tcp-1000x100-tls nudged at
+ * every look: 18% fewer frames per CPU-second). A lower mark nudges between V8's own
+ * collections as well (a fixed 16 MiB: tcp-1000-tls 12% fewer frames per CPU-second).
  */
 export class ScavengeNudge {
   readonly #every: number;
