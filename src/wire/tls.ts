@@ -20,6 +20,7 @@ import type { Conn, Listener, Transport } from "./transport.ts";
 import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
 import { subjectDn } from "./x509.ts";
 import { DEAD_PEER_TIMING, type TcpTuner } from "./keepalive.ts";
+import { type ScavengeNudge, TLS_SCAVENGE } from "./scavenge.ts";
 
 /** Above this many received bytes not yet read, the socket stops reading (back-pressure). */
 const READ_HIGH_WATER = 1024 * 1024;
@@ -52,6 +53,8 @@ export interface TlsTransportOptions {
   handshakeTimeoutMs?: number;
   /** Sets the keepalive timing of every connection; null leaves it to the kernel. */
   tuner?: TcpTuner | null;
+  /** Counts the bytes of every connection, to free `node:tls`'s buffers (default: the program's). */
+  scavenge?: ScavengeNudge;
 }
 
 function hostPort(host: string | undefined, port: number | undefined): string {
@@ -152,9 +155,16 @@ export class TlsConn implements Conn {
   #error: Error | null = null;
   #wake: (() => void) | null = null;
   #drained: (() => void) | null = null;
+  readonly #scavenge: ScavengeNudge;
 
-  constructor(socket: tls.TLSSocket, subject: string, tuner: TcpTuner | null = null) {
+  constructor(
+    socket: tls.TLSSocket,
+    subject: string,
+    tuner: TcpTuner | null = null,
+    scavenge: ScavengeNudge = TLS_SCAVENGE,
+  ) {
     this.#socket = socket;
+    this.#scavenge = scavenge;
     this.subject = subject;
     this.peer = peerOf(socket);
     socket.setNoDelay(true);
@@ -166,6 +176,7 @@ export class TlsConn implements Conn {
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
+      this.#scavenge.count(chunk.length);
       if (this.#buffered >= READ_HIGH_WATER) this.#pause(true);
       this.#notify();
     });
@@ -241,6 +252,7 @@ export class TlsConn implements Conn {
     if (this.#socket.destroyed) return Promise.reject(new Deno.errors.BrokenPipe("closed"));
     // node:tls keeps what it is given until it is sent, and the caller reuses `p`: a copy.
     // Writes are pipelined; only a full socket buffer makes the caller wait (for `drain`).
+    this.#scavenge.count(p.length);
     if (this.#socket.write(p.slice())) return Promise.resolve(p.length);
     return new Promise((resolve, reject) => {
       this.#drained = () => {
@@ -343,7 +355,7 @@ class TlsListener implements Listener {
       if (authz && !authz.includes(subject)) {
         return refuse(`subject "${subject}" not in --tls-authz`);
       }
-      const conn = new TlsConn(socket, subject, options.tuner);
+      const conn = new TlsConn(socket, subject, options.tuner, options.scavenge);
       if (this.#waiter) {
         const w = this.#waiter;
         this.#waiter = null;
@@ -453,7 +465,7 @@ export class TlsTransport implements Transport {
         // TLS 1.3: the server judges our certificate after our side of the handshake is done
         // (QEMU's tls-authz closes at once). A close within the grace is that refusal, and a
         // connect failure with backoff, not a peer that comes and goes ten times a second.
-        const conn = new TlsConn(socket, subject, this.#options.tuner);
+        const conn = new TlsConn(socket, subject, this.#options.tuner, this.#options.scavenge);
         const succeed = () => {
           settle();
           socket.off("data", succeed);
