@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Logger } from "../log.ts";
+import { type Logger, ThrottledWarning } from "../log.ts";
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 
@@ -55,8 +55,7 @@ export class Endpoint {
   readonly #listeners: PeerListener[] = [];
   #listener: Listener | null = null;
   #conn: Conn | null = null;
-  #rejected = 0;
-  #rejectLoggedAt = -Infinity;
+  readonly #rejected: ThrottledWarning;
 
   /** `signal`: aborting it closes the endpoint, as {@linkcode Endpoint.close} does. */
   constructor(
@@ -70,6 +69,7 @@ export class Endpoint {
     this.address = address;
     this.#transport = transport;
     this.#log = log;
+    this.#rejected = new ThrottledWarning(log, "peer-rejected", REJECT_LOG_INTERVAL_MS);
     signal?.addEventListener("abort", () => this.close(), { once: true });
   }
 
@@ -156,18 +156,12 @@ export class Endpoint {
   /** SPEC 11: one peer per endpoint; a second one is closed at once and logged (rate-limited). */
   #reject(conn: Conn): void {
     conn.close();
-    this.#rejected++;
-    const now = performance.now();
-    if (now - this.#rejectLoggedAt < REJECT_LOG_INTERVAL_MS) return;
-    this.#log.warn("peer-rejected", {
+    this.#rejected.note({
       endpoint: this.name,
       peer: conn.peer,
       active: this.#conn?.peer,
-      rejected: this.#rejected,
       note: "one peer per endpoint; the active peer stays",
     });
-    this.#rejected = 0;
-    this.#rejectLoggedAt = now;
   }
 
   async #serveConnect(session: Session): Promise<void> {

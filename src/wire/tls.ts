@@ -14,7 +14,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
-import type { Logger } from "../log.ts";
+import { type Logger, ThrottledWarning } from "../log.ts";
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
@@ -270,35 +270,6 @@ export class TlsConn implements Conn {
   }
 }
 
-/** Logs refused handshakes: the first at once, then one summary per interval. */
-class RefusalLog {
-  readonly #log: Logger;
-  readonly #endpoint: string;
-  #lastAt = -Infinity;
-  #suppressed = 0;
-
-  constructor(log: Logger, endpoint: string) {
-    this.#log = log;
-    this.#endpoint = endpoint;
-  }
-
-  note(peer: string, reason: string): void {
-    const now = performance.now();
-    if (now - this.#lastAt < REFUSAL_LOG_INTERVAL_MS) {
-      this.#suppressed++;
-      return;
-    }
-    this.#log.warn("tls-refused", {
-      address: this.#endpoint,
-      peer,
-      reason,
-      suppressed: this.#suppressed || undefined,
-    });
-    this.#lastAt = now;
-    this.#suppressed = 0;
-  }
-}
-
 /** A `tls-listen:` address: peers come out of `accept()` only once authorized. */
 class TlsListener implements Listener {
   readonly #server: tls.Server;
@@ -314,7 +285,11 @@ class TlsListener implements Listener {
     const { creds, authz, log } = options;
     this.#log = log;
     this.#address = address.text;
-    const refusals = new RefusalLog(log, address.text);
+    // Refused handshakes: the first logged at once, then one line per interval with a count.
+    const refused = new ThrottledWarning(log, "tls-refused", REFUSAL_LOG_INTERVAL_MS);
+    const refusals = {
+      note: (peer: string, reason: string) => refused.note({ address: address.text, peer, reason }),
+    };
     this.#server = tls.createServer({
       key: server.key,
       cert: server.cert,
