@@ -34,7 +34,10 @@ export const NUDGE_GROWTH = 24 * 2 ** 20;
  */
 const NUDGE_OBJECTS = 70_000;
 
-/** Where each of the nudge's objects is put for a moment, so that no compiler leaves it out (written, never read). */
+/**
+ * Where each of the nudge's objects is put for a moment, so that no compiler leaves it out
+ * (written, never read).
+ */
 let _ballast: { n: number } | null = null;
 
 /**

@@ -53,7 +53,10 @@ export interface TlsTransportOptions {
   handshakeTimeoutMs?: number;
   /** Sets the keepalive timing of every connection; null leaves it to the kernel. */
   tuner?: TcpTuner | null;
-  /** Counts the bytes of every connection, to free `node:tls`'s buffers (default: the program's). */
+  /**
+   * Counts the bytes of every connection, to free `node:tls`'s buffers (default: the
+   * program's).
+   */
   scavenge?: ScavengeNudge;
 }
 
