@@ -79,6 +79,11 @@ export class Scope {
     return c;
   }
 
+  /** Closes the connections registered so far, now. */
+  closeConns(): void {
+    closeAll(...this.#conns.splice(0));
+  }
+
   /** Registers a clean-up step (run last registered first). */
   defer(fn: () => void | Promise<void>): void {
     this.#cleanups.push(fn);

@@ -9,6 +9,7 @@ import { checkpointStorm } from "./checkpoint_storm.ts";
 import { churn } from "./churn.ts";
 import { conservation } from "./conservation.ts";
 import { heldBound } from "./held_bound.ts";
+import { idleClients } from "./idle_clients.ts";
 import { notifyNonReader } from "./notify_nonreader.ts";
 import { onePeer } from "./one_peer.ts";
 import { sigtermConnect } from "./sigterm_connect.ts";
@@ -26,4 +27,5 @@ export const TRIALS: Trial[] = [
   churn,
   conservation,
   onePeer,
+  idleClients,
 ];
