@@ -289,10 +289,9 @@ class TlsListener implements Listener {
     this.#log = log;
     this.#address = address.text;
     // Refused handshakes: the first logged at once, then one line per interval with a count.
-    const refused = new ThrottledWarning(log, "tls-refused", REFUSAL_LOG_INTERVAL_MS);
-    const refusals = {
-      note: (peer: string, reason: string) => refused.note({ address: address.text, peer, reason }),
-    };
+    const refusals = new ThrottledWarning(log, "tls-refused", REFUSAL_LOG_INTERVAL_MS);
+    const noteRefusal = (peer: string, reason: string) =>
+      refusals.note({ address: address.text, peer, reason });
     this.#server = tls.createServer({
       key: server.key,
       cert: server.cert,
@@ -302,7 +301,7 @@ class TlsListener implements Listener {
       handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     });
     this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
-      refusals.note(peerOf(socket), error.message);
+      noteRefusal(peerOf(socket), error.message);
       discard(socket);
     });
     // The TCP listener in front: a connection past the bound is closed before the TLS server
@@ -310,7 +309,7 @@ class TlsListener implements Listener {
     let live = 0;
     this.#front = net.createServer((socket: net.Socket) => {
       if (live >= MAX_CONNECTIONS) {
-        refusals.note(
+        noteRefusal(
           hostPort(socket.remoteAddress, socket.remotePort),
           `${MAX_CONNECTIONS} connections already (in their handshake, waiting or served)`,
         );
@@ -325,7 +324,7 @@ class TlsListener implements Listener {
       const peer = peerOf(socket);
       const refuse = (reason: string) => {
         discard(socket);
-        refusals.note(peer, reason);
+        noteRefusal(peer, reason);
       };
       if (this.#closed) return discard(socket);
       const subject = peerSubject(socket, creds, "client");
