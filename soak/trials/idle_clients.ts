@@ -68,14 +68,17 @@ async function scrape(port: number): Promise<string> {
 /** The first bytes the monitor sends a new client: its QMP greeting. */
 async function greeting(port: number): Promise<string> {
   const conn = await connectRetry(port);
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     const buf = new Uint8Array(256);
     const n = await Promise.race([
-      conn.read(buf),
-      new Promise<null>((r) => setTimeout(() => r(null), 3000)),
+      // Closed below when the greeting is late: that read's end is no answer either.
+      conn.read(buf).catch(() => null),
+      new Promise<null>((r) => timer = setTimeout(() => r(null), 3000)),
     ]);
     return n === null ? "" : new TextDecoder().decode(buf.subarray(0, n));
   } finally {
+    clearTimeout(timer);
     conn.close();
   }
 }
@@ -110,6 +113,7 @@ export const idleClients: Trial = {
     const fds0 = program.fds();
     const rss0 = program.rss();
     const sampler = new RssSampler(program);
+    scope.defer(() => void sampler.stop());
     let fdsPeak = fds0;
     const fdTimer = setInterval(() => fdsPeak = Math.max(fdsPeak, program.fds()), 50);
     scope.defer(() => clearInterval(fdTimer));
