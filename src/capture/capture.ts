@@ -15,6 +15,7 @@ import type { Logger } from "../log.ts";
 import { enhancedPacket, interfaceDescription, sectionHeader } from "./pcapng.ts";
 import { VERSION } from "../version.ts";
 import { StartupError } from "../wire/endpoint.ts";
+import { writeAll } from "../wire/transport.ts";
 
 /** Default `--capture-max-bytes`: 64 MiB. */
 export const DEFAULT_CAPTURE_MAX_BYTES = 64 * 1024 * 1024;
@@ -197,10 +198,7 @@ export class BackgroundFile implements ByteSink {
       while (this.#queue.length > 0) {
         const chunks = this.#queue;
         this.#queue = [];
-        for (const c of chunks) {
-          let off = 0;
-          while (off < c.length) off += await this.#file.write(c.subarray(off));
-        }
+        for (const c of chunks) await writeAll(this.#file, c);
       }
     } catch (error) {
       this.#error = error;

@@ -14,6 +14,7 @@ import { Comparator } from "../comparator.ts";
 import { type Level, LEVELS, Logger } from "../log.ts";
 import { encodeFrame, FrameDecoder } from "../wire/codec.ts";
 import { parseAddress } from "../wire/address.ts";
+import { writeAll } from "../wire/transport.ts";
 import { captureAndReplay, replayCommand, replaySummary, type SentFrame } from "./captures.ts";
 import {
   type Conversation,
@@ -58,11 +59,6 @@ function listenAddress() {
 
 function portOf(text: string): number {
   return Number(text.slice(text.lastIndexOf(":") + 1));
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let o = 0;
-  while (o < data.length) o += await conn.write(data.subarray(o));
 }
 
 /** Feeds everything `conn` delivers to `decoder` until the connection ends. */

@@ -15,6 +15,7 @@ import type { Logger } from "../log.ts";
 import type { Address } from "../wire/address.ts";
 import { ClientListener } from "../wire/client_listener.ts";
 import { DEFAULT_SOCKET_MODE } from "../wire/plain.ts";
+import { writeAll } from "../wire/transport.ts";
 
 /** The content type of the Prometheus text format. */
 const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -159,8 +160,4 @@ function encodeAnswer(a: Answer): Uint8Array {
   out.set(h);
   out.set(body, h.length);
   return out;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }

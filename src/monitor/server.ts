@@ -13,6 +13,7 @@ import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
 import { ClientListener } from "../wire/client_listener.ts";
 import { DEFAULT_SOCKET_MODE } from "../wire/plain.ts";
+import { writeAll } from "../wire/transport.ts";
 import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
 
@@ -76,8 +77,7 @@ class Client {
     try {
       while (this.#queue.length > 0 && !this.#closed) {
         const chunk = this.#queue.shift()!;
-        let off = 0;
-        while (off < chunk.length) off += await this.#conn.write(chunk.subarray(off));
+        await writeAll(this.#conn, chunk);
         this.#pending -= chunk.length;
       }
     } catch {

@@ -37,3 +37,11 @@ export interface Transport {
   /** Connects to `address` (a connect address); rejects once `signal` aborts. */
   connect(address: Address, signal: AbortSignal): Promise<Conn>;
 }
+
+/** Writes all of `p` to `w`, however many writes that takes. */
+export async function writeAll(
+  w: { write(p: Uint8Array): Promise<number> },
+  p: Uint8Array,
+): Promise<void> {
+  for (let off = 0; off < p.length;) off += await w.write(p.subarray(off));
+}
