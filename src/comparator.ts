@@ -441,7 +441,7 @@ export class Comparator {
     this.#out.attach(conn);
     try {
       const sink = new Uint8Array(4096);
-      while ((await conn.read(sink)) !== null);
+      while (await conn.read(sink));
     } catch {
       // reset by peer: gone all the same
     } finally {

@@ -95,7 +95,7 @@ export class NotifyChannel implements CheckpointChannel {
     try {
       while (true) {
         const n = await conn.read(buf);
-        if (n === null) break;
+        if (!n) break;
         const broken = decoder.push(buf.subarray(0, n));
         if (broken) {
           this.#log.error("oversize-frame", {

@@ -142,7 +142,7 @@ export class QmpChannel implements CheckpointChannel {
           if (this.#dropReason !== null) break;
           throw error;
         }
-        if (n === null) break;
+        if (!n) break;
         session.push(buf.subarray(0, n), performance.now());
       }
     } finally {

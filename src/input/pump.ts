@@ -128,7 +128,7 @@ export class InputPump {
           if (this.#stopped) break;
         }
         const n = await conn.read(buf);
-        if (n === null) break;
+        if (!n) break;
         sinceTurn += n;
         while (this.#paused && !this.#stopped) {
           await new Promise<void>((r) => this.#resume = r);

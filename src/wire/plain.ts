@@ -9,6 +9,7 @@
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { keepAlive, type TcpTuner } from "./keepalive.ts";
+import { readOp } from "./read_op.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -22,8 +23,9 @@ export function addrText(a: Deno.Addr): string {
 }
 
 /**
- * A Deno socket as a {@linkcode Conn}; `read` and `write` are Deno's own, unwrapped. TCP gets
- * `TCP_NODELAY` and keepalive, with `tuner`'s timing where there is one (SPEC 11).
+ * A Deno socket as a {@linkcode Conn}; `read` is Deno's read op where it can be reached
+ * (src/wire/read_op.ts), `write` Deno's own. TCP gets `TCP_NODELAY` and keepalive, with
+ * `tuner`'s timing where there is one (SPEC 11).
  */
 function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
   if (conn.remoteAddr.transport === "tcp") {
@@ -34,7 +36,7 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
   const peer = addrText(conn.remoteAddr);
   let closed = false;
   return {
-    read: (p) => conn.read(p),
+    read: readOp(conn) ?? ((p) => conn.read(p)),
     write: (p) => conn.write(p),
     close() {
       if (closed) return;

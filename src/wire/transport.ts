@@ -10,7 +10,7 @@ import type { Address } from "./address.ts";
 
 /** One peer's byte stream. */
 export interface Conn {
-  /** Reads into `p`; the number of bytes read, or null at end of stream. */
+  /** Reads into `p` (never empty); the number of bytes read, 0 or null at end of stream. */
   read(p: Uint8Array): Promise<number | null>;
   /** Writes some of `p`; the number of bytes written. */
   write(p: Uint8Array): Promise<number>;
