@@ -11,6 +11,7 @@
  *
  *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
  *     [--root DIR]   # the src/ of another checkout, for before/after runs
+ *     [--per-read N] # N frames per read instead of 256 KiB (1: the latency workload's reads)
  *
  * @module
  */
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     workload: { type: "string", default: "tcp-64" },
     rounds: { type: "string", default: "7" },
     root: { type: "string" },
+    "per-read": { type: "string" },
   },
 });
 const workload = values.workload!;
@@ -116,6 +118,8 @@ const keepHeld = "keepHeld" in engine;
 /** Read buffers from the engine's pool, kept by it when full of held frames (same). */
 const inPlace = "keepHeldInPlace" in engine;
 const READ = 256 * 1024;
+/** Bytes per read: a whole buffer, or `--per-read` frames (the rest of the buffer then stale). */
+const CHUNK = values["per-read"] ? Number(values["per-read"]) * STEP : READ;
 const readBuffer = () => inPlace ? engine.readBuffer() : new Uint8Array(READ);
 let primaryBuf = readBuffer();
 let secondaryBuf = readBuffer();
@@ -140,8 +144,8 @@ async function measure(patterns: number): Promise<number> {
     const t = performance.now();
     nextRound();
     excluded += performance.now() - t;
-    for (let o = 0; o < pattern.length; o += READ) {
-      const chunk = pattern.subarray(o, Math.min(o + READ, pattern.length));
+    for (let o = 0; o < pattern.length; o += CHUNK) {
+      const chunk = pattern.subarray(o, Math.min(o + CHUNK, pattern.length));
       // The kernel's copy into each read buffer, as the pumps see it.
       primaryBuf.set(chunk);
       secondaryBuf.set(chunk);

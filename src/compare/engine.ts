@@ -588,8 +588,15 @@ export class CompareEngine implements CompareContext {
       bytes === this.#sameIn && held === this.#sameAs && at >= this.#sameFrom &&
       at + size <= this.#sameTo && at - this.#sameFrom === oldest.at - this.#sameAsFrom
     ) return oldest;
-    // Compare on past this frame, as far as the last comparisons found equal bytes.
-    const span = Math.min(this.#sameSpan, bytes.length - at, held.length - oldest.at);
+    // Compare on past this frame, as far as the last comparisons found equal bytes and no
+    // further than the held frames go: past the newest of them lie stale bytes (a slab's or a
+    // read block's earlier contents), and with one frame per read (a request and its answer)
+    // comparing those would cost up to a block's length per frame and never find a twin.
+    const newest = this.#newest!;
+    const heldEnd = newest.side === oldest.side && newest.bytes === held
+      ? newest.at + newest.size
+      : oldest.at + size;
+    const span = Math.min(this.#sameSpan, bytes.length - at, heldEnd - oldest.at);
     if (span > size && bytesEqual(held, oldest.at, bytes, at, span)) {
       this.#sameIn = bytes;
       this.#sameFrom = at;
