@@ -38,6 +38,7 @@ import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
 import { MallocTrimmer } from "./malloc.ts";
+import { PollWait } from "./wire/poll_wait.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
 /** outdev: pause the inputs above this many unsent bytes, resume below the low mark. */
@@ -139,6 +140,8 @@ export class Comparator {
   readonly #tuner: TcpTuner | null;
   /** Gives malloc's free memory back (issue 11); null where glibc cannot be reached. */
   readonly #trimmer: MallocTrimmer | null;
+  /** Polls the inputs for a moment before the event loop would sleep (src/wire/poll_wait.ts). */
+  readonly #poll: PollWait | null;
   /** When the scan last looked at the RSS for a malloc trim (engine ms). */
   #trimCheckedAt = 0;
 
@@ -157,6 +160,7 @@ export class Comparator {
     // (the TLS transport the caller built uses the same shared tuner).
     this.#tuner = TcpTuner.shared();
     this.#trimmer = MallocTrimmer.open();
+    this.#poll = PollWait.open();
     const plain = new PlainTransport(config.socketMode, this.#tuner);
     const transport = (a: Address): Transport => {
       if (a.transport !== "tcp" || !a.tls) return plain;
@@ -176,6 +180,7 @@ export class Comparator {
         this.#flow.outdev(on);
       },
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
+      onIdle: () => this.#poll?.settle(),
       pool: this.#pool,
     });
     this.#sink = new ComparatorSink(
@@ -273,7 +278,10 @@ export class Comparator {
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
       // The arrival time of a chunk's frames, kept for the hold time of what they release.
-      now: () => this.#now = this.#clock.now(),
+      now: () => {
+        this.#poll?.arrived();
+        return this.#now = this.#clock.now();
+      },
       frame,
       chunk: () => {
         // Held frames leave the read buffer before it is reused, or keep it when they fill it
@@ -347,8 +355,8 @@ export class Comparator {
     for (const e of this.#endpoints) this.#logAddress(e.name, e.address, e.boundText);
     for (const e of this.#channelEndpoints) this.#logAddress(e.name, e.address, e.boundText);
     this.#serving.push(
-      this.#primary.serve((c) => this.#pumps.primary.run(c)),
-      this.#secondary.serve((c) => this.#pumps.secondary.run(c)),
+      this.#primary.serve((c) => this.#runInput("primary", c)),
+      this.#secondary.serve((c) => this.#runInput("secondary", c)),
       this.#outdev.serve((c) => this.#serveOutdev(c)),
     );
     if (this.#channel) this.#serving.push(this.#channel.serve());
@@ -431,8 +439,22 @@ export class Comparator {
       held_secondary_bytes: this.engine.heldSecondaryBytes,
       connections: this.engine.connections,
       malloc_trims: this.#trimmer?.trims ?? "off",
+      input_polls: this.#poll
+        ? `${this.#poll.caught}/${this.#poll.caught + this.#poll.missed}`
+        : "off",
     });
     return report;
+  }
+
+  /** Serves an input peer, its socket polled before the event loop sleeps while it is on. */
+  async #runInput(side: Side, conn: Conn): Promise<void> {
+    const fd = conn.fd;
+    const watched = fd !== undefined && this.#poll !== null && this.#poll.watch(fd);
+    try {
+      await this.#pumps[side].run(conn);
+    } finally {
+      if (watched) this.#poll!.unwatch(fd);
+    }
   }
 
   // outdev: the writer sends; reading only tells when the peer goes away.

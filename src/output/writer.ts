@@ -37,6 +37,8 @@ export interface WriterOptions {
   now?: () => number;
   /** Called when a write fails (the peer is then treated as gone). */
   onWriteError?: (error: unknown) => void;
+  /** Called when a write has completed and nothing is left to write. */
+  onIdle?: () => void;
   /** Blocks for the buffer's chunks, shared with the held frames (default: a pool of its own). */
   pool?: BlockPool;
 }
@@ -475,6 +477,7 @@ export class FrameWriter {
     if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
     this.#endWrite();
     this.#pump();
+    if (!this.#writing) this.#o.onIdle?.();
   }
 
   #onFailed(error: unknown): void {

@@ -9,7 +9,7 @@
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { keepAlive, type TcpTuner } from "./keepalive.ts";
-import { readOp } from "./read_op.ts";
+import { readOp, socketFd } from "./read_op.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -48,6 +48,7 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
       }
     },
     peer,
+    fd: socketFd(conn) ?? undefined,
   };
 }
 

@@ -1,13 +1,14 @@
 /**
- * Deno's socket read op, called past `Deno.Conn.read` (issue 11). In Deno 2.9.6 `Conn.read` is
+ * Deno's socket read op, called past `Deno.Conn.read` (issue 11), and a socket's file
+ * descriptor (for src/wire/poll_wait.ts). In Deno 2.9.6 `Conn.read` is
  * an async wrapper around the op that adds each pending read's promise to a `Set` and deletes
  * it when the read completes. Once one read has waited across two scavenges (any quiet
  * moment), that Set's table lives in V8's old generation, and from then on every read leaves
  * about 40-120 bytes there that only a full collection frees (bench/README.md, "Old-generation
  * garbage from Deno's own reads"). The op itself leaves none, and costs less CPU per read.
  *
- * The op and the socket's resource id are Deno internals (`Deno[Deno.internal].core.read`, the
- * `Deno.internal.rid` property). Where either is missing (another Deno), sockets are read
+ * The op, the socket's resource id and its descriptor are Deno internals
+ * (`Deno[Deno.internal].core.read`, the `Deno.internal.rid` and `Deno.internal.fd` properties). Where either is missing (another Deno), sockets are read
  * through `Conn.read` as before; `tests/wire/plain_test.ts` fails on the pinned Deno if the
  * op is not found.
  *
@@ -27,25 +28,31 @@ const coreRead: CoreRead | null = (() => {
   return typeof read === "function" ? read as CoreRead : null;
 })();
 
-/** The property under which Deno keeps a socket's resource id, found on the first socket. */
-let ridKey: symbol | null | undefined;
+/** The properties under which Deno keeps a socket's resource id and descriptor. */
+const keys = new Map<string, symbol | null>();
 
-function ridOf(conn: Deno.Conn): number | null {
-  if (ridKey === undefined) {
-    ridKey = Object.getOwnPropertySymbols(conn).find((s) =>
-      s.description === "Deno.internal.rid"
-    ) ??
-      null;
+/** `conn`'s number under the internal property `name`, or null. */
+function internalNumber(conn: Deno.Conn, name: string): number | null {
+  let key = keys.get(name);
+  if (key === undefined) {
+    key = Object.getOwnPropertySymbols(conn).find((s) => s.description === name) ?? null;
+    keys.set(name, key);
   }
-  if (ridKey === null) return null;
-  const rid = (conn as unknown as Record<symbol, unknown>)[ridKey];
-  return typeof rid === "number" ? rid : null;
+  if (key === null) return null;
+  const value = (conn as unknown as Record<symbol, unknown>)[key];
+  return typeof value === "number" ? value : null;
+}
+
+/** `conn`'s file descriptor (Deno's `Deno.internal.fd` property), or null. */
+export function socketFd(conn: Deno.Conn): number | null {
+  const fd = internalNumber(conn, "Deno.internal.fd");
+  return fd !== null && fd >= 0 ? fd : null;
 }
 
 /** `conn`'s read op, or null where this Deno does not expose it. */
 export function readOp(conn: Deno.Conn): ReadOp | null {
   if (coreRead === null) return null;
-  const rid = ridOf(conn);
+  const rid = internalNumber(conn, "Deno.internal.rid");
   if (rid === null) return null;
   return (p) => coreRead(rid, p);
 }

@@ -18,6 +18,8 @@ export interface Conn {
   close(): void;
   /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */
   readonly peer: string;
+  /** The socket's file descriptor where the transport knows it (plain sockets), for polling. */
+  readonly fd?: number;
 }
 
 /** A bound listen address. */

@@ -1,0 +1,129 @@
+/**
+ * Adaptive polling of the inputs before the event loop sleeps (issue 11), as QEMU's iothreads
+ * poll before they block (`poll-max-ns`). Once outdev has taken everything released, the next
+ * frames usually arrive within tens of microseconds (the other side's copy, the next request).
+ * A thread that sleeps in `epoll_wait` meanwhile leaves its CPU idle, and on a virtual machine
+ * an idle vCPU halts: waking it costs the next frame 30-50 us at the median and milliseconds in
+ * the tail (bench/README.md, "Polling before the event loop sleeps"). So for a short while the
+ * input sockets are polled (`poll(2)`, timeout 0) on the main thread, and it returns to the
+ * event loop as soon as one is readable or the while is over.
+ *
+ * How long adapts as in QEMU (`aio_poll`): no polling at first; when the next frames came later
+ * than the polling lasted but within {@linkcode POLL_MAX_US}, it doubles (from
+ * {@linkcode POLL_START_US}); when they came later than that, polling stops until they come
+ * sooner again. Sparse traffic therefore costs no polling, and a steady request-and-answer
+ * stream is answered without a wake-up.
+ *
+ * libc is opened at start, while the `ffi` permission is granted; without it (or not on
+ * Linux) nothing is polled. Only sockets with a file descriptor take part (plain TCP and unix
+ * inputs; `node:tls` does not show one).
+ *
+ * @module
+ */
+
+import { openLibc } from "../libc.ts";
+
+/** The longest poll, and the first, in microseconds. */
+export const POLL_MAX_US = 64;
+export const POLL_START_US = 4;
+
+/** `struct pollfd`: int fd, short events, short revents. */
+const POLLFD_SIZE = 8;
+const POLLIN = 1;
+/** Inputs watched at most (the primary and the secondary input). */
+const MAX_FDS = 8;
+
+const SYMBOLS = {
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+} as const;
+
+/** Polls before it would be time to sleep: `settle` decides, `arrived` teaches it. */
+export class PollWait {
+  readonly #poll: (fds: Uint8Array, n: number) => number;
+  readonly #now: () => number;
+  readonly #fds = new Uint8Array(POLLFD_SIZE * MAX_FDS);
+  readonly #view = new DataView(this.#fds.buffer);
+  #count = 0;
+  /** How long the next poll may last (us); 0: no polling. */
+  #windowUs = 0;
+  /** When the last poll began, while no input has arrived since (ms); -1: none. */
+  #idleSince = -1;
+  /** Polls that ended with an input readable, and with none. */
+  caught = 0;
+  missed = 0;
+
+  /**
+   * `poll` checks `fds[0, n)` for readability without waiting and returns how many are ready;
+   * `now` is in milliseconds. Tests give their own.
+   */
+  constructor(
+    poll: (fds: Uint8Array, n: number) => number,
+    now: () => number = () => performance.now(),
+  ) {
+    this.#poll = poll;
+    this.#now = now;
+  }
+
+  /** The poller over libc's `poll(2)`, or null where it cannot be reached. */
+  static open(): PollWait | null {
+    const libc = openLibc(SYMBOLS, "input polling");
+    if (typeof libc === "string") return null;
+    return new PollWait((fds, n) => libc.poll(fds, BigInt(n), 0));
+  }
+
+  /** The current poll window (us). */
+  get windowUs(): number {
+    return this.#windowUs;
+  }
+
+  /** Watches `fd` for readability; false when {@linkcode MAX_FDS} are watched already. */
+  watch(fd: number): boolean {
+    if (this.#count === MAX_FDS) return false;
+    const at = POLLFD_SIZE * this.#count++;
+    this.#view.setInt32(at, fd, true);
+    this.#view.setInt16(at + 4, POLLIN, true);
+    this.#view.setInt16(at + 6, 0, true);
+    return true;
+  }
+
+  /** Stops watching `fd`. */
+  unwatch(fd: number): void {
+    for (let i = 0; i < this.#count; i++) {
+      if (this.#view.getInt32(POLLFD_SIZE * i, true) !== fd) continue;
+      const last = POLLFD_SIZE * --this.#count;
+      this.#fds.copyWithin(POLLFD_SIZE * i, last, last + POLLFD_SIZE);
+      return;
+    }
+  }
+
+  /**
+   * Called when there is nothing left to do but wait for input: polls the watched inputs for
+   * up to the current window, returning once one is readable.
+   */
+  settle(): void {
+    if (this.#count === 0) return;
+    const start = this.#now();
+    this.#idleSince = start;
+    if (this.#windowUs === 0) return;
+    const until = start + this.#windowUs / 1000;
+    do {
+      if (this.#poll(this.#fds, this.#count) > 0) {
+        this.caught++;
+        return;
+      }
+    } while (this.#now() < until);
+    this.missed++;
+  }
+
+  /** Called when input has been read: adapts the window to how long it took to come. */
+  arrived(): void {
+    if (this.#idleSince < 0) return;
+    const waitedUs = (this.#now() - this.#idleSince) * 1000;
+    this.#idleSince = -1;
+    if (waitedUs <= this.#windowUs) return;
+    // What was measured includes the wake-up itself when the thread slept (30-100 us on an
+    // idle vCPU): frames that came within twice the longest poll would mostly have been caught.
+    if (waitedUs > 2 * POLL_MAX_US) this.#windowUs = 0;
+    else this.#windowUs = Math.min(POLL_MAX_US, Math.max(POLL_START_US, 2 * this.#windowUs));
+  }
+}
