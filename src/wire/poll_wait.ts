@@ -3,15 +3,15 @@
  * poll before they block (`poll-max-ns`). Once outdev has taken everything released, the next
  * frames usually arrive within tens of microseconds (the other side's copy, the next request).
  * A thread that sleeps in `epoll_wait` meanwhile leaves its CPU idle, and on a virtual machine
- * an idle vCPU halts: waking it costs the next frame 30-50 us at the median and milliseconds in
- * the tail (bench/README.md, "Polling before the event loop sleeps"). So for a short while the
+ * an idle vCPU halts: waking it costs the next frame 30-50 us at the median, and more in the
+ * tail (bench/README.md, "Polling the inputs before the event loop sleeps"). So for a short while the
  * input sockets are polled (`poll(2)`, timeout 0) on the main thread, and it returns to the
  * event loop as soon as one is readable or the while is over.
  *
  * How long adapts as in QEMU (`aio_poll`): no polling at first; when the next frames came later
- * than the polling lasted but within {@linkcode POLL_MAX_US}, it doubles (from
- * {@linkcode POLL_START_US}); when they came later than that, polling stops until they come
- * sooner again. Sparse traffic therefore costs no polling, and a steady request-and-answer
+ * than the polling lasted but within twice {@linkcode POLL_MAX_US} (what is measured includes
+ * the wake-up), it doubles (from {@linkcode POLL_START_US}, up to {@linkcode POLL_MAX_US}); when
+ * they came later than that, polling stops until they come sooner again. Sparse traffic therefore costs no polling, and a steady request-and-answer
  * stream is answered without a wake-up.
  *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
@@ -33,8 +33,11 @@ const POLLIN = 1;
 /** Inputs watched at most (the primary and the secondary input). */
 const MAX_FDS = 8;
 
+/** `nfds` as the BigInts FFI takes for it, made once: not one per poll in the polling loop. */
+const NFDS = Array.from({ length: MAX_FDS + 1 }, (_, n) => BigInt(n));
+
 const SYMBOLS = {
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "usize", "i32"], result: "i32" },
 } as const;
 
 /** Polls before it would be time to sleep: `settle` decides, `arrived` teaches it. */
@@ -68,7 +71,7 @@ export class PollWait {
   static open(): PollWait | null {
     const libc = openLibc(SYMBOLS, "input polling");
     if (typeof libc === "string") return null;
-    return new PollWait((fds, n) => libc.poll(fds, BigInt(n), 0));
+    return new PollWait((fds, n) => libc.poll(fds, NFDS[n], 0));
   }
 
   /** The current poll window (us). */
