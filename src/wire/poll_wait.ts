@@ -11,12 +11,14 @@
  * How long adapts as in QEMU (`aio_poll`): no polling at first; when the next frames came later
  * than the polling lasted but within twice {@linkcode POLL_MAX_US} (what is measured includes
  * the wake-up), it doubles (from {@linkcode POLL_START_US}, up to {@linkcode POLL_MAX_US}); when
- * they came later than that, polling stops until they come sooner again. Sparse traffic therefore costs no polling, and a steady request-and-answer
- * stream is answered without a wake-up.
+ * they came later than that, polling stops until they come sooner again. Sparse traffic therefore
+ * costs no polling, and a steady request-and-answer stream is answered without a wake-up. The
+ * cost is CPU: at most {@linkcode POLL_MAX_US} per idle moment, so input that keeps coming just
+ * too late (64-128 us apart, one frame at a time) can keep up to about half a core polling.
  *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
- * Linux) nothing is polled. Only sockets with a file descriptor take part (plain TCP and unix
- * inputs; `node:tls` does not show one).
+ * Linux) nothing is polled. Only sockets with a file descriptor take part: plain TCP and unix
+ * inputs, not TLS (bench/README.md says why).
  *
  * @module
  */
