@@ -1,5 +1,5 @@
 /**
- * The CPU cost of the hot path per compared pair, in one process and without sockets: 256 KiB
+ * The CPU cost of the hot path per compared pair, in one process and without sockets: 128 KiB
  * chunks of framed tcp-64, tcp-1000, tcp-1000x100 or udp-512 frames go through the frame decoder, the compare
  * engine, the comparator's sink and the outdev writer (onto a stream that takes every write at
  * once), a primary chunk then the same secondary chunk, as the input pumps feed them. TCP
@@ -11,7 +11,7 @@
  *
  *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
  *     [--root DIR]   # the src/ of another checkout, for before/after runs
- *     [--per-read N] # N frames per read instead of 256 KiB (1: the latency workload's reads)
+ *     [--per-read N] # N frames per read instead of a whole buffer (1: the latency workload's reads)
  *
  * @module
  */
@@ -117,7 +117,8 @@ const secondaryIn: FrameDecoder = new Decoder({
 const keepHeld = "keepHeld" in engine;
 /** Read buffers from the engine's pool, kept by it when full of held frames (same). */
 const inPlace = "keepHeldInPlace" in engine;
-const READ = 256 * 1024;
+/** The checkout's read and block size (256 KiB before it was a constant of `pool.ts`). */
+const READ: number = (await src("pool.ts").catch(() => ({}))).BLOCK_SIZE ?? 256 * 1024;
 /** Bytes per read: a whole buffer, or `--per-read` frames (the rest of the buffer then stale). */
 const CHUNK = values["per-read"] ? Number(values["per-read"]) * STEP : READ;
 const readBuffer = () => inPlace ? engine.readBuffer() : new Uint8Array(READ);

@@ -44,7 +44,7 @@ export type PauseListener = (side: Side, paused: boolean, reason: PauseReason) =
 export function heldMarks(maxHeldBytes: number): HeldMarks {
   const high = Math.floor(maxHeldBytes / 4);
   const low = Math.floor(maxHeldBytes / 8);
-  // A few reads (256 KiB each) of lead: far less than max-queue-size frames on one connection.
+  // A few reads (128 KiB each) of lead: far less than max-queue-size frames on one connection.
   return { high, low, leadHigh: Math.min(LEAD_HIGH, low), leadLow: Math.min(LEAD_LOW, low / 2) };
 }
 

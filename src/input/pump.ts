@@ -13,9 +13,10 @@ import type { Side } from "../compare/packet.ts";
 import type { Logger } from "../log.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
+import { BLOCK_SIZE } from "../pool.ts";
 
 /** Bytes asked of the socket per read: many frames per read, one decode pass each. */
-export const READ_SIZE = 256 * 1024;
+export const READ_SIZE = BLOCK_SIZE;
 
 /**
  * Bytes read after which the loop lets the event loop turn (SPEC 8). A read that finds data

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InputPump } from "../../src/input/pump.ts";
+import { InputPump, READ_SIZE } from "../../src/input/pump.ts";
 import { Logger } from "../../src/log.ts";
 import type { Conn } from "../../src/wire/transport.ts";
 import { concat, framed } from "../support/packets.ts";
@@ -93,7 +93,7 @@ class FloodConn implements Conn {
   close(): void {}
 }
 
-for (const [what, size] of [["whole buffers", 256 * 1024], ["TLS records", 16 * 1024]] as const) {
+for (const [what, size] of [["whole buffers", READ_SIZE], ["TLS records", 16 * 1024]] as const) {
   Deno.test(`pump: a peer that keeps its socket full (${what}) does not keep timers and other sockets waiting (SPEC 8)`, async () => {
     let frames = 0;
     const pump = new InputPump("primary", false, {
