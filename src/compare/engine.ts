@@ -462,6 +462,11 @@ export class CompareEngine implements CompareContext {
     // Released frames of an emptied slab may lie where these go.
     this.#settle?.();
     this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
+    this.#unlist(n);
+  }
+
+  /** Empties the list of held frames still in their read buffer (they were kept). */
+  #unlist(n: number): void {
     this.#unkept.fill(EMPTY_PACKET, 0, n);
     this.#unkeptCount = this.#unkeptBytes = 0;
     this.#unkeptIn = EMPTY;
@@ -478,14 +483,10 @@ export class CompareEngine implements CompareContext {
   keepHeldInPlace(): boolean {
     const block = this.#unkeptIn;
     const n = this.#unkeptCount;
-    if (n === 0 || !this.#readBuffers.has(block)) {
-      this.keepHeld();
-      return false;
-    }
     // A frame listed seldom leaves within the read that brought it (the other side's copies
     // come in other reads): the bytes listed are about the bytes held. At worst a block is
     // kept for fewer; it goes back with the last of them all the same.
-    if (this.#unkeptBytes < this.#keepInPlaceFrom) {
+    if (n === 0 || !this.#readBuffers.has(block) || this.#unkeptBytes < this.#keepInPlaceFrom) {
       this.keepHeld();
       return false;
     }
@@ -495,9 +496,7 @@ export class CompareEngine implements CompareContext {
     this.#settle?.();
     this.#readBuffers.delete(block);
     this.#store.adopt(block, this.#unkept, n);
-    this.#unkept.fill(EMPTY_PACKET, 0, n);
-    this.#unkeptCount = this.#unkeptBytes = 0;
-    this.#unkeptIn = EMPTY;
+    this.#unlist(n);
     return true;
   }
 
@@ -794,7 +793,7 @@ export class CompareEngine implements CompareContext {
 
 const EMPTY = new Uint8Array(0);
 /** The most bytes one comparison for twins covers (a read's). */
-const MAX_SAME_SPAN = 256 * 1024;
+const MAX_SAME_SPAN = SLAB_SIZE;
 /** What `#unkept` holds past its end. */
 const EMPTY_PACKET = new Packet();
 
