@@ -13,7 +13,7 @@
 
 import type { Logger } from "../log.ts";
 import type { Address } from "../wire/address.ts";
-import { ClientListener } from "../wire/client_listener.ts";
+import { ClientListener, closeQuietly } from "../wire/client_listener.ts";
 import { DEFAULT_SOCKET_MODE } from "../wire/plain.ts";
 import { writeAll } from "../wire/transport.ts";
 
@@ -60,13 +60,8 @@ export async function serveMetrics(
   const listener = await ClientListener.open("--metrics", address, socketMode);
   log.info("listening", { endpoint: "metrics", address: listener.boundText });
   listener.serve("metrics", MAX_CLIENTS, async (conn) => {
-    const timer = setTimeout(() => {
-      try {
-        conn.close(); // ends the pending read or write
-      } catch {
-        // already closed
-      }
-    }, timeoutMs);
+    // Closing ends the pending read or write.
+    const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
     try {
       const head = await readHead(conn);
       if (head === null) return;

@@ -105,7 +105,8 @@ export class ClientListener {
   }
 }
 
-function closeQuietly(c: { close(): void }): void {
+/** Closes `c`, which may be closed already. */
+export function closeQuietly(c: { close(): void }): void {
   try {
     c.close();
   } catch {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { POLL_MAX_US, POLL_START_US, PollWait } from "../../src/wire/poll_wait.ts";
+import { socketFd } from "../../src/wire/read_op.ts";
 
 /**
  * A poller over a fake clock (ms) and a fake poll: an input is readable from `inputAt` on, or
@@ -106,10 +107,7 @@ Deno.test({
       Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
     ]);
     try {
-      const fdKey = Object.getOwnPropertySymbols(ours).find((s) =>
-        s.description === "Deno.internal.fd"
-      )!;
-      poller.watch((ours as unknown as Record<symbol, number>)[fdKey]);
+      poller.watch(socketFd(ours)!);
       poller.settle();
       poller.arrived(); // input at once: the window opens
       assert.ok(poller.windowUs > 0);
