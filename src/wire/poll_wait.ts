@@ -4,9 +4,9 @@
  * frames usually arrive within tens of microseconds (the other side's copy, the next request).
  * A thread that sleeps in `epoll_wait` meanwhile leaves its CPU idle, and on a virtual machine
  * an idle vCPU halts: waking it costs the next frame 30-50 us at the median, and more in the
- * tail (bench/README.md, "Polling the inputs before the event loop sleeps"). So for a short while the
- * input sockets are polled (`poll(2)`, timeout 0) on the main thread, and it returns to the
- * event loop as soon as one is readable or the while is over.
+ * tail (bench/README.md, "Polling the inputs before the event loop sleeps"). So for a short
+ * while the input sockets are polled (`poll(2)`, timeout 0) on the main thread, and it returns
+ * to the event loop as soon as one is readable or the while is over.
  *
  * How long adapts as in QEMU (`aio_poll`): no polling at first; when the next frames came later
  * than the polling lasted but within twice {@linkcode POLL_MAX_US} (what is measured includes

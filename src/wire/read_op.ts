@@ -1,16 +1,16 @@
 /**
  * Deno's socket read op, called past `Deno.Conn.read` (issue 11), and a socket's file
- * descriptor (for src/wire/poll_wait.ts). In Deno 2.9.6 `Conn.read` is
- * an async wrapper around the op that adds each pending read's promise to a `Set` and deletes
- * it when the read completes. Once one read has waited across two scavenges (any quiet
- * moment), that Set's table lives in V8's old generation, and from then on every read leaves
- * about 40-120 bytes there that only a full collection frees (bench/README.md, "Old-generation
- * garbage from Deno's own reads"). The op itself leaves none, and costs less CPU per read.
+ * descriptor (for src/wire/poll_wait.ts). In Deno 2.9.6 `Conn.read` is an async wrapper around
+ * the op that adds each pending read's promise to a `Set` and deletes it when the read
+ * completes. Once one read has waited across two scavenges (any quiet moment), that Set's
+ * table lives in V8's old generation, and from then on every read leaves about 40-120 bytes
+ * there that only a full collection frees (bench/README.md, "Old-generation garbage from
+ * Deno's own reads"). The op itself leaves none, and costs less CPU per read.
  *
  * The op, the socket's resource id and its descriptor are Deno internals
- * (`Deno[Deno.internal].core.read`, the `Deno.internal.rid` and `Deno.internal.fd` properties). Where either is missing (another Deno), sockets are read
- * through `Conn.read` as before; `tests/wire/plain_test.ts` fails on the pinned Deno if the
- * op is not found.
+ * (`Deno[Deno.internal].core.read`, the `Deno.internal.rid` and `Deno.internal.fd`
+ * properties). Where either is missing (another Deno), sockets are read through `Conn.read` as
+ * before; `tests/wire/plain_test.ts` fails on the pinned Deno if the op is not found.
  *
  * @module
  */
