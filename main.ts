@@ -8,6 +8,7 @@ import { type Config, configAddresses, HELP, parseCommandLine, UsageError } from
 import { Comparator } from "./src/comparator.ts";
 import { Logger } from "./src/log.ts";
 import { dropPermissions } from "./src/permissions.ts";
+import { HELPER_NICE, lowerHelperThreads } from "./src/helper_threads.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
 import { TcpTuner } from "./src/wire/keepalive.ts";
@@ -92,6 +93,12 @@ async function main(args: string[]): Promise<number> {
   const config = command.config;
   const log = new Logger(config.logLevel);
   const comparator = new Comparator(config, log, await tlsTransport(config, log));
+  // Before the permissions go: V8's compiler threads yield to every other thread.
+  const helpers = lowerHelperThreads();
+  log.debug(
+    "compiler-threads",
+    typeof helpers === "number" ? { nice: HELPER_NICE, threads: helpers } : { unchanged: helpers },
+  );
   const stopSignal = waitForSignal();
   try {
     await comparator.start();

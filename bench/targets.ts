@@ -5,6 +5,7 @@
  * @module
  */
 
+import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 import { freePorts } from "../tests/support/net.ts";
 
 /** Kinds of process the benchmark can measure. `sink` is the forwarder forwarding nothing. */
@@ -51,12 +52,7 @@ export interface TargetOptions {
 
 const repoRoot = new URL("..", import.meta.url).pathname;
 
-/**
- * V8 settings of the program, as compile.sh bakes them into the binary: a 1 MiB young
- * generation (V8 sizes it up to 16 MiB per semi-space, 48 MiB of heap the hot path does not
- * need: its garbage is small and short-lived) and a heap that grows in small steps.
- */
-export const PROGRAM_V8_FLAGS = "--v8-flags=--max-semi-space-size=1,--optimize-for-size";
+export { PROGRAM_V8_FLAGS };
 
 /** The default command for ours: `deno run -A` of main.ts, with the program's V8 flags. */
 export function defaultOursCommand(): string[] {

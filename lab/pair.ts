@@ -11,6 +11,7 @@
  * @module
  */
 
+import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 import { type Guest, READY_MARK, ROLE_FW_CFG, roleValue } from "./guest.ts";
 import { Child } from "./process.ts";
 import { Qmp, type QmpEvent } from "./qmp.ts";
@@ -282,6 +283,7 @@ export class Pair {
       const args = [
         "run",
         "-A",
+        PROGRAM_V8_FLAGS,
         MAIN,
         "--primary-in",
         `tcp:127.0.0.1:${p.compare0}`,

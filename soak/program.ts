@@ -1,5 +1,6 @@
 /**
- * The program under test, as a black box: `deno run -A main.ts` (or `--cmd`) on loopback,
+ * The program under test, as a black box: `deno run -A` of main.ts with the program's V8 flags
+ * (src/v8_flags.ts), or `--cmd`, on loopback,
  * its stderr counted line by line (a trial may make it log millions of lines, so only a
  * bounded sample is kept), its RSS, CPU time and open file descriptors read from `/proc`, and
  * its exit summary (`event=summary`) parsed from the logfmt it writes.
@@ -7,6 +8,7 @@
  * @module
  */
 
+import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 import { readCpuSeconds, readMemory } from "../bench/proc.ts";
 import { listenEndpoints } from "../tests/support/program.ts";
 
@@ -18,7 +20,7 @@ const ALWAYS_KEPT =
   /event=(listening|connecting|ready|summary|held-at-exit|unsent-at-exit|stopping|peer-\w+|input-\w+)\b/;
 
 /** The command that runs the comparator; its flags follow. Set once by the suite (`--cmd`). */
-export const programCommand: string[] = [Deno.execPath(), "run", "-A", MAIN];
+export const programCommand: string[] = [Deno.execPath(), "run", "-A", PROGRAM_V8_FLAGS, MAIN];
 
 /** Fields of one logfmt line (`key=value`, values possibly JSON-quoted). */
 export type LogFields = Record<string, string>;

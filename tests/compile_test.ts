@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BINARY = `${ROOT}dist/colo-compare`;
@@ -44,4 +45,9 @@ Deno.test({
     assert.equal(demo.code, 0, new TextDecoder().decode(demo.stdout));
     assert.match(new TextDecoder().decode(demo.stdout), /result +PASS/);
   },
+});
+
+Deno.test("compile: the binary bakes in the V8 flags the program runs with", () => {
+  const script = Deno.readTextFileSync(`${ROOT}compile.sh`);
+  assert.equal(script.match(/^V8_FLAGS="([^"]*)"$/m)?.[1], PROGRAM_V8_FLAGS);
 });

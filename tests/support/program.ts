@@ -32,6 +32,8 @@ export interface StartOptions {
   endpoints?: string[];
   /** Omit --notify-dev. */
   noNotify?: boolean;
+  /** Flags for `deno run` itself (`--v8-flags=...`). */
+  denoFlags?: string[];
 }
 
 /** The endpoint flags of a test run: every stream on tcp-listen:127.0.0.1:0. */
@@ -51,7 +53,7 @@ export function listenEndpoints(noNotify = false): string[] {
 export async function startProgram(options: StartOptions = {}): Promise<Program> {
   const endpoints = options.endpoints ?? listenEndpoints(options.noNotify);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...endpoints, ...(options.flags ?? [])],
+    args: ["run", "-A", ...(options.denoFlags ?? []), MAIN, ...endpoints, ...(options.flags ?? [])],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

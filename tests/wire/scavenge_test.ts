@@ -13,7 +13,7 @@ import { loadCredentials } from "../../src/wire/tls_creds.ts";
 import type { Conn } from "../../src/wire/transport.ts";
 import { makeCreds, removeCreds } from "../support/tls_creds.ts";
 import type { ScavengeChildResult } from "../support/scavenge_child.ts";
-import { PROGRAM_V8_FLAGS } from "../../bench/targets.ts";
+import { PROGRAM_V8_FLAGS } from "../../src/v8_flags.ts";
 
 Deno.test("scavenge: looks at the external memory once per interval and nudges when it grew past its lowest level", () => {
   let looks = 0;

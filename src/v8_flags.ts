@@ -1,0 +1,19 @@
+/**
+ * The V8 flags the program runs with. compile.sh bakes the same into the binary (a test keeps
+ * the two alike); from a checkout, `deno run` takes them before `main.ts`, as the bench, the
+ * soak suite and the lab do.
+ *
+ * - `--max-semi-space-size=1`: a 1 MiB young generation. V8 would size it up to 16 MiB per
+ *   semi-space, 48 MiB of heap the hot path does not need: its garbage is small and short-lived.
+ * - `--optimize-for-size`: a heap that grows in small steps.
+ * - `--single-threaded-gc`: the collector works on the main thread only, so that V8's worker
+ *   threads only compile and can run at the lowest priority (src/helper_threads.ts).
+ *
+ * Peak RSS and the latency tail with each: bench/README.md, issue 11.
+ *
+ * @module
+ */
+
+/** As `deno run` takes them. */
+export const PROGRAM_V8_FLAGS =
+  "--v8-flags=--max-semi-space-size=1,--optimize-for-size,--single-threaded-gc";
