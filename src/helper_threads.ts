@@ -1,12 +1,12 @@
 /**
  * V8's worker threads run at the lowest CPU priority (nice 19), so that they never take a CPU
- * from a thread the traffic waits for (issue 11). With `--single-threaded-gc` (the program's
- * V8 flags; without it they are left alone, see {@linkcode gcSingleThreaded}) all they do is
- * compile: Maglev and TurboFan build faster code for the hot path in
- * the background, and nothing waits for them. At the main thread's priority, each compile job
- * preempted whatever ran on the other CPU: on a host that is a vCPU or QEMU's I/O thread, in
- * the bench the load generator, and the pair waiting for it was late by up to a scheduler
- * slice (bench/README.md, "V8's compiler threads at nice 19").
+ * from a thread the traffic waits for (issue 11). With `--single-threaded-gc` (the program's V8
+ * flags; without it they are left alone, see {@linkcode gcSingleThreaded}) all they do is
+ * compile: Maglev and TurboFan build faster code for the hot path in the background, and nothing
+ * waits for them. At the main thread's priority, each compile job preempted whatever ran on the
+ * other CPU: on a host a vCPU or QEMU's I/O thread, in the bench the load generator, and the pair
+ * waiting for it was late by up to a scheduler slice (bench/README.md, "V8's compiler threads at
+ * nice 19").
  *
  * The threads are found by name in `/proc/self/task` at start, while the `read` and `ffi`
  * permissions are still granted (src/permissions.ts), and reniced with libc's `setpriority`,
@@ -47,8 +47,8 @@ export function threadsNamed(name: string, tasks = "/proc/self/task"): number[] 
  * Whether V8 collects garbage on the main thread alone (`--single-threaded-gc`): the binary
  * compile.sh builds has it baked in, `deno run` names it in its command line or in
  * `DENO_V8_FLAGS`. Without it the workers also help the collector, and the main thread waits
- * for their part of each collection: at nice 19 that wait grows long whenever the CPUs are busy
- * (frames per second fell by a third in the bench), so they are then left as they are.
+ * for their part of each collection: at nice 19 that wait grows whenever the CPUs are busy, so
+ * they are then left as they are (bench/README.md has the rows of both).
  */
 export function gcSingleThreaded(
   standalone = Deno.build.standalone,
