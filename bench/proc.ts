@@ -36,6 +36,14 @@ export function readMemory(pid: number): MemorySample | undefined {
 /** Clock ticks per second of `utime`/`stime` in `/proc/PID/stat` (USER_HZ, 100 on Linux). */
 const TICKS_PER_SECOND = 100;
 
+/**
+ * The fields of a `/proc/.../stat` line after the command name, from field 3 (the state) on:
+ * the name (field 2) may contain spaces, the fields after its closing paren are fixed.
+ */
+export function statFields(text: string): string[] {
+  return text.slice(text.lastIndexOf(")") + 2).split(" ");
+}
+
 /** CPU time (user + system, all threads) consumed by `pid` so far, in seconds. */
 export function readCpuSeconds(pid: number | "self"): number | undefined {
   let text: string;
@@ -44,8 +52,7 @@ export function readCpuSeconds(pid: number | "self"): number | undefined {
   } catch {
     return undefined;
   }
-  // The command name (field 2) may contain spaces; fields after its closing paren are fixed.
-  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const rest = statFields(text);
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
   return (utime + stime) / TICKS_PER_SECOND;

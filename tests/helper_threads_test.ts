@@ -1,22 +1,12 @@
 import assert from "node:assert/strict";
 import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 import { gcSingleThreaded, HELPER_NICE, threadsNamed } from "../src/helper_threads.ts";
+import { statFields } from "../bench/proc.ts";
 import { startProgram } from "./support/program.ts";
 
-/** Each thread of process `pid`: its name and nice value (`/proc/PID/task/TID/stat`). */
-function threads(pid: number): { id: number; name: string; nice: number }[] {
-  const out = [];
-  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/stat`);
-    // pid (comm) state ...: the fields after the name, from the state on; nice is field 19.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    out.push({
-      id: +t.name,
-      name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")),
-      nice: +fields[16],
-    });
-  }
-  return out;
+/** The nice value of thread `tid` of process `pid` (field 19 of its `stat`). */
+function niceOf(pid: number, tid: number): number {
+  return Number(statFields(Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`))[16]);
 }
 
 Deno.test("helper threads: found by name in a task directory", () => {
@@ -59,15 +49,16 @@ Deno.test({
     });
     try {
       const line = await program.waitForLine(/event=compiler-threads/);
-      const all = threads(program.pid);
-      const workers = all.filter((t) => t.name === "V8 DefaultWorke");
-      assert.ok(workers.length > 0, `no V8 worker threads among ${JSON.stringify(all)}`);
+      const tasks = `/proc/${program.pid}/task`;
+      const workers = threadsNamed("V8 DefaultWorke", tasks);
+      const all = [...Deno.readDirSync(tasks)].map((t) => Number(t.name));
+      assert.ok(workers.length > 0, `no V8 worker threads among ${all.length} threads`);
       assert.match(line, new RegExp(`nice=${HELPER_NICE} threads=${workers.length}\\b`));
-      assert.deepEqual(workers.map((t) => t.nice), workers.map(() => HELPER_NICE));
+      assert.deepEqual(workers.map((t) => niceOf(program.pid, t)), workers.map(() => HELPER_NICE));
       // The rest keep the nice value the program was started with (its main thread's).
-      const start = all.find((t) => t.id === program.pid)!.nice;
-      const others = all.filter((t) => t.name !== "V8 DefaultWorke");
-      assert.deepEqual(others.map((t) => t.nice), others.map(() => start), JSON.stringify(others));
+      const start = niceOf(program.pid, program.pid);
+      const others = all.filter((t) => !workers.includes(t));
+      assert.deepEqual(others.map((t) => niceOf(program.pid, t)), others.map(() => start));
     } finally {
       await program.stop();
     }
