@@ -52,8 +52,6 @@ export interface TargetOptions {
 
 const repoRoot = new URL("..", import.meta.url).pathname;
 
-export { PROGRAM_V8_FLAGS };
-
 /** The default command for ours: `deno run -A` of main.ts, with the program's V8 flags. */
 export function defaultOursCommand(): string[] {
   return [Deno.execPath(), "run", "-A", PROGRAM_V8_FLAGS, `${repoRoot}main.ts`];
