@@ -7,6 +7,7 @@
 import { type Config, configAddresses, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
 import { Comparator } from "./src/comparator.ts";
 import { Logger } from "./src/log.ts";
+import { ExecutablePages } from "./src/exec_pages.ts";
 import { dropPermissions } from "./src/permissions.ts";
 import { HELPER_NICE, lowerHelperThreads } from "./src/helper_threads.ts";
 import { VERSION } from "./src/version.ts";
@@ -53,6 +54,18 @@ async function tlsTransport(config: Config, log: Logger): Promise<Transport | nu
   return creds && new TlsTransport({ creds, authz: config.tlsAuthz, log, tuner });
 }
 
+/** Gives the executable's read-only pages back: what it did, for the log. */
+function release(pages: ExecutablePages): Record<string, number | string> {
+  const before = Deno.memoryUsage().rss;
+  try {
+    const { bytes, refused } = pages.release();
+    const rss = Deno.memoryUsage().rss;
+    return { mapped: bytes, released: before - rss, rss, refused };
+  } catch (error) {
+    return { unchanged: String(error) };
+  }
+}
+
 async function main(args: string[]): Promise<number> {
   let command;
   try {
@@ -92,7 +105,14 @@ async function main(args: string[]): Promise<number> {
   }
   const config = command.config;
   const log = new Logger(config.logLevel);
-  const comparator = new Comparator(config, log, await tlsTransport(config, log));
+  // Opened while read and ffi are granted; given back once listening, and with malloc trims.
+  const pages = ExecutablePages.open();
+  const comparator = new Comparator(
+    config,
+    log,
+    await tlsTransport(config, log),
+    typeof pages === "string" ? null : pages,
+  );
   // Before the permissions go: V8's compiler threads yield to every other thread.
   const helpers = lowerHelperThreads();
   log.debug(
@@ -106,11 +126,14 @@ async function main(args: string[]): Promise<number> {
     if (error instanceof StartupError) fail(error.message);
     throw error;
   }
+  // Listening: the pages only the start needed go back (issue 11).
+  log.debug("executable-pages", typeof pages === "string" ? { unchanged: pages } : release(pages));
   // SPEC 11: everything is bound and read; give back what the running program does not need.
   log.info("permissions", dropPermissions(configAddresses(config)));
   const signal = await stopSignal;
   log.info("stopping", { signal });
   await comparator.stop();
+  if (typeof pages !== "string") pages.close();
   return 0;
 }
 

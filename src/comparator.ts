@@ -38,6 +38,7 @@ import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
 import { MallocTrimmer } from "./malloc.ts";
+import type { ExecutablePages } from "./exec_pages.ts";
 import { PollWait } from "./wire/poll_wait.ts";
 import type { Conn, Transport } from "./wire/transport.ts";
 
@@ -140,6 +141,8 @@ export class Comparator {
   readonly #tuner: TcpTuner | null;
   /** Gives malloc's free memory back (issue 11); null where glibc cannot be reached. */
   readonly #trimmer: MallocTrimmer | null;
+  /** The executable's read-only pages, given back with each malloc trim (null: left alone). */
+  readonly #pages: ExecutablePages | null;
   /** Polls the inputs for a moment before the event loop would sleep (src/wire/poll_wait.ts). */
   readonly #poll: PollWait | null;
   /** When the scan last looked at the RSS for a malloc trim (engine ms). */
@@ -148,9 +151,16 @@ export class Comparator {
   /**
    * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
    * any address is `tls`. Built by the caller, so that a program without TLS never loads
-   * node:tls and node:crypto (about 4 MiB of RSS, bench/README.md issue 11).
+   * node:tls and node:crypto (about 4 MiB of RSS, bench/README.md issue 11). `pages`: the
+   * executable's read-only pages, given back with each malloc trim (src/exec_pages.ts); the
+   * program's own, opened by main.ts (a comparator in a test leaves its runner's alone).
    */
-  constructor(config: Config, log: Logger, tls: Transport | null = null) {
+  constructor(
+    config: Config,
+    log: Logger,
+    tls: Transport | null = null,
+    pages: ExecutablePages | null = null,
+  ) {
     this.config = config;
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
@@ -159,7 +169,8 @@ export class Comparator {
     // SPEC 11: dead peers within a minute. Opened now, while the ffi permission is granted
     // (the TLS transport the caller built uses the same shared tuner).
     this.#tuner = TcpTuner.shared();
-    this.#trimmer = MallocTrimmer.open();
+    this.#pages = pages;
+    this.#trimmer = MallocTrimmer.open(pages ? () => this.#releasePages(pages) : undefined);
     this.#poll = PollWait.open();
     const plain = new PlainTransport(config.socketMode, this.#tuner);
     const transport = (a: Address): Transport => {
@@ -439,6 +450,7 @@ export class Comparator {
       held_secondary_bytes: this.engine.heldSecondaryBytes,
       connections: this.engine.connections,
       malloc_trims: this.#trimmer?.trims ?? "off",
+      executable_releases: this.#pages?.releases ?? "off",
       input_polls: this.#poll
         ? `${this.#poll.caught}/${this.#poll.caught + this.#poll.missed}`
         : "off",
@@ -532,6 +544,16 @@ export class Comparator {
     this.#heldChanged();
     this.#classes.flush();
     this.#pauseLog.flush();
+  }
+
+  /** With a malloc trim: the executable's pages the program no longer reads go back too. */
+  #releasePages(pages: ExecutablePages): void {
+    try {
+      const { refused } = pages.release();
+      if (refused > 0) this.#log.warn("executable-pages", { refused });
+    } catch (error) {
+      this.#sink.internalError("executable-pages", error);
+    }
   }
 
   // Checkpoints: one request per epoch, whatever the channel (SPEC 7).

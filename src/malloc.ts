@@ -44,10 +44,17 @@ export class MallocTrimmer {
     this.#level = rss();
   }
 
-  /** The trimmer over glibc's `malloc_trim`, or null where it cannot be reached. */
-  static open(): MallocTrimmer | null {
+  /**
+   * The trimmer over glibc's `malloc_trim`, or null where it cannot be reached. `also` runs
+   * before each trim: the executable's pages go back with malloc's (src/exec_pages.ts).
+   */
+  static open(also?: () => void): MallocTrimmer | null {
     const malloc = openLibc(SYMBOLS, "malloc trims");
-    return typeof malloc === "string" ? null : new MallocTrimmer(() => malloc.malloc_trim(0n));
+    if (typeof malloc === "string") return null;
+    return new MallocTrimmer(() => {
+      also?.();
+      return malloc.malloc_trim(0n);
+    });
   }
 
   /** Trims now, whatever the RSS. */
