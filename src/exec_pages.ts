@@ -25,8 +25,10 @@ import { openLibc } from "./libc.ts";
 
 const MADV_DONTNEED = 4;
 
+// The address as a plain integer: making a pointer object needs the `ffi` permission at
+// every call, and the releases at malloc trims come after it is revoked.
 const SYMBOLS = {
-  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
 } as const;
 
 /** A range of mapped addresses. */
@@ -66,7 +68,7 @@ export function readOnlyMappings(smaps: string, exe: string): PageRange[] {
 export class ExecutablePages {
   readonly #smaps: () => string;
   readonly #exe: string;
-  readonly #madvise: (start: Deno.PointerValue, length: bigint, advice: number) => number;
+  readonly #madvise: (start: bigint, length: bigint, advice: number) => number;
   readonly #close: () => void;
   /** Times the pages were given back. */
   releases = 0;
@@ -78,7 +80,7 @@ export class ExecutablePages {
   constructor(
     smaps: () => string,
     exe: string,
-    madvise: (start: Deno.PointerValue, length: bigint, advice: number) => number,
+    madvise: (start: bigint, length: bigint, advice: number) => number,
     close: () => void = () => {},
   ) {
     this.#smaps = smaps;
@@ -95,10 +97,14 @@ export class ExecutablePages {
   static open(): ExecutablePages | string {
     const libc = openLibc(SYMBOLS, "giving the executable's pages back");
     if (typeof libc === "string") return libc;
-    let file: Deno.FsFile;
     let exe: string;
+    let file: Deno.FsFile;
     try {
       exe = Deno.execPath();
+    } catch (error) {
+      return `the executable's path: ${error instanceof Error ? error.message : error}`;
+    }
+    try {
       file = Deno.openSync("/proc/self/smaps");
     } catch (error) {
       return `/proc/self/smaps: ${error instanceof Error ? error.message : error}`;
@@ -116,9 +122,7 @@ export class ExecutablePages {
     let refused = 0;
     for (const r of readOnlyMappings(this.#smaps(), this.#exe)) {
       bytes += r.length;
-      if (this.#madvise(Deno.UnsafePointer.create(r.start), BigInt(r.length), MADV_DONTNEED)) {
-        refused++;
-      }
+      if (this.#madvise(r.start, BigInt(r.length), MADV_DONTNEED) !== 0) refused++;
     }
     return { bytes, refused };
   }

@@ -45,7 +45,7 @@ Deno.test("executable pages: the mappings are read again at each release", () =>
       mapping("55a9a6403000-55a9a6405000", "r-xp", EXE, written),
     ].join("\n");
   const pages = new ExecutablePages(smaps, EXE, (at, length, advice) => {
-    advised.push([Deno.UnsafePointer.value(at) as bigint, length, advice]);
+    advised.push([at, length, advice]);
     return 0;
   });
   assert.deepEqual(pages.release(), { bytes: 0x3000, refused: 0 });
@@ -106,5 +106,26 @@ Deno.test({
     } finally {
       await program.stop();
     }
+  },
+});
+
+Deno.test({
+  name: "executable pages: given back after read and ffi are revoked, as at a malloc trim",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const child = new URL("./support/exec_pages_child.ts", import.meta.url);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-prompt", child.pathname],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(stdout);
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const done = JSON.parse(text);
+    assert.equal(done.read, "prompt", text);
+    assert.equal(done.ffi, "prompt", text);
+    assert.ok(done.bytes > 1 << 20, text);
+    assert.equal(done.refused, 0, text);
+    assert.ok(done.released > 1 << 20, text);
   },
 });
