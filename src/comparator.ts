@@ -170,7 +170,9 @@ export class Comparator {
     // (the TLS transport the caller built uses the same shared tuner).
     this.#tuner = TcpTuner.shared();
     this.#pages = pages;
-    this.#trimmer = MallocTrimmer.open(pages ? () => this.#releasePages(pages) : undefined);
+    this.#trimmer = pages
+      ? MallocTrimmer.open(() => this.#releasePages(pages), () => pages.anonymousRss())
+      : MallocTrimmer.open();
     this.#poll = PollWait.open();
     const plain = new PlainTransport(config.socketMode, this.#tuner);
     const transport = (a: Address): Transport => {

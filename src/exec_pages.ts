@@ -70,46 +70,68 @@ export class ExecutablePages {
   readonly #exe: string;
   readonly #madvise: (start: bigint, length: bigint, advice: number) => number;
   readonly #close: () => void;
+  readonly #status: () => string;
   /** Times the pages were given back. */
   releases = 0;
 
   /**
-   * `smaps` reads the process's `/proc/self/smaps` afresh; `exe` is the executable's path.
-   * Tests give their own.
+   * `smaps` and `status` read the process's `/proc/self/smaps` and `/proc/self/status` afresh;
+   * `exe` is the executable's path. Tests give their own.
    */
   constructor(
     smaps: () => string,
     exe: string,
     madvise: (start: bigint, length: bigint, advice: number) => number,
     close: () => void = () => {},
+    status: () => string = () => "",
   ) {
     this.#smaps = smaps;
     this.#exe = exe;
     this.#madvise = madvise;
     this.#close = close;
+    this.#status = status;
+  }
+
+  /**
+   * The anonymous part of the process's RSS (`RssAnon`), in bytes: what the malloc trimmer
+   * watches when the executable's pages are given back with its trims. The whole RSS would
+   * drop by the pages given back and rise again as the running code maps them back, and each
+   * rise would call for the next trim. The whole RSS where `RssAnon` cannot be read.
+   */
+  anonymousRss(): number {
+    const kb = /^RssAnon:\s+(\d+) kB/m.exec(this.#status());
+    return kb ? Number(kb[1]) * 1024 : Deno.memoryUsage().rss;
   }
 
   /**
    * The executable's pages, or why they cannot be given back (a sentence for the log).
-   * `/proc/self/smaps` stays open, to be read again at each release after the `read`
+   * `/proc/self/smaps` and `/proc/self/status` stay open, to be read again after the `read`
    * permission is gone.
    */
   static open(): ExecutablePages | string {
     const libc = openLibc(SYMBOLS, "giving the executable's pages back");
     if (typeof libc === "string") return libc;
     let exe: string;
-    let file: Deno.FsFile;
     try {
       exe = Deno.execPath();
     } catch (error) {
       return `the executable's path: ${error instanceof Error ? error.message : error}`;
     }
+    const files: Deno.FsFile[] = [];
     try {
-      file = Deno.openSync("/proc/self/smaps");
+      for (const path of ["/proc/self/smaps", "/proc/self/status"]) files.push(Deno.openSync(path));
     } catch (error) {
-      return `/proc/self/smaps: ${error instanceof Error ? error.message : error}`;
+      files.forEach((f) => f.close());
+      return `/proc/self: ${error instanceof Error ? error.message : error}`;
     }
-    return new ExecutablePages(() => readAgain(file), exe, libc.madvise, () => file.close());
+    const [smaps, status] = files;
+    return new ExecutablePages(
+      () => readAgain(smaps),
+      exe,
+      libc.madvise,
+      () => files.forEach((f) => f.close()),
+      () => readAgain(status),
+    );
   }
 
   /**
@@ -127,7 +149,7 @@ export class ExecutablePages {
     return { bytes, refused };
   }
 
-  /** Closes `/proc/self/smaps`. */
+  /** Closes `/proc/self/smaps` and `/proc/self/status`. */
   close(): void {
     this.#close();
   }

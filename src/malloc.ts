@@ -46,15 +46,17 @@ export class MallocTrimmer {
 
   /**
    * The trimmer over glibc's `malloc_trim`, or null where it cannot be reached. `also` runs
-   * before each trim: the executable's pages go back with malloc's (src/exec_pages.ts).
+   * before each trim: the executable's pages go back with malloc's (src/exec_pages.ts), and
+   * `rss` is then the part of the RSS those pages are not in.
    */
-  static open(also?: () => void): MallocTrimmer | null {
+  static open(also?: () => void, rss?: () => number): MallocTrimmer | null {
     const malloc = openLibc(SYMBOLS, "malloc trims");
     if (typeof malloc === "string") return null;
-    return new MallocTrimmer(() => {
+    const trim = () => {
       also?.();
       return malloc.malloc_trim(0n);
-    });
+    };
+    return rss ? new MallocTrimmer(trim, rss) : new MallocTrimmer(trim);
   }
 
   /** Trims now, whatever the RSS. */

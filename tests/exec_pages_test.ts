@@ -62,6 +62,15 @@ Deno.test("executable pages: the mappings are read again at each release", () =>
   assert.deepEqual(refusing.release(), { bytes: 0x1000, refused: 1 });
 });
 
+Deno.test("executable pages: the malloc trimmer watches the anonymous part of the RSS", () => {
+  const status = "Name:\tdeno\nVmRSS:\t   51200 kB\nRssAnon:\t   12345 kB\nRssFile:\t   38855 kB\n";
+  const pages = new ExecutablePages(() => "", EXE, () => 0, () => {}, () => status);
+  assert.equal(pages.anonymousRss(), 12345 * 1024);
+  // Unreadable: the whole RSS, as the trimmer watches without the release.
+  const blind = new ExecutablePages(() => "", EXE, () => 0);
+  assert.ok(blind.anonymousRss() >= Deno.memoryUsage().rss / 2);
+});
+
 /** This process's resident pages of mapped files, bytes. */
 function rssFile(): number {
   const kb = /RssFile:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
@@ -86,6 +95,9 @@ Deno.test({
       assert.equal(JSON.stringify({ a: [1, 2] }), '{"a":[1,2]}');
       // And again, with the smaps file read afresh from its start.
       assert.ok(pages.release().bytes === bytes);
+      // The anonymous part is read afresh too, and does not move with the release.
+      const anon = pages.anonymousRss();
+      assert.ok(anon > 1 << 20 && anon < Deno.memoryUsage().rss, `RssAnon ${anon}`);
     } finally {
       pages.close();
     }
@@ -127,5 +139,7 @@ Deno.test({
     assert.ok(done.bytes > 1 << 20, text);
     assert.equal(done.refused, 0, text);
     assert.ok(done.released > 1 << 20, text);
+    // Read through the file opened at start: RssAnon, not the whole RSS.
+    assert.ok(done.anon > 1 << 20 && done.anon < done.rss, text);
   },
 });

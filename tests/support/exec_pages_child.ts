@@ -1,7 +1,8 @@
 /**
  * A child process for `tests/exec_pages_test.ts`: opens the executable's pages, gives up
  * `read` and `ffi` as the program does once started (src/permissions.ts), then gives the
- * pages back as a malloc trim does, and prints what happened as one JSON line.
+ * pages back as a malloc trim does, reads the anonymous RSS as the trimmer does, and prints
+ * what happened as one JSON line.
  *
  * @module
  */
@@ -15,6 +16,7 @@ Deno.permissions.revokeSync({ name: "ffi" });
 const before = Deno.memoryUsage().rss;
 const { bytes, refused } = pages.release();
 const after = Deno.memoryUsage().rss;
+const anon = pages.anonymousRss();
 pages.close();
 console.log(JSON.stringify({
   read: Deno.permissions.querySync({ name: "read" }).state,
@@ -22,4 +24,6 @@ console.log(JSON.stringify({
   bytes,
   refused,
   released: before - after,
+  anon,
+  rss: after,
 }));
