@@ -112,6 +112,13 @@ export interface LoadResult {
     marginalBytesPerConnection: number;
     /** [connections opened, RSS] after each step. */
     steps: [number, number][];
+    /**
+     * The same over the anonymous part of the RSS: the process's own memory, without the
+     * pages of its executable (which ours gives back at a malloc trim and maps back as it runs
+     * code again, src/exec_pages.ts) or of other files.
+     */
+    anonBytesPerConnection: number;
+    anonSteps: [number, number][];
     busyWithoutIdle: number;
     busyWithIdle: number;
     busyPerCpuWithoutIdle?: number;
@@ -653,14 +660,20 @@ const round1 = (x: number) => Math.round(x * 10) / 10;
 
 const SCALE_STEPS = 5;
 
-/** The comparator's RSS once it has been idle a moment: the least of three samples 100 ms apart. */
-async function settledRss(pid: number): Promise<number> {
-  let least = Infinity;
+/**
+ * The comparator's RSS and its anonymous part once it has been idle a moment: the least of
+ * three samples 100 ms apart, each.
+ */
+async function settledRss(pid: number): Promise<{ rss: number; anon: number }> {
+  let rss = Infinity;
+  let anon = Infinity;
   for (let i = 0; i < 3; i++) {
     await sleep(100);
-    least = Math.min(least, readMemory(pid)?.rss ?? 0);
+    const m = readMemory(pid);
+    rss = Math.min(rss, m?.rss ?? 0);
+    anon = Math.min(anon, m?.anon ?? 0);
   }
-  return least;
+  return { rss, anon };
 }
 
 /** Least-squares slope of y over x. */
@@ -692,12 +705,14 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   await sender.stop();
   let sent = sender.frames;
   await peers.counter.drain(sent, cfg.drainQuietMs);
-  const rssBefore = await settledRss(cfg.targetPid);
+  const settledBefore = await settledRss(cfg.targetPid);
+  const rssBefore = settledBefore.rss;
 
   // One segment pair per idle connection (64-byte payload; connection 0 is the busy one),
   // opened in five steps with the comparator's RSS after each: the least-squares slope is the
   // marginal cost of a connection, which one-off heap growth does not blur.
   const steps: [number, number][] = [[0, rssBefore]];
+  const anonSteps: [number, number][] = [[0, settledBefore.anon]];
   const stepSize = Math.ceil(cfg.scaleConnections / SCALE_STEPS);
   for (let first = 0; first < cfg.scaleConnections; first += stepSize) {
     const count = Math.min(stepSize, cfg.scaleConnections - first);
@@ -713,7 +728,9 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
     }
     sent += idle.frames;
     await peers.counter.drain(sent, cfg.drainQuietMs);
-    steps.push([first + count, await settledRss(cfg.targetPid)]);
+    const settled = await settledRss(cfg.targetPid);
+    steps.push([first + count, settled.rss]);
+    anonSteps.push([first + count, settled.anon]);
   }
   if (peers.counter.frames < sent) {
     result.notes.push(`scale: ${sent - peers.counter.frames} idle-opening frames not released`);
@@ -744,6 +761,10 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
     bytesPerConnection: Math.round((rssAfter - rssBefore) / cfg.scaleConnections),
     marginalBytesPerConnection: Math.round(slope(steps)),
     steps,
+    anonBytesPerConnection: Math.round(
+      (anonSteps[anonSteps.length - 1][1] - anonSteps[0][1]) / cfg.scaleConnections,
+    ),
+    anonSteps,
     busyWithoutIdle: before.framesPerSecond,
     busyWithIdle: after.framesPerSecond,
     busyPerCpuWithoutIdle: before.framesPerCpuSecond,

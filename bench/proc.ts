@@ -16,9 +16,11 @@ export interface MemorySample {
   rss: number;
   /** Peak resident set size since the process started (`VmHWM`). */
   peak: number;
+  /** The anonymous part of the resident set (`RssAnon`): no pages of mapped files. */
+  anon: number;
 }
 
-/** Reads `VmRSS` and `VmHWM` of `pid`. */
+/** Reads `VmRSS`, `VmHWM` and `RssAnon` of `pid`. */
 export function readMemory(pid: number): MemorySample | undefined {
   let text: string;
   try {
@@ -30,7 +32,7 @@ export function readMemory(pid: number): MemorySample | undefined {
     const m = text.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"));
     return m ? Number(m[1]) * 1024 : 0;
   };
-  return { rss: kib("VmRSS"), peak: kib("VmHWM") };
+  return { rss: kib("VmRSS"), peak: kib("VmHWM"), anon: kib("RssAnon") };
 }
 
 /** Clock ticks per second of `utime`/`stime` in `/proc/PID/stat` (USER_HZ, 100 on Linux). */

@@ -137,6 +137,8 @@ export function details(measurements: Measurement[]): string[] {
             `${fmtMiB(s.rssAfter)} = ${s.bytesPerConnection} B/connection (marginal ` +
             `${s.marginalBytesPerConnection} B; steps ${
               s.steps.map(([c, r]) => `${c}:${(r / 2 ** 20).toFixed(1)}`).join(" ")
+            } MiB; anonymous RSS ${s.anonBytesPerConnection} B/connection, steps ${
+              s.anonSteps.map(([c, r]) => `${c}:${(r / 2 ** 20).toFixed(1)}`).join(" ")
             } MiB); busy connection ` +
             `${fmtInt(s.busyWithoutIdle)} -> ${fmtInt(s.busyWithIdle)} frames/s, ` +
             `${fmtInt(s.busyPerCpuWithoutIdle)} -> ${fmtInt(s.busyPerCpuWithIdle)} per ` +
