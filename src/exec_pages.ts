@@ -155,23 +155,21 @@ export class ExecutablePages {
   }
 }
 
-/** The whole text of `file` (a `/proc` file, made afresh at each read from its start). */
+/** Where `/proc` files are read into, a piece at a time. */
+const scratch = new Uint8Array(64 * 1024);
+
+/**
+ * The whole text of `file` (a `/proc` file, made afresh at each read from its start), read
+ * through one buffer: the trimmer reads `/proc/self/status` every 2 s.
+ */
 function readAgain(file: Deno.FsFile): string {
   file.seekSync(0, Deno.SeekMode.Start);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
+  const decoder = new TextDecoder();
+  let text = "";
   for (;;) {
-    const chunk = new Uint8Array(64 * 1024);
-    const n = file.readSync(chunk);
+    const n = file.readSync(scratch);
     if (n === null || n === 0) break;
-    chunks.push(chunk.subarray(0, n));
-    total += n;
+    text += decoder.decode(scratch.subarray(0, n), { stream: true });
   }
-  const all = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(all);
+  return text + decoder.decode();
 }
