@@ -16,7 +16,8 @@
  *
  * Given back once the comparator listens, and again with each malloc trim (src/malloc.ts):
  * the compilers' code, run while the hot path was compiled, goes as well once it is idle.
- * libc and `/proc/self/smaps` are opened at start, while `ffi` and `read` are granted.
+ * libc, `/proc/self/smaps` and `/proc/self/status` (the anonymous RSS the malloc trimmer then
+ * watches) are opened at start, while `ffi` and `read` are granted.
  *
  * @module
  */

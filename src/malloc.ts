@@ -56,7 +56,7 @@ export class MallocTrimmer {
       also?.();
       return malloc.malloc_trim(0n);
     };
-    return rss ? new MallocTrimmer(trim, rss) : new MallocTrimmer(trim);
+    return new MallocTrimmer(trim, rss);
   }
 
   /** Trims now, whatever the RSS. */
