@@ -18,9 +18,11 @@ export interface MemorySample {
   peak: number;
   /** The anonymous part of the resident set (`RssAnon`): no pages of mapped files. */
   anon: number;
+  /** The resident pages of mapped files (`RssFile`). */
+  file: number;
 }
 
-/** Reads `VmRSS`, `VmHWM` and `RssAnon` of `pid`. */
+/** Reads `VmRSS`, `VmHWM`, `RssAnon` and `RssFile` of `pid`. */
 export function readMemory(pid: number): MemorySample | undefined {
   let text: string;
   try {
@@ -32,7 +34,7 @@ export function readMemory(pid: number): MemorySample | undefined {
     const m = text.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"));
     return m ? Number(m[1]) * 1024 : 0;
   };
-  return { rss: kib("VmRSS"), peak: kib("VmHWM"), anon: kib("RssAnon") };
+  return { rss: kib("VmRSS"), peak: kib("VmHWM"), anon: kib("RssAnon"), file: kib("RssFile") };
 }
 
 /** Clock ticks per second of `utime`/`stime` in `/proc/PID/stat` (USER_HZ, 100 on Linux). */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ExecutablePages, readOnlyMappings } from "../src/exec_pages.ts";
+import { readMemory } from "../bench/proc.ts";
 import { startProgram } from "./support/program.ts";
 
 const EXE = "/opt/deno/deno";
@@ -73,9 +74,9 @@ Deno.test("executable pages: the malloc trimmer watches the anonymous part of th
 
 /** This process's resident pages of mapped files, bytes. */
 function rssFile(): number {
-  const kb = /RssFile:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-  assert.ok(kb, "no RssFile in /proc/self/status");
-  return Number(kb[1]) * 1024;
+  const memory = readMemory(Deno.pid);
+  assert.ok(memory?.file, "no RssFile in /proc/self/status");
+  return memory.file;
 }
 
 Deno.test({
