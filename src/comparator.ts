@@ -488,10 +488,11 @@ export class Comparator {
   // Flow control: the pumps do what it decides; the pause log says so.
 
   #heldChanged(): void {
-    const p = this.engine.heldPrimaryBytes;
-    const s = this.engine.heldSecondaryBytes;
+    const engine = this.engine;
+    const p = engine.heldPrimaryBytes;
+    const s = engine.heldSecondaryBytes;
     if (p + s > this.stats.heldBytesPeak) this.stats.heldBytesPeak = p + s;
-    this.#flow.held(p, s);
+    this.#flow.held(p, s, engine.longQueue("primary"), engine.longQueue("secondary"));
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {
@@ -509,18 +510,28 @@ export class Comparator {
   }
 
   /**
-   * A side paused for running ahead reads on after {@linkcode LEAD_PAUSE_MS} if the other
-   * side does not catch up; but not while a checkpoint asked for is on its way to a connected
-   * controller (up to compare-timeout from the pause): the flush settles what it is ahead
-   * with, and reading on meanwhile only fills its queues (the flood: both sides full, 34 MiB,
-   * at each request).
+   * A side paused for running ahead reads on once the other side has read nothing for
+   * {@linkcode LEAD_PAUSE_MS}: while the other side reads, it is catching up, and reading on
+   * would only overflow a queue (QEMU's rule then drops the primary's frames). A timer that
+   * fires late says this process did not run (a loaded host): the other side could not read
+   * either, so the pause goes on. So it does while a checkpoint asked for is on its way to a
+   * connected controller: the flush settles what the side is ahead with, and reading on
+   * meanwhile only fills its queues (the flood: both sides full, 34 MiB, at each request).
+   * Never longer than compare-timeout from the pause, however the other side reads (a
+   * secondary that sends on, but never what is held, must not stall the primary).
    */
   #armLead(side: Side, pausedAt: number): void {
+    const stats = this.stats;
+    const otherIn = () => side === "primary" ? stats.secondaryIn : stats.primaryIn;
+    const readBefore = otherIn();
+    const due = performance.now() + LEAD_PAUSE_MS;
     this.#leadTimers[side] = setTimeout(() => {
-      if (
-        this.#requests.outstanding && this.#channel?.connected === true &&
-        this.#clock.now() - pausedAt < this.engine.compareTimeout
-      ) this.#armLead(side, pausedAt);
+      const wait = this.#clock.now() - pausedAt < this.engine.compareTimeout && (
+        otherIn() !== readBefore ||
+        performance.now() - due > LEAD_PAUSE_MS / 2 ||
+        (this.#requests.outstanding && this.#channel?.connected === true)
+      );
+      if (wait) this.#armLead(side, pausedAt);
       else {
         this.#flow.checkpointPending(false);
         this.#flow.leadTimeout(side);

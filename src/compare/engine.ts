@@ -124,6 +124,9 @@ export class CompareEngine implements CompareContext {
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
   #heldSecondaryBytes = 0;
+  /** A queue of the side grew past half of max-queue-size (see `longQueue`). */
+  #longPrimary = false;
+  #longSecondary = false;
   /** The latest time seen (input or tick): when a checkpoint's connections became idle. */
   #now = 0;
 
@@ -178,6 +181,22 @@ export class CompareEngine implements CompareContext {
   /** Bytes held from the secondary. */
   get heldSecondaryBytes(): number {
     return this.#heldSecondaryBytes;
+  }
+
+  /**
+   * True once a queue of `side` held more than half of max-queue-size frames, until `side`
+   * holds no more than a quarter of it in all. Flow control pauses such a side while the
+   * other catches up (SPEC 8): another read of small frames must not overflow the queue,
+   * whose excess QEMU's rule drops. Held bytes alone miss this: 1 MiB of lead is a thousand
+   * 1 KiB frames, or sixteen thousand small ones.
+   */
+  longQueue(side: Side): boolean {
+    const primary = side === "primary";
+    if (!(primary ? this.#longPrimary : this.#longSecondary)) return false;
+    if ((primary ? this.#heldPrimary : this.#heldSecondary) > this.#maxQueueSize >> 2) return true;
+    if (primary) this.#longPrimary = false;
+    else this.#longSecondary = false;
+    return false;
   }
 
   /**
@@ -435,6 +454,10 @@ export class CompareEngine implements CompareContext {
       p.start = info.l4;
       p.len = info.ipEnd - info.l4;
       queue.push(p);
+    }
+    if (queue.length > this.#maxQueueSize >> 1) {
+      if (primary) this.#longPrimary = true;
+      else this.#longSecondary = true;
     }
     this.#hold(p);
 

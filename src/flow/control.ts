@@ -7,16 +7,17 @@
  *   identical streams never drift apart in the queues.
  * - An input whose side holds more than the high mark pauses until comparison or a checkpoint
  *   brings it below the low mark, whether or not the other side is connected.
- * - An input that runs ahead of the other (its side holds more than the lead mark: frames the
- *   other side has not sent yet) pauses while the other side, connected, catches up. Without
- *   this, identical streams read at uneven speeds drift apart until a queue overflows, and
- *   from then on they can never match again. Never both at once for this reason: when each
- *   side holds what the other has not sent yet, both read on (the queues bound them). And
- *   only for a while ({@linkcode LEAD_PAUSE_MS}): a connected peer that sends nothing (a
- *   diverged or idle secondary) must not stall the other side; once waived, a side is not
- *   paused for its lead again until it has (nearly) caught up. While a checkpoint is on its
- *   way both may pause for their lead, and the comparator waits for it longer (see
- *   {@linkcode FlowControl.checkpointPending}).
+ * - An input that runs ahead of the other (its side holds more than the lead mark, or a queue
+ *   half as long as max-queue-size: frames the other side has not sent yet) pauses while the
+ *   other side, connected, catches up. Without this, identical streams read at uneven speeds
+ *   drift apart until a queue overflows, and from then on they can never match again. Never
+ *   both at once for this reason: when each side holds what the other has not sent yet, both
+ *   read on (the queues bound them). And only while the other side reads: a connected peer
+ *   that sends nothing for {@linkcode LEAD_PAUSE_MS} (a diverged or idle secondary) must not
+ *   stall the other side (the comparator tells {@linkcode FlowControl.leadTimeout}); once
+ *   waived, a side is not paused for its lead again until it has (nearly) caught up. While a
+ *   checkpoint is on its way both may pause for their lead, and the comparator waits for it
+ *   longer (see {@linkcode FlowControl.checkpointPending}).
  *
  * @module
  */
@@ -123,10 +124,18 @@ export class FlowControl {
     this.#decide("secondary");
   }
 
-  /** The bytes each side holds now (after a chunk of input, a checkpoint, a scan). */
-  held(primaryBytes: number, secondaryBytes: number): void {
-    if (this.#mark("primary", primaryBytes)) this.#decide("primary");
-    if (this.#mark("secondary", secondaryBytes)) this.#decide("secondary");
+  /**
+   * The bytes each side holds now (after a chunk of input, a checkpoint, a scan), and whether
+   * a side has a queue too long to take another read (it is ahead whatever its bytes).
+   */
+  held(
+    primaryBytes: number,
+    secondaryBytes: number,
+    primaryLong = false,
+    secondaryLong = false,
+  ): void {
+    if (this.#mark("primary", primaryBytes, primaryLong)) this.#decide("primary");
+    if (this.#mark("secondary", secondaryBytes, secondaryLong)) this.#decide("secondary");
   }
 
   /**
@@ -152,11 +161,11 @@ export class FlowControl {
   }
 
   /** Updates the high/low and lead states of one side; true when either changed. */
-  #mark(side: Side, bytes: number): boolean {
+  #mark(side: Side, bytes: number, long: boolean): boolean {
     const s = this.#sides[side];
     const m = this.#marks;
     const high = s.heldHigh ? bytes >= m.low : bytes > m.high;
-    const ahead = s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh;
+    const ahead = long || (s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh);
     if (!ahead) s.leadWaived = false;
     if (high === s.heldHigh && ahead === s.ahead) return false;
     s.heldHigh = high;

@@ -54,6 +54,22 @@ Deno.test("engine: a side holds max-queue-size + 1 frames per connection, then d
   ]);
 });
 
+Deno.test("engine: longQueue: set by a queue past half of max-queue-size, cleared at a quarter held", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 8 }, rec);
+  for (let i = 0; i < 4; i++) engine.primary(udp(`p${i}`, 1001 + i), 0, 0);
+  assert.equal(engine.longQueue("primary"), false, "4 frames on 4 connections");
+  for (let i = 0; i < 4; i++) engine.primary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), false, "a queue of 4 is not past 4");
+  engine.primary(udp("q4"), 0, 0);
+  assert.equal(engine.longQueue("primary"), true, "a queue of 5 is");
+  assert.equal(engine.longQueue("secondary"), false);
+  for (let i = 0; i < 4; i++) engine.secondary(udp(`p${i}`, 1001 + i), 0, 0);
+  for (let i = 0; i < 3; i++) engine.secondary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.heldPrimary, 2);
+  assert.equal(engine.longQueue("primary"), false, "2 held: no more than a quarter");
+});
+
 Deno.test("engine: the expiry scan fires only for frames strictly older than compare-timeout", () => {
   const rec = new Recorder();
   const engine = new CompareEngine({ compareTimeout: 300, maxQueueSize: 1024 }, rec);

@@ -225,6 +225,46 @@ Deno.test("e2e: a side paused for running ahead waits for a checkpoint on its wa
   }
 });
 
+Deno.test("e2e: a side ahead on one connection pauses while the other reads, however slowly: no queue overflows", async () => {
+  const program = await startProgram({ noNotify: true });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  // 3,000 frames of 1 KB on one connection: 3 MB, three times max-queue-size (1,024). Nothing
+  // but the pause keeps the primary's queue from overflowing: frames a full queue drops never
+  // come out (no checkpoint channel here).
+  const COUNT = 3000;
+  const STEP = 50;
+  const writing = writeAll(pri, segments(0, COUNT, 1000));
+  try {
+    await program.waitForLine(/event=input-paused side=primary reason=ahead/);
+    // The secondary sends the same frames a little at a time (a slow sender: 50 frames every
+    // 10 ms, each step once the last came out): it keeps sending, for several times the
+    // 100 ms after which a lead pause is waived for a peer that sends nothing.
+    const started = performance.now();
+    for (let k = 0; k < COUNT; k += STEP) {
+      await writeAll(sec, segments(k, STEP, 1000));
+      await out.waitFor(k + STEP, 5000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(performance.now() - started > 300);
+    await writing;
+    out.frames.forEach((f, i) => {
+      const seq = new DataView(f.data.buffer, f.data.byteOffset).getUint32(38);
+      if (seq !== 1 + i * 1000) assert.fail(`frame ${i} has seq ${seq}`);
+    });
+  } finally {
+    pri.close();
+    sec.close();
+    await writing.catch(() => {});
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /dropped_primary_queue-full/);
+  }
+});
+
 Deno.test("e2e: a notify peer that never reads is disconnected once 1 MiB waits; repeats are summarised", async () => {
   const program = await startProgram({});
   const ntf = await connectRetry(program.ports["notify-dev"]); // never reads

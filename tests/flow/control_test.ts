@@ -160,3 +160,13 @@ Deno.test("flow: a lead pause that times out is waived until the side has caught
   f.leadTimeout("secondary");
   assert.equal(f.paused("primary"), true, "a timeout for the other side changes nothing");
 });
+
+Deno.test("flow: a side with a long queue is ahead whatever its bytes, until it is short again", () => {
+  const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(5, 0, true, false); // few bytes, but a queue near max-queue-size
+  assert.deepEqual(events, [["primary", true, "ahead"]]);
+  f.held(5, 0, false, false);
+  assert.deepEqual(events.at(-1), ["primary", false, "ahead"]);
+  f.held(0, 5, false, true);
+  assert.deepEqual(events.at(-1), ["secondary", true, "ahead"]);
+});
