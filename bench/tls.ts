@@ -110,7 +110,11 @@ async function receive(stack: Stack, dir: string, size: number, seconds: number)
   }).spawn();
   const conn = await listener.accept();
   let frames = 0;
-  const decoder = new FrameDecoder({ onFrame: () => frames++ }, false);
+  const decoder = new FrameDecoder({
+    onFrame: () => {
+      frames++;
+    },
+  }, false);
   const buf = new Uint8Array(BATCH);
   let bytes = 0;
   const warmEnd = performance.now() + 500;

@@ -280,14 +280,22 @@ export class Comparator {
   #pump(side: Side): InputPump {
     const engine = this.engine;
     const stats = this.stats;
+    // True once a queue grew long: the pump stops decoding its read for flow control.
+    const grewLong = () => {
+      if (!engine.queueGrewLong) return false;
+      engine.queueGrewLong = false;
+      return true;
+    };
     const frame = side === "primary"
       ? (bytes: Uint8Array, at: number, size: number, v: number, now: number) => {
         stats.primaryIn++;
         engine.primaryAt(bytes, at, size, v, now);
+        return engine.queueGrewLong && grewLong();
       }
       : (bytes: Uint8Array, at: number, size: number, v: number, now: number) => {
         stats.secondaryIn++;
         engine.secondaryAt(bytes, at, size, v, now);
+        return engine.queueGrewLong && grewLong();
       };
     return new InputPump(side, this.config.vnetHdrSupport, {
       // The arrival time of a chunk's frames, kept for the hold time of what they release.

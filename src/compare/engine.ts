@@ -127,6 +127,12 @@ export class CompareEngine implements CompareContext {
   /** A queue of the side grew past half of max-queue-size (see `longQueue`). */
   #longPrimary = false;
   #longSecondary = false;
+  /**
+   * Set when a queue grows past half of max-queue-size; the input clears it. It stops the
+   * read's decoding there until flow control has decided whether that side pauses: a read of
+   * small frames can hold more than max-queue-size of them.
+   */
+  queueGrewLong = false;
   /** The latest time seen (input or tick): when a checkpoint's connections became idle. */
   #now = 0;
 
@@ -455,9 +461,11 @@ export class CompareEngine implements CompareContext {
       p.len = info.ipEnd - info.l4;
       queue.push(p);
     }
-    if (queue.length > this.#maxQueueSize >> 1) {
+    const half = this.#maxQueueSize >> 1;
+    if (queue.length > half) {
       if (primary) this.#longPrimary = true;
       else this.#longSecondary = true;
+      if (queue.length === half + 1) this.queueGrewLong = true;
     }
     this.#hold(p);
 

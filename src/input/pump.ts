@@ -3,7 +3,9 @@
  * fresh one when the engine kept the last one for the frames it holds), decodes them with a
  * fresh decoder per peer and hands each frame to the engine, stamped with the chunk's arrival
  * time. While paused, a chunk already read waits undecoded, so a paused
- * input feeds the engine nothing at all (both inputs stop at the same point).
+ * input feeds the engine nothing at all (both inputs stop at the same point). A frame whose
+ * queue grew long stops the chunk's decoding there until flow control has decided (SPEC 8):
+ * a read of small frames holds more than max-queue-size of them.
  *
  * @module
  */
@@ -38,9 +40,10 @@ export interface PumpHooks {
   now(): number;
   /**
    * One frame, `bytes[at, at + size)` of a buffer reused after the call; `now` is the
-   * arrival time of its chunk.
+   * arrival time of its chunk. True: decide now whether to pause (a queue grew long), before
+   * the rest of the chunk is decoded.
    */
-  frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void;
+  frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): boolean | void;
   /**
    * A chunk was decoded (outgoing frames can be sent, held bytes rechecked, held frames
    * copied out of the read buffer: it is reused after this returns). True: the read buffer
@@ -113,7 +116,7 @@ export class InputPump {
     const decoder = new FrameDecoder({
       onFrame(bytes, at, size, vnetLen) {
         try {
-          hooks.frame(bytes, at, size, vnetLen, now);
+          return hooks.frame(bytes, at, size, vnetLen, now);
         } catch (error) {
           hooks.internalError(error);
         }
@@ -135,25 +138,40 @@ export class InputPump {
           await new Promise<void>((r) => this.#resume = r);
         }
         if (this.#stopped) break;
-        now = hooks.now();
-        let broken;
-        try {
-          broken = decoder.push(buf, n);
-          if (hooks.chunk() === true) buf = this.#buf = hooks.buffer!();
-        } catch (error) {
-          // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
-          hooks.internalError(error);
-          return;
-        }
-        if (broken) {
-          this.#log.error("oversize-frame", {
-            endpoint: this.#name,
-            len: broken.len,
-            max: NET_BUFSIZE,
-            action: "connection reset; other streams go on",
-          });
-          hooks.oversize(broken.len);
-          return;
+        let chunk = buf;
+        let end = n;
+        for (;;) {
+          now = hooks.now();
+          let broken;
+          let rest: Uint8Array | null = null;
+          try {
+            broken = decoder.push(chunk, end);
+            // Stopped for a pause decision: the rest waits in an array of its own, as the read
+            // buffer may be kept by held frames and go back to the pool while it waits.
+            if (decoder.stoppedAt >= 0) rest = chunk.slice(decoder.stoppedAt, end);
+            if (hooks.chunk() === true) buf = this.#buf = hooks.buffer!();
+          } catch (error) {
+            // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
+            hooks.internalError(error);
+            return;
+          }
+          if (broken) {
+            this.#log.error("oversize-frame", {
+              endpoint: this.#name,
+              len: broken.len,
+              max: NET_BUFSIZE,
+              action: "connection reset; other streams go on",
+            });
+            hooks.oversize(broken.len);
+            return;
+          }
+          if (rest === null) break;
+          while (this.#paused && !this.#stopped) {
+            await new Promise<void>((r) => this.#resume = r);
+          }
+          if (this.#stopped) return;
+          chunk = rest;
+          end = rest.length;
         }
       }
     } finally {

@@ -16,9 +16,10 @@ export interface FrameSink {
    * `bytes` is the chunk pushed, which lives as long as its owner keeps it (a read buffer is
    * reused for the next read: copy the frame first if it must live longer); or, for a frame
    * split across chunks, an array of the frame's own that the decoder never touches again.
-   * `vnetLen` is 0 on streams without a vnet word.
+   * `vnetLen` is 0 on streams without a vnet word. Returning true stops the chunk's decoding
+   * after this frame (see {@linkcode FrameDecoder.stoppedAt}).
    */
-  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number): void;
+  onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number): boolean | void;
 }
 
 /** Why a stream could not be decoded any further. */
@@ -47,6 +48,12 @@ export class FrameDecoder {
   /** The split frame being assembled, `#fill` bytes of it so far. */
   #buf: Uint8Array = EMPTY;
   #fill = 0;
+  /**
+   * Where the last `push` stopped because the sink asked it to: the rest of that chunk,
+   * `chunk[stoppedAt, end)`, starts with a `len` word and is not decoded yet. -1 when the
+   * whole chunk was.
+   */
+  stoppedAt = -1;
 
   /** `vnet`: the stream carries a `vnet_len` word after every `len`. */
   constructor(sink: FrameSink, vnet: boolean) {
@@ -71,11 +78,13 @@ export class FrameDecoder {
   /**
    * Feeds one chunk, `chunk[0, end)`. Calls the sink for every frame completed by it and
    * returns `null`, or returns the oversize `len` that breaks the stream (the rest of the
-   * chunk is not read). `end` spares a read loop a view per read (issue 11).
+   * chunk is not read). `end` spares a read loop a view per read (issue 11). A sink that
+   * returns true stops it early: see {@linkcode FrameDecoder.stoppedAt}.
    */
   push(chunk: Uint8Array, end: number = chunk.length): OversizeError | null {
     const n = end;
     let i = 0;
+    this.stoppedAt = -1;
     while (i < n) {
       if (this.#state === STATE_DATA) {
         const want = this.#len - this.#fill;
@@ -84,7 +93,10 @@ export class FrameDecoder {
           // The whole frame is in this chunk: hand it out where it lies.
           i += take;
           this.#state = STATE_LEN;
-          this.#sink.onFrame(chunk, i - take, take, this.#vnetLen);
+          if (this.#sink.onFrame(chunk, i - take, take, this.#vnetLen) === true && i < n) {
+            this.stoppedAt = i;
+            return null;
+          }
           continue;
         }
         // Its own array, not a reused one: the sink may keep the frame where it lies.
@@ -97,7 +109,10 @@ export class FrameDecoder {
           this.#fill = 0;
           this.#buf = EMPTY;
           this.#state = STATE_LEN;
-          this.#sink.onFrame(buf, 0, this.#len, this.#vnetLen);
+          if (this.#sink.onFrame(buf, 0, this.#len, this.#vnetLen) === true && i < n) {
+            this.stoppedAt = i;
+            return null;
+          }
         }
         continue;
       }

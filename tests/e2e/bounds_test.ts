@@ -265,6 +265,33 @@ Deno.test("e2e: a side ahead on one connection pauses while the other reads, how
   }
 });
 
+Deno.test("e2e: small frames on one connection from both sides at once: reads of a thousand frames overflow no queue", async () => {
+  const program = await startProgram({ noNotify: true });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  // 40,000 segments of 64 bytes (126 bytes framed): one 128 KiB read holds 1,040 of them, more
+  // than max-queue-size. Both sides are written together, 512 KiB at a time, as two replicas
+  // send; QEMU, reading 4 KiB at a time, releases them all.
+  const COUNT = 40_000;
+  const all = segments(0, COUNT, 64);
+  try {
+    for (let o = 0; o < all.length; o += 512 * 1024) {
+      const part = all.subarray(o, Math.min(all.length, o + 512 * 1024));
+      await Promise.all([writeAll(pri, part), writeAll(sec, part)]);
+    }
+    await out.waitFor(COUNT, 20_000);
+  } finally {
+    pri.close();
+    sec.close();
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /queue-full/);
+  }
+});
+
 Deno.test("e2e: a notify peer that never reads is disconnected once 1 MiB waits; repeats are summarised", async () => {
   const program = await startProgram({});
   const ntf = await connectRetry(program.ports["notify-dev"]); // never reads

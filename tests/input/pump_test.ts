@@ -56,7 +56,9 @@ Deno.test("pump: a chunk read while paused is not decoded until resumed", async 
   let chunks = 0;
   const pump = new InputPump("secondary", false, {
     now: () => 0,
-    frame: (bytes, at) => seen.push(bytes[at]),
+    frame: (bytes, at) => {
+      seen.push(bytes[at]);
+    },
     chunk() {
       chunks++;
       pump.pause(); // as flow control does when this chunk congests outdev
@@ -73,6 +75,37 @@ Deno.test("pump: a chunk read while paused is not decoded until resumed", async 
   pump.resume();
   await running;
   assert.deepEqual(seen, [1, 2]);
+});
+
+Deno.test("pump: a frame that asks for a decision stops its read there; the rest waits, copied, while paused", async () => {
+  const seen: number[] = [];
+  const first = new Uint8Array(READ_SIZE);
+  let buffers = 0;
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: (bytes, at) => {
+      seen.push(bytes[at]);
+      return bytes[at] === 2; // a queue grew long with this frame
+    },
+    chunk() {
+      if (seen.at(-1) === 2) pump.pause(); // flow control pauses this side
+      return seen.length === 2; // held frames keep the read buffer
+    },
+    buffer: () => buffers++ === 0 ? first : new Uint8Array(READ_SIZE),
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const data = concat(...[1, 2, 3, 4].map((b) => framed(new Uint8Array([b]))));
+  const conn = new ScriptedConn([data]);
+  const running = pump.run(conn);
+  while (seen.length < 2) await new Promise((r) => setTimeout(r, 0));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(seen, [1, 2], "decoded on after the stop while paused");
+  assert.equal(conn.reads, 1, "read again with the rest undecoded");
+  first.fill(9); // the kept buffer goes back to the pool and is reused meanwhile
+  pump.resume();
+  await running;
+  assert.deepEqual(seen, [1, 2, 3, 4]);
 });
 
 /** A peer that keeps the socket full: every read completes at once with `size` bytes. */
@@ -98,7 +131,9 @@ for (const [what, size] of [["whole buffers", READ_SIZE], ["TLS records", 16 * 1
     let frames = 0;
     const pump = new InputPump("primary", false, {
       now: () => 0,
-      frame: () => frames++,
+      frame: () => {
+        frames++;
+      },
       chunk() {},
       internalError: (e) => assert.fail(String(e)),
       oversize: () => assert.fail("not oversize"),
@@ -127,7 +162,9 @@ Deno.test("pump: reads into the hooks' buffers, and into a fresh one after a chu
   let chunks = 0;
   const pump = new InputPump("primary", false, {
     now: () => 0,
-    frame: (bytes) => readInto.push(bytes),
+    frame: (bytes) => {
+      readInto.push(bytes);
+    },
     // The second chunk's buffer is kept (its frames held in place).
     chunk: () => ++chunks === 2,
     buffer: () => (given.push(new Uint8Array(1024)), given[given.length - 1]),

@@ -74,7 +74,11 @@ function places(vnet: boolean): {
 } {
   const seen: { bytes: Uint8Array; at: number; size: number }[] = [];
   const d = new FrameDecoder(
-    { onFrame: (bytes, at, size) => seen.push({ bytes, at, size }) },
+    {
+      onFrame: (bytes, at, size) => {
+        seen.push({ bytes, at, size });
+      },
+    },
     vnet,
   );
   return { d, seen };
@@ -164,4 +168,44 @@ Deno.test("codec: encodeFrame writes len (and vnet_len) big-endian", () => {
     [...encodeFrame(new Uint8Array([7]), true, 0x0102)],
     [0, 0, 0, 1, 0, 0, 1, 2, 7],
   );
+});
+
+Deno.test("codec: a sink returning true stops the chunk after that frame; the rest decodes on its own", () => {
+  const chunk = concat(framed(A), framed(B), framed(C));
+  const sizes: number[] = [];
+  const d = new FrameDecoder({
+    onFrame: (_bytes, _at, size) => {
+      sizes.push(size);
+      return size === A.length;
+    },
+  }, false);
+  d.push(chunk);
+  assert.deepEqual(sizes, [A.length], "stopped after the first frame");
+  assert.equal(d.stoppedAt, 4 + A.length);
+  assert.equal(d.midFrame, false, "the rest starts with a len word");
+  d.push(chunk.slice(d.stoppedAt));
+  assert.deepEqual(sizes, [A.length, B.length, C.length]);
+  assert.equal(d.stoppedAt, -1);
+  // A stop asked for by the chunk's last frame leaves nothing to resume.
+  d.push(framed(A));
+  assert.equal(d.stoppedAt, -1);
+});
+
+Deno.test("codec: a stop after a frame split across chunks leaves the rest of the later chunk", () => {
+  const stream = concat(framed(A), framed(C));
+  const cut = 4 + A.length + 50; // inside C
+  const sizes: number[] = [];
+  const d = new FrameDecoder({
+    onFrame: (_bytes, _at, size) => {
+      sizes.push(size);
+      return size === C.length;
+    },
+  }, false);
+  d.push(stream.subarray(0, cut));
+  const second = concat(stream.subarray(cut), framed(B));
+  d.push(second);
+  assert.deepEqual(sizes, [A.length, C.length]);
+  assert.equal(d.stoppedAt, stream.length - cut);
+  d.push(second.subarray(d.stoppedAt));
+  assert.deepEqual(sizes, [A.length, C.length, B.length]);
 });
