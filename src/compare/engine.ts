@@ -124,11 +124,11 @@ export class CompareEngine implements CompareContext {
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
   #heldSecondaryBytes = 0;
-  /** A queue of the side grew past half of max-queue-size (see `longQueue`). */
+  /** A queue of the side grew past three quarters of max-queue-size (see `longQueue`). */
   #longPrimary = false;
   #longSecondary = false;
   /**
-   * Set when a queue grows past half of max-queue-size; the input clears it. It stops the
+   * Set when a queue grows past three quarters of max-queue-size; the input clears it. It stops the
    * read's decoding there until flow control has decided whether that side pauses: a read of
    * small frames can hold more than max-queue-size of them.
    */
@@ -190,7 +190,7 @@ export class CompareEngine implements CompareContext {
   }
 
   /**
-   * True once a queue of `side` held more than half of max-queue-size frames, until `side`
+   * True once a queue of `side` held more than three quarters of max-queue-size frames, until `side`
    * holds no more than a quarter of it in all. Flow control pauses such a side while the
    * other catches up (SPEC 8): another read of small frames must not overflow the queue,
    * whose excess QEMU's rule drops. Held bytes alone miss this: 1 MiB of lead is a thousand
@@ -461,11 +461,11 @@ export class CompareEngine implements CompareContext {
       p.len = info.ipEnd - info.l4;
       queue.push(p);
     }
-    const half = this.#maxQueueSize >> 1;
-    if (queue.length > half) {
+    const long = (this.#maxQueueSize * 3) >> 2;
+    if (queue.length > long) {
       if (primary) this.#longPrimary = true;
       else this.#longSecondary = true;
-      if (queue.length === half + 1) this.queueGrewLong = true;
+      if (queue.length === long + 1) this.queueGrewLong = true;
     }
     this.#hold(p);
 

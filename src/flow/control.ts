@@ -8,7 +8,7 @@
  * - An input whose side holds more than the high mark pauses until comparison or a checkpoint
  *   brings it below the low mark, whether or not the other side is connected.
  * - An input that runs ahead of the other (its side holds more than the lead mark, or a queue
- *   half as long as max-queue-size: frames the other side has not sent yet) pauses while the
+ *   three quarters as long as max-queue-size: frames the other side has not sent yet) pauses while the
  *   other side, connected, catches up. Without this, identical streams read at uneven speeds
  *   drift apart until a queue overflows, and from then on they can never match again. Never
  *   both at once for this reason: when each side holds what the other has not sent yet, both

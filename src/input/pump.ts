@@ -75,6 +75,8 @@ export class InputPump {
   readonly #log: Logger;
   /** The read buffer (the hooks' `buffer`, or one of its own): made at the first read. */
   #buf: Uint8Array | null = null;
+  /** Where the rest of a read whose decoding stopped for flow control waits: made at need. */
+  #spare: Uint8Array | null = null;
   #paused = false;
   #stopped = false;
   #resume: (() => void) | null = null;
@@ -143,13 +145,21 @@ export class InputPump {
         for (;;) {
           now = hooks.now();
           let broken;
-          let rest: Uint8Array | null = null;
+          let rest = 0;
           try {
             broken = decoder.push(chunk, end);
-            // Stopped for a pause decision: the rest waits in an array of its own, as the read
-            // buffer may be kept by held frames and go back to the pool while it waits.
-            if (decoder.stoppedAt >= 0) rest = chunk.slice(decoder.stoppedAt, end);
+            const stoppedAt = decoder.stoppedAt;
             if (hooks.chunk() === true) buf = this.#buf = hooks.buffer!();
+            // Stopped for a pause decision: the rest waits in an array of the pump's own (the
+            // read buffer may be kept by held frames and go back to the pool while it waits).
+            // After `chunk`, nothing refers to what was decoded of it.
+            if (stoppedAt >= 0) {
+              rest = end - stoppedAt;
+              const spare = this.#spare ??= new Uint8Array(READ_SIZE);
+              if (chunk === spare) spare.copyWithin(0, stoppedAt, end);
+              else spare.set(chunk.subarray(stoppedAt, end));
+              chunk = spare;
+            }
           } catch (error) {
             // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
             hooks.internalError(error);
@@ -165,13 +175,12 @@ export class InputPump {
             hooks.oversize(broken.len);
             return;
           }
-          if (rest === null) break;
+          if (rest === 0) break;
           while (this.#paused && !this.#stopped) {
             await new Promise<void>((r) => this.#resume = r);
           }
           if (this.#stopped) return;
-          chunk = rest;
-          end = rest.length;
+          end = rest;
         }
       }
     } finally {

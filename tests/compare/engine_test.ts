@@ -54,18 +54,23 @@ Deno.test("engine: a side holds max-queue-size + 1 frames per connection, then d
   ]);
 });
 
-Deno.test("engine: longQueue: set by a queue past half of max-queue-size, cleared at a quarter held", () => {
+Deno.test("engine: longQueue: set by a queue past three quarters of max-queue-size, cleared at a quarter held", () => {
   const rec = new Recorder();
   const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 8 }, rec);
   for (let i = 0; i < 4; i++) engine.primary(udp(`p${i}`, 1001 + i), 0, 0);
   assert.equal(engine.longQueue("primary"), false, "4 frames on 4 connections");
-  for (let i = 0; i < 4; i++) engine.primary(udp(`q${i}`), 0, 0);
-  assert.equal(engine.longQueue("primary"), false, "a queue of 4 is not past 4");
-  engine.primary(udp("q4"), 0, 0);
-  assert.equal(engine.longQueue("primary"), true, "a queue of 5 is");
+  for (let i = 0; i < 6; i++) engine.primary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), false, "a queue of 6 is not past 6");
+  assert.equal(engine.queueGrewLong, false);
+  engine.primary(udp("q6"), 0, 0);
+  assert.equal(engine.longQueue("primary"), true, "a queue of 7 is");
+  assert.equal(engine.queueGrewLong, true, "the input is told at once");
+  engine.queueGrewLong = false;
+  engine.primary(udp("q7"), 0, 0);
+  assert.equal(engine.queueGrewLong, false, "only when the queue grows past the mark");
   assert.equal(engine.longQueue("secondary"), false);
   for (let i = 0; i < 4; i++) engine.secondary(udp(`p${i}`, 1001 + i), 0, 0);
-  for (let i = 0; i < 3; i++) engine.secondary(udp(`q${i}`), 0, 0);
+  for (let i = 0; i < 6; i++) engine.secondary(udp(`q${i}`), 0, 0);
   assert.equal(engine.heldPrimary, 2);
   assert.equal(engine.longQueue("primary"), false, "2 held: no more than a quarter");
 });
