@@ -141,24 +141,25 @@ export class InputPump {
         }
         if (this.#stopped) break;
         let chunk = buf;
+        let start = 0;
         let end = n;
         for (;;) {
           now = hooks.now();
           let broken;
-          let rest = 0;
           try {
-            broken = decoder.push(chunk, end);
-            const stoppedAt = decoder.stoppedAt;
-            if (hooks.chunk() === true) buf = this.#buf = hooks.buffer!();
-            // Stopped for a pause decision: the rest waits in an array of the pump's own (the
-            // read buffer may be kept by held frames and go back to the pool while it waits).
-            // After `chunk`, nothing refers to what was decoded of it.
-            if (stoppedAt >= 0) {
-              rest = end - stoppedAt;
-              const spare = this.#spare ??= new Uint8Array(READ_SIZE);
-              if (chunk === spare) spare.copyWithin(0, stoppedAt, end);
-              else spare.set(chunk.subarray(stoppedAt, end));
-              chunk = spare;
+            broken = decoder.push(chunk, end, start);
+            start = decoder.stoppedAt;
+            if (hooks.chunk() === true) {
+              buf = this.#buf = hooks.buffer!();
+              // Stopped for a pause decision in a buffer its held frames kept: the rest waits
+              // in an array of the pump's own (the buffer goes back to the pool once they are
+              // gone, perhaps while this side waits). After `chunk` nothing refers to what was
+              // decoded of it. A buffer not kept is the pump's until the next read.
+              if (start >= 0) {
+                const spare = this.#spare ??= new Uint8Array(READ_SIZE);
+                spare.set(chunk.subarray(start, end));
+                [chunk, start, end] = [spare, 0, end - start];
+              }
             }
           } catch (error) {
             // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
@@ -175,12 +176,11 @@ export class InputPump {
             hooks.oversize(broken.len);
             return;
           }
-          if (rest === 0) break;
+          if (start < 0) break;
           while (this.#paused && !this.#stopped) {
             await new Promise<void>((r) => this.#resume = r);
           }
           if (this.#stopped) return;
-          end = rest;
         }
       }
     } finally {

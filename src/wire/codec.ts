@@ -76,14 +76,14 @@ export class FrameDecoder {
   }
 
   /**
-   * Feeds one chunk, `chunk[0, end)`. Calls the sink for every frame completed by it and
+   * Feeds one chunk, `chunk[start, end)`. Calls the sink for every frame completed by it and
    * returns `null`, or returns the oversize `len` that breaks the stream (the rest of the
    * chunk is not read). `end` spares a read loop a view per read (issue 11). A sink that
    * returns true stops it early: see {@linkcode FrameDecoder.stoppedAt}.
    */
-  push(chunk: Uint8Array, end: number = chunk.length): OversizeError | null {
+  push(chunk: Uint8Array, end: number = chunk.length, start = 0): OversizeError | null {
     const n = end;
-    let i = 0;
+    let i = start;
     this.stoppedAt = -1;
     while (i < n) {
       if (this.#state === STATE_DATA) {
