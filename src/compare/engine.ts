@@ -65,6 +65,17 @@ export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
  */
 export const KEEP_IN_PLACE_FROM = (SLAB_SIZE * 3) / 4;
 
+/**
+ * Queues of fewer frames than this are never long (see `CompareEngine.longQueue`): what a read
+ * brings beyond them is dropped, as QEMU, reading 4 KiB at a time, drops it too.
+ */
+export const LONG_QUEUE_MIN = 64;
+
+/** Three quarters of `maxQueueSize`, or never for queues shorter than `LONG_QUEUE_MIN`. */
+function longMark(maxQueueSize: number): number {
+  return maxQueueSize < LONG_QUEUE_MIN ? Infinity : (maxQueueSize * 3) >> 2;
+}
+
 /** The comparator's state and rules, for one primary/secondary pair. */
 export class CompareEngine implements CompareContext {
   readonly tracer: Tracer | null;
@@ -124,6 +135,8 @@ export class CompareEngine implements CompareContext {
   #heldSecondary = 0;
   #heldPrimaryBytes = 0;
   #heldSecondaryBytes = 0;
+  /** Queue length past which a queue is long (see `longQueue`). */
+  #longMark: number;
   /** A queue of the side grew past three quarters of max-queue-size (see `longQueue`). */
   #longPrimary = false;
   #longSecondary = false;
@@ -141,6 +154,7 @@ export class CompareEngine implements CompareContext {
     this.tracer = tracer;
     this.#compareTimeout = options.compareTimeout;
     this.#maxQueueSize = options.maxQueueSize;
+    this.#longMark = longMark(options.maxQueueSize);
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
@@ -167,6 +181,7 @@ export class CompareEngine implements CompareContext {
 
   set maxQueueSize(n: number) {
     this.#maxQueueSize = n;
+    this.#longMark = longMark(n);
   }
 
   /** Frames held from the primary (waiting for the secondary or a checkpoint). */
@@ -190,11 +205,11 @@ export class CompareEngine implements CompareContext {
   }
 
   /**
-   * True once a queue of `side` held more than three quarters of max-queue-size frames, until `side`
-   * holds no more than a quarter of it in all. Flow control pauses such a side while the
-   * other catches up (SPEC 8): another read of small frames must not overflow the queue,
-   * whose excess QEMU's rule drops. Held bytes alone miss this: 1 MiB of lead is a thousand
-   * 1 KiB frames, or sixteen thousand small ones.
+   * True once a queue of `side` held more than three quarters of max-queue-size frames (of
+   * {@linkcode LONG_QUEUE_MIN} or more), until `side` holds no more than a quarter of it in
+   * all. Flow control pauses such a side while the other catches up (SPEC 8): another read of
+   * small frames must not overflow the queue, whose excess QEMU's rule drops. Held bytes alone
+   * miss this: 1 MiB of lead is a thousand 1 KiB frames, or sixteen thousand small ones.
    */
   longQueue(side: Side): boolean {
     const primary = side === "primary";
@@ -461,7 +476,7 @@ export class CompareEngine implements CompareContext {
       p.len = info.ipEnd - info.l4;
       queue.push(p);
     }
-    const long = (this.#maxQueueSize * 3) >> 2;
+    const long = this.#longMark;
     if (queue.length > long) {
       if (primary) this.#longPrimary = true;
       else this.#longSecondary = true;

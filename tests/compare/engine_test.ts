@@ -56,23 +56,32 @@ Deno.test("engine: a side holds max-queue-size + 1 frames per connection, then d
 
 Deno.test("engine: longQueue: set by a queue past three quarters of max-queue-size, cleared at a quarter held", () => {
   const rec = new Recorder();
-  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 8 }, rec);
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 64 }, rec);
   for (let i = 0; i < 4; i++) engine.primary(udp(`p${i}`, 1001 + i), 0, 0);
-  assert.equal(engine.longQueue("primary"), false, "4 frames on 4 connections");
-  for (let i = 0; i < 6; i++) engine.primary(udp(`q${i}`), 0, 0);
-  assert.equal(engine.longQueue("primary"), false, "a queue of 6 is not past 6");
+  for (let i = 0; i < 48; i++) engine.primary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), false, "a queue of 48 is not past 48");
   assert.equal(engine.queueGrewLong, false);
-  engine.primary(udp("q6"), 0, 0);
-  assert.equal(engine.longQueue("primary"), true, "a queue of 7 is");
+  engine.primary(udp("q48"), 0, 0);
+  assert.equal(engine.longQueue("primary"), true, "a queue of 49 is");
   assert.equal(engine.queueGrewLong, true, "the input is told at once");
   engine.queueGrewLong = false;
-  engine.primary(udp("q7"), 0, 0);
+  engine.primary(udp("q49"), 0, 0);
   assert.equal(engine.queueGrewLong, false, "only when the queue grows past the mark");
   assert.equal(engine.longQueue("secondary"), false);
   for (let i = 0; i < 4; i++) engine.secondary(udp(`p${i}`, 1001 + i), 0, 0);
-  for (let i = 0; i < 6; i++) engine.secondary(udp(`q${i}`), 0, 0);
-  assert.equal(engine.heldPrimary, 2);
-  assert.equal(engine.longQueue("primary"), false, "2 held: no more than a quarter");
+  for (let i = 0; i < 33; i++) engine.secondary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.heldPrimary, 17);
+  assert.equal(engine.longQueue("primary"), true, "17 held: more than a quarter");
+  engine.secondary(udp("q33"), 0, 0);
+  assert.equal(engine.longQueue("primary"), false, "16 held: no more than a quarter");
+});
+
+Deno.test("engine: longQueue: never for queues shorter than 64 frames (QEMU's drops stay as they are)", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 63 }, rec);
+  for (let i = 0; i < 64; i++) engine.primary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), false);
+  assert.equal(engine.queueGrewLong, false);
 });
 
 Deno.test("engine: the expiry scan fires only for frames strictly older than compare-timeout", () => {
