@@ -280,9 +280,8 @@ export class Comparator {
   #pump(side: Side): InputPump {
     const engine = this.engine;
     const stats = this.stats;
-    // True once a queue grew long: the pump stops decoding its read for flow control.
+    // A queue grew long with this frame: the pump stops decoding its read for flow control.
     const grewLong = () => {
-      if (!engine.queueGrewLong) return false;
       engine.queueGrewLong = false;
       return true;
     };

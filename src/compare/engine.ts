@@ -141,9 +141,9 @@ export class CompareEngine implements CompareContext {
   #longPrimary = false;
   #longSecondary = false;
   /**
-   * Set when a queue grows past three quarters of max-queue-size; the input clears it. It stops the
-   * read's decoding there until flow control has decided whether that side pauses: a read of
-   * small frames can hold more than max-queue-size of them.
+   * Set when a queue grows past three quarters of max-queue-size; the input clears it. It
+   * stops the read's decoding there until flow control has decided whether that side pauses:
+   * a read of small frames can hold more than max-queue-size of them.
    */
   queueGrewLong = false;
   /** The latest time seen (input or tick): when a checkpoint's connections became idle. */

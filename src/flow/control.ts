@@ -8,9 +8,9 @@
  * - An input whose side holds more than the high mark pauses until comparison or a checkpoint
  *   brings it below the low mark, whether or not the other side is connected.
  * - An input that runs ahead of the other (its side holds more than the lead mark, or a queue
- *   three quarters as long as max-queue-size: frames the other side has not sent yet) pauses while the
- *   other side, connected, catches up. Without this, identical streams read at uneven speeds
- *   drift apart until a queue overflows, and from then on they can never match again. Never
+ *   three quarters as long as max-queue-size: frames the other side has not sent yet) pauses
+ *   while the other side, connected, catches up. Without this, identical streams read at uneven
+ *   speeds drift apart until a queue overflows, and from then on they can never match again. Never
  *   both at once for this reason: when each side holds what the other has not sent yet, both
  *   read on (the queues bound them). And only while the other side reads: a connected peer
  *   that sends nothing for {@linkcode LEAD_PAUSE_MS} (a diverged or idle secondary) must not
