@@ -153,6 +153,15 @@ Deno.test("e2e: with the secondary away, held bytes stay bounded: the primary pa
 });
 
 /** Peers on all four endpoints, once the notify-dev one is in. */
+/** primary-in, secondary-in and outdev (read by a collector) of a program without notify-dev. */
+async function connectInputs(program: Program) {
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
+  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  return { pri, sec, out };
+}
+
 async function connectAll(program: Program) {
   const pri = await connectRetry(program.ports["primary-in"]);
   const sec = await connectRetry(program.ports["secondary-in"]);
@@ -227,10 +236,7 @@ Deno.test("e2e: a side paused for running ahead waits for a checkpoint on its wa
 
 Deno.test("e2e: a side ahead on one connection pauses while the other reads, however slowly: no queue overflows", async () => {
   const program = await startProgram({ noNotify: true });
-  const pri = await connectRetry(program.ports["primary-in"]);
-  const sec = await connectRetry(program.ports["secondary-in"]);
-  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
-  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  const { pri, sec, out } = await connectInputs(program);
   // 3,000 frames of 1 KB on one connection: 3 MB, three times max-queue-size (1,024). Nothing
   // but the pause keeps the primary's queue from overflowing: frames a full queue drops never
   // come out (no checkpoint channel here).
@@ -267,10 +273,7 @@ Deno.test("e2e: a side ahead on one connection pauses while the other reads, how
 
 Deno.test("e2e: small frames on one connection from both sides at once: reads of a thousand frames overflow no queue", async () => {
   const program = await startProgram({ noNotify: true });
-  const pri = await connectRetry(program.ports["primary-in"]);
-  const sec = await connectRetry(program.ports["secondary-in"]);
-  const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
-  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  const { pri, sec, out } = await connectInputs(program);
   // 40,000 segments of 64 bytes (126 bytes framed): one 128 KiB read holds 1,040 of them, more
   // than max-queue-size. Both sides are written together, 512 KiB at a time, as two replicas
   // send; QEMU, reading 4 KiB at a time, releases them all.
