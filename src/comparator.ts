@@ -312,6 +312,7 @@ export class Comparator {
         this.#heldChanged();
         return kept;
       },
+      decide: () => this.#heldChanged(),
       buffer: () => engine.readBuffer(),
       internalError: (error) => {
         // The read may end here: what it left held or released must not stay in its buffer.

@@ -52,6 +52,12 @@ export interface PumpHooks {
    */
   chunk(): boolean | void;
   /**
+   * A read's decoding stopped because `frame` asked for a decision: flow control decides now
+   * whether this input pauses. When it does not, the read goes on without `chunk` (its held
+   * frames stay where they lie); when it does, `chunk` follows. Without it, `chunk` does both.
+   */
+  decide?(): void;
+  /**
    * A buffer to read into (the comparator's: a block of its pool, as large as
    * {@linkcode READ_SIZE}): the first one, and one after each buffer `chunk` kept. Without it
    * the pump reads into one array of its own, always.
@@ -143,12 +149,17 @@ export class InputPump {
         let chunk = buf;
         let start = 0;
         let end = n;
+        now = hooks.now();
         for (;;) {
-          now = hooks.now();
           let broken;
           try {
             broken = decoder.push(chunk, end, start);
             start = decoder.stoppedAt;
+            if (start >= 0 && hooks.decide !== undefined) {
+              // Not paused: the read goes on where it stopped, its held frames where they lie.
+              hooks.decide();
+              if (!this.#paused) continue;
+            }
             if (hooks.chunk() === true) {
               buf = this.#buf = hooks.buffer!();
               // Stopped for a pause decision in a buffer its held frames kept: the rest waits
@@ -181,6 +192,7 @@ export class InputPump {
             await new Promise<void>((r) => this.#resume = r);
           }
           if (this.#stopped) return;
+          now = hooks.now();
         }
       }
     } finally {

@@ -108,6 +108,42 @@ Deno.test("pump: a frame that asks for a decision stops its read there; the rest
   assert.deepEqual(seen, [1, 2, 3, 4]);
 });
 
+Deno.test("pump: a stop that flow control answers without a pause goes on in the same read, one chunk call", async () => {
+  const seen: number[] = [];
+  const calls: string[] = [];
+  let pauseAt = 0;
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: (bytes, at) => {
+      seen.push(bytes[at]);
+      return bytes[at] % 2 === 0; // frames 2 and 4 make a queue long
+    },
+    decide() {
+      calls.push(`decide@${seen.length}`);
+      if (seen.length === pauseAt) pump.pause();
+    },
+    chunk() {
+      calls.push(`chunk@${seen.length}`);
+    },
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const data = concat(...[1, 2, 3, 4, 5].map((b) => framed(new Uint8Array([b]))));
+  await pump.run(new ScriptedConn([data]));
+  assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+  assert.deepEqual(calls, ["decide@2", "decide@4", "chunk@5"]);
+  // Paused at the second stop: the frames so far are handed over, the rest waits.
+  seen.length = calls.length = 0;
+  pauseAt = 4;
+  const running = pump.run(new ScriptedConn([data]));
+  while (seen.length < 4) await new Promise((r) => setTimeout(r, 0));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(calls, ["decide@2", "decide@4", "chunk@4"]);
+  pump.resume();
+  await running;
+  assert.deepEqual(calls, ["decide@2", "decide@4", "chunk@4", "chunk@5"]);
+});
+
 /** A peer that keeps the socket full: every read completes at once with `size` bytes. */
 class FloodConn implements Conn {
   readonly peer = "flood";
