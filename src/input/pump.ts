@@ -54,7 +54,7 @@ export interface PumpHooks {
   /**
    * A read's decoding stopped because `frame` asked for a decision: flow control decides now
    * whether this input pauses. When it does not, the read goes on without `chunk` (its held
-   * frames stay where they lie); when it does, `chunk` follows. Without it, `chunk` does both.
+   * frames stay where they lie); when it does, `chunk` follows. Without it, the read goes on.
    */
   decide?(): void;
   /**
@@ -155,9 +155,9 @@ export class InputPump {
           try {
             broken = decoder.push(chunk, end, start);
             start = decoder.stoppedAt;
-            if (start >= 0 && hooks.decide !== undefined) {
+            if (start >= 0) {
               // Not paused: the read goes on where it stopped, its held frames where they lie.
-              hooks.decide();
+              hooks.decide?.();
               if (!this.#paused) continue;
             }
             if (hooks.chunk() === true) {

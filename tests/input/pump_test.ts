@@ -87,10 +87,8 @@ Deno.test("pump: a frame that asks for a decision stops its read there; the rest
       seen.push(bytes[at]);
       return bytes[at] === 2; // a queue grew long with this frame
     },
-    chunk() {
-      if (seen.at(-1) === 2) pump.pause(); // flow control pauses this side
-      return seen.length === 2; // held frames keep the read buffer
-    },
+    decide: () => pump.pause(), // flow control pauses this side
+    chunk: () => seen.length === 2, // held frames keep the read buffer
     buffer: () => buffers++ === 0 ? first : new Uint8Array(READ_SIZE),
     internalError: (e) => assert.fail(String(e)),
     oversize: () => assert.fail("not oversize"),

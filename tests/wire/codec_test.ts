@@ -170,20 +170,26 @@ Deno.test("codec: encodeFrame writes len (and vnet_len) big-endian", () => {
   );
 });
 
-Deno.test("codec: a sink returning true stops the chunk after that frame; the rest decodes on its own", () => {
-  const chunk = concat(framed(A), framed(B), framed(C));
+/** A decoder whose sink records each frame's size and stops after a frame of `stopAfter` bytes. */
+function stoppingAfter(stopAfter: number): { d: FrameDecoder; sizes: number[] } {
   const sizes: number[] = [];
   const d = new FrameDecoder({
     onFrame: (_bytes, _at, size) => {
       sizes.push(size);
-      return size === A.length;
+      return size === stopAfter;
     },
   }, false);
+  return { d, sizes };
+}
+
+Deno.test("codec: a sink returning true stops the chunk after that frame; the rest decodes on its own", () => {
+  const chunk = concat(framed(A), framed(B), framed(C));
+  const { d, sizes } = stoppingAfter(A.length);
   d.push(chunk);
   assert.deepEqual(sizes, [A.length], "stopped after the first frame");
   assert.equal(d.stoppedAt, 4 + A.length);
   assert.equal(d.midFrame, false, "the rest starts with a len word");
-  d.push(chunk.slice(d.stoppedAt));
+  d.push(chunk, chunk.length, d.stoppedAt); // where it lies, as the read loop resumes it
   assert.deepEqual(sizes, [A.length, B.length, C.length]);
   assert.equal(d.stoppedAt, -1);
   // A stop asked for by the chunk's last frame leaves nothing to resume.
@@ -194,13 +200,7 @@ Deno.test("codec: a sink returning true stops the chunk after that frame; the re
 Deno.test("codec: a stop after a frame split across chunks leaves the rest of the later chunk", () => {
   const stream = concat(framed(A), framed(C));
   const cut = 4 + A.length + 50; // inside C
-  const sizes: number[] = [];
-  const d = new FrameDecoder({
-    onFrame: (_bytes, _at, size) => {
-      sizes.push(size);
-      return size === C.length;
-    },
-  }, false);
+  const { d, sizes } = stoppingAfter(C.length);
   d.push(stream.subarray(0, cut));
   const second = concat(stream.subarray(cut), framed(B));
   d.push(second);
