@@ -24,7 +24,7 @@ import {
   IDLE_PREV,
   IDLE_SINCE,
   KEY_BYTE,
-  KEY_LEN_BYTE,
+  keyOf,
   NO_RECORDS,
   PRIMARY_ACK,
   type RecordChunk,
@@ -111,8 +111,7 @@ export class Connection {
 
   /** The key's bytes (a copy). */
   keyBytes(): Uint8Array {
-    const at = (this.#at << 2) + KEY_BYTE;
-    return this.#u8.slice(at, at + this.#u8[(this.#at << 2) + KEY_LEN_BYTE]);
+    return keyOf(this.#chunk, this.#slot);
   }
 
   /** The IP protocol number (key byte 1). */
@@ -287,9 +286,9 @@ function emptyBuckets(n: number): Int32Array {
  * first-seen order (sorts them all; tests and diagnostics only). Lookups take the key bytes in
  * a scratch buffer and allocate nothing unless the connection is new or was hibernated.
  *
- * Every connection is a record in typed-array memory (`records.ts`, 88 bytes), and the hash
- * buckets and the idle list link records by slot: an idle connection costs its record and a
- * bucket or two, about 100 bytes, none of it on the V8 heap (issue 11). The connections that
+ * Every connection is a record in typed-array memory (`records.ts`, 64 bytes, 88 for IPv6),
+ * and the hash buckets and the idle list link records by slot: an idle connection costs its
+ * record and a bucket or two, about 75 bytes (IPv6 100), none of it on the V8 heap (issue 11). The connections that
  * hold frames and the {@linkcode AWAKE_IDLE_MAX} most recently idle ones also have a handle
  * ({@linkcode Connection}), found by slot in `#bySlot`; the list of connections that hold
  * frames and the list of recently idle ones link those handles.

@@ -4,10 +4,14 @@
  * heap. Objects on the heap cost about twice their bytes in resident memory (the old
  * generation grows in steps, with room to spare); a record costs exactly its bytes.
  *
+ * A record holds an IPv4 key whole (18 bytes); the last 24 bytes of an IPv6 key (42) lie in
+ * its chunk's spill array, made when the chunk takes its first IPv6 key. So an IPv4 connection
+ * costs 64 bytes, an IPv6 one 88.
+ *
  * Records live in chunks of 4,096, allocated as the table first needs them and never copied
  * (no doubling), and freed slots are reused, most recently freed first. A slot's chunk stays
  * allocated at the table's high-water mark: at most 88 bytes x `max-connections` (5.5 MiB
- * for the default 65,536).
+ * for the default 65,536, all of them IPv6).
  *
  * @module
  */
@@ -15,7 +19,7 @@
 import { KEY_MAX } from "../packet/parse.ts";
 
 /** Bytes per record: a multiple of 8, for the float64 id. */
-export const RECORD_BYTES = 88;
+export const RECORD_BYTES = 64;
 /** 32-bit words per record. */
 const RECORD_WORDS = RECORD_BYTES / 4;
 
@@ -36,11 +40,15 @@ export const IDLE_SINCE = 8;
 export const HASH = 9;
 /** The flag bits (see `connection.ts`). */
 export const FLAGS = 10;
-/** Byte offsets: the key's bytes (up to KEY_MAX) and its length. */
+/** Byte offsets: the key's first bytes (up to KEY_INLINE) and its length. */
 export const KEY_BYTE = 44;
-export const KEY_LEN_BYTE = 86;
+export const KEY_LEN_BYTE = 62;
+/** Key bytes a record holds itself: an IPv4 key (see `parse.ts`), whole. */
+export const KEY_INLINE = 18;
+/** Key bytes past KEY_INLINE, in the chunk's spill array: the rest of an IPv6 key. */
+export const KEY_SPILL = KEY_MAX - KEY_INLINE;
 
-if (KEY_BYTE + KEY_MAX > KEY_LEN_BYTE || KEY_LEN_BYTE >= RECORD_BYTES) {
+if (KEY_BYTE + KEY_INLINE > KEY_LEN_BYTE || KEY_LEN_BYTE >= RECORD_BYTES) {
   throw new Error("a key does not fit in a record");
 }
 
@@ -54,12 +62,17 @@ export function wordOf(slot: number): number {
   return (slot & CHUNK_MASK) * RECORD_WORDS;
 }
 
-/** 4,096 records in one ArrayBuffer, seen through one view per element type. */
+/**
+ * 4,096 records in one ArrayBuffer, seen through one view per element type, and the rest of
+ * their keys where longer than {@linkcode KEY_INLINE}.
+ */
 export class RecordChunk {
   readonly i32: Int32Array;
   readonly u32: Uint32Array;
   readonly u8: Uint8Array;
   readonly f64: Float64Array;
+  /** {@linkcode KEY_SPILL} bytes per slot: none until a key of the chunk needs them. */
+  spill: Uint8Array | null = null;
 
   constructor(slots = CHUNK_SLOTS) {
     const buffer = new ArrayBuffer(slots * RECORD_BYTES);
@@ -67,6 +80,11 @@ export class RecordChunk {
     this.u32 = new Uint32Array(buffer);
     this.u8 = new Uint8Array(buffer);
     this.f64 = new Float64Array(buffer);
+  }
+
+  /** Where `slot`'s spilled key bytes start in {@linkcode RecordChunk.spill}. */
+  static spillAt(slot: number): number {
+    return (slot & CHUNK_MASK) * KEY_SPILL;
   }
 }
 
@@ -81,9 +99,11 @@ export class Records {
   /** The most recently freed slot (linked through BUCKET_NEXT), or -1. */
   #free = -1;
 
-  /** Bytes of all chunks (off the V8 heap). */
+  /** Bytes of all chunks and their spill arrays (off the V8 heap). */
   get byteLength(): number {
-    return this.#chunks.length * CHUNK_SLOTS * RECORD_BYTES;
+    let bytes = this.#chunks.length * CHUNK_SLOTS * RECORD_BYTES;
+    for (const chunk of this.#chunks) bytes += chunk.spill?.byteLength ?? 0;
+    return bytes;
   }
 
   /** The chunk that holds `slot`'s record (at {@linkcode wordOf}). */
@@ -139,16 +159,43 @@ export class Records {
     chunk.i32[at + HASH] = hash;
     chunk.i32[at + FLAGS] = flags;
     chunk.u8[bytes + KEY_LEN_BYTE] = keyLen;
-    for (let i = 0; i < keyLen; i++) chunk.u8[bytes + KEY_BYTE + i] = key[i];
+    const inline = keyLen < KEY_INLINE ? keyLen : KEY_INLINE;
+    for (let i = 0; i < inline; i++) chunk.u8[bytes + KEY_BYTE + i] = key[i];
+    if (keyLen > KEY_INLINE) {
+      const spill = chunk.spill ??= new Uint8Array(CHUNK_SLOTS * KEY_SPILL);
+      const at = RecordChunk.spillAt(slot) - KEY_INLINE;
+      for (let i = KEY_INLINE; i < keyLen; i++) spill[at + i] = key[i];
+    }
   }
 
   /** True when `slot`'s key is the first `keyLen` bytes of `key`. */
   hasKey(slot: number, key: Uint8Array, keyLen: number): boolean {
-    const u8 = this.chunkOf(slot).u8;
+    const chunk = this.chunkOf(slot);
+    const u8 = chunk.u8;
     const bytes = wordOf(slot) << 2;
     if (u8[bytes + KEY_LEN_BYTE] !== keyLen) return false;
     const at = bytes + KEY_BYTE;
-    for (let i = 0; i < keyLen; i++) if (u8[at + i] !== key[i]) return false;
+    const inline = keyLen < KEY_INLINE ? keyLen : KEY_INLINE;
+    for (let i = 0; i < inline; i++) if (u8[at + i] !== key[i]) return false;
+    if (keyLen > KEY_INLINE) {
+      const spill = chunk.spill!;
+      const from = RecordChunk.spillAt(slot) - KEY_INLINE;
+      for (let i = KEY_INLINE; i < keyLen; i++) if (spill[from + i] !== key[i]) return false;
+    }
     return true;
   }
+}
+
+/** The key of `slot`, whose record is in `chunk` (a copy). */
+export function keyOf(chunk: RecordChunk, slot: number): Uint8Array {
+  const bytes = wordOf(slot) << 2;
+  const keyLen = chunk.u8[bytes + KEY_LEN_BYTE];
+  const key = new Uint8Array(keyLen);
+  const inline = keyLen < KEY_INLINE ? keyLen : KEY_INLINE;
+  key.set(chunk.u8.subarray(bytes + KEY_BYTE, bytes + KEY_BYTE + inline));
+  if (keyLen > KEY_INLINE) {
+    const at = RecordChunk.spillAt(slot);
+    key.set(chunk.spill!.subarray(at, at + keyLen - KEY_INLINE), KEY_INLINE);
+  }
+  return key;
 }

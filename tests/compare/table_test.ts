@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { AWAKE_IDLE_MAX, ConnectionTable } from "../../src/compare/connection.ts";
 import { CompareEngine } from "../../src/compare/engine.ts";
+import { keyOf as recordKey, Records } from "../../src/compare/records.ts";
 import { FrameInfo, KEY_MAX, parseFrame } from "../../src/packet/parse.ts";
 import { frame, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
@@ -272,6 +273,72 @@ Deno.test("table: a connection's record keeps the key bytes the parser gave", ()
     assert.deepEqual(conns[i].keyBytes(), info.key.slice(0, info.keyLen), conns[i].name);
     assert.equal(conns[i].protocol, info.key[1]);
   }
+});
+
+/** A UDP frame over IPv6 on connection number `n`: keys alike but for the destination's end. */
+function udp6On(n: number, payload = "x"): Uint8Array {
+  const dst = `fd00::${((n >> 16) & 0xffff).toString(16)}:${(n & 0xffff).toString(16)}`;
+  return frame({ ip: { v: 6, src: "fd00::1", dst }, udp: { sport: 7, payload } });
+}
+
+Deno.test("table: IPv6 keys that differ only in the bytes past a record's own are told apart, over several chunks and reused slots", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 1e9, maxQueueSize: 1024 }, rec);
+  // 5,000 of each family: the records fill two chunks, IPv4 and IPv6 interleaved.
+  for (let n = 0; n < 5000; n++) {
+    engine.primary(udp6On(n), 0, n);
+    engine.primary(udpOn(n), 0, n);
+  }
+  assert.equal(engine.connections, 10_000);
+  // Each secondary finds its own connection: a wrong match would release another's primary.
+  for (let n = 4999; n >= 0; n--) engine.secondary(udp6On(n), 0, 6000);
+  assert.deepEqual(rec.released, Array.from({ length: 5000 }, (_, i) => udp6On(4999 - i)));
+  assert.equal(engine.connections, 10_000);
+  // Forgotten, their slots are taken by IPv4 keys and then by IPv6 keys again.
+  engine.tick(6000 + 70_000);
+  assert.equal(engine.connections, 5000);
+  for (let n = 0; n < 2000; n++) engine.primary(udpOn(10_000 + n), 0, 80_000);
+  for (let n = 0; n < 3000; n++) engine.primary(udp6On(70_000 + n), 0, 80_000);
+  // Every record gives back the key the parser made, spilled bytes included.
+  const info = new FrameInfo();
+  const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  const keyOfFrame = (f: Uint8Array) => {
+    parseFrame(f, 0, info);
+    return hex(info.key.subarray(0, info.keyLen));
+  };
+  const expected = [
+    ...Array.from({ length: 5000 }, (_, n) => keyOfFrame(udpOn(n))),
+    ...Array.from({ length: 2000 }, (_, n) => keyOfFrame(udpOn(10_000 + n))),
+    ...Array.from({ length: 3000 }, (_, n) => keyOfFrame(udp6On(70_000 + n))),
+  ];
+  assert.deepEqual([...engine.connectionList()].map((c) => hex(c.keyBytes())), expected);
+  for (let n = 0; n < 3000; n++) engine.secondary(udp6On(70_000 + n), 0, 80_000);
+  assert.equal(rec.released.length, 8000);
+  assert.deepEqual(
+    rec.released.slice(5000),
+    Array.from({ length: 3000 }, (_, i) => udp6On(70_000 + i)),
+  );
+});
+
+Deno.test("records: keys with the same hash are told apart by their bytes, the spilled ones too", () => {
+  const records = new Records();
+  const a = new Uint8Array(KEY_MAX).fill(1);
+  const b = a.slice();
+  b[KEY_MAX - 1] = 2; // past the record's own bytes
+  const c = a.slice();
+  c[3] = 2; // in the record's own bytes
+  const slots = [a, b, c].map((key) => {
+    const slot = records.alloc();
+    records.fill(slot, slot, key, KEY_MAX, 5, 0);
+    return slot;
+  });
+  for (const [i, key] of [a, b, c].entries()) {
+    for (const [j, slot] of slots.entries()) {
+      assert.equal(records.hasKey(slot, key, KEY_MAX), i === j, `key ${i}, slot ${j}`);
+    }
+    assert.equal(records.hasKey(slots[i], key, 18), false, "a shorter key is another key");
+  }
+  assert.deepEqual(recordKey(records.chunkOf(slots[1]), slots[1]), b);
 });
 
 Deno.test("table: every connection is still found while the hash grows to 20,000 and shrinks back", () => {
