@@ -157,7 +157,8 @@ export class TlsConn implements Conn {
   #ended = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
-  #drained: (() => void) | null = null;
+  /** Fails the write under way, if any, once the socket is destroyed. */
+  #gone: (() => void) | null = null;
   readonly #scavenge: ScavengeNudge;
 
   constructor(
@@ -195,7 +196,6 @@ export class TlsConn implements Conn {
       this.#ended = true;
       this.#notify();
     });
-    socket.on("drain", () => this.#notifyDrained());
   }
 
   /**
@@ -218,13 +218,8 @@ export class TlsConn implements Conn {
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
-    if (this.#ended || this.#error) this.#notifyDrained();
-  }
-
-  #notifyDrained(): void {
-    const drained = this.#drained;
-    this.#drained = null;
-    drained?.();
+    // The peer's end of its stream leaves ours writable; an error or a destroyed socket not.
+    if (this.#error || this.#socket.destroyed) this.#gone?.();
   }
 
   async read(p: Uint8Array): Promise<number | null> {
@@ -253,16 +248,24 @@ export class TlsConn implements Conn {
   write(p: Uint8Array): Promise<number> {
     if (this.#error) return Promise.reject(this.#error);
     if (this.#socket.destroyed) return Promise.reject(new Deno.errors.BrokenPipe("closed"));
-    // node:tls keeps what it is given until it is sent, and the caller reuses `p`: a copy.
-    // Writes are pipelined; only a full socket buffer makes the caller wait (for `drain`).
+    // node:tls keeps `p` until it has encrypted it and handed it to the TCP socket, and the
+    // caller reuses `p` once this settles: so it settles at the write's callback, as a plain
+    // socket's write does once the kernel has the bytes. (A copy per write instead left a dead
+    // ArrayBuffer of up to 128 KiB each, and more of V8's full collections: bench/README.md.)
     this.#scavenge.count(p.length);
-    if (this.#socket.write(p.slice())) return Promise.resolve(p.length);
     return new Promise((resolve, reject) => {
-      this.#drained = () => {
-        if (this.#error) reject(this.#error);
-        else if (this.#socket.destroyed) reject(new Deno.errors.BrokenPipe("closed"));
+      let settled = false;
+      const settle = (error?: Error | null) => {
+        if (settled) return;
+        settled = true;
+        if (this.#gone === gone) this.#gone = null;
+        if (error) reject(error);
         else resolve(p.length);
       };
+      // Should the socket be destroyed without calling back, the write fails all the same.
+      const gone = () => settle(this.#error ?? new Deno.errors.BrokenPipe("closed"));
+      this.#gone = gone;
+      this.#socket.write(p, settle);
     });
   }
 

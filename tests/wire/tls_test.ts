@@ -500,3 +500,73 @@ Deno.test("tls: a peer sending while we do not read is held back by TCP, and not
     listener.close();
   }
 });
+
+Deno.test("tls: a write settles once node:tls has the bytes: the caller reuses its buffer at once and the peer reads what was written", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const accepted = listener.accept();
+  const client = await t.connect(
+    parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
+    new AbortController().signal,
+  );
+  const server = await accepted;
+  try {
+    // One buffer, refilled as soon as each write settles, as outdev's writer reuses its chunks.
+    const buf = new Uint8Array(128 * 1024);
+    const ROUNDS = 16;
+    const reading = (async () => {
+      const got = new Uint8Array(buf.length);
+      for (let round = 0; round < ROUNDS; round++) {
+        let n = 0;
+        while (n < got.length) {
+          const r = await client.read(got.subarray(n));
+          assert.notEqual(r, null);
+          n += r!;
+        }
+        assert.ok(got.every((b) => b === round + 1), `round ${round}: bytes of a later round`);
+      }
+    })();
+    for (let round = 0; round < ROUNDS; round++) {
+      buf.fill(round + 1);
+      let sent = 0;
+      while (sent < buf.length) sent += await server.write(buf.subarray(sent));
+    }
+    await reading;
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
+
+Deno.test("tls: a write to a peer that stopped reading waits, and fails once the connection is gone (SPEC 8)", async () => {
+  const lines = new Lines();
+  const t = transport(creds.dir, lines.log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const accepted = listener.accept();
+  const client = await rawClient(portOf(listener), creds.dir);
+  await client.handshake();
+  const server = await accepted;
+  const chunk = new Uint8Array(256 * 1024);
+  let sent = 0;
+  const writing = (async () => {
+    for (;;) sent += await server.write(chunk);
+  })();
+  const failed = writing.then(() => null, (error: Error) => error);
+  try {
+    // Nobody reads: the writes stall once the socket buffers are full.
+    let stalledAt = -1;
+    for (let i = 0; i < 200 && stalledAt !== sent; i++) {
+      stalledAt = sent;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(sent < 64 * 1024 * 1024, `${sent} bytes written to a peer that reads nothing`);
+  } finally {
+    client.close();
+  }
+  const error = await failed;
+  assert.ok(error instanceof Error, "the stalled write failed when the peer went");
+  server.close();
+  listener.close();
+});
