@@ -2,9 +2,9 @@
  * Nudges V8 into a young-generation collection when the ArrayBuffers that `node:tls` leaves
  * behind pile up, which frees them (issue 11).
  *
- * Deno 2.9.6's `node:tls` hands every decrypted chunk over in a fresh 64 KiB ArrayBuffer, the
- * layers under it allocate more per read, and each write's copy (`TlsConn.write`) adds its own:
- * buffers dead at once, but outside V8's heap. A dead ArrayBuffer is freed by the next
+ * Deno 2.9.6's `node:tls` hands every decrypted chunk over in a fresh 64 KiB ArrayBuffer, and
+ * the layers under it allocate more per read and per write: buffers dead at once, but outside
+ * V8's heap. A dead ArrayBuffer is freed by the next
  * collection, young or full; but what little JavaScript each chunk makes seldom fills the young
  * generation, and the first full collection waits for V8's initial global allocation limit
  * (heap plus external bytes). Until then 40-63 MiB of dead buffers piled up in malloc's heap in
