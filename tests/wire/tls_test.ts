@@ -461,14 +461,27 @@ Deno.test("tls: subjectDn writes the subject as QEMU's authz-simple compares it"
   assert.equal(certificateVersion(new Uint8Array(cert.raw)), 3);
 });
 
-Deno.test("tls: a peer sending while we do not read is held back by TCP, and nothing is lost (SPEC 8)", async () => {
-  const lines = new Lines();
-  const t = transport(creds.dir, lines.log);
+/** A `tls-listen:` listener of ours and a raw TLS client of the test's, connected. */
+async function rawPair() {
+  const t = transport(creds.dir, new Lines().log);
   const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
   const accepted = listener.accept();
   const client = await rawClient(portOf(listener), creds.dir);
   await client.handshake();
-  const server = await accepted;
+  return { listener, client, server: await accepted };
+}
+
+/** Waits until `count()` stops growing for 50 ms (at most 10 s). */
+async function untilStalled(count: () => number): Promise<void> {
+  let last = -1;
+  for (let i = 0; i < 200 && last !== count(); i++) {
+    last = count();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+Deno.test("tls: a peer sending while we do not read is held back by TCP, and nothing is lost (SPEC 8)", async () => {
+  const { listener, client, server } = await rawPair();
   const chunk = new Uint8Array(256 * 1024).map((_, i) => i & 0xff);
   const total = 256 * 1024 * 1024;
   let sent = 0;
@@ -478,11 +491,7 @@ Deno.test("tls: a peer sending while we do not read is held back by TCP, and not
   try {
     // Nobody reads: the sender must stall once the 1 MiB high water and the kernel's socket
     // buffers are full, long before the 256 MiB it would send.
-    let stalledAt = -1;
-    for (let i = 0; i < 200 && stalledAt !== sent; i++) {
-      stalledAt = sent;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilStalled(() => sent);
     assert.ok(sent < 64 * 1024 * 1024, `the peer sent ${sent} bytes that nobody read`);
     // Reading again takes everything, in order.
     const buf = new Uint8Array(1024 * 1024);
@@ -541,13 +550,7 @@ Deno.test("tls: a write settles once node:tls has the bytes: the caller reuses i
 });
 
 Deno.test("tls: a write to a peer that stopped reading waits, and fails once the connection is gone (SPEC 8)", async () => {
-  const lines = new Lines();
-  const t = transport(creds.dir, lines.log);
-  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
-  const accepted = listener.accept();
-  const client = await rawClient(portOf(listener), creds.dir);
-  await client.handshake();
-  const server = await accepted;
+  const { listener, client, server } = await rawPair();
   const chunk = new Uint8Array(256 * 1024);
   let sent = 0;
   const writing = (async () => {
@@ -556,11 +559,7 @@ Deno.test("tls: a write to a peer that stopped reading waits, and fails once the
   const failed = writing.then(() => null, (error: Error) => error);
   try {
     // Nobody reads: the writes stall once the socket buffers are full.
-    let stalledAt = -1;
-    for (let i = 0; i < 200 && stalledAt !== sent; i++) {
-      stalledAt = sent;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilStalled(() => sent);
     assert.ok(sent < 64 * 1024 * 1024, `${sent} bytes written to a peer that reads nothing`);
   } finally {
     client.close();
