@@ -288,10 +288,10 @@ function emptyBuckets(n: number): Int32Array {
  *
  * Every connection is a record in typed-array memory (`records.ts`, 64 bytes, 88 for IPv6),
  * and the hash buckets and the idle list link records by slot: an idle connection costs its
- * record and a bucket or two, about 75 bytes (IPv6 100), none of it on the V8 heap (issue 11). The connections that
- * hold frames and the {@linkcode AWAKE_IDLE_MAX} most recently idle ones also have a handle
- * ({@linkcode Connection}), found by slot in `#bySlot`; the list of connections that hold
- * frames and the list of recently idle ones link those handles.
+ * record and a bucket or two, about 75 bytes (IPv6 100), none of it on the V8 heap (issue 11).
+ * The connections that hold frames and the {@linkcode AWAKE_IDLE_MAX} most recently idle ones
+ * also have a handle ({@linkcode Connection}), found by slot in `#bySlot`; the list of
+ * connections that hold frames and the list of recently idle ones link those handles.
  */
 export class ConnectionTable {
   readonly #records = new Records();

@@ -4,13 +4,13 @@
  *
  * Deno 2.9.6's `node:tls` hands every decrypted chunk over in a fresh 64 KiB ArrayBuffer, and
  * the layers under it allocate more per read and per write: buffers dead at once, but outside
- * V8's heap. A dead ArrayBuffer is freed by the next
- * collection, young or full; but what little JavaScript each chunk makes seldom fills the young
- * generation, and the first full collection waits for V8's initial global allocation limit
- * (heap plus external bytes). Until then 40-63 MiB of dead buffers piled up in malloc's heap in
- * the first second of a TLS stream: the peak of the TLS bench rows (bench/README.md, "Where
- * the TLS memory is"). Once V8's full collections have started (every ~20 ms in tcp-1000-tls)
- * they keep the pile below about 20 MiB; a nudge is for the time before, or whenever they lag.
+ * V8's heap. A dead ArrayBuffer is freed by the next collection, young or full; but what little
+ * JavaScript each chunk makes seldom fills the young generation, and the first full collection
+ * waits for V8's initial global allocation limit (heap plus external bytes). Until then 40-63
+ * MiB of dead buffers piled up in malloc's heap in the first second of a TLS stream: the peak
+ * of the TLS bench rows (bench/README.md, "Where the TLS memory is"). Once V8's full
+ * collections have started (every ~20 ms in tcp-1000-tls) they keep the pile below about 20
+ * MiB; a nudge is for the time before, or whenever they lag.
  *
  * A nudge makes more short-lived objects than the young generation holds with the program's
  * `--max-semi-space-size=1`: V8 scavenges to place them, and the scavenge frees the dead young

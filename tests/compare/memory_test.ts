@@ -1,10 +1,10 @@
 /**
  * Issue 11: an idle connection costs at most 200 bytes, as in QEMU (~150-211 B by RSS), and
  * V8 heap objects cost about twice their bytes in RSS: so an idle connection's state lives in
- * a record off the heap (`src/compare/records.ts`, 64 bytes, 88 for an IPv6 key), and its heap cost is close to
- * nothing. Measured by `bench/conn_heap.ts` in a process of its own (it needs `gc()`), over a
- * table of 100,000 idle TCP connections built through the engine's entry points: V8 heap and
- * ArrayBuffer bytes after a forced GC.
+ * a record off the heap (`src/compare/records.ts`, 64 bytes, 88 for an IPv6 key), and its heap
+ * cost is close to nothing. Measured by `bench/conn_heap.ts` in a process of its own (it needs
+ * `gc()`), over a table of 100,000 idle TCP connections built through the engine's entry
+ * points: V8 heap and ArrayBuffer bytes after a forced GC.
  */
 
 import assert from "node:assert/strict";
