@@ -21,6 +21,7 @@ import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
 import { subjectDn } from "./x509.ts";
 import { DEAD_PEER_TIMING, type TcpTuner } from "./keepalive.ts";
 import { type ScavengeNudge, TLS_SCAVENGE } from "./scavenge.ts";
+import { ByteBacklog } from "./byte_backlog.ts";
 
 /** Above this many received bytes not yet read, the socket stops reading (back-pressure). */
 const READ_HIGH_WATER = 1024 * 1024;
@@ -145,18 +146,102 @@ interface RawHandle {
   readStart?(): unknown;
 }
 
+/** What Deno 2.9.6's `node:tls` reads through; none of it is public API. */
+interface NativeTcpHandle extends RawHandle {
+  useUserBuffer?(buffer: Uint8Array): unknown;
+  onread?: (buffer?: ArrayBuffer | Uint8Array) => unknown;
+}
+interface TlsWrapHandle extends RawHandle {
+  useUserBuffer?(buffer: Uint8Array): unknown;
+  _nativeTcpHandle?: NativeTcpHandle;
+}
+
+/**
+ * The TCP handle reads ciphertext into this buffer, and the TLS layer copies it at once
+ * (Deno's `TLSWrap.receive`); a read, its copy and its decryption run in one call on the main
+ * thread, so all connections share it.
+ */
+let cipherBuffer: Uint8Array | null = null;
+/** The TLS layer copies plaintext here, at most this much per callback; shared likewise. */
+let clearBuffer: Uint8Array | null = null;
+const CIPHER_BUFFER_BYTES = 64 * 1024;
+const CLEAR_BUFFER_BYTES = 16 * 1024;
+
+function symbolNamed(o: object, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(o).find((s) => s.description === description);
+}
+
+/**
+ * Makes `socket` read into our two shared buffers instead of a fresh 64 KiB ArrayBuffer for
+ * each ciphertext read and another for each decrypted chunk (issue 11: those dead buffers
+ * were the TLS rows' memory peaks and much of their CPU, in V8's full collections). Node's
+ * `onread: { buffer, callback }` option does this for the plaintext of `tls.connect`, not for
+ * a server's sockets nor for the ciphertext; this sets the same fields on any socket, and
+ * points the TCP handle underneath at a buffer of ours as well. `deliver` gets each piece of
+ * plaintext, `n` bytes at the start of the shared buffer, to copy before it returns; false
+ * stops reading. Deno internals, found by name: where any is missing (another Deno), nothing
+ * is changed and false is returned, and the socket's `data` events serve as before.
+ */
+function readIntoOwnBuffers(
+  socket: tls.TLSSocket,
+  deliver: (n: number, buffer: Uint8Array) => boolean,
+): boolean {
+  const handle = (socket as { _handle?: TlsWrapHandle })._handle;
+  const tcp = handle?._nativeTcpHandle;
+  const kBuffer = symbolNamed(socket, "kBuffer");
+  const kBufferCb = symbolNamed(socket, "kBufferCb");
+  const onread = tcp?.onread;
+  if (
+    typeof handle?.useUserBuffer !== "function" || typeof tcp?.useUserBuffer !== "function" ||
+    typeof onread !== "function" || kBuffer === undefined || kBufferCb === undefined ||
+    socket.destroyed || socket.readableEnded
+  ) {
+    return false;
+  }
+  const cipher = cipherBuffer ??= new Uint8Array(CIPHER_BUFFER_BYTES);
+  const clear = clearBuffer ??= new Uint8Array(CLEAR_BUFFER_BYTES);
+  const fields = socket as unknown as Record<symbol, unknown>;
+  fields[kBuffer] = clear;
+  fields[kBufferCb] = deliver;
+  handle.useUserBuffer(clear);
+  tcp.useUserBuffer(cipher);
+  // With a buffer of ours the TCP handle reports a read without one: it is ours.
+  tcp.onread = function (this: unknown, buffer?: ArrayBuffer | Uint8Array) {
+    return onread.call(this, buffer ?? cipher);
+  };
+  // The handle took its `onread` when it started reading: a restart takes ours.
+  tcp.readStop?.();
+  tcp.readStart?.();
+  return true;
+}
+
 /** One peer over a `node:tls` socket, read and written through {@linkcode Conn}. */
 export class TlsConn implements Conn {
   readonly peer: string;
   /** The peer certificate's subject DN, as `--tls-authz` names it. */
   readonly subject: string;
+  /**
+   * True when the socket reads into buffers of ours ({@linkcode readIntoOwnBuffers}); false
+   * where this Deno's `node:tls` does not allow it, and its `data` events serve instead.
+   */
+  readonly ownBuffers: boolean;
   readonly #socket: tls.TLSSocket;
+  /** Bytes received while no read was waiting (own buffers). */
+  readonly #backlog = new ByteBacklog();
+  /** The waiting read's buffer and how much of it is filled (own buffers). */
+  #reader: Uint8Array | null = null;
+  #filled = 0;
+  /** True while reading is stopped for the high-water mark. */
+  #stopped = false;
+  /** Chunks from `data` events, the first read from at `#offset` (no own buffers). */
   readonly #chunks: Uint8Array[] = [];
   #offset = 0;
   #buffered = 0;
   #ended = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
+  /** Called once at the next bytes received (see {@linkcode onceData}). */
+  #onData: (() => void) | null = null;
   /** Fails the write under way, if any, once the socket is destroyed. */
   #gone: (() => void) | null = null;
   readonly #scavenge: ScavengeNudge;
@@ -177,13 +262,21 @@ export class TlsConn implements Conn {
       { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 },
       { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 },
     );
-    socket.on("data", (chunk: Uint8Array) => {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
-      this.#scavenge.count(chunk.length);
-      if (this.#buffered >= READ_HIGH_WATER) this.#pause(true);
-      this.#notify();
-    });
+    this.ownBuffers = readIntoOwnBuffers(socket, (n, buffer) => this.#deliver(n, buffer));
+    if (this.ownBuffers) {
+      // What was decrypted before (with the handshake) waits in the stream's own buffer.
+      for (let c = socket.read() as Uint8Array | null; c !== null; c = socket.read()) {
+        this.#deliver(c.length, c);
+      }
+    } else {
+      socket.on("data", (chunk: Uint8Array) => {
+        this.#chunks.push(chunk);
+        this.#buffered += chunk.length;
+        this.#scavenge.count(chunk.length);
+        if (this.#buffered >= READ_HIGH_WATER) this.#pause(true);
+        this.#notify();
+      });
+    }
     socket.on("end", () => {
       this.#ended = true;
       this.#notify();
@@ -198,13 +291,46 @@ export class TlsConn implements Conn {
     });
   }
 
+  /** Runs `fn` once, at the next bytes received; null cancels. */
+  onceData(fn: (() => void) | null): void {
+    this.#onData = fn;
+  }
+
+  /**
+   * Takes `buffer[0, n)` (own buffers): into the waiting read's buffer while it has room and
+   * nothing is older, the rest into the backlog. False stops reading (the high-water mark).
+   */
+  #deliver(n: number, buffer: Uint8Array): boolean {
+    let from = 0;
+    const reader = this.#reader;
+    if (reader !== null && this.#backlog.length === 0) {
+      from = Math.min(n, reader.length - this.#filled);
+      reader.set(from === buffer.length ? buffer : buffer.subarray(0, from), this.#filled);
+      this.#filled += from;
+    }
+    this.#backlog.push(buffer, from, n);
+    const more = this.#backlog.length < READ_HIGH_WATER;
+    if (!more && !this.#stopped) {
+      this.#stopped = true;
+      this.#tcp()?.readStop?.();
+    }
+    this.#notify();
+    return more;
+  }
+
+  /** The TCP handle under the TLS socket. */
+  #tcp(): RawHandle | undefined {
+    return (this.#socket as { _parent?: { _handle?: RawHandle } })._parent?._handle ??
+      (this.#socket as { _handle?: TlsWrapHandle })._handle?._nativeTcpHandle;
+  }
+
   /**
    * Stops or restarts reading (SPEC 8). Deno 2.9.6's `node:tls` goes on reading the TCP socket
    * under a paused TLS socket and keeps what it decrypts out of sight (a peer could grow our
    * memory by all it sends), so the TCP handle underneath is stopped too.
    */
   #pause(on: boolean): void {
-    const tcp = (this.#socket as { _parent?: { _handle?: RawHandle } })._parent?._handle;
+    const tcp = this.#tcp();
     if (on) {
       this.#socket.pause();
       tcp?.readStop?.();
@@ -215,14 +341,47 @@ export class TlsConn implements Conn {
   }
 
   #notify(): void {
+    const onData = this.#onData;
+    if (onData !== null && (this.#filled > 0 || this.#backlog.length > 0 || this.#buffered > 0)) {
+      this.#onData = null;
+      onData();
+    }
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
-    // The peer's end of its stream leaves ours writable; an error or a destroyed socket not.
+    // A write waits for its callback, which a destroyed socket never calls.
     if (this.#error || this.#socket.destroyed) this.#gone?.();
   }
 
-  async read(p: Uint8Array): Promise<number | null> {
+  read(p: Uint8Array): Promise<number | null> {
+    return this.ownBuffers ? this.#readOwn(p) : this.#readChunks(p);
+  }
+
+  async #readOwn(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    for (;;) {
+      if (this.#backlog.length > 0) {
+        const n = this.#backlog.take(p);
+        if (this.#stopped && this.#backlog.length < READ_HIGH_WATER / 2) {
+          this.#stopped = false;
+          this.#tcp()?.readStart?.();
+          this.#socket.read(0); // restarts the TLS layer's reads
+        }
+        return n;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
+      this.#reader = p;
+      this.#filled = 0;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+      const n = this.#filled;
+      this.#reader = null;
+      this.#filled = 0;
+      if (n > 0) return n;
+    }
+  }
+
+  async #readChunks(p: Uint8Array): Promise<number | null> {
     while (this.#chunks.length === 0) {
       if (this.#error) throw this.#error;
       if (this.#ended) return null;
@@ -448,11 +607,11 @@ export class TlsTransport implements Transport {
         const conn = new TlsConn(socket, subject, this.#options.tuner, this.#options.scavenge);
         const succeed = () => {
           settle();
-          socket.off("data", succeed);
+          conn.onceData(null);
           resolve(conn);
         };
         socket.once("close", onClose);
-        socket.once("data", succeed);
+        conn.onceData(succeed);
         timer = setTimeout(succeed, REFUSAL_GRACE_MS);
       });
     });
