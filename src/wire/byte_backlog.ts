@@ -9,8 +9,11 @@
 
 /** The smallest buffer made. */
 const MIN_BYTES = 64 * 1024;
-/** An emptied buffer up to this size is kept for the next bytes; a larger one is let go. */
-const KEEP_BYTES = 256 * 1024;
+/**
+ * An emptied buffer up to this size is kept for the next bytes; a larger one is let go. A
+ * user that stops appending well below it makes one buffer, never garbage.
+ */
+export const BACKLOG_KEEP_BYTES = 256 * 1024;
 
 /** A FIFO of bytes: `push` copies in, `take` copies out. */
 export class ByteBacklog {
@@ -60,7 +63,7 @@ export class ByteBacklog {
     this.#head += n;
     if (this.#head === this.#tail) {
       this.#head = this.#tail = 0;
-      if (buf.length > KEEP_BYTES) this.#buf = null;
+      if (buf.length > BACKLOG_KEEP_BYTES) this.#buf = null;
     }
     return n;
   }

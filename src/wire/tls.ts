@@ -21,10 +21,16 @@ import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
 import { subjectDn } from "./x509.ts";
 import { DEAD_PEER_TIMING, type TcpTuner } from "./keepalive.ts";
 import { type ScavengeNudge, TLS_SCAVENGE } from "./scavenge.ts";
-import { ByteBacklog } from "./byte_backlog.ts";
+import { BACKLOG_KEEP_BYTES, ByteBacklog } from "./byte_backlog.ts";
 
 /** Above this many received bytes not yet read, the socket stops reading (back-pressure). */
 const READ_HIGH_WATER = 1024 * 1024;
+/**
+ * The same, reading into buffers of ours: what is over stays in the kernel's socket buffer.
+ * Half of what a backlog keeps, so that one backlog buffer serves a connection's whole life
+ * (one let go and made anew at every fill was a pile of dead ArrayBuffers again).
+ */
+const BACKLOG_HIGH_WATER = BACKLOG_KEEP_BYTES / 2;
 /** A peer that has not finished its handshake after this long is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Authorized peers waiting for the endpoint to take them; more are closed. */
@@ -309,7 +315,7 @@ export class TlsConn implements Conn {
       this.#filled += from;
     }
     this.#backlog.push(buffer, from, n);
-    const more = this.#backlog.length < READ_HIGH_WATER;
+    const more = this.#backlog.length < BACKLOG_HIGH_WATER;
     if (!more && !this.#stopped) {
       this.#stopped = true;
       this.#tcp()?.readStop?.();
@@ -362,7 +368,7 @@ export class TlsConn implements Conn {
     for (;;) {
       if (this.#backlog.length > 0) {
         const n = this.#backlog.take(p);
-        if (this.#stopped && this.#backlog.length < READ_HIGH_WATER / 2) {
+        if (this.#stopped && this.#backlog.length < BACKLOG_HIGH_WATER / 2) {
           this.#stopped = false;
           this.#tcp()?.readStart?.();
           this.#socket.read(0); // restarts the TLS layer's reads

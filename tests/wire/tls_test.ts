@@ -569,3 +569,74 @@ Deno.test("tls: a write to a peer that stopped reading waits, and fails once the
   server.close();
   listener.close();
 });
+
+Deno.test("tls: both ends read into buffers of ours: 64 MiB arrive in order and leave no pile of ArrayBuffers (issue 11)", async () => {
+  const t = transport(creds.dir, new Lines().log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const accepted = listener.accept();
+  const client = await t.connect(
+    parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
+    new AbortController().signal,
+  );
+  const server = await accepted;
+  try {
+    // On the pinned Deno the internals are there; a Deno without them would fall back to
+    // node:tls's own buffers, and this says so.
+    assert.equal((client as { ownBuffers?: boolean }).ownBuffers, true);
+    assert.equal((server as { ownBuffers?: boolean }).ownBuffers, true);
+    const chunk = new Uint8Array(256 * 1024).map((_, i) => (i * 7) & 0xff);
+    const total = 64 * 1024 * 1024;
+    const sending = (async () => {
+      for (let sent = 0; sent < total; sent += chunk.length) await client.write(chunk);
+    })();
+    // node:tls's own path made a 64 KiB ArrayBuffer per ciphertext read and another per
+    // decrypted chunk, freed only by the next collection: tens of MiB of external memory.
+    const base = Deno.memoryUsage().external;
+    let peak = 0;
+    const buf = new Uint8Array(100_000);
+    let got = 0;
+    while (got < total) {
+      const n = await server.read(buf);
+      assert.notEqual(n, null);
+      for (let i = 0; i < n!; i += 997) {
+        assert.equal(buf[i], (((got + i) % chunk.length) * 7) & 0xff);
+      }
+      got += n!;
+      peak = Math.max(peak, Deno.memoryUsage().external - base);
+    }
+    await sending;
+    assert.ok(peak < 16 * 2 ** 20, `external memory grew ${(peak / 2 ** 20).toFixed(1)} MiB`);
+    // And back the other way, the client reading.
+    await server.write(encoder.encode("and back"));
+    assert.equal(await readText(client, 8), "and back");
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
+
+Deno.test("tls: what a client sends with the end of its handshake, before its connection is taken, is read whole", async () => {
+  const t = transport(creds.dir, new Lines().log);
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const client = await rawClient(portOf(listener), creds.dir);
+  const data = new Uint8Array(200_000).map((_, i) => i % 253);
+  let server: Conn | undefined;
+  try {
+    // Written at once (the handshake finishes inside the first write), accepted afterwards.
+    for (let sent = 0; sent < data.length;) sent += await client.write(data.subarray(sent));
+    server = await listener.accept();
+    const buf = new Uint8Array(data.length);
+    let got = 0;
+    while (got < data.length) {
+      const n = await server.read(buf.subarray(got));
+      assert.notEqual(n, null);
+      got += n!;
+    }
+    assert.deepEqual(buf, data);
+  } finally {
+    client.close();
+    server?.close();
+    listener.close();
+  }
+});
