@@ -12,6 +12,11 @@
  * collections have started (every ~20 ms in tcp-1000-tls) they keep the pile below about 20
  * MiB; a nudge is for the time before, or whenever they lag.
  *
+ * Since the transport reads into buffers of its own (src/wire/tls.ts, `readIntoOwnBuffers`),
+ * the pinned Deno's reads leave none of these, and its writes none either (bench/README.md, "TLS
+ * reads into buffers of ours"): the count then takes only the bytes written, and the nudge is
+ * for a Deno whose `node:tls` does not let the transport read into its own buffers.
+ *
  * A nudge makes more short-lived objects than the young generation holds with the program's
  * `--max-semi-space-size=1`: V8 scavenges to place them, and the scavenge frees the dead young
  * ArrayBuffers too. Where the young generation is larger (V8's defaults, without the program's

@@ -355,7 +355,7 @@ export class TlsConn implements Conn {
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
-    // A write waits for its callback, which a destroyed socket never calls.
+    // The peer's end of its stream leaves ours writable; an error or a destroyed socket not.
     if (this.#error || this.#socket.destroyed) this.#gone?.();
   }
 
