@@ -171,6 +171,8 @@ let cipherBuffer: Uint8Array | null = null;
 /** The TLS layer copies plaintext here, at most this much per callback; shared likewise. */
 let clearBuffer: Uint8Array | null = null;
 const CIPHER_BUFFER_BYTES = 64 * 1024;
+/** The Deno whose `node:tls` internals {@linkcode readIntoOwnBuffers} sets (the pinned one). */
+const OWN_BUFFERS_DENO = "2.9.6";
 const CLEAR_BUFFER_BYTES = 16 * 1024;
 
 function symbolNamed(o: object, description: string): symbol | undefined {
@@ -185,13 +187,15 @@ function symbolNamed(o: object, description: string): symbol | undefined {
  * a server's sockets nor for the ciphertext; this sets the same fields on any socket, and
  * points the TCP handle underneath at a buffer of ours as well. `deliver` gets each piece of
  * plaintext, `n` bytes at the start of the shared buffer, to copy before it returns; false
- * stops reading. Deno internals, found by name: where any is missing (another Deno), nothing
- * is changed and false is returned, and the socket's `data` events serve as before.
+ * stops reading. Deno internals, found by name, and read in the source of the one Deno
+ * version this is done on: on another version, or where any is missing, nothing is changed
+ * and false is returned, and the socket's `data` events serve as before.
  */
 function readIntoOwnBuffers(
   socket: tls.TLSSocket,
   deliver: (n: number, buffer: Uint8Array) => boolean,
 ): boolean {
+  if (Deno.version.deno !== OWN_BUFFERS_DENO) return false;
   const handle = (socket as { _handle?: TlsWrapHandle })._handle;
   const tcp = handle?._nativeTcpHandle;
   const kBuffer = symbolNamed(socket, "kBuffer");
@@ -441,6 +445,15 @@ export class TlsConn implements Conn {
   }
 }
 
+let readPathNoted = false;
+
+/** Logs once, at debug level, whether TLS sockets read into buffers of ours. */
+function noteReadPath(log: Logger, conn: TlsConn): void {
+  if (readPathNoted) return;
+  readPathNoted = true;
+  log.debug("tls-read-path", { own_buffers: conn.ownBuffers, deno: Deno.version.deno });
+}
+
 /** A `tls-listen:` address: peers come out of `accept()` only once authorized. */
 class TlsListener implements Listener {
   readonly #server: tls.Server;
@@ -501,6 +514,7 @@ class TlsListener implements Listener {
         return refuse(`subject "${subject}" not in --tls-authz`);
       }
       const conn = new TlsConn(socket, subject, options.tuner, options.scavenge);
+      noteReadPath(log, conn);
       if (this.#waiter) {
         const w = this.#waiter;
         this.#waiter = null;
@@ -611,6 +625,7 @@ export class TlsTransport implements Transport {
         // (QEMU's tls-authz closes at once). A close within the grace is that refusal, and a
         // connect failure with backoff, not a peer that comes and goes ten times a second.
         const conn = new TlsConn(socket, subject, this.#options.tuner, this.#options.scavenge);
+        noteReadPath(this.#options.log, conn);
         const succeed = () => {
           settle();
           conn.onceData(null);
