@@ -510,16 +510,20 @@ Deno.test("tls: a peer sending while we do not read is held back by TCP, and not
   }
 });
 
-Deno.test("tls: a write settles once node:tls has the bytes: the caller reuses its buffer at once and the peer reads what was written", async () => {
-  const lines = new Lines();
-  const t = transport(creds.dir, lines.log);
+/** A listener, and a client of our transport connected to it as `server`. */
+async function transportPair() {
+  const t = transport(creds.dir, new Lines().log);
   const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
   const accepted = listener.accept();
   const client = await t.connect(
     parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
     new AbortController().signal,
   );
-  const server = await accepted;
+  return { listener, client, server: await accepted };
+}
+
+Deno.test("tls: a write settles once node:tls has the bytes: the caller reuses its buffer at once and the peer reads what was written", async () => {
+  const { listener, client, server } = await transportPair();
   try {
     // One buffer, refilled as soon as each write settles, as outdev's writer reuses its chunks.
     const buf = new Uint8Array(128 * 1024);
@@ -571,14 +575,7 @@ Deno.test("tls: a write to a peer that stopped reading waits, and fails once the
 });
 
 Deno.test("tls: both ends read into buffers of ours: 64 MiB arrive in order and leave no pile of ArrayBuffers (issue 11)", async () => {
-  const t = transport(creds.dir, new Lines().log);
-  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
-  const accepted = listener.accept();
-  const client = await t.connect(
-    parseAddress(`tls:127.0.0.1:${portOf(listener)}`),
-    new AbortController().signal,
-  );
-  const server = await accepted;
+  const { listener, client, server } = await transportPair();
   try {
     // On the pinned Deno the internals are there; a Deno without them would fall back to
     // node:tls's own buffers, and this says so.
