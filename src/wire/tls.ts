@@ -8,6 +8,9 @@
  * the CPU (bench/tls.ts): only node:tls shows us the server's chain, which we check against
  * ca-cert.pem ourselves, since Deno.connectTls trusts Mozilla's roots besides the given CA.)
  *
+ * Every socket reads ciphertext and plaintext into buffers of ours rather than node:tls's new
+ * 64 KiB ArrayBuffer per read ({@linkcode readIntoOwnBuffers}; issue 11, bench/README.md).
+ *
  * @module
  */
 
