@@ -223,12 +223,19 @@ async function startLogfmt(name: TargetName, cmd: string, args: string[]): Promi
     while (true) {
       const line = await stderr.next();
       if (line === null) {
-        throw new Error(`${name} exited before it was ready:\n${stderr.tail()}`);
+        throw new Error(`${name} closed its stderr before it was ready:\n${stderr.tail()}`);
       }
       const listening = line.match(/event=listening\b.*endpoint=(\S+).*address=\S*:(\d+)/);
       if (listening) found.set(listening[1], Number(listening[2]));
       if (/event=ready\b/.test(line)) break;
     }
+  } catch (error) {
+    // Its stderr may have closed while it runs on (a wrapper that redirects it): not left behind.
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+    throw error;
   } finally {
     clearTimeout(deadline);
   }
