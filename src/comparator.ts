@@ -56,6 +56,17 @@ const SUMMARY_INTERVAL_MS = 10_000;
  */
 const TRIM_CHECK_MS = 2000;
 /**
+ * After a peer connects (a TLS handshake runs node:tls's, node:crypto's and rustls's code
+ * once), the executable's pages go back this long (ms) after it, once for a burst of
+ * connects (src/exec_pages.ts).
+ */
+const PEER_RELEASE_DELAY_MS = 100;
+/**
+ * Releases after peer connects are at least this far apart (ms): a peer that reconnects in a
+ * loop costs one release (0.3-0.8 ms) per interval at most.
+ */
+const PEER_RELEASE_INTERVAL_MS = 10_000;
+/**
  * `--qmp-secondary`: the secondary's RESUME counts for a flush only if it was read at most this
  * long (ms) before the primary's. In a checkpoint it comes 35-40 ms before (lab, median); an
  * older one is no part of this checkpoint (a user's `cont`, a missed `STOP`).
@@ -147,6 +158,10 @@ export class Comparator {
   readonly #poll: PollWait | null;
   /** When the scan last looked at the RSS for a malloc trim (engine ms). */
   #trimCheckedAt = 0;
+  /** The release that follows peer connects, while it waits. */
+  #peerRelease: ReturnType<typeof setTimeout> | undefined;
+  /** When the last such release ran (`performance.now()` ms). */
+  #peerReleasedAt = -Infinity;
 
   /**
    * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
@@ -230,6 +245,9 @@ export class Comparator {
       e.onPeer((connected, peer) =>
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
       );
+      e.onPeer((connected) => {
+        if (connected) this.#releaseAfterPeer();
+      });
       if (served) this.#endpoints.push(e);
       else this.#channelEndpoints.push(e);
       return e;
@@ -420,6 +438,7 @@ export class Comparator {
     clearInterval(this.#timer);
     clearTimeout(this.#leadTimers.primary);
     clearTimeout(this.#leadTimers.secondary);
+    clearTimeout(this.#peerRelease);
     this.#pumps.primary.stop();
     this.#pumps.secondary.stop();
     this.#primary.close();
@@ -565,6 +584,25 @@ export class Comparator {
     this.#heldChanged();
     this.#classes.flush();
     this.#pauseLog.flush();
+  }
+
+  /**
+   * Once a peer has connected, the code that connected it (for TLS the handshake's: about 4
+   * MiB of the executable in the TLS bench rows) is not run again until the next: its pages go
+   * back shortly after, when the connects of a start are done.
+   */
+  #releaseAfterPeer(): void {
+    const pages = this.#pages;
+    if (pages === null || this.#peerRelease !== undefined) return;
+    const wait = Math.max(
+      PEER_RELEASE_DELAY_MS,
+      this.#peerReleasedAt + PEER_RELEASE_INTERVAL_MS - performance.now(),
+    );
+    this.#peerRelease = setTimeout(() => {
+      this.#peerRelease = undefined;
+      this.#peerReleasedAt = performance.now();
+      this.#releasePages(pages);
+    }, wait);
   }
 
   /** With a malloc trim: the executable's pages the program no longer reads go back too. */
