@@ -242,10 +242,8 @@ export class Comparator {
     /** `served`: bound and served here (the channel's endpoint is served by the channel). */
     const endpoint = (name: EndpointName, address: Address, served = true) => {
       const e = new Endpoint(name, address, transport(address), log);
-      e.onPeer((connected, peer) =>
-        this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }))
-      );
-      e.onPeer((connected) => {
+      e.onPeer((connected, peer) => {
+        this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }));
         if (connected) this.#releaseAfterPeer();
       });
       if (served) this.#endpoints.push(e);
@@ -587,7 +585,7 @@ export class Comparator {
   }
 
   /**
-   * Once a peer has connected, the code that connected it (for TLS the handshake's: about 4
+   * Once a peer has connected, the code that connected it (for TLS the handshake's: about 6
    * MiB of the executable in the TLS bench rows) is not run again until the next: its pages go
    * back shortly after, when the connects of a start are done.
    */

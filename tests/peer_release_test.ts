@@ -5,11 +5,10 @@
  */
 
 import assert from "node:assert/strict";
-import { type Config, DEFAULTS } from "../src/cli.ts";
+import { type Config, parseCommandLine } from "../src/cli.ts";
 import { Comparator } from "../src/comparator.ts";
 import type { ExecutablePages } from "../src/exec_pages.ts";
 import { Logger } from "../src/log.ts";
-import { parseAddress } from "../src/wire/address.ts";
 
 /** Counts releases; `next()` resolves at the next one. */
 class CountingPages {
@@ -28,24 +27,21 @@ class CountingPages {
   }
 }
 
+/** The comparator's configuration, parsed from its flags as `main.ts` does. */
 function config(): Config {
-  const listen = () => parseAddress("tcp-listen:127.0.0.1:0");
-  return {
-    primaryIn: listen(),
-    secondaryIn: listen(),
-    outdev: listen(),
-    notifyDev: null,
-    qmp: null,
-    compareTimeout: 1000,
-    expiredScanCycle: 100,
-    maxQueueSize: 1024,
-    vnetHdrSupport: false,
-    maxHeldBytes: DEFAULTS.maxHeldBytes,
-    socketMode: DEFAULTS.socketMode,
-    tlsCreds: null,
-    tlsAuthz: null,
-    logLevel: "error",
-  };
+  const listen = "tcp-listen:127.0.0.1:0";
+  const command = parseCommandLine([
+    "--primary-in",
+    listen,
+    "--secondary-in",
+    listen,
+    "--outdev",
+    listen,
+    "--expired-scan-cycle",
+    "100",
+  ]);
+  assert.equal(command.kind, "run");
+  return (command as { config: Config }).config;
 }
 
 Deno.test("peer release: the executable's pages go back once after a burst of connects, and a reconnect within the interval waits", async () => {

@@ -174,9 +174,9 @@ let cipherBuffer: Uint8Array | null = null;
 /** The TLS layer copies plaintext here, at most this much per callback; shared likewise. */
 let clearBuffer: Uint8Array | null = null;
 const CIPHER_BUFFER_BYTES = 64 * 1024;
+const CLEAR_BUFFER_BYTES = 16 * 1024;
 /** The Deno whose `node:tls` internals {@linkcode readIntoOwnBuffers} sets (the pinned one). */
 const OWN_BUFFERS_DENO = "2.9.6";
-const CLEAR_BUFFER_BYTES = 16 * 1024;
 
 function symbolNamed(o: object, description: string): symbol | undefined {
   return Object.getOwnPropertySymbols(o).find((s) => s.description === description);
