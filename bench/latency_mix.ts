@@ -60,6 +60,7 @@ async function mix(
   warmup: number,
   pairs: number,
   cpus: { generator: string; targets: string } | null,
+  dump?: string,
 ): Promise<{ label: string; latency: Latency; over1ms: number }[]> {
   const total = cold + warmup + pairs;
   const sides: Side[] = [];
@@ -93,6 +94,11 @@ async function mix(
         s.lat[i] = (performance.now() - t0) * 1000;
       }
     }
+    if (dump !== undefined) {
+      for (const s of sides) {
+        Deno.writeTextFileSync(`${dump}/${s.label}.txt`, Array.from(s.lat).join("\n") + "\n");
+      }
+    }
     return sides.map((s) => {
       const warm = Array.from(s.lat.subarray(cold + warmup));
       return {
@@ -117,6 +123,7 @@ if (import.meta.main) {
       cold: { type: "string", default: "2000" },
       repeat: { type: "string", default: "1" },
       pin: { type: "string" },
+      dump: { type: "string" },
     },
   });
   const [generator, targets] = values.pin?.split(":") ?? [];
@@ -145,6 +152,7 @@ if (import.meta.main) {
       Number(values.warmup),
       Number(values.pairs),
       cpus,
+      values.dump,
     );
     for (const { label, latency: l, over1ms } of rows) {
       console.log(
