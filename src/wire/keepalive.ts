@@ -59,6 +59,7 @@ const TCP_KEEPIDLE = 4;
 const TCP_KEEPINTVL = 5;
 const TCP_KEEPCNT = 6;
 const TCP_USER_TIMEOUT = 18;
+const TCP_QUICKACK = 12;
 const F_GETFD = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -152,13 +153,35 @@ export class TcpTuner {
    */
   tune(local: SocketName, remote: SocketName): boolean {
     const fd = this.#find(local, remote);
-    if (fd < 0) return false;
+    return fd >= 0 && this.tuneFd(fd);
+  }
+
+  /** The descriptor of the TCP socket connecting `local` and `remote`, or -1. */
+  find(local: SocketName, remote: SocketName): number {
+    return this.#find(local, remote);
+  }
+
+  /** {@linkcode TcpTuner.tune} for the socket `fd`. */
+  tuneFd(fd: number): boolean {
     const t = this.timing;
     return this.#set(fd, SOL_SOCKET, SO_KEEPALIVE, 1) &&
       this.#set(fd, IPPROTO_TCP, TCP_KEEPIDLE, t.idleS) &&
       this.#set(fd, IPPROTO_TCP, TCP_KEEPINTVL, t.intervalS) &&
       this.#set(fd, IPPROTO_TCP, TCP_KEEPCNT, t.probes) &&
       this.#set(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, deadPeerAfterMs(t));
+  }
+
+  /**
+   * Sends the ACK the kernel holds back on socket `fd`, if any, and has it acknowledge at once
+   * from now on. A TLS handshake answers the peer within Linux's delayed-ACK time (our flight,
+   * then the session tickets after its Finished), so the kernel takes the connection for a
+   * conversation and holds back its ACKs for a reply, which never comes on an input. A peer
+   * without `TCP_NODELAY` (QEMU's chardevs unless `nodelay=on`) then keeps its second small
+   * frame until the first is acknowledged: 40 ms (bench/README.md, issue 11). False when the
+   * kernel refuses.
+   */
+  quickAck(fd: number): boolean {
+    return this.#set(fd, IPPROTO_TCP, TCP_QUICKACK, 1);
   }
 
   /** The keepalive options of the socket connecting `local` and `remote`, or null. */

@@ -175,6 +175,13 @@ let cipherBuffer: Uint8Array | null = null;
 let clearBuffer: Uint8Array | null = null;
 const CIPHER_BUFFER_BYTES = 64 * 1024;
 const CLEAR_BUFFER_BYTES = 16 * 1024;
+/**
+ * How often (ms) at most a connection's socket is told to acknowledge at once
+ * ({@linkcode TcpTuner.quickAck}) as bytes come: the TLS layer may send (session tickets
+ * after the handshake, a key update) at any moment and so put the kernel back into holding
+ * ACKs; a call each time would be a system call per read.
+ */
+const QUICK_ACK_INTERVAL_MS = 10;
 /** The Deno whose `node:tls` internals {@linkcode readIntoOwnBuffers} sets (the pinned one). */
 const OWN_BUFFERS_DENO = "2.9.6";
 
@@ -255,6 +262,12 @@ export class TlsConn implements Conn {
   #wake: (() => void) | null = null;
   /** Called once at the next bytes received (see {@linkcode onceData}). */
   #onData: (() => void) | null = null;
+  /**
+   * Has the kernel acknowledge at once ({@linkcode TcpTuner.quickAck}), or null; called with
+   * bytes received, at most every {@linkcode QUICK_ACK_INTERVAL_MS}, and when it last was.
+   */
+  #quickAck: (() => void) | null = null;
+  #quickAckAt = -Infinity;
   /** Fails the write under way, if any, once the socket is destroyed. */
   #gone: (() => void) | null = null;
   readonly #scavenge: ScavengeNudge;
@@ -271,10 +284,14 @@ export class TlsConn implements Conn {
     this.peer = peerOf(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
-    tuner?.tune(
+    const fd = tuner?.find(
       { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 },
       { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 },
-    );
+    ) ?? -1;
+    if (fd >= 0) {
+      tuner!.tuneFd(fd);
+      this.#quickAck = () => tuner!.quickAck(fd);
+    }
     this.ownBuffers = readIntoOwnBuffers(socket, (n, buffer) => this.#deliver(n, buffer));
     if (this.ownBuffers) {
       // What was decrypted before (with the handshake) waits in the stream's own buffer.
@@ -283,6 +300,7 @@ export class TlsConn implements Conn {
       }
     } else {
       socket.on("data", (chunk: Uint8Array) => {
+        if (this.#quickAck !== null) this.#ackNow();
         this.#chunks.push(chunk);
         this.#buffered += chunk.length;
         this.#scavenge.count(chunk.length);
@@ -314,6 +332,7 @@ export class TlsConn implements Conn {
    * nothing is older, the rest into the backlog. False stops reading (the high-water mark).
    */
   #deliver(n: number, buffer: Uint8Array): boolean {
+    if (this.#quickAck !== null) this.#ackNow();
     let from = 0;
     const reader = this.#reader;
     if (reader !== null && this.#backlog.length === 0) {
@@ -329,6 +348,14 @@ export class TlsConn implements Conn {
     }
     this.#notify();
     return more;
+  }
+
+  /** Bytes came: the kernel acknowledges at once, unless it was told so very recently. */
+  #ackNow(): void {
+    const now = performance.now();
+    if (now - this.#quickAckAt < QUICK_ACK_INTERVAL_MS) return;
+    this.#quickAckAt = now;
+    this.#quickAck!();
   }
 
   /** The TCP handle under the TLS socket. */
