@@ -488,7 +488,8 @@ export class Comparator {
   /** Serves an input peer, its socket polled before the event loop sleeps while it is on. */
   async #runInput(side: Side, conn: Conn): Promise<void> {
     const fd = conn.fd;
-    const watched = fd !== undefined && this.#poll !== null && this.#poll.watch(fd);
+    const watched = fd !== undefined && this.#poll !== null &&
+      this.#poll.watch(fd, conn.pending?.bind(conn) ?? null);
     try {
       await this.#pumps[side].run(conn);
     } finally {

@@ -17,8 +17,9 @@
  * too late (64-128 us apart, one frame at a time) can keep up to about half a core polling.
  *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
- * Linux) nothing is polled. Only sockets with a file descriptor take part: plain TCP and unix
- * inputs, not TLS (bench/README.md says why).
+ * Linux) nothing is polled. Only sockets whose file descriptor is known take part: plain TCP
+ * and unix inputs, and TLS inputs (the TCP socket under them). A TLS input may hold plaintext it
+ * decrypted already while its socket is not readable; no poll waits then (`watch`'s `pending`).
  *
  * @module
  */
@@ -48,6 +49,8 @@ export class PollWait {
   readonly #now: () => number;
   readonly #fds = new Uint8Array(POLLFD_SIZE * MAX_FDS);
   readonly #view = new DataView(this.#fds.buffer);
+  /** Per watched input: whether bytes it read already wait (a TLS layer's), or null. */
+  readonly #pending: ((() => boolean) | null)[] = [];
   #count = 0;
   /** How long the next poll may last (us); 0: no polling. */
   #windowUs = 0;
@@ -81,9 +84,13 @@ export class PollWait {
     return this.#windowUs;
   }
 
-  /** Watches `fd` for readability; false when {@linkcode MAX_FDS} are watched already. */
-  watch(fd: number): boolean {
+  /**
+   * Watches `fd` for readability; false when {@linkcode MAX_FDS} are watched already.
+   * `pending`: true while its input holds bytes read already (no poll waits then).
+   */
+  watch(fd: number, pending: (() => boolean) | null = null): boolean {
     if (this.#count === MAX_FDS) return false;
+    this.#pending[this.#count] = pending;
     const at = POLLFD_SIZE * this.#count++;
     this.#view.setInt32(at, fd, true);
     this.#view.setInt16(at + 4, POLLIN, true);
@@ -97,6 +104,8 @@ export class PollWait {
       if (this.#view.getInt32(POLLFD_SIZE * i, true) !== fd) continue;
       const last = POLLFD_SIZE * --this.#count;
       this.#fds.copyWithin(POLLFD_SIZE * i, last, last + POLLFD_SIZE);
+      this.#pending[i] = this.#pending[this.#count];
+      this.#pending[this.#count] = null;
       return;
     }
   }
@@ -107,6 +116,7 @@ export class PollWait {
    */
   settle(): void {
     if (this.#count === 0) return;
+    for (let i = 0; i < this.#count; i++) if (this.#pending[i]?.() === true) return;
     const start = this.#now();
     this.#idleSince = start;
     if (this.#windowUs === 0) return;

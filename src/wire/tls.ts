@@ -245,6 +245,8 @@ export class TlsConn implements Conn {
    * where this Deno's `node:tls` does not allow it, and its `data` events serve instead.
    */
   readonly ownBuffers: boolean;
+  /** The TCP socket's descriptor, where it was found (for polling the input). */
+  readonly fd?: number;
   readonly #socket: tls.TLSSocket;
   /** Bytes received while no read was waiting (own buffers). */
   readonly #backlog = new ByteBacklog();
@@ -290,6 +292,7 @@ export class TlsConn implements Conn {
     ) ?? -1;
     if (fd >= 0) {
       tuner!.tuneFd(fd);
+      this.fd = fd;
       this.#quickAck = () => tuner!.quickAck(fd);
     }
     this.ownBuffers = readIntoOwnBuffers(socket, (n, buffer) => this.#deliver(n, buffer));
@@ -391,6 +394,10 @@ export class TlsConn implements Conn {
     wake?.();
     // The peer's end of its stream leaves ours writable; an error or a destroyed socket not.
     if (this.#error || this.#socket.destroyed) this.#gone?.();
+  }
+
+  pending(): boolean {
+    return this.#filled > 0 || this.#backlog.length > 0 || this.#buffered > 0;
   }
 
   read(p: Uint8Array): Promise<number | null> {

@@ -18,8 +18,13 @@ export interface Conn {
   close(): void;
   /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */
   readonly peer: string;
-  /** The socket's file descriptor where the transport knows it (plain sockets), for polling. */
+  /** The socket's file descriptor where the transport knows it, for polling. */
   readonly fd?: number;
+  /**
+   * True while bytes already taken from the socket wait for `read` (a TLS layer decrypts
+   * ahead): the socket then need not be readable for the next read to return at once.
+   */
+  pending?(): boolean;
 }
 
 /** A bound listen address. */

@@ -95,6 +95,26 @@ Deno.test("poll wait: watches the inputs it is given, and forgets the ones that 
   assert.equal(f.poller.watch(99), false, "at most eight");
 });
 
+Deno.test("poll wait: no poll while an input holds bytes it read already (a TLS layer's), and the window stays as it was", () => {
+  const f = fake();
+  let held = false;
+  f.poller.watch(7, () => held);
+  for (let i = 0; i < 6; i++) idle(f, 50);
+  const window = f.poller.windowUs;
+  assert.ok(window > 0);
+  held = true;
+  f.state.calls = 0;
+  f.poller.settle();
+  assert.equal(f.state.calls, 0, "its next read returns at once: nothing to wait for");
+  f.poller.arrived();
+  assert.equal(f.poller.windowUs, window);
+  held = false;
+  f.poller.unwatch(7);
+  f.poller.watch(8);
+  f.poller.settle();
+  assert.ok(f.state.calls > 0, "the check went with the input it was given for");
+});
+
 Deno.test({
   name: "poll wait: libc's poll(2) sees a real socket become readable",
   ignore: Deno.build.os !== "linux",

@@ -10,7 +10,7 @@ import { X509Certificate } from "node:crypto";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
 import { TcpTuner } from "../../src/wire/keepalive.ts";
-import { MAX_CONNECTIONS, TlsTransport } from "../../src/wire/tls.ts";
+import { MAX_CONNECTIONS, type TlsConn, TlsTransport } from "../../src/wire/tls.ts";
 import { CredentialsError, loadCredentials } from "../../src/wire/tls_creds.ts";
 import type { Conn, Listener } from "../../src/wire/transport.ts";
 import { certificateVersion, subjectDn } from "../../src/wire/x509.ts";
@@ -656,6 +656,7 @@ Deno.test("tls: a peer without TCP_NODELAY is acknowledged at once after the han
       await client.handshake();
       const server = await accepted;
       try {
+        assert.equal(typeof server.fd, "number", "the socket's descriptor is found");
         await client.write(encoder.encode("first"));
         assert.equal(await readText(server, 5), "first");
         const sent = performance.now();
@@ -671,4 +672,30 @@ Deno.test("tls: a peer without TCP_NODELAY is acknowledged at once after the han
     listener.close();
   }
   assert.ok(Math.min(...delays) < 25, `the second write took ${delays.map(Math.round)} ms`);
+});
+
+Deno.test("tls: an input tells its socket's descriptor for polling, and holds bytes it decrypted (pending) until they are read", async () => {
+  const tuner = TcpTuner.shared();
+  assert.ok(tuner, `libc reachable for socket options (${TcpTuner.unavailable})`);
+  const creds2 = loadCredentials(creds.dir, { server: true, client: true });
+  const t = new TlsTransport({ creds: creds2, authz: null, log: new Lines().log, tuner });
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const accepted = listener.accept();
+  const client = await rawClient(portOf(listener), creds.dir);
+  await client.handshake();
+  const server = await accepted as TlsConn;
+  try {
+    assert.ok(server.fd !== undefined && server.fd > 2, `descriptor ${server.fd}`);
+    assert.equal(server.pending(), false);
+    const came = new Promise<void>((resolve) => server.onceData(resolve));
+    await client.write(encoder.encode("held"));
+    await came;
+    assert.equal(server.pending(), true, "decrypted, not read yet");
+    assert.equal(await readText(server, 4), "held");
+    assert.equal(server.pending(), false);
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
 });
