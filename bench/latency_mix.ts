@@ -11,6 +11,7 @@
  * deno run -A bench/latency_mix.ts --targets qemu,forwarder --repeat 3 \
  *   --ours "main=deno run -A --v8-flags=... /path/main/main.ts" --ours "new=deno run -A ..."
  * deno run -A bench/latency_mix.ts --pin 0:1   # generator on CPU 0, every target on CPU 1
+ * deno run -A bench/latency_mix.ts --dump DIR   # also DIR/LABEL.txt: every pair's us, in order
  * ```
  *
  * Where the scheduler runs each target decides much of its p50 on an otherwise idle virtual
