@@ -39,9 +39,14 @@ class Lines {
   }
 }
 
-function transport(dir: string, log: Logger, authz: string[] | null = null): TlsTransport {
+function transport(
+  dir: string,
+  log: Logger,
+  authz: string[] | null = null,
+  tuner: TcpTuner | null = null,
+): TlsTransport {
   const creds = loadCredentials(dir, { server: true, client: true });
-  return new TlsTransport({ creds, authz, log });
+  return new TlsTransport({ creds, authz, log, tuner });
 }
 
 function portOf(l: Listener): number {
@@ -462,9 +467,12 @@ Deno.test("tls: subjectDn writes the subject as QEMU's authz-simple compares it"
   assert.equal(certificateVersion(new Uint8Array(cert.raw)), 3);
 });
 
-/** A `tls-listen:` listener of ours and a raw TLS client of the test's, connected. */
-async function rawPair() {
-  const t = transport(creds.dir, new Lines().log);
+/**
+ * A `tls-listen:` listener of ours and a raw TLS client of the test's (Deno's: Nagle on),
+ * connected; with `tuner`, our sockets get their options as the program's do.
+ */
+async function rawPair(tuner: TcpTuner | null = null) {
+  const t = transport(creds.dir, new Lines().log, null, tuner);
   const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
   const accepted = listener.accept();
   const client = await rawClient(portOf(listener), creds.dir);
@@ -639,51 +647,39 @@ Deno.test("tls: what a client sends with the end of its handshake, before its co
   }
 });
 
+/** The program's socket tuner (libc), which these tests need. */
+function tuner(): TcpTuner {
+  const t = TcpTuner.shared();
+  assert.ok(t, `libc reachable for socket options (${TcpTuner.unavailable})`);
+  return t;
+}
+
 Deno.test("tls: a peer without TCP_NODELAY is acknowledged at once after the handshake: its second small write is not held back by a delayed ACK (issue 11)", async () => {
   // The session tickets we send after its Finished make Linux hold back our ACKs, and Nagle
   // then keeps the peer's next small write until the first is acknowledged: 40 ms or more.
-  const tuner = TcpTuner.shared();
-  assert.ok(tuner, `libc reachable for socket options (${TcpTuner.unavailable})`);
-  const creds2 = loadCredentials(creds.dir, { server: true, client: true });
-  const t = new TlsTransport({ creds: creds2, authz: null, log: new Lines().log, tuner });
-  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
   const delays: number[] = [];
-  try {
-    // The fastest of three connections: a busy machine may delay one read, not three.
-    for (let round = 0; round < 3; round++) {
-      const accepted = listener.accept();
-      const client = await rawClient(portOf(listener), creds.dir); // Deno's: Nagle on
-      await client.handshake();
-      const server = await accepted;
-      try {
-        assert.equal(typeof server.fd, "number", "the socket's descriptor is found");
-        await client.write(encoder.encode("first"));
-        assert.equal(await readText(server, 5), "first");
-        const sent = performance.now();
-        await client.write(encoder.encode("second"));
-        assert.equal(await readText(server, 6), "second");
-        delays.push(performance.now() - sent);
-      } finally {
-        client.close();
-        server.close();
-      }
+  // The fastest of three connections: a busy machine may delay one read, not three.
+  for (let round = 0; round < 3; round++) {
+    const { listener, client, server } = await rawPair(tuner());
+    try {
+      await client.write(encoder.encode("first"));
+      assert.equal(await readText(server, 5), "first");
+      const sent = performance.now();
+      await client.write(encoder.encode("second"));
+      assert.equal(await readText(server, 6), "second");
+      delays.push(performance.now() - sent);
+    } finally {
+      client.close();
+      server.close();
+      listener.close();
     }
-  } finally {
-    listener.close();
   }
   assert.ok(Math.min(...delays) < 25, `the second write took ${delays.map(Math.round)} ms`);
 });
 
 Deno.test("tls: an input tells its socket's descriptor for polling, and holds bytes it decrypted (pending) until they are read", async () => {
-  const tuner = TcpTuner.shared();
-  assert.ok(tuner, `libc reachable for socket options (${TcpTuner.unavailable})`);
-  const creds2 = loadCredentials(creds.dir, { server: true, client: true });
-  const t = new TlsTransport({ creds: creds2, authz: null, log: new Lines().log, tuner });
-  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
-  const accepted = listener.accept();
-  const client = await rawClient(portOf(listener), creds.dir);
-  await client.handshake();
-  const server = await accepted as TlsConn;
+  const { listener, client, server: conn } = await rawPair(tuner());
+  const server = conn as TlsConn;
   try {
     assert.ok(server.fd !== undefined && server.fd > 2, `descriptor ${server.fd}`);
     assert.equal(server.pending(), false);
