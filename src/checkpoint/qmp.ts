@@ -22,6 +22,8 @@ export interface ByteStream {
   read(p: Uint8Array): Promise<number | null>;
   write(p: Uint8Array): Promise<number>;
   close(): void;
+  /** Leaves the kernel's delayed ACKs (TCP; see `Conn.quickAck`). */
+  quickAck?(): void;
 }
 
 /**
@@ -186,6 +188,10 @@ export class QmpChannel implements CheckpointChannel {
           }
         }
         for (let o = 0; o < chunk.length;) o += await conn.write(chunk.subarray(o));
+        // QEMU answers at once and often writes an event right after (STOP after the request
+        // that starts a checkpoint, RESUME soon after a query-status reply): acknowledged
+        // at once, its Nagle does not hold that event back (bench/README.md, issue 11).
+        conn.quickAck?.();
         if (this.#conn === conn) this.#queuedBytes -= chunk.length;
       }
     } catch {

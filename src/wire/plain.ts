@@ -8,7 +8,7 @@
 
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
-import { keepAlive, type TcpTuner } from "./keepalive.ts";
+import type { TcpTuner } from "./keepalive.ts";
 import { readOp, socketFd } from "./read_op.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
@@ -28,10 +28,20 @@ export function addrText(a: Deno.Addr): string {
  * `tuner`'s timing where there is one (SPEC 11).
  */
 function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
+  let fd = socketFd(conn) ?? undefined;
+  let quickAck: (() => void) | undefined;
   if (conn.remoteAddr.transport === "tcp") {
     const tcp = conn as Deno.TcpConn;
     tcp.setNoDelay(true);
-    keepAlive(tcp, tuner);
+    tcp.setKeepAlive(true);
+    // Deno shows the descriptor of an accepted socket, not of one it connected: found by
+    // its addresses then, as for the keepalive timing.
+    const found = tuner === null ? -1 : fd ?? tuner.find(tcp.localAddr, tcp.remoteAddr);
+    if (found >= 0) {
+      tuner!.tuneFd(found);
+      fd = found;
+      quickAck = () => void tuner!.quickAck(found);
+    }
   }
   const peer = addrText(conn.remoteAddr);
   let closed = false;
@@ -48,7 +58,8 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
       }
     },
     peer,
-    fd: socketFd(conn) ?? undefined,
+    fd,
+    quickAck,
   };
 }
 

@@ -396,6 +396,10 @@ export class TlsConn implements Conn {
     if (this.#error || this.#socket.destroyed) this.#gone?.();
   }
 
+  quickAck(): void {
+    this.#quickAck?.();
+  }
+
   pending(): boolean {
     return this.#filled > 0 || this.#backlog.length > 0 || this.#buffered > 0;
   }

@@ -25,6 +25,15 @@ export interface Conn {
    * ahead): the socket then need not be readable for the next read to return at once.
    */
   pending?(): boolean;
+  /**
+   * Has the kernel acknowledge the peer's next bytes at once. Writing a request that answers
+   * what the peer sent makes Linux hold back our ACKs for a reply to carry them, and a peer
+   * with Nagle on (QEMU's chardevs and monitors unless `nodelay=on`) then keeps its next small
+   * write (an event after its reply) until the delayed-ACK timer fires: 40 ms. For a channel
+   * of requests, replies and events, called after each write; TCP only, where the socket's
+   * descriptor and libc are known.
+   */
+  quickAck?(): void;
 }
 
 /** A bound listen address. */

@@ -46,8 +46,11 @@ export class QmpPeer {
   readonly commands: ReceivedCommand[] = [];
   /** Clients accepted so far. */
   clients = 0;
-  readonly path: string;
+  /** The address to give `--qmp`: `unix:PATH`, or `tcp:127.0.0.1:PORT`. */
+  readonly address: string;
   readonly #listener: Deno.Listener;
+  /** TCP: Nagle stays on for each client, as on QEMU's monitors unless `nodelay=on`. */
+  readonly #tcp: boolean;
   #conn: Deno.Conn | null = null;
   #reading = true;
   #waiters: (() => void)[] = [];
@@ -55,21 +58,25 @@ export class QmpPeer {
   #closed = false;
   readonly #dir: string;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, tcp: boolean) {
     this.#dir = dir;
-    this.path = `${dir}/qmp.sock`;
-    this.#listener = Deno.listen({ transport: "unix", path: this.path });
+    this.#tcp = tcp;
+    if (tcp) {
+      this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      this.address = `tcp:127.0.0.1:${(this.#listener.addr as Deno.NetAddr).port}`;
+    } else {
+      this.#listener = Deno.listen({ transport: "unix", path: `${dir}/qmp.sock` });
+      this.address = `unix:${dir}/qmp.sock`;
+    }
     this.#serving = this.#serve();
   }
 
-  /** Listens on a fresh unix socket in a temporary directory. */
-  static async start(): Promise<QmpPeer> {
-    return new QmpPeer(await Deno.makeTempDir({ prefix: "qmp-peer-" }));
-  }
-
-  /** The address to give `--qmp`. */
-  get address(): string {
-    return `unix:${this.path}`;
+  /**
+   * Listens on a fresh unix socket in a temporary directory, or with `tcp` on a TCP port of
+   * 127.0.0.1 as `-qmp tcp:...,server=on` does.
+   */
+  static async start(tcp = false): Promise<QmpPeer> {
+    return new QmpPeer(await Deno.makeTempDir({ prefix: "qmp-peer-" }), tcp);
   }
 
   /** True while a client is connected. */
@@ -85,6 +92,7 @@ export class QmpPeer {
       } catch {
         break;
       }
+      if (this.#tcp) (conn as Deno.TcpConn).setNoDelay(false);
       this.#conn = conn;
       this.#reading = true;
       this.clients++;
