@@ -173,12 +173,12 @@ export class TcpTuner {
 
   /**
    * Sends the ACK the kernel holds back on socket `fd`, if any, and has it acknowledge at once
-   * from now on. A TLS handshake answers the peer within Linux's delayed-ACK time (our flight,
-   * then the session tickets after its Finished), so the kernel takes the connection for a
-   * conversation and holds back its ACKs for a reply, which never comes on an input. A peer
-   * without `TCP_NODELAY` (QEMU's chardevs unless `nodelay=on`) then keeps its second small
-   * frame until the first is acknowledged: 40 ms (bench/README.md, issue 11). False when the
-   * kernel refuses.
+   * from now on. When we write soon after the peer did (a TLS handshake's flight and session
+   * tickets, a QMP command), Linux takes the connection for a conversation and holds back its
+   * ACKs for a reply to carry them. A peer without `TCP_NODELAY` (QEMU's chardevs and monitors
+   * unless `nodelay=on`) then keeps its next small write until the last is acknowledged: 40 ms
+   * (bench/README.md, issue 11). Our next write may start that again. False when the kernel
+   * refuses.
    */
   quickAck(fd: number): boolean {
     return this.#set(fd, IPPROTO_TCP, TCP_QUICKACK, 1);
