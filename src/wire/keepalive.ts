@@ -11,7 +11,9 @@
  * Deno does not expose a socket's file descriptor, so the descriptor is found by its addresses:
  * the one whose local and peer address are the connection's. libc is opened once at start,
  * while the `ffi` permission is still granted; the permission is revoked afterwards with the
- * others (src/permissions.ts), and only the four functions below stay callable.
+ * others (src/permissions.ts), and only the five functions below stay callable. The same tuner
+ * has the kernel acknowledge at once where it would hold our ACKs back ({@linkcode
+ * TcpTuner.quickAck}: after a TLS handshake, after a QMP command).
  *
  * @module
  */
