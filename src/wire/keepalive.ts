@@ -155,16 +155,21 @@ export class TcpTuner {
    */
   tune(local: SocketName, remote: SocketName): boolean {
     const fd = this.#find(local, remote);
-    return fd >= 0 && this.tuneFd(fd);
+    return fd >= 0 && this.#tuneFd(fd);
   }
 
-  /** The descriptor of the TCP socket connecting `local` and `remote`, or -1. */
-  find(local: SocketName, remote: SocketName): number {
-    return this.#find(local, remote);
+  /**
+   * {@linkcode TcpTuner.tune}, returning the socket's descriptor instead (for polling and
+   * {@linkcode TcpTuner.quickAck}), or -1 when none is found; `fd`: the descriptor, where the
+   * caller knows it already (no search then).
+   */
+  tuneSocket(local: SocketName, remote: SocketName, fd = -1): number {
+    const found = fd >= 0 ? fd : this.#find(local, remote);
+    if (found >= 0) this.#tuneFd(found);
+    return found;
   }
 
-  /** {@linkcode TcpTuner.tune} for the socket `fd`. */
-  tuneFd(fd: number): boolean {
+  #tuneFd(fd: number): boolean {
     const t = this.timing;
     return this.#set(fd, SOL_SOCKET, SO_KEEPALIVE, 1) &&
       this.#set(fd, IPPROTO_TCP, TCP_KEEPIDLE, t.idleS) &&

@@ -36,9 +36,8 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
     tcp.setKeepAlive(true);
     // Deno shows the descriptor of an accepted socket, not of one it connected: found by
     // its addresses then, as for the keepalive timing.
-    const found = tuner === null ? -1 : fd ?? tuner.find(tcp.localAddr, tcp.remoteAddr);
+    const found = tuner?.tuneSocket(tcp.localAddr, tcp.remoteAddr, fd) ?? -1;
     if (found >= 0) {
-      tuner!.tuneFd(found);
       fd = found;
       quickAck = () => void tuner!.quickAck(found);
     }

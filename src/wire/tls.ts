@@ -286,12 +286,11 @@ export class TlsConn implements Conn {
     this.peer = peerOf(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
-    const fd = tuner?.find(
+    const fd = tuner?.tuneSocket(
       { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 },
       { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 },
     ) ?? -1;
     if (fd >= 0) {
-      tuner!.tuneFd(fd);
       this.fd = fd;
       this.#quickAck = () => tuner!.quickAck(fd);
     }
@@ -303,7 +302,7 @@ export class TlsConn implements Conn {
       }
     } else {
       socket.on("data", (chunk: Uint8Array) => {
-        if (this.#quickAck !== null) this.#ackNow();
+        this.#ackNow();
         this.#chunks.push(chunk);
         this.#buffered += chunk.length;
         this.#scavenge.count(chunk.length);
@@ -335,7 +334,7 @@ export class TlsConn implements Conn {
    * nothing is older, the rest into the backlog. False stops reading (the high-water mark).
    */
   #deliver(n: number, buffer: Uint8Array): boolean {
-    if (this.#quickAck !== null) this.#ackNow();
+    this.#ackNow();
     let from = 0;
     const reader = this.#reader;
     if (reader !== null && this.#backlog.length === 0) {
@@ -355,10 +354,11 @@ export class TlsConn implements Conn {
 
   /** Bytes came: the kernel acknowledges at once, unless it was told so very recently. */
   #ackNow(): void {
+    if (this.#quickAck === null) return;
     const now = performance.now();
     if (now - this.#quickAckAt < QUICK_ACK_INTERVAL_MS) return;
     this.#quickAckAt = now;
-    this.#quickAck!();
+    this.#quickAck();
   }
 
   /** The TCP handle under the TLS socket. */
