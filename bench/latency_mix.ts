@@ -96,6 +96,7 @@ async function mix(
       }
     }
     if (dump !== undefined) {
+      Deno.mkdirSync(dump, { recursive: true });
       for (const s of sides) {
         Deno.writeTextFileSync(`${dump}/${s.label}.txt`, Array.from(s.lat).join("\n") + "\n");
       }
