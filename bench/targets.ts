@@ -6,6 +6,7 @@
  */
 
 import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
+import { qemuBinary } from "../tests/conformance/impl.ts";
 import { freePorts } from "../tests/support/net.ts";
 
 /** Kinds of process the benchmark can measure. `sink` is the forwarder forwarding nothing. */
@@ -64,14 +65,14 @@ export async function unavailable(
 ): Promise<string | undefined> {
   if (name === "qemu") {
     try {
-      const out = await new Deno.Command("qemu-system-x86_64", {
+      const out = await new Deno.Command(qemuBinary(), {
         args: ["--version"],
         stdout: "null",
         stderr: "null",
       }).output();
-      return out.success ? undefined : "qemu-system-x86_64 --version failed";
+      return out.success ? undefined : `${qemuBinary()} --version failed`;
     } catch {
-      return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)";
+      return `${qemuBinary()} not installed (apt-get install qemu-system-x86)`;
     }
   }
   if (name === "ours") {
@@ -279,7 +280,7 @@ function startQemu(opts: TargetOptions): Running {
     ...chardev("ntf", notify),
     ...["-object", compare],
   ];
-  const child = new Deno.Command("qemu-system-x86_64", {
+  const child = new Deno.Command(qemuBinary(), {
     args,
     stdin: "null",
     stdout: "null",

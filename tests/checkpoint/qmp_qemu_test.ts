@@ -12,7 +12,7 @@ import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
 import { Endpoint } from "../../src/wire/endpoint.ts";
 import { PlainTransport } from "../../src/wire/plain.ts";
-import { qemuAvailable } from "../conformance/impl.ts";
+import { qemuAvailable, qemuBinary, qemuVersion } from "../conformance/impl.ts";
 import { connectUnixRetry } from "../support/net.ts";
 
 const haveQemu = await qemuAvailable();
@@ -74,7 +74,7 @@ Deno.test({
   ignore: !haveQemu,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "qmp-qemu-" });
-    const qemu = new Deno.Command("qemu-system-x86_64", {
+    const qemu = new Deno.Command(qemuBinary(), {
       args: [
         ...["-machine", "none", "-nodefaults", "-display", "none"],
         ...["-monitor", "none", "-serial", "none"],
@@ -123,7 +123,9 @@ Deno.test({
       await operator.execute("migrate-set-parameters", { "x-checkpoint-delay": 3333 });
       await channel.bind();
       serving = channel.serve();
-      assert.match(await until(/event=qmp-greeting/), /qemu=7\.2\.\d+ package=/);
+      // The version the monitor greets with is the binary's own (7.2, or COLO_QEMU's).
+      const version = (await qemuVersion()).match(/version (\d+\.\d+\.\d+)/)![1];
+      assert.match(await until(/event=qmp-greeting/), new RegExp(`qemu=${version} package=`));
       await until(/event=colo-inactive/);
       assert.equal(channel.connected, true);
       assert.deepEqual(happened, [

@@ -4,6 +4,10 @@
  * loopback TCP ports). Each is started fresh for every scenario. colo-compare treats both
  * kinds of socket alike; UNIX sockets spare QEMU port races and show readiness as files.
  *
+ * The reference QEMU is `qemu-system-x86_64` from PATH (Debian's 7.2), or the binary
+ * `COLO_QEMU` names: QEMU 10.0.2 from `deno task qemu10`, the second reference (SPEC 10). The
+ * other tests and the bench that run QEMU take it from {@linkcode qemuBinary} too.
+ *
  * @module
  */
 
@@ -31,15 +35,18 @@ export interface Impl {
   stop(): Promise<Deno.CommandStatus>;
 }
 
-const QEMU = "qemu-system-x86_64";
+/** The reference QEMU: `COLO_QEMU` when set (a path), else `qemu-system-x86_64` from PATH. */
+export function qemuBinary(): string {
+  return Deno.env.get("COLO_QEMU") || "qemu-system-x86_64";
+}
 
 /** The repository root (two levels above this file). */
 export const REPO_ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
-/** True when `qemu-system-x86_64` can be run. */
+/** True when the reference QEMU ({@linkcode qemuBinary}) can be run. */
 export async function qemuAvailable(): Promise<boolean> {
   try {
-    const out = await new Deno.Command(QEMU, {
+    const out = await new Deno.Command(qemuBinary(), {
       args: ["--version"],
       stdout: "piped",
       stderr: "null",
@@ -53,7 +60,8 @@ export async function qemuAvailable(): Promise<boolean> {
 
 /** The QEMU version line, for the report. */
 export async function qemuVersion(): Promise<string> {
-  const out = await new Deno.Command(QEMU, { args: ["--version"], stdout: "piped" }).output();
+  const out = await new Deno.Command(qemuBinary(), { args: ["--version"], stdout: "piped" })
+    .output();
   return new TextDecoder().decode(out.stdout).split("\n")[0];
 }
 
@@ -163,7 +171,7 @@ export async function startQemu(o: ScenarioOptions): Promise<Impl> {
   const dir = await Deno.makeTempDir({ prefix: "colo-conformance-" });
   const path = { pri: `${dir}/pri`, sec: `${dir}/sec`, out: `${dir}/out`, notify: `${dir}/ntf` };
   const chardev = (id: string, p: string) => `socket,id=${id},path=${p},server=on,wait=off`;
-  const proc = new Process(QEMU, [
+  const proc = new Process(qemuBinary(), [
     ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
     ...["-serial", "none", "-object", "iothread,id=io1"],
     ...["-chardev", chardev("pri", path.pri), "-chardev", chardev("sec", path.sec)],

@@ -5,7 +5,7 @@
  * list. See `README.md` in this folder.
  *
  *   deno task conformance [--seeds N] [--seed S] [--filter TEXT] [--impl qemu|ours|both]
- *                         [--jobs J] [--file PATH] [--verbose] [--list]
+ *                         [--jobs J] [--file PATH] [--qemu BIN] [--verbose] [--list]
  *
  * Exit status: 0 all passed, 1 a failure, 2 bad usage, 77 skipped (no QEMU).
  *
@@ -13,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type ImplKind, oursAvailable, qemuAvailable, qemuVersion } from "./impl.ts";
+import { type ImplKind, oursAvailable, qemuAvailable, qemuBinary, qemuVersion } from "./impl.ts";
 import { loadScenarios, type Scenario, validateScenario } from "./scenario.ts";
 import { checkScenario, spec9Problems, traceLine, type Verdict } from "./check.ts";
 import { randomScenario } from "./generator.ts";
@@ -30,6 +30,8 @@ const USAGE = `usage: deno task conformance [options]
   --impl WHICH     qemu, ours or both (default both; qemu alone checks the expectations)
   --jobs J         scenarios run at once (default 2)
   --file PATH      run the scenarios of this JSON file (e.g. a saved reproduction)
+  --qemu BIN       the reference QEMU binary (default: $COLO_QEMU, else qemu-system-x86_64
+                   from PATH); QEMU 10.0.2: --qemu "$(deno task -q qemu10)"
   --no-minimise    do not shrink failing random seeds
   --verbose        print every trace
   --list           list the scenarios and exit`;
@@ -85,6 +87,7 @@ async function main(): Promise<number> {
         impl: { type: "string" },
         jobs: { type: "string" },
         file: { type: "string", multiple: true },
+        qemu: { type: "string" },
         "no-minimise": { type: "boolean" },
         verbose: { type: "boolean", short: "v" },
         list: { type: "boolean" },
@@ -114,6 +117,9 @@ async function main(): Promise<number> {
     fail(`--impl must be qemu, ours or both, got "${o.impl}"`);
   }
 
+  // Every QEMU this process starts is this one (impl.ts reads it at each start).
+  if (o.qemu !== undefined) Deno.env.set("COLO_QEMU", o.qemu);
+
   const dir = new URL("./scenarios", import.meta.url).pathname;
   let scenarios: Scenario[] = [];
   if (o.file) {
@@ -142,6 +148,11 @@ async function main(): Promise<number> {
   const which = o.impl ?? "both";
   const kinds: ImplKind[] = [];
   if (which !== "ours") {
+    if (!haveQemu && Deno.env.get("COLO_QEMU")) {
+      // Asked for by name: not a machine without QEMU, a mistake to report.
+      console.error(`conformance: the reference QEMU ${qemuBinary()} does not run`);
+      return 1;
+    }
     if (!haveQemu) {
       console.log(
         "conformance: SKIPPED — qemu-system-x86_64 is not on PATH, so there is no reference to " +

@@ -11,7 +11,7 @@ import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
 import { TlsTransport } from "../../src/wire/tls.ts";
 import { loadCredentials } from "../../src/wire/tls_creds.ts";
-import { qemuAvailable } from "../conformance/impl.ts";
+import { qemuAvailable, qemuBinary } from "../conformance/impl.ts";
 import { connectRetry, FrameCollector, freePorts } from "../support/net.ts";
 import { arp, framed } from "../support/packets.ts";
 import { startProgram } from "../support/program.ts";
@@ -43,7 +43,7 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
 
 /** QEMU 7.2's colo-compare with the given chardevs and objects, no guest. */
 function startQemu(args: string[]): { stop(): Promise<string> } {
-  const child = new Deno.Command("qemu-system-x86_64", {
+  const child = new Deno.Command(qemuBinary(), {
     args: [
       ...["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none"],
       ...["-serial", "none", "-object", "iothread,id=io1", ...args],

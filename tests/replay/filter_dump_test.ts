@@ -7,23 +7,12 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { arraySource, readCapture } from "../../src/replay/pcap.ts";
 import { replay } from "../../src/replay/replay.ts";
+import { qemuAvailable, qemuBinary } from "../conformance/impl.ts";
 import { freePorts } from "../support/net.ts";
 import { frame } from "../support/packets.ts";
 
-async function haveQemu(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("qemu-system-x86_64", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output()).success;
-  } catch {
-    return false;
-  }
-}
-
-const QEMU = await haveQemu();
-if (!QEMU) console.warn("filter_dump_test: qemu-system-x86_64 not installed; skipped");
+const QEMU = await qemuAvailable();
+if (!QEMU) console.warn(`filter_dump_test: ${qemuBinary()} not installed; skipped`);
 
 Deno.test({
   name: "replay: a pcap written by QEMU 7.2's filter-dump is read as it is",
@@ -32,7 +21,7 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const file = `${dir}/dump.pcap`;
     const [remote, local] = freePorts(2);
-    const qemu = new Deno.Command("qemu-system-x86_64", {
+    const qemu = new Deno.Command(qemuBinary(), {
       args: [
         ...["-machine", "pc,accel=tcg", "-nodefaults", "-display", "none", "-monitor", "none"],
         ...["-serial", "none", "-S"],
