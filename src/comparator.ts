@@ -56,7 +56,7 @@ const SUMMARY_INTERVAL_MS = 10_000;
  */
 const TRIM_CHECK_MS = 2000;
 /**
- * After a peer connects (a TLS handshake runs node:tls's, node:crypto's and rustls's code
+ * After a TLS peer connects (its handshake runs node:tls's, node:crypto's and rustls's code
  * once), the executable's pages go back this long (ms) after it, once for a burst of
  * connects (src/exec_pages.ts).
  */
@@ -244,7 +244,7 @@ export class Comparator {
       const e = new Endpoint(name, address, transport(address), log);
       e.onPeer((connected, peer) => {
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }));
-        if (connected) this.#releaseAfterPeer();
+        if (connected && address.transport === "tcp" && address.tls) this.#releaseAfterPeer();
       });
       if (served) this.#endpoints.push(e);
       else this.#channelEndpoints.push(e);
@@ -586,9 +586,12 @@ export class Comparator {
   }
 
   /**
-   * Once a peer has connected, the code that connected it (for TLS the handshake's: about 6
-   * MiB of the executable in the TLS bench rows) is not run again until the next: its pages go
-   * back shortly after, when the connects of a start are done.
+   * Once a TLS peer has connected, the code of its handshake (about 6 MiB of the executable in
+   * the TLS bench rows) is not run again until the next: its pages go back shortly after, when
+   * the connects of a start are done. Not after a plain peer: what connected it is a few pages,
+   * and the release would take the hot path's code too, just as the first frames run it (the
+   * first pairs after start then waited for page faults: bench/README.md, "The release after
+   * peers connect, only for TLS peers"). main.ts gave back what the start used already.
    */
   #releaseAfterPeer(): void {
     const pages = this.#pages;

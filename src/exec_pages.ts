@@ -14,7 +14,7 @@
  * hold. The mappings are read again from `/proc/self/smaps` at each release (0.3-0.8 ms), so
  * a page written since (a debugger's breakpoint, a uprobe) keeps its mapping where it is.
  *
- * Given back once the comparator listens, 100 ms after peers connect (a TLS handshake's code;
+ * Given back once the comparator listens, 100 ms after TLS peers connect (a handshake's code;
  * at most once per 10 s, src/comparator.ts), and again with each malloc trim (src/malloc.ts):
  * the compilers' code, run while the hot path was compiled, goes as well once it is idle.
  * libc, `/proc/self/smaps` and `/proc/self/status` (the anonymous RSS the malloc trimmer then

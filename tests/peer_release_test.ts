@@ -1,14 +1,18 @@
 /**
- * The executable's pages go back shortly after peers connect (the code that connected them,
- * a TLS handshake's above all, is not run again until the next): once for a burst of
- * connects, and at most once per interval however often a peer reconnects.
+ * The executable's pages go back shortly after a TLS peer connects (the code of its
+ * handshake is not run again until the next): once for a burst of connects, and at most once
+ * per interval however often a peer reconnects. A plain peer's connect gives nothing back: the
+ * release would take the hot path's pages just as the first frames need them.
  */
 
 import assert from "node:assert/strict";
-import { type Config, parseCommandLine } from "../src/cli.ts";
+import { type Config, configAddresses, parseCommandLine } from "../src/cli.ts";
 import { Comparator } from "../src/comparator.ts";
 import type { ExecutablePages } from "../src/exec_pages.ts";
 import { Logger } from "../src/log.ts";
+import { TlsTransport } from "../src/wire/tls.ts";
+import { credentialsFor } from "../src/wire/tls_creds.ts";
+import { makeCreds, rawClient, removeCreds, type TestCreds } from "./support/tls_creds.ts";
 
 /** Counts releases; `next()` resolves at the next one. */
 class CountingPages {
@@ -28,55 +32,84 @@ class CountingPages {
 }
 
 /** The comparator's configuration, parsed from its flags as `main.ts` does. */
-function config(): Config {
+function config(primary: string, tlsCreds?: string): Config {
   const listen = "tcp-listen:127.0.0.1:0";
   const command = parseCommandLine([
     "--primary-in",
-    listen,
+    primary,
     "--secondary-in",
     listen,
     "--outdev",
     listen,
     "--expired-scan-cycle",
     "100",
+    ...(tlsCreds === undefined ? [] : ["--tls-creds", tlsCreds]),
   ]);
   assert.equal(command.kind, "run");
   return (command as { config: Config }).config;
 }
 
-Deno.test("peer release: the executable's pages go back once after a burst of connects, and a reconnect within the interval waits", async () => {
+/** Starts a comparator with counting pages (and a TLS transport when `config` needs one). */
+async function started(config: Config, log = new Logger("error")) {
   const pages = new CountingPages();
-  const comparator = new Comparator(
-    config(),
-    new Logger("error"),
-    null,
-    pages as unknown as ExecutablePages,
-  );
+  const creds = credentialsFor(config.tlsCreds, configAddresses(config));
+  const tls = creds && new TlsTransport({ creds, authz: null, log, tuner: null });
+  const comparator = new Comparator(config, log, tls, pages as unknown as ExecutablePages);
   await comparator.start();
-  const conns: Deno.TcpConn[] = [];
+  const ports = comparator.addresses();
+  const port = (name: string) => Number(ports[name].slice(ports[name].lastIndexOf(":") + 1));
+  return { pages, comparator, port };
+}
+
+let creds: TestCreds;
+
+Deno.test.beforeAll(async () => {
+  creds = await makeCreds();
+});
+
+Deno.test.afterAll(async () => {
+  await removeCreds(creds);
+});
+
+Deno.test("peer release: plain peers' connects give no pages back", async () => {
+  const { pages, comparator, port } = await started(config("tcp-listen:127.0.0.1:0"));
+  const conns: Deno.Conn[] = [];
   try {
-    const ports = comparator.addresses();
-    const connect = async (name: string) => {
-      const text = ports[name];
-      const conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: Number(text.slice(text.lastIndexOf(":") + 1)),
-      });
-      conns.push(conn);
-      return conn;
-    };
+    for (const name of ["primary-in", "secondary-in", "outdev"]) {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: port(name) }));
+    }
+    // Past the 100 ms a release waits after a connect.
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(pages.releases, 0, "a plain peer's connect released the executable's pages");
+  } finally {
+    for (const c of conns) c.close();
+    await comparator.stop();
+  }
+});
+
+Deno.test("peer release: after a TLS peer, once for a burst of connects; a reconnect within the interval waits", async () => {
+  const { pages, comparator, port } = await started(
+    config("tls-listen:127.0.0.1:0", creds.dir),
+  );
+  const conns: Deno.Conn[] = [];
+  try {
     const released = pages.next();
-    await connect("primary-in");
-    await connect("secondary-in");
-    const outdev = await connect("outdev");
+    const tlsPeer = await rawClient(port("primary-in"), creds.dir);
+    await tlsPeer.handshake();
+    conns.push(tlsPeer);
+    for (const name of ["secondary-in", "outdev"]) {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: port(name) }));
+    }
     await released;
     assert.equal(pages.releases, 1, "three connects in a burst, one release");
 
-    // outdev's peer comes again at once: its release waits for the interval (10 s), past
-    // the 100 ms that a first connect waits.
-    outdev.close();
-    conns.splice(conns.indexOf(outdev), 1);
-    await connect("outdev");
+    // The TLS peer comes again at once: its release waits for the interval (10 s), past the
+    // 100 ms that a first connect waits.
+    tlsPeer.close();
+    conns.splice(conns.indexOf(tlsPeer), 1);
+    const again = await rawClient(port("primary-in"), creds.dir);
+    await again.handshake();
+    conns.push(again);
     await new Promise((r) => setTimeout(r, 400));
     assert.equal(pages.releases, 1, "a reconnect within the interval released again");
   } finally {
