@@ -10,7 +10,14 @@
 
 import assert from "node:assert/strict";
 import { FrameCollector } from "../support/net.ts";
-import { frame, framed, type FrameOptions, notifyMessage, withVnet } from "../support/packets.ts";
+import {
+  concat,
+  frame,
+  framed,
+  type FrameOptions,
+  notifyMessage,
+  withVnet,
+} from "../support/packets.ts";
 import { startProgram } from "../support/program.ts";
 
 /** A small deterministic generator (xorshift32). */
@@ -74,16 +81,6 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
 }
 
-function joined(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 for (const vnet of [false, true]) {
   Deno.test(
     `e2e: mutated frames of every kind on both inputs${
@@ -131,7 +128,7 @@ for (const vnet of [false, true]) {
             else ss.push(wire(mutated(r, f)));
           }
           primaries += ps.length;
-          await Promise.all([writeAll(primary, joined(ps)), writeAll(secondary, joined(ss))]);
+          await Promise.all([writeAll(primary, concat(...ps)), writeAll(secondary, concat(...ss))]);
           if (round % 25 === 24) {
             await say(r.pick(["COLO_CHECKPOINT", "COLO_USERSPACE_PROXY_INIT", "NOT_A_MESSAGE"]));
           }
