@@ -117,7 +117,9 @@ async function main(args: string[]): Promise<number> {
   const helpers = lowerHelperThreads();
   log.debug(
     "compiler-threads",
-    typeof helpers === "number" ? { nice: HELPER_NICE, threads: helpers } : { unchanged: helpers },
+    typeof helpers === "string"
+      ? { unchanged: helpers }
+      : { nice: HELPER_NICE, threads: helpers.niced, sched_idle: helpers.idle },
   );
   const stopSignal = waitForSignal();
   try {

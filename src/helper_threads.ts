@@ -1,17 +1,24 @@
 /**
- * V8's worker threads run at the lowest CPU priority (nice 19), so that they never take a CPU
- * from a thread the traffic waits for (issue 11). With `--single-threaded-gc` (the program's V8
- * flags; without it they are left alone, see {@linkcode gcSingleThreaded}) all they do is
- * compile: Maglev and TurboFan build faster code for the hot path in the background, and nothing
- * waits for them. At the main thread's priority, each compile job preempted whatever ran on the
- * other CPU: on a host a vCPU or QEMU's I/O thread, in the bench the load generator, and the pair
+ * V8's worker threads run at the lowest CPU priority, so that they never take a CPU from a
+ * thread the traffic waits for (issue 11). With `--single-threaded-gc` (the program's V8 flags;
+ * without it they are left alone, see {@linkcode gcSingleThreaded}) all they do is compile:
+ * Maglev and TurboFan build faster code for the hot path in the background, and nothing waits
+ * for them. At the main thread's priority, each compile job preempted whatever ran on the other
+ * CPU: on a host a vCPU or QEMU's I/O thread, in the bench the load generator, and the pair
  * waiting for it was late by up to a scheduler slice (bench/README.md, "V8's compiler threads at
  * nice 19").
  *
+ * Nice 19 was not enough: Linux's EEVDF scheduler lets a running thread finish its slice before
+ * a woken one takes the CPU, whatever their nice values, so our own main thread waited 1-4 ms
+ * behind a compile job now and then, with the other CPU idle (`perf sched timehist`;
+ * bench/README.md, "V8's compiler threads as SCHED_IDLE"). A `SCHED_IDLE` thread is preempted as
+ * soon as any other thread wakes on its CPU, and still gets a small share of a busy CPU, so the
+ * compilations finish on a loaded host too. So the workers get both: nice 19, and `SCHED_IDLE`.
+ *
  * The threads are found by name in `/proc/self/task` at start, while the `read` and `ffi`
- * permissions are still granted (src/permissions.ts), and reniced with libc's `setpriority`,
- * which on Linux takes a thread id. Raising a thread's nice value needs no privilege. Where
- * either cannot be done (not Linux, no permission) the threads keep their priority.
+ * permissions are still granted (src/permissions.ts), and lowered with libc's `setpriority` and
+ * `sched_setscheduler`, which on Linux take a thread id. Lowering a thread's priority needs no
+ * privilege. Where it cannot be done (not Linux, no permission) the threads keep their priority.
  *
  * @module
  */
@@ -23,9 +30,12 @@ export const HELPER_NICE = 19;
 /** How V8 names its worker threads (`/proc/.../comm` keeps 15 bytes). */
 const HELPER_NAME = "V8 DefaultWorke";
 const PRIO_PROCESS = 0;
+/** Linux's `SCHED_IDLE` scheduling policy. */
+export const SCHED_IDLE = 5;
 
 const SYMBOLS = {
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  sched_setscheduler: { parameters: ["i32", "i32", "buffer"], result: "i32" },
 } as const;
 
 /** The ids of this process's threads named `name`, read from `tasks` (a `/proc` task dir). */
@@ -66,11 +76,17 @@ export function gcSingleThreaded(
   return named(cmdline) || named(env);
 }
 
+/** How many of V8's worker threads were lowered: to nice 19, and to `SCHED_IDLE`. */
+export interface Lowered {
+  niced: number;
+  idle: number;
+}
+
 /**
- * Sets V8's worker threads to nice {@linkcode HELPER_NICE}: how many were set, or why none
- * could be (a sentence for the start-up log).
+ * Sets V8's worker threads to nice {@linkcode HELPER_NICE} and the `SCHED_IDLE` policy: how
+ * many were set, or why none could be (a sentence for the start-up log).
  */
-export function lowerHelperThreads(): number | string {
+export function lowerHelperThreads(): Lowered | string {
   if (!gcSingleThreaded()) return "the collector is not single-threaded (--single-threaded-gc)";
   const libc = openLibc(SYMBOLS, "the compiler threads' priority");
   if (typeof libc === "string") return libc;
@@ -80,9 +96,12 @@ export function lowerHelperThreads(): number | string {
   } catch (error) {
     return `/proc/self/task: ${error instanceof Error ? error.message : error}`;
   }
-  let set = 0;
+  const lowered = { niced: 0, idle: 0 };
+  // struct sched_param: the static priority, 0 for SCHED_IDLE.
+  const param = new Uint8Array(4);
   for (const id of ids) {
-    if (libc.setpriority(PRIO_PROCESS, id, HELPER_NICE) === 0) set++;
+    if (libc.setpriority(PRIO_PROCESS, id, HELPER_NICE) === 0) lowered.niced++;
+    if (libc.sched_setscheduler(id, SCHED_IDLE, param) === 0) lowered.idle++;
   }
-  return set;
+  return lowered;
 }

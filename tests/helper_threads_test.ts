@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
 import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
-import { gcSingleThreaded, HELPER_NICE, threadsNamed } from "../src/helper_threads.ts";
+import { gcSingleThreaded, HELPER_NICE, SCHED_IDLE, threadsNamed } from "../src/helper_threads.ts";
 import { statFields } from "../bench/proc.ts";
 import { startProgram } from "./support/program.ts";
 
 /** The nice value of thread `tid` of process `pid` (field 19 of its `stat`). */
 function niceOf(pid: number, tid: number): number {
   return Number(statFields(Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`))[16]);
+}
+
+/** The scheduling policy of thread `tid` of process `pid` (field 41 of its `stat`). */
+function policyOf(pid: number, tid: number): number {
+  return Number(statFields(Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`))[38]);
 }
 
 Deno.test("helper threads: found by name in a task directory", () => {
@@ -40,7 +45,8 @@ Deno.test("helper threads: lowered only where the collector is single-threaded",
 });
 
 Deno.test({
-  name: "helper threads: the program runs V8's workers at nice 19, its other threads as started",
+  name:
+    "helper threads: the program runs V8's workers at nice 19 and SCHED_IDLE, its other threads as started",
   ignore: Deno.build.os !== "linux",
   async fn() {
     const program = await startProgram({
@@ -53,12 +59,17 @@ Deno.test({
       const workers = threadsNamed("V8 DefaultWorke", tasks);
       const all = [...Deno.readDirSync(tasks)].map((t) => Number(t.name));
       assert.ok(workers.length > 0, `no V8 worker threads among ${all.length} threads`);
-      assert.match(line, new RegExp(`nice=${HELPER_NICE} threads=${workers.length}\\b`));
+      const n = workers.length;
+      assert.match(line, new RegExp(`nice=${HELPER_NICE} threads=${n} sched_idle=${n}\\b`));
       assert.deepEqual(workers.map((t) => niceOf(program.pid, t)), workers.map(() => HELPER_NICE));
-      // The rest keep the nice value the program was started with (its main thread's).
+      assert.deepEqual(workers.map((t) => policyOf(program.pid, t)), workers.map(() => SCHED_IDLE));
+      // The rest keep the nice value and the policy the program was started with (its main
+      // thread's).
       const start = niceOf(program.pid, program.pid);
+      const policy = policyOf(program.pid, program.pid);
       const others = all.filter((t) => !workers.includes(t));
       assert.deepEqual(others.map((t) => niceOf(program.pid, t)), others.map(() => start));
+      assert.deepEqual(others.map((t) => policyOf(program.pid, t)), others.map(() => policy));
     } finally {
       await program.stop();
     }
