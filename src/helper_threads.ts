@@ -8,10 +8,10 @@
  * waiting for it was late by up to a scheduler slice (bench/README.md, "V8's compiler threads at
  * nice 19").
  *
- * Nice 19 was not enough: Linux's EEVDF scheduler lets a running thread finish its slice before
- * a woken one takes the CPU, whatever their nice values, so our own main thread waited 1-4 ms
- * behind a compile job now and then, with the other CPU idle (`perf sched timehist`;
- * bench/README.md, "V8's compiler threads as SCHED_IDLE"). A `SCHED_IDLE` thread is preempted as
+ * Nice 19 was not enough: on Linux 6.18 (EEVDF) a compile job that was running kept its CPU for
+ * up to a few ms after our main thread woke there, the other CPU idle (`perf sched timehist`;
+ * bench/README.md, "V8's compiler threads as SCHED_IDLE"): a woken thread waits for the running
+ * one's slice, whatever their nice values. A `SCHED_IDLE` thread is preempted as
  * soon as any other thread wakes on its CPU, and still gets a small share of a busy CPU, so the
  * compilations finish on a loaded host too. So the workers get both: nice 19, and `SCHED_IDLE`.
  *
