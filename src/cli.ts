@@ -6,7 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type Address, AddressError, parseAddress, sameAddress } from "./wire/address.ts";
+import { type Address, AddressError, parseAddress, sameAddress, usesTls } from "./wire/address.ts";
 import { type Level, LEVELS } from "./log.ts";
 import { VERSION } from "./version.ts";
 import { DEFAULT_CAPTURE_MAX_BYTES } from "./capture/capture.ts";
@@ -278,7 +278,7 @@ function tlsOptions(
   creds: string | undefined,
   authz: string[] | undefined,
 ): Pick<Config, "tlsCreds" | "tlsAuthz"> {
-  const tls = named.filter(([, a]) => a.transport === "tcp" && a.tls);
+  const tls = named.filter(([, a]) => usesTls(a));
   if (tls.length > 0 && (creds === undefined || creds === "")) {
     const [flag, a] = tls[0];
     throw new UsageError(

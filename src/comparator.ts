@@ -32,7 +32,7 @@ import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
 import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
-import type { Address } from "./wire/address.ts";
+import { type Address, usesTls } from "./wire/address.ts";
 import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
 import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
@@ -191,7 +191,7 @@ export class Comparator {
     this.#poll = PollWait.open();
     const plain = new PlainTransport(config.socketMode, this.#tuner);
     const transport = (a: Address): Transport => {
-      if (a.transport !== "tcp" || !a.tls) return plain;
+      if (!usesTls(a)) return plain;
       if (!tls) throw new Error(`${a.text}: a tls address needs the --tls-creds credentials`);
       return tls;
     };
@@ -244,7 +244,7 @@ export class Comparator {
       const e = new Endpoint(name, address, transport(address), log);
       e.onPeer((connected, peer) => {
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }));
-        if (connected && address.transport === "tcp" && address.tls) this.#releaseAfterPeer();
+        if (connected && usesTls(address)) this.#releaseAfterPeer();
       });
       if (served) this.#endpoints.push(e);
       else this.#channelEndpoints.push(e);

@@ -11,6 +11,11 @@ export type Address =
   | { transport: "tcp"; listen: boolean; host: string; port: number; tls: boolean; text: string }
   | { transport: "unix"; listen: boolean; path: string; text: string };
 
+/** True for the TLS forms, `tls:` and `tls-listen:`. */
+export function usesTls(a: Address): boolean {
+  return a.transport === "tcp" && a.tls;
+}
+
 /** Longest unix socket path the kernel accepts (sun_path is 108 bytes with the NUL). */
 const UNIX_PATH_MAX = 107;
 

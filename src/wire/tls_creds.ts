@@ -8,7 +8,7 @@
  */
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import type { Address } from "./address.ts";
+import { type Address, usesTls } from "./address.ts";
 import { certificateVersion } from "./x509.ts";
 
 /** QEMU's file names (crypto/tlscredsx509.h). */
@@ -179,7 +179,7 @@ export function credentialsFor(
   dir: string | null,
   addresses: readonly Address[],
 ): TlsCredentials | null {
-  const tls = addresses.filter((a) => a.transport === "tcp" && a.tls);
+  const tls = addresses.filter(usesTls);
   if (dir === null || tls.length === 0) return null;
   return loadCredentials(dir, {
     server: tls.some((a) => a.listen),
