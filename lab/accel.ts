@@ -8,6 +8,7 @@
 
 import type { Accel } from "./pair.ts";
 import { run } from "./run.ts";
+import { sha256Hex } from "../tests/support/cache.ts";
 
 /** What the lab runs the guests with, and why. */
 export interface AccelChoice {
@@ -63,8 +64,7 @@ export function chooseAccel(requested: "auto" | Accel): AccelChoice {
 export async function buildShim(cache: string): Promise<string> {
   const source = new URL("./tcg_shim.c", import.meta.url).pathname;
   const text = await Deno.readFile(source);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", text));
-  const key = Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+  const key = (await sha256Hex(text)).slice(0, 16);
   const lib = `${cache}/tcg-shim-${key}.so`;
   try {
     await Deno.stat(lib);

@@ -12,6 +12,7 @@
 
 import { type CpioEntry, gzip, newcArchive } from "./cpio.ts";
 import { run, runOk } from "./run.ts";
+import { cacheRoot, sha256Hex } from "../tests/support/cache.ts";
 
 /** The kernel the lab was verified with; the newest in apt is taken, with a warning, if gone. */
 export const KERNEL_PIN = "6.1.0-57";
@@ -107,9 +108,7 @@ export interface Guest {
 
 /** `$XDG_CACHE_HOME/colo-compare/lab`, else `~/.cache/colo-compare/lab`. */
 export function cacheDir(): string {
-  const xdg = Deno.env.get("XDG_CACHE_HOME");
-  const home = Deno.env.get("HOME") ?? "/tmp";
-  return `${xdg || `${home}/.cache`}/colo-compare/lab`;
+  return `${cacheRoot()}/lab`;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -174,9 +173,8 @@ async function fetchPackages(
   return { kernel, busybox, warning };
 }
 
-async function sha256(text: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+function sha256(text: string): Promise<string> {
+  return sha256Hex(new TextEncoder().encode(text));
 }
 
 /** Builds the guest (or finds it in the cache). Throws when apt cannot supply the packages. */

@@ -20,6 +20,8 @@
  * @module
  */
 
+import { cacheRoot, sha256Hex } from "../support/cache.ts";
+
 /** The package: Debian's backport of QEMU 10.0.2 (the pool path under the archive's root). */
 export const QEMU10 = {
   version: "10.0.2",
@@ -33,19 +35,12 @@ const FETCH_TIMEOUT_MS = 300_000;
 
 /** Where the package is unpacked: `$XDG_CACHE_HOME` or `~/.cache`, then `colo-compare/`. */
 export function cacheDir(env: (name: string) => string | undefined = Deno.env.get): string {
-  const base = env("XDG_CACHE_HOME") || `${env("HOME") ?? "/tmp"}/.cache`;
-  return `${base}/colo-compare/qemu-${QEMU10.version}`;
+  return `${cacheRoot(env)}/qemu-${QEMU10.version}`;
 }
 
 /** The binary inside the unpacked package. */
 export function binaryIn(dir: string): string {
   return `${dir}/usr/bin/qemu-system-x86_64`;
-}
-
-/** Lowercase hex SHA-256 of `bytes`. */
-export async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** The `--version` line of `bin`, or null when it does not run (absent, a library missing). */

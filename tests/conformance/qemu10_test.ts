@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { binaryIn, cacheDir, ensureQemu10, QEMU10, sha256Hex } from "./qemu10.ts";
+import { sha256Hex } from "../support/cache.ts";
+import { binaryIn, cacheDir, ensureQemu10, QEMU10 } from "./qemu10.ts";
 
 const x86Linux = Deno.build.os === "linux" && Deno.build.arch === "x86_64";
 
@@ -40,7 +41,7 @@ Deno.test("qemu10: unpacks under XDG_CACHE_HOME, else ~/.cache", () => {
   assert.equal(cacheDir(env({ HOME: "/h" })), `/h/.cache/colo-compare/qemu-${QEMU10.version}`);
 });
 
-Deno.test("qemu10: SHA-256 as lowercase hex", async () => {
+Deno.test("cache: SHA-256 as lowercase hex", async () => {
   assert.equal(
     await sha256Hex(new TextEncoder().encode("abc")),
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
