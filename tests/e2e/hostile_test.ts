@@ -19,25 +19,10 @@ import {
   withVnet,
 } from "../support/packets.ts";
 import { startProgram } from "../support/program.ts";
-
-/** A small deterministic generator (xorshift32). */
-function random(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
-  const int = (a: number, b: number) => a + Math.floor(next() * (b - a + 1));
-  return { next, int, pick: <T>(xs: T[]) => xs[int(0, xs.length - 1)] };
-}
-type Random = ReturnType<typeof random>;
+import { Rng } from "../conformance/generator.ts";
 
 /** A well-formed frame of a random kind on one of a few flows. */
-function someFrame(r: Random): Uint8Array {
+function someFrame(r: Rng): Uint8Array {
   const flow = r.int(0, 20);
   const payload = Uint8Array.from({ length: r.int(0, 1400) }, () => r.int(0, 255));
   const o: FrameOptions = {
@@ -62,7 +47,7 @@ function someFrame(r: Random): Uint8Array {
 }
 
 /** `f` with up to six bytes of its first 80 overwritten, and one time in ten cut short. */
-function mutated(r: Random, f: Uint8Array): Uint8Array {
+function mutated(r: Rng, f: Uint8Array): Uint8Array {
   const g = f.slice();
   for (let n = r.int(0, 6); n > 0; n--) g[r.int(0, Math.min(g.length, 80) - 1)] = r.int(0, 255);
   return r.next() < 0.1 ? g.subarray(0, r.int(0, g.length)) : g;
@@ -87,7 +72,7 @@ for (const vnet of [false, true]) {
       vnet ? " (vnet, headers of random lengths)" : ""
     }: no error, every primary frame accounted for, a matched pair still released, exit 0`,
     async () => {
-      const r = random(vnet ? 2 : 1);
+      const r = new Rng(vnet ? 2 : 1);
       const p = await startProgram({
         flags: ["--compare-timeout", "200", ...(vnet ? ["--vnet-hdr-support"] : [])],
       });
