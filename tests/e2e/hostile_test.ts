@@ -20,6 +20,8 @@ import {
 } from "../support/packets.ts";
 import { startProgram } from "../support/program.ts";
 import { Rng } from "../conformance/generator.ts";
+import { parseLogfmt } from "../../soak/program.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 
 /** A well-formed frame of a random kind on one of a few flows. */
 function someFrame(r: Rng): Uint8Array {
@@ -53,17 +55,11 @@ function mutated(r: Rng, f: Uint8Array): Uint8Array {
   return r.next() < 0.1 ? g.subarray(0, r.int(0, g.length)) : g;
 }
 
-/** The numeric fields of the last stderr line with `event=NAME`. */
+/** The fields of the last stderr line with `event=NAME`, as numbers. */
 function fields(stderr: string, name: string): Record<string, number> {
   const line = stderr.split("\n").findLast((l) => l.includes(` event=${name} `));
   assert.ok(line, `no event=${name} line`);
-  return Object.fromEntries(
-    Array.from(line.matchAll(/(\S+)=(\d+)(?=\s|$)/g), (m) => [m[1], Number(m[2])]),
-  );
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
+  return Object.fromEntries(Object.entries(parseLogfmt(line)).map(([k, v]) => [k, Number(v)]));
 }
 
 for (const vnet of [false, true]) {
