@@ -107,10 +107,14 @@ function nameText(n: SocketName): string {
   return `${canonicalIp(n.hostname)}|${n.port}`;
 }
 
-/** Turns keepalive on for `tcp`, with `tuner`'s timing where there is one (else the kernel's). */
-export function keepAlive(tcp: Deno.TcpConn, tuner: TcpTuner | null): void {
+/**
+ * Turns keepalive on for `tcp`, with `tuner`'s timing where there is one (else the kernel's).
+ * Returns the socket's descriptor where the tuner found it (`fd`: where the caller knows it
+ * already), else -1.
+ */
+export function keepAlive(tcp: Deno.TcpConn, tuner: TcpTuner | null, fd = -1): number {
   tcp.setKeepAlive(true);
-  tuner?.tune(tcp.localAddr, tcp.remoteAddr);
+  return tuner?.tuneSocket(tcp.localAddr, tcp.remoteAddr, fd) ?? -1;
 }
 
 /**
@@ -150,18 +154,10 @@ export class TcpTuner {
   }
 
   /**
-   * Gives the TCP socket connecting `local` and `remote` our keepalive timing. False when no
-   * such socket is found (it closed meanwhile) or the kernel refuses an option.
-   */
-  tune(local: SocketName, remote: SocketName): boolean {
-    const fd = this.#find(local, remote);
-    return fd >= 0 && this.#tuneFd(fd);
-  }
-
-  /**
-   * {@linkcode TcpTuner.tune}, returning the socket's descriptor instead (for polling and
-   * {@linkcode TcpTuner.quickAck}), or -1 when none is found; `fd`: the descriptor, where the
-   * caller knows it already (no search then).
+   * Gives the TCP socket connecting `local` and `remote` our keepalive timing, and returns its
+   * descriptor (for polling and {@linkcode TcpTuner.quickAck}), or -1 when no such socket is
+   * found (it closed meanwhile); `fd`: the descriptor, where the caller knows it already (no
+   * search then). An option the kernel refuses leaves its default.
    */
   tuneSocket(local: SocketName, remote: SocketName, fd = -1): number {
     const found = fd >= 0 ? fd : this.#find(local, remote);

@@ -8,7 +8,7 @@
 
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
-import type { TcpTuner } from "./keepalive.ts";
+import { keepAlive, type TcpTuner } from "./keepalive.ts";
 import { readOp, socketFd } from "./read_op.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
@@ -33,10 +33,9 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
   if (conn.remoteAddr.transport === "tcp") {
     const tcp = conn as Deno.TcpConn;
     tcp.setNoDelay(true);
-    tcp.setKeepAlive(true);
     // Deno shows the descriptor of an accepted socket, not of one it connected: found by
     // its addresses then, as for the keepalive timing.
-    const found = tuner?.tuneSocket(tcp.localAddr, tcp.remoteAddr, fd) ?? -1;
+    const found = keepAlive(tcp, tuner, fd);
     if (found >= 0) {
       fd = found;
       quickAck = () => void tuner!.quickAck(found);
