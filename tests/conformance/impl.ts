@@ -43,26 +43,33 @@ export function qemuBinary(): string {
 /** The repository root (two levels above this file). */
 export const REPO_ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
-/** True when the reference QEMU ({@linkcode qemuBinary}) can be run. */
-export async function qemuAvailable(): Promise<boolean> {
+/**
+ * The first line `bin --version` prints, or null when it does not run (absent, a shared
+ * library missing, a failure).
+ */
+export async function versionLine(bin = qemuBinary()): Promise<string | null> {
   try {
-    const out = await new Deno.Command(qemuBinary(), {
+    const out = await new Deno.Command(bin, {
       args: ["--version"],
       stdout: "piped",
       stderr: "null",
-    })
-      .output();
-    return out.success;
+    }).output();
+    return out.success ? new TextDecoder().decode(out.stdout).split("\n")[0] : null;
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** True when the reference QEMU ({@linkcode qemuBinary}) can be run. */
+export async function qemuAvailable(): Promise<boolean> {
+  return await versionLine() !== null;
 }
 
 /** The QEMU version line, for the report. */
 export async function qemuVersion(): Promise<string> {
-  const out = await new Deno.Command(qemuBinary(), { args: ["--version"], stdout: "piped" })
-    .output();
-  return new TextDecoder().decode(out.stdout).split("\n")[0];
+  const line = await versionLine();
+  if (line === null) throw new Error(`${qemuBinary()} --version failed`);
+  return line;
 }
 
 /** True when our program's entry point exists. */

@@ -21,6 +21,7 @@
  */
 
 import { cacheRoot, sha256Hex } from "../support/cache.ts";
+import { versionLine } from "./impl.ts";
 
 /** The package: Debian's backport of QEMU 10.0.2 (the pool path under the archive's root). */
 export const QEMU10 = {
@@ -41,21 +42,6 @@ export function cacheDir(env: (name: string) => string | undefined = Deno.env.ge
 /** The binary inside the unpacked package. */
 export function binaryIn(dir: string): string {
   return `${dir}/usr/bin/qemu-system-x86_64`;
-}
-
-/** The `--version` line of `bin`, or null when it does not run (absent, a library missing). */
-async function versionOf(bin: string): Promise<string | null> {
-  try {
-    const out = await new Deno.Command(bin, {
-      args: ["--version"],
-      stdout: "piped",
-      stderr: "piped",
-    })
-      .output();
-    return out.success ? new TextDecoder().decode(out.stdout).split("\n")[0] : null;
-  } catch {
-    return null;
-  }
 }
 
 /** Fetches, checks and unpacks the package into `dir`; returns an error message or null. */
@@ -110,11 +96,11 @@ export async function ensureQemu10(
     return { error: `Debian's amd64 package runs on x86_64 Linux, not ${Deno.build.target}` };
   }
   const bin = binaryIn(dir);
-  if (await versionOf(bin) === null) {
+  if (await versionLine(bin) === null) {
     const failed = await install(dir, mirror);
     if (failed !== null) return { error: failed };
   }
-  const version = await versionOf(bin);
+  const version = await versionLine(bin);
   if (version === null) {
     return {
       error: `${bin} does not run: a shared library missing? (apt-get install qemu-system-x86)`,
