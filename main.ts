@@ -122,6 +122,11 @@ async function main(args: string[]): Promise<number> {
       : { nice: HELPER_NICE, threads: helpers.niced, sched_idle: helpers.idle },
   );
   const stopSignal = waitForSignal();
+  // The hot path compiled before the first guest frame, on a throwaway comparator (issue 11).
+  if (config.warmup !== false) {
+    const { warmUp } = await import("./src/warmup.ts");
+    log.debug("warmup", { ...await warmUp(config) });
+  }
   try {
     await comparator.start();
   } catch (error) {

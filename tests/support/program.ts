@@ -34,6 +34,8 @@ export interface StartOptions {
   noNotify?: boolean;
   /** Flags for `deno run` itself (`--v8-flags=...`). */
   denoFlags?: string[];
+  /** The permission flags of `deno run` (default `-A`). */
+  permissions?: string[];
 }
 
 /** The endpoint flags of a test run: every stream on tcp-listen:127.0.0.1:0. */
@@ -53,7 +55,14 @@ export function listenEndpoints(noNotify = false): string[] {
 export async function startProgram(options: StartOptions = {}): Promise<Program> {
   const endpoints = options.endpoints ?? listenEndpoints(options.noNotify);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...(options.denoFlags ?? []), MAIN, ...endpoints, ...(options.flags ?? [])],
+    args: [
+      "run",
+      ...(options.permissions ?? ["-A"]),
+      ...(options.denoFlags ?? []),
+      MAIN,
+      ...endpoints,
+      ...(options.flags ?? []),
+    ],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
