@@ -122,8 +122,16 @@ async function main(args: string[]): Promise<number> {
       : { nice: HELPER_NICE, threads: helpers.niced, sched_idle: helpers.idle },
   );
   const stopSignal = waitForSignal();
+  const releasePages = (at: string) =>
+    log.debug("executable-pages", {
+      at,
+      ...(typeof pages === "string" ? { unchanged: pages } : release(pages)),
+    });
   // The hot path compiled before the first guest frame, on a throwaway comparator (issue 11).
+  // The pages only the start needed go first, so that the warm-up does not add to them: the
+  // process's peak RSS stays the start's.
   if (config.warmup !== false) {
+    releasePages("warmup");
     const { warmUp } = await import("./src/warmup.ts");
     log.debug("warmup", { ...await warmUp(config) });
   }
@@ -134,7 +142,7 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   // Listening: the pages only the start needed go back (issue 11).
-  log.debug("executable-pages", typeof pages === "string" ? { unchanged: pages } : release(pages));
+  releasePages("listening");
   // SPEC 11: everything is bound and read; give back what the running program does not need.
   log.info("permissions", dropPermissions(configAddresses(config)));
   const signal = await stopSignal;
