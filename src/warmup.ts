@@ -118,8 +118,10 @@ export async function warmUp(
     ms: Math.round(performance.now() - started),
     ...(error === undefined ? {} : { error: timedOut ? `over ${deadlineMs} ms` : String(error) }),
   });
+  const abort = new AbortController();
   const deadline = setTimeout(() => {
     timedOut = true;
+    abort.abort();
     for (const c of conns) c.close();
   }, deadlineMs);
   try {
@@ -130,6 +132,7 @@ export async function warmUp(
       const conn = await Deno.connect({
         hostname: "127.0.0.1",
         port: Number(text.slice(text.lastIndexOf(":") + 1)),
+        signal: abort.signal,
       });
       conns.push(conn);
       if (timedOut) throw new Error("deadline");
