@@ -1,7 +1,7 @@
 /**
  * A warm-up before the comparator listens (issue 11, the cold-start row): a throwaway
- * comparator on loopback ports of its own is sent a few hundred matching frame pairs, one pair
- * at a time, over real TCP sockets, and each is read back from its outdev. The hot path (the
+ * comparator on loopback ports of its own is sent 1,500 matching frame pairs, one pair at a
+ * time, over real TCP sockets, and each is read back from its outdev. The hot path (the
  * socket reads and writes, the frame decoder, the engine, the sink, the outdev writer) is then
  * compiled by V8 before the first guest frame arrives, instead of while the first frames wait
  * for it. The code is shared by every comparator of the process: the real one, made after,
@@ -10,7 +10,8 @@
  *
  * Bounded: at most `deadlineMs` of traffic; a warm-up that fails or takes longer (no loopback, a
  * `--allow-net` that does not grant it, a local process connecting to its ports first) is given
- * up and reported, never fatal. `--no-warmup` leaves it out.
+ * up and reported, never fatal. `--no-warmup` leaves it out. Plain TCP only: with TLS endpoints
+ * the decryption path still compiles on the first frames.
  *
  * @module
  */
@@ -44,7 +45,7 @@ export interface WarmupReport {
 /**
  * The frames sent: TCP segments of a few connections and sizes (the byte stream's path), a
  * UDP datagram and an ICMP echo now and then (the per-packet path), as a guest's output mixes
- * them. `vnet`: with a virtio-net header word and header, as `--vnet_hdr_support` reads.
+ * them. `vnet`: with a virtio-net header word and header, as `--vnet-hdr-support` reads.
  */
 function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
   const payload = pseudoRandomBytes(1448, 11);
