@@ -124,8 +124,8 @@ async function main(args: string[]): Promise<number> {
   const stopSignal = waitForSignal();
   const releasePages = (at: string) =>
     log.debug("executable-pages", {
-      at,
       ...(typeof pages === "string" ? { unchanged: pages } : release(pages)),
+      at,
     });
   // The hot path compiled before the first guest frame, on a throwaway comparator (issue 11).
   // The pages only the start needed go first, so that the warm-up does not add to them: the
