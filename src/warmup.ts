@@ -112,16 +112,16 @@ export async function warmUp(
   );
   const conns: Deno.Conn[] = [];
   let done = 0;
-  let timedOut = false;
   let failure: unknown;
+  const abort = new AbortController();
   const report = (error?: unknown) => ({
     pairs: done,
     ms: Math.round(performance.now() - started),
-    ...(error === undefined ? {} : { error: timedOut ? `over ${deadlineMs} ms` : String(error) }),
+    ...(error === undefined
+      ? {}
+      : { error: abort.signal.aborted ? `over ${deadlineMs} ms` : String(error) }),
   });
-  const abort = new AbortController();
   const deadline = setTimeout(() => {
-    timedOut = true;
     abort.abort();
     for (const c of conns) c.close();
   }, deadlineMs);
@@ -136,7 +136,7 @@ export async function warmUp(
         signal: abort.signal,
       });
       conns.push(conn);
-      if (timedOut) throw new Error("deadline");
+      if (abort.signal.aborted) throw new Error("deadline");
       conn.setNoDelay(true);
       return conn;
     };
