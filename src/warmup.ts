@@ -23,7 +23,7 @@ import vm from "node:vm";
 import { Logger } from "./log.ts";
 import { MallocTrimmer } from "./malloc.ts";
 import { frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
-import { parseAddress } from "./wire/address.ts";
+import { boundPort, parseAddress } from "./wire/address.ts";
 import { writeAll } from "./wire/transport.ts";
 
 /** Pairs sent by default: what the cold-start row needed (bench/README.md, issue 11). */
@@ -129,10 +129,9 @@ export async function warmUp(
     await comparator.start();
     const ports = comparator.addresses();
     const connect = async (name: string) => {
-      const text = ports[name];
       const conn = await Deno.connect({
         hostname: "127.0.0.1",
-        port: Number(text.slice(text.lastIndexOf(":") + 1)),
+        port: boundPort(ports[name]),
         signal: abort.signal,
       });
       conns.push(conn);

@@ -10,6 +10,7 @@ import { type Config, configAddresses, parseCommandLine } from "../src/cli.ts";
 import { Comparator } from "../src/comparator.ts";
 import type { ExecutablePages } from "../src/exec_pages.ts";
 import { Logger } from "../src/log.ts";
+import { boundPort } from "../src/wire/address.ts";
 import { TlsTransport } from "../src/wire/tls.ts";
 import { credentialsFor } from "../src/wire/tls_creds.ts";
 import { makeCreds, rawClient, removeCreds, type TestCreds } from "./support/tls_creds.ts";
@@ -57,7 +58,7 @@ async function started(config: Config, log = new Logger("error")) {
   const comparator = new Comparator(config, log, tls, pages as unknown as ExecutablePages);
   await comparator.start();
   const ports = comparator.addresses();
-  const port = (name: string) => Number(ports[name].slice(ports[name].lastIndexOf(":") + 1));
+  const port = (name: string) => boundPort(ports[name]);
   return { pages, comparator, port };
 }
 

@@ -13,7 +13,7 @@ import { type Config, DEFAULTS, UsageError } from "../cli.ts";
 import { Comparator } from "../comparator.ts";
 import { type Level, LEVELS, Logger } from "../log.ts";
 import { encodeFrame, FrameDecoder } from "../wire/codec.ts";
-import { parseAddress } from "../wire/address.ts";
+import { boundPort, parseAddress } from "../wire/address.ts";
 import { writeAll } from "../wire/transport.ts";
 import { captureAndReplay, replayCommand, replaySummary, type SentFrame } from "./captures.ts";
 import {
@@ -55,10 +55,6 @@ function sleep(ms: number): Promise<void> {
 
 function listenAddress() {
   return parseAddress("tcp-listen:127.0.0.1:0");
-}
-
-function portOf(text: string): number {
-  return Number(text.slice(text.lastIndexOf(":") + 1));
 }
 
 /** Feeds everything `conn` delivers to `decoder` until the connection ends. */
@@ -246,7 +242,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   await comparator.start();
   const ports = comparator.addresses();
   const connect = async (name: string) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(ports[name]) });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: boundPort(ports[name]) });
     conn.setNoDelay(true); // as QEMU's chardevs do: no Nagle delay on small frames
     return conn;
   };

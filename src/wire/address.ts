@@ -16,6 +16,14 @@ export function usesTls(a: Address): boolean {
   return a.transport === "tcp" && a.tls;
 }
 
+/**
+ * The port of a bound TCP address as `boundText` and `Comparator.addresses()` write it
+ * (`127.0.0.1:40312`, `[::1]:40312`).
+ */
+export function boundPort(text: string): number {
+  return Number(text.slice(text.lastIndexOf(":") + 1));
+}
+
 /** Longest unix socket path the kernel accepts (sun_path is 108 bytes with the NUL). */
 const UNIX_PATH_MAX = 107;
 

@@ -12,7 +12,7 @@ import {
   type MetricsServer,
   serveMetrics,
 } from "../../src/metrics/server.ts";
-import { parseAddress } from "../../src/wire/address.ts";
+import { boundPort, parseAddress } from "../../src/wire/address.ts";
 
 const BODY = "# TYPE colo_compare_up gauge\ncolo_compare_up 1\n";
 
@@ -26,7 +26,7 @@ async function start(timeoutMs?: number) {
     undefined,
     timeoutMs,
   );
-  const port = Number(server.boundText.slice(server.boundText.lastIndexOf(":") + 1));
+  const port = boundPort(server.boundText);
   return { server, port, lines };
 }
 
