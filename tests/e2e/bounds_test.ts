@@ -6,14 +6,11 @@ import assert from "node:assert/strict";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { concat, frame, framed, notifyMessage, pseudoRandomBytes } from "../support/packets.ts";
 import { type Program, startProgram } from "../support/program.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 
 function rssMiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
 }
 
 /** Writes `data`, or gives up after `ms` without progress; returns whether it all went. */

@@ -18,6 +18,7 @@ import {
 import { frameKey } from "../../src/demo/verdict.ts";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { arp, concat, framed, notifyMessage } from "../support/packets.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 
 const haveQemu = await qemuAvailable();
 
@@ -32,10 +33,6 @@ async function connect(e: { port?: number; path?: string }): Promise<Deno.Conn> 
       await new Promise((r) => setTimeout(r, 10));
     }
   }
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
 }
 
 interface Outcome {

@@ -8,6 +8,7 @@ import { connectRetry, FrameCollector } from "../support/net.ts";
 import { frame, framed } from "../support/packets.ts";
 import { type Program, startProgram } from "../support/program.ts";
 import { QmpPeer } from "../support/qmp_peer.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 
 interface KvmRig {
   program: Program;
@@ -16,10 +17,6 @@ interface KvmRig {
   sendPrimary(f: Uint8Array): Promise<void>;
   sendSecondary(f: Uint8Array): Promise<void>;
   close(): Promise<{ code: number; stderr: string }>;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
 }
 
 async function startKvmRig(delay: number, flags: string[] = []): Promise<KvmRig> {

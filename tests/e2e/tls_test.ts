@@ -22,6 +22,7 @@ import {
   sendUntilRefused,
   type TestCreds,
 } from "../support/tls_creds.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 
 const haveQemu = await qemuAvailable();
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -36,10 +37,6 @@ Deno.test.beforeAll(async () => {
 Deno.test.afterAll(async () => {
   await removeCreds(creds);
 });
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let o = 0; o < data.length;) o += await conn.write(data.subarray(o));
-}
 
 /** QEMU 7.2's colo-compare with the given chardevs and objects, no guest. */
 function startQemu(args: string[]): { stop(): Promise<string> } {

@@ -7,6 +7,7 @@
 import { connectRetry, FrameCollector } from "./net.ts";
 import { type Program, type StartOptions, startProgram } from "./program.ts";
 import { framed, notifyMessage } from "./packets.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 
 /** The program and a peer on each stream. */
 export interface Rig {
@@ -25,11 +26,6 @@ export interface Rig {
   notifyTexts(): string[];
   /** Closes the peers and stops the program; returns its exit status and stderr. */
   close(): Promise<{ code: number; stderr: string }>;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let o = 0;
-  while (o < data.length) o += await conn.write(data.subarray(o));
 }
 
 /** Starts the program with tcp-listen:127.0.0.1:0 endpoints and connects to all four. */
