@@ -147,6 +147,8 @@ async function main(args: string[]): Promise<number> {
   log.info("permissions", dropPermissions(configAddresses(config)));
   const signal = await stopSignal;
   log.info("stopping", { signal });
+  // The workers at SCHED_IDLE would hold up the exit on a busy host (src/helper_threads.ts).
+  if (typeof helpers !== "string") helpers.restore();
   await comparator.stop();
   if (typeof pages !== "string") pages.close();
   return 0;

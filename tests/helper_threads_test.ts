@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
-import { gcSingleThreaded, HELPER_NICE, SCHED_IDLE, threadsNamed } from "../src/helper_threads.ts";
+import {
+  gcSingleThreaded,
+  HELPER_NICE,
+  SCHED_IDLE,
+  SCHED_OTHER,
+  threadsNamed,
+} from "../src/helper_threads.ts";
 import { statFields } from "../bench/proc.ts";
 import { startProgram } from "./support/program.ts";
 
@@ -73,5 +79,43 @@ Deno.test({
     } finally {
       await program.stop();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "helper threads: restore() puts the workers back to SCHED_OTHER for the exit (nice 0 where allowed)",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    // A process of its own with a single-threaded collector, reporting on its own threads.
+    const module = new URL("../src/helper_threads.ts", import.meta.url).href;
+    const proc = new URL("../bench/proc.ts", import.meta.url).href;
+    const code = `
+      import { lowerHelperThreads, threadsNamed } from "${module}";
+      import { statFields } from "${proc}";
+      const ids = threadsNamed("V8 DefaultWorke");
+      const state = () => ids.map((t) => {
+        const f = statFields(Deno.readTextFileSync("/proc/self/task/" + t + "/stat"));
+        return [Number(f[16]), Number(f[38])];
+      });
+      const lowered = lowerHelperThreads();
+      if (typeof lowered === "string") throw new Error(lowered);
+      const before = state();
+      const restored = lowered.restore();
+      console.log(JSON.stringify({ n: ids.length, before, restored, after: state() }));
+    `;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--v8-flags=--single-threaded-gc", code],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.ok(r.n > 0, "no V8 worker threads");
+    assert.deepEqual(r.before, Array(r.n).fill([HELPER_NICE, SCHED_IDLE]));
+    assert.equal(r.restored, r.n);
+    assert.deepEqual(r.after.map(([, policy]: number[]) => policy), Array(r.n).fill(SCHED_OTHER));
+    // Root may raise the nice value again; anyone else mostly keeps 19 (RLIMIT_NICE).
+    if (Deno.uid() === 0) assert.deepEqual(r.after.map(([n]: number[]) => n), Array(r.n).fill(0));
   },
 });
