@@ -9,7 +9,6 @@ import { Comparator } from "./src/comparator.ts";
 import { Logger } from "./src/log.ts";
 import { ExecutablePages } from "./src/exec_pages.ts";
 import { dropPermissions } from "./src/permissions.ts";
-import { HELPER_NICE, lowerHelperThreads } from "./src/helper_threads.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
 import { TcpTuner } from "./src/wire/keepalive.ts";
@@ -113,14 +112,6 @@ async function main(args: string[]): Promise<number> {
     await tlsTransport(config, log),
     typeof pages === "string" ? null : pages,
   );
-  // Before the permissions go: V8's compiler threads yield to every other thread.
-  const helpers = lowerHelperThreads();
-  log.debug(
-    "compiler-threads",
-    typeof helpers === "string"
-      ? { unchanged: helpers }
-      : { nice: HELPER_NICE, threads: helpers.niced, sched_idle: helpers.idle },
-  );
   const stopSignal = waitForSignal();
   const releasePages = (at: string) =>
     log.debug("executable-pages", {
@@ -147,8 +138,6 @@ async function main(args: string[]): Promise<number> {
   log.info("permissions", dropPermissions(configAddresses(config)));
   const signal = await stopSignal;
   log.info("stopping", { signal });
-  // The workers at SCHED_IDLE would hold up the exit on a busy host (src/helper_threads.ts).
-  if (typeof helpers !== "string") helpers.restore();
   await comparator.stop();
   if (typeof pages !== "string") pages.close();
   return 0;
