@@ -12,7 +12,7 @@ import { statFields } from "../../bench/proc.ts";
 import { TcpStreams } from "../../soak/traffic.ts";
 import { PROGRAM_V8_FLAGS } from "../../src/v8_flags.ts";
 import { writeAll } from "../../src/wire/transport.ts";
-import { FrameCollector } from "../support/net.ts";
+import { startRig } from "../support/fixture.ts";
 import { TCP } from "../support/packets.ts";
 import { startProgram } from "../support/program.ts";
 
@@ -49,31 +49,23 @@ Deno.test({
         stdout: "null",
         stderr: "null",
       }).spawn());
-    const program = await startProgram({ noNotify: true, denoFlags: [PROGRAM_V8_FLAGS] });
-    const connect = (name: string) =>
-      Deno.connect({ hostname: "127.0.0.1", port: program.ports[name] });
-    const primary = await connect("primary-in");
-    const secondary = await connect("secondary-in");
-    const outdev = new FrameCollector(await connect("outdev"));
+    const rig = await startRig({ denoFlags: [PROGRAM_V8_FLAGS] });
     try {
       for (let burst = 0; burst < 3; burst++) {
         // New connections each time: new code paths, compiled while the CPUs are busy. Every
         // primary segment waits for its secondary copy, sent once all primaries were.
         const fin = new TcpStreams(10_000, 10, 0x20_0000 + burst * 10_000, TCP.FIN | TCP.ACK)
           .next(10_000);
-        await writeAll(primary, fin.primary);
-        await writeAll(secondary, fin.secondary);
+        await writeAll(rig.primary, fin.primary);
+        await writeAll(rig.secondary, fin.secondary);
         const want = (burst + 1) * 10_000;
-        await outdev.waitUntil(() => outdev.frames.length >= want, 10_000);
-        assert.equal(outdev.frames.length, want, `burst ${burst}: a stall`);
+        await rig.outdev.waitUntil(() => rig.outdev.frames.length >= want, 10_000);
+        assert.equal(rig.outdev.frames.length, want, `burst ${burst}: a stall`);
       }
     } finally {
       for (const p of busy) p.kill("SIGKILL");
       await Promise.all(busy.map((p) => p.status));
-      primary.close();
-      secondary.close();
-      const stopped = await program.stop();
-      await outdev.close();
+      const stopped = await rig.close();
       assert.equal(stopped.code, 0, stopped.stderr);
     }
   },
