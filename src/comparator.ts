@@ -156,8 +156,14 @@ export class Comparator {
   readonly #pages: ExecutablePages | null;
   /** Polls the inputs for a moment before the event loop would sleep (src/wire/poll_wait.ts). */
   readonly #poll: PollWait | null;
-  /** When the scan last looked at the RSS for a malloc trim (engine ms). */
-  #trimCheckedAt = 0;
+  /**
+   * When the scan last looked at the RSS for a malloc trim (engine ms). A double from the start
+   * (not the integer 0): its first fractional time would otherwise change the field's
+   * representation for the whole class, and V8 then dropped the code compiled for it in the
+   * middle of the traffic, the first scan that looked (bench/README.md, "Compiled before
+   * listening").
+   */
+  #trimCheckedAt = -Infinity;
   /** The release that follows peer connects, while it waits. */
   #peerRelease: ReturnType<typeof setTimeout> | undefined;
   /** When the last such release ran (`performance.now()` ms). */
