@@ -106,26 +106,30 @@ async function main(args: string[]): Promise<number> {
   const log = new Logger(config.logLevel);
   // Opened while read and ffi are granted; given back once listening, and with malloc trims.
   const pages = ExecutablePages.open();
-  const comparator = new Comparator(
-    config,
-    log,
-    await tlsTransport(config, log),
-    typeof pages === "string" ? null : pages,
-  );
+  const tls = await tlsTransport(config, log);
   const stopSignal = waitForSignal();
   const releasePages = (at: string) =>
     log.debug("executable-pages", {
       ...(typeof pages === "string" ? { unchanged: pages } : release(pages)),
       at,
     });
-  // The hot path compiled before the first guest frame, on a throwaway comparator (issue 11).
-  // The pages only the start needed go first, so that the warm-up does not add to them: the
-  // process's peak RSS stays the start's.
+  // The hot path compiled before the first guest frame, on throwaway comparators (issue 11).
+  // The pages only the start needed go first, and again as the warm-up goes on, so that what
+  // it runs (the parser, both compilers, the collector) is never resident all at once: the
+  // process's peak RSS stays below the start's.
   if (config.warmup !== false) {
     releasePages("warmup");
     const { warmUp } = await import("./src/warmup.ts");
-    log.debug("warmup", { ...await warmUp(config) });
+    const giveBack = typeof pages === "string" ? undefined : () => {
+      try {
+        pages.release();
+      } catch { /* left mapped; the release at listening says why */ }
+    };
+    log.debug("warmup", { ...await warmUp(config, undefined, undefined, giveBack) });
   }
+  // Made after the warm-up: its malloc trimmer's level is the RSS the warm-up left, not the
+  // RSS before it (a trim, and the executable's pages given back, would follow at once).
+  const comparator = new Comparator(config, log, tls, typeof pages === "string" ? null : pages);
   try {
     await comparator.start();
   } catch (error) {

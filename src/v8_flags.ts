@@ -10,6 +10,13 @@
  *   only compile. They keep the priority the program started with: lowered (nice 19,
  *   `SCHED_IDLE`), they stalled the main thread for seconds on a busy host (bench/README.md,
  *   "V8's compiler threads back at the program's priority").
+ * - `--invocation-count-for-maglev=100`, `--invocation-count-for-turbofan=300` (V8: 400 and
+ *   3,000): the hot path reaches V8's optimising compilers within the warm-up before listening
+ *   (src/warmup.ts). V8 scales these counts by a function's bytecode size, and the engine's
+ *   large functions, at the defaults, reached TurboFan only after some 10,000-20,000 frames of
+ *   traffic: compilations of 5-50 ms on a worker thread all through the first seconds, each one
+ *   a CPU the traffic of a two-core host did not have (bench/README.md, "Compiled before
+ *   listening").
  *
  * Peak RSS and the latency tail with each: bench/README.md, issue 11.
  *
@@ -18,4 +25,5 @@
 
 /** As `deno run` takes them. */
 export const PROGRAM_V8_FLAGS =
-  "--v8-flags=--max-semi-space-size=1,--optimize-for-size,--single-threaded-gc";
+  "--v8-flags=--max-semi-space-size=1,--optimize-for-size,--single-threaded-gc," +
+  "--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300";

@@ -1,12 +1,13 @@
 /**
- * A warm-up before the comparator listens (issue 11, the cold-start row): a throwaway
- * comparator on loopback ports of its own is sent 1,500 matching frame pairs, one pair at a
- * time, over real TCP sockets, and each is read back from its outdev. The hot path (the
- * socket reads and writes, the frame decoder, the engine, the sink, the outdev writer) is then
- * compiled by V8 before the first guest frame arrives, instead of while the first frames wait
- * for it. The code is shared by every comparator of the process: the real one, made after,
- * runs it already optimized. Nothing of the throwaway one is kept: its statistics, tables,
- * sockets and log lines go with it.
+ * A warm-up before the comparator listens (issue 11, the cold-start and warm latency rows):
+ * two throwaway comparators on loopback ports of their own, one after the other, are sent
+ * 3,000 matching frame pairs in all, one pair at a time, over real TCP sockets, and each is
+ * read back from its outdev. The hot path (the socket reads and writes, the frame decoder, the
+ * engine, the sink, the outdev writer) is then compiled by V8, up to its optimising compiler,
+ * before the first guest frame arrives, instead of while the first frames wait for it and on a
+ * CPU the traffic needs. The code is shared by every comparator of the process: the real one,
+ * made after, runs it already optimized. Nothing of the throwaway ones is kept: their
+ * statistics, tables, sockets and log lines go with them.
  *
  * Bounded: at most `deadlineMs` of traffic; a warm-up that fails or takes longer (no loopback, a
  * `--allow-net` that does not grant it, a local process connecting to its ports first) is given
@@ -22,15 +23,18 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { Logger } from "./log.ts";
 import { MallocTrimmer } from "./malloc.ts";
-import { frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
+import { arp, frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
 import { boundPort, parseAddress } from "./wire/address.ts";
 import { writeAll } from "./wire/transport.ts";
 
-/** Pairs sent by default: what the cold-start row needed (bench/README.md, issue 11). */
-export const WARMUP_PAIRS = 1500;
+/**
+ * Pairs sent by default: enough for the hot path to reach V8's optimising compiler, at the
+ * thresholds of src/v8_flags.ts, on both throwaway comparators (bench/README.md, issue 11).
+ */
+export const WARMUP_PAIRS = 3000;
 
-/** The most a warm-up may delay listening (ms); about 0.3 s is what 1,500 pairs take. */
-export const WARMUP_DEADLINE_MS = 1000;
+/** The most a warm-up may delay listening (ms); about 0.7 s is what 3,000 pairs take. */
+export const WARMUP_DEADLINE_MS = 1500;
 
 /** What a warm-up did, for the start-up log. */
 export interface WarmupReport {
@@ -38,27 +42,37 @@ export interface WarmupReport {
   ms: number;
   /** Why it stopped early, when it did. */
   error?: string;
-  /** Whether its garbage was collected at once (else at the first collection under traffic). */
+  /** Times the executable's pages and malloc's free memory were given back along the way. */
+  releases: number;
+  /**
+   * Whether the first throwaway comparator's garbage was collected before the second started
+   * (else at the first collection under traffic, as the second's is).
+   */
   collected: boolean;
 }
 
 /**
  * The frames sent: TCP segments of a few connections and sizes (the byte stream's path), a
  * UDP datagram and an ICMP echo now and then (the per-packet path), as a guest's output mixes
- * them. `vnet`: with a virtio-net header word and header, as `--vnet-hdr-support` reads.
+ * them; every other run of 32 pairs one connection alone (a busy flow: the connection table's
+ * paths for the same connection again); an ARP frame now and then (passed through uncompared).
+ * `vnet`: with a virtio-net header word and header, as `--vnet-hdr-support` reads.
  */
 function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
   const payload = pseudoRandomBytes(1448, 11);
   const seq = [0x10000000, 0x20000000, 0x30000000, 0x40000000];
   for (let i = 0; i < pairs; i++) {
+    const alone = (i >> 5) % 2 === 1;
     let f;
-    if (i % 16 === 7) {
+    if (i % 97 === 50) {
+      f = arp();
+    } else if (!alone && i % 16 === 7) {
       f = frame({ udp: { sport: 5353, dport: 5353, payload: payload.subarray(0, 200 + i % 300) } });
-    } else if (i % 16 === 15) {
+    } else if (!alone && i % 16 === 15) {
       f = frame({ icmp: { type: 8, id: 1, seq: i, payload: payload.subarray(0, 56) } });
     } else {
-      const c = i % seq.length;
-      const size = [1000, 64, 1448, 512][(i >> 2) % 4];
+      const c = alone ? 0 : i % seq.length;
+      const size = [1000, 64, 1448, 512][(i >> (alone ? 6 : 2)) % 4];
       f = frame({
         tcp: {
           sport: 40000 + c,
@@ -76,20 +90,98 @@ function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
 }
 
 /**
- * Runs `pairs` matching pairs through a throwaway comparator configured as `config` is
- * (the same vnet framing and bounds), on loopback.
+ * Runs `pairs` matching pairs through throwaway comparators configured as `config` is (the
+ * same vnet framing and bounds), on loopback: two thirds through one, the rest through a
+ * second. The second is there for what V8 specialised on the first instance: code that took
+ * its closures as the only call targets, or its objects' field types as the only ones, is
+ * thrown away at another instance's first frames and compiled again. That now happens here,
+ * on the second, instead of in the real comparator's first seconds, where it was most of the
+ * tail of the warm latency row (bench/README.md, "Compiled before listening").
+ *
+ * Every {@linkcode RELEASE_EVERY} pairs, and between the two, `release` is called (main.ts
+ * gives the executable's pages back there) and malloc trimmed: the parser's, the compilers'
+ * and the collector's pages and memory would otherwise all be resident at once, and the
+ * warm-up would set the process's high-water mark.
  */
 export async function warmUp(
   config: Config,
   pairs = WARMUP_PAIRS,
   deadlineMs = WARMUP_DEADLINE_MS,
+  release?: () => void,
 ): Promise<WarmupReport> {
   const started = performance.now();
   // Never a permission prompt: without loopback granted whole, there is no warm-up.
   const net = Deno.permissions.querySync({ name: "net", host: "127.0.0.1" }).state;
   if (net !== "granted") {
-    return { pairs: 0, ms: 0, error: `net permission for 127.0.0.1 is ${net}`, collected: false };
+    return {
+      pairs: 0,
+      ms: 0,
+      error: `net permission for 127.0.0.1 is ${net}`,
+      releases: 0,
+      collected: false,
+    };
   }
+  const abort = new AbortController();
+  const deadline = setTimeout(() => abort.abort(), deadlineMs);
+  const frames = warmupFrames(pairs, config.vnetHdrSupport);
+  const trimmer = MallocTrimmer.open();
+  let releases = 0;
+  const giveBack = async () => {
+    release?.();
+    await trimmer?.trimNow();
+    releases++;
+  };
+  const second = Math.floor(pairs * SECOND_SHARE);
+  let done = 0;
+  let failure: unknown;
+  let collected: boolean | undefined;
+  for (const n of [pairs - second, second]) {
+    if (n === 0 || failure !== undefined) continue;
+    const round = await throughThrowaway(config, frames, n, abort.signal, giveBack);
+    done += round.done;
+    failure = round.error;
+    // The first comparator's garbage goes before the second starts (one macrotask later: its
+    // blocks are referenced until then), and with it the code specialised on that instance.
+    // Not after the second: a full collection then threw away nearly all the compiled hot
+    // path (the code that took the second instance's closures and objects as constants), and
+    // the real comparator compiled it again under its first traffic.
+    if (collected === undefined) {
+      await new Promise((r) => setTimeout(r, 0));
+      collected = collectGarbage();
+    }
+    await giveBack();
+  }
+  clearTimeout(deadline);
+  return {
+    pairs: done,
+    ms: Math.round(performance.now() - started),
+    ...(failure === undefined
+      ? {}
+      : { error: abort.signal.aborted ? `over ${deadlineMs} ms` : String(failure) }),
+    releases,
+    collected: collected ?? false,
+  };
+}
+
+/** Pairs between two releases of the warm-up's pages (about 60 ms of it). */
+export const RELEASE_EVERY = 250;
+
+/** The share of the pairs that goes through the second throwaway comparator. */
+const SECOND_SHARE = 1 / 3;
+
+/**
+ * Sends the next `n` frames of `frames`, one pair at a time, through a throwaway comparator and
+ * reads each back from its outdev, until the first failure (`signal` aborted: the deadline),
+ * with `giveBack` every {@linkcode RELEASE_EVERY} pairs. Resolves with the pairs done and the
+ * failure; the comparator and its sockets are gone.
+ */
+async function throughThrowaway(
+  config: Config,
+  frames: Iterator<Uint8Array>,
+  n: number,
+  signal: AbortSignal,
+  giveBack: () => Promise<void>,
+): Promise<{ done: number; error?: unknown }> {
   const loopback = () => parseAddress("tcp-listen:127.0.0.1:0");
   const comparator = new Comparator(
     {
@@ -111,20 +203,15 @@ export async function warmUp(
     new Logger("error", () => {}),
   );
   const conns: Deno.Conn[] = [];
+  const closeAll = () => {
+    for (const c of conns.splice(0)) {
+      try {
+        c.close();
+      } catch { /* closed already */ }
+    }
+  };
+  signal.addEventListener("abort", closeAll);
   let done = 0;
-  let failure: unknown;
-  const abort = new AbortController();
-  const report = (error?: unknown) => ({
-    pairs: done,
-    ms: Math.round(performance.now() - started),
-    ...(error === undefined
-      ? {}
-      : { error: abort.signal.aborted ? `over ${deadlineMs} ms` : String(error) }),
-  });
-  const deadline = setTimeout(() => {
-    abort.abort();
-    for (const c of conns) c.close();
-  }, deadlineMs);
   try {
     await comparator.start();
     const ports = comparator.addresses();
@@ -132,10 +219,10 @@ export async function warmUp(
       const conn = await Deno.connect({
         hostname: "127.0.0.1",
         port: boundPort(ports[name]),
-        signal: abort.signal,
+        signal,
       });
       conns.push(conn);
-      if (abort.signal.aborted) throw new Error("deadline");
+      if (signal.aborted) throw new Error("deadline");
       conn.setNoDelay(true);
       return conn;
     };
@@ -145,34 +232,27 @@ export async function warmUp(
     const buf = new Uint8Array(64 * 1024);
     let sent = 0;
     let received = 0;
-    for (const f of warmupFrames(pairs, config.vnetHdrSupport)) {
-      await writeAll(primary, f);
-      await writeAll(secondary, f);
-      sent += f.length;
+    for (; done < n; done++) {
+      if (done > 0 && done % RELEASE_EVERY === 0) await giveBack();
+      const next = frames.next();
+      if (next.done) break;
+      await writeAll(primary, next.value);
+      await writeAll(secondary, next.value);
+      sent += next.value.length;
       while (received < sent) {
-        const n = await outdev.read(buf);
-        if (n === null) throw new Error("outdev closed");
-        received += n;
+        const got = await outdev.read(buf);
+        if (got === null) throw new Error("outdev closed");
+        received += got;
       }
-      done++;
     }
+    return { done };
   } catch (error) {
-    failure = error;
+    return { done, error };
   } finally {
-    clearTimeout(deadline);
+    signal.removeEventListener("abort", closeAll);
     await comparator.stop();
-    for (const c of conns) {
-      try {
-        c.close();
-      } catch { /* closed by the deadline */ }
-    }
+    closeAll();
   }
-  // What the throwaway comparator left (its blocks, tables, the garbage of its pairs) goes now,
-  // not at the first collection under traffic, and malloc gives back what it freed.
-  await new Promise((r) => setTimeout(r, 0));
-  const collected = collectGarbage();
-  await MallocTrimmer.open()?.trimNow();
-  return { ...report(failure), collected };
 }
 
 /**
