@@ -125,6 +125,20 @@ function ratioLatency(ours: Measurement, qemu: Measurement): string {
   return `p50 ${r50.toFixed(2)}x, p99 ${r99.toFixed(2)}x`;
 }
 
+/**
+ * Where the anonymous RSS fell by more than this between two of a scale run's steps, the
+ * target gave memory back in the middle (ours: a malloc trim, and the executable's pages with
+ * it, src/malloc.ts): the RSS those steps add is then no measurement of what the connections
+ * cost, and the run's figure per connection is left out of the checks.
+ */
+const GIVEN_BACK_BYTES = 2 ** 20;
+
+type Scale = NonNullable<Measurement["runs"][number]["scale"]>;
+
+function givenBackBetweenSteps(s: Scale): boolean {
+  return s.anonSteps.some(([, rss], i) => i > 0 && s.anonSteps[i - 1][1] - rss > GIVEN_BACK_BYTES);
+}
+
 /** Extra lines for the scale and flood workloads, which one table row cannot hold. */
 export function details(measurements: Measurement[]): string[] {
   const out: string[] = [];
@@ -142,7 +156,10 @@ export function details(measurements: Measurement[]): string[] {
             } MiB); busy connection ` +
             `${fmtInt(s.busyWithoutIdle)} -> ${fmtInt(s.busyWithIdle)} frames/s, ` +
             `${fmtInt(s.busyPerCpuWithoutIdle)} -> ${fmtInt(s.busyPerCpuWithIdle)} per ` +
-            `CPU-second (${(s.ratio * 100).toFixed(0)}%)`,
+            `CPU-second (${(s.ratio * 100).toFixed(0)}%)` +
+            (givenBackBetweenSteps(s)
+              ? "; memory given back between steps (a malloc trim): no figure per connection"
+              : ""),
         );
       }
       if (r.latency) {
@@ -250,22 +267,29 @@ export function checks(measurements: Measurement[]): Check[] {
   }
 
   const sc = get("scale", "ours")?.runs.flatMap((r) => r.scale ?? []) ?? [];
-  const perConn = median(sc.map((s) => s.bytesPerConnection));
-  const marginal = median(sc.map((s) => s.marginalBytesPerConnection));
+  const clean = sc.filter((s) => !givenBackBetweenSteps(s));
+  const perConn = median(clean.map((s) => s.bytesPerConnection));
+  const marginal = median(clean.map((s) => s.marginalBytesPerConnection));
   const busy = median(sc.map((s) => s.ratio));
+  const unmeasured = sc.length === 0
+    ? "not measured"
+    : `not measured: memory was given back between the steps of ${
+      sc.length === 1 ? "the run" : `all ${sc.length} runs`
+    } (a malloc trim)`;
+  const left = clean.length < sc.length ? `; ${sc.length - clean.length} run(s) left out` : "";
   out.push({
     name: "scale: idle connection < 2 KiB",
     pass: perConn === undefined ? undefined : perConn < 2048,
     detail: perConn === undefined
-      ? "not measured"
-      : `${perConn} B/connection (RSS delta / connections; marginal slope ${marginal} B)`,
+      ? unmeasured
+      : `${perConn} B/connection (RSS delta / connections; marginal slope ${marginal} B${left})`,
   });
   out.push({
     name: "scale: idle connection <= 200 B",
     pass: perConn === undefined ? undefined : perConn <= 200,
     detail: perConn === undefined
-      ? "not measured"
-      : `${perConn} B/connection (marginal slope ${marginal} B)`,
+      ? unmeasured
+      : `${perConn} B/connection (marginal slope ${marginal} B${left})`,
   });
   out.push({
     name: "scale: busy throughput (per CPU-s) with idle >= 90%",

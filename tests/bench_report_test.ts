@@ -1,0 +1,70 @@
+/**
+ * bench/report.ts: a scale run in which the target gave memory back between steps (a malloc
+ * trim) has no figure per idle connection; the checks say so instead of passing on it.
+ */
+
+import assert from "node:assert/strict";
+import type { LoadResult } from "../bench/loadgen.ts";
+import { checks, details, type Measurement } from "../bench/report.ts";
+
+const MiB = 2 ** 20;
+
+function scaleRun(anon: number[], rss: number[]): LoadResult {
+  const at = (i: number) => i * 2000;
+  const bytes = (xs: number[]) => Math.round(((xs[xs.length - 1] - xs[0]) * MiB) / 10_000);
+  return {
+    workload: "scale",
+    frameBytes: 1054,
+    checkpointRequests: 0,
+    notes: [],
+    scale: {
+      connections: 10_000,
+      rssBefore: rss[0] * MiB,
+      rssAfter: rss[rss.length - 1] * MiB,
+      bytesPerConnection: bytes(rss),
+      marginalBytesPerConnection: bytes(rss),
+      steps: rss.map((r, i) => [at(i), r * MiB]),
+      anonBytesPerConnection: bytes(anon),
+      anonSteps: anon.map((r, i) => [at(i), r * MiB]),
+      busyWithoutIdle: 100,
+      busyWithIdle: 100,
+      ratio: 1,
+    },
+  } as LoadResult;
+}
+
+function scale(...runs: LoadResult[]): Measurement[] {
+  return [{
+    workload: "scale",
+    target: "ours",
+    runs,
+    peakRss: runs.map(() => 50 * MiB),
+    errors: [],
+  }];
+}
+
+const perConnection = (m: Measurement[]) =>
+  checks(m).find((c) => c.name === "scale: idle connection <= 200 B")!;
+
+// A trim between the first and second step: anonymous RSS 28.7 -> 24.8 MiB, RSS 53.5 -> 38.1.
+const trimmed = scaleRun([28.7, 29.9, 24.8, 23.4, 23.7, 26.1], [
+  52.0,
+  53.5,
+  38.1,
+  43.8,
+  44.6,
+  47.9,
+]);
+const clean = scaleRun([26.0, 26.5, 26.5, 27.1, 27.2, 27.4], [47.2, 48.6, 48.6, 49.1, 49.3, 49.6]);
+
+Deno.test("bench report: a scale run with memory given back between steps is no measurement per connection", () => {
+  const only = perConnection(scale(trimmed));
+  assert.equal(only.pass, undefined);
+  assert.match(only.detail, /not measured: memory was given back between the steps of the run/);
+  assert.match(details(scale(trimmed))[0], /memory given back between steps/);
+
+  const both = perConnection(scale(trimmed, clean));
+  assert.equal(both.pass, false); // the clean run's 252 B
+  assert.match(both.detail, /^252 B\/connection .*1 run\(s\) left out/);
+  assert.doesNotMatch(details(scale(clean))[0], /given back/);
+});
