@@ -116,7 +116,7 @@ async function main(args: string[]): Promise<number> {
   // The hot path compiled before the first guest frame, on throwaway comparators (issue 11).
   // The pages only the start needed go first, and again as the warm-up goes on, so that what
   // it runs (the parser, both compilers, the collector) is never resident all at once: the
-  // process's peak RSS stays below the start's.
+  // warm-up does not raise the process's peak RSS above the start's.
   if (config.warmup !== false) {
     releasePages("warmup");
     const { warmUp } = await import("./src/warmup.ts");
