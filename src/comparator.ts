@@ -157,13 +157,14 @@ export class Comparator {
   /** Polls the inputs for a moment before the event loop would sleep (src/wire/poll_wait.ts). */
   readonly #poll: PollWait | null;
   /**
-   * When the scan last looked at the RSS for a malloc trim (engine ms). A double from the start
-   * (not the integer 0): its first fractional time would otherwise change the field's
-   * representation for the whole class, and V8 then dropped the code compiled for it in the
-   * middle of the traffic, the first scan that looked (bench/README.md, "Compiled before
-   * listening").
+   * When the scan last looked at the RSS for a malloc trim (engine ms). `-0`, not `0`: a double
+   * from the start, which compares as 0. A field that starts as a small integer and takes its
+   * first fractional time later changes its representation for the whole class, and V8 drops
+   * the code compiled for the class's objects: here in the middle of the traffic, at the first
+   * scan that looked, 2 s after start (bench/README.md, "Compiled before listening"). Time
+   * fields that the warm-up does not reach start as `-0` for the same reason.
    */
-  #trimCheckedAt = -Infinity;
+  #trimCheckedAt = -0;
   /** The release that follows peer connects, while it waits. */
   #peerRelease: ReturnType<typeof setTimeout> | undefined;
   /** When the last such release ran (`performance.now()` ms). */

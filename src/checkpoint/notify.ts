@@ -48,7 +48,8 @@ export function describeMessage(frame: Uint8Array): string {
 export class CheckpointRequests {
   #retryAfter: number;
   #outstanding = false;
-  #sentAt = 0;
+  /** When the last request went out (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  #sentAt = -0;
 
   /** `retryAfterMs`: the compare timeout. */
   constructor(retryAfterMs: number) {

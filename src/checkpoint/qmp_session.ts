@@ -112,7 +112,8 @@ export class QmpSession {
   #phase: Phase = "detached";
   /** Set once the session asked for the connection to end: ignore the rest. */
   #dropped = false;
-  #attachedAt = 0;
+  /** When the session attached (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  #attachedAt = -0;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
   /** Bytes of the line not yet ended: `#partialBytes` of `#partial`. */
@@ -138,7 +139,8 @@ export class QmpSession {
   #lastPoll = -Infinity;
   /** Oddities by class: logged once, then counted. */
   readonly #repeats = new Map<string, { level: NoteLevel; count: number }>();
-  #summarisedAt = 0;
+  /** When the repeats were last summarised (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  #summarisedAt = -0;
 
   /** `watch`: a watching session (`--qmp-secondary`) that reports there, see the module. */
   constructor(sink: QmpSessionSink, log: Logger, watch: VmStateEvents | null = null) {

@@ -10,7 +10,8 @@
 /** Time for the engine: arrival stamps, the expiry scan, the checkpoint retry. */
 export class CompareClock {
   readonly #real: () => number;
-  #frozenMs = 0;
+  /** Time spent held, in all (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  #frozenMs = -0;
   #since: number | null = null;
 
   /** `real`: the monotonic clock (`performance.now` by default). */
