@@ -104,15 +104,32 @@ async function main(args: string[]): Promise<number> {
   }
   const config = command.config;
   const log = new Logger(config.logLevel);
-  // Opened while read and ffi are granted; given back once listening, and with malloc trims.
+  // Opened while read and ffi are granted; given back once serving, and with malloc trims.
   const pages = ExecutablePages.open();
-  const tls = await tlsTransport(config, log);
+  const comparator = new Comparator(
+    config,
+    log,
+    await tlsTransport(config, log),
+    typeof pages === "string" ? null : pages,
+  );
   const stopSignal = waitForSignal();
+  // Bound first: a bad address ends the program at once, and a peer that connects during the
+  // warm-up (QEMU started right after the comparator) waits in the kernel's queue instead of
+  // being refused.
+  try {
+    await comparator.bind();
+  } catch (error) {
+    if (error instanceof StartupError) fail(error.message);
+    throw error;
+  }
   const releasePages = (at: string) =>
     log.debug("executable-pages", {
       ...(typeof pages === "string" ? { unchanged: pages } : release(pages)),
       at,
     });
+  // A stop signal ends the warm-up at once, and the program stops without serving.
+  const stopping = new AbortController();
+  stopSignal.then(() => stopping.abort());
   // The hot path compiled before the first guest frame, on throwaway comparators (issue 11).
   // The pages only the start needed go first, and again as the warm-up goes on, so that what
   // it runs (the parser, both compilers, the collector) is never resident all at once: the
@@ -123,21 +140,17 @@ async function main(args: string[]): Promise<number> {
     const giveBack = typeof pages === "string" ? undefined : () => {
       try {
         pages.release();
-      } catch { /* left mapped; the release at listening says why */ }
+      } catch { /* left mapped; the release once serving says why */ }
     };
-    log.debug("warmup", { ...await warmUp(config, undefined, undefined, giveBack) });
+    log.debug("warmup", {
+      ...await warmUp(config, { release: giveBack, signal: stopping.signal }),
+    });
   }
-  // Made after the warm-up: its malloc trimmer's level is the RSS the warm-up left, not the
-  // RSS before it (a trim, and the executable's pages given back, would follow at once).
-  const comparator = new Comparator(config, log, tls, typeof pages === "string" ? null : pages);
-  try {
+  if (!stopping.signal.aborted) {
     await comparator.start();
-  } catch (error) {
-    if (error instanceof StartupError) fail(error.message);
-    throw error;
+    // Serving: the pages only the start needed go back (issue 11).
+    releasePages("listening");
   }
-  // Listening: the pages only the start needed go back (issue 11).
-  releasePages("listening");
   // SPEC 11: everything is bound and read; give back what the running program does not need.
   log.info("permissions", dropPermissions(configAddresses(config)));
   const signal = await stopSignal;

@@ -371,10 +371,13 @@ export class Comparator {
   }
 
   /**
-   * Binds every listen endpoint, then starts serving. On a `StartupError` nothing is left
-   * listening.
+   * Binds every listen endpoint, opens the capture and starts the inside servers, and logs the
+   * addresses; nothing is accepted or read until {@linkcode Comparator.start}: a peer that
+   * connects meanwhile waits in the kernel's queue (main.ts binds before its warm-up). On a
+   * `StartupError` nothing is left listening.
    */
-  async start(): Promise<void> {
+  async bind(): Promise<void> {
+    if (this.#started) return;
     try {
       for (const e of this.#endpoints) await e.bind();
       await this.#channel?.bind();
@@ -398,6 +401,15 @@ export class Comparator {
     this.#started = true;
     for (const e of this.#endpoints) this.#logAddress(e.name, e.address, e.boundText);
     for (const e of this.#channelEndpoints) this.#logAddress(e.name, e.address, e.boundText);
+  }
+
+  /**
+   * Binds (unless {@linkcode Comparator.bind} did), then starts serving. On a `StartupError`
+   * nothing is left listening.
+   */
+  async start(): Promise<void> {
+    await this.bind();
+    if (this.#serving.length > 0 || this.#stopping) return;
     this.#serving.push(
       this.#primary.serve((c) => this.#runInput("primary", c)),
       this.#secondary.serve((c) => this.#runInput("secondary", c)),

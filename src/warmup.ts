@@ -9,10 +9,11 @@
  * made after, runs it already optimized. Nothing of the throwaway ones is kept: their
  * statistics, tables, sockets and log lines go with them.
  *
- * Bounded: at most `deadlineMs` of traffic; a warm-up that fails or takes longer (no loopback, a
- * `--allow-net` that does not grant it, a local process connecting to its ports first) is given
- * up and reported, never fatal. `--no-warmup` leaves it out. Plain TCP only: with TLS endpoints
- * the decryption path still compiles on the first frames.
+ * Bounded: at most `deadlineMs` of traffic, and over at once when the program is stopped; a
+ * warm-up that fails or takes longer (no loopback, a `--allow-net` that does not grant it, a
+ * local process connecting to its ports first) is given up and reported, never fatal.
+ * `--no-warmup` leaves it out. Plain TCP only: with TLS endpoints the decryption path still
+ * compiles on the first frames.
  *
  * @module
  */
@@ -39,6 +40,18 @@ export const WARMUP_PAIRS = 3000;
  * traffic.
  */
 export const WARMUP_DEADLINE_MS = 3000;
+
+/** How a warm-up runs. */
+export interface WarmupOptions {
+  /** Pairs sent in all (default {@linkcode WARMUP_PAIRS}). */
+  pairs?: number;
+  /** Given up after this long (ms; default {@linkcode WARMUP_DEADLINE_MS}). */
+  deadlineMs?: number;
+  /** Called every {@linkcode RELEASE_EVERY} pairs and after each throwaway comparator. */
+  release?: () => void;
+  /** Ends the warm-up at once when aborted (a stop signal). */
+  signal?: AbortSignal;
+}
 
 /** What a warm-up did, for the start-up log. */
 export interface WarmupReport {
@@ -102,17 +115,13 @@ function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
  * on the second, instead of in the real comparator's first seconds, where it was most of the
  * tail of the warm latency row (bench/README.md, "Compiled before listening").
  *
- * Every {@linkcode RELEASE_EVERY} pairs, and between the two, `release` is called (main.ts
- * gives the executable's pages back there) and malloc trimmed: the parser's, the compilers'
+ * Every {@linkcode RELEASE_EVERY} pairs, and after each comparator, `options.release` is called
+ * (main.ts gives the executable's pages back there) and malloc trimmed: the parser's, the compilers'
  * and the collector's pages and memory would otherwise all be resident at once, and the
  * warm-up would set the process's high-water mark.
  */
-export async function warmUp(
-  config: Config,
-  pairs = WARMUP_PAIRS,
-  deadlineMs = WARMUP_DEADLINE_MS,
-  release?: () => void,
-): Promise<WarmupReport> {
+export async function warmUp(config: Config, options: WarmupOptions = {}): Promise<WarmupReport> {
+  const { pairs = WARMUP_PAIRS, deadlineMs = WARMUP_DEADLINE_MS, release, signal } = options;
   const started = performance.now();
   // Never a permission prompt: without loopback granted whole, there is no warm-up.
   const net = Deno.permissions.querySync({ name: "net", host: "127.0.0.1" }).state;
@@ -126,7 +135,10 @@ export async function warmUp(
     };
   }
   const abort = new AbortController();
-  const deadline = setTimeout(() => abort.abort(), deadlineMs);
+  const deadline = setTimeout(() => abort.abort("deadline"), deadlineMs);
+  const stop = () => abort.abort("stopped");
+  if (signal?.aborted) stop();
+  signal?.addEventListener("abort", stop);
   const frames = warmupFrames(pairs, config.vnetHdrSupport);
   const trimmer = MallocTrimmer.open();
   let releases = 0;
@@ -156,15 +168,20 @@ export async function warmUp(
     await giveBack();
   }
   clearTimeout(deadline);
+  signal?.removeEventListener("abort", stop);
   return {
     pairs: done,
     ms: Math.round(performance.now() - started),
     ...(failure === undefined
       ? {}
-      : { error: abort.signal.aborted ? `over ${deadlineMs} ms` : String(failure) }),
+      : { error: abort.signal.aborted ? why(abort.signal.reason, deadlineMs) : String(failure) }),
     releases,
     collected: collected ?? false,
   };
+}
+
+function why(reason: unknown, deadlineMs: number): string {
+  return reason === "deadline" ? `over ${deadlineMs} ms` : "the program is stopping";
 }
 
 /** Pairs between two releases of the warm-up's pages (about 60 ms of it). */

@@ -5,6 +5,7 @@ import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 import { RELEASE_EVERY, warmUp } from "../src/warmup.ts";
 import type { WarmupChildResult } from "./support/warmup_child.ts";
 import { freePorts } from "./support/net.ts";
+import { frame, framed } from "./support/packets.ts";
 import { listenEndpoints, startProgram } from "./support/program.ts";
 
 function config(...flags: string[]): Config {
@@ -14,14 +15,14 @@ function config(...flags: string[]): Config {
 }
 
 Deno.test("warm-up: every pair comes back through the throwaway comparator, nothing left open", async () => {
-  const report = await warmUp(config(), 300);
+  const report = await warmUp(config(), { pairs: 300 });
   assert.equal(report.error, undefined);
   assert.equal(report.pairs, 300);
   assert.equal(report.collected, true);
 });
 
 Deno.test("warm-up: with vnet headers, as --vnet-hdr-support frames them", async () => {
-  const report = await warmUp(config("--vnet-hdr-support"), 200);
+  const report = await warmUp(config("--vnet-hdr-support"), { pairs: 200 });
   assert.equal(report.error, undefined);
   assert.equal(report.pairs, 200);
 });
@@ -29,7 +30,11 @@ Deno.test("warm-up: with vnet headers, as --vnet-hdr-support frames them", async
 Deno.test("warm-up: pages and malloc's memory go back every RELEASE_EVERY pairs and after each comparator", async () => {
   let released = 0;
   const pairs = 3 * RELEASE_EVERY; // two thirds through the first comparator, the rest the second
-  const report = await warmUp(config(), pairs, 10_000, () => released++);
+  const report = await warmUp(config(), {
+    pairs,
+    deadlineMs: 10_000,
+    release: () => released++,
+  });
   assert.equal(report.error, undefined);
   assert.equal(report.pairs, pairs);
   // The first: after its 250th pair and after it; the second (250 pairs): after it.
@@ -53,18 +58,31 @@ Deno.test("warm-up: with the program's V8 flags the hot path is left compiled by
   assert.deepEqual(result.tiers, { parseFrameAt: "turbofan", push: "turbofan" });
 });
 
+Deno.test("warm-up: a stop signal ends it at once, and it says so", async () => {
+  const stopping = new AbortController();
+  const started = performance.now();
+  const timer = setTimeout(() => stopping.abort(), 100);
+  const report = await warmUp(config(), { pairs: 10_000_000, signal: stopping.signal });
+  clearTimeout(timer);
+  assert.equal(report.error, "the program is stopping");
+  assert.ok(report.pairs > 0 && report.pairs < 10_000_000);
+  assert.ok(performance.now() - started < 2000, "well before its 3 s deadline");
+});
+
 Deno.test("warm-up: its deadline ends it early, and says so", async () => {
-  const report = await warmUp(config(), 10_000_000, 30);
+  const report = await warmUp(config(), { pairs: 10_000_000, deadlineMs: 30 });
   assert.equal(report.error, "over 30 ms");
   assert.ok(report.pairs < 10_000_000);
 });
 
-Deno.test("warm-up: the program runs it before listening; --no-warmup leaves it out", async () => {
+Deno.test("warm-up: the program runs it between binding and serving; --no-warmup leaves it out", async () => {
   const warm = await startProgram({ flags: ["--log-level", "debug"], noNotify: true });
   const lines = (await warm.stop()).stderr.split("\n");
   const at = lines.findIndex((l) => l.includes("event=warmup"));
   assert.match(lines[at], /event=warmup pairs=3000 ms=\d+ releases=\d+ collected=true$/);
-  assert.ok(at < lines.findIndex((l) => l.includes("event=listening")));
+  // Bound before it, served after it.
+  assert.ok(lines.findIndex((l) => l.includes("event=listening")) < at);
+  assert.ok(at < lines.findIndex((l) => l.includes("event=ready")));
 
   const cold = await startProgram({
     flags: ["--log-level", "debug", "--no-warmup"],
@@ -73,6 +91,96 @@ Deno.test("warm-up: the program runs it before listening; --no-warmup leaves it 
   const { stderr } = await cold.stop();
   assert.match(stderr, /event=listening/);
   assert.doesNotMatch(stderr, /event=warmup/);
+});
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/**
+ * Starts the program (every endpoint on port 0, debug log) and reads its stderr only when
+ * asked: `more()` takes the next piece, `bound()` reads until the three inputs' ports are known
+ * (which is before the warm-up; `startProgram` would wait for `ready`).
+ */
+function spawnProgram() {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...listenEndpoints(true), "--log-level", "debug"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  const ports: Record<string, number> = {};
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = "";
+  const more = async () => {
+    const { value, done } = await reader.read();
+    if (done) return false;
+    rest += value;
+    const parts = rest.split("\n");
+    rest = parts.pop()!;
+    for (const l of parts) {
+      lines.push(l);
+      const m = /event=listening endpoint=(\S+) address=\S*:(\d+)$/.exec(l);
+      if (m) ports[m[1]] = Number(m[2]);
+    }
+    return true;
+  };
+  const bound = async () => {
+    while (Object.keys(ports).length < 3) {
+      if (!await more()) throw new Error(`the program ended:\n${lines.join("\n")}`);
+    }
+  };
+  const end = async () => {
+    while (await more());
+  };
+  return { child, lines, ports, more, bound, end, cancel: () => reader.cancel() };
+}
+
+Deno.test("warm-up: peers that connect while it runs wait in the kernel's queue, then their frames are compared", async () => {
+  const { child, lines, ports, more, bound, cancel } = spawnProgram();
+  const conns: Deno.Conn[] = [];
+  try {
+    await bound();
+    for (const name of ["primary-in", "secondary-in", "outdev"]) {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: ports[name] }));
+    }
+    // Connected, and written to, before the comparator serves.
+    const f = framed(frame({ udp: { sport: 7, dport: 7, payload: new Uint8Array(100).fill(3) } }));
+    await conns[0].write(f);
+    await conns[1].write(f);
+    assert.ok(!lines.some((l) => l.includes("event=ready")), "connected before ready");
+    const out = new Uint8Array(f.length);
+    let got = 0;
+    while (got < f.length) {
+      const n = await conns[2].read(out.subarray(got));
+      if (n === null) throw new Error("outdev closed");
+      got += n;
+    }
+    assert.deepEqual(out, f);
+    while (!lines.some((l) => l.includes("event=ready"))) assert.ok(await more(), lines.join("\n"));
+    const at = (e: string) => lines.findIndex((l) => l.includes(`event=${e}`));
+    assert.ok(at("listening") < at("warmup") && at("warmup") < at("ready"), lines.join("\n"));
+  } finally {
+    for (const c of conns) c.close();
+    child.kill("SIGTERM");
+    await child.status;
+    await cancel();
+  }
+});
+
+Deno.test("warm-up: SIGTERM while it runs stops the program at once, without serving", async () => {
+  const { child, lines, bound, end } = spawnProgram();
+  await bound();
+  const sent = performance.now();
+  child.kill("SIGTERM");
+  const { code } = await child.status;
+  const ms = performance.now() - sent;
+  await end();
+  assert.equal(code, 0);
+  assert.ok(ms < 1500, `${Math.round(ms)} ms`);
+  const log = lines.join("\n");
+  assert.match(log, /event=warmup pairs=\d+ ms=\d+ error="the program is stopping"/);
+  assert.match(log, /event=summary/);
+  assert.doesNotMatch(log, /event=ready/);
 });
 
 Deno.test("warm-up: without loopback granted whole it is skipped, never prompted for", async () => {
