@@ -128,7 +128,7 @@ function ratioLatency(ours: Measurement, qemu: Measurement): string {
 /**
  * Where the anonymous RSS fell by more than this between two of a scale run's steps, the
  * target gave memory back in the middle (ours: a malloc trim, and the executable's pages with
- * it, src/malloc.ts): the RSS those steps add is then no measurement of what the connections
+ * it, src/malloc.ts, or a collection that shrank V8's heap): the RSS those steps add is then no measurement of what the connections
  * cost, and the run's figure per connection is left out of the checks.
  */
 const GIVEN_BACK_BYTES = 2 ** 20;
@@ -158,7 +158,8 @@ export function details(measurements: Measurement[]): string[] {
             `${fmtInt(s.busyPerCpuWithoutIdle)} -> ${fmtInt(s.busyPerCpuWithIdle)} per ` +
             `CPU-second (${(s.ratio * 100).toFixed(0)}%)` +
             (givenBackBetweenSteps(s)
-              ? "; memory given back between steps (a malloc trim): no figure per connection"
+              ? "; memory given back between steps (a malloc trim or a collection): no figure per " +
+                "connection"
               : ""),
         );
       }
@@ -275,7 +276,7 @@ export function checks(measurements: Measurement[]): Check[] {
     ? "not measured"
     : `not measured: memory was given back between the steps of ${
       sc.length === 1 ? "the run" : `all ${sc.length} runs`
-    } (a malloc trim)`;
+    } (a malloc trim or a collection)`;
   const left = clean.length < sc.length ? `; ${sc.length - clean.length} run(s) left out` : "";
   out.push({
     name: "scale: idle connection < 2 KiB",
