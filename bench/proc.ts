@@ -62,6 +62,31 @@ export function readCpuSeconds(pid: number | "self"): number | undefined {
   return (utime + stime) / TICKS_PER_SECOND;
 }
 
+/**
+ * CPU time of `pid`'s threads alive now (seconds), to the nanosecond: the sum of
+ * `/proc/PID/task/TID/schedstat`'s first field. `/proc/PID/stat` counts whole clock ticks
+ * (10 ms), charged to whichever thread a tick finds running: over a window of tens of
+ * milliseconds that is off by several ticks either way. Threads that ended are not counted (a
+ * window across a thread's end reads low); undefined when the process is gone. `mainOnly`: the
+ * main thread's alone (the JavaScript; not V8's compiler threads).
+ */
+export function readThreadsCpuSeconds(pid: number, mainOnly = false): number | undefined {
+  let ns = 0;
+  try {
+    const tasks = mainOnly ? [{ name: String(pid) }] : Deno.readDirSync(`/proc/${pid}/task`);
+    for (const t of tasks) {
+      try {
+        ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return ns / 1e9;
+}
+
 /** The load averages and a short machine description, for the report header. */
 export function describeMachine(): { load: string; cpu: string; cores: number; memory: string } {
   return {

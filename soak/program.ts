@@ -9,7 +9,7 @@
  */
 
 import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
-import { readCpuSeconds, readMemory } from "../bench/proc.ts";
+import { readMemory, readThreadsCpuSeconds } from "../bench/proc.ts";
 import { listenEndpoints } from "../tests/support/program.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -208,9 +208,9 @@ export class Program {
     return readMemory(this.pid)?.peak ?? 0;
   }
 
-  /** CPU seconds used so far (all threads). */
-  cpu(): number {
-    return readCpuSeconds(this.pid) ?? 0;
+  /** CPU seconds used so far by the threads alive now (`mainOnly`: the main thread's). */
+  cpu(mainOnly = false): number {
+    return readThreadsCpuSeconds(this.pid, mainOnly) ?? 0;
   }
 
   /** Open file descriptors now. */
