@@ -93,55 +93,21 @@ Deno.test("warm-up: the program runs it between binding and serving; --no-warmup
   assert.doesNotMatch(stderr, /event=warmup/);
 });
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/**
- * Starts the program (every endpoint on port 0, debug log) and reads its stderr only when
- * asked: `more()` takes the next piece, `bound()` reads until the three inputs' ports are known
- * (which is before the warm-up; `startProgram` would wait for `ready`).
- */
-function spawnProgram() {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...listenEndpoints(true), "--log-level", "debug"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const lines: string[] = [];
-  const ports: Record<string, number> = {};
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let rest = "";
-  const more = async () => {
-    const { value, done } = await reader.read();
-    if (done) return false;
-    rest += value;
-    const parts = rest.split("\n");
-    rest = parts.pop()!;
-    for (const l of parts) {
-      lines.push(l);
-      const m = /event=listening endpoint=(\S+) address=\S*:(\d+)$/.exec(l);
-      if (m) ports[m[1]] = Number(m[2]);
-    }
-    return true;
-  };
-  const bound = async () => {
-    while (Object.keys(ports).length < 3) {
-      if (!await more()) throw new Error(`the program ended:\n${lines.join("\n")}`);
-    }
-  };
-  const end = async () => {
-    while (await more());
-  };
-  return { child, lines, ports, more, bound, end, cancel: () => reader.cancel() };
-}
+/** The program with a debug log, returned once it is bound (before its warm-up), not serving. */
+const startBound = () =>
+  startProgram({
+    flags: ["--log-level", "debug"],
+    noNotify: true,
+    readyLine: /event=listening endpoint=outdev\b/,
+  });
 
 Deno.test("warm-up: peers that connect while it runs wait in the kernel's queue, then their frames are compared", async () => {
-  const { child, lines, ports, more, bound, cancel } = spawnProgram();
+  const program = await startBound();
+  const lines = program.stderr;
   const conns: Deno.Conn[] = [];
   try {
-    await bound();
     for (const name of ["primary-in", "secondary-in", "outdev"]) {
-      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: ports[name] }));
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: program.ports[name] }));
     }
     // Connected, and written to, before the comparator serves.
     const f = framed(frame({ udp: { sport: 7, dport: 7, payload: new Uint8Array(100).fill(3) } }));
@@ -156,31 +122,25 @@ Deno.test("warm-up: peers that connect while it runs wait in the kernel's queue,
       got += n;
     }
     assert.deepEqual(out, f);
-    while (!lines.some((l) => l.includes("event=ready"))) assert.ok(await more(), lines.join("\n"));
+    await program.waitForLine(/event=ready/);
     const at = (e: string) => lines.findIndex((l) => l.includes(`event=${e}`));
     assert.ok(at("listening") < at("warmup") && at("warmup") < at("ready"), lines.join("\n"));
   } finally {
     for (const c of conns) c.close();
-    child.kill("SIGTERM");
-    await child.status;
-    await cancel();
+    await program.stop();
   }
 });
 
 Deno.test("warm-up: SIGTERM while it runs stops the program at once, without serving", async () => {
-  const { child, lines, bound, end } = spawnProgram();
-  await bound();
+  const program = await startBound();
   const sent = performance.now();
-  child.kill("SIGTERM");
-  const { code } = await child.status;
+  const { code, stderr } = await program.stop("SIGTERM");
   const ms = performance.now() - sent;
-  await end();
   assert.equal(code, 0);
   assert.ok(ms < 1500, `${Math.round(ms)} ms`);
-  const log = lines.join("\n");
-  assert.match(log, /event=warmup pairs=\d+ ms=\d+ error="the program is stopping"/);
-  assert.match(log, /event=summary/);
-  assert.doesNotMatch(log, /event=ready/);
+  assert.match(stderr, /event=warmup pairs=\d+ ms=\d+ error="the program is stopping"/);
+  assert.match(stderr, /event=summary/);
+  assert.doesNotMatch(stderr, /event=ready/);
 });
 
 Deno.test("warm-up: without loopback granted whole it is skipped, never prompted for", async () => {

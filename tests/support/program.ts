@@ -36,6 +36,8 @@ export interface StartOptions {
   denoFlags?: string[];
   /** The permission flags of `deno run` (default `-A`). */
   permissions?: string[];
+  /** The stderr line `startProgram` waits for (default `event=ready`). */
+  readyLine?: RegExp;
 }
 
 /** The endpoint flags of a test run: every stream on tcp-listen:127.0.0.1:0. */
@@ -51,7 +53,10 @@ export function listenEndpoints(noNotify = false): string[] {
   ];
 }
 
-/** Starts `deno run main.ts` with tcp-listen:127.0.0.1:0 endpoints and waits for `ready`. */
+/**
+ * Starts `deno run main.ts` with tcp-listen:127.0.0.1:0 endpoints and waits for `ready` (or
+ * `options.readyLine`).
+ */
 export async function startProgram(options: StartOptions = {}): Promise<Program> {
   const endpoints = options.endpoints ?? listenEndpoints(options.noNotify);
   const child = new Deno.Command(Deno.execPath(), {
@@ -126,7 +131,7 @@ export async function startProgram(options: StartOptions = {}): Promise<Program>
     return { code: s.code, stderr: lines.join("\n") };
   };
   try {
-    await waitForLine(/event=ready/);
+    await waitForLine(options.readyLine ?? /event=ready/);
   } catch (error) {
     await stop("SIGKILL");
     throw error;
