@@ -137,11 +137,8 @@ async function main(args: string[]): Promise<number> {
   if (config.warmup !== false) {
     releasePages("warmup");
     const { warmUp } = await import("./src/warmup.ts");
-    const giveBack = typeof pages === "string" ? undefined : () => {
-      try {
-        pages.release();
-      } catch { /* left mapped; the release once serving says why */ }
-    };
+    // release() catches what fails; the release once serving logs it.
+    const giveBack = typeof pages === "string" ? undefined : () => void release(pages);
     log.debug("warmup", {
       ...await warmUp(config, { release: giveBack, signal: stopping.signal }),
     });

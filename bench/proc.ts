@@ -67,14 +67,12 @@ export function readCpuSeconds(pid: number | "self"): number | undefined {
  * `/proc/PID/task/TID/schedstat`'s first field. `/proc/PID/stat` counts whole clock ticks
  * (10 ms), charged to whichever thread a tick finds running: over a window of tens of
  * milliseconds that is off by several ticks either way. Threads that ended are not counted (a
- * window across a thread's end reads low); undefined when the process is gone. `mainOnly`: the
- * main thread's alone (the JavaScript; not V8's compiler threads).
+ * window across a thread's end reads low); undefined when the process is gone.
  */
-export function readThreadsCpuSeconds(pid: number, mainOnly = false): number | undefined {
+export function readThreadsCpuSeconds(pid: number): number | undefined {
   let ns = 0;
   try {
-    const tasks = mainOnly ? [{ name: String(pid) }] : Deno.readDirSync(`/proc/${pid}/task`);
-    for (const t of tasks) {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
       try {
         ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0]);
       } catch {

@@ -128,8 +128,9 @@ function ratioLatency(ours: Measurement, qemu: Measurement): string {
 /**
  * Where the anonymous RSS fell by more than this between two of a scale run's steps, the
  * target gave memory back in the middle (ours: a malloc trim, and the executable's pages with
- * it, src/malloc.ts, or a collection that shrank V8's heap): the RSS those steps add is then no measurement of what the connections
- * cost, and the run's figure per connection is left out of the checks.
+ * it, src/malloc.ts, or a collection that shrank V8's heap): the RSS those steps add is then no
+ * measurement of what the connections cost, and the run's figure per connection is left out of
+ * the checks.
  */
 const GIVEN_BACK_BYTES = 2 ** 20;
 

@@ -208,9 +208,9 @@ export class Program {
     return readMemory(this.pid)?.peak ?? 0;
   }
 
-  /** CPU seconds used so far by the threads alive now (`mainOnly`: the main thread's). */
-  cpu(mainOnly = false): number {
-    return readThreadsCpuSeconds(this.pid, mainOnly) ?? 0;
+  /** CPU seconds used so far by the threads alive now. */
+  cpu(): number {
+    return readThreadsCpuSeconds(this.pid) ?? 0;
   }
 
   /** Open file descriptors now. */

@@ -115,10 +115,10 @@ function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
  * on the second, instead of in the real comparator's first seconds, where it was most of the
  * tail of the warm latency row (bench/README.md, "Compiled before listening").
  *
- * Every {@linkcode RELEASE_EVERY} pairs, and after each comparator, `options.release` is called
- * (main.ts gives the executable's pages back there) and malloc trimmed: the parser's, the compilers'
- * and the collector's pages and memory would otherwise all be resident at once, and the
- * warm-up would set the process's high-water mark.
+ * Every {@linkcode RELEASE_EVERY} pairs, and after each comparator, `options.release` is
+ * called (main.ts gives the executable's pages back there) and malloc trimmed: the parser's,
+ * the compilers' and the collector's pages and memory would otherwise all be resident at once,
+ * and the warm-up would set the process's high-water mark.
  */
 export async function warmUp(config: Config, options: WarmupOptions = {}): Promise<WarmupReport> {
   const { pairs = WARMUP_PAIRS, deadlineMs = WARMUP_DEADLINE_MS, release, signal } = options;
