@@ -26,6 +26,12 @@ const SYMBOLS = {
   malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
 } as const;
 
+/**
+ * libc's `malloc_trim`, once opened: shared by every trimmer of the process (the warm-up's and
+ * its comparators' as well as the real comparator's).
+ */
+let libcMalloc: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | null = null;
+
 /** Gives malloc's free memory back when the RSS has grown {@linkcode RSS_GROWTH}. */
 export class MallocTrimmer {
   readonly #trim: () => Promise<unknown>;
@@ -50,8 +56,12 @@ export class MallocTrimmer {
    * `rss` is then the part of the RSS those pages are not in.
    */
   static open(also?: () => void, rss?: () => number): MallocTrimmer | null {
-    const malloc = openLibc(SYMBOLS, "malloc trims");
-    if (typeof malloc === "string") return null;
+    if (libcMalloc === null) {
+      const libc = openLibc(SYMBOLS, "malloc trims");
+      if (typeof libc === "string") return null;
+      libcMalloc = libc;
+    }
+    const malloc = libcMalloc;
     const trim = () => {
       also?.();
       return malloc.malloc_trim(0n);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { MallocTrimmer, RSS_GROWTH } from "../src/malloc.ts";
+import { dlopenCalls } from "./support/dlopen_count.ts";
 
 const MiB = 2 ** 20;
 
@@ -79,5 +80,21 @@ Deno.test({
     await trim;
     await real.trimNow();
     assert.deepEqual(order, ["also", "started", "also"]);
+  },
+});
+
+Deno.test({
+  name: "malloc: libc is opened once per process, whatever the number of trimmers",
+  ignore: Deno.build.os !== "linux",
+  fn() {
+    // The first may have been opened by another test of this process already.
+    assert.ok(MallocTrimmer.open() !== null);
+    assert.equal(
+      dlopenCalls(() => {
+        assert.ok(MallocTrimmer.open() !== null);
+        assert.ok(MallocTrimmer.open(() => {}) !== null);
+      }),
+      0,
+    );
   },
 });

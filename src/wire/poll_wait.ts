@@ -43,6 +43,9 @@ const SYMBOLS = {
   poll: { parameters: ["buffer", "usize", "i32"], result: "i32" },
 } as const;
 
+/** libc's `poll(2)` without waiting, once opened: shared by every poller of the process. */
+let libcPoll: ((fds: Uint8Array, n: number) => number) | null = null;
+
 /** Polls before it would be time to sleep: `settle` decides, `arrived` teaches it. */
 export class PollWait {
   readonly #poll: (fds: Uint8Array, n: number) => number;
@@ -72,11 +75,18 @@ export class PollWait {
     this.#now = now;
   }
 
-  /** The poller over libc's `poll(2)`, or null where it cannot be reached. */
+  /**
+   * A poller over libc's `poll(2)`, or null where it cannot be reached. libc is opened once,
+   * at the first call that can (before the `ffi` permission goes), and shared by every poller
+   * after it: the warm-up's comparators have one each, as the real one does.
+   */
   static open(): PollWait | null {
-    const libc = openLibc(SYMBOLS, "input polling");
-    if (typeof libc === "string") return null;
-    return new PollWait((fds, n) => libc.poll(fds, NFDS[n], 0));
+    if (libcPoll === null) {
+      const libc = openLibc(SYMBOLS, "input polling");
+      if (typeof libc === "string") return null;
+      libcPoll = (fds, n) => libc.poll(fds, NFDS[n], 0);
+    }
+    return new PollWait(libcPoll);
   }
 
   /** The current poll window (us). */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { POLL_MAX_US, POLL_START_US, PollWait } from "../../src/wire/poll_wait.ts";
 import { socketFd } from "../../src/wire/read_op.ts";
+import { dlopenCalls } from "../support/dlopen_count.ts";
 
 /**
  * A poller over a fake clock (ms) and a fake poll: an input is readable from `inputAt` on, or
@@ -141,5 +142,21 @@ Deno.test({
       peer.close();
       listener.close();
     }
+  },
+});
+
+Deno.test({
+  name: "poll wait: libc is opened once per process; every poller after the first shares it",
+  ignore: Deno.build.os !== "linux",
+  fn() {
+    // The first may have been opened by another test of this process already.
+    assert.ok(PollWait.open() !== null);
+    assert.equal(
+      dlopenCalls(() => {
+        const [a, b] = [PollWait.open(), PollWait.open()];
+        assert.ok(a !== null && b !== null && a !== b, "a poller of its own each");
+      }),
+      0,
+    );
   },
 });
