@@ -139,9 +139,11 @@ async function main(args: string[]): Promise<number> {
     const { warmUp } = await import("./src/warmup.ts");
     // release() catches what fails; the release once serving logs it.
     const giveBack = typeof pages === "string" ? undefined : () => void release(pages);
-    log.debug("warmup", {
-      ...await warmUp(config, { release: giveBack, signal: stopping.signal }),
+    const { clockMs, ...report } = await warmUp(config, {
+      release: giveBack,
+      signal: stopping.signal,
     });
+    log.debug("warmup", { ...report, clock_ms: clockMs });
   }
   if (!stopping.signal.aborted) {
     await comparator.start();

@@ -133,7 +133,7 @@ export class Comparator {
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
   readonly #pauseLog: PauseLog;
-  readonly #clock = new CompareClock();
+  readonly #clock: CompareClock;
   readonly #leadTimers: Record<Side, ReturnType<typeof setTimeout> | undefined> = {
     primary: undefined,
     secondary: undefined,
@@ -176,14 +176,17 @@ export class Comparator {
    * node:tls and node:crypto (about 4 MiB of RSS, bench/README.md issue 11). `pages`: the
    * executable's read-only pages, given back with each malloc trim (src/exec_pages.ts); the
    * program's own, opened by main.ts (a comparator in a test leaves its runner's alone).
+   * `clock`: the engine's time (src/warmup.ts gives its comparators a faster one).
    */
   constructor(
     config: Config,
     log: Logger,
     tls: Transport | null = null,
     pages: ExecutablePages | null = null,
+    clock: CompareClock = new CompareClock(),
   ) {
     this.config = config;
+    this.#clock = clock;
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);

@@ -7,20 +7,31 @@
  * @module
  */
 
+/** The monotonic clock (ms): one function for every comparator's clock. */
+const monotonic = (): number => performance.now();
+
 /** Time for the engine: arrival stamps, the expiry scan, the checkpoint retry. */
 export class CompareClock {
   readonly #real: () => number;
+  /** Engine milliseconds per real one (the warm-up's throwaway comparators run faster). */
+  readonly #speed: number;
   /** Time spent held, in all (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
   #frozenMs = -0;
   #since: number | null = null;
 
-  /** `real`: the monotonic clock (`performance.now` by default). */
-  constructor(real: () => number = () => performance.now()) {
+  /**
+   * `real`: the monotonic clock (`performance.now` by default). `speed`: engine milliseconds
+   * per real one; src/warmup.ts runs its comparators' periodic work (the expiry scan's pool and
+   * table trims, ten seconds apart) many times within its second.
+   */
+  constructor(real: () => number = monotonic, speed = 1) {
     this.#real = real;
+    this.#speed = speed;
   }
 
   now(): number {
-    return this.#since === null ? this.#real() - this.#frozenMs : this.#since - this.#frozenMs;
+    const ms = this.#since === null ? this.#real() - this.#frozenMs : this.#since - this.#frozenMs;
+    return ms * this.#speed;
   }
 
   /** Stops the clock (`true`) or lets it run on from where it stopped (`false`). */

@@ -17,6 +17,20 @@ Deno.test("clock: stands still while held, then runs on from where it stopped", 
   assert.equal(c.now(), 1500);
 });
 
+Deno.test("clock: at a speed, engine time runs that many times faster, and still stands still while held", () => {
+  let real = 1000;
+  const c = new CompareClock(() => real, 100);
+  assert.equal(c.now(), 100_000);
+  real = 1010;
+  assert.equal(c.now(), 101_000);
+  c.hold(true);
+  real = 2000;
+  assert.equal(c.now(), 101_000);
+  c.hold(false);
+  real = 2010;
+  assert.equal(c.now(), 102_000);
+});
+
 Deno.test("pause log: a pause and its end at info; frequent ones summarised, all counted", () => {
   const lines: string[] = [];
   let now = 0;

@@ -18,6 +18,8 @@ import { listenEndpoints } from "./program.ts";
 export interface WarmupChildResult {
   pairs: number;
   tiers: Record<string, "turbofan" | "maglev" | "other">;
+  /** `%GetOptimizationStatus` of each, for a failure's message. */
+  status: Record<string, number>;
 }
 
 // V8 15's %GetOptimizationStatus bits: 1 << 5 TurboFan code, 1 << 4 Maglev code.
@@ -32,5 +34,6 @@ const report = await warmUp((command as { config: Config }).config);
 const result: WarmupChildResult = {
   pairs: report.pairs,
   tiers: { parseFrameAt: tier(parseFrameAt), push: tier(FrameDecoder.prototype.push) },
+  status: { parseFrameAt: status(parseFrameAt), push: status(FrameDecoder.prototype.push) },
 };
 console.log(JSON.stringify(result));
