@@ -139,11 +139,11 @@ async function main(args: string[]): Promise<number> {
     const { warmUp } = await import("./src/warmup.ts");
     // release() catches what fails; the release once serving logs it.
     const giveBack = typeof pages === "string" ? undefined : () => void release(pages);
-    const { clockMs, ...report } = await warmUp(config, {
+    const { clockMs, aheadPauses, ...report } = await warmUp(config, {
       release: giveBack,
       signal: stopping.signal,
     });
-    log.debug("warmup", { ...report, clock_ms: clockMs });
+    log.debug("warmup", { ...report, clock_ms: clockMs, ahead_pauses: aheadPauses });
   }
   if (!stopping.signal.aborted) {
     await comparator.start();

@@ -51,6 +51,18 @@ Deno.test("warm-up: the throwaway comparators' clock runs fast enough for the ex
   assert.ok(report.clockMs >= 3 * TRIM_INTERVAL_MS, `${report.clockMs} engine ms`);
 });
 
+Deno.test("warm-up: a burst halfway through each throwaway comparator has a side paused for running ahead", async () => {
+  const report = await warmUp(config());
+  assert.equal(report.error, undefined);
+  assert.equal(report.pairs, 3000);
+  assert.ok(report.aheadPauses >= 2, `${report.aheadPauses} pauses`);
+  // A queue too short to pause for: a smaller burst, and nothing dropped or left held.
+  const small = await warmUp(config("--max-queue-size", "32"), { pairs: 200 });
+  assert.equal(small.error, undefined);
+  assert.equal(small.pairs, 200);
+  assert.equal(small.aheadPauses, 0);
+});
+
 const CHILD = new URL("./support/warmup_child.ts", import.meta.url).pathname;
 
 async function warmupChild(): Promise<WarmupChildResult> {
@@ -103,7 +115,7 @@ Deno.test("warm-up: the program runs it between binding and serving; --no-warmup
   const at = lines.findIndex((l) => l.includes("event=warmup"));
   assert.match(
     lines[at],
-    /event=warmup pairs=3000 ms=\d+ releases=\d+ collected=true clock_ms=\d+$/,
+    /event=warmup pairs=3000 ms=\d+ releases=\d+ collected=true clock_ms=\d+ ahead_pauses=[1-9]\d*$/,
   );
   // Bound before it, served after it.
   assert.ok(lines.findIndex((l) => l.includes("event=listening")) < at);

@@ -72,7 +72,7 @@ export const KEEP_IN_PLACE_FROM = (SLAB_SIZE * 3) / 4;
 export const LONG_QUEUE_MIN = 64;
 
 /** Three quarters of `maxQueueSize`, or never for queues shorter than `LONG_QUEUE_MIN`. */
-function longMark(maxQueueSize: number): number {
+export function longMark(maxQueueSize: number): number {
   return maxQueueSize < LONG_QUEUE_MIN ? Infinity : (maxQueueSize * 3) >> 2;
 }
 
