@@ -26,7 +26,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { Logger } from "./log.ts";
 import { MallocTrimmer } from "./malloc.ts";
-import { arp, frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
+import { arp, concat, frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
 import { boundPort, parseAddress } from "./wire/address.ts";
 import { writeAll } from "./wire/transport.ts";
 
@@ -52,12 +52,12 @@ export const WARMUP_DEADLINE_MS = 3000;
  * `#input` among it, in the middle of a throughput row: bench/README.md, "Where the rest goes").
  */
 export const WARMUP_CLOCK_SPEED = 100;
+export const WARMUP_SCAN_CYCLE_MS = 10;
 
 /** {@linkcode burstFrames}: frames past the long-queue mark, the most, the smaller burst. */
 const BURST_PAST_MARK = 64;
 const BURST_MAX = 4096;
 const BURST_SMALL = 512;
-export const WARMUP_SCAN_CYCLE_MS = 10;
 
 /** How a warm-up runs. */
 export interface WarmupOptions {
@@ -158,23 +158,19 @@ function burstFrames(maxQueueSize: number, vnet: boolean): Uint8Array {
     parts.push(vnet ? framed(withVnet(f, 12), 12) : framed(f));
     seq = (seq + payload.length) >>> 0;
   }
-  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return bytes;
+  return concat(...parts);
 }
 
 /**
  * Runs `pairs` matching pairs through throwaway comparators configured as `config` is (the
- * same vnet framing and bounds), on loopback: two thirds through one, the rest through a
- * second. The second is there for what V8 specialised on the first instance: code that took
- * its closures as the only call targets, or its objects' field types as the only ones, is
- * thrown away at another instance's first frames and compiled again. That now happens here,
- * on the second, instead of in the real comparator's first seconds, where it was most of the
- * tail of the warm latency row (bench/README.md, "Compiled before listening").
+ * same vnet framing and bounds; a faster clock, a shorter scan cycle and a compare timeout no
+ * pair reaches), on loopback: two thirds through one, the rest through a second, each with a
+ * burst halfway ({@linkcode burstFrames}). The second is there for what V8 specialised on the
+ * first instance: code that took its closures as the only call targets, or its objects' field
+ * types as the only ones, is thrown away at another instance's first frames and compiled again.
+ * That now happens here, on the second, instead of in the real comparator's first seconds,
+ * where it was most of the tail of the warm latency row (bench/README.md, "Compiled before
+ * listening").
  *
  * Every {@linkcode RELEASE_EVERY} pairs, and after each comparator, `options.release` is
  * called (main.ts gives the executable's pages back there) and malloc trimmed: the parser's,

@@ -15,7 +15,10 @@ export class CompareClock {
   readonly #real: () => number;
   /** Engine milliseconds per real one (the warm-up's throwaway comparators run faster). */
   readonly #speed: number;
-  /** Time spent held, in all (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  /**
+   * Time spent held, in all (ms) (-0: a double from the start; see src/comparator.ts,
+   * #trimCheckedAt).
+   */
   #frozenMs = -0;
   #since: number | null = null;
 
