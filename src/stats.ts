@@ -61,9 +61,14 @@ export class Stats {
 
   /** Counts one pause of `side` for `reason` that lasted `ms`. */
   paused(side: Side, reason: string, ms: number): void {
-    const k = `${side}:${reason}`;
+    const k = pauseKey(side, reason);
     this.pauses.set(k, (this.pauses.get(k) ?? 0) + 1);
     this.pausedMs.set(k, (this.pausedMs.get(k) ?? 0) + ms);
+  }
+
+  /** Pauses of `side` for `reason` that have ended. */
+  pausesOf(side: Side, reason: string): number {
+    return this.pauses.get(pauseKey(side, reason)) ?? 0;
   }
 
   /** Counts a divergence or timeout. */
@@ -109,4 +114,9 @@ export class Stats {
     f.checkpoints_received = this.checkpointsReceived;
     return f;
   }
+}
+
+/** The key of `pauses` and `pausedMs`. */
+function pauseKey(side: Side, reason: string): string {
+  return `${side}:${reason}`;
 }

@@ -297,9 +297,6 @@ async function throughThrowaway(
     null,
     clock,
   );
-  const { pauses } = comparator.stats;
-  const aheadPauses = () =>
-    (pauses.get("primary:ahead") ?? 0) + (pauses.get("secondary:ahead") ?? 0);
   const conns: Deno.Conn[] = [];
   const closeAll = () => {
     for (const c of conns.splice(0)) {
@@ -310,6 +307,7 @@ async function throughThrowaway(
   };
   signal.addEventListener("abort", closeAll);
   let done = 0;
+  let error: unknown;
   try {
     await comparator.start();
     const ports = comparator.addresses();
@@ -349,14 +347,20 @@ async function throughThrowaway(
         received += got;
       }
     }
-    return { done, clockMs: clock.now() - started, aheadPauses: aheadPauses() };
-  } catch (error) {
-    return { done, clockMs: clock.now() - started, aheadPauses: aheadPauses(), error };
+  } catch (e) {
+    error = e;
   } finally {
     signal.removeEventListener("abort", closeAll);
     await comparator.stop();
     closeAll();
   }
+  const { stats } = comparator;
+  return {
+    done,
+    clockMs: clock.now() - started,
+    aheadPauses: stats.pausesOf("primary", "ahead") + stats.pausesOf("secondary", "ahead"),
+    ...(error === undefined ? {} : { error }),
+  };
 }
 
 /**

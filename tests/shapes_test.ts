@@ -5,17 +5,12 @@
  */
 
 import assert from "node:assert/strict";
+import { runJsonChild } from "./support/child.ts";
 
 const CHILD = new URL("./support/shapes_child.ts", import.meta.url).pathname;
 
 Deno.test("shapes: a clock held once, a pool trimmed once, a checkpoint requested once keep their maps", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--v8-flags=--allow-natives-syntax", CHILD],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), {
+  assert.deepEqual(await runJsonChild(["run", "--v8-flags=--allow-natives-syntax", CHILD]), {
     CompareClock: true,
     Pool: true,
     CheckpointRequests: true,

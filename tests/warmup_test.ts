@@ -5,6 +5,7 @@ import { TRIM_INTERVAL_MS } from "../src/pool.ts";
 import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
 import { RELEASE_EVERY, warmUp } from "../src/warmup.ts";
 import type { WarmupChildResult } from "./support/warmup_child.ts";
+import { runJsonChild } from "./support/child.ts";
 import { freePorts } from "./support/net.ts";
 import { frame, framed } from "./support/packets.ts";
 import { listenEndpoints, startProgram } from "./support/program.ts";
@@ -65,14 +66,8 @@ Deno.test("warm-up: a burst halfway through each throwaway comparator has a side
 
 const CHILD = new URL("./support/warmup_child.ts", import.meta.url).pathname;
 
-async function warmupChild(): Promise<WarmupChildResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${PROGRAM_V8_FLAGS},--allow-natives-syntax`, CHILD],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+function warmupChild(): Promise<WarmupChildResult> {
+  return runJsonChild(["run", "-A", `${PROGRAM_V8_FLAGS},--allow-natives-syntax`, CHILD]);
 }
 
 Deno.test("warm-up: with the program's V8 flags the hot path is left compiled by TurboFan, ready for the real comparator", async () => {

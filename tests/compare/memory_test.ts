@@ -8,19 +8,19 @@
  */
 
 import assert from "node:assert/strict";
+import { runJsonChild } from "../support/child.ts";
 import type { ConnHeapResult } from "../../bench/conn_heap.ts";
 
 const SCRIPT = new URL("../../bench/conn_heap.ts", import.meta.url).pathname;
 
-async function measure(connections: number, v6 = false): Promise<ConnHeapResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--v8-flags=--expose-gc", SCRIPT, String(connections), v6 ? "v6" : "v4"],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, stderr);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+function measure(connections: number, v6 = false): Promise<ConnHeapResult> {
+  return runJsonChild([
+    "run",
+    "--v8-flags=--expose-gc",
+    SCRIPT,
+    String(connections),
+    v6 ? "v6" : "v4",
+  ]);
 }
 
 /**

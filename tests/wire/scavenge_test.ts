@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { runJsonChild } from "../support/child.ts";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
 import { ScavengeNudge } from "../../src/wire/scavenge.ts";
@@ -53,14 +54,8 @@ Deno.test("scavenge: looks at the external memory once per interval and nudges w
 const CHILD = new URL("../support/scavenge_child.ts", import.meta.url).pathname;
 
 /** External bytes before and after a nudge (or none), in a process with the program's V8 flags. */
-async function child(mode: "nudge" | "none"): Promise<ScavengeChildResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", PROGRAM_V8_FLAGS, CHILD, mode],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+function child(mode: "nudge" | "none"): Promise<ScavengeChildResult> {
+  return runJsonChild(["run", PROGRAM_V8_FLAGS, CHILD, mode]);
 }
 
 Deno.test("scavenge: with the program's V8 flags a nudge frees the ArrayBuffers nothing refers to, which stay without it", async () => {
