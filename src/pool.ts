@@ -31,7 +31,10 @@ export class Pool<T> {
   #made = 0;
   /** The fewest free objects since the last trim: that many were not needed. */
   #leastFree = 0;
-  /** When the last trim ran (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  /**
+   * When the last trim ran (ms) (-0: a double from the start; see src/comparator.ts,
+   * #trimCheckedAt).
+   */
   #trimmedAt = -0;
 
   constructor(make: () => T) {

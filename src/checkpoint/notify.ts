@@ -48,7 +48,10 @@ export function describeMessage(frame: Uint8Array): string {
 export class CheckpointRequests {
   #retryAfter: number;
   #outstanding = false;
-  /** When the last request went out (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  /**
+   * When the last request went out (ms) (-0: a double from the start; see src/comparator.ts,
+   * #trimCheckedAt).
+   */
   #sentAt = -0;
 
   /** `retryAfterMs`: the compare timeout. */

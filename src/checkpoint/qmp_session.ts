@@ -112,7 +112,10 @@ export class QmpSession {
   #phase: Phase = "detached";
   /** Set once the session asked for the connection to end: ignore the rest. */
   #dropped = false;
-  /** When the session attached (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  /**
+   * When the session attached (ms) (-0: a double from the start; see src/comparator.ts,
+   * #trimCheckedAt).
+   */
   #attachedAt = -0;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
@@ -139,7 +142,10 @@ export class QmpSession {
   #lastPoll = -Infinity;
   /** Oddities by class: logged once, then counted. */
   readonly #repeats = new Map<string, { level: NoteLevel; count: number }>();
-  /** When the repeats were last summarised (ms) (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  /**
+   * When the repeats were last summarised (ms) (-0: a double from the start; see src/comparator.ts,
+   * #trimCheckedAt).
+   */
   #summarisedAt = -0;
 
   /** `watch`: a watching session (`--qmp-secondary`) that reports there, see the module. */

@@ -43,7 +43,10 @@ export class PauseLog {
   readonly #intervalMs: number;
   readonly #now: () => number;
   readonly #sides: Record<Side, SideLog> = { primary: sideLog(), secondary: sideLog() };
-  /** When the summary of unlogged pauses was last written (-0: a double from the start; see src/comparator.ts, #trimCheckedAt). */
+  /**
+   * When the summary of unlogged pauses was last written (-0: a double from the start; see
+   * src/comparator.ts, #trimCheckedAt).
+   */
   #summarisedAt = -0;
 
   constructor(
