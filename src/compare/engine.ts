@@ -702,7 +702,7 @@ export class CompareEngine implements CompareContext {
     // The head itself, byte for byte: its payload needs no comparing again.
     const same = head === this.#twin;
     if (kind === TCP_SEGMENT) {
-      if (!sameSegment(conn, head, info.seq, info.payloadLen, bytes, info.payload, same)) {
+      if (!sameSegment(conn, head, info, bytes, same)) {
         return false;
       }
     } else if (!same && !sameDatagram(head, bytes, info.l4, info.ipEnd - info.l4)) return false;

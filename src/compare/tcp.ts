@@ -13,7 +13,7 @@ import type { Connection } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
 import type { Packet } from "./packet.ts";
 import { type Seq32, seqAfter, seqDiff } from "../packet/seq.ts";
-import { TH_ACK } from "../packet/parse.ts";
+import { type FrameInfo, TH_ACK } from "../packet/parse.ts";
 
 function traceSegment(ctx: CompareContext, side: string, p: Packet): void {
   ctx.tracer!.trace("colo_compare_tcp_info", {
@@ -72,24 +72,27 @@ export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void 
 }
 
 /**
- * True when an arriving segment (`len` payload bytes from `seq`, at `payloadAt` in `frame`)
- * is the same segment as `head`, the other side's oldest held one, with the same bytes where
- * they are not compared yet: what `compareTcp` decides first when the arriving side holds
- * nothing. `compare_seq` then moves to its end, as there. False, changing nothing, whenever
- * `compareTcp` would do anything else (no payload, already compared, other bytes). `equal`:
- * the arriving frame is known to be `head` byte for byte, so its bytes are not compared again.
+ * True when an arriving segment (`info`'s, parsed from `frame`) is the same segment as `head`,
+ * the other side's oldest held one, with the same bytes where they are not compared yet: what
+ * `compareTcp` decides first when the arriving side holds nothing. `compare_seq` then moves to
+ * its end, as there. False, changing nothing, whenever `compareTcp` would do anything else (no
+ * payload, already compared, other bytes). `equal`: the arriving frame is known to be `head`
+ * byte for byte, so its bytes are not compared again. The segment's fields are read from
+ * `info` here, not passed: a sequence number of 2^31 or more, passed to a call V8 does not
+ * inline, is a heap number allocated per frame (issue 11).
  */
 export function sameSegment(
   conn: Connection,
   head: Packet,
-  seq: Seq32,
-  len: number,
+  info: FrameInfo,
   frame: Uint8Array,
-  payloadAt: number,
   equal = false,
 ): boolean {
+  const seq = info.seq;
+  const len = info.payloadLen;
   if (len === 0 || head.len !== len || head.seq !== seq) return false;
   if (conn.compareSeqSet && !seqAfter(head.seqEnd, conn.compareSeq)) return false;
+  const payloadAt = info.payload;
   // 0 <= skip < len here: what is left to compare lies inside both payloads.
   const skip = seqDiff(nextPosition(conn, head), seq);
   if (
