@@ -12,10 +12,13 @@
  *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
  *     [--root DIR]   # the src/ of another checkout, for before/after runs
  *     [--per-read N] # N frames per read instead of a whole buffer (1: the latency workload's reads)
+ *     [--allocated]  # instead: the bytes the measured rounds allocate per pair, as one JSON line
+ *                    # ({"workload", "pairs", "bytesPerPair"}), from V8's sampling heap profiler
  *
  * @module
  */
 
+import { Session } from "node:inspector";
 import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import type { CompareEngine } from "../src/compare/engine.ts";
@@ -29,6 +32,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "7" },
     root: { type: "string" },
     "per-read": { type: "string" },
+    allocated: { type: "boolean" },
   },
 });
 const workload = values.workload!;
@@ -170,14 +174,21 @@ const PATTERNS = Math.round(81_920 / FRAMES);
 await measure(PATTERNS); // warm-up
 const runs: number[] = [];
 const cpuRuns: number[] = [];
+const profiler = values.allocated ? await startAllocationSampling() : null;
 for (let r = 0; r < ROUNDS; r++) {
   runs.push(await measure(PATTERNS));
   cpuRuns.push(cpuPerPair);
 }
+const allocated = await profiler?.stop();
 runs.sort((a, b) => a - b);
 cpuRuns.sort((a, b) => a - b);
 if (stats.releasedCompared !== (ROUNDS + 1) * PATTERNS * FRAMES || engine.heldPrimary !== 0) {
   throw new Error(`released ${stats.releasedCompared}, ${engine.heldPrimary} still held`);
+}
+if (allocated !== undefined) {
+  const pairs = ROUNDS * PATTERNS * FRAMES;
+  console.log(JSON.stringify({ workload, pairs, bytesPerPair: allocated / pairs }));
+  Deno.exit(0);
 }
 console.log(
   `${workload}: ${runs[Math.floor(ROUNDS / 2)].toFixed(0)} ns per pair (median of ${ROUNDS} ` +
@@ -186,3 +197,37 @@ console.log(
       cpuRuns[Math.floor(ROUNDS / 2)].toFixed(0)
     } ns per pair`,
 );
+
+/** A node of V8's sampling heap profile: bytes allocated at one stack, and its callees'. */
+interface SampledNode {
+  selfSize: number;
+  children: SampledNode[];
+}
+
+/**
+ * Starts V8's sampling heap profiler, counting what scavenges collect too (the hot path's
+ * garbage is short-lived); `stop` returns the bytes allocated since, as sampled.
+ */
+async function startAllocationSampling(): Promise<{ stop(): Promise<number> }> {
+  const session = new Session();
+  session.connect();
+  // deno-lint-ignore no-explicit-any
+  const post = (method: string, params: object = {}): Promise<any> =>
+    new Promise((resolve, reject) =>
+      session.post(method, params, (e, r) => e ? reject(e) : resolve(r))
+    );
+  await post("HeapProfiler.enable");
+  await post("HeapProfiler.startSampling", {
+    samplingInterval: 64,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  const total = (n: SampledNode): number => n.children.reduce((s, c) => s + total(c), n.selfSize);
+  return {
+    async stop() {
+      const { profile } = await post("HeapProfiler.stopSampling");
+      session.disconnect();
+      return total(profile.head);
+    },
+  };
+}

@@ -15,6 +15,17 @@ export type Side = "primary" | "secondary";
 const EMPTY = new Uint8Array(0);
 /** A queue keeps an array of at most this many slots while empty. */
 const KEEP_SLOTS = 16;
+/**
+ * Longer arrays of queues that emptied, for the next queue that grows past
+ * {@linkcode KEEP_SLOTS}: at most {@linkcode MAX_SPARES} of at most {@linkcode MAX_SPARE_SLOTS}
+ * slots (256 KiB in all), shared by every queue of the process. A queue that fills with a read's
+ * frames (a thousand or two of a stream's segments held until the other side's read) and empties
+ * again otherwise grew a new array each time, one reallocation after another: about 30 bytes of
+ * garbage per compared pair in tcp-64, most of the hot path's (issue 11).
+ */
+const spares: (Packet | undefined)[][] = [];
+const MAX_SPARES = 8;
+const MAX_SPARE_SLOTS = 8192;
 
 /**
  * One frame held by the comparator: the whole frame as received (vnet header included) is
@@ -139,9 +150,30 @@ export class PacketQueue {
   push(p: Packet): void {
     const items = this.#items;
     if (this.#tail < items.length) items[this.#tail] = p;
-    else if (items !== NO_ITEMS) items.push(p);
-    else this.#items = [p, undefined];
+    else if (items.length < KEEP_SLOTS || !this.#toSpare()) {
+      if (items !== NO_ITEMS) items.push(p);
+      else this.#items = [p, undefined];
+    } else this.#items[this.#tail] = p;
     this.#tail++;
+  }
+
+  /**
+   * Moves the queue into a spare array longer than its own, if there is one (see
+   * {@linkcode spares}); false if not.
+   */
+  #toSpare(): boolean {
+    const items = this.#items;
+    const spare = spares.pop();
+    if (spare === undefined) return false;
+    if (spare.length <= items.length) {
+      spares.push(spare);
+      return false;
+    }
+    this.#tail = this.#tail - this.#head;
+    for (let i = 0; i < this.#tail; i++) spare[i] = items[this.#head + i];
+    this.#head = 0;
+    this.#items = spare;
+    return true;
   }
 
   shift(): Packet | undefined {
@@ -164,7 +196,11 @@ export class PacketQueue {
    * long one (a flood's) is let go.
    */
   #empty(): void {
-    if (this.#items.length > KEEP_SLOTS) this.#items = NO_ITEMS;
+    const items = this.#items;
+    if (items.length > KEEP_SLOTS) {
+      if (items.length <= MAX_SPARE_SLOTS && spares.length < MAX_SPARES) spares.push(items);
+      this.#items = NO_ITEMS;
+    }
     this.#head = this.#tail = 0;
   }
 

@@ -79,3 +79,28 @@ Deno.test("packet queue: new queues start empty and independent of each other", 
   new PacketQueue().drain(() => assert.fail("an empty queue has nothing to drain"));
   assert.equal(new PacketQueue().peek(), undefined);
 });
+
+Deno.test("packet queue: a long array another queue emptied is reused in order, and holds nothing old", () => {
+  // Queues that fill and empty leave their long arrays as spares for any queue of the process.
+  const fillers = Array.from({ length: 10 }, () => new PacketQueue());
+  const old = Array.from({ length: 500 }, (_, i) => packet(100_000 + i));
+  for (const f of fillers) {
+    for (const p of old) f.push(p);
+    f.drain(() => {});
+  }
+  const q = new PacketQueue();
+  let next = 0;
+  let expected = 0;
+  // Grown past the short array while packets were shifted from its head.
+  for (let round = 0; round < 40; round++) {
+    for (let i = 0; i < 7; i++) q.push(packet(next++));
+    assert.equal(q.shift()!.seq, expected++);
+  }
+  assert.deepEqual(seqs(q), Array.from({ length: next - expected }, (_, i) => expected + i));
+  assert.equal(q.remove(old[499]), false, "another queue's packet is not in this one");
+  q.insertBySeq(packet(expected - 1));
+  assert.equal(q.peek()!.seq, expected - 1);
+  q.drain(() => {});
+  assert.equal(q.length, 0);
+  assert.equal(q.peek(), undefined);
+});

@@ -1,0 +1,40 @@
+/**
+ * The hot path's garbage (issue 11): compared pairs go through the frame decoder, the engine,
+ * the sink and the outdev writer (`bench/pipeline.ts`, in a process of its own with the
+ * program's V8 flags) and V8's sampling heap profiler counts the bytes they allocate. Every
+ * byte is a scavenge sooner, and a pause on the one thread that also serves the sockets.
+ *
+ * Before: 46 bytes per tcp-64 pair (a heap number per frame for the sequence numbers of 2^31 and
+ * above passed to `sameSegment`, and a queue array grown anew each time a read's frames were
+ * held), 30 per udp-512 pair (the queue arrays).
+ */
+
+import assert from "node:assert/strict";
+import { PROGRAM_V8_FLAGS } from "../../src/v8_flags.ts";
+import { runJsonChild } from "../support/child.ts";
+
+const pipeline = new URL("../../bench/pipeline.ts", import.meta.url).pathname;
+
+interface Allocated {
+  workload: string;
+  pairs: number;
+  bytesPerPair: number;
+}
+
+for (const [workload, most] of [["tcp-64", 12], ["udp-512", 20]] as const) {
+  Deno.test(`garbage: a ${workload} pair allocates under ${most} bytes on the hot path`, async () => {
+    const r = await runJsonChild<Allocated>([
+      "run",
+      "-A",
+      PROGRAM_V8_FLAGS,
+      pipeline,
+      "--workload",
+      workload,
+      "--rounds",
+      "2",
+      "--allocated",
+    ]);
+    assert.ok(r.pairs >= 100_000, `${r.pairs} pairs`);
+    assert.ok(r.bytesPerPair < most, `${r.bytesPerPair.toFixed(1)} bytes per pair`);
+  });
+}
