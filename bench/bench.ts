@@ -35,6 +35,7 @@ const USAGE = `usage: deno task bench [options]
   --repeat N           runs of each measurement but the flood, median reported (default 1)
   --flood-duration S   lagging-secondary flood length (default 60, quick 2)
   --scale-connections N  idle connections in the scale run (default 10000, quick 1000)
+  --scale-prime N      connections opened before the scale run counts (default 2000, quick 200)
   --scale-scan-cycle MS  expired-scan-cycle for ours and QEMU in the scale run (default 10)
   --window N           frames in flight per connection (default 1000, within max-queue-size)
   --json FILE          also write every measurement as JSON
@@ -66,6 +67,7 @@ function parse() {
       "flood-duration": { type: "string" },
       "scale-connections": { type: "string" },
       "scale-scan-cycle": { type: "string" },
+      "scale-prime": { type: "string" },
       window: { type: "string" },
       json: { type: "string" },
       ours: { type: "string" },
@@ -104,6 +106,7 @@ function parse() {
     scaleConnections: Math.round(
       num("scale-connections", values["scale-connections"], quick ? 1000 : 10_000),
     ),
+    scalePrime: Math.round(num("scale-prime", values["scale-prime"], quick ? 200 : 2000)),
     scaleScanCycleMs: num("scale-scan-cycle", values["scale-scan-cycle"], 10),
     window: Math.round(num("window", values.window, 1000)),
     json: values.json,
@@ -149,6 +152,7 @@ async function runOnce(
       latencyWarmup: opts.quick ? 50 : 500,
       latencyCold: opts.quick ? 100 : 2000,
       scaleConnections: opts.scaleConnections,
+      scalePrime: opts.scalePrime,
       floodMs: opts.floodMs,
       floodSecondaryRatio: 0.5,
       checkpointDelayMs: 20,

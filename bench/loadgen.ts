@@ -44,6 +44,13 @@ export interface LoadConfig {
   /** The first pairs after start, measured apart: the cost of compilation and warm-up. */
   latencyCold: number;
   scaleConnections: number;
+  /**
+   * Connections opened before the scale run's first measurement and not counted: what a
+   * target pays once, at its first connections, whatever their number (its first full
+   * collection and the code pages that brings back, its tables' first growth), stays out of
+   * the figure per connection.
+   */
+  scalePrime: number;
   floodMs: number;
   /** The lagging secondary sends this fraction of the primary's rounds. */
   floodSecondaryRatio: number;
@@ -104,6 +111,10 @@ export interface LoadResult {
   idleRss?: number;
   scale?: {
     connections: number;
+    /** Connections opened before `rssBefore` (not counted), if any. */
+    primed?: number;
+    /** RSS before the primed connections were opened. */
+    rssUnprimed?: number;
     rssBefore: number;
     rssAfter: number;
     /** (RSS after - RSS before) / connections. */
@@ -705,29 +716,30 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   await sender.stop();
   let sent = sender.frames;
   await peers.counter.drain(sent, cfg.drainQuietMs);
-  const settledBefore = await settledRss(cfg.targetPid);
-  const rssBefore = settledBefore.rss;
+  const rssUnprimed = (await settledRss(cfg.targetPid)).rss;
 
-  // One segment pair per idle connection (64-byte payload; connection 0 is the busy one),
-  // opened in five steps with the comparator's RSS after each: the least-squares slope is the
-  // marginal cost of a connection, which one-off heap growth does not blur.
-  const steps: [number, number][] = [[0, rssBefore]];
-  const anonSteps: [number, number][] = [[0, settledBefore.anon]];
-  const stepSize = Math.ceil(cfg.scaleConnections / SCALE_STEPS);
-  for (let first = 0; first < cfg.scaleConnections; first += stepSize) {
-    const count = Math.min(stepSize, cfg.scaleConnections - first);
-    const idle = buildPattern(
-      { proto: "tcp", payload: 64, connections: count },
-      count,
-      0,
-      1 + first,
-    );
+  // One segment pair per idle connection (64-byte payload; connection 0 is the busy one).
+  const openIdle = async (first: number, count: number) => {
+    const idle = buildPattern({ proto: "tcp", payload: 64, connections: count }, count, 0, first);
     for (let o = 0; o < idle.bytes.length; o += cfg.writeSize) {
       const slice = idle.bytes.subarray(o, Math.min(idle.bytes.length, o + cfg.writeSize));
       await Promise.all([writeAll(peers.primary, slice), writeAll(peers.secondary, slice)]);
     }
     sent += idle.frames;
     await peers.counter.drain(sent, cfg.drainQuietMs);
+  };
+  // The primed connections first, then the counted ones in five steps with the comparator's
+  // RSS after each: the least-squares slope is the marginal cost of a connection, which
+  // one-off heap growth does not blur.
+  if (cfg.scalePrime > 0) await openIdle(1, cfg.scalePrime);
+  const settledBefore = await settledRss(cfg.targetPid);
+  const rssBefore = settledBefore.rss;
+  const steps: [number, number][] = [[0, rssBefore]];
+  const anonSteps: [number, number][] = [[0, settledBefore.anon]];
+  const stepSize = Math.ceil(cfg.scaleConnections / SCALE_STEPS);
+  for (let first = 0; first < cfg.scaleConnections; first += stepSize) {
+    const count = Math.min(stepSize, cfg.scaleConnections - first);
+    await openIdle(1 + cfg.scalePrime + first, count);
     const settled = await settledRss(cfg.targetPid);
     steps.push([first + count, settled.rss]);
     anonSteps.push([first + count, settled.anon]);
@@ -756,6 +768,8 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   const cost = (w: Window) => w.framesPerCpuSecond ?? w.framesPerSecond;
   result.scale = {
     connections: cfg.scaleConnections,
+    primed: cfg.scalePrime,
+    rssUnprimed,
     rssBefore,
     rssAfter,
     bytesPerConnection: Math.round((rssAfter - rssBefore) / cfg.scaleConnections),

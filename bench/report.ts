@@ -148,7 +148,13 @@ export function details(measurements: Measurement[]): string[] {
       if (r.scale) {
         const s = r.scale;
         out.push(
-          `scale/${m.target}: ${s.connections} idle connections: RSS ${fmtMiB(s.rssBefore)} -> ` +
+          `scale/${m.target}: ${s.connections} idle connections${
+            s.primed
+              ? ` (after ${s.primed} primed: RSS ${fmtMiB(s.rssUnprimed)} -> ${
+                fmtMiB(s.rssBefore)
+              })`
+              : ""
+          }: RSS ${fmtMiB(s.rssBefore)} -> ` +
             `${fmtMiB(s.rssAfter)} = ${s.bytesPerConnection} B/connection (marginal ` +
             `${s.marginalBytesPerConnection} B; steps ${
               s.steps.map(([c, r]) => `${c}:${(r / 2 ** 20).toFixed(1)}`).join(" ")
@@ -278,7 +284,8 @@ export function checks(measurements: Measurement[]): Check[] {
     : `not measured: memory was given back between the steps of ${
       sc.length === 1 ? "the run" : `all ${sc.length} runs`
     } (a malloc trim or a collection)`;
-  const left = clean.length < sc.length ? `; ${sc.length - clean.length} run(s) left out` : "";
+  const left = (clean.length < sc.length ? `; ${sc.length - clean.length} run(s) left out` : "") +
+    (sc[0]?.primed ? `; counted after ${sc[0].primed} primed connections` : "");
   out.push({
     name: "scale: idle connection < 2 KiB",
     pass: perConn === undefined ? undefined : perConn < 2048,

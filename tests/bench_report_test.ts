@@ -9,7 +9,7 @@ import { checks, details, type Measurement } from "../bench/report.ts";
 
 const MiB = 2 ** 20;
 
-function scaleRun(anon: number[], rss: number[]): LoadResult {
+function scaleRun(anon: number[], rss: number[], primed?: number): LoadResult {
   const at = (i: number) => i * 2000;
   const bytes = (xs: number[]) => Math.round(((xs[xs.length - 1] - xs[0]) * MiB) / 10_000);
   return {
@@ -19,6 +19,7 @@ function scaleRun(anon: number[], rss: number[]): LoadResult {
     notes: [],
     scale: {
       connections: 10_000,
+      ...(primed === undefined ? {} : { primed, rssUnprimed: (rss[0] - 1.9) * MiB }),
       rssBefore: rss[0] * MiB,
       rssAfter: rss[rss.length - 1] * MiB,
       bytesPerConnection: bytes(rss),
@@ -67,4 +68,22 @@ Deno.test("bench report: a scale run with memory given back between steps is no 
   assert.equal(both.pass, false); // the clean run's 252 B
   assert.match(both.detail, /^252 B\/connection .*1 run\(s\) left out/);
   assert.doesNotMatch(details(scale(clean))[0], /given back/);
+});
+
+Deno.test("bench report: a primed scale run says what it counted from", () => {
+  const primed = scaleRun([26.0, 26.1, 26.3, 26.4, 26.6, 26.7], [
+    49.0,
+    49.1,
+    49.4,
+    49.6,
+    49.9,
+    50.1,
+  ], 2000);
+  assert.match(
+    details(scale(primed))[0],
+    /^scale\/ours: 10000 idle connections \(after 2000 primed: RSS 47\.1 MiB -> 49\.0 MiB\)/,
+  );
+  const check = perConnection(scale(primed));
+  assert.equal(check.pass, true);
+  assert.match(check.detail, /^115 B\/connection .*counted after 2000 primed connections/);
 });
