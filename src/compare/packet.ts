@@ -127,7 +127,8 @@ export class PacketQueue {
    * The queue is `#items[#head, #tail)`; the slots around it are empty. The array is kept
    * when the queue empties, unless long (setting `length = 0` would free it and the next frame
    * allocate another, old-generation garbage by the thousand when connections open in a
-   * burst; issue 11). None until the first packet, then room for two:
+   * burst; issue 11); a long one goes to the spares, and a queue that grows past a short one
+   * takes a spare. None until the first packet, then room for two:
    * what most queues ever hold (an empty `[]` takes room for 17 at the first push).
    */
   #items: (Packet | undefined)[] = NO_ITEMS;
@@ -193,7 +194,8 @@ export class PacketQueue {
 
   /**
    * The queue is empty and every slot vacated: a short array is kept for the next packets, a
-   * long one (a flood's) is let go.
+   * long one goes to the {@linkcode spares} while they have room and it is not a flood's, and
+   * is let go otherwise.
    */
   #empty(): void {
     const items = this.#items;
