@@ -702,9 +702,10 @@ function slope(points: [number, number][]): number {
 }
 
 /**
- * Busy-connection throughput, then `scaleConnections` connections opened by one matched
- * segment pair each (held bytes: none), the comparator's RSS growth per connection, and the
- * busy-connection throughput again with all of them in its table.
+ * Busy-connection throughput, then `scalePrime` connections (not counted) and `scaleConnections`
+ * more opened by one matched segment pair each (held bytes: none), the comparator's RSS growth
+ * per counted connection, and the busy-connection throughput again with all of them in its
+ * table.
  */
 async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   const peers = await connect(cfg);
