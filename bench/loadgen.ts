@@ -717,7 +717,7 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   await sender.stop();
   let sent = sender.frames;
   await peers.counter.drain(sent, cfg.drainQuietMs);
-  const rssUnprimed = (await settledRss(cfg.targetPid)).rss;
+  const unprimed = await settledRss(cfg.targetPid);
 
   // One segment pair per idle connection (64-byte payload; connection 0 is the busy one).
   const openIdle = async (first: number, count: number) => {
@@ -732,8 +732,11 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   // The primed connections first, then the counted ones in five steps with the comparator's
   // RSS after each: the least-squares slope is the marginal cost of a connection, which
   // one-off heap growth does not blur.
-  if (cfg.scalePrime > 0) await openIdle(1, cfg.scalePrime);
-  const settledBefore = await settledRss(cfg.targetPid);
+  let settledBefore = unprimed;
+  if (cfg.scalePrime > 0) {
+    await openIdle(1, cfg.scalePrime);
+    settledBefore = await settledRss(cfg.targetPid);
+  }
   const rssBefore = settledBefore.rss;
   const steps: [number, number][] = [[0, rssBefore]];
   const anonSteps: [number, number][] = [[0, settledBefore.anon]];
@@ -770,7 +773,7 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   result.scale = {
     connections: cfg.scaleConnections,
     primed: cfg.scalePrime,
-    rssUnprimed,
+    rssUnprimed: unprimed.rss,
     rssBefore,
     rssAfter,
     bytesPerConnection: Math.round((rssAfter - rssBefore) / cfg.scaleConnections),

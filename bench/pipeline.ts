@@ -188,15 +188,15 @@ if (stats.releasedCompared !== (ROUNDS + 1) * PATTERNS * FRAMES || engine.heldPr
 if (allocated !== undefined) {
   const pairs = ROUNDS * PATTERNS * FRAMES;
   console.log(JSON.stringify({ workload, pairs, bytesPerPair: allocated / pairs }));
-  Deno.exit(0);
+} else {
+  console.log(
+    `${workload}: ${runs[Math.floor(ROUNDS / 2)].toFixed(0)} ns per pair (median of ${ROUNDS} ` +
+      `rounds of ${PATTERNS * FRAMES} pairs; fastest ${runs[0].toFixed(0)}, slowest ` +
+      `${runs[ROUNDS - 1].toFixed(0)}); CPU ${
+        cpuRuns[Math.floor(ROUNDS / 2)].toFixed(0)
+      } ns per pair`,
+  );
 }
-console.log(
-  `${workload}: ${runs[Math.floor(ROUNDS / 2)].toFixed(0)} ns per pair (median of ${ROUNDS} ` +
-    `rounds of ${PATTERNS * FRAMES} pairs; fastest ${runs[0].toFixed(0)}, slowest ` +
-    `${runs[ROUNDS - 1].toFixed(0)}); CPU ${
-      cpuRuns[Math.floor(ROUNDS / 2)].toFixed(0)
-    } ns per pair`,
-);
 
 /** A node of V8's sampling heap profile: bytes allocated at one stack, and its callees'. */
 interface SampledNode {

@@ -36,9 +36,9 @@ for (const [workload, most] of [["tcp-64", 12], ["udp-512", 20]] as const) {
         "--allocated",
       ]);
     // A second run decides: code still compiling (or compiled again) in the measured rounds
-    // allocates more. None of 12 runs of this code did (2.8-5.0 bytes per tcp-64 pair); a
-    // variant of the spares gave 19 bytes in 2 of 17. What this guards against fails both runs:
-    // 46 and 30 bytes per pair in every run before.
+    // allocates more. 1 of 27 runs of this code gave 19 bytes per tcp-64 pair, the others
+    // 2.8-5.0. What this guards against fails both runs: 46 and 30 bytes per pair in every run
+    // before.
     const runs = [await run()];
     if (runs[0].bytesPerPair >= most) runs.push(await run());
     const r = runs[runs.length - 1];
