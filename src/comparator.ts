@@ -218,7 +218,7 @@ export class Comparator {
         this.#flow.outdev(on);
       },
       onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
-      onIdle: () => this.#poll?.settle(),
+      idle: this.#poll,
       pool: this.#pool,
     });
     this.#sink = new ComparatorSink(

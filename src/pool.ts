@@ -24,10 +24,17 @@ export const BLOCK_SIZE = 128 * 1024;
 /** Objects that stayed free this long (ms) are given up by {@linkcode Pool.trim}. */
 export const TRIM_INTERVAL_MS = 10_000;
 
+/** An empty array whose elements kind is already that of objects. */
+export function objectArray<T>(): T[] {
+  const a = [null as T];
+  a.pop();
+  return a;
+}
+
 /** A pool of interchangeable objects. */
 export class Pool<T> {
   readonly #make: () => T;
-  readonly #free: T[] = [];
+  readonly #free: T[] = objectArray();
   #made = 0;
   /** The fewest free objects since the last trim: that many were not needed. */
   #leastFree = 0;

@@ -26,7 +26,7 @@ import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
-import { type BlockPool, Pool } from "../pool.ts";
+import { type BlockPool, objectArray, Pool } from "../pool.ts";
 import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
@@ -85,7 +85,7 @@ export class CompareEngine implements CompareContext {
   /** The sink's optional divergence hook, or null: costs nothing when no capture is on. */
   readonly #divergence: NonNullable<EngineSink["divergence"]> | null;
   /** The sink's optional `settle`, or null. */
-  readonly #settle: NonNullable<EngineSink["settle"]> | null;
+  readonly #settles: boolean;
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
@@ -106,7 +106,7 @@ export class CompareEngine implements CompareContext {
    * into slabs, adjacent ones together. Listed again after being released and reused is
    * harmless (`FrameStore.keepAll` skips what is no longer there).
    */
-  readonly #unkept: Packet[] = [];
+  readonly #unkept: Packet[] = objectArray();
   #unkeptCount = 0;
   /** Bytes of the frames listed in `#unkept` (some may have left since: at most this many). */
   #unkeptBytes = 0;
@@ -162,7 +162,7 @@ export class CompareEngine implements CompareContext {
     this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
-    this.#settle = sink.settle?.bind(sink) ?? null;
+    this.#settles = sink.settle !== undefined;
   }
 
   /** `compare-timeout` in ms; settable at runtime (QMP `qom-set`, SPEC 12). */
@@ -506,7 +506,7 @@ export class CompareEngine implements CompareContext {
     const n = this.#unkeptCount;
     if (n === 0) return;
     // Released frames of an emptied slab may lie where these go.
-    this.#settle?.();
+    if (this.#settles) this.#sink.settle!();
     this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
     this.#unlist(n);
   }
@@ -539,7 +539,7 @@ export class CompareEngine implements CompareContext {
     this.#sameIn = this.#sameAs = EMPTY;
     // The sink copies what it was handed from this block now: once the frames kept here are
     // gone, the block is the pool's again.
-    this.#settle?.();
+    if (this.#settles) this.#sink.settle!();
     this.#readBuffers.delete(block);
     this.#store.adopt(block, this.#unkept, n);
     this.#unlist(n);
@@ -552,7 +552,7 @@ export class CompareEngine implements CompareContext {
    * block may have been a slab whose frames it has not copied yet.
    */
   readBuffer(): Uint8Array {
-    this.#settle?.();
+    if (this.#settles) this.#sink.settle!();
     const block = this.#store.takeBlock();
     this.#readBuffers.add(block);
     return block;

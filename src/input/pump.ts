@@ -86,6 +86,8 @@ export class InputPump {
   #paused = false;
   #stopped = false;
   #resume: (() => void) | null = null;
+  /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
+  #arrival = -0;
 
   constructor(side: Side, vnet: boolean, hooks: PumpHooks, log: Logger) {
     this.side = side;
@@ -120,84 +122,92 @@ export class InputPump {
   /** Serves one peer's connection until it ends (an endpoint session). */
   async run(conn: Conn): Promise<void> {
     const hooks = this.#hooks;
-    let now = 0;
     const decoder = new FrameDecoder({
-      onFrame(bytes, at, size, vnetLen) {
+      onFrame: (bytes, at, size, vnetLen) => {
         try {
-          return hooks.frame(bytes, at, size, vnetLen, now);
+          return hooks.frame(bytes, at, size, vnetLen, this.#arrival);
         } catch (error) {
           hooks.internalError(error);
         }
       },
     }, this.#vnet);
-    let buf = this.#buf ??= hooks.buffer?.() ?? new Uint8Array(READ_SIZE);
-    let sinceTurn = 0;
+    // The read loop is a function of its own: this one ends at most once per connection, and
+    // V8 threw away the loop's compiled code when its end first ran under traffic (at the end
+    // of the warm-up's last connection, so the real comparator started with it uncompiled).
     try {
-      while (!this.#stopped) {
-        if (sinceTurn >= BYTES_PER_TURN) {
-          sinceTurn = 0;
-          await nextTurn();
-          if (this.#stopped) break;
-        }
-        const n = await conn.read(buf);
-        if (!n) break;
-        sinceTurn += n;
-        while (this.#paused && !this.#stopped) {
-          await new Promise<void>((r) => this.#resume = r);
-        }
-        if (this.#stopped) break;
-        let chunk = buf;
-        let start = 0;
-        let end = n;
-        now = hooks.now();
-        for (;;) {
-          let broken;
-          try {
-            broken = decoder.push(chunk, end, start);
-            start = decoder.stoppedAt;
-            if (start >= 0) {
-              // Not paused: the read goes on where it stopped, its held frames where they lie.
-              hooks.decide?.();
-              if (!this.#paused) continue;
-            }
-            if (hooks.chunk() === true) {
-              buf = this.#buf = hooks.buffer!();
-              // Stopped for a pause decision in a buffer its held frames kept: the rest waits
-              // in an array of the pump's own (the buffer goes back to the pool once they are
-              // gone, perhaps while this side waits). After `chunk` nothing refers to what was
-              // decoded of it. A buffer not kept is the pump's until the next read.
-              if (start >= 0) {
-                const spare = this.#spare ??= new Uint8Array(READ_SIZE);
-                spare.set(chunk.subarray(start, end));
-                [chunk, start, end] = [spare, 0, end - start];
-              }
-            }
-          } catch (error) {
-            // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
-            hooks.internalError(error);
-            return;
-          }
-          if (broken) {
-            this.#log.error("oversize-frame", {
-              endpoint: this.#name,
-              len: broken.len,
-              max: NET_BUFSIZE,
-              action: "connection reset; other streams go on",
-            });
-            hooks.oversize(broken.len);
-            return;
-          }
-          if (start < 0) break;
-          while (this.#paused && !this.#stopped) {
-            await new Promise<void>((r) => this.#resume = r);
-          }
-          if (this.#stopped) return;
-          now = hooks.now();
-        }
-      }
+      await this.#loop(conn, decoder);
     } finally {
       if (decoder.midFrame && !this.#stopped) {
         this.#log.warn("partial-frame-lost", { endpoint: this.#name });
+      }
+    }
+  }
+
+  /** Reads, decodes and hands over `conn`'s frames until it ends or the pump stops. */
+  async #loop(conn: Conn, decoder: FrameDecoder): Promise<void> {
+    const hooks = this.#hooks;
+    let buf = this.#buf ??= hooks.buffer?.() ?? new Uint8Array(READ_SIZE);
+    let sinceTurn = 0;
+    while (!this.#stopped) {
+      if (sinceTurn >= BYTES_PER_TURN) {
+        sinceTurn = 0;
+        await nextTurn();
+        if (this.#stopped) break;
+      }
+      const n = await conn.read(buf);
+      if (!n) break;
+      sinceTurn += n;
+      while (this.#paused && !this.#stopped) {
+        await new Promise<void>((r) => this.#resume = r);
+      }
+      if (this.#stopped) break;
+      let chunk = buf;
+      let start = 0;
+      let end = n;
+      this.#arrival = hooks.now();
+      for (;;) {
+        let broken;
+        try {
+          broken = decoder.push(chunk, end, start);
+          start = decoder.stoppedAt;
+          if (start >= 0) {
+            // Not paused: the read goes on where it stopped, its held frames where they lie.
+            hooks.decide?.();
+            if (!this.#paused) continue;
+          }
+          if (hooks.chunk() === true) {
+            buf = this.#buf = hooks.buffer!();
+            // Stopped for a pause decision in a buffer its held frames kept: the rest waits
+            // in an array of the pump's own (the buffer goes back to the pool once they are
+            // gone, perhaps while this side waits). After `chunk` nothing refers to what was
+            // decoded of it. A buffer not kept is the pump's until the next read.
+            if (start >= 0) {
+              const spare = this.#spare ??= new Uint8Array(READ_SIZE);
+              spare.set(chunk.subarray(start, end));
+              [chunk, start, end] = [spare, 0, end - start];
+            }
+          }
+        } catch (error) {
+          // Not the peer's fault: a bug. Logged as such; the stream starts afresh.
+          hooks.internalError(error);
+          return;
+        }
+        if (broken) {
+          this.#log.error("oversize-frame", {
+            endpoint: this.#name,
+            len: broken.len,
+            max: NET_BUFSIZE,
+            action: "connection reset; other streams go on",
+          });
+          hooks.oversize(broken.len);
+          return;
+        }
+        if (start < 0) break;
+        while (this.#paused && !this.#stopped) {
+          await new Promise<void>((r) => this.#resume = r);
+        }
+        if (this.#stopped) return;
+        this.#arrival = hooks.now();
       }
     }
   }

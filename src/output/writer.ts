@@ -8,7 +8,7 @@
  * @module
  */
 
-import { BlockPool } from "../pool.ts";
+import { BlockPool, objectArray } from "../pool.ts";
 import { headerSize, writeHeader } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
 
@@ -38,7 +38,7 @@ export interface WriterOptions {
   /** Called when a write fails (the peer is then treated as gone). */
   onWriteError?: (error: unknown) => void;
   /** Called when a write has completed and nothing is left to write. */
-  onIdle?: () => void;
+  idle?: { settle(): void } | null;
   /** Blocks for the buffer's chunks, shared with the held frames (default: a pool of its own). */
   pool?: BlockPool;
 }
@@ -111,7 +111,7 @@ export class FrameWriter {
    * Framed bytes not yet handed to the socket, as a list of chunks: a burst (a checkpoint
    * flush) takes more chunks instead of reallocating and copying one ever larger buffer.
    */
-  #queue: Chunk[] = [];
+  #queue: Chunk[] = objectArray();
   /** Chunks are blocks of this pool, given back once written. */
   readonly #pool: BlockPool;
   #queued = 0;
@@ -125,7 +125,7 @@ export class FrameWriter {
   #congested = false;
   #idleWaiters: (() => void)[] = [];
   /** Chunk records for reuse (their blocks go back to the pool). */
-  readonly #spare: Chunk[] = [];
+  readonly #spare: Chunk[] = objectArray();
   /**
    * The continuations of a write and the microtask, made once: a write costs the socket's
    * promise and nothing else (issue 11: garbage per released frame is collector pauses in
@@ -477,7 +477,7 @@ export class FrameWriter {
     if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
     this.#endWrite();
     this.#pump();
-    if (!this.#writing) this.#o.onIdle?.();
+    if (!this.#writing) this.#o.idle?.settle();
   }
 
   #onFailed(error: unknown): void {

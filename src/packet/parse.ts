@@ -73,8 +73,8 @@ export class FrameInfo {
   /** True for IP fragments: no transport header is assumed. */
   fragment = false;
   /** TCP only: sequence and acknowledgement numbers, flags, payload offset and length. */
-  seq: Seq32 = 0;
-  ack: Seq32 = 0;
+  seq: Seq32 = -0;
+  ack: Seq32 = -0;
   flags = 0;
   payload = 0;
   payloadLen = 0;

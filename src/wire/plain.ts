@@ -9,7 +9,7 @@
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { keepAlive, type TcpTuner } from "./keepalive.ts";
-import { readOp, socketFd } from "./read_op.ts";
+import { readableRid, readRid, socketFd } from "./read_op.ts";
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -41,24 +41,54 @@ function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
       quickAck = () => void tuner!.quickAck(found);
     }
   }
-  const peer = addrText(conn.remoteAddr);
-  let closed = false;
-  return {
-    read: readOp(conn) ?? ((p) => conn.read(p)),
-    write: (p) => conn.write(p),
-    close() {
-      if (closed) return;
-      closed = true;
-      try {
-        conn.close();
-      } catch {
-        // already closed by Deno (a failed read or write)
-      }
-    },
-    peer,
-    fd,
-    quickAck,
-  };
+  return new PlainConn(conn, addrText(conn.remoteAddr), fd, quickAck);
+}
+
+/**
+ * One class for every plain connection: the outdev writer's and the input pumps' calls to
+ * `read` and `write` then have one target, whichever the connection. With a closure per
+ * connection, V8 compiled them in the warm-up for its throwaway comparators' closures, and threw
+ * that code away at the real comparator's first frames (bench/README.md, "Cold start").
+ */
+class PlainConn implements Conn {
+  readonly #conn: Deno.Conn;
+  /** For Deno's read op (src/wire/read_op.ts); -1: `Conn.read`. */
+  readonly #rid: number;
+  #closed = false;
+  readonly peer: string;
+  readonly fd: number | undefined;
+  readonly quickAck: (() => void) | undefined;
+
+  constructor(
+    conn: Deno.Conn,
+    peer: string,
+    fd: number | undefined,
+    quickAck: (() => void) | undefined,
+  ) {
+    this.#conn = conn;
+    this.#rid = readableRid(conn) ?? -1;
+    this.peer = peer;
+    this.fd = fd;
+    this.quickAck = quickAck;
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#rid >= 0 ? readRid(this.#rid, p) : this.#conn.read(p);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#conn.write(p);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by Deno (a failed read or write)
+    }
+  }
 }
 
 class PlainListener implements Listener {

@@ -49,10 +49,21 @@ export function socketFd(conn: Deno.Conn): number | null {
   return fd !== null && fd >= 0 ? fd : null;
 }
 
+/**
+ * The resource id to give {@linkcode readRid} for `conn`, or null where this Deno does not
+ * expose the op or the id.
+ */
+export function readableRid(conn: Deno.Conn): number | null {
+  return coreRead === null ? null : internalNumber(conn, "Deno.internal.rid");
+}
+
+/** Reads socket `rid` (from {@linkcode readableRid}) into `p`, through Deno's read op. */
+export function readRid(rid: number, p: Uint8Array): Promise<number> {
+  return coreRead!(rid, p);
+}
+
 /** `conn`'s read op, or null where this Deno does not expose it. */
 export function readOp(conn: Deno.Conn): ReadOp | null {
-  if (coreRead === null) return null;
-  const rid = internalNumber(conn, "Deno.internal.rid");
-  if (rid === null) return null;
-  return (p) => coreRead(rid, p);
+  const rid = readableRid(conn);
+  return rid === null ? null : (p) => readRid(rid, p);
 }
