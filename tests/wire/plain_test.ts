@@ -101,3 +101,18 @@ Deno.test("plain: after a quiet moment, reads leave no garbage in the old genera
   assert.ok(perRead < 10, `${perRead.toFixed(1)} bytes of old generation per read`);
   close();
 });
+
+Deno.test("plain: every connection's read and write are the same two functions", async () => {
+  // One call target for the writer's and the pumps' calls, whichever the connection: with a
+  // closure per connection V8 threw away their compiled code at the real peers' first frames
+  // (tests/warm_code_test.ts).
+  const a = await pair();
+  const b = await pair();
+  try {
+    assert.equal(a.ours.read, b.ours.read);
+    assert.equal(a.ours.write, b.ours.write);
+  } finally {
+    a.close();
+    b.close();
+  }
+});

@@ -1,0 +1,101 @@
+/**
+ * The real comparator runs the code its warm-up compiled (issue 11, the cold-start row): V8
+ * throws none of it away at the first frames of the real peers. Each such deoptimization meant
+ * the function ran unoptimized until compiled again, and the compiling took a CPU from the
+ * traffic of a two-core host: before this was fixed, about ten of them in the first frames,
+ * and 130-165 ms of compiling in the first half second (bench/README.md, "Cold start: the
+ * compiled code kept").
+ *
+ * The program runs with V8's log of deoptimizations (`--log-deopt`, timestamps in
+ * microseconds); the parse of `dropPermissions`, which main.ts calls once when the comparator
+ * is serving, marks where the warm-up ended.
+ */
+
+import assert from "node:assert/strict";
+import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
+import { frame, pseudoRandomBytes, TCP } from "./support/packets.ts";
+import { startRig } from "./support/fixture.ts";
+import { writeAll } from "../src/wire/transport.ts";
+import { concat, framed } from "./support/packets.ts";
+
+/** Deoptimizations after the warm-up tolerated: rare paths first taken under traffic. */
+const MOST = 2;
+
+Deno.test("warm code: the first frames of the real peers make V8 throw away no compiled code", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colo-warm-code-" });
+  const logFile = `${dir}/v8.log`;
+  try {
+    const rig = await startRig({
+      flags: ["--log-level", "debug"],
+      denoFlags: [
+        `${PROGRAM_V8_FLAGS},--log-deopt,--log-function-events,--no-logfile-per-isolate,` +
+        `--logfile=${logFile}`,
+      ],
+    });
+    let stderr;
+    try {
+      const payload = pseudoRandomBytes(1448, 3);
+      // A guest's answers, one at a time: a TCP stream whose sequence and acknowledgement
+      // numbers cross the 32-bit wrap, and a datagram now and then.
+      let seq = 0xfffe0000;
+      let ack = 0xffff0000;
+      let sent = 0;
+      for (let i = 0; i < 1500; i++) {
+        const f = i % 10 === 9
+          ? frame({ udp: { sport: 5353, dport: 5353, payload: payload.subarray(0, 300) } })
+          : frame({
+            tcp: {
+              sport: 5201,
+              dport: 40000,
+              seq,
+              ack,
+              flags: TCP.ACK | TCP.PSH,
+              payload: payload.subarray(0, 1000),
+            },
+          });
+        if (i % 10 !== 9) seq = (seq + 1000) >>> 0;
+        ack = (ack + 80) >>> 0;
+        await rig.sendPrimary(f);
+        await rig.sendSecondary(f);
+        await rig.outdev.waitFor(++sent);
+      }
+      // A bulk transfer: many small segments in one write on each side.
+      const burst = [];
+      for (let i = 0; i < 2000; i++) {
+        burst.push(framed(frame({
+          tcp: {
+            sport: 5202,
+            dport: 40001,
+            seq: 7000 + 64 * i,
+            ack: 1,
+            payload: payload.subarray(0, 64),
+          },
+        })));
+      }
+      const bytes = concat(...burst);
+      await Promise.all([writeAll(rig.primary, bytes), writeAll(rig.secondary, bytes)]);
+      await rig.outdev.waitFor(sent += burst.length);
+    } finally {
+      stderr = (await rig.close()).stderr;
+    }
+    const warmup = stderr.split("\n").find((l) => l.includes("event=warmup")) ?? "";
+    if (/ error=/.test(warmup)) {
+      console.log(`skipped: the warm-up was cut short on this machine (${warmup})`);
+      return;
+    }
+    const log = (await Deno.readTextFile(logFile)).split("\n");
+    // Compiled at its first call, not when its module was loaded.
+    const served = log.find((l) =>
+      l.startsWith("function,parse-function,") && l.endsWith(",dropPermissions")
+    );
+    assert.ok(served, "V8's log has no event for dropPermissions: nothing marks the warm-up's end");
+    const since = Number(served.split(",").at(-2));
+    const after = log.filter((l) => l.startsWith("code-deopt,") && Number(l.split(",")[1]) > since);
+    assert.ok(
+      after.length <= MOST,
+      `${after.length} deoptimizations after the warm-up:\n${after.join("\n")}`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
