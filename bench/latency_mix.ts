@@ -12,6 +12,7 @@
  *   --ours "main=deno run -A --v8-flags=... /path/main/main.ts" --ours "new=deno run -A ..."
  * deno run -A bench/latency_mix.ts --pin 0:1   # generator on CPU 0, every target on CPU 1
  * deno run -A bench/latency_mix.ts --dump DIR   # also DIR/LABEL.txt: every pair's us, in order
+ * deno run -A bench/latency_mix.ts --ours none --targets qemu --repeat 4  # QEMU alone
  * ```
  *
  * Where the scheduler runs each target decides much of its p50 on an otherwise idle virtual
@@ -134,7 +135,9 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const cpus = values.pin === undefined ? null : { generator, targets };
-  const ours = values.ours ?? [`ours=${defaultOursCommand().join(" ")}`];
+  // `--ours none`: only the --targets (QEMU's cold row with a warm generator, for one).
+  const ours = (values.ours ?? [`ours=${defaultOursCommand().join(" ")}`])
+    .filter((o) => o !== "none");
   const specs = [
     ...ours.map((o) => {
       const eq = o.indexOf("=");
