@@ -361,14 +361,24 @@ async function throughThrowaway(
       if (done > 0 && done % RELEASE_EVERY === 0) await giveBack();
       const next = frames.next();
       if (next.done) break;
-      if (done % SPLIT_EVERY === SPLIT_EVERY - 1) {
-        // A frame split across two reads on each side, as a bulk transfer's reads cut them.
+      if (done % SPLIT_EVERY === SPLIT_EVERY - 1 && done + 1 < n) {
+        // A frame split across two reads on each side, as a bulk transfer's reads cut them,
+        // its end read with the next pair's frame: a held frame in a buffer of its own, then
+        // one in the read buffer.
         const half = next.value.length >> 1;
         await writeAll(primary, next.value.subarray(0, half));
         await writeAll(secondary, next.value.subarray(0, half));
         await readsComplete();
-        await writeAll(primary, next.value.subarray(half));
-        await writeAll(secondary, next.value.subarray(half));
+        const follow = frames.next();
+        const rest = follow.done
+          ? next.value.subarray(half)
+          : concat(next.value.subarray(half), follow.value);
+        await writeAll(primary, rest);
+        await writeAll(secondary, rest);
+        if (!follow.done) {
+          sent += follow.value.length;
+          done++;
+        }
       } else {
         await writeAll(primary, next.value);
         await writeAll(secondary, next.value);

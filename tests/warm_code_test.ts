@@ -18,8 +18,12 @@ import { startRig } from "./support/fixture.ts";
 import { writeAll } from "../src/wire/transport.ts";
 import { concat, framed } from "./support/packets.ts";
 
-/** Deoptimizations after the warm-up tolerated: rare paths first taken under traffic. */
-const MOST = 2;
+/**
+ * Deoptimizations after the warm-up tolerated: none in 33 runs of this test on an idle machine,
+ * 3 in one of 11 with two busy loops taking both CPUs (paths the warm-up takes or not depending on
+ * how the kernel cut its reads). The code before the fix had 28.
+ */
+const MOST = 4;
 
 Deno.test("warm code: the first frames of the real peers make V8 throw away no compiled code", async () => {
   const dir = await Deno.makeTempDir({ prefix: "colo-warm-code-" });
