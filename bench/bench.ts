@@ -32,7 +32,8 @@ const USAGE = `usage: deno task bench [options]
   --targets T[,T...]   ${TARGETS.join(", ")} (default: all; sink = generator send-only max)
   --duration S         measuring window per throughput run (default 5, quick 0.5)
   --warmup S           warm-up before the window (default 2, quick 0.3)
-  --repeat N           runs of each measurement but the flood, median reported (default 1)
+  --repeat N           runs of each measurement but the flood, median reported (default 1);
+                       round by round, each target once per round
   --flood-duration S   lagging-secondary flood length (default 60, quick 2)
   --scale-connections N  idle connections in the scale run (default 10000, quick 1000)
   --scale-prime N      connections opened before the scale run counts (default 2000, quick 200)
@@ -221,16 +222,21 @@ async function measure(
 ): Promise<number> {
   const measurements: Measurement[] = [];
   for (const workload of opts.workloads) {
+    const runnable: Measurement[] = [];
     for (const target of opts.targets) {
       if (!applies(target, workload)) continue;
       const m: Measurement = { workload, target, runs: [], peakRss: [], errors: [] };
       measurements.push(m);
-      if (skip.has(target)) {
-        m.skipped = `skipped: ${skip.get(target)}`;
-        continue;
-      }
-      const repeat = workload === "flood" ? 1 : opts.repeat;
-      for (let i = 0; i < repeat; i++) {
+      if (skip.has(target)) m.skipped = `skipped: ${skip.get(target)}`;
+      else runnable.push(m);
+    }
+    // Round by round, every target once per round: this machine's speed drifts by up to 2x
+    // within minutes (bench/README.md, "Interleaved rounds"), and a ratio of two targets
+    // measured one after the other would be the drift's as much as theirs.
+    const repeat = workload === "flood" ? 1 : opts.repeat;
+    for (let i = 0; i < repeat; i++) {
+      for (const m of runnable) {
+        const target = m.target;
         progress(`bench: ${workload} / ${target}${repeat > 1 ? ` (${i + 1}/${repeat})` : ""} ... `);
         try {
           const { result, peakRss } = await runOnce(opts, target, workload, tlsDir);
