@@ -105,17 +105,33 @@ const sink = new ComparatorSink(
 );
 const engine: CompareEngine = new Engine({ compareTimeout: 3000, maxQueueSize: 100_000 }, sink);
 let now = 0;
+/** Checkouts whose engine takes runs of frames (`takeRun`) get them as the pumps hand them. */
+const takesRuns = "takeRun" in engine;
 const primaryIn: FrameDecoder = new Decoder({
   onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number) {
     stats.primaryIn++;
     engine.primaryAt(bytes, at, size, vnetLen, now);
   },
+  run: takesRuns
+    ? (bytes: Uint8Array, at: number, end: number) => {
+      const to = engine.takeRun("primary", bytes, at, end, false, now);
+      stats.primaryIn += engine.runFrames;
+      return to;
+    }
+    : undefined,
 }, false);
 const secondaryIn: FrameDecoder = new Decoder({
   onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number) {
     stats.secondaryIn++;
     engine.secondaryAt(bytes, at, size, vnetLen, now);
   },
+  run: takesRuns
+    ? (bytes: Uint8Array, at: number, end: number) => {
+      const to = engine.takeRun("secondary", bytes, at, end, false, now);
+      stats.secondaryIn += engine.runFrames;
+      return to;
+    }
+    : undefined,
 }, false);
 /** As the pumps do before reading into their buffer again (checkouts that have it). */
 const keepHeld = "keepHeld" in engine;

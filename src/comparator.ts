@@ -322,13 +322,35 @@ export class Comparator {
         engine.secondaryAt(bytes, at, size, v, now);
         return engine.queueGrewLong && grewLong();
       };
-    return new InputPump(side, this.config.vnetHdrSupport, {
+    const vnet = this.config.vnetHdrSupport;
+    const internalError = (error: unknown) => {
+      // The read may end here: what it left held or released must not stay in its buffer.
+      engine.keepHeld();
+      this.#out.copyPending();
+      this.#sink.internalError(`${side}-in`, error);
+    };
+    // Frames taken without being handed over one by one (`CompareEngine.takeRun`).
+    const run = (bytes: Uint8Array, at: number, end: number, now: number) => {
+      let to;
+      try {
+        to = engine.takeRun(side, bytes, at, end, vnet, now);
+      } catch (error) {
+        // The frame it failed on goes to `frame`, as the frames after it.
+        internalError(error);
+        to = engine.runEnd;
+      }
+      if (side === "primary") stats.primaryIn += engine.runFrames;
+      else stats.secondaryIn += engine.runFrames;
+      return to;
+    };
+    return new InputPump(side, vnet, {
       // The arrival time of a chunk's frames, kept for the hold time of what they release.
       now: () => {
         this.#poll?.arrived();
         return this.#now = this.#clock.now();
       },
       frame,
+      run,
       chunk: () => {
         // Held frames leave the read buffer before it is reused, or keep it when they fill it
         // (the pump then reads into another block); released frames are copied out of it too
@@ -340,12 +362,7 @@ export class Comparator {
       },
       decide: () => this.#heldChanged(),
       buffer: () => engine.readBuffer(),
-      internalError: (error) => {
-        // The read may end here: what it left held or released must not stay in its buffer.
-        engine.keepHeld();
-        this.#out.copyPending();
-        this.#sink.internalError(`${side}-in`, error);
-      },
+      internalError,
       oversize: () => this.stats.oversizeResets++,
     }, this.#log);
   }

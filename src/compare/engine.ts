@@ -453,6 +453,25 @@ export class CompareEngine implements CompareContext {
       return;
     }
 
+    this.#enqueue(side, primary, conn, kind, bytes, at, size, vnetLen, now);
+  }
+
+  /**
+   * Holds the frame `#info` describes on `conn` and compares what can be compared there; the
+   * arriving frame's checks (queue full, held bytes) and `#trackTcp` are done.
+   */
+  #enqueue(
+    side: Side,
+    primary: boolean,
+    conn: Connection,
+    kind: FrameKind,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): void {
+    const info = this.#info;
     const queue = this.#table.queueFor(conn, side);
     const p = this.#packets.take();
     p.bytes = bytes;
@@ -494,6 +513,133 @@ export class CompareEngine implements CompareContext {
       this.#unkeptBytes += size;
     }
     this.#place(conn, now);
+  }
+
+  /**
+   * Takes the whole frames of `bytes[at, end)` that arrive on `side` in the steady state, one
+   * after the other, without the decoder handing each over (issue 11): frames that are byte
+   * for byte the other side's oldest held frames (one replica's read brings what the other's
+   * brought a moment before), and frames that arrive while the other side holds nothing (the
+   * first replica's read). `bytes[at, end)` holds framed messages (SPEC 3: a `len` word, a
+   * `vnet_len` word when `vnet`, the frame). Each is taken exactly as `primaryAt` /
+   * `secondaryAt` would take it; the run stops before the first frame that is not whole there
+   * or that the general path must decide (not comparable, a new connection, a queue growing
+   * long or full, the held-bytes bound, a twin the other side's queue does not pair at once),
+   * and returns where it stopped (`at` when it took none). {@linkcode runFrames} says how many
+   * frames it took and {@linkcode runEnd} where the last of them ended, also when it threw.
+   */
+  takeRun(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    end: number,
+    vnet: boolean,
+    now: number,
+  ): number {
+    this.runFrames = 0;
+    this.runEnd = at;
+    if (this.tracer !== null || this.#passthrough) return at;
+    if (bytes !== this.#unkeptIn && this.#unkeptCount > 0) this.keepHeld();
+    if (now > this.#now) this.#now = now;
+    const primary = side === "primary";
+    const header = vnet ? 8 : 4;
+    let i = at;
+    while (end - i >= header) {
+      const size = wordAt(bytes, i);
+      const f = i + header;
+      if (size === 0 || size > end - f) break;
+      const vnetLen = vnet ? wordAt(bytes, i + 4) : 0;
+      const oldest = this.#oldest;
+      if (oldest !== null && oldest.side !== side) {
+        if (!this.#pairTwin(primary, bytes, f, size, vnetLen, now)) break;
+      } else if (
+        (primary ? this.#heldSecondary : this.#heldPrimary) !== 0 ||
+        !this.#holdAtOnce(side, primary, bytes, f, size, vnetLen, now)
+      ) break;
+      i = f + size;
+      this.runFrames++;
+      this.runEnd = i;
+    }
+    return i;
+  }
+
+  /** Frames the last {@linkcode CompareEngine.takeRun} took. */
+  runFrames = 0;
+  /** Where the last frame {@linkcode CompareEngine.takeRun} took ended. */
+  runEnd = 0;
+
+  /**
+   * `takeRun`'s frame `bytes[at, at + size)` when the other side's oldest held frame may be
+   * its twin: pairs them as `#input` would (its `#pairAtOnce`) and returns true, or returns
+   * false, having changed nothing.
+   */
+  #pairTwin(
+    primary: boolean,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): boolean {
+    const p = this.#twinOf(primary ? "primary" : "secondary", bytes, at, size, vnetLen);
+    if (p === null) return false;
+    const conn = p.conn!;
+    const other = primary ? conn.secondary : conn.primary;
+    if (
+      (primary ? conn.primary : conn.secondary).length !== 0 || other.peek() !== p ||
+      this.#heldPrimaryBytes + this.#heldSecondaryBytes + size > this.#maxHeldBytes
+    ) return false;
+    const tcp = conn.tcp;
+    if (tcp) {
+      // As `sameSegment` decides for a twin: a payload not compared yet.
+      if (p.len === 0 || (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq))) {
+        return false;
+      }
+      this.#trackTwin(primary, conn, p);
+      conn.compareSeq = p.seqEnd;
+      conn.compareSeqSet = true;
+    }
+    other.shift();
+    if (primary) {
+      this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
+      this.dropSecondary(p);
+      if (tcp) dropIfFullyMatched(this, conn);
+    } else {
+      this.sendPrimary(p);
+      this.#sink.discard("secondary", "compared", bytes, at, size, conn);
+    }
+    this.#place(conn, now);
+    return true;
+  }
+
+  /**
+   * `takeRun`'s frame `bytes[at, at + size)` when the other side holds nothing: it can only
+   * be held. Holds it as `#input` would and returns true, or returns false, having changed
+   * nothing, when `#input` must decide.
+   */
+  #holdAtOnce(
+    side: Side,
+    primary: boolean,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): boolean {
+    if (primary ? this.#longPrimary : this.#longSecondary) return false;
+    const info = this.#info;
+    if (parseFrameAt(bytes, at, size, vnetLen, info) === UNSUPPORTED) return false;
+    const conn = this.#table.find(info.key, info.keyLen);
+    if (conn === null) return false;
+    const queued = (primary ? conn.primary : conn.secondary).length;
+    if (
+      queued >= this.#longMark || queued >= this.#maxQueueSize ||
+      this.#heldPrimaryBytes + this.#heldSecondaryBytes + size > this.#maxHeldBytes
+    ) return false;
+    const kind = info.kind;
+    if (kind === TCP_SEGMENT) this.#trackTcp(primary, conn, info);
+    this.#enqueue(side, primary, conn, kind, bytes, at, size, vnetLen, now);
+    return true;
   }
 
   /**
@@ -657,6 +803,25 @@ export class CompareEngine implements CompareContext {
     }
     this.#sameSpan = 4 * size;
     return oldest;
+  }
+
+  /** `#trackTcp` for an arriving segment that is `twin` byte for byte. */
+  #trackTwin(primary: boolean, conn: Connection, twin: Packet): void {
+    if ((twin.flags & (TH_FIN | TH_RST)) !== 0) {
+      if (primary) conn.primaryClosed = true;
+      else conn.secondaryClosed = true;
+    }
+    if ((twin.flags & TH_ACK) === 0) return;
+    const ack = twin.ack;
+    if (primary) {
+      if (!conn.primaryAckSet || seqAfter(ack, conn.primaryAck)) {
+        conn.primaryAck = ack;
+        conn.primaryAckSet = true;
+      }
+    } else if (!conn.secondaryAckSet || seqAfter(ack, conn.secondaryAck)) {
+      conn.secondaryAck = ack;
+      conn.secondaryAckSet = true;
+    }
   }
 
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
@@ -835,6 +1000,11 @@ export class CompareEngine implements CompareContext {
     }
     this.#sink.checkpoint(reason, conn, now);
   }
+}
+
+/** The big-endian 32-bit word at `at` (a framing word). */
+function wordAt(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
 }
 
 const EMPTY = new Uint8Array(0);

@@ -45,6 +45,12 @@ export interface PumpHooks {
    */
   frame(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): boolean | void;
   /**
+   * Optional: `bytes[at, end)` of the read starts with a `len` word; the whole frames that
+   * follow may be taken at once, as `frame` would take them (never asking for a decision).
+   * Returns where it stopped (`at` when it took none); `frame` gets the rest one by one.
+   */
+  run?(bytes: Uint8Array, at: number, end: number, now: number): number;
+  /**
    * A chunk was decoded (outgoing frames can be sent, held bytes rechecked, held frames
    * copied out of the read buffer: it is reused after this returns). True: the read buffer
    * was kept instead (its held frames stay in it), and the next read goes into a fresh one
@@ -130,6 +136,9 @@ export class InputPump {
           hooks.internalError(error);
         }
       },
+      run: hooks.run === undefined
+        ? undefined
+        : (bytes, at, end) => hooks.run!(bytes, at, end, this.#arrival),
     }, this.#vnet);
     // The read loop is a function of its own: this one ends at most once per connection, and
     // V8 threw away the loop's compiled code when its end first ran under traffic (at the end

@@ -20,6 +20,12 @@ export interface FrameSink {
    * after this frame (see {@linkcode FrameDecoder.stoppedAt}).
    */
   onFrame(bytes: Uint8Array, at: number, size: number, vnetLen: number): boolean | void;
+  /**
+   * Optional: `chunk[at, end)` starts with a `len` word. The sink may take the whole frames
+   * that follow there at once, as `onFrame` would take them one by one, and returns where it
+   * stopped (`at` when it took none); decoding goes on from there.
+   */
+  run?(chunk: Uint8Array, at: number, end: number): number;
 }
 
 /** Why a stream could not be decoded any further. */
@@ -40,6 +46,8 @@ const STATE_DATA = 2;
 export class FrameDecoder {
   readonly #vnet: boolean;
   readonly #sink: FrameSink;
+  /** The sink takes runs of frames (`FrameSink.run`). */
+  readonly #runs: boolean;
   #state = STATE_LEN;
   #word = 0;
   #wordBytes = 0;
@@ -59,6 +67,7 @@ export class FrameDecoder {
   constructor(sink: FrameSink, vnet: boolean) {
     this.#sink = sink;
     this.#vnet = vnet;
+    this.#runs = sink.run !== undefined;
   }
 
   /** True when the decoder holds part of a frame (a peer leaving now loses that frame). */
@@ -115,6 +124,10 @@ export class FrameDecoder {
           }
         }
         continue;
+      }
+      if (this.#state === STATE_LEN && this.#wordBytes === 0 && this.#runs) {
+        i = this.#sink.run!(chunk, i, n);
+        if (i >= n) break;
       }
       // Collect a 4-byte big-endian word; the common case reads it in one go.
       if (this.#wordBytes === 0 && n - i >= 4) {
