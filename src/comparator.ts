@@ -335,7 +335,7 @@ export class Comparator {
       try {
         to = engine.takeRun(side, bytes, at, end, vnet, now);
       } catch (error) {
-        // The frame it failed on goes to `frame`, as the frames after it.
+        // The frame it failed on is lost, as one `frame` fails on; the rest go on.
         internalError(error);
         to = engine.runEnd;
       }

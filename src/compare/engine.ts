@@ -28,6 +28,7 @@ import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
 import { type BlockPool, objectArray, Pool } from "../pool.ts";
 import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
+import { NET_BUFSIZE } from "../wire/codec.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
 export interface EngineOptions {
@@ -525,8 +526,9 @@ export class CompareEngine implements CompareContext {
    * `secondaryAt` would take it; the run stops before the first frame that is not whole there
    * or that the general path must decide (not comparable, a new connection, a queue growing
    * long or full, the held-bytes bound, a twin the other side's queue does not pair at once),
-   * and returns where it stopped (`at` when it took none). {@linkcode runFrames} says how many
-   * frames it took and {@linkcode runEnd} where the last of them ended, also when it threw.
+   * and returns where it stopped (`at` when it took none). A `len` beyond the framing's bound
+   * stops it too: the decoder breaks the stream there (SPEC 3). {@linkcode runFrames} says how
+   * many frames it took, and {@linkcode runEnd} where the frame it took or was taking last ends.
    */
   takeRun(
     side: Side,
@@ -547,8 +549,9 @@ export class CompareEngine implements CompareContext {
     while (end - i >= header) {
       const size = wordAt(bytes, i);
       const f = i + header;
-      if (size === 0 || size > end - f) break;
+      if (size === 0 || size > end - f || size > NET_BUFSIZE) break;
       const vnetLen = vnet ? wordAt(bytes, i + 4) : 0;
+      this.runEnd = f + size;
       const oldest = this.#oldest;
       if (oldest !== null && oldest.side !== side) {
         if (!this.#pairTwin(primary, bytes, f, size, vnetLen, now)) break;
@@ -558,14 +561,17 @@ export class CompareEngine implements CompareContext {
       ) break;
       i = f + size;
       this.runFrames++;
-      this.runEnd = i;
     }
     return i;
   }
 
   /** Frames the last {@linkcode CompareEngine.takeRun} took. */
   runFrames = 0;
-  /** Where the last frame {@linkcode CompareEngine.takeRun} took ended. */
+  /**
+   * Where the frame the last {@linkcode CompareEngine.takeRun} took or was taking last ends:
+   * when it threw, decoding goes on there (the frame it failed on is lost, as one `primaryAt`
+   * or `secondaryAt` throws on).
+   */
   runEnd = 0;
 
   /**

@@ -9,7 +9,12 @@ import { CompareEngine, type EngineOptions } from "../../src/compare/engine.ts";
 import type { ReleaseReason } from "../../src/compare/events.ts";
 import type { UnsupportedReason } from "../../src/packet/parse.ts";
 import { Rng } from "../../src/demo/traffic.ts";
-import { FrameDecoder, writeHeader } from "../../src/wire/codec.ts";
+import {
+  FrameDecoder,
+  NET_BUFSIZE,
+  type OversizeError,
+  writeHeader,
+} from "../../src/wire/codec.ts";
 import { frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
@@ -90,6 +95,9 @@ function feeder(options: EngineOptions, runs: boolean, vnet: boolean) {
       now = at;
       decoders[side].push(buf, end);
       engine.keepHeld();
+    },
+    push(side: Side, buf: Uint8Array): OversizeError | null {
+      return decoders[side].push(buf);
     },
   };
 }
@@ -235,4 +243,48 @@ Deno.test("takeRun: the steady state takes whole reads at once, and stops at a d
   assert.deepEqual(rec.releaseReasons, Array(50).fill("compared"));
   assert.ok(rec.checkpoints.length > 0);
   assert.ok(rec.checkpoints.every((reason) => reason === "tcp-payload"), `${rec.checkpoints}`);
+});
+
+Deno.test("takeRun: a len beyond the framing's bound breaks the stream as frame by frame", () => {
+  // A read (128 KiB) can hold a whole frame longer than NET_BUFSIZE: the decoder must still
+  // refuse it (SPEC 3), not the run take it.
+  for (const runs of [false, true]) {
+    const f = feeder({ compareTimeout: 3000, maxQueueSize: 1024 }, runs, false);
+    const big = frame({ tcp: { payload: new Uint8Array(NET_BUFSIZE) } });
+    const small = frame({ tcp: { seq: 5, payload: "abc" } });
+    const buf = new Uint8Array(4 + small.length + 4 + big.length);
+    let end = writeHeader(buf, 0, small.length, false, 0);
+    buf.set(small, end);
+    end = writeHeader(buf, end + small.length, big.length, false, 0);
+    buf.set(big, end);
+    assert.deepEqual(f.push("primary", buf), { len: big.length }, `runs: ${runs}`);
+    assert.equal(f.engine.heldPrimary, 1, `runs: ${runs}: only the small frame held`);
+  }
+});
+
+Deno.test("takeRun: a frame the engine throws on ends the run past it, counted frames kept", () => {
+  class Throwing extends Recorder {
+    calls = 0;
+    override discard(...args: Parameters<Recorder["discard"]>): void {
+      if (++this.calls === 3) throw new Error("sink failed");
+      super.discard(...args);
+    }
+  }
+  const rec = new Throwing();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  const frames = [0, 1, 2, 3, 4].map((i) =>
+    frame({ tcp: { seq: 100 * i, payload: "x".repeat(100) } })
+  );
+  for (const f of frames) engine.primary(f, 0, 1);
+  const buf = new Uint8Array(frames.reduce((n, f) => n + 4 + f.length, 0));
+  let end = 0;
+  const ends: number[] = [];
+  for (const f of frames) {
+    end = writeHeader(buf, end, f.length, false, 0);
+    buf.set(f, end);
+    ends.push(end += f.length);
+  }
+  assert.throws(() => engine.takeRun("secondary", buf, 0, end, false, 2), /sink failed/);
+  assert.equal(engine.runFrames, 2);
+  assert.equal(engine.runEnd, ends[2], "past the frame it failed on");
 });
