@@ -601,7 +601,11 @@ export class CompareEngine implements CompareContext {
       if (p.len === 0 || (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq))) {
         return false;
       }
-      this.#trackTwin(primary, conn, p);
+      // The arriving segment's fields are the twin's.
+      const info = this.#info;
+      info.flags = p.flags;
+      info.ack = p.ack;
+      this.#trackTcp(primary, conn, info);
       conn.compareSeq = p.seqEnd;
       conn.compareSeqSet = true;
     }
@@ -809,25 +813,6 @@ export class CompareEngine implements CompareContext {
     }
     this.#sameSpan = 4 * size;
     return oldest;
-  }
-
-  /** `#trackTcp` for an arriving segment that is `twin` byte for byte. */
-  #trackTwin(primary: boolean, conn: Connection, twin: Packet): void {
-    if ((twin.flags & (TH_FIN | TH_RST)) !== 0) {
-      if (primary) conn.primaryClosed = true;
-      else conn.secondaryClosed = true;
-    }
-    if ((twin.flags & TH_ACK) === 0) return;
-    const ack = twin.ack;
-    if (primary) {
-      if (!conn.primaryAckSet || seqAfter(ack, conn.primaryAck)) {
-        conn.primaryAck = ack;
-        conn.primaryAckSet = true;
-      }
-    } else if (!conn.secondaryAckSet || seqAfter(ack, conn.secondaryAck)) {
-      conn.secondaryAck = ack;
-      conn.secondaryAckSet = true;
-    }
   }
 
   /** A TCP segment's FIN/RST and ACK, noted before it is compared (SPEC 6, 8). */
