@@ -28,7 +28,7 @@ import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
 import { type BlockPool, objectArray, Pool } from "../pool.ts";
 import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
-import { NET_BUFSIZE } from "../wire/codec.ts";
+import { NET_BUFSIZE, wordAt } from "../wire/codec.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
 export interface EngineOptions {
@@ -991,11 +991,6 @@ export class CompareEngine implements CompareContext {
     }
     this.#sink.checkpoint(reason, conn, now);
   }
-}
-
-/** The big-endian 32-bit word at `at` (a framing word). */
-function wordAt(bytes: Uint8Array, at: number): number {
-  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
 }
 
 const EMPTY = new Uint8Array(0);

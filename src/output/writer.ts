@@ -9,7 +9,7 @@
  */
 
 import { BlockPool, objectArray } from "../pool.ts";
-import { headerSize, writeHeader } from "../wire/codec.ts";
+import { headerSize, wordAt, writeHeader } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
 
 /** Settings of a {@linkcode FrameWriter}. */
@@ -79,24 +79,18 @@ interface Chunk {
 function frameStartAt(buf: Uint8Array, at: number, head: number): number {
   let o = 0;
   while (o < buf.length) {
-    const len = ((buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]) >>> 0;
-    const end = o + head + len;
+    const end = o + head + wordAt(buf, o);
     if (at < end) return o;
     o = end;
   }
   return buf.length;
 }
 
-/** The big-endian 32-bit word at `at` of `b`. */
-function wordAt(b: Uint8Array, at: number): number {
-  return ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
-}
-
 /** Counts the frames in a framed buffer. */
 function countFrames(buf: Uint8Array, head: number): number {
   let n = 0;
   for (let o = 0; o < buf.length; n++) {
-    o += head + (((buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]) >>> 0);
+    o += head + wordAt(buf, o);
   }
   return n;
 }

@@ -131,8 +131,7 @@ export class FrameDecoder {
       }
       // Collect a 4-byte big-endian word; the common case reads it in one go.
       if (this.#wordBytes === 0 && n - i >= 4) {
-        this.#word = ((chunk[i] << 24) | (chunk[i + 1] << 16) | (chunk[i + 2] << 8) |
-          chunk[i + 3]) >>> 0;
+        this.#word = wordAt(chunk, i);
         i += 4;
       } else {
         this.#word = ((this.#word << 8) | chunk[i++]) >>> 0;
@@ -169,6 +168,11 @@ export class FrameDecoder {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** The big-endian 32-bit word at `at` of `bytes`: a framing word (`len`, `vnet_len`). */
+export function wordAt(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+}
 
 /** Bytes of framing before a frame of a stream: 4, or 8 with a vnet word. */
 export function headerSize(vnet: boolean): number {
