@@ -576,8 +576,10 @@ export class CompareEngine implements CompareContext {
 
   /**
    * `takeRun`'s frame `bytes[at, at + size)` when the other side's oldest held frame may be
-   * its twin: pairs them as `#input` would (its `#pairAtOnce`) and returns true, or returns
-   * false, having changed nothing.
+   * its twin: takes it through `#input`'s steps for a twin (`#fieldsOf`, `#trackTcp`,
+   * `#pairAtOnce`) and returns true, or returns false when `#input` must take it: not a twin,
+   * its queue-full or held-bytes path, or not paired at once (`#trackTcp` then ran twice,
+   * which notes the same ACK and flags again).
    */
   #pairTwin(
     primary: boolean,
@@ -587,37 +589,18 @@ export class CompareEngine implements CompareContext {
     vnetLen: number,
     now: number,
   ): boolean {
-    const p = this.#twinOf(primary ? "primary" : "secondary", bytes, at, size, vnetLen);
-    if (p === null) return false;
-    const conn = p.conn!;
-    const other = primary ? conn.secondary : conn.primary;
+    const twin = this.#twinOf(primary ? "primary" : "secondary", bytes, at, size, vnetLen);
+    if (twin === null) return false;
+    const conn = twin.conn!;
     if (
-      (primary ? conn.primary : conn.secondary).length !== 0 || other.peek() !== p ||
+      (primary ? conn.primary : conn.secondary).length !== 0 ||
       this.#heldPrimaryBytes + this.#heldSecondaryBytes + size > this.#maxHeldBytes
     ) return false;
-    const tcp = conn.tcp;
-    if (tcp) {
-      // As `sameSegment` decides for a twin: a payload not compared yet.
-      if (p.len === 0 || (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq))) {
-        return false;
-      }
-      // The arriving segment's fields are the twin's.
-      const info = this.#info;
-      info.flags = p.flags;
-      info.ack = p.ack;
-      this.#trackTcp(primary, conn, info);
-      conn.compareSeq = p.seqEnd;
-      conn.compareSeqSet = true;
-    }
-    other.shift();
-    if (primary) {
-      this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
-      this.dropSecondary(p);
-      if (tcp) dropIfFullyMatched(this, conn);
-    } else {
-      this.sendPrimary(p);
-      this.#sink.discard("secondary", "compared", bytes, at, size, conn);
-    }
+    this.#twin = twin;
+    this.#fieldsOf(twin, at);
+    const kind = this.#info.kind;
+    if (kind === TCP_SEGMENT) this.#trackTcp(primary, conn, this.#info);
+    if (!this.#pairAtOnce(primary, conn, kind, bytes, at, size, vnetLen, now)) return false;
     this.#place(conn, now);
     return true;
   }
@@ -732,24 +715,7 @@ export class CompareEngine implements CompareContext {
     const info = this.#info;
     const twin = this.tracer === null ? this.#twinOf(side, bytes, at, size, vnetLen) : null;
     this.#twin = twin;
-    if (twin !== null) {
-      // Held, so its connection is in the table and keeps its handle.
-      const conn = twin.conn!;
-      const start = at + twin.start - twin.at;
-      if (conn.tcp) {
-        info.kind = TCP_SEGMENT;
-        info.payload = start;
-        info.payloadLen = twin.len;
-        info.seq = twin.seq;
-        info.ack = twin.ack;
-        info.flags = twin.flags;
-      } else {
-        info.kind = DATAGRAM;
-        info.l4 = start;
-        info.ipEnd = start + twin.len;
-      }
-      return conn;
-    }
+    if (twin !== null) return this.#fieldsOf(twin, at);
     const sink = this.#sink;
     if (parseFrameAt(bytes, at, size, vnetLen, info) === UNSUPPORTED) {
       this.tracer?.trace("colo_compare_main", { str: `${side}: unsupported packet in` });
@@ -761,6 +727,30 @@ export class CompareEngine implements CompareContext {
     if (conn === null) {
       sink.discard(side, "table-full", bytes, at, size, null);
       sink.checkpoint("resources", null, now);
+    }
+    return conn;
+  }
+
+  /**
+   * Fills `#info` for a frame at `at` that is `twin` byte for byte, as parsing it would (the
+   * same bytes parse the same), and returns its connection: held, so in the table and with
+   * its handle.
+   */
+  #fieldsOf(twin: Packet, at: number): Connection {
+    const info = this.#info;
+    const conn = twin.conn!;
+    const start = at + twin.start - twin.at;
+    if (conn.tcp) {
+      info.kind = TCP_SEGMENT;
+      info.payload = start;
+      info.payloadLen = twin.len;
+      info.seq = twin.seq;
+      info.ack = twin.ack;
+      info.flags = twin.flags;
+    } else {
+      info.kind = DATAGRAM;
+      info.l4 = start;
+      info.ipEnd = start + twin.len;
     }
     return conn;
   }
