@@ -23,7 +23,7 @@ import type { CompareContext } from "./context.ts";
 import { bytesEqual } from "./bytes.ts";
 import { compareDatagrams, sameDatagram } from "./datagram.ts";
 import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
-import { Packet, type Side } from "./packet.ts";
+import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
 import { type BlockPool, objectArray, Pool } from "../pool.ts";
@@ -596,6 +596,25 @@ export class CompareEngine implements CompareContext {
       (primary ? conn.primary : conn.secondary).length !== 0 ||
       this.#heldPrimaryBytes + this.#heldSecondaryBytes + size > this.#maxHeldBytes
     ) return false;
+    const other = primary ? conn.secondary : conn.primary;
+    if (other.peek() === twin) {
+      // The twin heads its queue (the steady state): `#pairAtOnce` with `sameSegment` for a
+      // segment that is its head byte for byte, without `#fieldsOf` first.
+      if (conn.tcp) {
+        if (twin.len === 0 || (conn.compareSeqSet && !seqAfter(twin.seqEnd, conn.compareSeq))) {
+          return false;
+        }
+        const info = this.#info;
+        info.flags = twin.flags;
+        info.ack = twin.ack;
+        this.#trackTcp(primary, conn, info);
+        conn.compareSeq = twin.seqEnd;
+        conn.compareSeqSet = true;
+      }
+      this.#paired(primary, conn, other, twin, bytes, at, size, vnetLen, now);
+      this.#place(conn, now);
+      return true;
+    }
     this.#twin = twin;
     this.#fieldsOf(twin, at);
     const kind = this.#info.kind;
@@ -852,6 +871,25 @@ export class CompareEngine implements CompareContext {
         return false;
       }
     } else if (!same && !sameDatagram(head, bytes, info.l4, info.ipEnd - info.l4)) return false;
+    this.#paired(primary, conn, other, head, bytes, at, size, vnetLen, now);
+    return true;
+  }
+
+  /**
+   * The arriving frame `bytes[at, at + size)` matched `head`, the head of `other` (the other
+   * side's queue on `conn`): the primary of the two goes out, the secondary is dropped.
+   */
+  #paired(
+    primary: boolean,
+    conn: Connection,
+    other: PacketQueue,
+    head: Packet,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): void {
     other.shift();
     if (primary) {
       this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
@@ -861,7 +899,6 @@ export class CompareEngine implements CompareContext {
       this.sendPrimary(head);
       this.#sink.discard("secondary", "compared", bytes, at, size, conn);
     }
-    return true;
   }
 
   /** Admits a new connection; when the table is full, the one idle for longest goes. O(1). */
