@@ -27,7 +27,7 @@ import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
 import { type BlockPool, objectArray, Pool } from "../pool.ts";
-import { compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
+import { comparedAlready, compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
 import { NET_BUFSIZE, wordAt } from "../wire/codec.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
@@ -402,8 +402,7 @@ export class CompareEngine implements CompareContext {
   #settled(p: Packet): boolean {
     if (p.side !== "secondary" || !p.conn!.tcp) return false;
     const conn = p.conn!;
-    return p.len === 0 || p.offset >= p.len ||
-      (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq));
+    return p.len === 0 || p.offset >= p.len || comparedAlready(conn, p);
   }
 
   #input(
@@ -601,9 +600,7 @@ export class CompareEngine implements CompareContext {
       // The twin heads its queue (the steady state): `#pairAtOnce` with `sameSegment` for a
       // segment that is its head byte for byte, without `#fieldsOf` first.
       if (conn.tcp) {
-        if (twin.len === 0 || (conn.compareSeqSet && !seqAfter(twin.seqEnd, conn.compareSeq))) {
-          return false;
-        }
+        if (twin.len === 0 || comparedAlready(conn, twin)) return false;
         const info = this.#info;
         info.flags = twin.flags;
         info.ack = twin.ack;

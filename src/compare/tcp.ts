@@ -40,6 +40,14 @@ function ackSettled(conn: Connection, p: Packet): boolean {
 }
 
 /**
+ * True when the whole of `p`'s payload lies in the stream compared already on `conn` (it ends
+ * at or before `compare_seq`): a retransmission of bytes both sides sent, nothing to compare.
+ */
+export function comparedAlready(conn: Connection, p: Packet): boolean {
+  return conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq);
+}
+
+/**
  * Where the comparison of `p` goes on: its first byte not yet compared, i.e. `compare_seq`
  * when that falls inside the segment (earlier bytes were compared and are not compared
  * again), otherwise its first byte.
@@ -91,7 +99,7 @@ export function sameSegment(
   const seq = info.seq;
   const len = info.payloadLen;
   if (len === 0 || head.len !== len || head.seq !== seq) return false;
-  if (conn.compareSeqSet && !seqAfter(head.seqEnd, conn.compareSeq)) return false;
+  if (comparedAlready(conn, head)) return false;
   const payloadAt = info.payload;
   // 0 <= skip < len here: what is left to compare lies inside both payloads.
   const skip = seqDiff(nextPosition(conn, head), seq);
@@ -122,7 +130,7 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     let primaryDone = false;
     if (p.len === 0) {
       primaryDone = true;
-    } else if (conn.compareSeqSet && !seqAfter(p.seqEnd, conn.compareSeq)) {
+    } else if (comparedAlready(conn, p)) {
       tracer?.trace("colo_compare_main", { str: "pri: this packet has compared" });
       primaryDone = true;
     }
@@ -135,7 +143,7 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
       ctx.dropSecondary(s);
       continue;
     }
-    if (conn.compareSeqSet && !seqAfter(s.seqEnd, conn.compareSeq)) {
+    if (comparedAlready(conn, s)) {
       tracer?.trace("colo_compare_main", { str: "sec: this packet has compared" });
       sq.shift();
       ctx.dropSecondary(s);
@@ -211,7 +219,7 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
  * before the checkpoint is dropped as compared instead of waiting at a gap that never fills.
  */
 export function flushedTcp(conn: Connection, p: Packet): void {
-  if (p.len > 0 && (!conn.compareSeqSet || seqAfter(p.seqEnd, conn.compareSeq))) {
+  if (p.len > 0 && !comparedAlready(conn, p)) {
     conn.compareSeq = p.seqEnd;
     conn.compareSeqSet = true;
   }
