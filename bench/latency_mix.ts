@@ -28,7 +28,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { connect, type Latency, latencyOf, type Peers, probe, writeAll } from "./loadgen.ts";
+import {
+  connect,
+  type Latency,
+  latencyOf,
+  type Peers,
+  probe,
+  startPassThrough,
+  writeAll,
+} from "./loadgen.ts";
 import { defaultOursCommand, type Running, start } from "./targets.ts";
 import { buildPattern, SHAPES } from "./workloads.ts";
 
@@ -52,6 +60,51 @@ async function pin(pid: number, cpus: string): Promise<void> {
   }
 }
 
+/** Pairs the generator sends to its own pass-through first (as bench/loadgen.ts does). */
+const GENERATOR_WARMUP_PAIRS = 5000;
+
+/**
+ * The generator's own code compiled before the targets' cold pairs: the round-robin loop run
+ * against a pass-through in this process, so that each target's cold row is its own cold start.
+ */
+async function warmGenerator(): Promise<void> {
+  const self = startPassThrough();
+  try {
+    const peers = await connect(self);
+    try {
+      await probe(peers);
+      const side = { label: "generator", peers, lat: new Float64Array(GENERATOR_WARMUP_PAIRS) };
+      await roundRobin([side], GENERATOR_WARMUP_PAIRS);
+    } finally {
+      await peers.close();
+    }
+  } finally {
+    await self.close();
+  }
+}
+
+/** Sends `total` pairs, pair i to every side in turn, timing each into the side's `lat`. */
+async function roundRobin(
+  sides: Pick<Side, "label" | "peers" | "lat">[],
+  total: number,
+): Promise<void> {
+  const pattern = buildPattern(SHAPES.latency, total);
+  const wire = pattern.bytes.length / pattern.frames;
+  for (let i = 0; i < total; i++) {
+    const f = pattern.bytes.subarray(pattern.frameOffsets[i], pattern.frameOffsets[i] + wire);
+    for (let k = 0; k < sides.length; k++) {
+      // Who goes first rotates, so no target always follows the same one.
+      const s = sides[(i + k) % sides.length];
+      await writeAll(s.peers.primary, f);
+      await writeAll(s.peers.secondary, f);
+      const t0 = performance.now();
+      await s.peers.counter.until(i + 1);
+      if (s.peers.counter.closed) throw new Error(`${s.label}: outdev closed`);
+      s.lat[i] = (performance.now() - t0) * 1000;
+    }
+  }
+}
+
 /**
  * Starts every target, pins them and the generator when `cpus` says where, then runs
  * `cold + warmup + pairs` pairs round-robin.
@@ -65,6 +118,7 @@ async function mix(
   dump?: string,
 ): Promise<{ label: string; latency: Latency; over1ms: number }[]> {
   const total = cold + warmup + pairs;
+  await warmGenerator();
   const sides: Side[] = [];
   try {
     for (const s of specs) {
@@ -81,21 +135,7 @@ async function mix(
       for (const s of sides) await pin(s.running.pid, cpus.targets);
     }
     for (const s of sides) await probe(s.peers);
-    const pattern = buildPattern(SHAPES.latency, total);
-    const wire = pattern.bytes.length / pattern.frames;
-    for (let i = 0; i < total; i++) {
-      const f = pattern.bytes.subarray(pattern.frameOffsets[i], pattern.frameOffsets[i] + wire);
-      for (let k = 0; k < sides.length; k++) {
-        // Who goes first rotates, so no target always follows the same one.
-        const s = sides[(i + k) % sides.length];
-        await writeAll(s.peers.primary, f);
-        await writeAll(s.peers.secondary, f);
-        const t0 = performance.now();
-        await s.peers.counter.until(i + 1);
-        if (s.peers.counter.closed) throw new Error(`${s.label}: outdev closed`);
-        s.lat[i] = (performance.now() - t0) * 1000;
-      }
-    }
+    await roundRobin(sides, total);
     if (dump !== undefined) {
       Deno.mkdirSync(dump, { recursive: true });
       for (const s of sides) {

@@ -624,17 +624,35 @@ function percentile(sorted: number[], p: number): number {
  * One frame pair at a time: write the primary copy, then the secondary copy, and time from
  * the moment both writes returned until the frame has been read from outdev. The first
  * `latencyCold` pairs after start are measured apart (the comparator's code is not compiled
- * yet); then `latencyWarmup` pairs unmeasured, then `latencyPairs` warm pairs.
+ * yet); then `latencyWarmup` pairs unmeasured, then `latencyPairs` warm pairs. Before any of
+ * them the generator warms its own code against a pass-through of its own
+ * ({@linkcode warmGenerator}), so that the cold row is the target's cold start, not also the
+ * generator's.
  */
 async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  if (!cfg.tlsDir) await warmGenerator(GENERATOR_WARMUP_PAIRS);
   result.idleRss = readMemory(cfg.targetPid)?.rss;
   const peers = await connect(cfg);
   await probe(peers);
   const total = cfg.latencyCold + cfg.latencyWarmup + cfg.latencyPairs;
-  const pattern = buildPattern(SHAPES.latency, total);
-  const wire = pattern.bytes.length / pattern.frames;
   const cold: number[] = [];
   const samples: number[] = [];
+  await timePairs(peers, total, (i, us) => {
+    if (i < cfg.latencyCold) cold.push(us);
+    else if (i >= cfg.latencyCold + cfg.latencyWarmup) samples.push(us);
+  });
+  result.latency = latencyOf(samples, cold);
+  await finish(cfg, peers, total, result);
+}
+
+/** Sends `total` latency pairs to `peers` one at a time; `record` gets each pair's µs. */
+async function timePairs(
+  peers: Peers,
+  total: number,
+  record: (i: number, us: number) => void,
+): Promise<void> {
+  const pattern = buildPattern(SHAPES.latency, total);
+  const wire = pattern.bytes.length / pattern.frames;
   for (let i = 0; i < total; i++) {
     const f = pattern.bytes.subarray(pattern.frameOffsets[i], pattern.frameOffsets[i] + wire);
     await writeAll(peers.primary, f);
@@ -643,11 +661,88 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
     await peers.counter.until(i + 1);
     const t1 = performance.now();
     if (peers.counter.closed) throw new Error("outdev closed during the latency run");
-    if (i < cfg.latencyCold) cold.push((t1 - t0) * 1000);
-    else if (i >= cfg.latencyCold + cfg.latencyWarmup) samples.push((t1 - t0) * 1000);
+    record(i, (t1 - t0) * 1000);
   }
-  result.latency = latencyOf(samples, cold);
-  await finish(cfg, peers, total, result);
+}
+
+/**
+ * Pairs the generator sends to its own pass-through before the latency run: enough for V8 to
+ * have compiled its pair loop, writes and outdev decoding (Deno's default thresholds).
+ */
+const GENERATOR_WARMUP_PAIRS = 5000;
+
+/**
+ * Runs the latency loop (the same functions, over loopback TCP) against a pass-through in
+ * this process ({@linkcode startPassThrough}). Without it the generator compiled its own code
+ * during the target's cold pairs, and every target's cold row carried that cost
+ * (bench/README.md, "The generator warmed before the cold row").
+ */
+async function warmGenerator(pairs: number): Promise<void> {
+  const saved = phase;
+  phase = "warming the generator";
+  const self = startPassThrough();
+  try {
+    const peers = await connect(self);
+    try {
+      await probe(peers);
+      await timePairs(peers, pairs, () => {});
+    } finally {
+      await peers.close();
+    }
+  } finally {
+    await self.close();
+    phase = saved;
+  }
+}
+
+/** A pass-through in the generator's own process: see {@linkcode startPassThrough}. */
+export interface PassThrough {
+  ports: { primary: number; secondary: number; outdev: number };
+  /** Closes its sockets once the generator's are closed, and waits for its loops. */
+  close(): Promise<void>;
+}
+
+/**
+ * A target in this process that compares nothing: primary-in is forwarded to outdev,
+ * secondary-in read and dropped (as bench/forwarder.ts does). For warming the generator.
+ */
+export function startPassThrough(): PassThrough {
+  const listeners = [0, 1, 2].map(() =>
+    Deno.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" })
+  );
+  const port = (l: Deno.Listener) => (l.addr as Deno.NetAddr).port;
+  const [primary, secondary, outdev] = listeners.map(port);
+  const closeListeners = () => {
+    for (const l of listeners) {
+      try {
+        l.close();
+      } catch { /* closed already */ }
+    }
+  };
+  const conns = Promise.all(listeners.map((l) => l.accept())).finally(closeListeners);
+  const forward = async (from: Deno.Conn, to: Deno.Conn | null) => {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (let n; (n = await from.read(buf)) !== null;) {
+        if (to !== null) await writeAll(to, buf.subarray(0, n));
+      }
+    } catch {
+      // closed under us
+    }
+  };
+  const loops = conns.then(([p, s, o]) => Promise.all([forward(p, o), forward(s, null)]));
+  return {
+    ports: { primary, secondary, outdev },
+    async close() {
+      closeListeners(); // a generator that never connected: accept fails, nothing to wait for
+      await loops.catch(() => {});
+      for (const c of await conns.catch(() => [])) {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      }
+    },
+  };
 }
 
 /** The latency row of warm `samples` and `cold` ones (µs each; both are sorted in place). */
