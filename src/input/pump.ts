@@ -21,17 +21,35 @@ import { BLOCK_SIZE } from "../pool.ts";
 export const READ_SIZE = BLOCK_SIZE;
 
 /**
- * Bytes read after which the loop lets the event loop turn (SPEC 8). A read that finds data
- * waiting completes without one, so a peer that keeps its socket full (a flood) would
- * otherwise keep notify-dev, the monitor, outdev's completions and every timer waiting for
- * as long as it sends: a checkpoint reply was read up to a second late. About a millisecond
- * of work; at any lower rate the reads wait for data and the loop turns anyway.
+ * Bytes read after which the loop makes sure the event loop turns (SPEC 8). A read that finds
+ * data waiting completes without a turn, so a peer that keeps its socket full (a flood) would
+ * otherwise keep notify-dev, the monitor, outdev's completions and every timer waiting for as
+ * long as it sends: a checkpoint reply was read up to a second late. About a millisecond of
+ * work. At any lower rate the reads wait for data and the loop turns anyway: the next read
+ * then shows it ({@linkcode settledAtOnce}) and the loop goes on without a turn of its own,
+ * which cost a request-and-answer stream one slow pair per MiB (bench/README.md, "A turn of
+ * the event loop only when none came").
  */
 export const BYTES_PER_TURN = 1024 * 1024;
 
 /** Resolves after the event loop has polled for I/O and run due timers. */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Whether `read` had settled when it was made: the bytes were there, and no turn of the event
+ * loop came with them. A read that waits settles only at a later turn.
+ */
+async function settledAtOnce(read: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  const mark = () => {
+    settled = true;
+  };
+  // Queued at once if `read` has settled: before this function's own continuation.
+  read.then(mark, mark);
+  await null;
+  return settled;
 }
 
 /** What an {@linkcode InputPump} feeds and tells. */
@@ -92,6 +110,8 @@ export class InputPump {
   #paused = false;
   #stopped = false;
   #resume: (() => void) | null = null;
+  /** Turns of the event loop the loop waited for because none came of itself (a flood). */
+  forcedTurns = 0;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
 
@@ -158,12 +178,16 @@ export class InputPump {
     let buf = this.#buf ??= hooks.buffer?.() ?? new Uint8Array(READ_SIZE);
     let sinceTurn = 0;
     while (!this.#stopped) {
+      const read = conn.read(buf);
       if (sinceTurn >= BYTES_PER_TURN) {
         sinceTurn = 0;
-        await nextTurn();
-        if (this.#stopped) break;
+        if (await settledAtOnce(read)) {
+          this.forcedTurns++;
+          await nextTurn();
+          if (this.#stopped) break;
+        }
       }
-      const n = await conn.read(buf);
+      const n = await read;
       if (!n) break;
       sinceTurn += n;
       while (this.#paused && !this.#stopped) {

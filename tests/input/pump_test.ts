@@ -187,8 +187,33 @@ for (const [what, size] of [["whole buffers", READ_SIZE], ["TLS records", 16 * 1
       readsWhenTimerRan < conn.limit / 2,
       `the timer ran only after ${readsWhenTimerRan} of ${conn.limit} reads`,
     );
+    assert.ok(pump.forcedTurns >= 1000, `${pump.forcedTurns} turns forced in 1 GiB`);
   });
 }
+
+/** A peer whose every read waits for the event loop's next turn, as a socket read that waits. */
+class TrickleConn extends FloodConn {
+  override read(p: Uint8Array): Promise<number | null> {
+    return new Promise((resolve) => setTimeout(() => resolve(super.read(p)), 0));
+  }
+}
+
+Deno.test("pump: a peer whose reads wait for data costs no turn of the loop's own", async () => {
+  let frames = 0;
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: () => {
+      frames++;
+    },
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  // 8 MiB in reads of 64 KiB: eight times past BYTES_PER_TURN.
+  await pump.run(new TrickleConn(128, 64 * 1024));
+  assert.equal(frames, 8 * 1024);
+  assert.equal(pump.forcedTurns, 0);
+});
 
 Deno.test("pump: reads into the hooks' buffers, and into a fresh one after a chunk kept its buffer", async () => {
   const given: Uint8Array[] = [];
