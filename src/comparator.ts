@@ -437,6 +437,11 @@ export class Comparator {
     );
     if (this.#channel) this.#serving.push(this.#channel.serve());
     if (this.#secondaryMonitor) this.#serving.push(this.#secondaryMonitor.serve());
+    // The warm-up before this grew the RSS and gave back what it left: the first trim check
+    // (two seconds after start) trimmed nonetheless, under the first traffic, and gave the
+    // executable's pages back just as the hot path ran them (bench/README.md, "No malloc trim
+    // for the warm-up's growth").
+    this.#trimmer?.rebase();
     this.#timer = setInterval(() => this.#scan(), this.#scanCycle);
     const c = this.config;
     this.#log.info("ready", {

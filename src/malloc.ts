@@ -69,6 +69,14 @@ export class MallocTrimmer {
     return new MallocTrimmer(trim, rss);
   }
 
+  /**
+   * Counts the growth from the RSS now: what grew before (the warm-up's comparators, which
+   * trimmed after themselves) calls for no trim of the program's (src/comparator.ts, `start`).
+   */
+  rebase(): void {
+    this.#level = this.#rss();
+  }
+
   /** Trims now, whatever the RSS. */
   trimNow(): Promise<unknown> {
     return this.#trim();

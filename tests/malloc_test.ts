@@ -29,6 +29,20 @@ Deno.test("malloc: no trim until the RSS has grown 8 MiB past its level when mad
   assert.equal(state.trims, 0);
 });
 
+Deno.test("malloc: after a rebase, growth counts from the RSS then (a warm-up's is not the program's)", async () => {
+  const { state, trimmer } = fake(30 * MiB);
+  state.rss += RSS_GROWTH + MiB; // the warm-up's
+  trimmer.rebase();
+  assert.equal(await trimmer.maybeTrim(), false);
+  state.rss += RSS_GROWTH - 1;
+  assert.equal(await trimmer.maybeTrim(), false);
+  state.rss += 1;
+  const trimming = trimmer.maybeTrim();
+  state.release!();
+  assert.equal(await trimming, true);
+  assert.equal(state.trims, 1);
+});
+
 Deno.test("malloc: growth past the level trims once; the level is then what is left", async () => {
   const { state, trimmer } = fake(100 * MiB);
   state.rss += RSS_GROWTH + MiB;
