@@ -16,6 +16,10 @@
  * cost is CPU: at most {@linkcode POLL_MAX_US} per idle moment, so input that keeps coming just
  * too late (64-128 us apart, one frame at a time) can keep up to about half a core polling.
  *
+ * Between two polls that find nothing the thread yields the CPU (`sched_yield(2)`): a thread
+ * of another process, or one of V8's, that waits for this CPU runs first, and the polling then
+ * takes only what the CPU would otherwise leave idle.
+ *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
  * Linux) nothing is polled. Only sockets whose file descriptor is known take part: plain TCP
  * and unix inputs, and TLS inputs (the TCP socket under them). A TLS input may hold plaintext it
@@ -41,6 +45,7 @@ const NFDS = Array.from({ length: MAX_FDS + 1 }, (_, n) => BigInt(n));
 
 const SYMBOLS = {
   poll: { parameters: ["buffer", "usize", "i32"], result: "i32" },
+  sched_yield: { parameters: [], result: "i32" },
 } as const;
 
 /** libc's `poll(2)` without waiting, once opened: shared by every poller of the process. */
@@ -86,7 +91,15 @@ export class PollWait {
     if (libcPoll === null) {
       const libc = openLibc(SYMBOLS, "input polling");
       if (typeof libc === "string") return null;
-      libcPoll = (fds, n) => libc.poll(fds, NFDS[n], 0);
+      // A poll that finds nothing yields the CPU to whatever else waits for it before the next
+      // one: on a host with every CPU busy (two vCPUs, the peers' threads, V8's compilers and
+      // collectors), spinning took the CPU from them and the first 2,000 pairs after start
+      // waited for it (bench/README.md, "Polling that yields").
+      libcPoll = (fds, n) => {
+        const ready = libc.poll(fds, NFDS[n], 0);
+        if (ready === 0) libc.sched_yield();
+        return ready;
+      };
     }
     return new PollWait(libcPoll);
   }
