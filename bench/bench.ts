@@ -22,7 +22,7 @@ import {
   TARGETS,
   unavailable,
 } from "./targets.ts";
-import { overTls, type WorkloadName, WORKLOADS } from "./workloads.ts";
+import { overTls, plainOf, type WorkloadName, WORKLOADS } from "./workloads.ts";
 import { makeCreds, removeCreds } from "../tests/support/tls_creds.ts";
 
 const USAGE = `usage: deno task bench [options]
@@ -42,6 +42,8 @@ const USAGE = `usage: deno task bench [options]
   --json FILE          also write every measurement as JSON
   --ours "CMD ARGS"    command for our comparator (default: deno run -A main.ts)
   --cpu-prof DIR       write V8 CPU profiles of ours into DIR
+  --latency-dump FILE  append each latency run's pairs, in order, to FILE (a JSON line per run:
+                       target, cold, warm, in us)
   --strict             exit 1 when a target check fails (always exit 1 when a run fails)`;
 
 /**
@@ -73,6 +75,7 @@ function parse() {
       json: { type: "string" },
       ours: { type: "string" },
       "cpu-prof": { type: "string" },
+      "latency-dump": { type: "string" },
       strict: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -113,6 +116,7 @@ function parse() {
     json: values.json,
     oursCommand: values.ours ? values.ours.split(/\s+/).filter(Boolean) : defaultOursCommand(),
     cpuProfileDir: values["cpu-prof"],
+    latencyDump: values["latency-dump"],
     strict: values.strict,
   };
 }
@@ -125,6 +129,15 @@ function usage(message: string): never {
 type Options = ReturnType<typeof parse>;
 
 const generatorScript = new URL("./loadgen.ts", import.meta.url).pathname;
+
+/**
+ * The generator's V8 flags in the latency workloads: its hot path (the pair loop, Deno's read
+ * and write ops, outdev decoding) reaches V8's optimising compiler within its own warm-up
+ * (bench/loadgen.ts), as ours' does with the same counts (src/v8_flags.ts), instead of during
+ * the target's cold pairs.
+ */
+const GENERATOR_V8_FLAGS_LATENCY =
+  "--v8-flags=--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300";
 
 /** Runs one workload once against a freshly started target. */
 async function runOnce(
@@ -152,6 +165,7 @@ async function runOnce(
       latencyPairs: opts.quick ? 300 : 20_000,
       latencyWarmup: opts.quick ? 50 : 500,
       latencyCold: opts.quick ? 100 : 2000,
+      latencyDump: opts.latencyDump === undefined ? undefined : { file: opts.latencyDump, target },
       scaleConnections: opts.scaleConnections,
       scalePrime: opts.scalePrime,
       floodMs: opts.floodMs,
@@ -163,7 +177,13 @@ async function runOnce(
     };
     const out = await new Deno.Command(Deno.execPath(), {
       // -A: Deno reads /proc (the target's RSS and CPU) only with every permission.
-      args: ["run", "-A", generatorScript, JSON.stringify(cfg)],
+      args: [
+        "run",
+        "-A",
+        ...(plainOf(workload) === "latency" ? [GENERATOR_V8_FLAGS_LATENCY] : []),
+        generatorScript,
+        JSON.stringify(cfg),
+      ],
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
