@@ -439,8 +439,8 @@ export class Comparator {
     if (this.#secondaryMonitor) this.#serving.push(this.#secondaryMonitor.serve());
     // The warm-up before this grew the RSS and gave back what it left: the first trim check
     // (two seconds after start) trimmed nonetheless, under the first traffic, and gave the
-    // executable's pages back just as the hot path ran them (bench/README.md, "No malloc trim
-    // for the warm-up's growth").
+    // executable's pages back just as the hot path ran them (bench/README.md, "The generator
+    // warmed before the cold row").
     this.#trimmer?.rebase();
     this.#timer = setInterval(() => this.#scan(), this.#scanCycle);
     const c = this.config;

@@ -506,8 +506,8 @@ export class CompareEngine implements CompareContext {
     // A primary segment that arrives while the secondary holds nothing waits for its twin:
     // `compareTcp` would find only that out. Not called for it, the large function is not run
     // (and not compiled) for the commonest arrival of a request-and-answer stream, which the
-    // warm-up, sending both copies at once, seldom makes (bench/README.md, "compareTcp left to
-    // the frames it compares").
+    // warm-up, sending both copies at once, seldom makes (bench/README.md, "The generator
+    // warmed before the cold row").
     if (conn.tcp) {
       if (!primary || conn.secondary.length > 0) compareTcp(this, conn, now);
     } else compareDatagrams(this, conn, now);

@@ -25,10 +25,11 @@ export const READ_SIZE = BLOCK_SIZE;
  * data waiting completes without a turn, so a peer that keeps its socket full (a flood) would
  * otherwise keep notify-dev, the monitor, outdev's completions and every timer waiting for as
  * long as it sends: a checkpoint reply was read up to a second late. About a millisecond of
- * work. At any lower rate the reads wait for data and the loop turns anyway: the next read
- * then shows it ({@linkcode settledAtOnce}) and the loop goes on without a turn of its own,
- * which cost a request-and-answer stream one slow pair per MiB (bench/README.md, "A turn of
- * the event loop only when none came").
+ * work. At any lower rate the reads wait for data and the loop turns anyway: where a read that
+ * waits settles only at a later turn (`Conn.settlesOnTurn`: Deno's read op), the next read
+ * shows it ({@linkcode settledAtOnce}) and the loop goes on without a turn of its own, which
+ * cost a request-and-answer stream one slow pair per MiB (bench/README.md, "The generator
+ * warmed before the cold row").
  */
 export const BYTES_PER_TURN = 1024 * 1024;
 
@@ -181,7 +182,7 @@ export class InputPump {
       const read = conn.read(buf);
       if (sinceTurn >= BYTES_PER_TURN) {
         sinceTurn = 0;
-        if (await settledAtOnce(read)) {
+        if (!conn.settlesOnTurn || await settledAtOnce(read)) {
           this.forcedTurns++;
           await nextTurn();
           if (this.#stopped) break;

@@ -58,6 +58,8 @@ class PlainConn implements Conn {
   readonly peer: string;
   readonly fd: number | undefined;
   readonly quickAck: (() => void) | undefined;
+  /** Deno's read op settles at once or at a later turn; `Conn.read` wraps it in awaits. */
+  readonly settlesOnTurn: boolean;
 
   constructor(
     conn: Deno.Conn,
@@ -67,6 +69,7 @@ class PlainConn implements Conn {
   ) {
     this.#conn = conn;
     this.#rid = readableRid(conn) ?? -1;
+    this.settlesOnTurn = this.#rid >= 0;
     this.peer = peer;
     this.fd = fd;
     this.quickAck = quickAck;

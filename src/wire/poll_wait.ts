@@ -94,7 +94,7 @@ export class PollWait {
       // A poll that finds nothing yields the CPU to whatever else waits for it before the next
       // one: on a host with every CPU busy (two vCPUs, the peers' threads, V8's compilers and
       // collectors), spinning took the CPU from them and the first 2,000 pairs after start
-      // waited for it (bench/README.md, "Polling that yields").
+      // waited for it (bench/README.md, "The generator warmed before the cold row").
       libcPoll = (fds, n) => {
         const ready = libc.poll(fds, NFDS[n], 0);
         if (ready === 0) libc.sched_yield();

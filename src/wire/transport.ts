@@ -21,6 +21,13 @@ export interface Conn {
   /** The socket's file descriptor where the transport knows it, for polling. */
   readonly fd?: number;
   /**
+   * True when a read that has not settled by the time it returns settles only at a later turn
+   * of the event loop: Deno's read op, whose result comes with the loop's poll for I/O. The
+   * input pump then knows that a read which waited was a turn (src/input/pump.ts). Not for
+   * reads that may settle later within the same turn (a TLS layer's, fed by its own reads).
+   */
+  readonly settlesOnTurn?: boolean;
+  /**
    * True while bytes already taken from the socket wait for `read` (a TLS layer decrypts
    * ahead): the socket then need not be readable for the next read to return at once.
    */

@@ -193,10 +193,45 @@ for (const [what, size] of [["whole buffers", READ_SIZE], ["TLS records", 16 * 1
 
 /** A peer whose every read waits for the event loop's next turn, as a socket read that waits. */
 class TrickleConn extends FloodConn {
+  readonly settlesOnTurn = true;
   override read(p: Uint8Array): Promise<number | null> {
     return new Promise((resolve) => setTimeout(() => resolve(super.read(p)), 0));
   }
 }
+
+/**
+ * A flood whose reads settle a few microtasks late, within the same turn (a TLS layer fed by
+ * its own reads): not settled at once, yet no turn came.
+ */
+class LateFloodConn extends FloodConn {
+  override async read(p: Uint8Array): Promise<number | null> {
+    await null;
+    await null;
+    return super.read(p);
+  }
+}
+
+Deno.test("pump: a flood whose reads settle late within a turn still gets its turns (SPEC 8)", async () => {
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: () => {},
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const conn = new LateFloodConn(64 * 1024 * 1024 / (16 * 1024), 16 * 1024); // 64 MiB
+  let readsWhenTimerRan = -1;
+  const timer = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      readsWhenTimerRan = conn.reads;
+      resolve();
+    }, 0)
+  );
+  await pump.run(conn);
+  await timer;
+  assert.ok(pump.forcedTurns >= 60, `${pump.forcedTurns} turns forced in 64 MiB`);
+  assert.ok(readsWhenTimerRan < conn.limit / 2, `the timer ran after ${readsWhenTimerRan} reads`);
+});
 
 Deno.test("pump: a peer whose reads wait for data costs no turn of the loop's own", async () => {
   let frames = 0;

@@ -46,6 +46,34 @@ Deno.test("plain: Deno's read op is found on the pinned Deno (src/wire/read_op.t
   }
 });
 
+Deno.test("plain: a read settles at once when the bytes are there, and not when it waits (the pump's turns)", async () => {
+  const { ours, peer, close } = await pair();
+  try {
+    assert.equal(ours.settlesOnTurn, true);
+    const settled = async (read: Promise<unknown>) => {
+      let done = false;
+      read.then(() => done = true);
+      await null;
+      return done;
+    };
+    await writeAll(peer, new Uint8Array(100));
+    // The bytes reach our socket through loopback: wait until a read finds them.
+    const buf = new Uint8Array(16);
+    let got = (await ours.read(buf))!;
+    assert.ok(got > 0 && got < 100);
+    const there = ours.read(buf);
+    assert.equal(await settled(there), true, "bytes waiting: settled at once");
+    got += (await there)!;
+    while (got < 100) got += (await ours.read(buf))!;
+    const waiting = ours.read(buf);
+    assert.equal(await settled(waiting), false, "nothing waiting: not settled");
+    await writeAll(peer, new Uint8Array([1]));
+    assert.equal(await waiting, 1);
+  } finally {
+    close();
+  }
+});
+
 Deno.test("plain: reads the stream to its end, in order, whatever the chunking", async () => {
   const { ours, peer, close } = await pair();
   const sent = new Uint8Array(300_000).map((_, i) => (i * 7) & 0xff);
