@@ -42,6 +42,9 @@ const PRIMARY_CLOSED = 1 << 4;
 const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
+const MATCHED_SECONDARY_DROPPED = 1 << 8;
+/** The checkpoint epoch of `MATCHED_SECONDARY_DROPPED`, mod 2^16, in the flag word's top half. */
+const EPOCH_SHIFT = 16;
 
 /** Sets or clears `bit` of the word at `at` (a function: a private method costs a brand check). */
 function setBit(u32: Uint32Array, at: number, bit: number, on: boolean): void {
@@ -212,6 +215,33 @@ export class Connection {
 
   set held(on: boolean) {
     setBit(this.#u32, this.#flagsAt, HELD, on);
+  }
+
+  /**
+   * TCP: a fully matched secondary segment was dropped here (SPEC 9: QEMU keeps it queued) in
+   * checkpoint epoch `epoch`. QEMU's next comparison on this connection takes that segment off
+   * its queue first, and lets the primary segment it pops pass when it has nothing to compare
+   * (no payload, or bytes compared already). `takeMatchedSecondaryDropped` tells whether such a
+   * pass is due, once.
+   */
+  noteMatchedSecondaryDropped(epoch: number): void {
+    const u32 = this.#u32;
+    const at = this.#flagsAt;
+    u32[at] = (u32[at] & 0xffff) | MATCHED_SECONDARY_DROPPED | ((epoch & 0xffff) << EPOCH_SHIFT);
+  }
+
+  /**
+   * Whether a fully matched secondary segment was dropped here in checkpoint epoch `epoch`
+   * and not taken yet (a checkpoint flush empties QEMU's queues: one from an earlier epoch is
+   * gone there). Taken either way.
+   */
+  takeMatchedSecondaryDropped(epoch: number): boolean {
+    const u32 = this.#u32;
+    const at = this.#flagsAt;
+    const flags = u32[at];
+    if ((flags & MATCHED_SECONDARY_DROPPED) === 0) return false;
+    u32[at] = flags & 0xffff & ~MATCHED_SECONDARY_DROPPED;
+    return flags >>> EPOCH_SHIFT === (epoch & 0xffff);
   }
 
   /** True when neither queue holds a frame. */

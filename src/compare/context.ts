@@ -24,4 +24,6 @@ export interface CompareContext {
   primaryDroppedUntil(conn: Connection): Seq32 | undefined;
   /** Reports a divergence on `conn`. */
   mismatch(reason: CheckpointReason, conn: Connection, now: number): void;
+  /** Checkpoint flushes so far: the epoch frames held now belong to. */
+  readonly epoch: number;
 }

@@ -27,7 +27,14 @@ import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
 import { type BlockPool, objectArray, Pool } from "../pool.ts";
-import { comparedAlready, compareTcp, dropIfFullyMatched, flushedTcp, sameSegment } from "./tcp.ts";
+import {
+  comparedAlready,
+  compareTcp,
+  dropIfFullyMatched,
+  flushedTcp,
+  passAfterMatchedSecondary,
+  sameSegment,
+} from "./tcp.ts";
 import { NET_BUFSIZE, wordAt } from "../wire/codec.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
@@ -149,6 +156,8 @@ export class CompareEngine implements CompareContext {
   queueGrewLong = false;
   /** The latest time seen (input or tick): when a checkpoint's connections became idle. */
   #now = 0;
+  /** Checkpoint flushes so far (`CompareContext.epoch`). */
+  #epoch = 0;
 
   constructor(options: EngineOptions, sink: EngineSink, tracer: Tracer | null = null) {
     this.#sink = sink;
@@ -298,6 +307,7 @@ export class CompareEngine implements CompareContext {
    * primary's next frames. Returns how many were kept.
    */
   checkpoint(now: number = this.#now, secondaryCutoff: number | null = null): number {
+    this.#epoch++;
     // The sink may read the released frames later (`releaseHeld`): they must be in slabs.
     this.keepHeld();
     const sink = this.#sink;
@@ -503,13 +513,17 @@ export class CompareEngine implements CompareContext {
     }
     this.#hold(p);
 
-    // A primary segment that arrives while the secondary holds nothing waits for its twin:
-    // `compareTcp` would find only that out. Not called for it, the large function is not run
-    // (and not compiled) for the commonest arrival of a request-and-answer stream, which the
-    // warm-up, sending both copies at once, seldom makes (bench/README.md, "The generator
-    // warmed before the cold row").
     if (conn.tcp) {
+      // A primary segment takes the pass a dropped matched secondary left (QEMU would pop that
+      // segment now, whatever comes of it).
+      const pass = primary && conn.takeMatchedSecondaryDropped(this.#epoch);
       if (!primary || conn.secondary.length > 0) compareTcp(this, conn, now);
+      else if (pass) passAfterMatchedSecondary(this, conn, p);
+      // Otherwise the primary segment waits for its twin: `compareTcp` would find only that
+      // out. Not called for it, the large function is not run (and not compiled) for the
+      // commonest arrival of a request-and-answer stream, which the warm-up, sending both
+      // copies at once, seldom makes (bench/README.md, "The generator warmed before the cold
+      // row").
     } else compareDatagrams(this, conn, now);
 
     // Still queued: it must outlive the read buffer it points into.
@@ -894,6 +908,8 @@ export class CompareEngine implements CompareContext {
     now: number,
   ): void {
     other.shift();
+    // QEMU's comparison here takes a matched secondary it still held off its queue first.
+    if (conn.tcp) conn.takeMatchedSecondaryDropped(this.#epoch);
     if (primary) {
       this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
       this.dropSecondary(head);
@@ -977,6 +993,11 @@ export class CompareEngine implements CompareContext {
     // The compared stream has passed it: forgotten.
     this.#table.setDroppedUntil(conn, undefined);
     return undefined;
+  }
+
+  /** Checkpoint flushes so far: the epoch frames held now belong to. */
+  get epoch(): number {
+    return this.#epoch;
   }
 
   /** Gives back a packet the sink was handed by a checkpoint flush, once it is written. */

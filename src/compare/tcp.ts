@@ -70,12 +70,33 @@ function equalAt(p: Packet, s: Packet, pos: Seq32, n: number): boolean {
 /**
  * Drops a secondary segment whose payload has been fully matched once no primary is left to
  * pair with it: QEMU keeps it queued until it times out into a needless checkpoint (SPEC 9).
+ * What it would still do there, let the next primary segment pass when that has nothing to
+ * compare, is noted on the connection ({@linkcode passAfterMatchedSecondary}).
  */
 export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void {
   const s = conn.secondary.peek();
   if (s !== undefined && s.len > 0 && s.offset >= s.len) {
     conn.secondary.shift();
     ctx.dropSecondary(s);
+    conn.noteMatchedSecondaryDropped(ctx.epoch);
+  }
+}
+
+/**
+ * A primary segment `p`, the only one held on `conn`, arrived while the secondary holds
+ * nothing, after a fully matched secondary segment was dropped here in this epoch. QEMU still
+ * holds that segment: its comparison pops both, releases `p` if it has nothing to compare (no
+ * payload, or bytes compared already: a retransmission) and destroys the matched segment; `p`
+ * with new bytes stays held. So here.
+ */
+export function passAfterMatchedSecondary(ctx: CompareContext, conn: Connection, p: Packet): void {
+  if (p.len === 0) {
+    conn.primary.shift();
+    ctx.sendPrimary(p);
+  } else if (comparedAlready(conn, p)) {
+    ctx.tracer?.trace("colo_compare_main", { str: "pri: this packet has compared" });
+    conn.primary.shift();
+    ctx.sendPrimary(p);
   }
 }
 

@@ -19,8 +19,8 @@
  *   ({@linkcode TcpModel}) and left out when QEMU would compare bytes at different sequence
  *   positions, when its ACK rule (latest ACK of each side, numeric minimum) and ours (highest
  *   ACK in serial order) would decide differently, when its "compared" test and ours (which
- *   counts flushed bytes as compared) disagree, or when a payload-less primary would meet a
- *   fully matched secondary that QEMU keeps and we drop;
+ *   counts flushed bytes as compared) disagree (a primary that meets a fully matched secondary
+ *   QEMU keeps and we dropped passes alike: we note the drop);
  * - no Ethernet padding, no VLAN, no IPv6, no "other" protocol with differing IP headers;
  * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset);
  * - no timers: compare-timeout is far longer than a run, so only mismatches ask for
@@ -123,12 +123,6 @@ function serialMax(max: number | null, ack: number): number {
 function modelArrive(m: TcpModel, side: Side, seg: ModelSegment): boolean {
   const queue = side === "pri" ? m.pri : m.sec;
   if (side === "pri") {
-    const s = m.sec[0];
-    if (
-      m.pri.length === 0 && seg.from === seg.to && s && s.to > s.from && s.offset >= s.to - s.from
-    ) {
-      return false; // QEMU lets it pass the fully matched secondary it keeps; we dropped that
-    }
     m.packLatest = seg.ack >>> 0;
     m.maxPrimaryAck = serialMax(m.maxPrimaryAck, seg.ack >>> 0);
   } else {
