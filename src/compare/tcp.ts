@@ -90,6 +90,7 @@ export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void 
  * with new bytes stays held. So here.
  */
 export function passAfterMatchedSecondary(ctx: CompareContext, conn: Connection, p: Packet): void {
+  if (conn.primary.peek() !== p) return;
   if (p.len === 0) {
     conn.primary.shift();
     ctx.sendPrimary(p);
