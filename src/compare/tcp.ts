@@ -90,15 +90,22 @@ export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void 
  * with new bytes stays held. So here.
  */
 export function passAfterMatchedSecondary(ctx: CompareContext, conn: Connection, p: Packet): void {
-  if (conn.primary.peek() !== p) return;
-  if (p.len === 0) {
-    conn.primary.shift();
-    ctx.sendPrimary(p);
-  } else if (comparedAlready(conn, p)) {
+  if (conn.primary.peek() === p) releaseIfUncompared(ctx, conn, p);
+}
+
+/**
+ * Releases `p`, the head of `conn`'s primary queue, when it needs no comparison: no payload,
+ * or wholly inside the already-compared stream (a retransmission of data both sides sent).
+ * True when released.
+ */
+function releaseIfUncompared(ctx: CompareContext, conn: Connection, p: Packet): boolean {
+  if (p.len !== 0) {
+    if (!comparedAlready(conn, p)) return false;
     ctx.tracer?.trace("colo_compare_main", { str: "pri: this packet has compared" });
-    conn.primary.shift();
-    ctx.sendPrimary(p);
   }
+  conn.primary.shift();
+  ctx.sendPrimary(p);
+  return true;
 }
 
 /**
@@ -147,19 +154,7 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
     const s = sq.peek();
     if (s === undefined) return;
 
-    // Segments without payload, and segments wholly inside the already-compared stream,
-    // need no comparison (retransmissions of data both sides sent).
-    let primaryDone = false;
-    if (p.len === 0) {
-      primaryDone = true;
-    } else if (comparedAlready(conn, p)) {
-      tracer?.trace("colo_compare_main", { str: "pri: this packet has compared" });
-      primaryDone = true;
-    }
-    if (primaryDone) {
-      pq.shift();
-      ctx.sendPrimary(p);
-    }
+    const primaryDone = releaseIfUncompared(ctx, conn, p);
     if (s.len === 0) {
       sq.shift();
       ctx.dropSecondary(s);
