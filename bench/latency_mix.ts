@@ -34,7 +34,7 @@ import {
   latencyOf,
   type Peers,
   probe,
-  startPassThrough,
+  warmGenerator,
   writeAll,
 } from "./loadgen.ts";
 import { defaultOursCommand, type Running, start } from "./targets.ts";
@@ -60,33 +60,14 @@ async function pin(pid: number, cpus: string): Promise<void> {
   }
 }
 
-/** Pairs the generator sends to its own pass-through first (as bench/loadgen.ts does). */
-const GENERATOR_WARMUP_PAIRS = 5000;
-
 /**
- * The generator's own code compiled before the targets' cold pairs: the round-robin loop run
- * against a pass-through in this process, so that each target's cold row is its own cold start.
+ * Sends `total` pairs, pair i to every side in turn, timing each into the side's `lat`.
+ * `done`: the pairs every side served before.
  */
-async function warmGenerator(): Promise<void> {
-  const self = startPassThrough();
-  try {
-    const peers = await connect(self);
-    try {
-      await probe(peers);
-      const side = { label: "generator", peers, lat: new Float64Array(GENERATOR_WARMUP_PAIRS) };
-      await roundRobin([side], GENERATOR_WARMUP_PAIRS);
-    } finally {
-      await peers.close();
-    }
-  } finally {
-    await self.close();
-  }
-}
-
-/** Sends `total` pairs, pair i to every side in turn, timing each into the side's `lat`. */
 async function roundRobin(
   sides: Pick<Side, "label" | "peers" | "lat">[],
   total: number,
+  done = 0,
 ): Promise<void> {
   const pattern = buildPattern(SHAPES.latency, total);
   const wire = pattern.bytes.length / pattern.frames;
@@ -98,7 +79,7 @@ async function roundRobin(
       await writeAll(s.peers.primary, f);
       await writeAll(s.peers.secondary, f);
       const t0 = performance.now();
-      await s.peers.counter.until(i + 1);
+      await s.peers.counter.until(done + i + 1);
       if (s.peers.counter.closed) throw new Error(`${s.label}: outdev closed`);
       s.lat[i] = (performance.now() - t0) * 1000;
     }
@@ -118,7 +99,11 @@ async function mix(
   dump?: string,
 ): Promise<{ label: string; latency: Latency; over1ms: number }[]> {
   const total = cold + warmup + pairs;
-  await warmGenerator();
+  // The generator's own loop compiled first (bench/loadgen.ts): each target's cold row is then
+  // its own cold start.
+  await warmGenerator((peers, n, done) =>
+    roundRobin([{ label: "generator", peers, lat: new Float64Array(n) }], n, done)
+  );
   const sides: Side[] = [];
   try {
     for (const s of specs) {

@@ -632,7 +632,10 @@ function percentile(sorted: number[], p: number): number {
  * generator's.
  */
 async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
-  if (!cfg.tlsDir) await warmGenerator(GENERATOR_WARMUP_PAIRS);
+  if (!cfg.tlsDir) {
+    const record = recorder([], [], 0, Infinity);
+    await warmGenerator((peers, pairs, done) => timePairs(peers, pairs, record, done));
+  }
   result.idleRss = readMemory(cfg.targetPid)?.rss;
   const peers = await connect(cfg);
   await probe(peers);
@@ -691,20 +694,24 @@ async function timePairs(
  * Pairs the generator sends to its own pass-through before the latency run, in rounds of
  * {@linkcode GENERATOR_WARMUP_ROUND}: the pair loop is then called often enough to be compiled
  * as a function (not only on stack, where a new call does not find it), and with bench.ts's
- * V8 flags for the latency workloads (V8_FLAGS_LATENCY) its writes, reads and outdev decoding
- * reach V8's optimising compiler. With 5,000 pairs in one call and V8's default thresholds,
- * about 40 ms of the generator's compiles still fell in the target's cold pairs.
+ * V8 flags for the latency workloads (`GENERATOR_V8_FLAGS_LATENCY`) its writes, reads and
+ * outdev decoding reach V8's optimising compiler. With 5,000 pairs in one call and V8's
+ * default thresholds, about 40 ms of the generator's compiles still fell in the target's cold
+ * pairs.
  */
 const GENERATOR_WARMUP_PAIRS = 6000;
 const GENERATOR_WARMUP_ROUND = 500;
 
 /**
- * Runs the latency loop (the same functions, over loopback TCP) against a pass-through in
- * this process ({@linkcode startPassThrough}). Without it the generator compiled its own code
- * during the target's cold pairs, and every target's cold row carried that cost
- * (bench/README.md, "The generator warmed before the cold row").
+ * Runs a latency loop against a pass-through in this process ({@linkcode startPassThrough}),
+ * {@linkcode GENERATOR_WARMUP_PAIRS} pairs in rounds: `round` sends `pairs` pairs to `peers`,
+ * which served `done` before. Without it the generator compiled its own code during the
+ * target's cold pairs, and every target's cold row carried that cost (bench/README.md, "The
+ * generator warmed before the cold row"). bench/latency_mix.ts warms its loop with it too.
  */
-async function warmGenerator(pairs: number): Promise<void> {
+export async function warmGenerator(
+  round: (peers: Peers, pairs: number, done: number) => Promise<void>,
+): Promise<void> {
   const saved = phase;
   phase = "warming the generator";
   const self = startPassThrough();
@@ -712,9 +719,8 @@ async function warmGenerator(pairs: number): Promise<void> {
     const peers = await connect(self);
     try {
       await probe(peers);
-      const record = recorder([], [], 0, pairs);
-      for (let done = 0; done < pairs; done += GENERATOR_WARMUP_ROUND) {
-        await timePairs(peers, Math.min(GENERATOR_WARMUP_ROUND, pairs - done), record, done);
+      for (let done = 0; done < GENERATOR_WARMUP_PAIRS; done += GENERATOR_WARMUP_ROUND) {
+        await round(peers, Math.min(GENERATOR_WARMUP_ROUND, GENERATOR_WARMUP_PAIRS - done), done);
       }
     } finally {
       await peers.close();
@@ -726,7 +732,7 @@ async function warmGenerator(pairs: number): Promise<void> {
 }
 
 /** A pass-through in the generator's own process: see {@linkcode startPassThrough}. */
-export interface PassThrough {
+interface PassThrough {
   ports: { primary: number; secondary: number; outdev: number };
   /** Closes its sockets once the generator's are closed, and waits for its loops. */
   close(): Promise<void>;
@@ -736,7 +742,7 @@ export interface PassThrough {
  * A target in this process that compares nothing: primary-in is forwarded to outdev,
  * secondary-in read and dropped (as bench/forwarder.ts does). For warming the generator.
  */
-export function startPassThrough(): PassThrough {
+function startPassThrough(): PassThrough {
   const listeners = [0, 1, 2].map(() =>
     Deno.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" })
   );
