@@ -160,29 +160,41 @@ class FloodConn implements Conn {
   close(): void {}
 }
 
+/** A pump that only counts the frames it is handed. */
+function countingPump(): { pump: InputPump; frames: () => number } {
+  let frames = 0;
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: () => {
+      frames++;
+    },
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  return { pump, frames: () => frames };
+}
+
+/** Runs `pump` over `conn` with a timer set at the start: the reads made when it ran. */
+async function readsBeforeTimer(pump: InputPump, conn: FloodConn): Promise<number> {
+  let readsWhenTimerRan = -1;
+  const timer = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      readsWhenTimerRan = conn.reads;
+      resolve();
+    }, 0)
+  );
+  await pump.run(conn);
+  await timer;
+  return readsWhenTimerRan;
+}
+
 for (const [what, size] of [["whole buffers", READ_SIZE], ["TLS records", 16 * 1024]] as const) {
   Deno.test(`pump: a peer that keeps its socket full (${what}) does not keep timers and other sockets waiting (SPEC 8)`, async () => {
-    let frames = 0;
-    const pump = new InputPump("primary", false, {
-      now: () => 0,
-      frame: () => {
-        frames++;
-      },
-      chunk() {},
-      internalError: (e) => assert.fail(String(e)),
-      oversize: () => assert.fail("not oversize"),
-    }, log);
+    const { pump, frames } = countingPump();
     const conn = new FloodConn(1024 * 1024 * 1024 / size, size); // 1 GiB in all
-    let readsWhenTimerRan = -1;
-    const timer = new Promise<void>((resolve) =>
-      setTimeout(() => {
-        readsWhenTimerRan = conn.reads;
-        resolve();
-      }, 0)
-    );
-    await pump.run(conn);
-    await timer;
-    assert.equal(frames, 1024 * 1024);
+    const readsWhenTimerRan = await readsBeforeTimer(pump, conn);
+    assert.equal(frames(), 1024 * 1024);
     assert.ok(
       readsWhenTimerRan < conn.limit / 2,
       `the timer ran only after ${readsWhenTimerRan} of ${conn.limit} reads`,
@@ -212,41 +224,18 @@ class LateFloodConn extends FloodConn {
 }
 
 Deno.test("pump: a flood whose reads settle late within a turn still gets its turns (SPEC 8)", async () => {
-  const pump = new InputPump("primary", false, {
-    now: () => 0,
-    frame: () => {},
-    chunk() {},
-    internalError: (e) => assert.fail(String(e)),
-    oversize: () => assert.fail("not oversize"),
-  }, log);
+  const { pump } = countingPump();
   const conn = new LateFloodConn(64 * 1024 * 1024 / (16 * 1024), 16 * 1024); // 64 MiB
-  let readsWhenTimerRan = -1;
-  const timer = new Promise<void>((resolve) =>
-    setTimeout(() => {
-      readsWhenTimerRan = conn.reads;
-      resolve();
-    }, 0)
-  );
-  await pump.run(conn);
-  await timer;
+  const readsWhenTimerRan = await readsBeforeTimer(pump, conn);
   assert.ok(pump.forcedTurns >= 60, `${pump.forcedTurns} turns forced in 64 MiB`);
   assert.ok(readsWhenTimerRan < conn.limit / 2, `the timer ran after ${readsWhenTimerRan} reads`);
 });
 
 Deno.test("pump: a peer whose reads wait for data costs no turn of the loop's own", async () => {
-  let frames = 0;
-  const pump = new InputPump("primary", false, {
-    now: () => 0,
-    frame: () => {
-      frames++;
-    },
-    chunk() {},
-    internalError: (e) => assert.fail(String(e)),
-    oversize: () => assert.fail("not oversize"),
-  }, log);
+  const { pump, frames } = countingPump();
   // 8 MiB in reads of 64 KiB: eight times past BYTES_PER_TURN.
   await pump.run(new TrickleConn(128, 64 * 1024));
-  assert.equal(frames, 8 * 1024);
+  assert.equal(frames(), 8 * 1024);
   assert.equal(pump.forcedTurns, 0);
 });
 
