@@ -23,6 +23,8 @@
  *   QEMU keeps and we dropped passes alike: we note the drop);
  * - no Ethernet padding, no VLAN, no IPv6, no "other" protocol with differing IP headers;
  * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset);
+ * - no frames on a TCP connection after both VMs sent their FIN (ours forgets a closed
+ *   connection once it holds nothing; QEMU keeps it, in its old place in the flush order);
  * - no timers: compare-timeout is far longer than a run, so only mismatches ask for
  *   checkpoints (a fully matched secondary segment that QEMU keeps never times out);
  * - queues far below max-queue-size (QEMU counts the segments it keeps).
@@ -208,6 +210,13 @@ interface TcpConn {
   sec: TcpSide;
   blocked: boolean;
   finished: boolean;
+  /**
+   * The sides that sent a FIN (1: primary, 2: secondary). Once both have, the connection takes
+   * no more frames: ours forgets a connection both VMs closed as soon as it holds nothing, and
+   * a frame on it afterwards opens a new one, last in the flush order (SPEC 9's row of
+   * forgotten connections; scenario closed-connection-seen-again-flushes-last).
+   */
+  fins: number;
   /** Frames left out in a row because the model said QEMU and ours would part. */
   leftOut: number;
 }
@@ -263,6 +272,7 @@ export function randomScenario(seed: number): Scenario {
       sec: { pos: 0, ack: ackBase, sent: 0, segments: [] },
       blocked: false,
       finished: false,
+      fins: 0,
       leftOut: 0,
     });
   }
@@ -325,7 +335,7 @@ export function randomScenario(seed: number): Scenario {
     if (rng.chance(0.4)) c[side].ack = c.ackBase + c.client;
   };
 
-  const tcpData = (c: TcpConn, side: Side, ackNow = true): Event[] => {
+  const tcpData = (c: TcpConn, side: Side, ackNow = true, finOk = true): Event[] => {
     const s = c[side];
     const room = c.length - s.pos;
     let size = Math.min(room, rng.chance(0.2) ? rng.int(1, 40) : rng.int(40, 1448));
@@ -338,7 +348,8 @@ export function randomScenario(seed: number): Scenario {
     const from = s.pos, to = s.pos + size;
     s.pos = to;
     s.segments.push([from, to]);
-    const fin = to === c.length && rng.chance(0.5);
+    const fin = to === c.length && rng.chance(0.5) && finOk;
+    if (fin) c.fins |= side === "pri" ? 1 : 2;
     return [{ side, label: tcpFrame(c, side, from, to, fin ? "FPA" : "PA", "") }];
   };
 
@@ -353,7 +364,8 @@ export function randomScenario(seed: number): Scenario {
       c.client += rng.int(1, 400);
       c[side].ack = c.ackBase + c.client;
     }
-    const second = tcpData(c, side, false);
+    // No FIN on the segment delivered first: the one after it would follow the FIN.
+    const second = tcpData(c, side, false, false);
     return [...second, ...first];
   };
 
@@ -559,7 +571,7 @@ export function randomScenario(seed: number): Scenario {
         continue;
       }
       c.leftOut = 0;
-      if (c.pri.pos >= c.length && c.sec.pos >= c.length) c.finished = true;
+      if ((c.pri.pos >= c.length && c.sec.pos >= c.length) || c.fins === 3) c.finished = true;
       events.push(...ev);
     } else if (choice < 6 * open.length + 3 * live.length) {
       const f = rng.pick(live);
