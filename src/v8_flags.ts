@@ -5,7 +5,9 @@
  *
  * - `--max-semi-space-size=1`: a 1 MiB young generation. V8 would size it up to 16 MiB per
  *   semi-space, 48 MiB of heap the hot path does not need: its garbage is small and short-lived.
- * - `--optimize-for-size`: a heap that grows in small steps.
+ * - `--optimize-for-size`: a heap that grows in small steps. V8 makes it imply
+ *   `--max-semi-space-size=1` whatever else is asked (bench/README.md, "Scavenges in the latency
+ *   tail").
  * - `--single-threaded-gc`: the collector works on the main thread only; V8's worker threads
  *   only compile. They keep the priority the program started with: lowered (nice 19,
  *   `SCHED_IDLE`), they stalled the main thread for seconds on a busy host (bench/README.md,
