@@ -27,7 +27,7 @@ import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/
 import { PauseLog } from "./flow/pause_log.ts";
 import { Inside, type InsideHost } from "./inside/inside.ts";
 import type { Settings } from "./inside/view.ts";
-import { InputPump } from "./input/pump.ts";
+import { BYTES_PER_TURN, InputPump } from "./input/pump.ts";
 import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
 import { ComparatorSink } from "./sink.ts";
@@ -130,6 +130,7 @@ export class Comparator {
   readonly #sink: ComparatorSink;
   readonly #flow: FlowControl;
   readonly #pumps: Record<Side, InputPump>;
+  readonly #bytesPerTurn: number;
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
   readonly #pauseLog: PauseLog;
@@ -177,6 +178,8 @@ export class Comparator {
    * executable's read-only pages, given back with each malloc trim (src/exec_pages.ts); the
    * program's own, opened by main.ts (a comparator in a test leaves its runner's alone).
    * `clock`: the engine's time (src/warmup.ts gives its comparators a faster one).
+   * `bytesPerTurn`: how much the input pumps read before they make sure the event loop turns
+   * (src/input/pump.ts; src/warmup.ts gives its comparators a smaller one).
    */
   constructor(
     config: Config,
@@ -184,8 +187,10 @@ export class Comparator {
     tls: Transport | null = null,
     pages: ExecutablePages | null = null,
     clock: CompareClock = new CompareClock(),
+    bytesPerTurn: number = BYTES_PER_TURN,
   ) {
     this.config = config;
+    this.#bytesPerTurn = bytesPerTurn;
     this.#clock = clock;
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
@@ -343,28 +348,34 @@ export class Comparator {
       else stats.secondaryIn += engine.runFrames;
       return to;
     };
-    return new InputPump(side, vnet, {
-      // The arrival time of a chunk's frames, kept for the hold time of what they release.
-      now: () => {
-        this.#poll?.arrived();
-        return this.#now = this.#clock.now();
+    return new InputPump(
+      side,
+      vnet,
+      {
+        // The arrival time of a chunk's frames, kept for the hold time of what they release.
+        now: () => {
+          this.#poll?.arrived();
+          return this.#now = this.#clock.now();
+        },
+        frame,
+        run,
+        chunk: () => {
+          // Held frames leave the read buffer before it is reused, or keep it when they fill it
+          // (the pump then reads into another block); released frames are copied out of it too
+          // and go out now, before the next read is even asked for.
+          const kept = engine.keepHeldInPlace();
+          this.#out.flush();
+          this.#heldChanged();
+          return kept;
+        },
+        decide: () => this.#heldChanged(),
+        buffer: () => engine.readBuffer(),
+        internalError,
+        oversize: () => this.stats.oversizeResets++,
       },
-      frame,
-      run,
-      chunk: () => {
-        // Held frames leave the read buffer before it is reused, or keep it when they fill it
-        // (the pump then reads into another block); released frames are copied out of it too
-        // and go out now, before the next read is even asked for.
-        const kept = engine.keepHeldInPlace();
-        this.#out.flush();
-        this.#heldChanged();
-        return kept;
-      },
-      decide: () => this.#heldChanged(),
-      buffer: () => engine.readBuffer(),
-      internalError,
-      oversize: () => this.stats.oversizeResets++,
-    }, this.#log);
+      this.#log,
+      this.#bytesPerTurn,
+    );
   }
 
   /** Subscribes to checkpoint requests, peer changes and pauses. */

@@ -54,6 +54,19 @@ export const WARMUP_DEADLINE_MS = 3000;
 export const WARMUP_CLOCK_SPEED = 100;
 export const WARMUP_SCAN_CYCLE_MS = 10;
 
+/**
+ * The throwaway comparators' input pumps make sure the event loop turns after this many bytes
+ * instead of every MiB (src/input/pump.ts, `BYTES_PER_TURN`). Each pump reads about 1.3 MiB in
+ * the warm-up; with the MiB, the loop first took its turn check near each throwaway's end, where
+ * V8 threw away the loop's optimized code (no type feedback there) and had compiled it again
+ * only as far as Maglev when the warm-up ended: the real comparator's first traffic then waited
+ * for 15-18 ms of TurboFan on a two-core host, one to three pairs of 1.5-4.9 ms around the
+ * latency row's 200th (bench/README.md, "The read loop's turn check taken in the warm-up").
+ * This often, the check runs within the first pairs, with reads that waited (pairs one at a
+ * time) and with reads that found data waiting (the burst).
+ */
+export const WARMUP_BYTES_PER_TURN = 16 * 1024;
+
 /** {@linkcode burstFrames}: frames past the long-queue mark, the most, the smaller burst. */
 const BURST_PAST_MARK = 64;
 const BURST_MAX = 4096;
@@ -325,6 +338,7 @@ async function throughThrowaway(
     null,
     null,
     clock,
+    WARMUP_BYTES_PER_TURN,
   );
   const conns: Deno.Conn[] = [];
   const closeAll = () => {

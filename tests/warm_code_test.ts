@@ -6,9 +6,9 @@
  * and 130-165 ms of compiling in the first half second (bench/README.md, "Cold start: the
  * compiled code kept").
  *
- * The program runs with V8's log of deoptimizations (`--log-deopt`, timestamps in
- * microseconds); the parse of `dropPermissions`, which main.ts calls once when the comparator
- * is serving, marks where the warm-up ended.
+ * The program runs with V8's log of deoptimizations and compiles (`--log-deopt`,
+ * `--log-function-events`, timestamps in microseconds); the parse of `dropPermissions`, which
+ * main.ts calls once when the comparator is serving, marks where the warm-up ended.
  */
 
 import assert from "node:assert/strict";
@@ -99,6 +99,15 @@ Deno.test("warm code: the first frames of the real peers make V8 throw away no c
       after.length <= MOST,
       `${after.length} deoptimizations after the warm-up:\n${after.join("\n")}`,
     );
+    // The input pumps' read loop runs as long as its connection: V8 optimizes it on its loop's
+    // budget, not on calls, and a compile of it after the warm-up (15-18 ms of TurboFan) fell in
+    // the first pairs of every latency run while the warm-up left its turn check for the end
+    // (src/warmup.ts, `WARMUP_BYTES_PER_TURN`).
+    const loopCompiles = log.filter((l) =>
+      /^function,(maglev|turbofan),/.test(l) && l.endsWith(",#loop") &&
+      Number(l.split(",").at(-2)) > since
+    );
+    assert.deepEqual(loopCompiles, [], "the read loop compiled again after the warm-up");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -111,13 +111,26 @@ export class InputPump {
   #paused = false;
   #stopped = false;
   #resume: (() => void) | null = null;
+  /** Bytes read after which the loop makes sure the event loop turns ({@linkcode BYTES_PER_TURN}). */
+  readonly #bytesPerTurn: number;
   /** Turns of the event loop the loop waited for because none came of itself (a flood). */
   forcedTurns = 0;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
 
-  constructor(side: Side, vnet: boolean, hooks: PumpHooks, log: Logger) {
+  /**
+   * `bytesPerTurn`: {@linkcode BYTES_PER_TURN} but in the warm-up's comparators, whose few MiB
+   * of traffic must take the loop's turn check early and often (src/warmup.ts).
+   */
+  constructor(
+    side: Side,
+    vnet: boolean,
+    hooks: PumpHooks,
+    log: Logger,
+    bytesPerTurn: number = BYTES_PER_TURN,
+  ) {
     this.side = side;
+    this.#bytesPerTurn = bytesPerTurn;
     this.#name = side === "primary" ? "primary-in" : "secondary-in";
     this.#vnet = vnet;
     this.#hooks = hooks;
@@ -177,10 +190,11 @@ export class InputPump {
   async #loop(conn: Conn, decoder: FrameDecoder): Promise<void> {
     const hooks = this.#hooks;
     let buf = this.#buf ??= hooks.buffer?.() ?? new Uint8Array(READ_SIZE);
+    const bytesPerTurn = this.#bytesPerTurn;
     let sinceTurn = 0;
     while (!this.#stopped) {
       const read = conn.read(buf);
-      if (sinceTurn >= BYTES_PER_TURN) {
+      if (sinceTurn >= bytesPerTurn) {
         sinceTurn = 0;
         if (!conn.settlesOnTurn || await settledAtOnce(read)) {
           this.forcedTurns++;

@@ -160,18 +160,24 @@ class FloodConn implements Conn {
   close(): void {}
 }
 
-/** A pump that only counts the frames it is handed. */
-function countingPump(): { pump: InputPump; frames: () => number } {
+/** A pump that only counts the frames it is handed (`bytesPerTurn`: the pump's, if given). */
+function countingPump(bytesPerTurn?: number): { pump: InputPump; frames: () => number } {
   let frames = 0;
-  const pump = new InputPump("primary", false, {
-    now: () => 0,
-    frame: () => {
-      frames++;
+  const pump = new InputPump(
+    "primary",
+    false,
+    {
+      now: () => 0,
+      frame: () => {
+        frames++;
+      },
+      chunk() {},
+      internalError: (e) => assert.fail(String(e)),
+      oversize: () => assert.fail("not oversize"),
     },
-    chunk() {},
-    internalError: (e) => assert.fail(String(e)),
-    oversize: () => assert.fail("not oversize"),
-  }, log);
+    log,
+    bytesPerTurn,
+  );
   return { pump, frames: () => frames };
 }
 
@@ -237,6 +243,14 @@ Deno.test("pump: a peer whose reads wait for data costs no turn of the loop's ow
   await pump.run(new TrickleConn(128, 64 * 1024));
   assert.equal(frames(), 8 * 1024);
   assert.equal(pump.forcedTurns, 0);
+});
+
+Deno.test("pump: a pump given a smaller turn mark (the warm-up's) takes its turns that often", async () => {
+  // 1 MiB in reads of 16 KiB, a turn every 64 KiB: the default mark would force at most one.
+  const { pump, frames } = countingPump(64 * 1024);
+  await readsBeforeTimer(pump, new FloodConn(64, 16 * 1024));
+  assert.equal(frames(), 1024);
+  assert.ok(pump.forcedTurns >= 15, `${pump.forcedTurns} turns forced in 1 MiB`);
 });
 
 Deno.test("pump: reads into the hooks' buffers, and into a fresh one after a chunk kept its buffer", async () => {
