@@ -172,6 +172,11 @@ export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void>
  * Counts frames on outdev by their length words, without looking at or copying the frame
  * bytes. Probe frames (ARP, 60 bytes) are counted apart.
  */
+/** Waiters for a frame count: one place that makes the lists (see `OutdevCounter`). */
+function waiterList(): { count: number; wake: () => void }[] {
+  return [];
+}
+
 class OutdevCounter {
   frames = 0;
   probes = 0;
@@ -181,7 +186,7 @@ class OutdevCounter {
   #headerBytes = 0;
   #len = 0;
   /** Waiters for a frame count, and the smallest count any of them waits for. */
-  #waiters: { count: number; wake: () => void }[] = [];
+  #waiters = waiterList();
   #waitFor = Infinity;
   readonly done: Promise<void>;
 
@@ -205,7 +210,7 @@ class OutdevCounter {
   }
 
   #wakeUpTo(frames: number): void {
-    const still: { count: number; wake: () => void }[] = [];
+    const still = waiterList();
     let least = Infinity;
     for (const w of this.#waiters) {
       if (w.count <= frames) {
@@ -633,8 +638,11 @@ function percentile(sorted: number[], p: number): number {
  */
 async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
   if (!cfg.tlsDir) {
-    const record = recorder([], [], 0, Infinity);
-    await warmGenerator((peers, pairs, done) => timePairs(peers, pairs, record, done));
+    // A recorder per round, each with cold, skipped and warm pairs, as the measured run's: the
+    // pair loop's call of it and each of its paths have run before the target's first pair.
+    await warmGenerator((peers, pairs, done) =>
+      timePairs(peers, pairs, recorder([], [], pairs >> 2, pairs >> 2), done)
+    );
   }
   result.idleRss = readMemory(cfg.targetPid)?.rss;
   const peers = await connect(cfg);
@@ -642,7 +650,9 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
   const total = cfg.latencyCold + cfg.latencyWarmup + cfg.latencyPairs;
   const cold: number[] = [];
   const samples: number[] = [];
-  await timePairs(peers, total, recorder(cold, samples, cfg.latencyCold, cfg.latencyWarmup));
+  // `done` given, as the warm-up gives it: left to its default, it came as `undefined` where the
+  // warm-up's compiled loop expected a small integer, and V8 threw that code away at the first pair.
+  await timePairs(peers, total, recorder(cold, samples, cfg.latencyCold, cfg.latencyWarmup), 0);
   if (cfg.latencyDump) {
     const { file, target } = cfg.latencyDump;
     Deno.writeTextFileSync(file, JSON.stringify({ target, cold, warm: samples }) + "\n", {
@@ -708,25 +718,45 @@ const GENERATOR_WARMUP_ROUND = 500;
  * which served `done` before. Without it the generator compiled its own code during the
  * target's cold pairs, and every target's cold row carried that cost (bench/README.md, "The
  * generator warmed before the cold row"). bench/latency_mix.ts warms its loop with it too.
+ *
+ * Half the pairs go through one pass-through, half through a second with connections and an
+ * outdev counter of its own: code V8 compiled for the first one's objects alone is thrown away
+ * and compiled again at the second's first pairs, here, instead of at the target's (the
+ * generator's pair loop and outdev reader were, 20-40 ms of compiling in the target's first
+ * 8,000 pairs: bench/README.md, "The generator warmed twice").
  */
 export async function warmGenerator(
   round: (peers: Peers, pairs: number, done: number) => Promise<void>,
 ): Promise<void> {
   const saved = phase;
   phase = "warming the generator";
-  const self = startPassThrough();
+  // An op left pending all through, as the run's own are (its notify-dev read): Deno keeps an
+  // op's promise in a ring of 4,096 and moves one still pending out of it when its slot comes
+  // round again. That path first ran in the target's pairs, where V8 threw away the outdev
+  // reader's compiled read for it.
+  const idle = Deno.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" });
+  const pending = idle.accept().then((c) => c.close(), () => {});
   try {
-    const peers = await connect(self);
-    try {
-      await probe(peers);
-      for (let done = 0; done < GENERATOR_WARMUP_PAIRS; done += GENERATOR_WARMUP_ROUND) {
-        await round(peers, Math.min(GENERATOR_WARMUP_ROUND, GENERATOR_WARMUP_PAIRS - done), done);
+    const half = GENERATOR_WARMUP_PAIRS / 2;
+    for (const pairs of [half, GENERATOR_WARMUP_PAIRS - half]) {
+      const self = startPassThrough();
+      try {
+        const peers = await connect(self);
+        try {
+          await probe(peers);
+          for (let done = 0; done < pairs; done += GENERATOR_WARMUP_ROUND) {
+            await round(peers, Math.min(GENERATOR_WARMUP_ROUND, pairs - done), done);
+          }
+        } finally {
+          await peers.close();
+        }
+      } finally {
+        await self.close();
       }
-    } finally {
-      await peers.close();
     }
   } finally {
-    await self.close();
+    idle.close();
+    await pending;
     phase = saved;
   }
 }
