@@ -3,11 +3,12 @@
  * the two alike); from a checkout, `deno run` takes them before `main.ts`, as the bench, the
  * soak suite and the lab do.
  *
- * - `--max-semi-space-size=1`: a 1 MiB young generation. V8 would size it up to 16 MiB per
- *   semi-space, 48 MiB of heap the hot path does not need: its garbage is small and short-lived.
- * - `--optimize-for-size`: a heap that grows in small steps. V8 makes it imply
- *   `--max-semi-space-size=1` whatever else is asked (bench/README.md, "Scavenges in the latency
- *   tail").
+ * - `--max-semi-space-size=2`, `--min-semi-space-size=2`: a 2 MiB young generation. V8 would
+ *   size it up to 16 MiB per semi-space, 48 MiB of heap the hot path does not need: its garbage is
+ *   small and short-lived. 1 MiB (with `--optimize-for-size`, which implies it) cost a scavenge
+ *   every ~450 pairs of a request-and-answer stream, 0.05-0.13 ms each inside a pair: twice
+ *   QEMU's rate of pairs over 130 us, and the cold-start row's p99 (bench/README.md, "A young
+ *   generation of 2 MiB"). Peaks grow by 2-4 MiB.
  * - `--single-threaded-gc`: the collector works on the main thread only; V8's worker threads
  *   only compile. They keep the priority the program started with: lowered (nice 19,
  *   `SCHED_IDLE`), they stalled the main thread for seconds on a busy host (bench/README.md,
@@ -27,5 +28,5 @@
 
 /** As `deno run` takes them. */
 export const PROGRAM_V8_FLAGS =
-  "--v8-flags=--max-semi-space-size=1,--optimize-for-size,--single-threaded-gc," +
+  "--v8-flags=--max-semi-space-size=2,--min-semi-space-size=2,--single-threaded-gc," +
   "--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300";

@@ -18,7 +18,7 @@
  * for a Deno whose `node:tls` does not let the transport read into its own buffers.
  *
  * A nudge makes more short-lived objects than the young generation holds with the program's
- * `--max-semi-space-size=1`: V8 scavenges to place them, and the scavenge frees the dead young
+ * `--max-semi-space-size=2`: V8 scavenges to place them, and the scavenge frees the dead young
  * ArrayBuffers too. Where the young generation is larger (V8's defaults, without the program's
  * flags) the objects may fit, nothing is collected, and V8's own schedule stands.
  *
@@ -34,10 +34,10 @@ export const NUDGE_BYTES = 4 * 2 ** 20;
 export const NUDGE_GROWTH = 24 * 2 ** 20;
 
 /**
- * Objects the nudge makes, 16 bytes each with V8's compressed pointers: 1.1 MB, more than the
- * young generation holds with `--max-semi-space-size=1` (1 MiB at most).
+ * Objects the nudge makes, 16 bytes each with V8's compressed pointers: 2.2 MB, more than the
+ * young generation holds with `--max-semi-space-size=2` (2 MiB at most).
  */
-const NUDGE_OBJECTS = 70_000;
+const NUDGE_OBJECTS = 140_000;
 
 /**
  * Where each of the nudge's objects is put for a moment, so that no compiler leaves it out
@@ -47,7 +47,7 @@ let _ballast: { n: number } | null = null;
 
 /**
  * Allocates more short-lived objects than the young generation can hold, each let go at once.
- * Small objects (about 0.4 ms for all, scavenges included): arrays of 64 KiB took 1 ms.
+ * Small objects (about 0.8 ms for all, scavenges included): arrays of 64 KiB took longer.
  */
 function allocatePastYoungGeneration(): void {
   for (let n = 0; n < NUDGE_OBJECTS; n++) _ballast = { n };
