@@ -6,7 +6,7 @@
  * forced GC (garbage included), what stays after one, and the ArrayBuffer bytes. Run it with
  * the program's V8 flags, and `--trace-gc-nvp` to see the bytes promoted by each scavenge:
  *
- *   deno run --v8-flags=--expose-gc,--max-semi-space-size=1,--optimize-for-size \
+ *   deno run --v8-flags=--expose-gc,--max-semi-space-size=2,--min-semi-space-size=2 \
  *     bench/conn_burst.ts [connections, default 10000] [burst, default 2000]
  *
  * @module
