@@ -130,7 +130,6 @@ export class Comparator {
   readonly #sink: ComparatorSink;
   readonly #flow: FlowControl;
   readonly #pumps: Record<Side, InputPump>;
-  readonly #bytesPerTurn: number;
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
   readonly #pauseLog: PauseLog;
@@ -190,7 +189,6 @@ export class Comparator {
     bytesPerTurn: number = BYTES_PER_TURN,
   ) {
     this.config = config;
-    this.#bytesPerTurn = bytesPerTurn;
     this.#clock = clock;
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
@@ -252,7 +250,10 @@ export class Comparator {
       heldMarks(config.maxHeldBytes),
       (side, paused, reason) => this.#onPause(side, paused, reason),
     );
-    this.#pumps = { primary: this.#pump("primary"), secondary: this.#pump("secondary") };
+    this.#pumps = {
+      primary: this.#pump("primary", bytesPerTurn),
+      secondary: this.#pump("secondary", bytesPerTurn),
+    };
 
     /** `served`: bound and served here (the channel's endpoint is served by the channel). */
     const endpoint = (name: EndpointName, address: Address, served = true) => {
@@ -308,7 +309,7 @@ export class Comparator {
     } else this.#channel = null;
   }
 
-  #pump(side: Side): InputPump {
+  #pump(side: Side, bytesPerTurn: number): InputPump {
     const engine = this.engine;
     const stats = this.stats;
     // A queue grew long with this frame: the pump stops decoding its read for flow control.
@@ -374,7 +375,7 @@ export class Comparator {
         oversize: () => this.stats.oversizeResets++,
       },
       this.#log,
-      this.#bytesPerTurn,
+      bytesPerTurn,
     );
   }
 

@@ -42,7 +42,7 @@ function nextTurn(): Promise<void> {
  * Whether `read` had settled when it was made: the bytes were there, and no turn of the event
  * loop came with them. A read that waits settles only at a later turn.
  */
-async function settledAtOnce(read: Promise<unknown>): Promise<boolean> {
+export async function settledAtOnce(read: Promise<unknown>): Promise<boolean> {
   let settled = false;
   const mark = () => {
     settled = true;

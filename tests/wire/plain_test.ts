@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import v8 from "node:v8";
+import { settledAtOnce } from "../../src/input/pump.ts";
 import { parseAddress } from "../../src/wire/address.ts";
 import { PlainTransport } from "../../src/wire/plain.ts";
 import { readOp } from "../../src/wire/read_op.ts";
@@ -50,23 +51,17 @@ Deno.test("plain: a read settles at once when the bytes are there, and not when 
   const { ours, peer, close } = await pair();
   try {
     assert.equal(ours.settlesOnTurn, true);
-    const settled = async (read: Promise<unknown>) => {
-      let done = false;
-      read.then(() => done = true);
-      await null;
-      return done;
-    };
     await writeAll(peer, new Uint8Array(100));
     // The bytes reach our socket through loopback: wait until a read finds them.
     const buf = new Uint8Array(16);
     let got = (await ours.read(buf))!;
     assert.ok(got > 0 && got < 100);
     const there = ours.read(buf);
-    assert.equal(await settled(there), true, "bytes waiting: settled at once");
+    assert.equal(await settledAtOnce(there), true, "bytes waiting: settled at once");
     got += (await there)!;
     while (got < 100) got += (await ours.read(buf))!;
     const waiting = ours.read(buf);
-    assert.equal(await settled(waiting), false, "nothing waiting: not settled");
+    assert.equal(await settledAtOnce(waiting), false, "nothing waiting: not settled");
     await writeAll(peer, new Uint8Array([1]));
     assert.equal(await waiting, 1);
   } finally {
