@@ -134,10 +134,13 @@ const generatorScript = new URL("./loadgen.ts", import.meta.url).pathname;
  * The generator's V8 flags in the latency workloads: its hot path (the pair loop, Deno's read
  * and write ops, outdev decoding) reaches V8's optimising compiler within its own warm-up
  * (bench/loadgen.ts), as ours' does with the same counts (src/v8_flags.ts), instead of during
- * the target's cold pairs.
+ * the target's cold pairs. `--expose-gc`: the pair loop collects its own garbage between two
+ * pairs, in a young generation of 16 MiB it does not fill meanwhile (bench/loadgen.ts,
+ * `collectBetweenPairs`).
  */
-const GENERATOR_V8_FLAGS_LATENCY =
-  "--v8-flags=--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300";
+const GENERATOR_V8_FLAGS_LATENCY = "--v8-flags=--invocation-count-for-maglev=100," +
+  "--invocation-count-for-turbofan=300,--min-semi-space-size=16,--max-semi-space-size=16," +
+  "--expose-gc";
 
 /** Runs one workload once against a freshly started target. */
 async function runOnce(

@@ -666,6 +666,23 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
   await finish(cfg, peers, total, result);
 }
 
+/**
+ * Pairs between the generator's own minor collections in a latency loop: a power of two, each
+ * collection made just before the pair that starts a stretch, while the target waits for it.
+ */
+const PAIRS_PER_COLLECTION = 1024;
+
+/**
+ * A minor collection now, where bench.ts exposes V8's `gc` (the latency workloads). Made
+ * between two pairs, before the young generation fills (bench.ts gives it 16 MiB, the pairs of a
+ * stretch allocate about 4 MB), the generator's collections fall outside the timed pairs: left
+ * to V8 they came every ~750 pairs, 0.1-0.2 ms inside one, and were both targets' p99.9
+ * (bench/README.md, "The generator's own collections in the tail").
+ */
+function collectBetweenPairs(): void {
+  (globalThis as { gc?: (options: { type: "minor" }) => void }).gc?.({ type: "minor" });
+}
+
 /** Where pair i's µs go: the first `cold` to `coldOut`, those after `skip` more to `warmOut`. */
 function recorder(
   coldOut: number[],
@@ -692,6 +709,7 @@ async function timePairs(
   const pattern = buildPattern(SHAPES.latency, total);
   const wire = pattern.bytes.length / pattern.frames;
   for (let i = 0; i < total; i++) {
+    if ((i & (PAIRS_PER_COLLECTION - 1)) === 0) collectBetweenPairs();
     const f = pattern.bytes.subarray(pattern.frameOffsets[i], pattern.frameOffsets[i] + wire);
     await writeAll(peers.primary, f);
     await writeAll(peers.secondary, f);
