@@ -17,13 +17,15 @@
  * reads into buffers of ours"): the count then takes only the bytes written, and the nudge is
  * for a Deno whose `node:tls` does not let the transport read into its own buffers.
  *
- * A nudge makes more short-lived objects than the young generation holds with the program's
- * `--max-semi-space-size=2`: V8 scavenges to place them, and the scavenge frees the dead young
- * ArrayBuffers too. Where the young generation is larger (V8's defaults, without the program's
- * flags) the objects may fit, nothing is collected, and V8's own schedule stands.
+ * A nudge makes short-lived objects until V8 has scavenged to place them (the young
+ * generation's used bytes fell), whatever size the young generation has (`--max-semi-space-size`:
+ * 2 MiB with the program's flags, up to 32 MiB with V8's own), and the scavenge frees the dead
+ * young ArrayBuffers too.
  *
  * @module
  */
+
+import v8 from "node:v8";
 
 /** TLS bytes, read plus written, between two looks at the external memory. */
 export const NUDGE_BYTES = 4 * 2 ** 20;
@@ -33,25 +35,44 @@ export const NUDGE_BYTES = 4 * 2 ** 20;
  */
 export const NUDGE_GROWTH = 24 * 2 ** 20;
 
+/** Objects the nudge makes between two looks at the young generation: 32 bytes each, 256 KiB. */
+const NUDGE_BATCH = 8_192;
 /**
- * Objects the nudge makes, 16 bytes each with V8's compressed pointers: 2.2 MB, more than the
- * young generation holds with `--max-semi-space-size=2` (2 MiB at most).
+ * The most objects one nudge makes (64 MiB): more than two semi-spaces of V8's largest default
+ * young generation, should no scavenge ever show.
  */
-const NUDGE_OBJECTS = 140_000;
+const NUDGE_MAX_OBJECTS = 2_097_152;
 
 /**
- * Where each of the nudge's objects is put for a moment, so that no compiler leaves it out
- * (written, never read).
+ * Where the nudge's objects are put for a moment, a slot each in turn: objects kept in an array
+ * other code can reach are really made. Written to a variable one after the other, V8's
+ * optimising compiler made only the last (the loop runs long enough to be compiled while it
+ * runs), and no scavenge came.
  */
-let _ballast: { n: number } | null = null;
+const ballast: ({ n: number } | null)[] = new Array(16).fill(null);
+
+/** Bytes in use in the young generation now. */
+function youngUsed(): number {
+  for (const space of v8.getHeapSpaceStatistics()) {
+    if (space.space_name === "new_space") return space.space_used_size;
+  }
+  return 0;
+}
 
 /**
- * Allocates more short-lived objects than the young generation can hold, each let go at once.
- * Small objects (about 0.8 ms for all, scavenges included): arrays of 64 KiB took longer.
+ * Allocates short-lived objects until the young generation's used bytes fall: V8 has
+ * scavenged. Small objects (about 0.8 ms for 2 MiB of them, the scavenge included): arrays of
+ * 64 KiB took longer.
  */
-function allocatePastYoungGeneration(): void {
-  for (let n = 0; n < NUDGE_OBJECTS; n++) _ballast = { n };
-  _ballast = null;
+function allocateUntilScavenged(): void {
+  let used = youngUsed();
+  for (let made = 0; made < NUDGE_MAX_OBJECTS; made += NUDGE_BATCH) {
+    for (let n = 0; n < NUDGE_BATCH; n++) ballast[n & 15] = { n };
+    const now = youngUsed();
+    if (now < used) break;
+    used = now;
+  }
+  ballast.fill(null);
 }
 
 /** What a {@linkcode ScavengeNudge} is made of; tests give their own. */
@@ -89,7 +110,7 @@ export class ScavengeNudge {
     this.#every = options.every ?? NUDGE_BYTES;
     this.#growth = options.growth ?? NUDGE_GROWTH;
     this.#external = options.external ?? (() => Deno.memoryUsage().external);
-    this.#nudge = options.nudge ?? allocatePastYoungGeneration;
+    this.#nudge = options.nudge ?? allocateUntilScavenged;
   }
 
   /** Counts `bytes` read or written over TLS; looks (and maybe nudges) once per interval. */

@@ -53,9 +53,12 @@ Deno.test("scavenge: looks at the external memory once per interval and nudges w
 
 const CHILD = new URL("../support/scavenge_child.ts", import.meta.url).pathname;
 
-/** External bytes before and after a nudge (or none), in a process with the program's V8 flags. */
-function child(mode: "nudge" | "none"): Promise<ScavengeChildResult> {
-  return runJsonChild(["run", PROGRAM_V8_FLAGS, CHILD, mode]);
+/** External bytes before and after a nudge (or none), in a process with `flags` (the program's). */
+function child(
+  mode: "nudge" | "none",
+  flags: string = PROGRAM_V8_FLAGS,
+): Promise<ScavengeChildResult> {
+  return runJsonChild(["run", flags, CHILD, mode]);
 }
 
 Deno.test("scavenge: with the program's V8 flags a nudge frees the ArrayBuffers nothing refers to, which stay without it", async () => {
@@ -64,6 +67,14 @@ Deno.test("scavenge: with the program's V8 flags a nudge frees the ArrayBuffers 
   for (const r of [nudged, left]) assert.ok(r.before >= 20 * 2 ** 20, `${r.before} bytes before`);
   assert.ok(nudged.after < 4 * 2 ** 20, `external ${nudged.before} -> ${nudged.after} bytes`);
   assert.ok(left.after >= 20 * 2 ** 20, `without a nudge ${left.before} -> ${left.after} bytes`);
+});
+
+Deno.test("scavenge: a nudge frees them with a young generation eight times the program's too", async () => {
+  const flags = PROGRAM_V8_FLAGS.replaceAll("semi-space-size=2,", "semi-space-size=16,");
+  assert.notEqual(flags, PROGRAM_V8_FLAGS);
+  const nudged = await child("nudge", flags);
+  assert.ok(nudged.before >= 20 * 2 ** 20, `${nudged.before} bytes before`);
+  assert.ok(nudged.after < 4 * 2 ** 20, `external ${nudged.before} -> ${nudged.after} bytes`);
 });
 
 Deno.test("scavenge: a TLS connection counts the bytes it writes, and those it reads in node:tls's buffers", async () => {
