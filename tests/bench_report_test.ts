@@ -87,3 +87,26 @@ Deno.test("bench report: a primed scale run says what it counted from", () => {
   assert.equal(check.pass, true);
   assert.match(check.detail, /^115 B\/connection .*counted after 2000 primed connections/);
 });
+
+Deno.test("bench report: the TLS workloads' peaks are held to 2x QEMU's as the plain ones are", () => {
+  const peak = (workload: string, target: "ours" | "qemu", mib: number): Measurement => ({
+    workload,
+    target,
+    runs: [
+      { workload, frameBytes: 1054, checkpointRequests: 0, notes: [] } as unknown as LoadResult,
+    ],
+    peakRss: [mib * MiB],
+    errors: [],
+  } as unknown as Measurement);
+  const rows = checks([
+    peak("tcp-1000-tls", "ours", 66),
+    peak("tcp-1000-tls", "qemu", 34),
+    peak("tcp-1000x100-tls", "ours", 70),
+    peak("tcp-1000x100-tls", "qemu", 34),
+  ]);
+  const row = (w: string) => rows.find((c) => c.name === `${w}: peak RSS <= 2x QEMU`)!;
+  assert.equal(row("tcp-1000-tls").pass, true);
+  assert.match(row("tcp-1000-tls").detail, /1\.94x$/);
+  assert.equal(row("tcp-1000x100-tls").pass, false);
+  assert.equal(rows.find((c) => c.name === "tcp-64-tls: peak RSS <= 2x QEMU"), undefined);
+});
