@@ -58,7 +58,7 @@ const TRIM_CHECK_MS = 2000;
 /**
  * After a TLS peer connects (its handshake runs node:tls's, node:crypto's and rustls's code
  * once), the executable's pages go back this long (ms) after it, once for a burst of
- * connects (src/exec_pages.ts).
+ * connects (src/exec_pages.ts); at once when every TLS endpoint has its peer.
  */
 const PEER_RELEASE_DELAY_MS = 100;
 /**
@@ -169,6 +169,8 @@ export class Comparator {
   #peerRelease: ReturnType<typeof setTimeout> | undefined;
   /** When the last such release ran (`performance.now()` ms). */
   #peerReleasedAt = -Infinity;
+  /** The endpoints with a TLS address (served or a channel's). */
+  readonly #tlsEndpoints: Endpoint[] = [];
 
   /**
    * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
@@ -258,6 +260,7 @@ export class Comparator {
     /** `served`: bound and served here (the channel's endpoint is served by the channel). */
     const endpoint = (name: EndpointName, address: Address, served = true) => {
       const e = new Endpoint(name, address, transport(address), log);
+      if (usesTls(address)) this.#tlsEndpoints.push(e);
       e.onPeer((connected, peer) => {
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }));
         if (connected && usesTls(address)) this.#releaseAfterPeer();
@@ -651,9 +654,18 @@ export class Comparator {
    */
   #releaseAfterPeer(): void {
     const pages = this.#pages;
-    if (pages === null || this.#peerRelease !== undefined) return;
+    if (pages === null) return;
+    // Once every TLS endpoint has its peer, no handshake is left to wait for: the pages go back
+    // before the traffic's own growth (V8's compilers, buffers) adds to them. 100 ms later, that
+    // moment was the peak of the TLS bench rows (bench/README.md, "The release once every TLS
+    // peer is there").
+    const all = this.#tlsEndpoints.every((e) => e.connected);
+    if (this.#peerRelease !== undefined) {
+      if (!all) return;
+      clearTimeout(this.#peerRelease);
+    }
     const wait = Math.max(
-      PEER_RELEASE_DELAY_MS,
+      all ? 0 : PEER_RELEASE_DELAY_MS,
       this.#peerReleasedAt + PEER_RELEASE_INTERVAL_MS - performance.now(),
     );
     this.#peerRelease = setTimeout(() => {

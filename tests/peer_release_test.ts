@@ -1,7 +1,8 @@
 /**
  * The executable's pages go back shortly after a TLS peer connects (the code of its
- * handshake is not run again until the next): once for a burst of connects, and at most once
- * per interval however often a peer reconnects. A plain peer's connect gives nothing back: the
+ * handshake is not run again until the next): once for a burst of connects, at once when
+ * every TLS endpoint has its peer, and at most once per interval however often a peer
+ * reconnects. A plain peer's connect gives nothing back: the
  * release would take the hot path's pages just as the first frames need them.
  */
 
@@ -116,5 +117,28 @@ Deno.test("peer release: after a TLS peer, once for a burst of connects; a recon
   } finally {
     for (const c of conns) c.close();
     await comparator.stop(); // clears the waiting release (the sanitizers would see it)
+  }
+});
+
+Deno.test("peer release: at once when every TLS endpoint has its peer, not the burst's 100 ms later", async () => {
+  const { pages, comparator, port } = await started(
+    config("tls-listen:127.0.0.1:0", creds.dir),
+  );
+  const conns: Deno.Conn[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const released = pages.next().then(() => "released" as const);
+    const tlsPeer = await rawClient(port("primary-in"), creds.dir);
+    await tlsPeer.handshake();
+    conns.push(tlsPeer);
+    // The only TLS endpoint has its peer: the release is due now. Waiting for the burst, it
+    // would come 100 ms after the comparator saw the peer, which is after this handshake ended.
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), 80));
+    assert.equal(await Promise.race([released, late]), "released");
+    assert.equal(pages.releases, 1);
+  } finally {
+    clearTimeout(timer);
+    for (const c of conns) c.close();
+    await comparator.stop();
   }
 });
