@@ -260,10 +260,11 @@ export class Comparator {
     /** `served`: bound and served here (the channel's endpoint is served by the channel). */
     const endpoint = (name: EndpointName, address: Address, served = true) => {
       const e = new Endpoint(name, address, transport(address), log);
-      if (usesTls(address)) this.#tlsEndpoints.push(e);
+      const tls = usesTls(address);
+      if (tls) this.#tlsEndpoints.push(e);
       e.onPeer((connected, peer) => {
         this.#emit((s) => s.peer?.({ endpoint: name, connected, peer }));
-        if (connected && usesTls(address)) this.#releaseAfterPeer();
+        if (connected && tls) this.#releaseAfterPeer();
       });
       if (served) this.#endpoints.push(e);
       else this.#channelEndpoints.push(e);

@@ -2,8 +2,8 @@
  * The executable's pages go back shortly after a TLS peer connects (the code of its
  * handshake is not run again until the next): once for a burst of connects, at once when
  * every TLS endpoint has its peer, and at most once per interval however often a peer
- * reconnects. A plain peer's connect gives nothing back: the
- * release would take the hot path's pages just as the first frames need them.
+ * reconnects. A plain peer's connect gives nothing back: the release would take the hot path's
+ * pages just as the first frames need them.
  */
 
 import assert from "node:assert/strict";
