@@ -10,6 +10,36 @@ import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { keepAlive, type TcpTuner } from "./keepalive.ts";
 import { readableRid, readRid, socketFd } from "./read_op.ts";
+import { openLibc } from "../libc.ts";
+
+/** The largest write {@linkcode Conn.trySend} makes at once; longer ones take the op. */
+export const SEND_AT_ONCE_MAX = 4096;
+
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+
+/**
+ * `size_t` arguments as the BigInts TurboFan's fast call takes, made once per size: given a
+ * number, the call deoptimized at every use ("not a BigInt"; bench/README.md, "Inputs driven by
+ * the poller"). Holey but not sparse, so its lookups stay fast.
+ */
+const SIZES: (bigint | undefined)[] = new Array(SEND_AT_ONCE_MAX + 1);
+
+/** libc's `send(2)`, without waiting and without SIGPIPE; null where it cannot be reached. */
+let sysSend: ((fd: number, p: Uint8Array, len: number) => number) | null = null;
+let sysOpened = false;
+
+function openSend(): void {
+  if (sysOpened) return;
+  sysOpened = true;
+  const libc = openLibc(
+    { send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" } } as const,
+    "writes without an op",
+  );
+  if (typeof libc === "string") return;
+  sysSend = (fd, p, len) =>
+    libc.send(fd, p, SIZES[len] ??= BigInt(len), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -81,6 +111,15 @@ class PlainConn implements Conn {
 
   write(p: Uint8Array): Promise<number> {
     return this.#conn.write(p);
+  }
+
+  trySend(p: Uint8Array, len: number): number {
+    // Only while the runtime holds the socket open: its descriptor may be another's after.
+    if (this.#closed || sysSend === null || this.fd === undefined || len > SEND_AT_ONCE_MAX) {
+      return -1;
+    }
+    // -1 when it would block (EAGAIN) or failed: the op writes then, and tells the error.
+    return sysSend(this.fd, p, len);
   }
 
   close(): void {
@@ -167,6 +206,7 @@ export class PlainTransport implements Transport {
    * timing of TCP connections (null: the kernel's).
    */
   constructor(socketMode: number = DEFAULT_SOCKET_MODE, tuner: TcpTuner | null = null) {
+    openSend();
     this.#socketMode = socketMode;
     this.#tuner = tuner;
   }

@@ -20,13 +20,43 @@ export type ReadOp = (p: Uint8Array) => Promise<number>;
 
 type CoreRead = (rid: number, p: Uint8Array) => Promise<number>;
 
-const coreRead: CoreRead | null = (() => {
+interface Core {
+  read?: unknown;
+  hasPromise?: unknown;
+  promiseIdSymbol?: unknown;
+}
+
+const core: Core | null = (() => {
   const internal = (Deno as unknown as { internal?: symbol }).internal;
   if (typeof internal !== "symbol") return null;
-  const internals = (Deno as unknown as Record<symbol, { core?: { read?: unknown } }>)[internal];
-  const read = internals?.core?.read;
-  return typeof read === "function" ? read as CoreRead : null;
+  return (Deno as unknown as Record<symbol, { core?: Core }>)[internal]?.core ?? null;
 })();
+
+const coreRead: CoreRead | null = typeof core?.read === "function" ? core.read as CoreRead : null;
+
+/** Deno's key to a waiting op's promise id, and its check that the op has not completed. */
+const promiseId = typeof core?.promiseIdSymbol === "symbol" ? core.promiseIdSymbol : null;
+const hasPromise = typeof core?.hasPromise === "function"
+  ? core.hasPromise as (id: number) => boolean
+  : null;
+
+/**
+ * The id of the op behind `read` (from {@linkcode readRid}) while it waits for its socket, or
+ * -1: it settled at once (Deno keeps no id then), or this Deno does not tell.
+ */
+export function waitingOpId(read: Promise<unknown>): number {
+  if (promiseId === null || hasPromise === null) return -1;
+  const id = (read as unknown as Record<symbol, unknown>)[promiseId];
+  return typeof id === "number" ? id : -1;
+}
+
+/**
+ * True while op `id` (from {@linkcode waitingOpId}) has not been settled: no continuation of
+ * its `await` is queued. Deno settles an op's promise in the turn whose poll found it done.
+ */
+export function opWaiting(id: number): boolean {
+  return id >= 0 && hasPromise!(id);
+}
 
 /** The properties under which Deno keeps a socket's resource id and descriptor. */
 const keys = new Map<string, symbol | null>();

@@ -14,6 +14,12 @@ export interface Conn {
   read(p: Uint8Array): Promise<number | null>;
   /** Writes some of `p`; the number of bytes written. */
   write(p: Uint8Array): Promise<number>;
+  /**
+   * Writes `p[0, len)` at once if the socket takes it, past the runtime's write op: the bytes
+   * the kernel took (0 or more), or -1 when `write` must do it (an error, or not available).
+   * A stream's small writes (an answer) then cost no op, no promise and no view (issue 11).
+   */
+  trySend?(p: Uint8Array, len: number): number;
   /** Closes the stream. Idempotent. */
   close(): void;
   /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */

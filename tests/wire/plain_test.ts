@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import v8 from "node:v8";
 import { settledAtOnce } from "../../src/input/pump.ts";
 import { parseAddress } from "../../src/wire/address.ts";
-import { PlainTransport } from "../../src/wire/plain.ts";
-import { readOp } from "../../src/wire/read_op.ts";
+import { PlainTransport, SEND_AT_ONCE_MAX } from "../../src/wire/plain.ts";
+import { opWaiting, readOp, waitingOpId } from "../../src/wire/read_op.ts";
 import { type Conn, writeAll } from "../../src/wire/transport.ts";
 
 /** A listening plain transport on a free port, the program's end (accepted) and the peer's. */
@@ -137,5 +137,42 @@ Deno.test("plain: every connection's read and write are the same two functions",
   } finally {
     a.close();
     b.close();
+  }
+});
+
+Deno.test("plain: a small write goes out at once past the op, a larger one is left to the op; none after close", async () => {
+  const { ours, peer, close } = await pair();
+  try {
+    assert.ok(ours.trySend, "plain connections write at once");
+    // From a view that does not start its buffer: the view's bytes, not its buffer's.
+    const bytes = new Uint8Array(64).map((_, i) => i).subarray(8);
+    assert.equal(ours.trySend(bytes, 10), 10);
+    const got = new Uint8Array(10);
+    let n = 0;
+    while (n < 10) n += (await peer.read(got.subarray(n)))!;
+    assert.deepEqual(got, bytes.slice(0, 10));
+    assert.equal(ours.trySend(new Uint8Array(SEND_AT_ONCE_MAX + 1), SEND_AT_ONCE_MAX + 1), -1);
+    ours.close();
+    assert.equal(ours.trySend(bytes, 1), -1, "closed: never the descriptor's next owner");
+  } finally {
+    close();
+  }
+});
+
+Deno.test("plain: a read op that waits is seen waiting until its bytes come; a promise not an op has no id", async () => {
+  const { ours, peer, close } = await pair();
+  try {
+    const buf = new Uint8Array(16);
+    const waiting = ours.read(buf);
+    const id = waitingOpId(waiting);
+    assert.ok(id >= 0, "an op that waits has an id");
+    assert.equal(opWaiting(id), true);
+    await writeAll(peer, new Uint8Array([1, 2]));
+    assert.equal(await waiting, 2);
+    assert.equal(opWaiting(id), false, "settled: no longer waiting");
+    const settled = Promise.resolve(5);
+    assert.equal(waitingOpId(settled), -1, "not an op");
+  } finally {
+    close();
   }
 });
