@@ -157,6 +157,17 @@ export class Comparator {
   /** Polls the inputs for a moment before the event loop would sleep (src/wire/poll_wait.ts). */
   readonly #poll: PollWait | null;
   /**
+   * An input's read waits for its socket: once neither input has anything queued to run and
+   * outdev has nothing under way (whose completion would), the inputs are polled before the
+   * event loop sleeps. Outdev's answer went out at once (`FrameWriter.flush`), so no write
+   * completes later to start it.
+   */
+  readonly #inputsWait = (): void => {
+    const poll = this.#poll;
+    if (poll === null || this.#out.busy) return;
+    if (this.#pumps.primary.idle && this.#pumps.secondary.idle) poll.settle();
+  };
+  /**
    * When the scan last looked at the RSS for a malloc trim (engine ms). `-0`, not `0`: a double
    * from the start, which compares as 0. A field that starts as a small integer and takes its
    * first fractional time later changes its representation for the whole class, and V8 drops
@@ -336,7 +347,7 @@ export class Comparator {
     const internalError = (error: unknown) => {
       // The read may end here: what it left held or released must not stay in its buffer.
       engine.keepHeld();
-      this.#out.copyPending();
+      this.#out.flush();
       this.#sink.internalError(`${side}-in`, error);
     };
     // Frames taken without being handed over one by one (`CompareEngine.takeRun`).
@@ -360,6 +371,8 @@ export class Comparator {
         // The arrival time of a chunk's frames, kept for the hold time of what they release.
         now: () => {
           this.#poll?.arrived();
+          // What the chunk releases goes out with `chunk`'s flush, not with a task of its own.
+          this.#out.defer();
           return this.#now = this.#clock.now();
         },
         frame,
@@ -377,6 +390,7 @@ export class Comparator {
         buffer: () => engine.readBuffer(),
         internalError,
         oversize: () => this.stats.oversizeResets++,
+        waiting: this.#inputsWait,
       },
       this.#log,
       bytesPerTurn,

@@ -16,6 +16,7 @@ import type { Logger } from "../log.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
 import { BLOCK_SIZE } from "../pool.ts";
+import { opWaiting, waitingOpId } from "../wire/read_op.ts";
 
 /** Bytes asked of the socket per read: many frames per read, one decode pass each. */
 export const READ_SIZE = BLOCK_SIZE;
@@ -95,6 +96,11 @@ export interface PumpHooks {
   internalError(error: unknown): void;
   /** The stream broke with an oversize `len` (SPEC 3): the connection is reset. */
   oversize(len: number): void;
+  /**
+   * Optional: the pump has asked for its next read and it waits for the socket (Deno's op
+   * did not settle at once). Nothing of this input is queued to run now.
+   */
+  waiting?(): void;
 }
 
 /** The read loop of primary-in or secondary-in. */
@@ -117,6 +123,12 @@ export class InputPump {
   forcedTurns = 0;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
+  /** The id of the read op this pump waits for (src/wire/read_op.ts), or -1. */
+  #waitingOn = -1;
+  /** Waiting for a read that is not Deno's op (a TLS layer's): its settling is not seen. */
+  #awaitingOther = false;
+  /** A connection is being served. */
+  #running = false;
 
   /**
    * `bytesPerTurn`: {@linkcode BYTES_PER_TURN} but in the warm-up's comparators, whose few MiB
@@ -135,6 +147,15 @@ export class InputPump {
     this.#vnet = vnet;
     this.#hooks = hooks;
     this.#log = log;
+  }
+
+  /**
+   * True when nothing of this input is queued to run: no connection is served, or its read
+   * op waits for the socket and has not been settled (for a read that is not an op: it is
+   * awaited, settled or not).
+   */
+  get idle(): boolean {
+    return !this.#running || this.#awaitingOther || opWaiting(this.#waitingOn);
   }
 
   /** Reading pauses after the chunk in hand (it waits undecoded) until resumed. */
@@ -177,9 +198,13 @@ export class InputPump {
     // The read loop is a function of its own: this one ends at most once per connection, and
     // V8 threw away the loop's compiled code when its end first ran under traffic (at the end
     // of the warm-up's last connection, so the real comparator started with it uncompiled).
+    this.#running = true;
     try {
       await this.#loop(conn, decoder);
     } finally {
+      this.#running = false;
+      this.#waitingOn = -1;
+      this.#awaitingOther = false;
       if (decoder.midFrame && !this.#stopped) {
         this.#log.warn("partial-frame-lost", { endpoint: this.#name });
       }
@@ -194,6 +219,7 @@ export class InputPump {
     let sinceTurn = 0;
     while (!this.#stopped) {
       const read = conn.read(buf);
+      const waitingOn = this.#waitingOn = waitingOpId(read);
       if (sinceTurn >= bytesPerTurn) {
         sinceTurn = 0;
         if (!conn.settlesOnTurn || await settledAtOnce(read)) {
@@ -201,8 +227,11 @@ export class InputPump {
           await nextTurn();
           if (this.#stopped) break;
         }
-      }
+      } else if (waitingOn >= 0) hooks.waiting?.();
+      this.#awaitingOther = waitingOn < 0 && !conn.settlesOnTurn;
       const n = await read;
+      this.#waitingOn = -1;
+      this.#awaitingOther = false;
       if (!n) break;
       sinceTurn += n;
       while (this.#paused && !this.#stopped) {

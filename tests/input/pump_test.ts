@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { InputPump, READ_SIZE } from "../../src/input/pump.ts";
 import { Logger } from "../../src/log.ts";
-import type { Conn } from "../../src/wire/transport.ts";
+import { parseAddress } from "../../src/wire/address.ts";
+import { PlainTransport } from "../../src/wire/plain.ts";
+import { type Conn, writeAll } from "../../src/wire/transport.ts";
 import { concat, framed } from "../support/packets.ts";
 
 /** A connection that hands out prepared chunks, one per read, then end of stream. */
@@ -272,4 +274,48 @@ Deno.test("pump: reads into the hooks' buffers, and into a fresh one after a chu
   await pump.run(new ScriptedConn([chunk, chunk, chunk, chunk]));
   assert.equal(given.length, 2, "one buffer at the start, one after the kept one");
   assert.deepEqual(readInto, [given[0], given[0], given[1], given[1]]);
+});
+
+Deno.test("pump: over a socket, it tells when its read waits for the peer, and is idle until the bytes come", async () => {
+  const listener = await new PlainTransport().listen(parseAddress("tcp-listen:127.0.0.1:0"));
+  const port = Number(listener.boundText.split(":").pop());
+  const [ours, peer] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port }),
+  ]);
+  let frames = 0;
+  const idleWhenWaiting: boolean[] = [];
+  let waited: () => void = () => {};
+  const pump: InputPump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: () => {
+      frames++;
+    },
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+    waiting: () => {
+      idleWhenWaiting.push(pump.idle);
+      waited();
+    },
+  }, log);
+  const nextWait = () => new Promise<void>((resolve) => waited = resolve);
+  try {
+    assert.equal(pump.idle, true, "no connection served: idle");
+    let wait = nextWait();
+    const running = pump.run(ours);
+    await wait;
+    assert.equal(pump.idle, true, "its read waits for the socket");
+    wait = nextWait();
+    await writeAll(peer, framed(new Uint8Array(60)));
+    await wait;
+    assert.equal(frames, 1);
+    assert.deepEqual(idleWhenWaiting, [true, true]);
+    peer.close();
+    await running;
+    assert.equal(pump.idle, true, "the connection ended: idle");
+  } finally {
+    ours.close();
+    listener.close();
+  }
 });

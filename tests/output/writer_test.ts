@@ -333,3 +333,94 @@ Deno.test("writer: write() copies the whole frame at once; writeAt() bytes are c
   await w.idle();
   assert.deepEqual(conn.bytes, concat(framed(f(5, 1)), framed(f(6, 2)), framed(f(7, 3))));
 });
+
+/** A socket that also writes at once, past the op (`Conn.trySend`), as much as `sendPlan` says. */
+class SendingConn extends FakeConn {
+  /** Per `trySend`: the bytes it takes (undefined: all), -1: would block. */
+  sendPlan: number[] = [];
+  /** What `trySend` took, and from which array. */
+  sent: { from: Uint8Array; bytes: Uint8Array }[] = [];
+
+  trySend(p: Uint8Array, len: number): number {
+    const n = this.sendPlan.shift();
+    if (n !== undefined && n < 0) return -1;
+    const take = n === undefined ? len : Math.min(n, len);
+    this.sent.push({ from: p, bytes: p.slice(0, take) });
+    return take;
+  }
+
+  /** Everything the peer got: at once, then through the op. */
+  get all(): Uint8Array {
+    return concat(...this.sent.map((s) => s.bytes), ...this.writes);
+  }
+}
+
+Deno.test("writer: a small chunk goes out at once where the socket takes it; the rest through the op, in order", async () => {
+  for (const [plan, ops] of [[[], 0], [[5], 1], [[-1], 1]] as const) {
+    const conn = new SendingConn();
+    conn.sendPlan = [...plan];
+    const w = writer();
+    w.attach(conn.asConn());
+    w.write(f(10, 1), 0);
+    w.write(f(3, 2), 0);
+    assert.equal(w.flush(), plan.length === 0, `written at once with plan ${plan}`);
+    await w.idle();
+    assert.deepEqual(conn.all, concat(framed(f(10, 1)), framed(f(3, 2))), `plan ${plan}`);
+    assert.equal(conn.writes.length, ops, `op writes with plan ${plan}`);
+    assert.equal(w.pendingBytes, 0);
+  }
+});
+
+Deno.test("writer: a frame lying framed at the start of its buffer goes out from there, uncopied", () => {
+  const conn = new SendingConn();
+  const w = writer();
+  w.attach(conn.asConn());
+  const read = concat(framed(f(6, 2)), f(5, 9));
+  w.writeAt(read, 4, 6, 0);
+  assert.equal(w.flush(), true);
+  assert.equal(conn.sent.length, 1);
+  assert.equal(conn.sent[0].from, read, "sent from the read buffer itself");
+  assert.deepEqual(conn.all, framed(f(6, 2)));
+  assert.equal(w.pendingBytes, 0);
+  // Not at the start, or with other framing words before it: copied first, as before.
+  const other = concat(f(3, 7), framed(f(4, 3)));
+  w.writeAt(other, 7, 4, 0);
+  const unframed = concat(f(4, 0), f(2, 5));
+  w.writeAt(unframed, 4, 2, 0);
+  w.flush();
+  assert.notEqual(conn.sent[1].from, other);
+  assert.deepEqual(conn.all, concat(framed(f(6, 2)), framed(f(4, 3)), framed(f(2, 5))));
+});
+
+Deno.test("writer: a frame sent in part from where it lies goes on from a copy of it", async () => {
+  const conn = new SendingConn();
+  conn.sendPlan = [3];
+  const w = writer();
+  w.attach(conn.asConn());
+  const read = framed(f(9, 4));
+  w.writeAt(read, 4, 9, 0);
+  assert.equal(w.flush(), false);
+  read.fill(0); // the next read: the rest was copied already
+  await w.idle();
+  assert.deepEqual(conn.all, framed(f(9, 4)));
+  assert.equal(conn.sent[0].from, read);
+  assert.equal(conn.writes.length, 1);
+});
+
+Deno.test("writer: frames written while an input is decoded wait for its flush, not for a task", async () => {
+  const conn = new SendingConn();
+  let settles = 0;
+  const w = writer({ idle: { settle: () => settles++ } });
+  w.attach(conn.asConn());
+  w.defer();
+  w.write(f(4, 1), 0);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(conn.sent.length + conn.writes.length, 0, "nothing written before the flush");
+  assert.equal(w.flush(), true);
+  assert.deepEqual(conn.all, framed(f(4, 1)));
+  // Without a deferral a task writes it, and starts the input polling after writing at once.
+  w.write(f(2, 2), 0);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(conn.all, concat(framed(f(4, 1)), framed(f(2, 2))));
+  assert.equal(settles, 1);
+});
