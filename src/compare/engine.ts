@@ -72,6 +72,12 @@ export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
  * whose frames go at different times.
  */
 export const KEEP_IN_PLACE_FROM = (SLAB_SIZE * 3) / 4;
+/**
+ * Read buffers kept for fewer held bytes than {@linkcode KEEP_IN_PLACE_FROM} at one time: a
+ * block each (256 KiB) at most, until their frames go (issue 11: at low load a held frame's
+ * copy into a slab and its copy out again were two views of garbage per frame).
+ */
+export const SPARSE_KEPT_MAX = 2;
 
 /**
  * Queues of fewer frames than this are never long (see `CompareEngine.longQueue`): what a read
@@ -707,7 +713,15 @@ export class CompareEngine implements CompareContext {
     // A frame listed seldom leaves within the read that brought it (the other side's copies
     // come in other reads): the bytes listed are about the bytes held. At worst a block is
     // kept for fewer; it goes back with the last of them all the same.
-    if (n === 0 || !this.#readBuffers.has(block) || this.#unkeptBytes < this.#keepInPlaceFrom) {
+    if (n === 0 || !this.#readBuffers.has(block)) {
+      this.keepHeld();
+      return false;
+    }
+    // Fewer bytes than make the block worth keeping: kept all the same while few such blocks
+    // are (a frame held until the other side's copy comes, one read at a time: no copy in and
+    // none out, `FrameWriter`'s write in place), else copied.
+    const sparse = this.#unkeptBytes < this.#keepInPlaceFrom;
+    if (sparse && this.#store.sparseSlabs >= SPARSE_KEPT_MAX) {
       this.keepHeld();
       return false;
     }
@@ -716,7 +730,7 @@ export class CompareEngine implements CompareContext {
     // gone, the block is the pool's again.
     if (this.#settles) this.#sink.settle!();
     this.#readBuffers.delete(block);
-    this.#store.adopt(block, this.#unkept, n);
+    this.#store.adopt(block, this.#unkept, n, sparse);
     this.#unlist(n);
     return true;
   }

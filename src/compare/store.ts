@@ -17,16 +17,23 @@ import type { Packet } from "./packet.ts";
 
 /** One slab: the frames copied into it and how many of them are still held. */
 export class Slab {
-  readonly bytes: Uint8Array;
+  /** The block; empty while the record waits for reuse. */
+  bytes: Uint8Array;
   used = 0;
   live = 0;
   /** Bytes of the frames still held in it. */
   liveBytes = 0;
+  /** A read buffer kept for fewer frames than make a slab worth its block (`adopt`). */
+  sparse = false;
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
   }
 }
+
+const NO_BYTES = new Uint8Array(0);
+/** Slab records kept for reuse: a kept read buffer makes one per read at low load. */
+const SPARE_SLABS = 8;
 
 /** Slab size: the pool's block size. */
 export const SLAB_SIZE = BLOCK_SIZE;
@@ -51,6 +58,9 @@ export class FrameStore {
   #primary: Slab | null = null;
   #secondary: Slab | null = null;
   #slabs = 0;
+  /** Slabs adopted sparse (`adopt`) and not given back yet. */
+  #sparse = 0;
+  readonly #spare: Slab[] = [];
 
   /** `pool`: blocks shared with the output buffer (the comparator's); one of its own if none. */
   constructor(pool: BlockPool = new BlockPool()) {
@@ -61,6 +71,11 @@ export class FrameStore {
   /** Slabs in use (holding frames, or being filled). */
   get slabs(): number {
     return this.#slabs;
+  }
+
+  /** Read buffers adopted sparse (`adopt`) that still hold frames. */
+  get sparseSlabs(): number {
+    return this.#sparse;
   }
 
   /**
@@ -138,9 +153,11 @@ export class FrameStore {
    * uncopied (issue 11). The block goes back to the pool once they are all gone, as any
    * slab's does. Nothing else is put into it.
    */
-  adopt(block: Uint8Array, held: readonly Packet[], n: number): void {
-    const slab = new Slab(block);
+  adopt(block: Uint8Array, held: readonly Packet[], n: number, sparse = false): void {
+    const slab = this.#slab(block);
     slab.used = SLAB_SIZE;
+    slab.sparse = sparse;
+    if (sparse) this.#sparse++;
     this.#slabs++;
     for (let i = 0; i < n; i++) {
       const p = held[i];
@@ -203,11 +220,25 @@ export class FrameStore {
 
   #take(): Slab {
     this.#slabs++;
-    return new Slab(this.#pool.take());
+    return this.#slab(this.#pool.take());
+  }
+
+  /** A slab record for `block`: a spare one, or a new one. */
+  #slab(block: Uint8Array): Slab {
+    const slab = this.#spare.pop();
+    if (slab === undefined) return new Slab(block);
+    slab.bytes = block;
+    return slab;
   }
 
   #giveBack(slab: Slab): void {
     this.#slabs--;
+    if (slab.sparse) this.#sparse--;
     this.#pool.give(slab.bytes);
+    // No frame refers to it any more (each one's `slab` was cleared when it went).
+    slab.bytes = NO_BYTES;
+    slab.used = slab.live = slab.liveBytes = 0;
+    slab.sparse = false;
+    if (this.#spare.length < SPARE_SLABS) this.#spare.push(slab);
   }
 }

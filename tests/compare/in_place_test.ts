@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CompareEngine } from "../../src/compare/engine.ts";
+import { CompareEngine, SPARSE_KEPT_MAX } from "../../src/compare/engine.ts";
 import { SLAB_SIZE } from "../../src/compare/store.ts";
 import { BlockPool } from "../../src/pool.ts";
 import { concat, frame, framed } from "../support/packets.ts";
@@ -40,17 +40,39 @@ Deno.test("in place: a read block full enough keeps its held frames; less, and t
     const rec = new Recorder();
     const pool = new BlockPool();
     const engine = new CompareEngine({ ...options, pool, keepInPlaceFrom: from }, rec);
+    // Blocks kept for fewer bytes, as many as may be: their frames wait for their twins.
+    const waiting = Array.from({ length: SPARSE_KEPT_MAX }, (_, i) => udp(`wait ${i}`, 3000 + i));
+    for (const f of waiting) {
+      read(engine, "primary", engine.readBuffer(), [f]);
+      assert.equal(engine.keepHeldInPlace(), true, "a sparse block kept");
+    }
     const block = engine.readBuffer();
-    assert.equal(block.length, SLAB_SIZE);
     read(engine, "primary", block, frames);
     assert.equal(engine.keepHeldInPlace(), keeps, `held ${bytes} bytes, from ${from}`);
     if (!keeps) block.fill(0xee); // the next read into it
-    read(engine, "secondary", new Uint8Array(SLAB_SIZE), frames);
-    assert.deepEqual(rec.released, frames);
+    read(engine, "secondary", new Uint8Array(SLAB_SIZE), [...waiting, ...frames]);
+    assert.deepEqual(rec.released, [...waiting, ...frames]);
     assert.equal(engine.heldPrimary, 0);
-    // Kept: the block went back to the pool with its last frame; copied: the reader has it.
-    assert.equal(pool.free, keeps ? 1 : 0);
+    // Kept: the blocks went back to the pool with their last frame; copied: the reader has it.
+    assert.equal(pool.free, SPARSE_KEPT_MAX + (keeps ? 1 : 0));
   }
+});
+
+Deno.test("in place: a block with fewer held bytes is kept while few such blocks hold frames", () => {
+  const rec = new Recorder();
+  const pool = new BlockPool();
+  const engine = new CompareEngine({ ...options, pool }, rec);
+  for (let round = 0; round < 3; round++) {
+    // One frame at a time, its twin after it: the same block comes back for the next read.
+    const f = udp(`request ${round}`);
+    const block = engine.readBuffer();
+    read(engine, "primary", block, [f]);
+    assert.equal(engine.keepHeldInPlace(), true);
+    read(engine, "secondary", new Uint8Array(SLAB_SIZE), [f]);
+    assert.deepEqual(rec.released.at(-1), f);
+    assert.equal(pool.free, 1, "the kept block is the pool's again with its frame gone");
+  }
+  assert.equal(engine.heldPrimary, 0);
 });
 
 Deno.test("in place: frames in any other array are copied, whatever their size", () => {
