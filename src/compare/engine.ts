@@ -702,10 +702,11 @@ export class CompareEngine implements CompareContext {
   /**
    * {@linkcode CompareEngine.keepHeld} for an input that reads into blocks from
    * {@linkcode CompareEngine.readBuffer}: when the held frames lie in such a block and fill at
-   * least `keepInPlaceFrom` bytes of it, they are not copied; the block becomes their slab
-   * (issue 11: a copy per held frame less), goes back to the pool once they are all gone, and
-   * the input must read into another block. Returns true then; otherwise copies them as
-   * `keepHeld` does and returns false (the input reads into the same block again).
+   * least `keepInPlaceFrom` bytes of it, or fewer while under {@linkcode SPARSE_KEPT_MAX} such
+   * blocks hold frames, they are not copied; the block becomes their slab (issue 11: a copy
+   * per held frame less), goes back to the pool once they are all gone, and the input must
+   * read into another block. Returns true then; otherwise copies them as `keepHeld` does and
+   * returns false (the input reads into the same block again).
    */
   keepHeldInPlace(): boolean {
     const block = this.#unkeptIn;
