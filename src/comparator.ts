@@ -145,8 +145,12 @@ export class Comparator {
   /** Seeing inside (SPEC 12): `--capture`, and `--metrics`/`--monitor` (null when off). */
   #capture: DivergenceCapture | null = null;
   readonly #inside: Inside | null;
-  /** Engine time of the chunk, scan or checkpoint being processed (for the hold-time metric). */
-  #now = 0;
+  /**
+   * Engine time of the chunk, scan or checkpoint being processed (for the hold-time metric).
+   * `-0`: a double from the start (see `#trimCheckedAt`); the real comparator is made before the
+   * warm-up, whose first fractional time would otherwise deprecate its map.
+   */
+  #now = -0;
   #stopping = false;
   #started = false;
   readonly #tuner: TcpTuner | null;

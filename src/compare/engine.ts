@@ -74,7 +74,7 @@ export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
 export const KEEP_IN_PLACE_FROM = (SLAB_SIZE * 3) / 4;
 /**
  * Read buffers kept for fewer held bytes than {@linkcode KEEP_IN_PLACE_FROM} at one time: a
- * block each (256 KiB) at most, until their frames go (issue 11: at low load a held frame's
+ * block each (128 KiB) at most, until their frames go (issue 11: at low load a held frame's
  * copy into a slab and its copy out again were two views of garbage per frame).
  */
 export const SPARSE_KEPT_MAX = 2;
@@ -160,8 +160,14 @@ export class CompareEngine implements CompareContext {
    * a read of small frames can hold more than max-queue-size of them.
    */
   queueGrewLong = false;
-  /** The latest time seen (input or tick): when a checkpoint's connections became idle. */
-  #now = 0;
+  /**
+   * The latest time seen (input or tick): when a checkpoint's connections became idle. `-0`: a
+   * double from the start. Its first fractional time changed the field's representation and
+   * deprecated the class's map; the real comparator's engine, made before the warm-up, then
+   * met the warm-up's code with the old map ("wrong map", bench/README.md, "Answers written at
+   * once").
+   */
+  #now = -0;
   /** Checkpoint flushes so far (`CompareContext.epoch`). */
   #epoch = 0;
 

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { BLOCK_SIZE, BlockPool } from "../pool.ts";
+import { BLOCK_SIZE, BlockPool, objectArray } from "../pool.ts";
 import type { Packet } from "./packet.ts";
 
 /** One slab: the frames copied into it and how many of them are still held. */
@@ -60,7 +60,8 @@ export class FrameStore {
   #slabs = 0;
   /** Slabs adopted sparse (`adopt`) and not given back yet. */
   #sparse = 0;
-  readonly #spare: Slab[] = [];
+  /** Of objects' elements kind from the start: the first push under traffic changes nothing. */
+  readonly #spare: Slab[] = objectArray();
 
   /** `pool`: blocks shared with the output buffer (the comparator's); one of its own if none. */
   constructor(pool: BlockPool = new BlockPool()) {

@@ -98,6 +98,9 @@ class PlainConn implements Conn {
     quickAck: (() => void) | undefined,
   ) {
     this.#conn = conn;
+    // Stored twice: a field V8 takes for constant until its second store, and `trySend` reads
+    // it per write; its first `close` after the warm-up would throw that code away.
+    this.#closed = false;
     this.#rid = readableRid(conn) ?? -1;
     this.settlesOnTurn = this.#rid >= 0;
     this.peer = peer;
