@@ -477,8 +477,7 @@ export class FrameWriter {
       // it: no op, no promise, no view (issue 11).
       if (sent < 0) sent = conn.trySend?.(c.buf, c.len) ?? -1;
       if (sent === c.len) {
-        this.#recycle(c);
-        if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
+        this.#sentWhole(c);
         atOnce = true;
         continue;
       }
@@ -497,7 +496,8 @@ export class FrameWriter {
    * with the same framing words before each (the common case at low load: one frame, at the
    * start of the read buffer that was kept for it) and the chunk holds nothing else: no copy
    * and no view (issue 11). {@linkcode IN_PLACE} when it went whole; else the bytes the socket
-   * took (the chunk, copied as usual, goes on from there), or -1: not tried.
+   * took, 0 or more (the chunk, copied as usual, goes on from there through the op), or -1: not
+   * tried.
    */
   #sendInPlace(): number {
     const c = this.#runChunk;
@@ -511,14 +511,20 @@ export class FrameWriter {
     ) return -1;
     for (let i = 0; i < head; i++) if (bytes[i] !== c.buf[i]) return -1;
     const sent = conn.trySend(bytes, c.len);
-    if (sent !== c.len) return sent;
+    // Would block or failed: the op writes the copy, not another try at once.
+    if (sent !== c.len) return sent < 0 ? 0 : sent;
     this.#runChunk = null;
     this.#runBytes = EMPTY;
     this.#queue.pop();
     this.#queued -= c.len;
+    this.#sentWhole(c);
+    return IN_PLACE;
+  }
+
+  /** Chunk `c` is all written: its block goes back, and congestion may end. */
+  #sentWhole(c: Chunk): void {
     this.#recycle(c);
     if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
-    return IN_PLACE;
   }
 
   /** Hands the unsent rest of the chunk in flight to its peer. */
@@ -542,8 +548,7 @@ export class FrameWriter {
     }
     const c = this.#inflightChunk!;
     this.#inflight = null;
-    this.#recycle(c);
-    if (this.#congested && this.pendingBytes < this.#o.lowWater) this.#setCongested(false);
+    this.#sentWhole(c);
     this.#endWrite();
     this.#pump();
     if (!this.#writing) this.#o.idle?.settle();
