@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { InputPump, READ_SIZE } from "../../src/input/pump.ts";
+import { InputPump, type PumpHooks, READ_SIZE } from "../../src/input/pump.ts";
 import { Logger } from "../../src/log.ts";
-import { parseAddress } from "../../src/wire/address.ts";
-import { PlainTransport } from "../../src/wire/plain.ts";
 import { type Conn, writeAll } from "../../src/wire/transport.ts";
+import { plainPair } from "../support/net.ts";
 import { concat, framed } from "../support/packets.ts";
 
 /** A connection that hands out prepared chunks, one per read, then end of stream. */
@@ -162,8 +161,14 @@ class FloodConn implements Conn {
   close(): void {}
 }
 
-/** A pump that only counts the frames it is handed (`bytesPerTurn`: the pump's, if given). */
-function countingPump(bytesPerTurn?: number): { pump: InputPump; frames: () => number } {
+/**
+ * A pump that only counts the frames it is handed (`bytesPerTurn`: the pump's, if given;
+ * `more`: hooks besides).
+ */
+function countingPump(
+  bytesPerTurn?: number,
+  more: Partial<PumpHooks> = {},
+): { pump: InputPump; frames: () => number } {
   let frames = 0;
   const pump = new InputPump(
     "primary",
@@ -176,6 +181,7 @@ function countingPump(bytesPerTurn?: number): { pump: InputPump; frames: () => n
       chunk() {},
       internalError: (e) => assert.fail(String(e)),
       oversize: () => assert.fail("not oversize"),
+      ...more,
     },
     log,
     bytesPerTurn,
@@ -277,28 +283,15 @@ Deno.test("pump: reads into the hooks' buffers, and into a fresh one after a chu
 });
 
 Deno.test("pump: over a socket, it tells when its read waits for the peer, and is idle until the bytes come", async () => {
-  const listener = await new PlainTransport().listen(parseAddress("tcp-listen:127.0.0.1:0"));
-  const port = Number(listener.boundText.split(":").pop());
-  const [ours, peer] = await Promise.all([
-    listener.accept(),
-    Deno.connect({ hostname: "127.0.0.1", port }),
-  ]);
-  let frames = 0;
+  const { ours, peer, close } = await plainPair();
   const idleWhenWaiting: boolean[] = [];
   let waited: () => void = () => {};
-  const pump: InputPump = new InputPump("primary", false, {
-    now: () => 0,
-    frame: () => {
-      frames++;
-    },
-    chunk() {},
-    internalError: (e) => assert.fail(String(e)),
-    oversize: () => assert.fail("not oversize"),
+  const { pump, frames } = countingPump(undefined, {
     waiting: () => {
       idleWhenWaiting.push(pump.idle);
       waited();
     },
-  }, log);
+  });
   const nextWait = () => new Promise<void>((resolve) => waited = resolve);
   try {
     assert.equal(pump.idle, true, "no connection served: idle");
@@ -309,13 +302,12 @@ Deno.test("pump: over a socket, it tells when its read waits for the peer, and i
     wait = nextWait();
     await writeAll(peer, framed(new Uint8Array(60)));
     await wait;
-    assert.equal(frames, 1);
+    assert.equal(frames(), 1);
     assert.deepEqual(idleWhenWaiting, [true, true]);
     peer.close();
     await running;
     assert.equal(pump.idle, true, "the connection ended: idle");
   } finally {
-    ours.close();
-    listener.close();
+    close();
   }
 });

@@ -1,9 +1,41 @@
 /**
- * Socket helpers for tests: free ports, connecting with retry, and a collector that reads
- * colo-framed messages from a stream and lets a test await them.
+ * Socket helpers for tests: free ports, connecting with retry, a plain connection as the
+ * program sees one, and a collector that reads colo-framed messages from a stream and lets a
+ * test await them.
  *
  * @module
  */
+
+import { parseAddress } from "../../src/wire/address.ts";
+import { PlainTransport } from "../../src/wire/plain.ts";
+import type { Conn } from "../../src/wire/transport.ts";
+
+/**
+ * A plain transport listening on a free port: the program's end of one TCP connection
+ * (accepted) and the peer's. `close` closes both ends and the listener, whichever the test
+ * closed already.
+ */
+export async function plainPair(): Promise<
+  { ours: Conn; peer: Deno.TcpConn; close: () => void }
+> {
+  const listener = await new PlainTransport().listen(parseAddress("tcp-listen:127.0.0.1:0"));
+  const port = Number(listener.boundText.split(":").pop());
+  const [ours, peer] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port }),
+  ]);
+  return {
+    ours,
+    peer,
+    close() {
+      ours.close();
+      try {
+        peer.close();
+      } catch { /* closed by the test */ }
+      listener.close();
+    },
+  };
+}
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago (for programs that need a number). */
 export function freePort(): number {

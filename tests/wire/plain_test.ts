@@ -1,29 +1,10 @@
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import { settledAtOnce } from "../../src/input/pump.ts";
-import { parseAddress } from "../../src/wire/address.ts";
-import { PlainTransport, SEND_AT_ONCE_MAX } from "../../src/wire/plain.ts";
+import { SEND_AT_ONCE_MAX } from "../../src/wire/plain.ts";
 import { opWaiting, readOp, waitingOpId } from "../../src/wire/read_op.ts";
-import { type Conn, writeAll } from "../../src/wire/transport.ts";
-
-/** A listening plain transport on a free port, the program's end (accepted) and the peer's. */
-async function pair(): Promise<{ ours: Conn; peer: Deno.TcpConn; close: () => void }> {
-  const listener = await new PlainTransport().listen(parseAddress("tcp-listen:127.0.0.1:0"));
-  const port = Number(listener.boundText.split(":").pop());
-  const [ours, peer] = await Promise.all([
-    listener.accept(),
-    Deno.connect({ hostname: "127.0.0.1", port }),
-  ]);
-  return {
-    ours,
-    peer,
-    close() {
-      ours.close();
-      peer.close();
-      listener.close();
-    },
-  };
-}
+import { writeAll } from "../../src/wire/transport.ts";
+import { plainPair } from "../support/net.ts";
 
 Deno.test("plain: Deno's read op is found on the pinned Deno (src/wire/read_op.ts)", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -48,7 +29,7 @@ Deno.test("plain: Deno's read op is found on the pinned Deno (src/wire/read_op.t
 });
 
 Deno.test("plain: a read settles at once when the bytes are there, and not when it waits (the pump's turns)", async () => {
-  const { ours, peer, close } = await pair();
+  const { ours, peer, close } = await plainPair();
   try {
     assert.equal(ours.settlesOnTurn, true);
     await writeAll(peer, new Uint8Array(100));
@@ -70,7 +51,7 @@ Deno.test("plain: a read settles at once when the bytes are there, and not when 
 });
 
 Deno.test("plain: reads the stream to its end, in order, whatever the chunking", async () => {
-  const { ours, peer, close } = await pair();
+  const { ours, peer, close } = await plainPair();
   const sent = new Uint8Array(300_000).map((_, i) => (i * 7) & 0xff);
   const writing = writeAll(peer, sent).then(() => peer.closeWrite());
   const received = new Uint8Array(sent.length + 1);
@@ -87,7 +68,7 @@ Deno.test("plain: reads the stream to its end, in order, whatever the chunking",
 });
 
 Deno.test("plain: closing ends a read under way", async () => {
-  const { ours, close } = await pair();
+  const { ours, close } = await plainPair();
   const reading = ours.read(new Uint8Array(64)).then((n) => n, () => "rejected");
   ours.close();
   const outcome = await reading;
@@ -101,7 +82,7 @@ function oldSpace(): number {
 }
 
 Deno.test("plain: after a quiet moment, reads leave no garbage in the old generation (issue 11)", async () => {
-  const { ours, peer, close } = await pair();
+  const { ours, peer, close } = await plainPair();
   // A read that waits while scavenges run: what promotes Deno.Conn.read's pending-read Set,
   // after which each of its reads leaves 40-120 bytes of old-generation garbage.
   const buf = new Uint8Array(64 * 1024);
@@ -129,8 +110,8 @@ Deno.test("plain: every connection's read and write are the same two functions",
   // One call target for the writer's and the pumps' calls, whichever the connection: with a
   // closure per connection V8 threw away their compiled code at the real peers' first frames
   // (tests/warm_code_test.ts).
-  const a = await pair();
-  const b = await pair();
+  const a = await plainPair();
+  const b = await plainPair();
   try {
     assert.equal(a.ours.read, b.ours.read);
     assert.equal(a.ours.write, b.ours.write);
@@ -141,7 +122,7 @@ Deno.test("plain: every connection's read and write are the same two functions",
 });
 
 Deno.test("plain: a small write goes out at once past the op, a larger one is left to the op; none after close", async () => {
-  const { ours, peer, close } = await pair();
+  const { ours, peer, close } = await plainPair();
   try {
     assert.ok(ours.trySend, "plain connections write at once");
     // From a view that does not start its buffer: the view's bytes, not its buffer's.
@@ -160,7 +141,7 @@ Deno.test("plain: a small write goes out at once past the op, a larger one is le
 });
 
 Deno.test("plain: a read op that waits is seen waiting until its bytes come; a promise not an op has no id", async () => {
-  const { ours, peer, close } = await pair();
+  const { ours, peer, close } = await plainPair();
   try {
     const buf = new Uint8Array(16);
     const waiting = ours.read(buf);
