@@ -33,13 +33,24 @@ function openSend(): void {
   if (sysOpened) return;
   sysOpened = true;
   const libc = openLibc(
-    { send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" } } as const,
+    {
+      send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+      recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+    } as const,
     "writes without an op",
   );
   if (typeof libc === "string") return;
   sysSend = (fd, p, len) =>
     libc.send(fd, p, SIZES[len] ??= BigInt(len), MSG_DONTWAIT | MSG_NOSIGNAL);
+  sysRecv = (fd, p) =>
+    libc.recv(fd, p, p.length === recvSize ? recvLen : BigInt(p.length), MSG_DONTWAIT);
 }
+
+/** libc's `recv(2)` without waiting; null where it cannot be reached. */
+let sysRecv: ((fd: number, p: Uint8Array) => number) | null = null;
+/** The usual read buffer's size, and as a BigInt (see {@linkcode SIZES}). */
+const recvSize = 128 * 1024;
+const recvLen = BigInt(recvSize);
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -123,6 +134,11 @@ class PlainConn implements Conn {
     }
     // -1 when it would block (EAGAIN) or failed: the op writes then, and tells the error.
     return sysSend(this.fd, p, len);
+  }
+
+  tryRecv(p: Uint8Array): number {
+    if (this.#closed || sysRecv === null || this.fd === undefined) return -1;
+    return sysRecv(this.fd, p);
   }
 
   close(): void {

@@ -155,6 +155,38 @@ export class PollWait {
     this.missed += ready ? 0 : 1;
   }
 
+  /**
+   * Bit `i` of the result: the `i`-th watched descriptor ({@linkcode bitOf}). Polls like
+   * {@linkcode settle} and tells which inputs became readable within the window: 0 when none
+   * did, -1 when no poll was made (no window now, or an input holds bytes read already).
+   */
+  catchInputs(): number {
+    if (this.#count === 0) return -1;
+    for (let i = 0; i < this.#count; i++) if (this.#pending[i]?.() === true) return -1;
+    const start = this.#now();
+    this.#idleSince = start;
+    if (this.#windowUs === 0) return -1;
+    const until = start + this.#windowUs / 1000;
+    let ready: boolean;
+    do ready = this.#poll(this.#fds, this.#count) > 0; while (!ready && this.#now() < until);
+    this.caught += ready ? 1 : 0;
+    this.missed += ready ? 0 : 1;
+    // Read whether or not one was: nothing is caught in the warm-up (see `settle`).
+    let mask = 0;
+    for (let i = 0; i < this.#count; i++) {
+      mask |= (this.#view.getInt16(POLLFD_SIZE * i + 6, true) !== 0 ? 1 : 0) << i;
+    }
+    return mask;
+  }
+
+  /** The bit of watched descriptor `fd` in {@linkcode catchInputs}'s result (0: not watched). */
+  bitOf(fd: number): number {
+    for (let i = 0; i < this.#count; i++) {
+      if (this.#view.getInt32(POLLFD_SIZE * i, true) === fd) return 1 << i;
+    }
+    return 0;
+  }
+
   /** Called when input has been read: adapts the window to how long it took to come. */
   arrived(): void {
     if (this.#idleSince < 0) return;

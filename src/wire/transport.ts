@@ -20,6 +20,12 @@ export interface Conn {
    * A stream's small writes (an answer) then cost no op, no promise and no view (issue 11).
    */
   trySend?(p: Uint8Array, len: number): number;
+  /**
+   * Optional: reads into `p` at once, without an op (`recv(2)`, `MSG_DONTWAIT`): the bytes
+   * read, or 0 or less when none were (would block, the end, an error: the op then tells).
+   * Only while no read op of this connection waits.
+   */
+  tryRecv?(p: Uint8Array): number;
   /** Closes the stream. Idempotent. */
   close(): void;
   /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */

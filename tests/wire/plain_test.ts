@@ -157,3 +157,33 @@ Deno.test("plain: a read op that waits is seen waiting until its bytes come; a p
     close();
   }
 });
+
+Deno.test("plain: a read at once takes what the socket holds, without an op; nothing there, the end and after close are not reads", async () => {
+  const { ours, peer, close } = await plainPair();
+  try {
+    assert.ok(ours.tryRecv, "plain connections read at once");
+    const buf = new Uint8Array(64);
+    assert.equal(ours.tryRecv(buf), -1, "nothing there yet: would block");
+    await writeAll(peer, new Uint8Array([7, 8, 9]));
+    // The bytes are in the socket once the peer's write returned (loopback).
+    let n = -1;
+    for (let i = 0; i < 100 && n < 0; i++) {
+      n = ours.tryRecv(buf);
+      if (n < 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.equal(n, 3);
+    assert.deepEqual(buf.subarray(0, 3), new Uint8Array([7, 8, 9]));
+    assert.equal(ours.tryRecv(buf), -1, "taken: nothing left");
+    peer.close();
+    let end = -1;
+    for (let i = 0; i < 100 && end < 0; i++) {
+      end = ours.tryRecv(buf);
+      if (end < 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.equal(end, 0, "the peer's end reads as 0: left to the op to tell");
+    ours.close();
+    assert.equal(ours.tryRecv(buf), -1, "closed: never the descriptor's next owner");
+  } finally {
+    close();
+  }
+});

@@ -145,6 +145,96 @@ Deno.test({
   },
 });
 
+/**
+ * A poller over a fake clock and a fake poll that marks the descriptors in `readable` (by
+ * value) as readable in their `revents`, from the poll's `readyAt`-th call on.
+ */
+function fakeRevents(readable: number[], readyAt = 1) {
+  const state = { now: 0, calls: 0, readable, readyAt };
+  const poller = new PollWait((fds, n) => {
+    state.calls++;
+    state.now += 0.001;
+    const view = new DataView(fds.buffer);
+    let ready = 0;
+    for (let i = 0; i < n; i++) {
+      const on = state.calls >= state.readyAt &&
+        state.readable.includes(view.getInt32(8 * i, true));
+      view.setInt16(8 * i + 6, on ? 1 : 0, true);
+      ready += on ? 1 : 0;
+    }
+    return ready;
+  }, () => state.now);
+  return { state, poller };
+}
+
+Deno.test("poll wait: catching inputs tells which came, by their bits; none within the window, 0; no window or bytes held, -1", () => {
+  const f = fakeRevents([6], 3);
+  assert.equal(f.poller.catchInputs(), -1, "nothing watched");
+  assert.ok(f.poller.watch(5));
+  assert.ok(f.poller.watch(6));
+  assert.deepEqual([f.poller.bitOf(5), f.poller.bitOf(6), f.poller.bitOf(7)], [1, 2, 0]);
+  assert.equal(f.poller.catchInputs(), -1, "no window yet: no poll");
+  assert.equal(f.state.calls, 0);
+  f.poller.settle();
+  f.state.now += 0.01;
+  f.poller.arrived(); // input 10 us after an idle moment: the window opens
+  assert.ok(f.poller.windowUs > 0);
+  assert.equal(f.poller.catchInputs(), 2, "the second watched came, at the third poll");
+  assert.equal(f.state.calls, 3);
+  f.state.readable = [5, 6];
+  assert.equal(f.poller.catchInputs(), 3, "both came");
+  f.state.readable = [];
+  const caught = f.poller.caught;
+  assert.equal(f.poller.catchInputs(), 0, "none within the window");
+  assert.deepEqual([f.poller.caught, f.poller.missed], [caught, 1]);
+  // Unwatching the first moves the second into its place: bits follow the descriptors.
+  f.poller.unwatch(5);
+  assert.deepEqual([f.poller.bitOf(5), f.poller.bitOf(6)], [0, 1]);
+  const held = fakeRevents([5]);
+  let holding = false;
+  held.poller.watch(5, () => holding);
+  held.poller.settle();
+  held.state.now += 0.01;
+  held.poller.arrived();
+  assert.ok(held.poller.windowUs > 0);
+  holding = true;
+  assert.equal(held.poller.catchInputs(), -1, "an input holds bytes it read: no poll");
+  assert.equal(held.state.calls, 0);
+});
+
+Deno.test({
+  name: "poll wait: catching inputs over real sockets names the one that became readable",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const poller = PollWait.open();
+    assert.ok(poller, "libc's poll is reachable here");
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const pairs: [Deno.Conn, Deno.Conn][] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const [ours, peer] = await Promise.all([
+          listener.accept(),
+          Deno.connect({ hostname: "127.0.0.1", port }),
+        ]);
+        pairs.push([ours, peer]);
+        poller.watch(socketFd(ours)!);
+      }
+      poller.settle();
+      poller.arrived(); // the window opens
+      assert.equal(poller.catchInputs(), 0, "nothing to read yet");
+      await pairs[1][1].write(new Uint8Array([1]));
+      assert.equal(poller.catchInputs(), poller.bitOf(socketFd(pairs[1][0])!));
+    } finally {
+      for (const [ours, peer] of pairs) {
+        ours.close();
+        peer.close();
+      }
+      listener.close();
+    }
+  },
+});
+
 Deno.test({
   name: "poll wait: libc is opened once per process; every poller after the first shares it",
   ignore: Deno.build.os !== "linux",
