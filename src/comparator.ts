@@ -27,7 +27,14 @@ import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/
 import { PauseLog } from "./flow/pause_log.ts";
 import { Inside, type InsideHost } from "./inside/inside.ts";
 import type { Settings } from "./inside/view.ts";
-import { BYTES_PER_TURN, InputPump } from "./input/pump.ts";
+import {
+  BYTES_PER_TURN,
+  InputPump,
+  PARK,
+  type ParkDecision,
+  READ_NOW,
+  TO_OP,
+} from "./input/pump.ts";
 import { ClassLog, type Logger } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
 import { ComparatorSink } from "./sink.ts";
@@ -55,6 +62,11 @@ const SUMMARY_INTERVAL_MS = 10_000;
  * long after start, past the first pairs a comparator compares (src/malloc.ts).
  */
 const TRIM_CHECK_MS = 2000;
+/**
+ * Inputs read without an op, and park, only this long (ms) after the event loop last turned:
+ * then they read through ops, and the loop turns for timers and the other sockets (SPEC 8).
+ */
+const PARK_BUDGET_MS = 2;
 /**
  * After a TLS peer connects (its handshake runs node:tls's, node:crypto's and rustls's code
  * once), the executable's pages go back this long (ms) after it, once for a burst of
@@ -170,6 +182,62 @@ export class Comparator {
     const poll = this.#poll;
     if (poll === null || this.#out.busy) return;
     if (this.#pumps.primary.idle && this.#pumps.secondary.idle) poll.settle();
+  };
+  /** The inputs' bits in the poller's readiness mask (0: not parked, not polled). */
+  readonly #inputBits = { primary: 0, secondary: 0 };
+  /** When the event loop last turned, as far as the inputs saw (`performance.now()`, ms). */
+  #turnAt = -0;
+  /** A poll found nothing: the inputs wait in ops until one has settled. */
+  #noPark = false;
+  /**
+   * What input `side` does when its socket is empty after a small read (issue 11): a read op
+   * that waits costs some 550 bytes of garbage and a turn of the event loop, a read of bytes
+   * already there (`Conn.tryRecv`) neither. So while the other input has work queued, it parks
+   * without an op; the input that comes to its read last polls both sockets for the poller's
+   * window (src/wire/poll_wait.ts), unparks the other if that became readable, and reads at
+   * once if it did itself. When neither did, both ask for their reads by op, and the event loop
+   * sleeps. Not while outdev has a write under way (its completion is a turn of its own), nor
+   * longer than {@linkcode PARK_BUDGET_MS} after the event loop last turned.
+   */
+  readonly #park = (side: Side): ParkDecision => {
+    const poll = this.#poll;
+    const other = this.#pumps[side === "primary" ? "secondary" : "primary"];
+    const bit = this.#inputBits[side];
+    if (
+      poll === null || bit === 0 || this.#noPark || this.#out.busy ||
+      performance.now() - this.#turnAt > PARK_BUDGET_MS
+    ) {
+      other.unpark();
+      return TO_OP;
+    }
+    const otherBit = this.#inputBits[other.side];
+    const withOther = otherBit !== 0;
+    // The other reads next: this one waits for it to come to its own read and poll (an input
+    // that does not park, or one paused, would not).
+    if (!other.idle) return withOther && !other.paused ? PARK : TO_OP;
+    const ready = poll.catchInputs();
+    // Every operation below runs whatever the outcome: the warm-up, whose peers share this
+    // thread, never sees an input become readable while it polls, and code first run under
+    // traffic would be compiled again there (bench/README.md, "Cold start").
+    const came = ready > 0;
+    const selfReady = (ready & bit) !== 0;
+    const otherReady = (ready & otherBit) !== 0;
+    if (!came) this.#noPark = ready === 0;
+    // Nothing came: both go to their ops. The other came: it reads (or parks again).
+    if (!came || otherReady) other.unpark();
+    // Only the other came: it reads first (a read op of its that waited settles at the next
+    // turn), this one waits for it.
+    return selfReady ? READ_NOW : came && withOther ? PARK : TO_OP;
+  };
+  /** Input `side` asks for a read by op: the other, if parked, reads or parks anew. */
+  readonly #reading = (side: Side): void =>
+    this.#pumps[side === "primary" ? "secondary" : "primary"].unpark();
+  /** Whether an input may read without an op now: the event loop turned lately. */
+  readonly #recvNow = (): boolean => performance.now() - this.#turnAt <= PARK_BUDGET_MS;
+  /** A read waited for its socket: the event loop has turned. */
+  readonly #turned = (): void => {
+    this.#turnAt = performance.now();
+    this.#noPark = false;
   };
   /**
    * When the scan last looked at the RSS for a malloc trim (engine ms). `-0`, not `0`: a double
@@ -395,6 +463,10 @@ export class Comparator {
         internalError,
         oversize: () => this.stats.oversizeResets++,
         waiting: this.#inputsWait,
+        park: this.#park,
+        recvNow: this.#recvNow,
+        reading: this.#reading,
+        turned: this.#turned,
       },
       this.#log,
       bytesPerTurn,
@@ -559,6 +631,8 @@ export class Comparator {
       input_polls: this.#poll
         ? `${this.#poll.caught}/${this.#poll.caught + this.#poll.missed}`
         : "off",
+      // Reads made without Deno's op: request-and-answer traffic reads most of its frames so.
+      input_reads_at_once: this.#pumps.primary.readsAtOnce + this.#pumps.secondary.readsAtOnce,
     });
     return report;
   }
@@ -568,10 +642,27 @@ export class Comparator {
     const fd = conn.fd;
     const watched = fd !== undefined && this.#poll !== null &&
       this.#poll.watch(fd, conn.pending?.bind(conn) ?? null);
+    this.#parks[side] = watched && conn.settlesOnTurn ? fd : -1;
+    this.#rebit();
     try {
       await this.#pumps[side].run(conn);
     } finally {
+      this.#parks[side] = -1;
       if (watched) this.#poll!.unwatch(fd);
+      this.#rebit();
+      this.#pumps[side === "primary" ? "secondary" : "primary"].unpark();
+    }
+  }
+
+  /** The descriptors of the inputs that may park (-1: none). */
+  readonly #parks = { primary: -1, secondary: -1 };
+
+  /** The inputs' bits after a watch or an unwatch (which moves another's). */
+  #rebit(): void {
+    const poll = this.#poll;
+    for (const side of ["primary", "secondary"] as const) {
+      const fd = this.#parks[side];
+      this.#inputBits[side] = poll === null || fd < 0 ? 0 : poll.bitOf(fd);
     }
   }
 
@@ -646,6 +737,7 @@ export class Comparator {
   // The expiry scan.
 
   #scan(): void {
+    this.#turnAt = performance.now();
     const now = this.#now = this.#clock.now();
     try {
       this.engine.tick(now);

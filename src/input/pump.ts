@@ -101,7 +101,35 @@ export interface PumpHooks {
    * did not settle at once). Nothing of this input is queued to run now.
    */
   waiting?(): void;
+  /**
+   * Optional, for an input read by Deno's op (`Conn.settlesOnTurn`) whose socket had nothing
+   * after a small read: what it does instead of asking for its next read by op at once
+   * ({@linkcode ParkDecision}).
+   */
+  park?(side: Side): ParkDecision;
+  /** With `park`: the input asks for a read by op (the other, if parked, must not wait on it). */
+  reading?(side: Side): void;
+  /** With `park`: whether the input may read without an op now (the event loop turned lately). */
+  recvNow?(): boolean;
+  /** Optional: a read that waited for its socket has settled (the event loop turned). */
+  turned?(): void;
 }
+
+/**
+ * After a read of at most this many bytes (an answer, not a stream) the next is tried without
+ * an op, and the input may park.
+ */
+export const PARK_AFTER_READ_MAX = 16 * 1024;
+
+/**
+ * What an input whose socket is empty does ({@linkcode PumpHooks.park}): asks for its read by
+ * op ({@linkcode TO_OP}), parks without one until unparked ({@linkcode PARK}), or reads at
+ * once, its socket found readable ({@linkcode READ_NOW}).
+ */
+export type ParkDecision = 0 | 1 | 2;
+export const TO_OP = 0;
+export const PARK = 1;
+export const READ_NOW = 2;
 
 /** The read loop of primary-in or secondary-in. */
 export class InputPump {
@@ -121,6 +149,8 @@ export class InputPump {
   readonly #bytesPerTurn: number;
   /** Turns of the event loop the loop waited for because none came of itself (a flood). */
   forcedTurns = 0;
+  /** Reads made at once, without Deno's op (`Conn.tryRecv`). */
+  readsAtOnce = 0;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
   /** The id of the read op this pump waits for (src/wire/read_op.ts), or -1. */
@@ -129,6 +159,9 @@ export class InputPump {
   #awaitingOther = false;
   /** A connection is being served. */
   #running = false;
+  /** Parked before a read (no op asked for): ends with `unpark`. */
+  #parked = false;
+  #unpark: (() => void) | null = null;
 
   /**
    * `bytesPerTurn`: {@linkcode BYTES_PER_TURN} but in the warm-up's comparators, whose few MiB
@@ -155,7 +188,26 @@ export class InputPump {
    * awaited, settled or not).
    */
   get idle(): boolean {
-    return !this.#running || this.#awaitingOther || opWaiting(this.#waitingOn);
+    return !this.#running || this.#parked || this.#awaitingOther || opWaiting(this.#waitingOn);
+  }
+
+  /** Paused by flow control: it reads again only when resumed. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Parked before a read, no op asked for. */
+  get parked(): boolean {
+    return this.#parked;
+  }
+
+  /** A parked pump reads now. */
+  unpark(): void {
+    if (!this.#parked) return;
+    this.#parked = false;
+    const u = this.#unpark;
+    this.#unpark = null;
+    u!();
   }
 
   /** Reading pauses after the chunk in hand (it waits undecoded) until resumed. */
@@ -172,6 +224,7 @@ export class InputPump {
   stop(): void {
     this.#stopped = true;
     this.#wake();
+    this.unpark();
   }
 
   #wake(): void {
@@ -203,6 +256,8 @@ export class InputPump {
       await this.#loop(conn, decoder);
     } finally {
       this.#running = false;
+      this.#parked = false;
+      this.#unpark = null;
       this.#waitingOn = -1;
       this.#awaitingOther = false;
       if (decoder.midFrame && !this.#stopped) {
@@ -217,24 +272,54 @@ export class InputPump {
     let buf = this.#buf ??= hooks.buffer?.() ?? new Uint8Array(READ_SIZE);
     const bytesPerTurn = this.#bytesPerTurn;
     let sinceTurn = 0;
+    const parks = conn.settlesOnTurn === true && conn.tryRecv !== undefined &&
+      hooks.park !== undefined && hooks.recvNow !== undefined && hooks.reading !== undefined;
+    let lastRead = READ_SIZE;
     while (!this.#stopped) {
-      const read = conn.read(buf);
-      const waitingOn = this.#waitingOn = waitingOpId(read);
-      if (sinceTurn >= bytesPerTurn) {
-        sinceTurn = 0;
-        if (!conn.settlesOnTurn || await settledAtOnce(read)) {
-          this.forcedTurns++;
-          await nextTurn();
-          if (this.#stopped) break;
+      let n: number | null = -1;
+      if (
+        parks && lastRead <= PARK_AFTER_READ_MAX && sinceTurn < bytesPerTurn && hooks.recvNow!()
+      ) {
+        // No op asks for this socket: what is there already is read at once (0, the end, and
+        // errors are left to the op to tell).
+        n = conn.tryRecv!(buf);
+        if (n < 0) {
+          const then = hooks.park!(this.side);
+          if (then === PARK) {
+            this.#parked = true;
+            await new Promise<void>((r) => this.#unpark = r);
+          }
+          // Unparked, or found readable: read at the top (or the op asks).
+          if (then !== TO_OP) continue;
         }
-      } else if (waitingOn >= 0) hooks.waiting?.();
-      this.#awaitingOther = waitingOn < 0 && !conn.settlesOnTurn;
-      const n = await read;
-      this.#waitingOn = -1;
-      this.#awaitingOther = false;
+        // Counted whatever it read: the warm-up's reads find nothing here, and a store first
+        // made under traffic would be compiled anew there (bench/README.md, "Cold start").
+        this.readsAtOnce += n > 0 ? 1 : 0;
+      }
+      if (n <= 0) {
+        // The other input may be parked: it reads (or parks again) now.
+        if (parks) hooks.reading!(this.side);
+        const read = conn.read(buf);
+        const waitingOn = this.#waitingOn = waitingOpId(read);
+        if (sinceTurn >= bytesPerTurn) {
+          sinceTurn = 0;
+          if (!conn.settlesOnTurn || await settledAtOnce(read)) {
+            this.forcedTurns++;
+            await nextTurn();
+            if (this.#stopped) break;
+          }
+        } else if (waitingOn >= 0) hooks.waiting?.();
+        this.#awaitingOther = waitingOn < 0 && !conn.settlesOnTurn;
+        n = await read;
+        this.#waitingOn = -1;
+        this.#awaitingOther = false;
+        if (waitingOn >= 0) hooks.turned?.();
+      }
       if (!n) break;
+      lastRead = n;
       sinceTurn += n;
       while (this.#paused && !this.#stopped) {
+        if (parks) hooks.reading!(this.side);
         await new Promise<void>((r) => this.#resume = r);
       }
       if (this.#stopped) break;
@@ -281,6 +366,7 @@ export class InputPump {
         }
         if (start < 0) break;
         while (this.#paused && !this.#stopped) {
+          if (parks) hooks.reading!(this.side);
           await new Promise<void>((r) => this.#resume = r);
         }
         if (this.#stopped) return;

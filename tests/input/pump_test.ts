@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { InputPump, type PumpHooks, READ_SIZE } from "../../src/input/pump.ts";
+import {
+  InputPump,
+  PARK,
+  type ParkDecision,
+  type PumpHooks,
+  READ_SIZE,
+  TO_OP,
+} from "../../src/input/pump.ts";
 import { Logger } from "../../src/log.ts";
 import { type Conn, writeAll } from "../../src/wire/transport.ts";
 import { plainPair } from "../support/net.ts";
@@ -307,6 +314,101 @@ Deno.test("pump: over a socket, it tells when its read waits for the peer, and i
     peer.close();
     await running;
     assert.equal(pump.idle, true, "the connection ended: idle");
+  } finally {
+    close();
+  }
+});
+
+Deno.test("pump: over a socket, an input whose socket is empty after a small read parks without an op; unparked, it reads at once what came", async () => {
+  const { ours, peer, close } = await plainPair();
+  const decisions: ParkDecision[] = [PARK, PARK, TO_OP];
+  let parkedAt: () => void = () => {};
+  let frameAt: () => void = () => {};
+  let reading = 0;
+  let turned = 0;
+  const { pump, frames } = countingPump(undefined, {
+    frame: () => {
+      count++;
+      frameAt();
+    },
+    park: () => {
+      const then = decisions.shift() ?? TO_OP;
+      if (then === PARK) parkedAt();
+      return then;
+    },
+    recvNow: () => true,
+    reading: () => {
+      reading++;
+      readingAt();
+    },
+    turned: () => turned++,
+  });
+  let readingAt: () => void = () => {};
+  let count = 0;
+  const parked = () => new Promise<void>((resolve) => parkedAt = resolve);
+  const frame = () => new Promise<void>((resolve) => frameAt = resolve);
+  try {
+    let park = parked();
+    let got = frame();
+    const running = pump.run(ours);
+    // The first read is the op's: nothing was read before it.
+    await writeAll(peer, framed(new Uint8Array(60)));
+    await got;
+    assert.equal(turned, 1, "the first read waited in its op");
+    await park;
+    assert.equal(pump.parked, true);
+    assert.equal(pump.idle, true, "parked: nothing of it queued to run");
+    await writeAll(peer, framed(new Uint8Array(61)));
+    // Parked, it does not read what came (a quiet moment of the event loop shows it).
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal(count, 1);
+    got = frame();
+    park = parked();
+    pump.unpark();
+    await got;
+    assert.equal(pump.readsAtOnce, 1, "read at once, without an op");
+    assert.equal(turned, 1);
+    // Parked again (nothing more came), then unparked: the op asks, and tells the other first.
+    await park;
+    const readingBefore = reading;
+    got = frame();
+    const asked = new Promise<void>((resolve) => readingAt = resolve);
+    pump.unpark();
+    await asked;
+    await writeAll(peer, framed(new Uint8Array(62)));
+    await got;
+    assert.ok(reading > readingBefore, "the other was told before the op");
+    assert.equal(turned, 2, "this one waited in its op");
+    assert.equal(frames(), 0, "frames counted by the test's own hook");
+    assert.equal(count, 3);
+    peer.close();
+    await running;
+    assert.equal(pump.parked, false);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("pump: a parked pump that is stopped ends its loop", async () => {
+  const { ours, peer, close } = await plainPair();
+  let parkedAt: () => void = () => {};
+  const { pump } = countingPump(undefined, {
+    park: () => {
+      parkedAt();
+      return PARK;
+    },
+    recvNow: () => true,
+    reading: () => {},
+  });
+  try {
+    const park = new Promise<void>((resolve) => parkedAt = resolve);
+    const running = pump.run(ours);
+    await writeAll(peer, framed(new Uint8Array(60)));
+    await park;
+    pump.stop();
+    await running;
+    assert.equal(pump.parked, false);
+    assert.equal(pump.idle, true);
   } finally {
     close();
   }

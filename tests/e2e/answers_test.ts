@@ -1,0 +1,72 @@
+/**
+ * End-to-end: request-and-answer traffic, one pair at a time, as the latency row sends it
+ * (issue 11): inputs that find their socket empty after a small read park, the last to come
+ * polls both, and what came is read at once, without Deno's read op.
+ */
+
+import assert from "node:assert/strict";
+import { startRig } from "../support/fixture.ts";
+import { frame, pseudoRandomBytes } from "../support/packets.ts";
+
+const DATA = pseudoRandomBytes(200, 5);
+
+/** The `key=value` fields of the program's summary line. */
+function summaryOf(stderr: string): Record<string, string> {
+  const line = stderr.split("\n").find((l) => l.includes("event=summary")) ?? "";
+  return Object.fromEntries(
+    line.split(" ").map((kv) => kv.split("=")).filter((kv) => kv.length === 2),
+  );
+}
+
+Deno.test("e2e: answers one at a time, either side first, each leave outdev once and in order; most are read without an op", async () => {
+  const rig = await startRig();
+  let stderr = "";
+  const pairs = 600;
+  const sent: Uint8Array[] = [];
+  try {
+    for (let i = 0; i < pairs; i++) {
+      const f = frame({
+        tcp: { seq: 1000 + 100 * i, ack: 1, payload: DATA.subarray(0, 100) },
+      });
+      sent.push(f);
+      if (i % 2 === 0) {
+        await rig.sendPrimary(f);
+        await rig.sendSecondary(f);
+      } else {
+        await rig.sendSecondary(f);
+        await rig.sendPrimary(f);
+      }
+      await rig.outdev.waitFor(i + 1);
+    }
+    assert.deepEqual(rig.outdev.frames.map((r) => r.data), sent);
+  } finally {
+    ({ stderr } = await rig.close());
+  }
+  const summary = summaryOf(stderr);
+  const atOnce = Number(summary.input_reads_at_once);
+  console.log(`reads at once: ${atOnce} of ${2 * pairs} frames, polls ${summary.input_polls}`);
+  assert.ok(atOnce > 0, `no read without an op: ${summary.input_reads_at_once}`);
+});
+
+Deno.test("e2e: answers that keep coming without a pause leave the timers their turns: a held frame times out on time (SPEC 8)", async () => {
+  const rig = await startRig({ flags: ["--compare-timeout", "100", "--expired-scan-cycle", "10"] });
+  try {
+    // A primary frame of a flow the secondary never answers: a checkpoint request once it has
+    // waited 100 ms, found by the expiry scan, a timer.
+    await rig.sendPrimary(frame({ udp: { sport: 7000, dport: 7001, payload: "alone" } }));
+    const heldAt = performance.now();
+    let i = 0;
+    while (rig.notifyTexts().length === 0 && performance.now() - heldAt < 2000) {
+      const f = frame({ tcp: { seq: 1000 + 100 * i, ack: 1, payload: DATA.subarray(0, 100) } });
+      await rig.sendPrimary(f);
+      await rig.sendSecondary(f);
+      await rig.outdev.waitFor(++i);
+    }
+    const waited = performance.now() - heldAt;
+    assert.deepEqual(rig.notifyTexts(), ["DO_CHECKPOINT"]);
+    assert.ok(waited < 1000, `the checkpoint request came after ${waited.toFixed(0)} ms`);
+    assert.ok(i > 10, `pairs went on meanwhile: ${i}`);
+  } finally {
+    await rig.close();
+  }
+});
