@@ -22,7 +22,7 @@
  *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
  * Linux) nothing is polled. Only sockets whose file descriptor is known take part: plain TCP
- * and unix inputs, and TLS inputs (the TCP socket under them). A TLS input may hold plaintext it
+ * inputs, and TLS inputs (the TCP socket under them); Deno 2.9.6 tells none for a unix socket. A TLS input may hold plaintext it
  * decrypted already while its socket is not readable; no poll waits then (`watch`'s `pending`).
  *
  * @module

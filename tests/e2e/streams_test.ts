@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { startRig } from "../support/fixture.ts";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { arp, concat, frame, framed, pseudoRandomBytes, withVnet } from "../support/packets.ts";
-import { startProgram } from "../support/program.ts";
+import { startProgram, unixInputEndpoints } from "../support/program.ts";
 
 const DATA = pseudoRandomBytes(3000, 7);
 const seg = (from: number, to: number, ack = 1) =>
@@ -220,14 +220,7 @@ Deno.test("e2e: unix sockets, and connect endpoints that reconnect", async () =>
   const dir = await Deno.makeTempDir();
   const outdev = Deno.listen({ transport: "unix", path: `${dir}/out.sock` });
   const program = await startProgram({
-    endpoints: [
-      "--primary-in",
-      `unix-listen:${dir}/pri.sock`,
-      "--secondary-in",
-      `unix-listen:${dir}/sec.sock`,
-      "--outdev",
-      `unix:${dir}/out.sock`,
-    ],
+    endpoints: [...unixInputEndpoints(dir), "--outdev", `unix:${dir}/out.sock`],
   });
   try {
     const pri = await Deno.connect({ transport: "unix", path: `${dir}/pri.sock` });

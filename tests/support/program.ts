@@ -40,6 +40,16 @@ export interface StartOptions {
   readyLine?: RegExp;
 }
 
+/** `--primary-in` and `--secondary-in` as unix sockets the program makes in `dir`. */
+export function unixInputEndpoints(dir: string): string[] {
+  return [
+    "--primary-in",
+    `unix-listen:${dir}/pri.sock`,
+    "--secondary-in",
+    `unix-listen:${dir}/sec.sock`,
+  ];
+}
+
 /** The endpoint flags of a test run: every stream on tcp-listen:127.0.0.1:0. */
 export function listenEndpoints(noNotify = false): string[] {
   return [
