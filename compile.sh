@@ -18,7 +18,7 @@ cd "$(dirname "$0")"
 PERMISSIONS="--allow-net --allow-read --allow-write --allow-ffi --no-prompt"
 # V8 settings baked into the binary, the same as src/v8_flags.ts (which says why; a test keeps
 # the two alike).
-V8_FLAGS="--v8-flags=--max-semi-space-size=3,--min-semi-space-size=3,--single-threaded-gc,--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300"
+V8_FLAGS="--v8-flags=--max-semi-space-size=2,--min-semi-space-size=2,--single-threaded-gc,--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300"
 mkdir -p dist
 
 # Exit status: 0 built, 1 the program does not compile, 3 no denort runtime to build with.

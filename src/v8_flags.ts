@@ -3,13 +3,14 @@
  * the two alike); from a checkout, `deno run` takes them before `main.ts`, as the bench, the
  * soak suite and the lab do.
  *
- * - `--max-semi-space-size=3`, `--min-semi-space-size=3`: a 3 MiB young generation. V8 would
+ * - `--max-semi-space-size=2`, `--min-semi-space-size=2`: a 2 MiB young generation. V8 would
  *   size it up to 16 MiB per semi-space, 48 MiB of heap the hot path does not need: its garbage is
  *   small and short-lived. A scavenge costs a pair of a request-and-answer stream 0.1-0.25 ms,
- *   about QEMU's p99.9; 3 MiB holds some 2,000 pairs' garbage (~1.2 KB each, most of it Deno's
- *   read ops), about nine scavenges in the latency row's 20,000 pairs, where 2 MiB made fourteen
- *   and its p99.9 1.3-1.6x QEMU's. 4 MiB took the TLS rows' peaks past 2x QEMU's
- *   (bench/README.md, "A young generation of 3 MiB").
+ *   about QEMU's p99.9; a pair leaves about 0.5 KB since the inputs park instead of waiting in
+ *   Deno's read op (src/input/pump.ts), so 2 MiB holds some 3,000 pairs' garbage: about six
+ *   scavenges in the latency row's 20,000 pairs. With 1.2 KB a pair this was 3 MiB; each MiB
+ *   more costs every peak about 2 MiB (both semi-spaces), and the TLS rows' peaks sit near 2x
+ *   QEMU's (bench/README.md, "A young generation of 2 MiB again").
  * - `--single-threaded-gc`: the collector works on the main thread only; V8's worker threads
  *   only compile. They keep the priority the program started with: lowered (nice 19,
  *   `SCHED_IDLE`), they stalled the main thread for seconds on a busy host (bench/README.md,
@@ -29,5 +30,5 @@
 
 /** As `deno run` takes them. */
 export const PROGRAM_V8_FLAGS =
-  "--v8-flags=--max-semi-space-size=3,--min-semi-space-size=3,--single-threaded-gc," +
+  "--v8-flags=--max-semi-space-size=2,--min-semi-space-size=2,--single-threaded-gc," +
   "--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300";

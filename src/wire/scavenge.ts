@@ -19,7 +19,7 @@
  *
  * A nudge makes short-lived objects until V8 has scavenged to place them (the young
  * generation's used bytes fell), whatever size the young generation has (`--max-semi-space-size`:
- * 3 MiB with the program's flags, up to 32 MiB with V8's own), and the scavenge frees the dead
+ * 2 MiB with the program's flags, up to 32 MiB with V8's own), and the scavenge frees the dead
  * young ArrayBuffers too.
  *
  * @module

@@ -70,7 +70,7 @@ Deno.test("scavenge: with the program's V8 flags a nudge frees the ArrayBuffers 
 });
 
 Deno.test("scavenge: a nudge frees them with a young generation eight times the program's too", async () => {
-  const flags = PROGRAM_V8_FLAGS.replaceAll("semi-space-size=3,", "semi-space-size=16,");
+  const flags = PROGRAM_V8_FLAGS.replaceAll("semi-space-size=2,", "semi-space-size=16,");
   assert.notEqual(flags, PROGRAM_V8_FLAGS);
   const nudged = await child("nudge", flags);
   assert.ok(nudged.before >= 20 * 2 ** 20, `${nudged.before} bytes before`);
