@@ -201,7 +201,7 @@ export class Comparator {
    */
   readonly #park = (side: Side): ParkDecision => {
     const poll = this.#poll;
-    const other = this.#pumps[side === "primary" ? "secondary" : "primary"];
+    const other = this.#otherPump(side);
     const bit = this.#inputBits[side];
     if (
       poll === null || bit === 0 || this.#noPark || this.#out.busy ||
@@ -230,8 +230,7 @@ export class Comparator {
     return selfReady ? READ_NOW : came && withOther ? PARK : TO_OP;
   };
   /** Input `side` asks for a read by op: the other, if parked, reads or parks anew. */
-  readonly #reading = (side: Side): void =>
-    this.#pumps[side === "primary" ? "secondary" : "primary"].unpark();
+  readonly #reading = (side: Side): void => this.#otherPump(side).unpark();
   /** Whether an input may read without an op now: the event loop turned lately. */
   readonly #recvNow = (): boolean => performance.now() - this.#turnAt <= PARK_BUDGET_MS;
   /** A read waited for its socket: the event loop has turned. */
@@ -650,8 +649,13 @@ export class Comparator {
       this.#parks[side] = -1;
       if (watched) this.#poll!.unwatch(fd);
       this.#rebit();
-      this.#pumps[side === "primary" ? "secondary" : "primary"].unpark();
+      this.#otherPump(side).unpark();
     }
+  }
+
+  /** The pump of the input that is not `side`. */
+  #otherPump(side: Side): InputPump {
+    return this.#pumps[side === "primary" ? "secondary" : "primary"];
   }
 
   /** The descriptors of the inputs that may park (-1: none). */

@@ -22,8 +22,9 @@
  *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
  * Linux) nothing is polled. Only sockets whose file descriptor is known take part: plain TCP
- * inputs, and TLS inputs (the TCP socket under them); Deno 2.9.6 tells none for a unix socket. A TLS input may hold plaintext it
- * decrypted already while its socket is not readable; no poll waits then (`watch`'s `pending`).
+ * inputs, and TLS inputs (the TCP socket under them); Deno 2.9.6 tells none for a unix socket.
+ * A TLS input may hold plaintext it decrypted already while its socket is not readable; no poll
+ * waits then (`watch`'s `pending`).
  *
  * @module
  */
@@ -140,19 +141,7 @@ export class PollWait {
    * up to the current window, returning once one is readable.
    */
   settle(): void {
-    if (this.#count === 0) return;
-    for (let i = 0; i < this.#count; i++) if (this.#pending[i]?.() === true) return;
-    const start = this.#now();
-    this.#idleSince = start;
-    if (this.#windowUs === 0) return;
-    const until = start + this.#windowUs / 1000;
-    let ready: boolean;
-    do ready = this.#poll(this.#fds, this.#count) > 0; while (!ready && this.#now() < until);
-    // Both counts are written every time. Nothing is ever caught in the warm-up (its peers
-    // wait for the comparator's thread): a store first run under traffic would make V8 throw
-    // away the code compiled there (bench/README.md, "Cold start").
-    this.caught += ready ? 1 : 0;
-    this.missed += ready ? 0 : 1;
+    this.catchInputs();
   }
 
   /**
@@ -169,9 +158,11 @@ export class PollWait {
     const until = start + this.#windowUs / 1000;
     let ready: boolean;
     do ready = this.#poll(this.#fds, this.#count) > 0; while (!ready && this.#now() < until);
+    // Both counts are written, and the mask read, every time. Nothing is ever caught in the
+    // warm-up (its peers wait for the comparator's thread): a store or a branch first run under
+    // traffic would make V8 throw away the code compiled there (bench/README.md, "Cold start").
     this.caught += ready ? 1 : 0;
     this.missed += ready ? 0 : 1;
-    // Read whether or not one was: nothing is caught in the warm-up (see `settle`).
     let mask = 0;
     for (let i = 0; i < this.#count; i++) {
       mask |= (this.#view.getInt16(POLLFD_SIZE * i + 6, true) !== 0 ? 1 : 0) << i;
