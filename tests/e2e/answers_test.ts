@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startRig } from "../support/fixture.ts";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { frame, framed, pseudoRandomBytes } from "../support/packets.ts";
-import { startProgram, unixInputEndpoints } from "../support/program.ts";
+import { listenEndpoints, startProgram, unixInputEndpoints } from "../support/program.ts";
 import { writeAll } from "../../src/wire/transport.ts";
 
 const DATA = pseudoRandomBytes(200, 5);
@@ -78,16 +78,9 @@ for (const transport of ["tcp", "unix"] as const) {
   Deno.test(`e2e: answers over ${transport} sockets, some written a few bytes at a time, each leave outdev once and in order`, async () => {
     const dir = await Deno.makeTempDir();
     const program = await startProgram({
-      endpoints: [
-        ...(transport === "unix" ? unixInputEndpoints(dir) : [
-          "--primary-in",
-          "tcp-listen:127.0.0.1:0",
-          "--secondary-in",
-          "tcp-listen:127.0.0.1:0",
-        ]),
-        "--outdev",
-        "tcp-listen:127.0.0.1:0",
-      ],
+      endpoints: transport === "unix"
+        ? [...unixInputEndpoints(dir), "--outdev", "tcp-listen:127.0.0.1:0"]
+        : listenEndpoints(true),
     });
     const input = (name: "pri" | "sec", endpoint: string) =>
       transport === "unix"
