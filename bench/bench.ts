@@ -40,7 +40,8 @@ const USAGE = `usage: deno task bench [options]
   --scale-scan-cycle MS  expired-scan-cycle for ours and QEMU in the scale run (default 10)
   --window N           frames in flight per connection (default 1000, within max-queue-size)
   --json FILE          also write every measurement as JSON
-  --ours "CMD ARGS"    command for our comparator (default: deno run -A main.ts)
+  --ours "CMD ARGS"    command for our comparator (default: deno run -A
+                         --no-code-cache --v8-flags=... main.ts)
   --cpu-prof DIR       write V8 CPU profiles of ours into DIR
   --latency-dump FILE  append each latency run's pairs, in order, to FILE (a JSON line per run:
                        target, cold, warm, in us)

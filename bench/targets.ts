@@ -5,7 +5,7 @@
  * @module
  */
 
-import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
+import { PROGRAM_RUN_FLAGS } from "../src/v8_flags.ts";
 import { qemuBinary } from "../tests/conformance/impl.ts";
 import { freePorts } from "../tests/support/net.ts";
 
@@ -53,9 +53,9 @@ export interface TargetOptions {
 
 const repoRoot = new URL("..", import.meta.url).pathname;
 
-/** The default command for ours: `deno run -A` of main.ts, with the program's V8 flags. */
+/** The default command for ours: `deno run -A` of main.ts, with the program's run flags. */
 export function defaultOursCommand(): string[] {
-  return [Deno.execPath(), "run", "-A", PROGRAM_V8_FLAGS, `${repoRoot}main.ts`];
+  return [Deno.execPath(), "run", "-A", ...PROGRAM_RUN_FLAGS, `${repoRoot}main.ts`];
 }
 
 /** Why `name` cannot run on this machine, or undefined when it can. */

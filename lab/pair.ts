@@ -11,7 +11,7 @@
  * @module
  */
 
-import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
+import { PROGRAM_RUN_FLAGS } from "../src/v8_flags.ts";
 import { type Guest, READY_MARK, ROLE_FW_CFG, roleValue } from "./guest.ts";
 import { Child } from "./process.ts";
 import { Qmp, type QmpEvent } from "./qmp.ts";
@@ -283,7 +283,7 @@ export class Pair {
       const args = [
         "run",
         "-A",
-        PROGRAM_V8_FLAGS,
+        ...PROGRAM_RUN_FLAGS,
         MAIN,
         "--primary-in",
         `tcp:127.0.0.1:${p.compare0}`,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { PROGRAM_V8_FLAGS } from "../src/v8_flags.ts";
+import { PROGRAM_RUN_FLAGS } from "../src/v8_flags.ts";
 import { readMemory, readThreadsCpuSeconds } from "../bench/proc.ts";
 import { listenEndpoints } from "../tests/support/program.ts";
 
@@ -20,7 +20,13 @@ const ALWAYS_KEPT =
   /event=(listening|connecting|ready|summary|held-at-exit|unsent-at-exit|stopping|peer-\w+|input-\w+)\b/;
 
 /** The command that runs the comparator; its flags follow. Set once by the suite (`--cmd`). */
-export const programCommand: string[] = [Deno.execPath(), "run", "-A", PROGRAM_V8_FLAGS, MAIN];
+export const programCommand: string[] = [
+  Deno.execPath(),
+  "run",
+  "-A",
+  ...PROGRAM_RUN_FLAGS,
+  MAIN,
+];
 
 /** Fields of one logfmt line (`key=value`, values possibly JSON-quoted). */
 export type LogFields = Record<string, string>;

@@ -1,7 +1,7 @@
 /**
  * The V8 flags the program runs with. compile.sh bakes the same into the binary (a test keeps
- * the two alike); from a checkout, `deno run` takes them before `main.ts`, as the bench, the
- * soak suite and the lab do.
+ * the two alike); from a checkout, `deno run` takes them before `main.ts`, with
+ * {@linkcode PROGRAM_RUN_FLAGS}.
  *
  * - `--max-semi-space-size=2`, `--min-semi-space-size=2`: a 2 MiB young generation. V8 would
  *   size it up to 16 MiB per semi-space, 48 MiB of heap the hot path does not need: its garbage is
@@ -32,3 +32,15 @@
 export const PROGRAM_V8_FLAGS =
   "--v8-flags=--max-semi-space-size=2,--min-semi-space-size=2,--single-threaded-gc," +
   "--invocation-count-for-maglev=100,--invocation-count-for-turbofan=300";
+
+/**
+ * What `deno run` takes before `main.ts` to run the program from a checkout as the binary runs
+ * (the bench, the soak suite, the lab): {@linkcode PROGRAM_V8_FLAGS}, and `--no-code-cache`.
+ * `deno run` otherwise maps its V8 code cache (`$DENO_DIR/v8_code_cache_v2`, an SQLite file
+ * shared by every script the user runs) for the whole life of the process, and the pages read at
+ * start stay counted: 4 MiB of every peak and of the idle RSS (bench/README.md, "The code cache
+ * of `deno run`"). The binary reads its own code cache into memory and frees each entry once
+ * used. Start-up takes as long without it (V8 compiles the modules' functions lazily, and the
+ * warm-up runs the hot path either way).
+ */
+export const PROGRAM_RUN_FLAGS: readonly string[] = ["--no-code-cache", PROGRAM_V8_FLAGS];
