@@ -8,6 +8,8 @@ import { type Config, configAddresses, HELP, parseCommandLine, UsageError } from
 import { Comparator } from "./src/comparator.ts";
 import { Logger } from "./src/log.ts";
 import { ExecutablePages } from "./src/exec_pages.ts";
+import { fixMmapThreshold } from "./src/malloc.ts";
+import { BLOCK_SIZE } from "./src/pool.ts";
 import { dropPermissions } from "./src/permissions.ts";
 import { VERSION } from "./src/version.ts";
 import { StartupError } from "./src/wire/endpoint.ts";
@@ -104,6 +106,9 @@ async function main(args: string[]): Promise<number> {
   }
   const config = command.config;
   const log = new Logger(config.logLevel);
+  // Before the warm-up makes the first blocks (issue 11).
+  const mmapThreshold = fixMmapThreshold(BLOCK_SIZE);
+  log.debug("malloc", { mmap_threshold: mmapThreshold ? BLOCK_SIZE : "glibc's" });
   // Opened while read and ffi are granted; given back once serving, and with malloc trims.
   const pages = ExecutablePages.open();
   const comparator = new Comparator(

@@ -24,13 +24,43 @@ export const RSS_GROWTH = 8 * 2 ** 20;
 const SYMBOLS = {
   // Off the main thread: trimming a large heap takes milliseconds.
   malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
+  mallopt: { parameters: ["i32", "i32"], result: "i32" },
 } as const;
 
+/** `mallopt`'s parameter for the request size from which malloc maps memory of its own. */
+const M_MMAP_THRESHOLD = -3;
+
 /**
- * libc's `malloc_trim`, once opened: shared by every trimmer of the process (the warm-up's and
- * its comparators' as well as the real comparator's).
+ * libc's `malloc_trim` and `mallopt`, once opened: shared by every trimmer of the process (the
+ * warm-up's and its comparators' as well as the real comparator's) and the threshold below.
  */
 let libcMalloc: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | null = null;
+
+/** libc's malloc functions, or why they cannot be had. */
+function mallocOf(purpose: string): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | string {
+  if (libcMalloc === null) {
+    const libc = openLibc(SYMBOLS, purpose);
+    if (typeof libc === "string") return libc;
+    libcMalloc = libc;
+  }
+  return libcMalloc;
+}
+
+/**
+ * Has malloc give every request of `bytes` or more a mapping of its own, from now on; true when
+ * glibc took it. Called at start with the pool's block size (src/pool.ts): the blocks that hold
+ * reads, held frames and outdev's chunks then come and go as mappings of their own, and a block
+ * the pool gives up goes back to the kernel at once. glibc's own threshold starts at 128 KiB and
+ * rises to the size of the first mapped chunk freed: after the pool's first block went (132 KiB
+ * with malloc's header), every later block came from malloc's heaps, where a block given up
+ * stays resident among smaller allocations until a trim can reach it. Fixed, the threshold no
+ * longer moves: 2 MiB lower peaks in the TLS rows, about 1 MiB in the plain ones, the same frames
+ * per second (bench/README.md, "malloc's mmap threshold fixed at the block size").
+ */
+export function fixMmapThreshold(bytes: number): boolean {
+  const malloc = mallocOf("the mmap threshold");
+  return typeof malloc !== "string" && malloc.mallopt(M_MMAP_THRESHOLD, bytes) === 1;
+}
 
 /** Gives malloc's free memory back when the RSS has grown {@linkcode RSS_GROWTH}. */
 export class MallocTrimmer {
@@ -56,12 +86,8 @@ export class MallocTrimmer {
    * `rss` is then the part of the RSS those pages are not in.
    */
   static open(also?: () => void, rss?: () => number): MallocTrimmer | null {
-    if (libcMalloc === null) {
-      const libc = openLibc(SYMBOLS, "malloc trims");
-      if (typeof libc === "string") return null;
-      libcMalloc = libc;
-    }
-    const malloc = libcMalloc;
+    const malloc = mallocOf("malloc trims");
+    if (typeof malloc === "string") return null;
     const trim = () => {
       also?.();
       return malloc.malloc_trim(0n);

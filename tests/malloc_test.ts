@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { MallocTrimmer, RSS_GROWTH } from "../src/malloc.ts";
 import { dlopenCalls } from "./support/dlopen_count.ts";
+import { runJsonChild } from "./support/child.ts";
+import type { MmapChildResult } from "./support/mmap_child.ts";
 
 const MiB = 2 ** 20;
 
@@ -110,5 +112,23 @@ Deno.test({
       }),
       0,
     );
+  },
+});
+
+const MMAP_CHILD = new URL("./support/mmap_child.ts", import.meta.url).pathname;
+
+Deno.test({
+  name: "malloc: with the mmap threshold fixed at the block size, blocks stay out of malloc's heap",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const run = (mode: string) =>
+      runJsonChild<MmapChildResult>(["run", "-A", "--v8-flags=--expose-gc", MMAP_CHILD, mode]);
+    const fixed = await run("fixed");
+    const moving = await run("glibc");
+    assert.equal(fixed.fixed, true, "glibc took the threshold");
+    // 40 blocks are 5 MiB: with glibc's own threshold, risen past the first block freed, they
+    // come from the heap; fixed, each has a mapping of its own.
+    assert.ok(moving.heapGrowth >= 4 * MiB, `glibc's threshold: [heap] +${moving.heapGrowth} B`);
+    assert.ok(fixed.heapGrowth < MiB, `fixed: [heap] +${fixed.heapGrowth} B`);
   },
 });
