@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { POLL_MAX_US, POLL_START_US, PollWait } from "../../src/wire/poll_wait.ts";
 import { socketFd } from "../../src/wire/read_op.ts";
 import { dlopenCalls } from "../support/dlopen_count.ts";
+import { plainPair } from "../support/net.ts";
 
 /**
  * A poller over a fake clock (ms) and a fake poll: an input is readable from `inputAt` on, or
@@ -208,29 +209,16 @@ Deno.test({
   async fn() {
     const poller = PollWait.open();
     assert.ok(poller, "libc's poll is reachable here");
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (listener.addr as Deno.NetAddr).port;
-    const pairs: [Deno.Conn, Deno.Conn][] = [];
+    const pairs = [await plainPair(), await plainPair()];
     try {
-      for (let i = 0; i < 2; i++) {
-        const [ours, peer] = await Promise.all([
-          listener.accept(),
-          Deno.connect({ hostname: "127.0.0.1", port }),
-        ]);
-        pairs.push([ours, peer]);
-        poller.watch(socketFd(ours)!);
-      }
+      for (const { ours } of pairs) poller.watch(ours.fd!);
       poller.settle();
       poller.arrived(); // the window opens
       assert.equal(poller.catchInputs(), 0, "nothing to read yet");
-      await pairs[1][1].write(new Uint8Array([1]));
-      assert.equal(poller.catchInputs(), poller.bitOf(socketFd(pairs[1][0])!));
+      await pairs[1].peer.write(new Uint8Array([1]));
+      assert.equal(poller.catchInputs(), poller.bitOf(pairs[1].ours.fd!));
     } finally {
-      for (const [ours, peer] of pairs) {
-        ours.close();
-        peer.close();
-      }
-      listener.close();
+      for (const pair of pairs) pair.close();
     }
   },
 });
