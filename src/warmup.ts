@@ -2,7 +2,8 @@
  * A warm-up before the comparator listens (issue 11, the cold-start and warm latency rows):
  * two throwaway comparators on loopback ports of their own, one after the other, are sent
  * 3,000 matching frame pairs in all, one pair at a time, over real TCP sockets, and each is
- * read back from its outdev. The hot path (the socket reads and writes, the frame decoder, the
+ * read back from its outdev; with two bursts among them (a bulk transfer's run of segments, and
+ * a segment on each of 320 new connections). The hot path (the socket reads and writes, the frame decoder, the
  * engine, the sink, the outdev writer) is then compiled by V8, up to its optimising compiler,
  * before the first guest frame arrives, instead of while the first frames wait for it and on a
  * CPU the traffic needs. The code is shared by every comparator of the process: the real one,
@@ -71,6 +72,16 @@ export const WARMUP_BYTES_PER_TURN = 16 * 1024;
 const BURST_PAST_MARK = 64;
 const BURST_MAX = 4096;
 const BURST_SMALL = 512;
+
+/**
+ * Connections each throwaway comparator is sent a segment pair on at once, a quarter of the way
+ * through its pairs ({@linkcode connectionFrames}): past the idle connections that keep their
+ * handle (`AWAKE_IDLE_MAX`, 256) and the table's first buckets (64), so that its growth,
+ * hibernation and wake-up run in the warm-up.
+ */
+export const WARMUP_CONNECTIONS = 320;
+/** Of those, connections sent a second segment pair after all of them (the first hibernated). */
+const WARMUP_CONNECTIONS_AGAIN = 32;
 
 /** How a warm-up runs. */
 export interface WarmupOptions {
@@ -174,6 +185,30 @@ function burstFrames(maxQueueSize: number, vnet: boolean): Uint8Array {
     parts.push(vnet ? framed(withVnet(f, 12), 12) : framed(f));
     seq = (seq + payload.length) >>> 0;
   }
+  return concat(...parts);
+}
+
+/**
+ * One TCP segment on each of {@linkcode WARMUP_CONNECTIONS} new connections (a guest's server
+ * answering that many clients), then another on the first {@linkcode WARMUP_CONNECTIONS_AGAIN}
+ * of them. Paths a few connections never take run in the warm-up: the connection table's
+ * rehash as it grows, a lookup that misses the cache and walks a bucket, idle connections
+ * hibernated and woken. Taken first under traffic (the bench's scale row), V8 threw away the
+ * compiled hot path there (`find`, `add`, `markIdle`, `takeRun`, the engine's `#place` and
+ * `#holdAtOnce`) and compiled it again, as the first new connections arrived.
+ */
+function connectionFrames(vnet: boolean): Uint8Array {
+  const payload = pseudoRandomBytes(64, 13);
+  const parts: Uint8Array[] = [];
+  const segment = (c: number, seq: number) => {
+    const f = frame({
+      ip: { src: `10.1.${c >> 8}.${c & 255}`, dst: "10.0.0.2" },
+      tcp: { sport: 80, dport: 40000, seq, ack: 1, flags: TCP.ACK | TCP.PSH, payload },
+    });
+    parts.push(vnet ? framed(withVnet(f, 12), 12) : framed(f));
+  };
+  for (let c = 0; c < WARMUP_CONNECTIONS; c++) segment(c, 1);
+  for (let c = 0; c < WARMUP_CONNECTIONS_AGAIN; c++) segment(c, 1 + payload.length);
   return concat(...parts);
 }
 
@@ -353,6 +388,7 @@ async function throughThrowaway(
   // A split pair takes the next pair with it: the count may step over a multiple.
   let releaseAt = RELEASE_EVERY;
   let burst = false;
+  let many = false;
   let error: unknown;
   try {
     await comparator.start();
@@ -407,6 +443,13 @@ async function throughThrowaway(
       if (!burst && done >= n >> 3) {
         burst = true;
         const bulk = burstFrames(config.maxQueueSize, config.vnetHdrSupport);
+        await writeAll(primary, bulk);
+        await writeAll(secondary, bulk);
+        sent += bulk.length;
+      }
+      if (!many && done >= n >> 2) {
+        many = true;
+        const bulk = connectionFrames(config.vnetHdrSupport);
         await writeAll(primary, bulk);
         await writeAll(secondary, bulk);
         sent += bulk.length;

@@ -6,6 +6,11 @@
  * and 130-165 ms of compiling in the first half second (bench/README.md, "Cold start: the
  * compiled code kept").
  *
+ * The same for a guest that answers hundreds of clients at once (the connection table's growth,
+ * idle connections hibernated and woken): before the warm-up took those paths too
+ * (`WARMUP_CONNECTIONS`), six or seven more (`find`, the lookup cache's `get`, `markIdle`, the
+ * writer's).
+ *
  * The program runs with V8's log of deoptimizations and compiles (`--log-deopt`,
  * `--log-function-events`, timestamps in microseconds); the parse of `dropPermissions`, which
  * main.ts calls once when the comparator is serving, marks where the warm-up ended.
@@ -79,6 +84,24 @@ Deno.test("warm code: the first frames of the real peers make V8 throw away no c
       const bytes = concat(...burst);
       await Promise.all([writeAll(rig.primary, bytes), writeAll(rig.secondary, bytes)]);
       await rig.outdev.waitFor(sent += burst.length);
+      // A guest's server answering 600 clients at once, then 50 of them again: the connection
+      // table grows (its rehash), lookups miss the cache, idle connections hibernate and wake.
+      const clients = [];
+      for (let c = 0; c < 650; c++) {
+        clients.push(framed(frame({
+          ip: { src: "10.0.0.2", dst: `10.3.${(c % 600) >> 8}.${(c % 600) & 255}` },
+          tcp: {
+            sport: 80,
+            dport: 50000,
+            seq: c < 600 ? 1 : 65,
+            ack: 1,
+            payload: payload.subarray(0, 64),
+          },
+        })));
+      }
+      const answers = concat(...clients);
+      await Promise.all([writeAll(rig.primary, answers), writeAll(rig.secondary, answers)]);
+      await rig.outdev.waitFor(sent += clients.length);
     } finally {
       stderr = (await rig.close()).stderr;
     }
