@@ -132,6 +132,11 @@ export interface LoadResult {
      */
     anonBytesPerConnection: number;
     anonSteps: [number, number][];
+    /**
+     * The largest fall of the RSS from the priming to the last step (bytes): memory given back
+     * in that time, which the steps' readings can miss when it grows back between two of them.
+     */
+    givenBack?: number;
     busyWithoutIdle: number;
     busyWithIdle: number;
     busyPerCpuWithoutIdle?: number;
@@ -883,6 +888,37 @@ function slope(points: [number, number][]): number {
   return den === 0 ? 0 : num / den;
 }
 
+/** How often {@linkcode ReleaseWatch} reads the target's RSS (ms). */
+const RELEASE_WATCH_MS = 20;
+
+/**
+ * The largest fall of a process's RSS, from the highest it was seen at, while it is watched: a
+ * release of memory somewhere in that time, which a reading at each step can miss (the RSS
+ * grows back before the next).
+ */
+class ReleaseWatch {
+  #high = 0;
+  #fall = 0;
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  constructor(pid: number) {
+    const look = () => {
+      const rss = readMemory(pid)?.rss;
+      if (rss === undefined) return;
+      this.#high = Math.max(this.#high, rss);
+      this.#fall = Math.max(this.#fall, this.#high - rss);
+    };
+    look();
+    this.#timer = setInterval(look, RELEASE_WATCH_MS);
+  }
+
+  /** Stops watching; the largest fall seen (bytes). */
+  stop(): number {
+    clearInterval(this.#timer);
+    return this.#fall;
+  }
+}
+
 /**
  * Busy-connection throughput, then `scalePrime` connections (not counted) and `scaleConnections`
  * more opened by one matched segment pair each (held bytes: none), the comparator's RSS growth
@@ -915,6 +951,10 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
   // RSS after each: the least-squares slope is the marginal cost of a connection, which
   // one-off heap growth does not blur.
   let settledBefore = unprimed;
+  // Watched from the priming on: a release then (ours: a malloc trim, which gives the
+  // executable's pages back too) is followed by pages coming back as code runs again, during
+  // the counted steps.
+  const watch = new ReleaseWatch(cfg.targetPid);
   if (cfg.scalePrime > 0) {
     await openIdle(1, cfg.scalePrime);
     settledBefore = await settledRss(cfg.targetPid);
@@ -930,6 +970,7 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
     steps.push([first + count, settled.rss]);
     anonSteps.push([first + count, settled.anon]);
   }
+  const givenBack = watch.stop();
   if (peers.counter.frames < sent) {
     result.notes.push(`scale: ${sent - peers.counter.frames} idle-opening frames not released`);
   }
@@ -965,6 +1006,7 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
       (anonSteps[anonSteps.length - 1][1] - anonSteps[0][1]) / cfg.scaleConnections,
     ),
     anonSteps,
+    givenBack,
     busyWithoutIdle: before.framesPerSecond,
     busyWithIdle: after.framesPerSecond,
     busyPerCpuWithoutIdle: before.framesPerCpuSecond,

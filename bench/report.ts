@@ -126,18 +126,20 @@ function ratioLatency(ours: Measurement, qemu: Measurement): string {
 }
 
 /**
- * Where the anonymous RSS fell by more than this between two of a scale run's steps, the
- * target gave memory back in the middle (ours: a malloc trim, and the executable's pages with
- * it, src/malloc.ts, or a collection that shrank V8's heap): the RSS those steps add is then no
- * measurement of what the connections cost, and the run's figure per connection is left out of
- * the checks.
+ * Where the anonymous RSS fell by more than this between two of a scale run's steps, or the
+ * RSS at any moment from the priming on (`givenBack`), the target gave memory back in the
+ * middle (ours: a malloc trim, and the executable's pages with it, src/malloc.ts, or a
+ * collection that shrank V8's heap): the RSS those steps add is then no measurement of what the
+ * connections cost (the pages given back in the priming come back as the counted steps run
+ * code), and the run's figure per connection is left out of the checks.
  */
 const GIVEN_BACK_BYTES = 2 ** 20;
 
 type Scale = NonNullable<Measurement["runs"][number]["scale"]>;
 
 function givenBackBetweenSteps(s: Scale): boolean {
-  return s.anonSteps.some(([, rss], i) => i > 0 && s.anonSteps[i - 1][1] - rss > GIVEN_BACK_BYTES);
+  return (s.givenBack ?? 0) > GIVEN_BACK_BYTES ||
+    s.anonSteps.some(([, rss], i) => i > 0 && s.anonSteps[i - 1][1] - rss > GIVEN_BACK_BYTES);
 }
 
 /** Extra lines for the scale and flood workloads, which one table row cannot hold. */
@@ -165,8 +167,9 @@ export function details(measurements: Measurement[]): string[] {
             `${fmtInt(s.busyPerCpuWithoutIdle)} -> ${fmtInt(s.busyPerCpuWithIdle)} per ` +
             `CPU-second (${(s.ratio * 100).toFixed(0)}%)` +
             (givenBackBetweenSteps(s)
-              ? "; memory given back between steps (a malloc trim or a collection): no figure per " +
-                "connection"
+              ? `; memory given back during the steps (${
+                fmtMiB(s.givenBack ?? 0)
+              } at most; a malloc trim or a collection): no figure per connection`
               : ""),
         );
       }
@@ -282,7 +285,7 @@ export function checks(measurements: Measurement[]): Check[] {
   const busy = median(sc.map((s) => s.ratio));
   const unmeasured = sc.length === 0
     ? "not measured"
-    : `not measured: memory was given back between the steps of ${
+    : `not measured: memory was given back during the priming or the steps of ${
       sc.length === 1 ? "the run" : `all ${sc.length} runs`
     } (a malloc trim or a collection)`;
   const left = (clean.length < sc.length ? `; ${sc.length - clean.length} run(s) left out` : "") +
