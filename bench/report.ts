@@ -137,7 +137,7 @@ const GIVEN_BACK_BYTES = 2 ** 20;
 
 type Scale = NonNullable<Measurement["runs"][number]["scale"]>;
 
-function givenBackBetweenSteps(s: Scale): boolean {
+export function givenBackDuringSteps(s: Scale): boolean {
   return (s.givenBack ?? 0) > GIVEN_BACK_BYTES ||
     s.anonSteps.some(([, rss], i) => i > 0 && s.anonSteps[i - 1][1] - rss > GIVEN_BACK_BYTES);
 }
@@ -166,7 +166,7 @@ export function details(measurements: Measurement[]): string[] {
             `${fmtInt(s.busyWithoutIdle)} -> ${fmtInt(s.busyWithIdle)} frames/s, ` +
             `${fmtInt(s.busyPerCpuWithoutIdle)} -> ${fmtInt(s.busyPerCpuWithIdle)} per ` +
             `CPU-second (${(s.ratio * 100).toFixed(0)}%)` +
-            (givenBackBetweenSteps(s)
+            (givenBackDuringSteps(s)
               ? `; memory given back during the steps (${
                 fmtMiB(s.givenBack ?? 0)
               } at most; a malloc trim or a collection): no figure per connection`
@@ -279,7 +279,7 @@ export function checks(measurements: Measurement[]): Check[] {
   }
 
   const sc = get("scale", "ours")?.runs.flatMap((r) => r.scale ?? []) ?? [];
-  const clean = sc.filter((s) => !givenBackBetweenSteps(s));
+  const clean = sc.filter((s) => !givenBackDuringSteps(s));
   const perConn = median(clean.map((s) => s.bytesPerConnection));
   const marginal = median(clean.map((s) => s.marginalBytesPerConnection));
   const busy = median(sc.map((s) => s.ratio));
