@@ -3,12 +3,12 @@
  * two throwaway comparators on loopback ports of their own, one after the other, are sent
  * 3,000 matching frame pairs in all, one pair at a time, over real TCP sockets, and each is
  * read back from its outdev; with two bursts among them (a bulk transfer's run of segments, and
- * a segment on each of 320 new connections). The hot path (the socket reads and writes, the frame decoder, the
- * engine, the sink, the outdev writer) is then compiled by V8, up to its optimising compiler,
- * before the first guest frame arrives, instead of while the first frames wait for it and on a
- * CPU the traffic needs. The code is shared by every comparator of the process: the real one,
- * made after, runs it already optimized. Nothing of the throwaway ones is kept: their
- * statistics, tables, sockets and log lines go with them.
+ * a segment on each of 320 new connections). The hot path (the socket reads and writes, the
+ * frame decoder, the engine, the sink, the outdev writer) is then compiled by V8, up to its
+ * optimising compiler, before the first guest frame arrives, instead of while the first frames
+ * wait for it and on a CPU the traffic needs. The code is shared by every comparator of the
+ * process: the real one, made after, runs it already optimized. Nothing of the throwaway ones is
+ * kept: their statistics, tables, sockets and log lines go with them.
  *
  * Bounded: at most `deadlineMs` of traffic, and over at once when the program is stopped; a
  * warm-up that fails or takes longer (no loopback, a `--allow-net` that does not grant it, a
@@ -118,6 +118,11 @@ export interface WarmupReport {
   aheadPauses: number;
 }
 
+/** `f` as an input stream carries it: framed, with a vnet header word and header when `vnet`. */
+function asInput(f: Uint8Array, vnet: boolean): Uint8Array {
+  return vnet ? framed(withVnet(f, 12), 12) : framed(f);
+}
+
 /**
  * The frames sent: TCP segments of a few connections and sizes (the byte stream's path), a
  * UDP datagram and an ICMP echo now and then (the per-packet path), as a guest's output mixes
@@ -154,7 +159,7 @@ function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
       });
       seq[c] = (seq[c] + size) >>> 0;
     }
-    yield vnet ? framed(withVnet(f, 12), 12) : framed(f);
+    yield asInput(f, vnet);
   }
 }
 
@@ -182,7 +187,7 @@ function burstFrames(maxQueueSize: number, vnet: boolean): Uint8Array {
     const f = frame({
       tcp: { sport: 40100, dport: 5201, seq, ack: 1, flags: TCP.ACK | TCP.PSH, payload },
     });
-    parts.push(vnet ? framed(withVnet(f, 12), 12) : framed(f));
+    parts.push(asInput(f, vnet));
     seq = (seq + payload.length) >>> 0;
   }
   return concat(...parts);
@@ -205,7 +210,7 @@ function connectionFrames(vnet: boolean): Uint8Array {
       ip: { src: `10.1.${c >> 8}.${c & 255}`, dst: "10.0.0.2" },
       tcp: { sport: 80, dport: 40000, seq, ack: 1, flags: TCP.ACK | TCP.PSH, payload },
     });
-    parts.push(vnet ? framed(withVnet(f, 12), 12) : framed(f));
+    parts.push(asInput(f, vnet));
   };
   for (let c = 0; c < WARMUP_CONNECTIONS; c++) segment(c, 1);
   for (let c = 0; c < WARMUP_CONNECTIONS_AGAIN; c++) segment(c, 1 + payload.length);
@@ -387,8 +392,12 @@ async function throughThrowaway(
   let done = 0;
   // A split pair takes the next pair with it: the count may step over a multiple.
   let releaseAt = RELEASE_EVERY;
-  let burst = false;
-  let many = false;
+  // The bursts, each written on both inputs once the pairs sent reach its mark, in this order.
+  const bursts: [number, () => Uint8Array][] = [
+    [n >> 3, () => burstFrames(config.maxQueueSize, config.vnetHdrSupport)],
+    [n >> 2, () => connectionFrames(config.vnetHdrSupport)],
+  ];
+  let nextBurst = 0;
   let error: unknown;
   try {
     await comparator.start();
@@ -440,16 +449,8 @@ async function throughThrowaway(
         await writeAll(secondary, next.value);
       }
       sent += next.value.length;
-      if (!burst && done >= n >> 3) {
-        burst = true;
-        const bulk = burstFrames(config.maxQueueSize, config.vnetHdrSupport);
-        await writeAll(primary, bulk);
-        await writeAll(secondary, bulk);
-        sent += bulk.length;
-      }
-      if (!many && done >= n >> 2) {
-        many = true;
-        const bulk = connectionFrames(config.vnetHdrSupport);
+      while (nextBurst < bursts.length && done >= bursts[nextBurst][0]) {
+        const bulk = bursts[nextBurst++][1]();
         await writeAll(primary, bulk);
         await writeAll(secondary, bulk);
         sent += bulk.length;
