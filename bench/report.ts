@@ -307,7 +307,8 @@ export function checks(measurements: Measurement[]): Check[] {
     pass: anonPerConn === undefined ? undefined : anonPerConn <= 200,
     detail: anonPerConn === undefined
       ? unmeasured
-      : `${anonPerConn} B/connection of anonymous memory (RSS ${perConn} B, marginal slope ${marginal} B${left})`,
+      : `${anonPerConn} B/connection of anonymous memory ` +
+        `(RSS ${perConn} B, marginal slope ${marginal} B${left})`,
   });
   out.push({
     name: "scale: busy throughput (per CPU-s) with idle >= 90%",
