@@ -5,7 +5,7 @@
  *
  *   deno task bench [--quick] [--only W,W] [--targets ours,qemu,forwarder,sink]
  *                   [--duration S] [--warmup S] [--repeat N] [--flood-duration S]
- *                   [--json FILE] [--ours "CMD ARGS"] [--cpu-prof DIR] [--strict]
+ *                   [--json FILE] [--ours "CMD ARGS"] [--cpu-prof DIR] [--sched-trace] [--strict]
  *
  * @module
  */
@@ -52,6 +52,8 @@ const USAGE = `usage: deno task bench [options]
   --cpu-prof DIR       write V8 CPU profiles of ours into DIR
   --latency-dump FILE  append each latency run's pairs, in order, to FILE (a JSON line per run:
                        target, cold, warm, in us)
+  --sched-trace        in each latency run, trace the kernel's scheduler (root, tracefs) and
+                       say what ran on each CPU during the slowest warm pairs
   --strict             exit 1 when a target check fails (always exit 1 when a run fails)`;
 
 /**
@@ -84,6 +86,7 @@ function parse() {
       ours: { type: "string" },
       "cpu-prof": { type: "string" },
       "latency-dump": { type: "string" },
+      "sched-trace": { type: "boolean", default: false },
       strict: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -125,6 +128,7 @@ function parse() {
     oursCommand: values.ours ? values.ours.split(/\s+/).filter(Boolean) : defaultOursCommand(),
     cpuProfileDir: values["cpu-prof"],
     latencyDump: values["latency-dump"],
+    schedTrace: values["sched-trace"],
     strict: values.strict,
   };
 }
@@ -177,6 +181,7 @@ async function runOnce(
       latencyWarmup: opts.quick ? 50 : 500,
       latencyCold: opts.quick ? 100 : 2000,
       latencyDump: opts.latencyDump === undefined ? undefined : { file: opts.latencyDump, target },
+      schedTrace: opts.schedTrace,
       scaleConnections: opts.scaleConnections,
       scalePrime: opts.scalePrime,
       floodMs: opts.floodMs,

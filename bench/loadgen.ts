@@ -13,6 +13,7 @@ import { connectRetry } from "../tests/support/net.ts";
 import { notifyMessage } from "../tests/support/packets.ts";
 import { rawClient } from "../tests/support/tls_creds.ts";
 import { readCpuSeconds, readMemory } from "./proc.ts";
+import { accountRun, type SchedReport, SchedTrace } from "./sched_trace.ts";
 import {
   buildPattern,
   frameBytes,
@@ -43,6 +44,8 @@ export interface LoadConfig {
   latencyWarmup: number;
   /** The first pairs after start, measured apart: the cost of compilation and warm-up. */
   latencyCold: number;
+  /** Trace the scheduler during each latency run (`bench.ts --sched-trace`). */
+  schedTrace?: boolean;
   /** Where each latency run's pairs go, in order (`bench.ts --latency-dump`). */
   latencyDump?: { file: string; target: string };
   scaleConnections: number;
@@ -88,6 +91,8 @@ export interface Latency {
   coldP99: number;
   coldMax: number;
   coldSamples: number;
+  /** What held the CPUs in the slowest warm pairs (`--sched-trace`), or why it is not known. */
+  sched?: SchedReport | string;
 }
 
 /** What one generator run reports. */
@@ -660,14 +665,32 @@ async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
   const total = cfg.latencyCold + cfg.latencyWarmup + cfg.latencyPairs;
   const cold: number[] = [];
   const samples: number[] = [];
-  await timePairs(peers, total, recorder(cold, samples, cfg.latencyCold, cfg.latencyWarmup));
+  const starts = cfg.schedTrace ? new Float64Array(total) : undefined;
+  const trace = cfg.schedTrace ? SchedTrace.start() : null;
+  let sched: SchedReport | string | undefined;
+  try {
+    await timePairs(
+      peers,
+      total,
+      recorder(cold, samples, cfg.latencyCold, cfg.latencyWarmup),
+      0,
+      starts,
+    );
+  } finally {
+    if (typeof trace === "string") sched = `not traced: ${trace}`;
+    else if (trace !== null) {
+      const first = cfg.latencyCold + cfg.latencyWarmup;
+      const warm = samples.map((us, k): [number, number] => [starts![first + k], us]);
+      sched = accountRun(trace.stop(), warm, cfg.targetPid);
+    }
+  }
   if (cfg.latencyDump) {
     const { file, target } = cfg.latencyDump;
     Deno.writeTextFileSync(file, JSON.stringify({ target, cold, warm: samples }) + "\n", {
       append: true,
     });
   }
-  result.latency = latencyOf(samples, cold);
+  result.latency = { ...latencyOf(samples, cold), sched };
   await finish(cfg, peers, total, result);
 }
 
@@ -703,13 +726,15 @@ function recorder(
 
 /**
  * Sends `total` latency pairs to `peers` one at a time; `record` gets each pair's µs. `done`:
- * the pairs `peers` served before.
+ * the pairs `peers` served before. `starts` gets when each pair's wait began (the epoch in ms,
+ * as the scheduler trace reads it).
  */
 async function timePairs(
   peers: Peers,
   total: number,
   record: (i: number, us: number) => void,
   done = 0,
+  starts?: Float64Array,
 ): Promise<void> {
   const pattern = buildPattern(SHAPES.latency, total);
   const wire = pattern.bytes.length / pattern.frames;
@@ -723,6 +748,7 @@ async function timePairs(
     const t1 = performance.now();
     if (peers.counter.closed) throw new Error("outdev closed during the latency run");
     record(i, (t1 - t0) * 1000);
+    if (starts) starts[i] = performance.timeOrigin + t0;
   }
 }
 

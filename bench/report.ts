@@ -6,6 +6,7 @@
 
 import type { LoadResult } from "./loadgen.ts";
 import type { TargetName } from "./targets.ts";
+import { describe } from "./sched_trace.ts";
 import { plainOf, type WorkloadName, WORKLOADS } from "./workloads.ts";
 
 /** All runs of one workload against one target (several with `--repeat`). */
@@ -183,6 +184,13 @@ export function details(measurements: Measurement[]): string[] {
             `after start) p99 ${fmtUs(l.coldP99)} worst ${fmtUs(l.coldMax)}; RSS before any ` +
             `peer ${fmtMiB(r.idleRss)}`,
         );
+        if (l.sched !== undefined) {
+          out.push(
+            `${m.workload}/${m.target}: ${
+              typeof l.sched === "string" ? l.sched : describe(l.sched)
+            }`,
+          );
+        }
       }
       if (r.flood) {
         const f = r.flood;
