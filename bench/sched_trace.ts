@@ -33,8 +33,11 @@ export interface Switch {
   comm: string;
 }
 
-/** Who a task belongs to. */
-export type Owner = "target" | "generator" | "other";
+/**
+ * Who a task belongs to: the target, the generator's main thread, one of the generator's
+ * other threads (V8's compilers and collectors: the measurement's own noise), another program.
+ */
+export type Owner = "target" | "generator" | "generator helper" | "other";
 
 /** A task's time on one CPU during one pair. */
 export interface Hold {
@@ -61,18 +64,19 @@ export interface PairAccount {
 
 /**
  * What a slow pair waited for: another program on a CPU ({@linkcode HOLD_MIN_US} or more),
- * else every CPU idle at once that long (a wake-up that took its time: on a virtual machine,
- * the hypervisor running the vCPU late), else the target and the generator themselves.
+ * else one of the generator's helper threads that long, else every CPU idle at once that long
+ * (a wake-up that took its time: on a virtual machine, the hypervisor running the vCPU late),
+ * else the target's time (and the generator's main thread's).
  */
-export type Cause = "other" | "idle" | "own";
+export type Cause = "other" | "generator" | "idle" | "own";
 
 /** What a traced latency run reports. */
 export interface SchedReport {
   /** The slowest warm pairs, slowest first. */
   slowest: PairAccount[];
   /**
-   * The slowest warm pair whose cause is "own" (µs): neither another program nor every CPU
-   * idle; null when none of the slowest pairs looked at was.
+   * The slowest warm pair whose cause is "own" (µs): none of the others; null when none of
+   * the slowest pairs looked at was.
    */
   worstOwn: number | null;
   /** Warm pairs of a millisecond or more, by cause. */
@@ -305,6 +309,8 @@ export function account(
     holds.sort((a, b) => b.us - a.us);
     const cause: Cause = holds.some((h) => h.owner === "other")
       ? "other"
+      : holds.some((h) => h.owner === "generator helper")
+      ? "generator"
       : allIdleUs >= HOLD_MIN_US
       ? "idle"
       : "own";
@@ -320,7 +326,7 @@ export function account(
   const order = pairs.map((_, i) => i).sort((a, b) => pairs[b][1] - pairs[a][1]);
   const slowest: PairAccount[] = [];
   let worstOwn: number | null = null;
-  const overMs: Record<Cause, number> = { other: 0, idle: 0, own: 0 };
+  const overMs: Record<Cause, number> = { other: 0, generator: 0, idle: 0, own: 0 };
   let looked = 0;
   for (const i of order) {
     const [start, us] = pairs[i];
@@ -344,7 +350,9 @@ export function accountRun(
   const cpus = navigator.hardwareConcurrency;
   return account(switches, pairs, cpus, (tid) => {
     const g = tgidOf(tid, cache);
-    return g === targetPid ? "target" : g === Deno.pid ? "generator" : "other";
+    if (g === targetPid) return "target";
+    if (g !== Deno.pid) return "other";
+    return tid === Deno.pid ? "generator" : "generator helper";
   });
 }
 
@@ -353,7 +361,8 @@ export function describe(r: SchedReport): string {
   const us = (x: number) => `${Math.round(x)} µs`;
   const pairs = r.slowest.map((p) => {
     const holds = p.holds.map((h) =>
-      `${h.owner === "other" ? `${h.comm}[${h.tid}]` : `${h.owner} ${h.comm}[${h.tid}]`} ` +
+      `${h.owner === "other" ? "" : h.owner === "target" ? "target " : "generator "}` +
+      `${h.comm}[${h.tid}] ` +
       `on CPU${h.cpu} ${us(h.us)}`
     );
     const idle = p.idle.map((x, cpu) => x >= HOLD_MIN_US ? `CPU${cpu} idle ${us(x)}` : "")
@@ -363,6 +372,7 @@ export function describe(r: SchedReport): string {
   });
   const o = r.overMs;
   return `slowest warm pairs: ${pairs.join("; ")}; pairs of 1 ms or more: ${o.other} with ` +
-    `another program on a CPU, ${o.idle} with every CPU idle, ${o.own} neither; the worst ` +
-    `neither ${r.worstOwn === null ? "-" : us(r.worstOwn)}`;
+    `another program on a CPU, ${o.generator} with a generator's helper thread, ${o.idle} ` +
+    `with every CPU idle, ${o.own} none of these; the worst of those ` +
+    `${r.worstOwn === null ? "-" : us(r.worstOwn)}`;
 }

@@ -40,14 +40,22 @@ const TRACE = HEADER + [
   // Pair 3, 5020.000-5020.500 ms: the target's own thread runs.
   sw(0, "100.020000", "V8 DefaultWorke", "deno", 10),
   sw(0, "100.020600", "deno", "swapper/0", 0),
+  // Pair 4, 5030.000-5030.800 ms: the generator's compiler thread holds CPU1 0.6 ms.
+  sw(1, "100.030100", "swapper/1", "V8 DefaultWorke", 21),
+  sw(1, "100.030700", "V8 DefaultWorke", "swapper/1", 0),
 ].join("\n") + "\n";
 
-const owners: Record<number, Owner> = { 10: "target", 11: "target", 107: "other" };
+const owners: Record<number, Owner> = {
+  10: "target",
+  11: "target",
+  21: "generator helper",
+  107: "other",
+};
 const ownerOf = (tid: number): Owner => owners[tid] ?? "other";
 
 Deno.test("parseTrace: switches on the generator's clock, task names with spaces kept", () => {
   const s = parseTrace(TRACE);
-  assert.equal(s.length, 8);
+  assert.equal(s.length, 10);
   assert.deepEqual({ ...s[0], ms: Math.round(s[0].ms * 1000) }, {
     ms: 5_000_100,
     cpu: 0,
@@ -90,11 +98,18 @@ Deno.test("account: slow pairs by cause, the worst of the target's own", () => {
   ]);
   assert.equal(r.slowest[0].idle[1], 1500);
   assert.equal(r.worstOwn, 500);
-  assert.deepEqual(r.overMs, { other: 1, idle: 0, own: 0 });
+  assert.deepEqual(r.overMs, { other: 1, generator: 0, idle: 0, own: 0 });
   const line = describe(r);
   assert.match(line, /1500 µs \(kdamond\.0\[107\] on CPU0 1200 µs, target deno\[10\] on CPU0 300/);
   assert.match(line, /800 µs \(.*all idle 600 µs\)/);
-  assert.match(line, /the worst neither 500 µs$/);
+  assert.match(line, /the worst of those 500 µs$/);
+});
+
+Deno.test("account: a pair held up by one of the generator's own threads is the generator's", () => {
+  const r = account(parseTrace(TRACE), [[5030, 800], [5020, 500]], 2, ownerOf);
+  assert.deepEqual(r.slowest.map((p) => p.cause), ["generator", "own"]);
+  assert.match(describe(r), /800 µs \(generator V8 DefaultWorke\[21\] on CPU1 600 µs/);
+  assert.equal(r.worstOwn, 500);
 });
 
 Deno.test("account: pairs before the trace began are not accounted", () => {
