@@ -652,13 +652,12 @@ function percentile(sorted: number[], p: number): number {
  * generator's.
  */
 async function latency(cfg: LoadConfig, result: LoadResult): Promise<void> {
-  if (!cfg.tlsDir) {
-    // A recorder per round, each with cold, skipped and warm pairs, as the measured run's: the
-    // pair loop's call of it and each of its paths have run before the target's first pair.
-    await warmGenerator((peers, pairs, done) =>
-      timePairs(peers, pairs, recorder([], [], pairs >> 2, pairs >> 2), done)
-    );
-  }
+  // A recorder per round, each with cold, skipped and warm pairs, as the measured run's: the
+  // pair loop's call of it and each of its paths have run before the target's first pair.
+  await warmGenerator(
+    (peers, pairs, done) => timePairs(peers, pairs, recorder([], [], pairs >> 2, pairs >> 2), done),
+    cfg.tlsDir,
+  );
   result.idleRss = readMemory(cfg.targetPid)?.rss;
   const peers = await connect(cfg);
   await probe(peers);
@@ -767,7 +766,7 @@ const GENERATOR_WARMUP_ROUND = 500;
 /**
  * Runs a latency loop against a pass-through in this process ({@linkcode startPassThrough}),
  * {@linkcode GENERATOR_WARMUP_PAIRS} pairs in rounds: `round` sends `pairs` pairs to `peers`,
- * which served `done` before. Without it the generator compiled its own code during the
+ * which served `done` before; over TLS with `tlsDir`. Without it the generator compiled its own code during the
  * target's cold pairs, and every target's cold row carried that cost (bench/README.md, "The
  * generator warmed before the cold row"). bench/latency_mix.ts warms its loop with it too.
  *
@@ -779,6 +778,7 @@ const GENERATOR_WARMUP_ROUND = 500;
  */
 export async function warmGenerator(
   round: (peers: Peers, pairs: number, done: number) => Promise<void>,
+  tlsDir?: string,
 ): Promise<void> {
   const saved = phase;
   phase = "warming the generator";
@@ -791,9 +791,9 @@ export async function warmGenerator(
   try {
     const half = GENERATOR_WARMUP_PAIRS / 2;
     for (const pairs of [half, GENERATOR_WARMUP_PAIRS - half]) {
-      const self = startPassThrough();
+      const self = startPassThrough(tlsDir);
       try {
-        const peers = await connect(self);
+        const peers = await connect({ ports: self.ports, tlsDir });
         try {
           await probe(peers);
           for (let done = 0; done < pairs; done += GENERATOR_WARMUP_ROUND) {
@@ -822,11 +822,22 @@ interface PassThrough {
 
 /**
  * A target in this process that compares nothing: primary-in is forwarded to outdev,
- * secondary-in read and dropped (as bench/forwarder.ts does). For warming the generator.
+ * secondary-in read and dropped (as bench/forwarder.ts does). For warming the generator. With
+ * `tlsDir`, over TLS with the server certificate of the bench's credentials (Deno's rustls; the
+ * generator's client side is what the TLS rows use), so that the generator's TLS reads and
+ * writes are compiled before the target's first pair too.
  */
-function startPassThrough(): PassThrough {
-  const listeners = [0, 1, 2].map(() =>
-    Deno.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" })
+function startPassThrough(tlsDir?: string): PassThrough {
+  const read = (f: string) => Deno.readTextFileSync(`${tlsDir}/${f}`);
+  const listeners: Deno.Listener[] = [0, 1, 2].map(() =>
+    tlsDir
+      ? Deno.listenTls({
+        hostname: "127.0.0.1",
+        port: 0,
+        cert: read("server-cert.pem"),
+        key: read("server-key.pem"),
+      })
+      : Deno.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" })
   );
   const port = (l: Deno.Listener) => (l.addr as Deno.NetAddr).port;
   const [primary, secondary, outdev] = listeners.map(port);
