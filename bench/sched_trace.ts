@@ -58,7 +58,7 @@ export interface PairAccount {
   idle: number[];
   /** How long every CPU was idle at once (a wake-up across CPUs that took its time), µs. */
   allIdle: number;
-  /** What the pair waited for, by {@linkcode causeOf}. */
+  /** What the pair waited for. */
   cause: Cause;
 }
 
@@ -108,7 +108,6 @@ export class SchedTrace {
       t.#set("tracing_on", "0");
       t.#set("trace_clock", "mono");
       t.#set("buffer_size_kb", String(BUFFER_KB));
-      t.#set("events/enable", "0");
       t.#set("events/sched/sched_switch/enable", "1");
       Deno.writeTextFileSync(`${TRACEFS}/trace`, "");
       t.#set("tracing_on", "1");
@@ -148,8 +147,9 @@ export class SchedTrace {
   #set(file: string, value: string): void {
     const path = `${TRACEFS}/${file}`;
     let old = Deno.readTextFileSync(path).trim();
-    // trace_clock lists every clock with the current one in brackets.
-    const chosen = /\[(\S+)\]/.exec(old);
+    // trace_clock lists every clock with the current one in brackets; buffer_size_kb may say
+    // "7 (expanded: 1408)".
+    const chosen = /\[(\S+)\]/.exec(old) ?? /^(\d+) \(/.exec(old);
     if (chosen) old = chosen[1];
     this.#saved.push([path, old]);
     Deno.writeTextFileSync(path, value);
