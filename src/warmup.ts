@@ -29,6 +29,7 @@ import { Logger } from "./log.ts";
 import { MallocTrimmer } from "./malloc.ts";
 import { arp, concat, frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
 import { boundPort, parseAddress } from "./wire/address.ts";
+import { teachSettledAtOnce } from "./wire/read_op.ts";
 import { writeAll } from "./wire/transport.ts";
 
 /**
@@ -173,7 +174,7 @@ function* warmupFrames(pairs: number, vnet: boolean): Generator<Uint8Array> {
  * V8 threw away the engine's compiled code for them two to six seconds into a throughput
  * row (bench/README.md, "Where the rest goes").
  */
-function burstFrames(maxQueueSize: number, vnet: boolean): Uint8Array {
+function burstFrames(maxQueueSize: number, vnet: boolean, sport = 40100): Uint8Array {
   const long = longMark(maxQueueSize);
   // Past the mark at which the side pauses, short of the queue's limit (drops); a smaller
   // burst where the mark is out of reach or would take too long to reach.
@@ -185,7 +186,7 @@ function burstFrames(maxQueueSize: number, vnet: boolean): Uint8Array {
   let seq = 0xffffff00;
   for (let i = 0; i < count; i++) {
     const f = frame({
-      tcp: { sport: 40100, dport: 5201, seq, ack: 1, flags: TCP.ACK | TCP.PSH, payload },
+      tcp: { sport, dport: 5201, seq, ack: 1, flags: TCP.ACK | TCP.PSH, payload },
     });
     parts.push(asInput(f, vnet));
     seq = (seq + payload.length) >>> 0;
@@ -288,6 +289,7 @@ export async function warmUp(config: Config, options: WarmupOptions = {}): Promi
     if (collected === undefined) {
       await new Promise((r) => setTimeout(r, 0));
       collected = collectGarbage();
+      teachSettledAtOnce();
     }
     await giveBack();
   }
@@ -393,9 +395,16 @@ async function throughThrowaway(
   // A split pair takes the next pair with it: the count may step over a multiple.
   let releaseAt = RELEASE_EVERY;
   // The bursts, each written on both inputs once the pairs sent reach its mark, in this order.
-  const bursts: [number, () => Uint8Array][] = [
-    [n >> 3, () => burstFrames(config.maxQueueSize, config.vnetHdrSupport)],
-    [n >> 2, () => connectionFrames(config.vnetHdrSupport)],
+  // The third is written on secondary-in first, and read before the primary's copy is sent: the
+  // secondary's queue grows long too (the engine's `#longSecondary`), in each throwaway.
+  const bursts: [number, () => Uint8Array, boolean][] = [
+    [n >> 3, () => burstFrames(config.maxQueueSize, config.vnetHdrSupport), false],
+    [n >> 2, () => connectionFrames(config.vnetHdrSupport), false],
+    [
+      (n >> 2) + (n >> 3),
+      () => burstFrames(config.maxQueueSize, config.vnetHdrSupport, 40101),
+      true,
+    ],
   ];
   let nextBurst = 0;
   let error: unknown;
@@ -450,9 +459,16 @@ async function throughThrowaway(
       }
       sent += next.value.length;
       while (nextBurst < bursts.length && done >= bursts[nextBurst][0]) {
-        const bulk = bursts[nextBurst++][1]();
-        await writeAll(primary, bulk);
-        await writeAll(secondary, bulk);
+        const [, make, secondaryFirst] = bursts[nextBurst++];
+        const bulk = make();
+        if (secondaryFirst) {
+          await writeAll(secondary, bulk);
+          await readsComplete();
+          await writeAll(primary, bulk);
+        } else {
+          await writeAll(primary, bulk);
+          await writeAll(secondary, bulk);
+        }
         sent += bulk.length;
       }
       while (received < sent) {

@@ -51,6 +51,18 @@ export function waitingOpId(read: Promise<unknown>): number {
 }
 
 /**
+ * Shows {@linkcode waitingOpId} a read that settled at once (Deno gives a plain promise then,
+ * without the id): the warm-up calls it once its peers' reads have all waited (they share its
+ * thread, so no byte is ever there before a read asks). Under traffic, a read that found its
+ * bytes already there was the first such promise V8 saw there, and it threw away the input
+ * pumps' compiled read loop (tests/warm_code_test.ts).
+ */
+export function teachSettledAtOnce(): void {
+  const settled = Promise.resolve(0);
+  for (let i = 0; i < 16; i++) waitingOpId(settled);
+}
+
+/**
  * True while op `id` (from {@linkcode waitingOpId}) has not been settled: no continuation of
  * its `await` is queued. Deno settles an op's promise in the turn whose poll found it done.
  */
