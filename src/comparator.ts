@@ -219,9 +219,17 @@ export class Comparator {
     // Every operation below runs whatever the outcome: the warm-up, whose peers share this
     // thread, never sees an input become readable while it polls, and code first run under
     // traffic would be compiled again there (bench/README.md, "Cold start").
+    // -1, no poll made (no window now, or an input holds bytes read already), tells nothing of
+    // either socket: both read through ops. Taken as a mask, -1 had every bit set, and an input
+    // whose peer's read waited in an op read "at once" again and again, finding nothing, with
+    // the event loop kept from turning (and that op from settling) for the whole budget: 2 ms
+    // pairs (bench/README.md, "What the slowest pairs wait for"). The mask is 0 for it, made
+    // without a branch: the warm-up never catches an input, and a `&` it never ran would be
+    // compiled again under traffic.
     const came = ready > 0;
-    const selfReady = (ready & bit) !== 0;
-    const otherReady = (ready & otherBit) !== 0;
+    const mask = ready & ~(ready >> 31);
+    const selfReady = (mask & bit) !== 0;
+    const otherReady = (mask & otherBit) !== 0;
     if (!came) this.#noPark = ready === 0;
     // Nothing came: both go to their ops. The other came: it reads (or parks again).
     if (!came || otherReady) other.unpark();
