@@ -766,9 +766,10 @@ const GENERATOR_WARMUP_ROUND = 500;
 /**
  * Runs a latency loop against a pass-through in this process ({@linkcode startPassThrough}),
  * {@linkcode GENERATOR_WARMUP_PAIRS} pairs in rounds: `round` sends `pairs` pairs to `peers`,
- * which served `done` before; over TLS with `tlsDir`. Without it the generator compiled its own code during the
- * target's cold pairs, and every target's cold row carried that cost (bench/README.md, "The
- * generator warmed before the cold row"). bench/latency_mix.ts warms its loop with it too.
+ * which served `done` before; over TLS with `tlsDir`. Without it the generator compiled its own
+ * code during the target's cold pairs, and every target's cold row carried that cost
+ * (bench/README.md, "The generator warmed before the cold row"). bench/latency_mix.ts warms its
+ * loop with it too.
  *
  * Half the pairs go through one pass-through, half through a second with connections and an
  * outdev counter of its own: code V8 compiled for the first one's objects alone is thrown away

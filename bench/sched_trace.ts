@@ -22,7 +22,7 @@ const BUFFER_KB = 32768;
 /** Tasks on a CPU for less than this during a pair are left out of its account. */
 export const HOLD_MIN_US = 100;
 
-/** Pairs under a millisecond looked at for one with no other program, at most. */
+/** Pairs under a millisecond looked at for one of the target's own (cause "own"), at most. */
 const LOOK_MAX = 1000;
 
 /** One context switch: at `ms` (the generator's epoch clock), `cpu` started running `tid`. */
@@ -368,7 +368,7 @@ export function describe(r: SchedReport): string {
     const idle = p.idle.map((x, cpu) => x >= HOLD_MIN_US ? `CPU${cpu} idle ${us(x)}` : "")
       .filter(Boolean);
     if (p.allIdle >= HOLD_MIN_US) idle.push(`all idle ${us(p.allIdle)}`);
-    return `${us(p.us)} (${[...holds, ...idle].join(", ") || "nothing over 100 µs"})`;
+    return `${us(p.us)} (${[...holds, ...idle].join(", ") || `nothing over ${us(HOLD_MIN_US)}`})`;
   });
   const o = r.overMs;
   return `slowest warm pairs: ${pairs.join("; ")}; pairs of 1 ms or more: ${o.other} with ` +
