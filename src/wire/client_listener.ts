@@ -10,6 +10,7 @@
  */
 
 import { type Logger, ThrottledWarning } from "../log.ts";
+import { AcceptFailures } from "./accept.ts";
 import type { Address } from "./address.ts";
 import { clearStaleSocket, StartupError } from "./endpoint.ts";
 import { keepAlive, TcpTuner } from "./keepalive.ts";
@@ -26,6 +27,8 @@ export class ClientListener {
   readonly #conns = new Set<Deno.Conn>();
   readonly #sessions = new Set<Promise<void>>();
   #accepting: Promise<void> | null = null;
+  /** Ends a pause after a failed accept at once (set while one runs). */
+  #wake: (() => void) | null = null;
   #closed = false;
 
   private constructor(listener: Deno.Listener, socketPath: string | null) {
@@ -64,34 +67,59 @@ export class ClientListener {
    */
   serve(name: string, maxClients: number, session: Session, log: Logger): void {
     const refused = new ThrottledWarning(log, `${name}-client-refused`);
+    // A client gone before it was taken, or a listener short of descriptors, must not end
+    // the accepts: the server would stay deaf while its socket still queues clients (SPEC 8).
+    const failures = new AcceptFailures(log, { endpoint: name });
     this.#accepting = (async () => {
-      try {
-        for await (const conn of this.#listener) {
-          const peer = addrText(conn.remoteAddr);
-          if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
-          if (this.#conns.size >= maxClients) {
-            refused.note({ peer, note: `${maxClients} clients already` });
-            conn.close();
-            continue;
-          }
-          this.#conns.add(conn);
-          const running = session(conn, peer).catch(() => {}).finally(() => {
-            this.#conns.delete(conn);
-            this.#sessions.delete(running);
-            closeQuietly(conn);
-          });
-          this.#sessions.add(running);
+      while (!this.#closed) {
+        let conn: Deno.Conn;
+        try {
+          conn = await this.#listener.accept();
+        } catch (error) {
+          if (this.#closed) break;
+          const pause = failures.failed(error);
+          if (pause > 0) await this.#pause(pause);
+          continue;
         }
-      } catch (error) {
-        if (!this.#closed) log.error(`${name}-accept-failed`, { error: String(error) });
+        failures.accepted();
+        const peer = addrText(conn.remoteAddr);
+        if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
+        if (this.#conns.size >= maxClients) {
+          refused.note({ peer, note: `${maxClients} clients already` });
+          conn.close();
+          continue;
+        }
+        this.#conns.add(conn);
+        const running = session(conn, peer).catch(() => {}).finally(() => {
+          this.#conns.delete(conn);
+          this.#sessions.delete(running);
+          closeQuietly(conn);
+        });
+        this.#sessions.add(running);
       }
     })();
+  }
+
+  /** Waits `ms`, or until the listener is closed. */
+  #pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = null;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = null;
+        resolve();
+      };
+    });
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     closeQuietly(this.#listener);
+    this.#wake?.();
     for (const conn of this.#conns) closeQuietly(conn);
     await this.#accepting;
     if (this.#socketPath !== null) {

@@ -9,6 +9,7 @@
  */
 
 import { type Logger, ThrottledWarning } from "../log.ts";
+import { AcceptFailures } from "./accept.ts";
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 
@@ -130,16 +131,18 @@ export class Endpoint {
   async #serveListen(listener: Listener, session: Session): Promise<void> {
     let current: Promise<void> = Promise.resolve();
     const signal = this.#abort.signal;
+    const failures = new AcceptFailures(this.#log, { endpoint: this.name });
     while (!signal.aborted) {
       let conn: Conn;
       try {
         conn = await listener.accept();
       } catch (error) {
         if (signal.aborted) break;
-        this.#log.error("accept-failed", { endpoint: this.name, error: reasonText(error) });
-        await this.#sleep(BACKOFF_MIN_MS);
+        const pause = failures.failed(error);
+        if (pause > 0) await this.#sleep(pause);
         continue;
       }
+      failures.accepted();
       if (signal.aborted) {
         conn.close();
         break;

@@ -9,7 +9,8 @@
  */
 
 import assert from "node:assert/strict";
-import { FrameCollector } from "../support/net.ts";
+import { FrameCollector, resetConnections } from "../support/net.ts";
+import { QmpClient } from "../support/qmp_client.ts";
 import {
   concat,
   frame,
@@ -171,3 +172,56 @@ for (const vnet of [false, true]) {
     },
   );
 }
+
+Deno.test("e2e: connections reset before they are accepted stall no endpoint: packet streams, notify-dev, the monitor, /metrics", async () => {
+  const p = await startProgram({
+    flags: ["--monitor", "tcp-listen:127.0.0.1:0", "--metrics", "tcp-listen:127.0.0.1:0"],
+  });
+  const endpoints = ["primary-in", "secondary-in", "outdev", "notify-dev", "monitor", "metrics"];
+  try {
+    // Stopped, the program accepts nothing: every connection waits in a listen queue and is
+    // reset there. Paused 100 ms each (as before), the packet endpoints took 4 s to come
+    // back; the monitor and /metrics never did.
+    Deno.kill(p.pid, "SIGSTOP");
+    try {
+      for (const name of endpoints) await resetConnections(p.ports[name], 40);
+    } finally {
+      Deno.kill(p.pid, "SIGCONT");
+    }
+    const resumed = performance.now();
+    const connect = (name: string) => Deno.connect({ hostname: "127.0.0.1", port: p.ports[name] });
+    const primary = await connect("primary-in");
+    const secondary = await connect("secondary-in");
+    const outdev = new FrameCollector(await connect("outdev"));
+    const monitor = await QmpClient.connect(p.ports["monitor"]);
+    try {
+      const f = frame({ udp: { payload: "after the resets" } });
+      await writeAll(primary, framed(f));
+      await writeAll(secondary, framed(f));
+      assert.deepEqual((await outdev.waitFor(1)).map((r) => r.data), [f]);
+      const scrape = await fetch(`http://127.0.0.1:${p.ports["metrics"]}/metrics`);
+      assert.equal(scrape.status, 200);
+      assert.match(await scrape.text(), /colo_compare_/);
+      assert.ok(
+        performance.now() - resumed < 2_000,
+        `the endpoints took ${Math.round(performance.now() - resumed)} ms to serve again`,
+      );
+    } finally {
+      primary.close();
+      secondary.close();
+      await outdev.close();
+      await monitor.close();
+    }
+    const { code, stderr } = await p.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /level=error/);
+    for (const name of endpoints) {
+      const lost = stderr.split("\n").filter((l) =>
+        l.includes("event=peer-lost-before-accept") && l.includes(`endpoint=${name} `)
+      );
+      assert.equal(lost.length, 1, `${name}: one line for its 40 lost connections`);
+    }
+  } finally {
+    await p.stop().catch(() => {});
+  }
+});

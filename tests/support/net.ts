@@ -6,6 +6,7 @@
  * @module
  */
 
+import net from "node:net";
 import { parseAddress } from "../../src/wire/address.ts";
 import { PlainTransport } from "../../src/wire/plain.ts";
 import type { Conn } from "../../src/wire/transport.ts";
@@ -68,6 +69,25 @@ export async function connectRetry(port: number, timeoutMs = 10_000): Promise<De
       if (Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+}
+
+/**
+ * Opens `count` connections to 127.0.0.1:port one after the other and resets each (RST, not
+ * FIN) once the handshake is done. With the listening process stopped (SIGSTOP) they wait in
+ * its listen queue and are gone before it can accept them.
+ */
+export async function resetConnections(port: number, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const socket = net.connect(port, "127.0.0.1");
+    await new Promise<void>((resolve, reject) => {
+      socket.once("connect", () => resolve());
+      socket.once("error", reject);
+    });
+    await new Promise<void>((resolve) => {
+      socket.once("close", () => resolve());
+      socket.resetAndDestroy();
+    });
   }
 }
 
