@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { ClassLog, Logger } from "../log.ts";
+import { type ClassLog, type Logger, ThrottledWarning } from "../log.ts";
 import { FrameWriter } from "../output/writer.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
 import type { Endpoint } from "../wire/endpoint.ts";
@@ -36,6 +36,8 @@ export class NotifyChannel implements CheckpointChannel {
   readonly #classes: ClassLog;
   readonly #out: FrameWriter;
   readonly #onBacklogDrop: () => void;
+  /** A peer's broken stream: its fault (warn), a line per interval at most (SPEC 8). */
+  readonly #oversize: ThrottledWarning;
   #conn: Conn | null = null;
 
   /** `endpoint`: the notify-dev endpoint, served by this channel. */
@@ -51,6 +53,7 @@ export class NotifyChannel implements CheckpointChannel {
     this.#log = log;
     this.#classes = classes;
     this.#onBacklogDrop = onBacklogDrop;
+    this.#oversize = new ThrottledWarning(log, "oversize-frame");
     this.#out = new FrameWriter({
       vnet: false,
       highWater: CONTROL_BACKLOG_MAX,
@@ -98,7 +101,7 @@ export class NotifyChannel implements CheckpointChannel {
         if (!n) break;
         const broken = decoder.push(buf.subarray(0, n));
         if (broken) {
-          this.#log.error("oversize-frame", {
+          this.#oversize.note({
             endpoint: "notify-dev",
             len: broken.len,
             max: NET_BUFSIZE,

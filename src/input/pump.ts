@@ -12,7 +12,7 @@
 
 import { setImmediate } from "node:timers";
 import type { Side } from "../compare/packet.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, ThrottledWarning } from "../log.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
 import { BLOCK_SIZE } from "../pool.ts";
@@ -137,7 +137,12 @@ export class InputPump {
   readonly #name: string;
   readonly #vnet: boolean;
   readonly #hooks: PumpHooks;
-  readonly #log: Logger;
+  /**
+   * A peer's broken streams: its fault, not the program's (warn), and at most a line per
+   * interval however often it reconnects to break one again (SPEC 8).
+   */
+  readonly #oversize: ThrottledWarning;
+  readonly #partialLost: ThrottledWarning;
   /** The read buffer (the hooks' `buffer`, or one of its own): made at the first read. */
   #buf: Uint8Array | null = null;
   /** Where the rest of a read whose decoding stopped for flow control waits: made at need. */
@@ -179,7 +184,8 @@ export class InputPump {
     this.#name = side === "primary" ? "primary-in" : "secondary-in";
     this.#vnet = vnet;
     this.#hooks = hooks;
-    this.#log = log;
+    this.#oversize = new ThrottledWarning(log, "oversize-frame");
+    this.#partialLost = new ThrottledWarning(log, "partial-frame-lost");
   }
 
   /**
@@ -261,7 +267,7 @@ export class InputPump {
       this.#waitingOn = -1;
       this.#awaitingOther = false;
       if (decoder.midFrame && !this.#stopped) {
-        this.#log.warn("partial-frame-lost", { endpoint: this.#name });
+        this.#partialLost.note({ endpoint: this.#name });
       }
     }
   }
@@ -355,7 +361,7 @@ export class InputPump {
           return;
         }
         if (broken) {
-          this.#log.error("oversize-frame", {
+          this.#oversize.note({
             endpoint: this.#name,
             len: broken.len,
             max: NET_BUFSIZE,
