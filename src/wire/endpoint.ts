@@ -33,6 +33,8 @@ export type PeerListener = (connected: boolean, peer: string) => void;
 
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 1000;
+/** A connected peer gone sooner than this counts as a failed connect for the backoff. */
+const BRIEF_SESSION_MS = 1000;
 /** Rejected second peers: one warn line, then at most one summary per this period. */
 const REJECT_LOG_INTERVAL_MS = 10_000;
 
@@ -189,9 +191,15 @@ export class Endpoint {
         continue;
       }
       failures = 0;
-      backoff = BACKOFF_MIN_MS;
+      const began = performance.now();
       await this.#run(conn, session);
-      await this.#sleep(BACKOFF_MIN_MS);
+      // A peer that hangs up at once is called back ever more slowly, as one that refuses
+      // is: a server that drops every connection must not cost ten connections, and their
+      // log lines, a second (SPEC 8).
+      const brief = performance.now() - began < BRIEF_SESSION_MS;
+      const pause = brief ? backoff : BACKOFF_MIN_MS;
+      backoff = brief ? Math.min(backoff * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
+      await this.#sleep(pause);
     }
   }
 

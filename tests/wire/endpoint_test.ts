@@ -94,6 +94,41 @@ Deno.test("endpoint: close() during the reconnect backoff ends serve() at once",
   assert.ok(performance.now() - start < 50, "the backoff sleep was not cut short");
 });
 
+/** A transport whose connects succeed at once, each with a peer that has already left. */
+class HangUpTransport implements Transport {
+  connects: number[] = [];
+  listen(): Promise<Listener> {
+    throw new Error("not used");
+  }
+  connect(): Promise<Conn> {
+    this.connects.push(performance.now());
+    return Promise.resolve({
+      read: () => Promise.resolve(null),
+      write: (p: Uint8Array) => Promise.resolve(p.length),
+      close: () => {},
+      peer: "127.0.0.1:9",
+    });
+  }
+}
+
+Deno.test("endpoint: a server that hangs up at once is called back ever more slowly, as a refusing one", async () => {
+  const t = new HangUpTransport();
+  const { log } = recordingLog();
+  const e = new Endpoint("outdev", parseAddress("tcp:127.0.0.1:9"), t, log);
+  let fifth: () => void;
+  const fiveConnects = new Promise<void>((r) => fifth = r);
+  const serving = e.serve(() => {
+    if (t.connects.length === 5) fifth();
+    return Promise.resolve();
+  });
+  await fiveConnects;
+  e.close();
+  await serving;
+  const gaps = t.connects.slice(1).map((at, i) => at - t.connects[i]);
+  // 100, 200, 400, 800 ms (timers fire a little late, never early).
+  gaps.forEach((gap, i) => assert.ok(gap >= 100 * 2 ** i - 5, `gap ${i}: ${gap} ms`));
+});
+
 Deno.test("endpoint: a second peer is closed at once and logged at warn; the first stays", async () => {
   const { log, line } = recordingLog();
   const e = new Endpoint(
