@@ -151,39 +151,89 @@ export class ClassLog {
 }
 
 /**
- * One warning that a peer can repeat without bound (a refused connection): the first is logged
- * at once, later ones at most once per interval, each line counting those not logged since
- * (`suppressed`).
+ * One line that a peer or a client can repeat without bound (a refused connection, a changed
+ * property, a COLO flap): the first `burst` of each interval are logged at once, the rest
+ * counted; the next line logged says how many were not (`suppressed`), and so does
+ * {@linkcode ThrottledWarning.flush} once their interval is over, so a burst followed by
+ * silence is still accounted for.
  */
 export class ThrottledWarning {
   readonly #log: Logger;
   readonly #event: string;
   readonly #intervalMs: number;
   readonly #now: () => number;
-  #loggedAt = -Infinity;
+  readonly #level: Level;
+  readonly #burst: number;
+  readonly #key: Fields;
+  /** When the current interval began, and how many lines were logged in it. */
+  #windowAt = -Infinity;
+  #logged = 0;
   #suppressed = 0;
 
+  /**
+   * `options`: `level` (default warn), `burst` (lines per interval, default 1), `key` (fields
+   * on every line, the summary's too: which class it counts).
+   */
   constructor(
     log: Logger,
     event: string,
     intervalMs = 10_000,
     now: () => number = () => performance.now(),
+    options: { level?: Level; burst?: number; key?: Fields } = {},
   ) {
     this.#log = log;
     this.#event = event;
     this.#intervalMs = intervalMs;
     this.#now = now;
+    this.#level = options.level ?? "warn";
+    this.#burst = options.burst ?? 1;
+    this.#key = options.key ?? {};
   }
 
-  /** One occurrence, described by `fields`. */
-  note(fields: Fields): void {
+  /** One occurrence, described by `fields`; true when it was logged. */
+  note(fields: Fields): boolean {
     const now = this.#now();
-    if (now - this.#loggedAt < this.#intervalMs) {
-      this.#suppressed++;
-      return;
+    if (now - this.#windowAt >= this.#intervalMs) {
+      this.#windowAt = now;
+      this.#logged = 0;
     }
-    this.#log.warn(this.#event, { ...fields, suppressed: this.#suppressed || undefined });
-    this.#loggedAt = now;
+    if (this.#logged >= this.#burst) {
+      this.#suppressed++;
+      return false;
+    }
+    this.#logged++;
+    this.#log.log(this.#level, this.#event, {
+      ...this.#key,
+      ...fields,
+      suppressed: this.#suppressed || undefined,
+    });
     this.#suppressed = 0;
+    return true;
+  }
+
+  /** Occurrences not logged yet. */
+  get suppressed(): number {
+    return this.#suppressed;
+  }
+
+  /** Ms until {@linkcode ThrottledWarning.flush} would log the count (0: now). */
+  get summaryDueInMs(): number {
+    return Math.max(0, this.#windowAt + this.#intervalMs - this.#now());
+  }
+
+  /** Logs how many were not logged, once the interval they fell in is over (or when `final`). */
+  flush(final = false): void {
+    if (this.#suppressed === 0) return;
+    const now = this.#now();
+    if (!final && now - this.#windowAt < this.#intervalMs) return;
+    this.#log.log(this.#level, this.#event, {
+      ...this.#key,
+      suppressed: this.#suppressed,
+      note: `not logged in the last ${this.#intervalMs / 1000}s`,
+    });
+    this.#suppressed = 0;
+    // The summary is this interval's line: what follows at once is counted for the next one.
+    this.#windowAt = now;
+    this.#logged = this.#burst;
   }
 }

@@ -31,3 +31,40 @@ Deno.test("log: a throttled warning logs the first at once, then one per interva
   w.note({ peer: "d" });
   assert.match(lines[2], /event=x-refused peer=d$/, "no count when none was held back");
 });
+
+Deno.test("log: a throttled line with a burst logs that many per interval, and flush summarises the rest", () => {
+  const lines: string[] = [];
+  let now = 0;
+  const w = new ThrottledWarning(
+    new Logger("info", (l) => lines.push(l)),
+    "x-set",
+    1000,
+    () => now,
+    {
+      level: "info",
+      burst: 3,
+      key: { class: "k" },
+    },
+  );
+  const logged = [];
+  for (let i = 0; i < 10; i++) logged.push(w.note({ value: i }));
+  assert.deepEqual(logged, [true, true, true, false, false, false, false, false, false, false]);
+  assert.equal(lines.length, 3);
+  assert.match(lines[2], /level=info event=x-set class=k value=2$/);
+  assert.equal(w.suppressed, 7);
+  now = 400;
+  assert.equal(w.summaryDueInMs, 600);
+  w.flush();
+  assert.equal(lines.length, 3, "not before the interval is over");
+  now = 1000;
+  w.flush();
+  assert.equal(lines.length, 4);
+  assert.match(lines[3], /level=info event=x-set class=k suppressed=7 /);
+  assert.equal(w.suppressed, 0);
+  w.flush();
+  assert.equal(lines.length, 4, "nothing more to summarise");
+  now = 1100;
+  assert.equal(w.note({ value: 10 }), false, "the summary was this interval's line");
+  w.flush(true);
+  assert.match(lines[4], /suppressed=1 /, "final flush does not wait");
+});
