@@ -90,7 +90,8 @@ export class QomTree {
     if (this.#resolve(path) !== "object") {
       throw new QmpError("GenericError", `Property 'container.${name}' not found`);
     }
-    const p = PROPERTIES[name];
+    // Own properties only: "toString" or "__proto__" is no property of ours.
+    const p = Object.hasOwn(PROPERTIES, name) ? PROPERTIES[name] : undefined;
     if (p === undefined) {
       throw new QmpError("GenericError", `Property '${TYPE_COLO_COMPARE}.${name}' not found`);
     }

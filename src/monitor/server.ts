@@ -8,13 +8,13 @@
  */
 
 import type { ComparatorView, InsideEvent } from "../inside/view.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, ThrottledWarning } from "../log.ts";
 import { VERSION } from "../version.ts";
 import type { Address } from "../wire/address.ts";
 import { ClientListener } from "../wire/client_listener.ts";
 import { DEFAULT_SOCKET_MODE } from "../wire/plain.ts";
 import { writeAll } from "../wire/transport.ts";
-import { JsonSplitter, TextTooLong } from "./json_splitter.ts";
+import { JsonSplitter, SplitError, TextTooLong } from "./json_splitter.ts";
 import { QmpError, QomTree } from "./qom.ts";
 
 /** Output waiting for one client beyond which it is disconnected (SPEC 8). */
@@ -23,6 +23,15 @@ export const MAX_PENDING_OUTPUT = 1024 * 1024;
 const MAX_CLIENTS = 16;
 /** A class of dropped frames gives at most one `COLO_COMPARE_DROP` per this period. */
 export const DROP_EVENT_INTERVAL_MS = 1000;
+/** `qom-set`s logged per interval; the rest are counted in the next line (SPEC 8). */
+export const SET_LOG_BURST = 10;
+/** The interval of {@linkcode SET_LOG_BURST} (ms). */
+export const SET_LOG_INTERVAL_MS = 10_000;
+/** Bad input of one class is logged once per this interval (ms), then summarised. */
+export const BAD_INPUT_LOG_INTERVAL_MS = 60_000;
+
+/** Classes of bad input, each logged once per interval. */
+type BadInput = "parse-error" | "not-an-object" | "nesting";
 
 const encoder = new TextEncoder();
 
@@ -135,12 +144,20 @@ export class MonitorServer {
   #unsubscribe: (() => void) | null = null;
   #closed = false;
   #overflowLogged = false;
-  #garbageLogged = false;
+  readonly #sets: ThrottledWarning;
+  readonly #badInputs = new Map<BadInput, ThrottledWarning>();
+  /** Logs the counts of what was not logged, once their interval is over. */
+  #summaryTimer: ReturnType<typeof setTimeout> | undefined;
+  #summaryAt = 0;
 
   constructor(view: ComparatorView, id: string, log: Logger) {
     this.#view = view;
     this.#log = log;
     this.#qom = new QomTree(id, view.settings);
+    this.#sets = new ThrottledWarning(log, "monitor-set", SET_LOG_INTERVAL_MS, undefined, {
+      level: "info",
+      burst: SET_LOG_BURST,
+    });
     this.#commands = {
       "query-version": () => ({ qemu: QEMU_VERSION, package: `colo-compare ${VERSION}` }),
       "query-commands": () => Object.keys(this.#commands).map((name) => ({ name })),
@@ -158,7 +175,7 @@ export class MonitorServer {
         const path = stringArg(a, "path");
         const property = stringArg(a, "property");
         this.#qom.set(path, property, a.value);
-        this.#log.info("monitor-set", { property, value: String(a.value) });
+        this.#throttled(this.#sets, { property, value: a.value as number });
         return {};
       },
       "query-colo-compare": (a) => {
@@ -220,7 +237,7 @@ export class MonitorServer {
       while (true) {
         const n = await conn.read(buf);
         if (n === null) break;
-        let texts: string[];
+        let texts: (string | SplitError)[];
         try {
           texts = splitter.push(decoder.decode(buf.subarray(0, n), { stream: true }));
         } catch (error) {
@@ -230,7 +247,12 @@ export class MonitorServer {
           });
           break;
         }
-        for (const t of texts) this.#handle(client, t);
+        for (const t of texts) {
+          if (t instanceof SplitError) {
+            this.#noteBadInput(client, "nesting");
+            client.send({ error: { class: "GenericError", desc: t.desc } });
+          } else this.#handle(client, t);
+        }
       }
     } catch {
       // reset by peer, or closed by us: gone all the same
@@ -246,14 +268,14 @@ export class MonitorServer {
     try {
       message = JSON.parse(text);
     } catch (error) {
-      this.#garbage(client);
+      this.#noteBadInput(client, "parse-error");
       client.send({
         error: { class: "GenericError", desc: `JSON parse error, ${(error as Error).message}` },
       });
       return;
     }
     if (!isObject(message)) {
-      this.#garbage(client);
+      this.#noteBadInput(client, "not-an-object");
       client.send({ error: { class: "GenericError", desc: "QMP input must be a JSON object" } });
       return;
     }
@@ -293,7 +315,8 @@ export class MonitorServer {
           "Expecting capabilities negotiation with 'qmp_capabilities'",
         );
       }
-      const command = this.#commands[name];
+      // Own commands only: "toString" or "__proto__" is not found, not called.
+      const command = Object.hasOwn(this.#commands, name) ? this.#commands[name] : undefined;
       if (command === undefined) {
         throw new QmpError("CommandNotFound", `The command ${name} has not been found`);
       }
@@ -311,13 +334,45 @@ export class MonitorServer {
     }
   }
 
-  #garbage(client: Client): void {
-    if (this.#garbageLogged) return;
-    this.#garbageLogged = true;
-    this.#log.warn("monitor-bad-input", {
-      peer: client.peer,
-      note: "answered with a QMP error; logged once",
-    });
+  /** Bad input is answered with a QMP error; logged once per class and interval (SPEC 8). */
+  #noteBadInput(client: Client, kind: BadInput): void {
+    let w = this.#badInputs.get(kind);
+    if (w === undefined) {
+      w = new ThrottledWarning(
+        this.#log,
+        "monitor-bad-input",
+        BAD_INPUT_LOG_INTERVAL_MS,
+        undefined,
+        {
+          key: { class: kind },
+        },
+      );
+      this.#badInputs.set(kind, w);
+    }
+    this.#throttled(w, { peer: client.peer, note: "answered with a QMP error" });
+  }
+
+  /** Notes one occurrence; what is not logged is summarised when its interval is over. */
+  #throttled(w: ThrottledWarning, fields: Record<string, string | number>): void {
+    if (w.note(fields) || this.#closed) return;
+    this.#schedule(w.summaryDueInMs);
+  }
+
+  /** Arms the summary timer to fire in `ms`, unless it fires sooner already. */
+  #schedule(ms: number): void {
+    const at = performance.now() + ms;
+    if (this.#summaryTimer !== undefined && this.#summaryAt <= at) return;
+    clearTimeout(this.#summaryTimer);
+    this.#summaryAt = at;
+    this.#summaryTimer = setTimeout(() => this.#summarise(), ms);
+  }
+
+  #summarise(): void {
+    this.#summaryTimer = undefined;
+    for (const w of [this.#sets, ...this.#badInputs.values()]) {
+      w.flush();
+      if (w.suppressed > 0 && !this.#closed) this.#schedule(w.summaryDueInMs);
+    }
   }
 
   #query(): Json {
@@ -394,6 +449,8 @@ export class MonitorServer {
     this.#closed = true;
     this.#unsubscribe?.();
     for (const c of this.#drops.values()) clearTimeout(c.timer);
+    clearTimeout(this.#summaryTimer);
+    for (const w of [this.#sets, ...this.#badInputs.values()]) w.flush(true);
     for (const c of this.#clients) c.close();
     await this.#listener?.close();
   }

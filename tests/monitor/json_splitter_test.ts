@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { JsonSplitter, TextTooLong } from "../../src/monitor/json_splitter.ts";
+import {
+  JsonSplitter,
+  MAX_NESTING,
+  SplitError,
+  TextTooLong,
+} from "../../src/monitor/json_splitter.ts";
 
 const STREAM = '{"execute": "qom-get", "arguments": {"path": "/a{b}[c]", "property": "x\\"}"}}' +
   '\r\n  [1, [2]] garbage {"id": {"nested": ["}"]}}\n42\n';
@@ -18,7 +23,7 @@ Deno.test("json splitter: texts come out whole however the stream is split", () 
     assert.deepEqual(out, TEXTS, `split at ${cut}`);
   }
   const s = new JsonSplitter();
-  const out: string[] = [];
+  const out: (string | SplitError)[] = [];
   for (const c of STREAM) out.push(...s.push(c));
   assert.deepEqual(out, TEXTS, "one character at a time");
 });
@@ -27,4 +32,30 @@ Deno.test("json splitter: a text longer than the bound throws, and the next one 
   const s = new JsonSplitter();
   assert.throws(() => s.push("[" + "1,".repeat(600_000)), TextTooLong);
   assert.deepEqual(s.push('{"ok": 1}'), ['{"ok": 1}']);
+});
+
+Deno.test("json splitter: nesting up to QEMU's limit passes; one level more is one error, the rest skipped", () => {
+  // The outer object counts, as in QEMU's json-streamer (brace + bracket count > 1024).
+  const at = (depth: number) => `{"id":${"[".repeat(depth - 1)}"[{\\"}"${"]".repeat(depth - 1)}}`;
+  const s = new JsonSplitter();
+  assert.deepEqual(s.push(at(MAX_NESTING)), [at(MAX_NESTING)]);
+  const deep = at(MAX_NESTING + 1) + at(400_000) + '\n{"execute":"after"}';
+  for (const cut of [0, 1, MAX_NESTING + 3, deep.length >> 1, deep.length - 5]) {
+    const t = new JsonSplitter();
+    const out = [...t.push(deep.slice(0, cut)), ...t.push(deep.slice(cut))];
+    assert.deepEqual(out, [
+      new SplitError("JSON nesting depth limit exceeded"),
+      new SplitError("JSON nesting depth limit exceeded"),
+      '{"execute":"after"}',
+    ], `split at ${cut}`);
+  }
+});
+
+Deno.test("json splitter: a skipped text keeps no characters however long it runs", () => {
+  const s = new JsonSplitter();
+  const open = "[".repeat(MAX_NESTING + 1);
+  assert.equal(s.push(open).length, 1);
+  // Far beyond MAX_TEXT_CHARS: nothing is kept while skipping, so it never throws.
+  for (let i = 0; i < 4; i++) assert.deepEqual(s.push("[1,2]".repeat(300_000)), []);
+  assert.deepEqual(s.push("]".repeat(MAX_NESTING + 1) + "[2]"), ["[2]"]);
 });

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import type { ComparatorView, InsideEvent, Settings } from "../../src/inside/view.ts";
 import { EventHub } from "../../src/inside/view.ts";
 import { Logger } from "../../src/log.ts";
-import { MAX_PENDING_OUTPUT, MonitorServer } from "../../src/monitor/server.ts";
+import { MAX_NESTING } from "../../src/monitor/json_splitter.ts";
+import { MAX_PENDING_OUTPUT, MonitorServer, SET_LOG_BURST } from "../../src/monitor/server.ts";
 import { Stats } from "../../src/stats.ts";
 import { parseAddress } from "../../src/wire/address.ts";
 import { startRig } from "../support/fixture.ts";
@@ -174,11 +175,114 @@ Deno.test("monitor: garbage gets QMP error objects and the session goes on", asy
       assert.equal(errors[3], "QMP input lacks member 'execute'");
       assert.equal(errors[4], "QMP input member 'foo' is unexpected");
       assert.equal(c.replies[n + 5].return.package.startsWith("colo-compare"), true);
-      assert.equal(logs.filter((l) => l.includes("event=monitor-bad-input")).length, 1);
+      // One line per class (a parse error, a non-object): the rest are counted.
+      assert.equal(logs.filter((l) => l.includes("event=monitor-bad-input")).length, 2);
     } finally {
       await c.close();
     }
   });
+});
+
+Deno.test("monitor: JSON nested deeper than QEMU's limit gets QEMU's error, logged once, and the session goes on", async () => {
+  await withMonitor(async ({ port, logs }) => {
+    const c = await QmpClient.connect(port);
+    try {
+      await c.execute("qmp_capabilities");
+      // At the limit (the command object counts as one level): answered, the id echoed.
+      const fits = "[".repeat(MAX_NESTING - 1) + "]".repeat(MAX_NESTING - 1);
+      const echoed = await c.send(JSON.parse(`{"execute":"query-version","id":${fits}}`));
+      assert.equal(JSON.stringify(echoed.id), fits);
+      const n = c.replies.length;
+      const deep = "[".repeat(400_000) + "]".repeat(400_000);
+      let text = "";
+      for (let i = 0; i < 3; i++) text += `{"execute":"query-version","id":${deep}}\n`;
+      text += `{"execute":"qom-get","arguments":{"path":"/objects/colo-compare0",` +
+        `"property":"compare_timeout","x":${'{"a":'.repeat(2000)}1${"}".repeat(2000)}}}\n`;
+      await c.write(text + '{"execute":"query-version","id":"after"}\n');
+      const replies = (await c.waitReplies(n + 5)).slice(n);
+      for (const r of replies.slice(0, 4)) {
+        assert.deepEqual(r, {
+          error: { class: "GenericError", desc: "JSON nesting depth limit exceeded" },
+        });
+      }
+      assert.equal(replies[4].id, "after");
+      assert.ok(replies[4].return.package.startsWith("colo-compare"));
+      assert.deepEqual(logs.filter((l) => / level=error /.test(l)), []);
+      const bad = logs.filter((l) => l.includes("event=monitor-bad-input"));
+      assert.equal(bad.length, 1, bad.join("\n"));
+      assert.match(bad[0], / level=warn .* class=nesting /);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+Deno.test("monitor: hostile command names, properties and values get QMP errors, never an internal error", async () => {
+  await withMonitor(async ({ port, logs, settings }) => {
+    const c = await QmpClient.connect(port);
+    try {
+      await c.execute("qmp_capabilities");
+      const path = "/objects/colo-compare0";
+      for (const name of ["toString", "__proto__", "constructor", "hasOwnProperty"]) {
+        const r = await c.execute(name);
+        assert.deepEqual(r.error, {
+          class: "CommandNotFound",
+          desc: `The command ${name} has not been found`,
+        });
+        for (const command of ["qom-get", "qom-set"]) {
+          const args = command === "qom-set"
+            ? { path, property: name, value: 1 }
+            : { path, property: name };
+          const p = await c.execute(command, args);
+          assert.equal(p.error?.desc, `Property 'colo-compare.${name}' not found`, command);
+        }
+      }
+      const nested = JSON.parse("[".repeat(MAX_NESTING - 3) + "]".repeat(MAX_NESTING - 3));
+      const v = await c.execute("qom-set", { path, property: "compare_timeout", value: nested });
+      assert.match(v.error.desc, /expected: integer/);
+      const p = await c.execute("qom-get", { path: nested, property: "compare_timeout" });
+      assert.match(p.error.desc, /Invalid parameter type for 'path'/);
+      const a = await c.execute("qom-list", { path, [`k${"x".repeat(1000)}`]: nested });
+      assert.match(a.error.desc, /^Parameter 'kxxx.*' is unexpected$/);
+      // JSON.parse makes "__proto__" an own member: an unexpected one, not a prototype.
+      const n = c.replies.length;
+      await c.write(
+        '{"execute":"qom-get","arguments":{"__proto__":{"path":"x"},"path":"/","property":"x"}}\n',
+      );
+      const proto = (await c.waitReplies(n + 1))[n];
+      assert.equal(proto.error.desc, "Parameter '__proto__' is unexpected");
+      assert.equal(settings.compareTimeout, 3000);
+      assert.deepEqual(logs.filter((l) => / level=error /.test(l)), []);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+Deno.test("monitor: qom-set is logged for the first few per interval, the rest summarised with a count", async () => {
+  let logs: string[] = [];
+  await withMonitor(async (ctx) => {
+    logs = ctx.logs;
+    const c = await QmpClient.connect(ctx.port);
+    try {
+      await c.execute("qmp_capabilities");
+      const path = "/objects/colo-compare0";
+      for (let i = 0; i < 50; i++) {
+        const r = await c.execute("qom-set", { path, property: "compare_timeout", value: 100 + i });
+        assert.deepEqual(r, { return: {} });
+      }
+      assert.equal(ctx.settings.compareTimeout, 149);
+      const sets = logs.filter((l) => l.includes("event=monitor-set"));
+      assert.equal(sets.length, SET_LOG_BURST);
+      assert.match(sets[0], / level=info event=monitor-set property=compare_timeout value=100$/);
+    } finally {
+      await c.close();
+    }
+  });
+  // Closing the monitor summarises what waited for the end of its interval.
+  const sets = logs.filter((l) => l.includes("event=monitor-set"));
+  assert.equal(sets.length, SET_LOG_BURST + 1);
+  assert.match(sets.at(-1)!, / suppressed=40 /);
 });
 
 Deno.test("monitor: events with timestamps reach every negotiated client; drops are rate-limited", async () => {
