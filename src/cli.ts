@@ -87,8 +87,13 @@ export const DEFAULTS = {
   socketMode: 0o600,
 } as const;
 
-/** setTimeout's limit; a larger period would fire at once. */
-const MAX_MS = 2 ** 31 - 1;
+/**
+ * The timer flags take QEMU's uint32 range, as `qom-set` does; the comparator clamps the
+ * scan's timer to {@linkcode MAX_TIMER_MS}.
+ */
+const MAX_MS = 2 ** 32 - 1;
+/** setTimeout's limit: a longer delay fires at once, and so would every 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const HELP =
   `colo-compare ${VERSION}: the COLO packet comparator (QEMU's colo-compare as one program)

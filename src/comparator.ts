@@ -17,7 +17,7 @@ import type { ChannelEvents, CheckpointChannel } from "./checkpoint/channel.ts";
 import { CheckpointRequests } from "./checkpoint/notify.ts";
 import { NotifyChannel } from "./checkpoint/notify_channel.ts";
 import { QmpChannel } from "./checkpoint/qmp.ts";
-import type { Config } from "./cli.ts";
+import { type Config, MAX_TIMER_MS } from "./cli.ts";
 import type { Connection } from "./compare/connection.ts";
 import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
@@ -555,7 +555,8 @@ export class Comparator {
     // executable's pages back just as the hot path ran them (bench/README.md, "The generator
     // warmed before the cold row").
     this.#trimmer?.rebase();
-    this.#timer = setInterval(() => this.#scan(), this.#scanCycle);
+    // The cycle may exceed what a timer takes (up to 2^32-1 ms, as in QEMU): clamped.
+    this.#timer = setInterval(() => this.#scan(), Math.min(this.#scanCycle, MAX_TIMER_MS));
     const c = this.config;
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
@@ -986,6 +987,6 @@ export class Comparator {
     this.#scanCycle = ms;
     if (this.#timer === undefined || this.#stopping) return;
     clearInterval(this.#timer);
-    this.#timer = setInterval(() => this.#scan(), ms);
+    this.#timer = setInterval(() => this.#scan(), Math.min(ms, MAX_TIMER_MS));
   }
 }

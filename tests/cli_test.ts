@@ -138,6 +138,22 @@ Deno.test("cli: a tls address without --tls-creds, and --tls-authz without tls-l
   assert.match(usageError([...BASE.slice(0, 4), "--outdev", "tls:9003"]), /no port/);
 });
 
+Deno.test("cli: the timer flags take QEMU's uint32 range, as qom-set does", () => {
+  for (const flag of ["compare-timeout", "expired-scan-cycle"]) {
+    const c = parseCommandLine([...BASE, `--${flag}`, String(2 ** 32 - 1)]);
+    assert.ok(c.kind === "run");
+    const config = c.config;
+    assert.equal(
+      flag === "compare-timeout" ? config.compareTimeout : config.expiredScanCycle,
+      2 ** 32 - 1,
+    );
+    assert.match(
+      usageError([...BASE, `--${flag}`, String(2 ** 32)]),
+      new RegExp(`^--${flag}: 4294967296 is too large; the limit is 4294967295 milliseconds`),
+    );
+  }
+});
+
 Deno.test("cli: every user error names the flag and the fix", () => {
   const cases: [string[], RegExp][] = [
     [BASE.slice(2), /^--primary-in is required: .*e\.g\. --primary-in tcp-listen:/],

@@ -285,6 +285,30 @@ Deno.test("monitor: qom-set is logged for the first few per interval, the rest s
   assert.match(sets.at(-1)!, / suppressed=40 /);
 });
 
+Deno.test("monitor: timer properties take QEMU 7.2's uint32 range", async () => {
+  await withMonitor(async ({ port, settings }) => {
+    const c = await QmpClient.connect(port);
+    try {
+      await c.execute("qmp_capabilities");
+      const path = "/objects/colo-compare0";
+      for (const property of ["compare_timeout", "expired_scan_cycle"]) {
+        for (const value of [2 ** 31, 2 ** 32 - 1]) {
+          assert.deepEqual(await c.execute("qom-set", { path, property, value }), { return: {} });
+          assert.deepEqual(await c.execute("qom-get", { path, property }), { return: value });
+        }
+        for (const value of [2 ** 32, -1]) {
+          const r = await c.execute("qom-set", { path, property, value });
+          assert.equal(r.error.desc, `Parameter '${property}' expects uint32_t`);
+        }
+      }
+      assert.equal(settings.compareTimeout, 2 ** 32 - 1);
+      assert.equal(settings.expiredScanCycle, 2 ** 32 - 1);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 Deno.test("monitor: events with timestamps reach every negotiated client; drops are rate-limited", async () => {
   await withMonitor(async ({ port, emit }) => {
     const a = await QmpClient.connect(port);
@@ -406,6 +430,51 @@ Deno.test("monitor: compare_timeout set over QMP is used by the next expiry scan
     const after = await c.execute("query-colo-compare");
     assert.equal(after.return.held.primary.frames, 0);
     assert.equal(after.return.counters.released_by_checkpoint, 1);
+  } finally {
+    await c.close();
+    await rig.close();
+  }
+});
+
+Deno.test("monitor: an expired_scan_cycle beyond a timer's range is kept but never fires the scan early", async () => {
+  // 2^32-1 ms, as QEMU accepts; a timer given more than 2^31-1 ms would fire every 1 ms.
+  const rig = await startRig({
+    flags: [
+      "--monitor",
+      "tcp-listen:127.0.0.1:0",
+      "--compare-timeout",
+      "100",
+      "--expired-scan-cycle",
+      String(2 ** 32 - 1),
+    ],
+  });
+  const c = await QmpClient.connect(rig.program.ports["monitor"]);
+  const path = "/objects/colo-compare0";
+  const property = "expired_scan_cycle";
+  const heldThenQuiet = async (payload: string) => {
+    await rig.sendPrimary(frame({ udp: { payload } }));
+    let q = await c.execute("query-colo-compare");
+    while (q.return.held.primary.frames === 0) q = await c.execute("query-colo-compare");
+    // No event can say "the scan did not run": a window five times compare_timeout.
+    await new Promise((r) => setTimeout(r, 500));
+    q = await c.execute("query-colo-compare");
+    assert.equal(q.return["checkpoint-outstanding"], false, payload);
+    assert.equal(c.events.filter((e) => e.event === "COLO_COMPARE_CHECKPOINT_REQUEST").length, 0);
+  };
+  try {
+    await c.execute("qmp_capabilities");
+    await heldThenQuiet("held from the start, with the cycle from the flag");
+    assert.deepEqual(await c.execute("qom-get", { path, property }), { return: 2 ** 32 - 1 });
+    // The scan still works once the cycle is short again.
+    assert.deepEqual(await c.execute("qom-set", { path, property, value: 20 }), { return: {} });
+    assert.equal((await c.event("COLO_COMPARE_CHECKPOINT_REQUEST")).data.reason, "timeout");
+    await c.execute("colo-compare-checkpoint-done");
+    await rig.outdev.waitFor(1);
+    const big = await c.execute("qom-set", { path, property, value: 2 ** 32 - 1 });
+    assert.deepEqual(big, { return: {} });
+    await heldThenQuiet("held after the cycle was set over the monitor");
+    assert.deepEqual(await c.execute("qom-get", { path, property }), { return: 2 ** 32 - 1 });
+    assert.deepEqual(rig.program.stderr.filter((l) => /TimeoutOverflow/.test(l)), []);
   } finally {
     await c.close();
     await rig.close();
