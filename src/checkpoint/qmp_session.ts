@@ -97,7 +97,13 @@ function isObject(v: unknown): v is Json {
 
 /** The text of a field for the log, bounded. */
 function text(v: unknown): string {
-  const s = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
+  let s: string;
+  try {
+    s = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
+  } catch {
+    // A value nested deeper than the stack (JSON.parse takes any depth): the peer's doing.
+    return "(a value too deeply nested to show)";
+  }
   return s.length > 200 ? `${s.slice(0, 200)}...` : s;
 }
 
@@ -276,7 +282,7 @@ export class QmpSession {
       const q = version && isObject(version.qemu) ? version.qemu : null;
       this.#log.info("qmp-greeting", {
         monitor: this.#monitor,
-        qemu: q ? `${q.major}.${q.minor}.${q.micro}` : "-",
+        qemu: q ? `${text(q.major)}.${text(q.minor)}.${text(q.micro)}` : "-",
         package: version ? text(version.package) : "-",
       });
       this.#phase = "negotiating";

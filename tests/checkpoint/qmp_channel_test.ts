@@ -10,6 +10,8 @@ import { parseAddress } from "../../src/wire/address.ts";
 import { Endpoint } from "../../src/wire/endpoint.ts";
 import { TcpTuner } from "../../src/wire/keepalive.ts";
 import { PlainTransport } from "../../src/wire/plain.ts";
+import { writeAll } from "../../src/wire/transport.ts";
+import { JsonLines } from "../support/json_lines.ts";
 import { QmpPeer } from "../support/qmp_peer.ts";
 
 /** Records what the channel reports, and the log. */
@@ -230,6 +232,59 @@ Deno.test("qmp channel: error replies and garbage are survived; the peer stays c
     assert.ok(t.events.logs.some((l) => /event=qmp-error .*class=GenericError/.test(l)));
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("qmp channel: a hostile monitor's deeply nested JSON is logged bounded; no internal error, no disconnect", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const events = new Events();
+  const address = `tcp:127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+  const channel = new QmpChannel(qmpEndpoint(address, events.log), events, events.log);
+  await channel.bind();
+  const serving = channel.serve();
+  const conn = await listener.accept();
+  const deep = "[".repeat(200_000) + "]".repeat(200_000);
+  const enc = new TextEncoder();
+  try {
+    // String() of qemu.major, or a log field of such a value, overflows the stack.
+    await writeAll(
+      conn,
+      enc.encode(
+        `{"QMP": {"version": {"qemu": {"micro": ${deep}, "minor": 2, "major": 7}, ` +
+          `"package": "x"}, "capabilities": []}}\r\n`,
+      ),
+    );
+    const lines = new JsonLines();
+    const buf = new Uint8Array(64 * 1024);
+    const next = async () => {
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error("the channel hung up");
+        const got = lines.push(buf.subarray(0, n));
+        if (got.length > 0) return got[0] as Record<string, unknown>;
+      }
+    };
+    const caps = await next();
+    assert.equal(caps.execute, "qmp_capabilities");
+    await writeAll(conn, enc.encode(`{"return": {}, "id": ${caps.id}}\r\n`));
+    await events.waitFor("peer true");
+    await writeAll(
+      conn,
+      enc.encode(
+        `{"event": "COLO_EXIT", "data": {"mode": ${deep}, "reason": "x"}}\r\n` +
+          `{"return": {}, "id": ${deep}}\r\n{"event": ${deep}}\r\n`,
+      ),
+    );
+    await events.waitFor("colo-exit: COLO_EXIT mode=" + "[".repeat(200) + "... reason=x");
+    await events.waitForLog(/event=qmp-unexpected-reply id=\[{200}\.\.\. /);
+    assert.equal(channel.connected, true);
+    assert.deepEqual(events.logs.filter((l) => / level=error /.test(l)), []);
+    assert.ok(!events.happened.includes("peer false"));
+  } finally {
+    channel.close();
+    conn.close();
+    await serving;
+    listener.close();
   }
 });
 

@@ -381,6 +381,30 @@ Deno.test("qmp session: COLO_EXIT passes through; MIGRATION colo compares again"
   assert.equal(h.logged("colo-active").filter((l) => l.includes("level=warn")).length, 1);
 });
 
+Deno.test("qmp session: values nested deeper than the stack allows are logged as such, never thrown", () => {
+  const deep = (d: number) => JSON.parse("[".repeat(d) + "]".repeat(d));
+  const h = new Harness();
+  h.session.attach(h.now);
+  const greeting = JSON.parse(GREETING);
+  greeting.QMP.version.qemu.major = deep(200_000);
+  greeting.QMP.version.package = deep(200_000);
+  h.line(greeting);
+  // Shown bounded (String() of such a value would overflow the stack).
+  assert.match(h.logged("qmp-greeting")[0], /qemu=\[{200}\.\.\.\.2\.22 package=\[{200}\.\.\./);
+  h.reply("qmp_capabilities", {});
+  h.reply("query-migrate-parameters", { "x-checkpoint-delay": 100 });
+  h.reply("query-status", { status: "running" });
+  h.line({ return: { mode: "none", reason: deep(200_000) }, id: h.idOf("query-colo-status") });
+  h.event("MIGRATION", { status: "colo" });
+  h.event("COLO_EXIT", { mode: deep(200_000), reason: deep(200_000) });
+  h.line({ return: {}, id: deep(200_000) });
+  h.line({ error: { class: "GenericError", desc: deep(200_000) }, id: h.idOf("query-status") });
+  assert.deepEqual(h.drops, []);
+  assert.deepEqual(h.logs.filter((l) => / level=error /.test(l)), []);
+  const exit = h.happened.findLast((e) => e.startsWith("colo-exit: "));
+  assert.match(exit!, /^colo-exit: COLO_EXIT mode=\[{200}\.\.\. reason=\[{200}\.\.\.$/);
+});
+
 Deno.test("qmp session: after COLO_EXIT a stale mode primary is not taken for COLO back", () => {
   // Measured on QEMU 7.2: the secondary lost, the primary says COLO_EXIT and then goes on
   // reporting mode primary / status colo until failover (x-colo-lost-heartbeat).
