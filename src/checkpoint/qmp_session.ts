@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { Fields, Logger } from "../log.ts";
+import { type Fields, type Logger, ThrottledWarning } from "../log.ts";
 import type { ChannelEvents } from "./channel.ts";
 
 /** A line longer than this (1 MiB) ends the connection (SPEC 8: every resource bounded). */
@@ -35,6 +35,10 @@ export const MAX_PENDING_COMMANDS = 65536;
 export const SUMMARY_INTERVAL_MS = 60_000;
 /** Classes of oddities kept apart (names come from the peer); the rest count as one. */
 export const MAX_NOTE_CLASSES = 256;
+/** COLO transitions of one direction logged per interval; the rest are counted (SPEC 8). */
+export const COLO_LOG_BURST = 5;
+/** The interval of {@linkcode COLO_LOG_BURST} (ms). */
+export const COLO_LOG_INTERVAL_MS = 10_000;
 
 /** What the session asks of the connection around it, besides {@linkcode ChannelEvents}. */
 export interface QmpSessionSink extends ChannelEvents {
@@ -153,12 +157,27 @@ export class QmpSession {
    * #trimCheckedAt).
    */
   #summarisedAt = -0;
+  /** The time last passed in (ms), for the throttled lines below. */
+  #now = -0;
+  /** COLO flapping (COLO_EXIT, then active again) must not write two lines a flap. */
+  readonly #inactiveLog: ThrottledWarning;
+  readonly #activeLog: ThrottledWarning;
 
   /** `watch`: a watching session (`--qmp-secondary`) that reports there, see the module. */
   constructor(sink: QmpSessionSink, log: Logger, watch: VmStateEvents | null = null) {
     this.#sink = sink;
     this.#log = log;
     this.#watch = watch;
+    const now = () => this.#now;
+    const options = { burst: COLO_LOG_BURST };
+    this.#inactiveLog = new ThrottledWarning(
+      log,
+      "colo-inactive",
+      COLO_LOG_INTERVAL_MS,
+      now,
+      options,
+    );
+    this.#activeLog = new ThrottledWarning(log, "colo-active", COLO_LOG_INTERVAL_MS, now, options);
   }
 
   /** True once `qmp_capabilities` was accepted: requests can be sent. */
@@ -207,6 +226,8 @@ export class QmpSession {
     this.#polling = false;
     this.#lastPoll = -Infinity;
     this.#summarise();
+    this.#inactiveLog.flush(true);
+    this.#activeLog.flush(true);
     if (wasReady) this.#sink.peer(false);
   }
 
@@ -252,6 +273,7 @@ export class QmpSession {
   /** One complete line from the monitor. */
   line(raw: string, now: number): void {
     if (this.#dropped || this.#phase === "detached") return;
+    this.#now = now;
     const t = raw.trim();
     if (t === "") return;
     let msg: unknown;
@@ -314,6 +336,9 @@ export class QmpSession {
   /** Time passes: poll COLO's state while it is not active, notice a monitor that hangs. */
   tick(now: number): void {
     if (this.#dropped || this.#phase === "detached") return;
+    this.#now = now;
+    this.#inactiveLog.flush();
+    this.#activeLog.flush();
     if (this.#phase !== "ready") {
       if (now - this.#attachedAt > REPLY_TIMEOUT_MS) {
         this.#drop(`no QMP greeting and capabilities within ${REPLY_TIMEOUT_MS} ms`);
@@ -452,14 +477,14 @@ export class QmpSession {
     if (active) {
       this.#colo = "active";
       if (before === "inactive") {
-        this.#log.warn("colo-active", { channel: "qmp", seen: why, action: "comparing again" });
+        this.#activeLog.note({ channel: "qmp", seen: why, action: "comparing again" });
         this.#sink.coloActive();
       } else if (before === "unknown") this.#log.info("colo-active", { channel: "qmp", seen: why });
       return;
     }
     if (before === "inactive") return;
     this.#colo = "inactive";
-    this.#log.warn("colo-inactive", {
+    this.#inactiveLog.note({
       channel: "qmp",
       seen: why,
       action: "held frames released; primary passes through uncompared until COLO is active",

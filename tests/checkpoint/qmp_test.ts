@@ -4,6 +4,8 @@
 
 import assert from "node:assert/strict";
 import {
+  COLO_LOG_BURST,
+  COLO_LOG_INTERVAL_MS,
   DEFAULT_CHECKPOINT_DELAY_MS,
   MAX_LINE_BYTES,
   MAX_NOTE_CLASSES,
@@ -379,6 +381,32 @@ Deno.test("qmp session: COLO_EXIT passes through; MIGRATION colo compares again"
   assert.equal(h.happened.length, 2);
   assert.equal(h.logged("colo-inactive").length, 1);
   assert.equal(h.logged("colo-active").filter((l) => l.includes("level=warn")).length, 1);
+});
+
+Deno.test("qmp session: COLO flapping logs its first transitions, then counts them", () => {
+  const h = new Harness();
+  h.connect("primary");
+  for (let i = 0; i < 100; i++) {
+    h.event("COLO_EXIT", { mode: "primary", reason: "error" });
+    h.event("MIGRATION", { status: "colo" });
+  }
+  // Every transition still takes effect; only the log is bounded.
+  assert.equal(h.happened.length, 200);
+  assert.equal(h.happened.at(-1), "colo-active");
+  const warned = (event: string) => h.logged(event).filter((l) => l.includes("level=warn"));
+  assert.equal(warned("colo-inactive").length, COLO_LOG_BURST);
+  assert.equal(warned("colo-active").length, COLO_LOG_BURST);
+  h.now += COLO_LOG_INTERVAL_MS / 2;
+  h.session.tick(h.now);
+  assert.equal(warned("colo-inactive").length, COLO_LOG_BURST, "no summary before the interval");
+  h.now += COLO_LOG_INTERVAL_MS / 2;
+  h.session.tick(h.now);
+  assert.match(warned("colo-inactive").at(-1)!, / suppressed=95 /);
+  assert.match(warned("colo-active").at(-1)!, / suppressed=95 /);
+  // A later exit, past the interval, is logged again.
+  h.now += COLO_LOG_INTERVAL_MS;
+  h.event("COLO_EXIT", { mode: "primary", reason: "heartbeat" });
+  assert.match(warned("colo-inactive").at(-1)!, /reason=heartbeat/);
 });
 
 Deno.test("qmp session: values nested deeper than the stack allows are logged as such, never thrown", () => {
