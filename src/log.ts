@@ -229,7 +229,7 @@ export class ThrottledWarning {
     this.#log.log(this.#level, this.#event, {
       ...this.#key,
       suppressed: this.#suppressed,
-      note: `not logged in the last ${this.#intervalMs / 1000}s`,
+      note: `counted, not logged: at most ${this.#burst} per ${this.#intervalMs / 1000}s`,
     });
     this.#suppressed = 0;
     // The summary is this interval's line: what follows at once is counted for the next one.
