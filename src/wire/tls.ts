@@ -36,12 +36,21 @@ const READ_HIGH_WATER = 1024 * 1024;
 const BACKLOG_HIGH_WATER = BACKLOG_KEEP_BYTES / 2;
 /** A peer that has not finished its handshake after this long is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * A peer that has sent not one byte (no ClientHello) after this long is dropped: a client
+ * sends its ClientHello right after connecting, so a silent one only holds a slot.
+ */
+const HELLO_TIMEOUT_MS = 3_000;
 /** Authorized peers waiting for the endpoint to take them; more are closed. */
 const MAX_PENDING = 4;
 /**
  * TCP connections a `tls-listen:` address keeps at once, in their handshake, waiting or
- * served; more are closed before any TLS state is made for them (SPEC 8: an unauthenticated
- * peer opening connections costs us a bounded ~35 KB each for at most the handshake timeout).
+ * served (SPEC 8: an unauthenticated peer opening connections costs us a bounded ~35 KB each).
+ * When all are taken, a new connection takes the slot of the handshake that made the least
+ * progress (no byte received before some bytes, then the oldest), so that peers without a
+ * certificate cannot keep an authorized one out (SPEC 11): its handshake, done in
+ * milliseconds, is never the stalest. Only when no connection is in its handshake is the new
+ * one closed, before any TLS state is made for it.
  */
 export const MAX_CONNECTIONS = 16;
 /** Refused handshakes: the first is logged, then at most one summary line per interval. */
@@ -61,6 +70,8 @@ export interface TlsTransportOptions {
   log: Logger;
   /** A peer that has not finished its handshake after this long is dropped (default 10 s). */
   handshakeTimeoutMs?: number;
+  /** A peer that has sent no byte after this long is dropped (default 3 s). */
+  helloTimeoutMs?: number;
   /** Sets the keepalive timing of every connection; null leaves it to the kernel. */
   tuner?: TcpTuner | null;
   /**
@@ -495,11 +506,35 @@ function noteReadPath(log: Logger, conn: TlsConn): void {
   log.debug("tls-read-path", { own_buffers: conn.ownBuffers, deno: Deno.version.deno });
 }
 
+/** A TCP connection to a `tls-listen:` address, from its accept until it closes. */
+interface Slot {
+  /** True until the TLS server's handshake on it succeeded. */
+  handshaking: boolean;
+  /** Drops it if it has sent nothing by {@linkcode HELLO_TIMEOUT_MS}; cleared once it has. */
+  helloTimer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/**
+ * The connection to drop to make room: of those in their handshake, the oldest that sent no
+ * byte, or else the oldest. `slots` iterates oldest first; at most {@linkcode MAX_CONNECTIONS}.
+ */
+function stalest(slots: Map<net.Socket, Slot>): net.Socket | null {
+  let oldest: net.Socket | null = null;
+  for (const [socket, slot] of slots) {
+    if (!slot.handshaking) continue;
+    if (socket.bytesRead === 0) return socket;
+    oldest ??= socket;
+  }
+  return oldest;
+}
+
 /** A `tls-listen:` address: peers come out of `accept()` only once authorized. */
 class TlsListener implements Listener {
   readonly #server: tls.Server;
   readonly #front: net.Server;
   readonly #pending: TlsConn[] = [];
+  /** Every TCP connection the listener keeps (SPEC 8), oldest first. */
+  readonly #slots = new Map<net.Socket, Slot>();
   #waiter: { resolve: (c: TlsConn) => void; reject: (e: Error) => void } | null = null;
   readonly #log: Logger;
   readonly #address: string;
@@ -522,27 +557,73 @@ class TlsListener implements Listener {
       rejectUnauthorized: true,
       handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     });
+    // Handshakes we dropped to make room or for silence: one class of their own, so that an
+    // attack's churn does not hide the refusal of a certificate.
+    const drops = new ThrottledWarning(log, "tls-handshake-dropped", REFUSAL_LOG_INTERVAL_MS);
+    const slots = this.#slots;
+    const helloTimeoutMs = options.helloTimeoutMs ?? HELLO_TIMEOUT_MS;
+    /** Frees the slot of `socket` now, whether or not its close is seen later. */
+    const free = (socket: net.Socket) => {
+      const slot = slots.get(socket);
+      if (slot === undefined) return;
+      clearTimeout(slot.helloTimer);
+      slots.delete(socket);
+    };
+    /** Connections we dropped, whose handshake failing is then no refusal to log. */
+    const dropped = new WeakSet<net.Socket>();
+    const drop = (socket: net.Socket, reason: string) => {
+      free(socket);
+      dropped.add(socket);
+      drops.note({
+        address: address.text,
+        peer: hostPort(socket.remoteAddress, socket.remotePort),
+        reason,
+      });
+      socket.destroy();
+    };
     this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
-      noteRefusal(peerOf(socket), error.message);
+      // A handshake we dropped ourselves was logged as such.
+      const tcp = (socket as { _parent?: net.Socket })._parent;
+      if (tcp === undefined || !dropped.has(tcp)) noteRefusal(peerOf(socket), error.message);
       discard(socket);
     });
-    // The TCP listener in front: a connection past the bound is closed before the TLS server
-    // sees it (a TLS socket made even for a closed connection costs ~40 KB that stays).
-    let live = 0;
+    // The TCP listener in front keeps the bound: a new connection past it takes the slot of the
+    // stalest handshake, or is closed before the TLS server sees it (a TLS socket made even for
+    // a closed connection costs ~40 KB that stays).
     this.#front = net.createServer((socket: net.Socket) => {
-      if (live >= MAX_CONNECTIONS) {
-        noteRefusal(
-          hostPort(socket.remoteAddress, socket.remotePort),
-          `${MAX_CONNECTIONS} connections already (in their handshake, waiting or served)`,
+      if (slots.size >= MAX_CONNECTIONS) {
+        const victim = stalest(slots);
+        if (victim === null) {
+          noteRefusal(
+            hostPort(socket.remoteAddress, socket.remotePort),
+            `${MAX_CONNECTIONS} authorized connections already (waiting or served)`,
+          );
+          socket.destroy();
+          return;
+        }
+        drop(
+          victim,
+          `${MAX_CONNECTIONS} connections already: the stalest handshake made room for a new one`,
         );
-        socket.destroy();
-        return;
       }
-      live++;
-      socket.once("close", () => live--);
+      const slot: Slot = { handshaking: true, helloTimer: undefined };
+      slot.helloTimer = setTimeout(() => {
+        slot.helloTimer = undefined;
+        if (socket.bytesRead === 0 && slot.handshaking) {
+          drop(socket, `no ClientHello within ${helloTimeoutMs} ms`);
+        }
+      }, helloTimeoutMs);
+      slots.set(socket, slot);
+      socket.once("close", () => free(socket));
       this.#server.emit("connection", socket);
     });
     this.#server.on("secureConnection", (socket: tls.TLSSocket) => {
+      const tcp = (socket as { _parent?: net.Socket })._parent;
+      const slot = tcp && slots.get(tcp);
+      if (slot) {
+        slot.handshaking = false;
+        clearTimeout(slot.helloTimer);
+      }
       const peer = peerOf(socket);
       const refuse = (reason: string) => {
         discard(socket);
@@ -603,6 +684,12 @@ class TlsListener implements Listener {
     if (this.#closed) return;
     this.#closed = true;
     this.#front.close();
+    // Handshakes under way end with the listener (their timers too); peers taken stay theirs.
+    for (const [socket, slot] of this.#slots) {
+      clearTimeout(slot.helloTimer);
+      if (slot.handshaking) socket.destroy();
+    }
+    this.#slots.clear();
     for (const c of this.#pending.splice(0)) c.close();
     this.#waiter?.reject(new Deno.errors.BadResource("listener closed"));
     this.#waiter = null;

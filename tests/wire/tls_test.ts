@@ -203,56 +203,99 @@ Deno.test("tls: a peer that never finishes its handshake is dropped after the ti
   }
 });
 
-Deno.test("tls: past the bound on connections a new one is closed before its handshake, logged, and a slot frees when a peer goes (SPEC 8)", async () => {
+/** True when the server closes `c` (its read ends or is reset) before `ms`. */
+async function closedWithin(c: Deno.Conn, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const read = c.read(new Uint8Array(64)).then(() => true, () => true);
+  const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), ms));
+  try {
+    return await Promise.race([read, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("tls: past the bound on connections a new one takes the slot of the stalest handshake (silent ones first, then the oldest), never an authorized peer's; drops logged once per interval (SPEC 8, 11)", async () => {
   const lines = new Lines();
   const t = transport(creds.dir, lines.log);
   const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
   const port = portOf(listener);
-  const idle: Deno.Conn[] = [];
-  /** True when the server closes `c` (its read ends or is reset) before `ms`. */
-  const closedWithin = async (c: Deno.Conn, ms: number) => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const read = c.read(new Uint8Array(64)).then(() => true, () => true);
-    const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), ms));
-    try {
-      return await Promise.race([read, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+  const open: Deno.Conn[] = [];
+  const dial = async () => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    open.push(c);
+    return c;
   };
   try {
-    for (let i = 0; i < MAX_CONNECTIONS; i++) {
-      idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    // The oldest has sent the first byte of a ClientHello: progress, so it is dropped last.
+    const progressed = await dial();
+    await progressed.write(new Uint8Array([0x16]));
+    await new Promise((r) => setTimeout(r, 50)); // for the server to read that byte
+    const idle: Deno.Conn[] = [];
+    for (let i = 1; i < MAX_CONNECTIONS; i++) idle.push(await dial());
+    const extra: Deno.Conn[] = [];
+    for (let i = 0; i < MAX_CONNECTIONS; i++) extra.push(await dial());
+    // 16 new ones made room by dropping the 15 silent old ones, then the oldest new one.
+    for (const c of [...idle, extra[0]]) {
+      assert.ok(await closedWithin(c, 5000), "a silent handshake made room");
     }
-    const extra = await Deno.connect({ hostname: "127.0.0.1", port });
-    try {
-      assert.ok(await closedWithin(extra, 5000), "the connection past the bound is closed at once");
-    } finally {
-      extra.close();
+    for (const c of [progressed, ...extra.slice(1)]) {
+      assert.equal(await closedWithin(c, 20), false, "the bound holds the other 16");
     }
     assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
     assert.match(
       lines.lines[0],
-      new RegExp(`event=tls-refused .*${MAX_CONNECTIONS} connections already`),
+      new RegExp(`level=warn event=tls-handshake-dropped .*peer=127\\.0\\.0\\.1:\\d+ reason="16 `),
     );
-    // The idle ones are still in their handshake: open.
-    assert.equal(await closedWithin(idle[0], 200), false, "connections within the bound stay");
 
-    // One goes; a good client then gets through.
-    idle.shift()!.close();
+    // All slots taken by handshakes: an authorized peer still gets in, and stays while
+    // silent connections keep coming.
     const accepted = listener.accept();
-    let good: Conn | null = null;
-    for (let i = 0; i < 50 && good === null; i++) {
-      // The slot frees when the server sees that peer's close; a refused try is closed at once.
-      good = await t.connect(parseAddress(`tls:127.0.0.1:${port}`), new AbortController().signal)
-        .catch(() => null);
-    }
-    assert.ok(good !== null, "a good client got a slot");
+    const good = await t.connect(
+      parseAddress(`tls:127.0.0.1:${port}`),
+      new AbortController().signal,
+    );
     const server = await accepted;
-    good.close();
-    server.close();
+    try {
+      for (let i = 0; i < 2 * MAX_CONNECTIONS; i++) await dial();
+      await good.write(encoder.encode("still in"));
+      assert.equal(await readText(server, 8), "still in");
+      assert.equal(lines.lines.length, 1, "further drops are counted, not logged one by one");
+    } finally {
+      good.close();
+      server.close();
+    }
   } finally {
-    for (const c of idle) c.close();
+    for (const c of open) c.close();
+    listener.close();
+  }
+});
+
+Deno.test("tls: a peer that sends no byte is dropped after the ClientHello timeout; one that has begun its handshake is given the handshake timeout", async () => {
+  const lines = new Lines();
+  const t = new TlsTransport({
+    creds: loadCredentials(creds.dir, { server: true, client: true }),
+    authz: null,
+    log: lines.log,
+    helloTimeoutMs: 200,
+    handshakeTimeoutMs: 60_000,
+  });
+  const listener = await t.listen(parseAddress("tls-listen:127.0.0.1:0"));
+  const port = portOf(listener);
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+  const started = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await started.write(new Uint8Array([0x16, 0x03, 0x01]));
+    assert.ok(await closedWithin(silent, 5000), "the silent peer is dropped");
+    assert.equal(await closedWithin(started, 400), false, "the started handshake goes on");
+    assert.equal(lines.lines.length, 1, lines.lines.join("\n"));
+    assert.match(
+      lines.lines[0],
+      /event=tls-handshake-dropped .*reason="no ClientHello within 200 ms"/,
+    );
+  } finally {
+    silent.close();
+    started.close();
     listener.close();
   }
 });
