@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
-import { TlsTransport } from "../../src/wire/tls.ts";
+import { MAX_CONNECTIONS, TlsTransport } from "../../src/wire/tls.ts";
 import { loadCredentials } from "../../src/wire/tls_creds.ts";
 import { qemuAvailable, qemuBinary } from "../conformance/impl.ts";
 import { connectRetry, FrameCollector, freePorts } from "../support/net.ts";
@@ -251,6 +251,72 @@ Deno.test("e2e tls: clients without a certificate, of another CA or with another
   assert.match(refusals[0], /level=warn .*peer=127\.0\.0\.1:\d+ reason=/);
   assert.match(stderr, /event=summary primary_in=1 /);
   assert.equal(stderr.match(/event=peer-connected endpoint=primary-in/g)?.length, 1);
+});
+
+Deno.test("e2e tls: unauthenticated connections that fill the slots and refill them at once do not keep an authorized peer out; their drops are logged rate-limited", async () => {
+  const ours = await startProgram({
+    endpoints: [
+      ...["--primary-in", "tls-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
+      ...["--outdev", "tcp-listen:127.0.0.1:0"],
+    ],
+    flags: ["--tls-creds", creds.dir, "--tls-authz", "O=Example,CN=client"],
+  });
+  const out = new FrameCollector(await connectRetry(ours.ports["outdev"]));
+  const port = ours.ports["primary-in"];
+  // Twice as many silent connections as there are slots, each reopened as soon as the program
+  // drops it: the slots never have room of their own.
+  let stop = false;
+  let dropped = 0;
+  const live = new Set<Deno.Conn>();
+  const attackers = Array.from({ length: 2 * MAX_CONNECTIONS }, async () => {
+    while (!stop) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      live.add(c);
+      await c.read(new Uint8Array(64)).catch(() => null);
+      // Whoever takes it out of `live` closes it: here when the program dropped it.
+      if (live.delete(c)) {
+        dropped++;
+        c.close();
+      }
+    }
+  });
+  const good = markers(1, 5)[0];
+  let conn: Deno.TlsConn | null = null;
+  try {
+    await ours.waitForLine(/event=tls-handshake-dropped /);
+    const started = performance.now();
+    for (let tries = 0; conn === null; tries++) {
+      assert.ok(performance.now() - started < 3000, `the authorized peer is still out: ${tries}`);
+      const c = await rawClient(port, creds.dir);
+      try {
+        await c.handshake();
+        await c.write(framed(good));
+        conn = c;
+      } catch {
+        c.close(); // dropped while in its handshake: the next try
+      }
+    }
+    await out.waitUntil((f) => f.data.join() === good.join(), 5000);
+    assert.ok(performance.now() - started < 3000, "the authorized peer's frame came through");
+    assert.ok(dropped >= MAX_CONNECTIONS, `silent connections were dropped: ${dropped}`);
+  } finally {
+    stop = true;
+    for (const c of [...live]) {
+      live.delete(c);
+      c.close();
+    }
+    await Promise.all(attackers);
+    conn?.close();
+    await out.close();
+  }
+  const { code, stderr } = await ours.stop();
+  assert.equal(code, 0, stderr);
+  assert.equal(out.frames.length, 1, stderr);
+  const drops = stderr.split("\n").filter((l) => l.includes("event=tls-handshake-dropped"));
+  assert.ok(drops.length >= 1 && drops.length <= 2, drops.join("\n"));
+  assert.match(drops[0], /level=warn .*reason="16 connections already/);
+  assert.doesNotMatch(stderr, /level=error/);
+  assert.equal(stderr.match(/event=peer-connected endpoint=primary-in/g)?.length, 1, stderr);
 });
 
 Deno.test("e2e tls: notify-dev over tls-listen: answers COLO_USERSPACE_PROXY_INIT to an authorized client", async () => {
