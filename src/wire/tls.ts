@@ -18,6 +18,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
 import { type Logger, ThrottledWarning } from "../log.ts";
+import { AcceptFailures } from "./accept.ts";
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
@@ -661,10 +662,10 @@ class TlsListener implements Listener {
       this.#front.once("error", onError);
       this.#front.listen(port, host, () => {
         this.#front.off("error", onError);
-        // After binding, a failing accept is logged, never thrown out of an event handler.
-        this.#front.on("error", (error: Error) => {
-          this.#log.error("accept-failed", { address: this.#address, error: error.message });
-        });
+        // After binding, a failing accept is logged (a peer's doing or a shortage, never a
+        // bug: warn, rate-limited), never thrown out of an event handler.
+        const failures = new AcceptFailures(this.#log, { address: this.#address });
+        this.#front.on("error", (error: Error) => failures.failed(nodeErrorToDeno(error)));
         const a = this.#front.address();
         if (a && typeof a === "object") this.boundText = hostPort(a.address, a.port);
         resolve();
