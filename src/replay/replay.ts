@@ -216,9 +216,18 @@ export async function replay(
         now = Math.max(now, done);
         complete();
       } else if (nextScan <= until) {
+        const cycle = options.expiredScanCycle;
+        // No connection left (so nothing held) and no checkpoint due by `until`: the scans up
+        // to it would find nothing, and only the last runs. A capture whose clock jumps by
+        // years no longer costs a scan per cycle of the jump.
+        if (engine.connections === 0 && (done === null || done > until)) {
+          nextScan += Math.floor((until - nextScan) / cycle) * cycle;
+        }
         now = nextScan;
         engine.tick(now);
-        nextScan += options.expiredScanCycle;
+        const next = nextScan + cycle;
+        // Past 2^53 ms a cycle no longer moves the time (a damaged capture): no more scans.
+        nextScan = next > nextScan ? next : Infinity;
       } else return;
     }
   };

@@ -29,6 +29,24 @@ Deno.test("replay: a lone frame times out at the first scan after compare-timeou
   assert.deepEqual(r.heldAtEnd, { primary: 0, secondary: 0 });
 });
 
+Deno.test("replay: a capture clock that jumps by years costs no scan per second of the jump; what is held still times out on time", async () => {
+  const jump = (2 ** 32 - 1) * 1000; // 136 years: 4.3 billion scans of a second each, before
+  const started = performance.now();
+  const r = await run(
+    [at(0, udp("alone")), at(jump, udp("later"))],
+    [at(jump + 1, udp("later"))],
+    OPTIONS,
+  );
+  assert.deepEqual(r.requests.map((q) => [q.atMs, q.reason]), [[4000, "timeout"]]);
+  assert.deepEqual(r.released, { compared: 1, passthrough: 0, checkpoint: 1 });
+  // A damaged timestamp past 2^53 ms, where adding a cycle no longer moves the time (the scan
+  // loop never ended): the frames are compared all the same.
+  const far = 2 ** 60 * 1000;
+  const damaged = await run([at(far, udp("x"))], [at(far, udp("x"))], OPTIONS);
+  assert.deepEqual(damaged.released, { compared: 1, passthrough: 0, checkpoint: 0 });
+  assert.ok(performance.now() - started < 5000, "the jumps took seconds of scans");
+});
+
 Deno.test("replay: with --checkpoint-delay, frames of the epoch wait for the checkpoint", async () => {
   const primary = [at(0, udp("a")), at(10, udp("b")), at(30, udp("c"))];
   const secondary = [at(1, udp("x")), at(11, udp("b")), at(31, udp("c"))];
