@@ -33,6 +33,17 @@ const LINKTYPE_ETHERNET = 1;
 const PCAPNG_SHB = 0x0a0d0d0a;
 /** A block or record larger than this is not a capture of Ethernet frames. */
 const MAX_RECORD = 16 * 1024 * 1024;
+/**
+ * The least total length of the pcapng blocks read, by type: their fixed fields and both length
+ * words (a shorter one made the reader take its fields from the next block, or past the end).
+ */
+const MIN_BLOCK: Record<number, number> = {
+  [PCAPNG_SHB]: 28,
+  1: 20, // interface description
+  2: 32, // packet (obsolete)
+  3: 16, // simple packet
+  6: 32, // enhanced packet
+};
 
 /** Capture time of a timestamp counted in `1 / unitsPerSecond` seconds, in ms (exact split). */
 function toMs(ts: bigint, unitsPerSecond: bigint, offsetSeconds = 0n): number {
@@ -168,7 +179,17 @@ export class CaptureReader implements FrameSource {
       if (total < 12 || total % 4 !== 0 || total > MAX_RECORD) {
         throw new CaptureFormatError(`pcapng block of ${total} bytes`);
       }
+      const least = MIN_BLOCK[type] ?? 12;
+      if (total < least) {
+        throw new CaptureFormatError(
+          `pcapng block of type ${type} and ${total} bytes (at least ${least})`,
+        );
+      }
       if (!(await this.#fill(total))) return null;
+      const trailer = this.#view.getUint32(this.#start + total - 4, this.#le);
+      if (trailer !== total) {
+        throw new CaptureFormatError(`pcapng block of ${total} bytes whose end says ${trailer}`);
+      }
       const frame = this.#block(type, this.#start, total);
       this.#start += total;
       if (frame !== null) return frame;
@@ -191,7 +212,8 @@ export class CaptureReader implements FrameSource {
       for (let o = body + 8; o + 4 <= end;) {
         const code = v.getUint16(o, le);
         const len = v.getUint16(o + 2, le);
-        if (code === 0) break;
+        // The end of options, or one that runs past its block: the rest is not read.
+        if (code === 0 || o + 4 + len > end) break;
         if (code === 9 && len >= 1) {
           const r = this.#buf[o + 4];
           iface.unitsPerSecond = (r & 0x80) ? 1n << BigInt(r & 0x7f) : 10n ** BigInt(r);

@@ -95,3 +95,35 @@ Deno.test("pcap: frames larger than the reader's buffer, and a stream in small r
     assert.equal(await reader.next(), null);
   }
 });
+
+Deno.test("pcapng: a block shorter than its fixed fields, or whose two lengths differ, is refused; an option past its block is not read", async () => {
+  const good = pcapngFile([{ timeMs: 5, data: frame({ udp: { payload: "x" } }) }]);
+  const le = new DataView(good.buffer);
+  // The enhanced packet block follows the section header (28 bytes) and the interface (32).
+  const epb = 28 + 32;
+  assert.equal(le.getUint32(epb, true), 6);
+  // An enhanced packet block of 12 bytes: before, its fields were read from the next block.
+  const short = new Uint8Array([...good.subarray(0, epb), ...block(6, 12), ...good.subarray(epb)]);
+  await assert.rejects(readCapture(short), /type 6 and 12 bytes \(at least 32\)/);
+  const mismatched = good.slice();
+  const total = le.getUint32(epb + 4, true);
+  new DataView(mismatched.buffer).setUint32(epb + total - 4, total + 4, true);
+  await assert.rejects(readCapture(mismatched), CaptureFormatError);
+  // if_tsoffset (8 bytes) announced at the very end of the interface block.
+  const idb = new Uint8Array([...block(1, 24)]);
+  const v = new DataView(idb.buffer);
+  v.setUint16(8, 1, true); // Ethernet
+  v.setUint16(16, 14, true);
+  v.setUint16(18, 8, true);
+  const tail = new Uint8Array([...good.subarray(0, 28), ...idb, ...good.subarray(epb)]);
+  assert.equal((await readCapture(tail)).length, 1);
+});
+
+/** A pcapng block of `total` bytes (little-endian), zero but for its type and lengths. */
+function block(type: number, total: number): Uint8Array {
+  const v = new DataView(new ArrayBuffer(total));
+  v.setUint32(0, type, true);
+  v.setUint32(4, total, true);
+  v.setUint32(total - 4, total, true);
+  return new Uint8Array(v.buffer);
+}
