@@ -113,13 +113,20 @@ async function open(
   flag: string,
   path: string,
 ): Promise<{ source: FrameSource; file: Deno.FsFile }> {
+  const cannot = (error: unknown) =>
+    new UsageError(`replay: --${flag} ${path}: cannot read it (${(error as Error).message})`);
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
   } catch (error) {
-    throw new UsageError(`replay: --${flag} ${path}: cannot read it (${(error as Error).message})`);
+    throw cannot(error);
   }
-  const reader = new CaptureReader((buf) => file.read(buf));
+  // A directory opens, and fails at the first read: so do other files that cannot be read.
+  const reader = new CaptureReader((buf) =>
+    file.read(buf).catch((error) => {
+      throw cannot(error);
+    })
+  );
   const source: FrameSource = {
     next: async () => {
       try {
@@ -149,6 +156,16 @@ export async function runReplay(command: ReplayCommand): Promise<number> {
   };
   let capture: DivergenceCapture | null = null;
   if (command.capture !== null) {
+    // Created afresh (emptied) before the captures are read: never one of them.
+    for (const [flag, path] of [["primary", command.primary], ["secondary", command.secondary]]) {
+      if (sameFile(command.capture, path)) {
+        primary.file.close();
+        secondary.file.close();
+        throw new UsageError(
+          `replay: --capture ${command.capture} is the --${flag} capture; write it elsewhere`,
+        );
+      }
+    }
     let file;
     try {
       file = BackgroundFile.create(command.capture);
@@ -163,6 +180,7 @@ export async function runReplay(command: ReplayCommand): Promise<number> {
     });
   }
   let report;
+  let captureFailed: unknown = null;
   try {
     report = await replay(
       primary.source,
@@ -173,7 +191,12 @@ export async function runReplay(command: ReplayCommand): Promise<number> {
   } finally {
     primary.file.close();
     secondary.file.close();
-    await capture?.close();
+    try {
+      await capture?.close();
+    } catch (error) {
+      // A full disk: the report is still whole (and a failed replay's own error comes first).
+      captureFailed = error;
+    }
   }
   if (capture !== null) {
     if (capture.skipped > 0) {
@@ -184,5 +207,22 @@ export async function runReplay(command: ReplayCommand): Promise<number> {
     }
   }
   console.log(command.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  if (captureFailed !== null) {
+    console.error(
+      `colo-compare: --capture ${command.capture}: cannot write it ` +
+        `(${(captureFailed as Error).message}); the report is whole, the capture is not`,
+    );
+    return 1;
+  }
   return 0;
+}
+
+/** True when `a` and `b` name one file (the same device and inode), both existing. */
+function sameFile(a: string, b: string): boolean {
+  try {
+    const [x, y] = [Deno.statSync(a), Deno.statSync(b)];
+    return x.ino !== null && x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }

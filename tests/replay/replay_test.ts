@@ -169,3 +169,58 @@ Deno.test("replay: captures of the frames sent to the live comparator give its c
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("replay: a directory as a capture, a capture path that is an input, a full disk under --capture: one line each, and the input left whole", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colo-replay-bad-" });
+  try {
+    const input = pcapFile([{ timeMs: 0, data: frame({ udp: { payload: "a" } }) }]);
+    await Deno.writeFile(`${dir}/p.pcap`, input);
+    const run = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", MAIN, "replay", ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      return {
+        code: out.code,
+        stdout: new TextDecoder().decode(out.stdout),
+        stderr: new TextDecoder().decode(out.stderr),
+      };
+    };
+    const directory = await run("--primary", dir, "--secondary", `${dir}/p.pcap`);
+    assert.equal(directory.code, 2);
+    assert.match(
+      directory.stderr,
+      /^colo-compare: replay: --primary .*: cannot read it \(Is a directory/,
+    );
+    assert.equal(directory.stderr.trim().split("\n").length, 1, directory.stderr);
+    const same = await run(
+      "--primary",
+      `${dir}/p.pcap`,
+      "--secondary",
+      `${dir}/p.pcap`,
+      "--capture",
+      `${dir}/p.pcap`,
+    );
+    assert.equal(same.code, 2);
+    assert.match(same.stderr, /--capture .* is the --primary capture; write it elsewhere/);
+    assert.deepEqual(await Deno.readFile(`${dir}/p.pcap`), input);
+    const full = await run(
+      "--primary",
+      `${dir}/p.pcap`,
+      "--secondary",
+      `${dir}/p.pcap`,
+      "--capture",
+      "/dev/full",
+    );
+    assert.equal(full.code, 1);
+    assert.match(full.stdout, /frames: primary 1, secondary 1/);
+    assert.match(
+      full.stderr,
+      /^colo-compare: --capture \/dev\/full: cannot write it .*the report is whole/,
+    );
+    assert.doesNotMatch(full.stderr, /Uncaught|    at /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
