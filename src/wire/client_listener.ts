@@ -81,9 +81,17 @@ export class ClientListener {
           if (pause > 0) await this.#pause(pause);
           continue;
         }
+        let peer: string;
+        try {
+          peer = addrText(conn.remoteAddr);
+          if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
+        } catch (error) {
+          // Not seen (a reset socket takes its options): whatever it is, this client only.
+          closeQuietly(conn);
+          failures.failed(error);
+          continue;
+        }
         failures.accepted();
-        const peer = addrText(conn.remoteAddr);
-        if (conn.remoteAddr.transport === "tcp") keepAlive(conn as Deno.TcpConn, this.#tuner);
         if (this.#conns.size >= maxClients) {
           refused.note({ peer, note: `${maxClients} clients already` });
           conn.close();

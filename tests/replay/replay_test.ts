@@ -219,7 +219,7 @@ Deno.test("replay: a directory as a capture, a capture path that is an input, a 
       full.stderr,
       /^colo-compare: --capture \/dev\/full: cannot write it .*the report is whole/,
     );
-    assert.doesNotMatch(full.stderr, /Uncaught|    at /);
+    assert.doesNotMatch(full.stderr, /Uncaught|^ +at /m);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
