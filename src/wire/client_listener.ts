@@ -12,7 +12,7 @@
 import { type Logger, ThrottledWarning } from "../log.ts";
 import { AcceptFailures } from "./accept.ts";
 import type { Address } from "./address.ts";
-import { clearStaleSocket, StartupError } from "./endpoint.ts";
+import { clearStaleSocket, sleepUnless, StartupError } from "./endpoint.ts";
 import { keepAlive, TcpTuner } from "./keepalive.ts";
 import { addrText, listenUnix } from "./plain.ts";
 
@@ -27,8 +27,8 @@ export class ClientListener {
   readonly #conns = new Set<Deno.Conn>();
   readonly #sessions = new Set<Promise<void>>();
   #accepting: Promise<void> | null = null;
-  /** Ends a pause after a failed accept at once (set while one runs). */
-  #wake: (() => void) | null = null;
+  /** Aborted at close: ends a pause after a failed accept at once. */
+  readonly #closing = new AbortController();
   #closed = false;
 
   private constructor(listener: Deno.Listener, socketPath: string | null) {
@@ -78,7 +78,7 @@ export class ClientListener {
         } catch (error) {
           if (this.#closed) break;
           const pause = failures.failed(error);
-          if (pause > 0) await this.#pause(pause);
+          if (pause > 0) await sleepUnless(pause, this.#closing.signal);
           continue;
         }
         let peer: string;
@@ -108,26 +108,11 @@ export class ClientListener {
     })();
   }
 
-  /** Waits `ms`, or until the listener is closed. */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#wake = null;
-        resolve();
-      }, ms);
-      this.#wake = () => {
-        clearTimeout(timer);
-        this.#wake = null;
-        resolve();
-      };
-    });
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     closeQuietly(this.#listener);
-    this.#wake?.();
+    this.#closing.abort();
     for (const conn of this.#conns) closeQuietly(conn);
     await this.#accepting;
     if (this.#socketPath !== null) {

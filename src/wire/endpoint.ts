@@ -230,17 +230,7 @@ export class Endpoint {
 
   /** Waits `ms`, or less if the endpoint is closed meanwhile. */
   #sleep(ms: number): Promise<void> {
-    const signal = this.#abort.signal;
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
+    return sleepUnless(ms, this.#abort.signal);
   }
 
   /** Drops the current peer (the next one is accepted or connected as usual). */
@@ -258,6 +248,20 @@ export class Endpoint {
     this.#listener?.close();
     this.dropPeer();
   }
+}
+
+/** Waits `ms`, or less if `signal` aborts meanwhile (at once if it has). */
+export function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /**
