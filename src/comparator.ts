@@ -555,8 +555,7 @@ export class Comparator {
     // executable's pages back just as the hot path ran them (bench/README.md, "The generator
     // warmed before the cold row").
     this.#trimmer?.rebase();
-    // The cycle may exceed what a timer takes (up to 2^32-1 ms, as in QEMU): clamped.
-    this.#timer = setInterval(() => this.#scan(), Math.min(this.#scanCycle, MAX_TIMER_MS));
+    this.#startScans(this.#scanCycle);
     const c = this.config;
     this.#log.info("ready", {
       compare_timeout_ms: c.compareTimeout,
@@ -987,6 +986,11 @@ export class Comparator {
     this.#scanCycle = ms;
     if (this.#timer === undefined || this.#stopping) return;
     clearInterval(this.#timer);
+    this.#startScans(ms);
+  }
+
+  /** The expiry scan every `ms`, clamped to what a timer takes (the cycle may reach 2^32-1 ms, as in QEMU). */
+  #startScans(ms: number): void {
     this.#timer = setInterval(() => this.#scan(), Math.min(ms, MAX_TIMER_MS));
   }
 }
