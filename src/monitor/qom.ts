@@ -24,8 +24,6 @@ interface Property {
   /** Present for the properties settable at runtime; `max` bounds the integer type. */
   set?: (s: Settings, v: number) => void;
   max?: number;
-  /** The C type `max` comes from, for the error (QEMU 7.2 checks compare_timeout as uint32). */
-  range?: string;
 }
 
 const UINT32_MAX = 2 ** 32 - 1;
@@ -43,21 +41,18 @@ const PROPERTIES: Record<string, Property> = {
     set: (s, v) => s.compareTimeout = v,
     // Listed as uint64, but QEMU 7.2's setter visits a uint32 (measured: 2^32 is refused).
     max: UINT32_MAX,
-    range: "uint32",
   },
   expired_scan_cycle: {
     type: "uint32",
     get: (s) => s.expiredScanCycle,
     set: (s, v) => s.expiredScanCycle = v,
     max: UINT32_MAX,
-    range: "uint32",
   },
   max_queue_size: {
     type: "uint32",
     get: (s) => s.maxQueueSize,
     set: (s, v) => s.maxQueueSize = v,
     max: UINT32_MAX,
-    range: "uint32",
   },
   vnet_hdr_support: { type: "bool", get: (s) => s.vnetHdrSupport },
 };
@@ -124,7 +119,8 @@ export class QomTree {
       );
     }
     if (value < 0 || value > p.max!) {
-      throw new QmpError("GenericError", `Parameter '${name}' expects ${p.range}_t`);
+      // QEMU 7.2 visits every settable property as a uint32, compare_timeout (a uint64) too.
+      throw new QmpError("GenericError", `Parameter '${name}' expects uint32_t`);
     }
     if (value === 0) {
       throw new QmpError(
