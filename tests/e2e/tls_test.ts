@@ -213,7 +213,11 @@ Deno.test({
   },
 });
 
-Deno.test("e2e tls: clients without a certificate, of another CA or with another DN are refused; one warn line; nothing they send is compared or released", async () => {
+/**
+ * The program with primary-in on `tls-listen:` (only `O=Example,CN=client` authorized), the
+ * secondary and outdev plain; outdev read by a collector.
+ */
+async function startTlsPrimary() {
   const ours = await startProgram({
     endpoints: [
       ...["--primary-in", "tls-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
@@ -222,7 +226,11 @@ Deno.test("e2e tls: clients without a certificate, of another CA or with another
     flags: ["--tls-creds", creds.dir, "--tls-authz", "O=Example,CN=client"],
   });
   const out = new FrameCollector(await connectRetry(ours.ports["outdev"]));
-  const port = ours.ports["primary-in"];
+  return { ours, out, port: ours.ports["primary-in"] };
+}
+
+Deno.test("e2e tls: clients without a certificate, of another CA or with another DN are refused; one warn line; nothing they send is compared or released", async () => {
+  const { ours, out, port } = await startTlsPrimary();
   const [refused, good] = [markers(3, 3), markers(1, 4)[0]];
   try {
     const clients: [string, boolean][] = [
@@ -254,15 +262,7 @@ Deno.test("e2e tls: clients without a certificate, of another CA or with another
 });
 
 Deno.test("e2e tls: unauthenticated connections that fill the slots and refill them at once do not keep an authorized peer out; their drops are logged rate-limited", async () => {
-  const ours = await startProgram({
-    endpoints: [
-      ...["--primary-in", "tls-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
-      ...["--outdev", "tcp-listen:127.0.0.1:0"],
-    ],
-    flags: ["--tls-creds", creds.dir, "--tls-authz", "O=Example,CN=client"],
-  });
-  const out = new FrameCollector(await connectRetry(ours.ports["outdev"]));
-  const port = ours.ports["primary-in"];
+  const { ours, out, port } = await startTlsPrimary();
   // Twice as many silent connections as there are slots, each reopened as soon as the program
   // drops it: the slots never have room of their own.
   let stop = false;
