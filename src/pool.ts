@@ -24,7 +24,11 @@ export const BLOCK_SIZE = 128 * 1024;
 /** Objects that stayed free this long (ms) are given up by {@linkcode Pool.trim}. */
 export const TRIM_INTERVAL_MS = 10_000;
 
-/** An empty array whose elements kind is already that of objects. */
+/**
+ * An empty array whose elements kind is already that of objects. A `[]` is one of small
+ * integers until its first object changes its map, in every instance again: code compiled on
+ * the warm-up's instances expected the changed map and was thrown away at the real one's.
+ */
 export function objectArray<T>(): T[] {
   const a = [null as T];
   a.pop();

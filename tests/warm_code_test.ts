@@ -24,9 +24,11 @@ import { writeAll } from "../src/wire/transport.ts";
 import { concat, framed } from "./support/packets.ts";
 
 /**
- * Deoptimizations after the warm-up tolerated: none in 33 runs of this test on an idle machine,
- * 3 in one of 11 with two busy loops taking both CPUs (paths the warm-up takes or not depending on
- * how the kernel cut its reads). The code before the fix had 28.
+ * Deoptimizations after the warm-up tolerated: none in 20 runs of this test on an idle machine
+ * and in those of 12 with two busy loops taking both CPUs that were not cut short, since the
+ * connection table's arrays are of objects from the start and the warm-up has a secondary's
+ * copy held first (before: two in 6 of 20 runs, five once in CI). The code before the first
+ * fix had 28.
  */
 const MOST = 4;
 

@@ -10,7 +10,7 @@ import { describeKey, hashKey } from "../packet/parse.ts";
 import { KeyCache } from "./key_cache.ts";
 import { PacketQueue } from "./packet.ts";
 import type { Side } from "./packet.ts";
-import { Pool } from "../pool.ts";
+import { objectArray, Pool } from "../pool.ts";
 import type { Seq32 } from "../packet/seq.ts";
 import {
   BUCKET_NEXT,
@@ -341,12 +341,12 @@ export class ConnectionTable {
    * made with it and kept (a `Map` rehashed its whole table every few thousand handles taken
    * and given back: old-generation garbage when connections open in a burst).
    */
-  readonly #bySlot: (Connection | null)[][] = [];
+  readonly #bySlot: (Connection | null)[][] = objectArray();
   #awakeCount = 0;
   /** Handles not in use (trimmed by {@linkcode ConnectionTable.trim}). */
   readonly #handles = new Pool(() => new Connection());
   /** Scratch list for {@linkcode ConnectionTable.drainHeld}. */
-  #draining: Connection[] = [];
+  #draining: Connection[] = objectArray();
   /** Recently found connections, looked up before the hash (issue 11). */
   readonly #cache = new KeyCache<Connection>();
   /**

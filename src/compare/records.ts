@@ -17,6 +17,7 @@
  */
 
 import { KEY_MAX } from "../packet/parse.ts";
+import { objectArray } from "../pool.ts";
 
 /** Bytes per record: a multiple of 8, for the float64 id. */
 export const RECORD_BYTES = 64;
@@ -93,7 +94,12 @@ export const NO_RECORDS = new RecordChunk(0);
 
 /** All records, by slot number; slots are handed out and taken back in O(1). */
 export class Records {
-  readonly #chunks: RecordChunk[] = [];
+  /**
+   * Not `[]`, an array of small integers until its first chunk changed its map: the compiled
+   * {@linkcode Records.alloc} was thrown away at the first connection of every comparator,
+   * the real one's after the warm-up too (tests/warm_code_test.ts).
+   */
+  readonly #chunks: RecordChunk[] = objectArray();
   /** Slots ever handed out: the next fresh slot. */
   #fresh = 0;
   /** The most recently freed slot (linked through BUCKET_NEXT), or -1. */
