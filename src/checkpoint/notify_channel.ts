@@ -22,6 +22,8 @@ import {
 
 /** Output waiting for a control peer beyond this disconnects it (SPEC 8). */
 export const CONTROL_BACKLOG_MAX = 1024 * 1024;
+/** How long a peer whose stream broke is given to take the answers sent before it broke (ms). */
+const FLUSH_BEFORE_RESET_MS = 1000;
 
 const encoder = new TextEncoder();
 const DO_CHECKPOINT_BYTES = encoder.encode(DO_CHECKPOINT);
@@ -107,6 +109,9 @@ export class NotifyChannel implements CheckpointChannel {
             max: NET_BUFSIZE,
             action: "connection reset",
           });
+          // Answers to the messages before it (a COLO_USERSPACE_PROXY_INIT read in the same
+          // chunk) still go out first, as QEMU's, which are written as each is read.
+          await this.#drained(FLUSH_BEFORE_RESET_MS);
           return;
         }
         if (this.#conn !== conn) return; // dropped for not reading
@@ -115,6 +120,16 @@ export class NotifyChannel implements CheckpointChannel {
       this.#conn = null;
       this.#out.detach(conn);
     }
+  }
+
+  /** Resolves once the output is written, the peer is gone, or after `ms`. */
+  async #drained(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#out.idle(),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Sends one message; a peer with too much unread output is disconnected instead. */

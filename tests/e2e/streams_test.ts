@@ -5,7 +5,16 @@
 import assert from "node:assert/strict";
 import { startRig } from "../support/fixture.ts";
 import { connectRetry, FrameCollector } from "../support/net.ts";
-import { arp, concat, frame, framed, pseudoRandomBytes, withVnet } from "../support/packets.ts";
+import {
+  arp,
+  concat,
+  frame,
+  framed,
+  notifyMessage,
+  pseudoRandomBytes,
+  withVnet,
+} from "../support/packets.ts";
+import { writeAll } from "../../src/wire/transport.ts";
 import { startProgram, unixInputEndpoints } from "../support/program.ts";
 
 const DATA = pseudoRandomBytes(3000, 7);
@@ -137,6 +146,19 @@ Deno.test("e2e: an oversize frame resets that connection only; a new peer is acc
     } finally {
       fresh.close();
     }
+  } finally {
+    await rig.close();
+  }
+});
+
+Deno.test("e2e: notify-dev answers COLO_USERSPACE_PROXY_INIT before it resets a stream that broke in the same write", async () => {
+  const rig = await startRig();
+  try {
+    const oversize = new Uint8Array([0x00, 0x01, 0x10, 0x01]); // len 69633
+    await writeAll(rig.notifyConn, concat(notifyMessage("COLO_USERSPACE_PROXY_INIT"), oversize));
+    await rig.program.waitForLine(/event=oversize-frame endpoint=notify-dev len=69633/);
+    await rig.notify.waitFor(1);
+    assert.deepEqual(rig.notifyTexts(), ["COLO_COMPARE_GET_XEN_INIT"]);
   } finally {
     await rig.close();
   }
