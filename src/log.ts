@@ -83,6 +83,9 @@ export class Logger {
   }
 }
 
+/** Classes a {@linkcode ClassLog} tells apart; later ones are counted together (SPEC 8). */
+export const MAX_LOG_CLASSES = 256;
+
 interface LogClass {
   level: Level;
   event: string;
@@ -116,6 +119,12 @@ export class ClassLog {
   note(level: Level, event: string, key: Fields, details: Fields = {}, n = 1): void {
     let id = event;
     for (const k in key) id += `|${key[k]}`;
+    if (this.#classes.size >= MAX_LOG_CLASSES && !this.#classes.has(id)) {
+      // Classes past the bound (an internal error's message that names a changing value)
+      // share one per event.
+      key = { class: "other" };
+      id = `${event}|other`;
+    }
     const c = this.#classes.get(id);
     if (c !== undefined) {
       c.total += n;

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Logger, ThrottledWarning } from "../src/log.ts";
+import { ClassLog, Logger, MAX_LOG_CLASSES, ThrottledWarning } from "../src/log.ts";
 
 Deno.test("log: a throttled warning logs the first at once, then one per interval with how many were not logged", () => {
   const lines: string[] = [];
@@ -67,4 +67,14 @@ Deno.test("log: a throttled line with a burst logs that many per interval, and f
   assert.equal(w.note({ value: 10 }), false, "the summary was this interval's line");
   w.flush(true);
   assert.match(lines[4], /suppressed=1 /, "final flush does not wait");
+});
+
+Deno.test("log: classes past MAX_LOG_CLASSES are counted together, a line for the first of them", () => {
+  const lines: string[] = [];
+  const classes = new ClassLog(new Logger("info", (l) => lines.push(l)), 1000, () => 0);
+  for (let i = 0; i < 10_000; i++) classes.note("error", "internal-error", { error: `at ${i}` });
+  assert.equal(lines.length, MAX_LOG_CLASSES + 1);
+  assert.match(lines.at(-1)!, /event=internal-error class=other count=1 /);
+  classes.flush(true);
+  assert.match(lines.at(-1)!, /event=internal-error class=other count=9743 total=9744$/);
 });

@@ -448,7 +448,7 @@ export class QmpSession {
         else this.#log.debug("qmp-migration", { status: text(data.status ?? "-") });
         return;
       default:
-        this.#note(`event:${name}`, "debug", "qmp-event-ignored", { name });
+        this.#note(`event:${text(name)}`, "debug", "qmp-event-ignored", { name: text(name) });
     }
   }
 
@@ -521,7 +521,8 @@ export class QmpSession {
   }
 
   #failed(p: Pending, error: Json, now: number): void {
-    const cls = typeof error.class === "string" ? error.class : "unknown";
+    // The class is the peer's word: shown and kept in bounded form, as every such value.
+    const cls = typeof error.class === "string" ? text(error.class) : "unknown";
     this.#note(`error:${p.command}:${cls}`, "warn", "qmp-error", {
       command: p.command,
       class: cls,
@@ -649,6 +650,7 @@ export class QmpSession {
   // Logged once per class, then summarised (SPEC 8).
 
   #note(key: string, level: NoteLevel, event: string, fields: Fields): void {
+    key = text(key);
     if (this.#repeats.size >= MAX_NOTE_CLASSES && !this.#repeats.has(key)) key = "other";
     const seen = this.#repeats.get(key);
     if (seen === undefined) {

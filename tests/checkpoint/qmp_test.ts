@@ -579,6 +579,22 @@ Deno.test("qmp session: classes of oddities named by the peer are bounded", () =
   assert.match(h.logged("qmp-repeated").at(-1)!, /class=other count=\d+/);
 });
 
+Deno.test("qmp session: an error class or event name of 900 KiB is logged and kept in bounded form", () => {
+  const h = new Harness();
+  h.connect();
+  const huge = "X".repeat(900 * 1024);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(h.session.request(h.now), true);
+    h.fail("query-migrate-parameters", `${huge}${i}`, "busy");
+    h.event(`${huge}${i}`);
+  }
+  const lines = [...h.logged("qmp-error"), ...h.logged("qmp-event-ignored")];
+  assert.equal(lines.length, 2, "the classes differ past what is kept of them: one each");
+  for (const l of lines) assert.ok(l.length < 1000, `a line of ${l.length} bytes`);
+  h.session.detach();
+  for (const l of h.logged("qmp-repeated")) assert.ok(l.length < 1000, `a line of ${l.length}`);
+});
+
 Deno.test("qmp session: lines split at every byte boundary are read whole", () => {
   const text = new TextEncoder().encode(
     GREETING + "\r\n" + JSON.stringify({ return: {}, id: 1 }) + "\r\n" +
