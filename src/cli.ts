@@ -244,11 +244,21 @@ function address(flag: string, text: string | undefined, required: boolean): Add
   }
 }
 
-/** An address the program listens on (metrics, monitor): only the listen forms. */
+/**
+ * An address the program listens on (metrics, monitor): only the plain listen forms. A
+ * `tls-listen:` one is refused: these servers speak no TLS, and a control socket the operator
+ * believes behind mutual TLS must not answer anyone in plain text (SPEC 11).
+ */
 function listenAddress(flag: string, text: string | undefined, example: string): Address | null {
   const a = address(flag, text, false);
   if (a !== null && !a.listen) {
     throw new UsageError(`--${flag}: ${a.text} is not a listen address; e.g. --${flag} ${example}`);
+  }
+  if (a !== null && usesTls(a)) {
+    throw new UsageError(
+      `--${flag}: ${a.text}: this server offers no TLS; listen on unix-listen: (its mode is ` +
+        `--socket-mode) or tcp-listen: on a trusted address, e.g. --${flag} ${example}`,
+    );
   }
   return a;
 }

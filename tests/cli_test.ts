@@ -215,6 +215,19 @@ Deno.test("cli: --qmp is KVM COLO's checkpoint channel, exclusive with --notify-
   );
 });
 
+Deno.test("cli: --monitor and --metrics refuse tls-listen:, with or without --tls-creds (they speak no TLS)", () => {
+  for (const flag of ["--monitor", "--metrics"]) {
+    for (const creds of [[], ["--tls-creds", "/d"]]) {
+      assert.match(
+        usageError([...BASE, flag, "tls-listen:127.0.0.1:9100", ...creds]),
+        new RegExp(
+          `^${flag}: tls-listen:127\\.0\\.0\\.1:9100: this server offers no TLS; .*unix-listen:`,
+        ),
+      );
+    }
+  }
+});
+
 Deno.test("cli: --qmp-secondary watches the secondary's monitor, only beside --qmp", () => {
   const qmp = ["--qmp", "unix:/run/colo/qmp-compare.sock"];
   const c = parseCommandLine([...BASE, ...qmp, "--qmp-secondary", "unix:/run/colo/qmp-sec.sock"]);
