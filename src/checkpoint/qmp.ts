@@ -52,6 +52,8 @@ export class QmpChannel implements CheckpointChannel {
   /** The connection a write loop runs for, or null. */
   #writer: ByteStream | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** Set by {@linkcode QmpChannel.close}: the last detach summarises what was counted. */
+  #closing = false;
 
   /**
    * `endpoint`: e.g. `new Endpoint("qmp", config.qmp, log)`. `watch`: see
@@ -124,8 +126,11 @@ export class QmpChannel implements CheckpointChannel {
   }
 
   close(): void {
+    this.#closing = true;
     clearInterval(this.#timer);
     this.#endpoint.close();
+    // Connected, the session summarises as it is detached.
+    if (this.#conn === null) this.#session.flushLogs();
   }
 
   async #run(conn: ByteStream): Promise<void> {
@@ -152,7 +157,7 @@ export class QmpChannel implements CheckpointChannel {
       this.#conn = null;
       this.#queue = [];
       this.#queuedBytes = 0;
-      session.detach();
+      session.detach(this.#closing);
     }
     // The endpoint logs the disconnect with this reason.
     if (this.#dropReason !== null) throw new Error(this.#dropReason);

@@ -210,11 +210,15 @@ export class QmpSession {
     this.#phase = "greeting";
     this.#dropped = false;
     this.#attachedAt = now;
-    this.#summarisedAt = now;
   }
 
-  /** The peer is gone. What it left unanswered is forgotten; the COLO state is kept. */
-  detach(): void {
+  /**
+   * The peer is gone. What it left unanswered is forgotten; the COLO state is kept. What was
+   * counted and not logged is summarised when its interval is over, as while connected, or now
+   * when `final` (the channel is closing): a peer that comes back at once must not make a
+   * summary each time (SPEC 8).
+   */
+  detach(final = false): void {
     const wasReady = this.#phase === "ready";
     this.#phase = "detached";
     // A stop whose end (or whose run state) we did not see is no checkpoint we can vouch for.
@@ -225,10 +229,15 @@ export class QmpSession {
     this.#requesting = false;
     this.#polling = false;
     this.#lastPoll = -Infinity;
+    if (final) this.flushLogs();
+    if (wasReady) this.#sink.peer(false);
+  }
+
+  /** Summarises everything counted and not logged yet (the channel is closing). */
+  flushLogs(): void {
     this.#summarise();
     this.#inactiveLog.flush(true);
     this.#activeLog.flush(true);
-    if (wasReady) this.#sink.peer(false);
   }
 
   /** Bytes read from the monitor. Lines end with `\n` (QEMU writes `\r\n`). */

@@ -13,6 +13,7 @@ import {
   QmpSession,
   type QmpSessionSink,
   REPLY_TIMEOUT_MS,
+  SUMMARY_INTERVAL_MS,
   type VmStateEvents,
 } from "../../src/checkpoint/qmp_session.ts";
 import { Logger } from "../../src/log.ts";
@@ -536,7 +537,7 @@ Deno.test("qmp session: error replies are logged once per class and release the 
     "the request still goes out, with the value last read",
   );
   // Repeats are summarised, not logged a line each.
-  h.session.detach();
+  h.session.detach(true);
   assert.match(
     h.logged("qmp-repeated")[0],
     /class=error:query-migrate-parameters:GenericError count=2/,
@@ -575,7 +576,7 @@ Deno.test("qmp session: classes of oddities named by the peer are bounded", () =
   for (let i = 0; i < 10_000; i++) h.event(`MADE_UP_${i}`);
   const lines = h.logged("qmp-event-ignored").length;
   assert.ok(lines <= MAX_NOTE_CLASSES + 1, `${lines} lines for 10000 event names`);
-  h.session.detach();
+  h.session.detach(true);
   assert.match(h.logged("qmp-repeated").at(-1)!, /class=other count=\d+/);
 });
 
@@ -591,8 +592,29 @@ Deno.test("qmp session: an error class or event name of 900 KiB is logged and ke
   const lines = [...h.logged("qmp-error"), ...h.logged("qmp-event-ignored")];
   assert.equal(lines.length, 2, "the classes differ past what is kept of them: one each");
   for (const l of lines) assert.ok(l.length < 1000, `a line of ${l.length} bytes`);
-  h.session.detach();
+  h.session.detach(true);
   for (const l of h.logged("qmp-repeated")) assert.ok(l.length < 1000, `a line of ${l.length}`);
+});
+
+Deno.test("qmp session: a peer that comes back at once gets no summary per connection; the interval holds across them", () => {
+  const h = new Harness();
+  for (let i = 0; i < 100; i++) {
+    h.connect();
+    for (let k = 0; k < 3; k++) h.event(`MADE_UP_${k}`);
+    h.now += 100;
+    h.session.tick(h.now);
+    h.session.detach();
+  }
+  assert.equal(h.logged("qmp-event-ignored").length, 3, "each class logged once, ever");
+  assert.deepEqual(h.logged("qmp-repeated"), [], "none within the interval");
+  h.connect();
+  h.now += SUMMARY_INTERVAL_MS;
+  h.session.tick(h.now);
+  assert.equal(h.logged("qmp-repeated").length, 3, "one line per class once it is over");
+  assert.match(h.logged("qmp-repeated")[0], /class=event:MADE_UP_0 count=99$/);
+  h.event("MADE_UP_0");
+  h.session.detach(true);
+  assert.match(h.logged("qmp-repeated").at(-1)!, /class=event:MADE_UP_0 count=1$/, "closing: now");
 });
 
 Deno.test("qmp session: lines split at every byte boundary are read whole", () => {
