@@ -927,6 +927,9 @@ export class Comparator {
       divergences: capture.captured,
       skipped: capture.skipped,
       bytes: capture.bytes,
+      ...(capture.broken
+        ? { note: "writing failed (logged then): not all of it is in the file" }
+        : {}),
     });
   }
 

@@ -260,6 +260,25 @@ Deno.test("cli: a user error exits 2 with one line on stderr", async () => {
   assert.match(r.stderr, /^colo-compare: --compare-timeout: "abc"/);
 });
 
+Deno.test("cli: --capture on a FIFO exits 2 at once with one line, instead of waiting for a reader", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colo-fifo-" });
+  try {
+    const fifo = `${dir}/capture.fifo`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.equal(made.code, 0);
+    const r = await run([...BASE, "--capture", fifo]);
+    assert.equal(r.code, 2);
+    const errors = r.stderr.split("\n").filter((l) => l.startsWith("colo-compare:"));
+    assert.equal(errors.length, 1, r.stderr);
+    assert.match(
+      errors[0],
+      /--capture .*capture\.fifo: a FIFO would hold the comparator .*regular file/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("cli: --notify-dev with --qmp exits 2 with one line naming both and the fix", async () => {
   const r = await run([
     ...BASE,

@@ -64,6 +64,7 @@ export class DivergenceCapture {
   readonly #log: Logger | null;
   #written = 0;
   #full = false;
+  #failed = false;
   /** Divergences written, and those left out once the bound was reached. */
   captured = 0;
   skipped = 0;
@@ -87,9 +88,27 @@ export class DivergenceCapture {
     ]);
   }
 
-  /** Bytes written to the file so far. */
+  /** Bytes written to the file so far (handed to it: see `failed`). */
   get bytes(): number {
     return this.#written;
+  }
+
+  /** True once writing the file failed. */
+  get broken(): boolean {
+    return this.#failed;
+  }
+
+  /** Writing the file failed: said at once, and nothing more is captured. */
+  failed(error: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#full = true;
+    this.#log?.warn("capture-write-failed", {
+      error: String(error),
+      bytes_handed: this.#written,
+      divergences: this.captured,
+      note: "no further divergences are captured",
+    });
   }
 
   /** The engine's divergence hook (`EngineSink.divergence`). */
@@ -168,23 +187,32 @@ export class DivergenceCapture {
   }
 }
 
+/** How long closing waits for a write still in flight (a hung mount) before it gives up (ms). */
+export const CLOSE_WAIT_MS = 2000;
+
 /**
  * A file written in the background: `write` queues, one write is in flight at a time, so the
- * engine never waits for the disk.
+ * engine never waits for the disk. The first failed write ends the writing; it is reported to
+ * `onFailed` when it happens, or thrown by `close` when there is none.
  */
 export class BackgroundFile implements ByteSink {
   readonly #file: Deno.FsFile;
+  readonly #onFailed: ((error: unknown) => void) | null;
   #queue: Uint8Array[] = [];
   #writing: Promise<void> | null = null;
   #error: unknown = null;
 
-  constructor(file: Deno.FsFile) {
+  constructor(file: Deno.FsFile, onFailed: ((error: unknown) => void) | null = null) {
     this.#file = file;
+    this.#onFailed = onFailed;
   }
 
   /** Creates (truncates) `path`; throws Deno's error when it cannot. */
-  static create(path: string): BackgroundFile {
-    return new BackgroundFile(Deno.openSync(path, { write: true, create: true, truncate: true }));
+  static create(path: string, onFailed: ((error: unknown) => void) | null = null): BackgroundFile {
+    return new BackgroundFile(
+      Deno.openSync(path, { write: true, create: true, truncate: true }),
+      onFailed,
+    );
   }
 
   write(bytes: Uint8Array): void {
@@ -201,17 +229,37 @@ export class BackgroundFile implements ByteSink {
         for (const c of chunks) await writeAll(this.#file, c);
       }
     } catch (error) {
-      this.#error = error;
+      this.#fail(error);
       this.#queue = [];
     } finally {
       this.#writing = null;
     }
   }
 
-  async close(): Promise<void> {
-    while (this.#writing !== null) await this.#writing;
-    this.#file.close();
-    if (this.#error !== null) throw this.#error;
+  #fail(error: unknown): void {
+    if (this.#error !== null) return;
+    this.#error = error;
+    this.#onFailed?.(error);
+  }
+
+  /** Writes what is queued, waiting at most `waitMs` for the writes, and closes the file. */
+  async close(waitMs = CLOSE_WAIT_MS): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<true>((resolve) => timer = setTimeout(() => resolve(true), waitMs));
+    while (this.#writing !== null) {
+      if (await Promise.race([this.#writing, late]) === true) {
+        this.#fail(new Error(`a write did not end within ${waitMs} ms; the rest is lost`));
+        this.#queue = [];
+        break;
+      }
+    }
+    clearTimeout(timer);
+    try {
+      this.#file.close();
+    } catch {
+      // Closed under a write that never ended.
+    }
+    if (this.#error !== null && this.#onFailed === null) throw this.#error;
   }
 }
 
@@ -221,18 +269,34 @@ export class BackgroundFile implements ByteSink {
  * Throws a `StartupError` naming the flag when the file cannot be created.
  */
 export function openCapture(path: string, maxBytes: number, log: Logger): DivergenceCapture {
+  let kind: Deno.FileInfo | null = null;
+  try {
+    kind = Deno.statSync(path);
+  } catch {
+    // Not there yet: created below.
+  }
+  if (kind !== null && (kind.isFifo || kind.isSocket)) {
+    // Opening a FIFO waits for its reader, and a reader that stops would hold every write, the
+    // exit's included (SPEC 8).
+    throw new StartupError(
+      `--capture ${path}: a ${kind.isFifo ? "FIFO" : "socket"} would hold the comparator ` +
+        "while no one reads it; give a regular file (to watch it live: tail -c +1 -f FILE | tshark -r -)",
+    );
+  }
+  let capture: DivergenceCapture | null = null;
   let file;
   try {
-    file = BackgroundFile.create(path);
+    file = BackgroundFile.create(path, (error) => capture?.failed(error));
   } catch (error) {
     throw new StartupError(
       `--capture ${path}: cannot create it (${(error as Error).message}); give a writable path`,
     );
   }
   log.info("capturing", { file: path, max_bytes: maxBytes });
-  return new DivergenceCapture(file, {
+  capture = new DivergenceCapture(file, {
     maxBytes,
     epochMs: () => performance.timeOrigin + performance.now(),
     log,
   });
+  return capture;
 }

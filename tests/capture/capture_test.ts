@@ -175,3 +175,34 @@ Deno.test("capture: frames with a vnet header are written as plain Ethernet", as
     await Deno.remove(path);
   }
 });
+
+Deno.test("capture: a failed write is reported when it happens, not thrown at close", async () => {
+  const failures: unknown[] = [];
+  const file = BackgroundFile.create("/dev/full", (e) => failures.push(e));
+  file.write(new Uint8Array(4096));
+  file.write(new Uint8Array(4096));
+  await file.close();
+  assert.equal(failures.length, 1, "once");
+  assert.match(String(failures[0]), /space/i);
+  // Without a listener the error is the caller's at close (replay's way).
+  const plain = BackgroundFile.create("/dev/full");
+  plain.write(new Uint8Array(4096));
+  await assert.rejects(plain.close(), /space/i);
+});
+
+Deno.test("capture: closing gives up on a write that never ends (a hung mount) after its wait", async () => {
+  let closed = false;
+  // A file whose writes never complete: no op, no timer left behind.
+  const stuck = {
+    write: () => new Promise<number>(() => {}),
+    close: () => void (closed = true),
+  } as unknown as Deno.FsFile;
+  const failures: unknown[] = [];
+  const file = new BackgroundFile(stuck, (e) => failures.push(e));
+  file.write(new Uint8Array(10));
+  file.write(new Uint8Array(10));
+  await file.close(20);
+  assert.equal(closed, true);
+  assert.equal(failures.length, 1);
+  assert.match(String(failures[0]), /a write did not end within 20 ms/);
+});
