@@ -59,3 +59,17 @@ Deno.test("json splitter: a skipped text keeps no characters however long it run
   for (let i = 0; i < 4; i++) assert.deepEqual(s.push("[1,2]".repeat(300_000)), []);
   assert.deepEqual(s.push("]".repeat(MAX_NESTING + 1) + "[2]"), ["[2]"]);
 });
+
+Deno.test("json splitter: an unfinished text sent a character at a time costs about a byte per character", async () => {
+  const child = new URL("../support/splitter_memory_child.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--v8-flags=--expose-gc", child],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.equal(out.code, 0);
+  const { bytesPerChar, texts } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(texts, 1, "the text came out whole");
+  // Appended a character at a time with `+=`: 30.6 bytes per character.
+  assert.ok(bytesPerChar < 4, `${bytesPerChar.toFixed(1)} bytes per character held`);
+});
