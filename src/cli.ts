@@ -278,8 +278,26 @@ function level(text: string | undefined): Level | null {
   throw new UsageError(`--log-level: "${text}" is not a level; use one of ${LEVELS.join(", ")}`);
 }
 
-/** The {@linkcode UsageError} for an error thrown by `parseArgs` (one line naming the flag). */
-export function usageErrorOf(error: unknown): UsageError {
+/**
+ * `args` with a flag's value that starts with one "-" (`--compare-timeout -5`) written as
+ * `--compare-timeout=-5`, which `parseArgs` takes, so that the flag's own rule judges it; null
+ * when `error` (from `parseArgs`) is not about such a value.
+ */
+export function joinDashValue(error: unknown, args: readonly string[]): string[] | null {
+  const msg = error instanceof Error ? error.message : String(error);
+  const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
+  if (!dash) return null;
+  const at = args.indexOf(dash[1]);
+  const value = args[at + 1];
+  if (at < 0 || value === undefined || value.startsWith("--")) return null;
+  return [...args.slice(0, at), `${dash[1]}=${value}`, ...args.slice(at + 2)];
+}
+
+/**
+ * The {@linkcode UsageError} for an error thrown by `parseArgs` (one line naming the flag);
+ * `args`, the command line it parsed, to show a value it refused.
+ */
+export function usageErrorOf(error: unknown, args: readonly string[] = []): UsageError {
   const msg = error instanceof Error ? error.message : String(error);
   const unknown = /Unknown option '([^']+)'/.exec(msg);
   if (unknown) return new UsageError(`unknown flag ${unknown[1]}; see --help for the flags`);
@@ -289,9 +307,10 @@ export function usageErrorOf(error: unknown): UsageError {
   if (noValue) return new UsageError(`${noValue[1]} takes no value; see --help`);
   const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
   if (dash) {
-    return new UsageError(
-      `${dash[1]}: the value starts with "-"; give a positive whole number, e.g. ${dash[1]} 3000`,
-    );
+    // Another flag followed it: its value was forgotten (a value such as -1 is taken as one,
+    // `joinDashValue`, and judged by the flag's own rule).
+    const next = args[args.indexOf(dash[1]) + 1];
+    return new UsageError(`${dash[1]} needs a value${next ? ` before ${next}` : ""}; see --help`);
   }
   return new UsageError(`${msg}; see --help`);
 }
@@ -334,7 +353,9 @@ export function parseCommandLine(args: string[]): Command {
   try {
     parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (error) {
-    throw usageErrorOf(error);
+    const joined = joinDashValue(error, args);
+    if (joined !== null) return parseCommandLine(joined);
+    throw usageErrorOf(error, args);
   }
   const v = parsed.values;
   if (v.help) return { kind: "help" };

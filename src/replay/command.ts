@@ -10,7 +10,7 @@ import {
   DEFAULT_CAPTURE_MAX_BYTES,
   DivergenceCapture,
 } from "../capture/capture.ts";
-import { DEFAULTS, positiveInteger, UsageError, usageErrorOf } from "../cli.ts";
+import { DEFAULTS, joinDashValue, positiveInteger, UsageError, usageErrorOf } from "../cli.ts";
 import { CaptureFormatError, CaptureReader, type FrameSource } from "./pcap.ts";
 import { formatReport, replay, type ReplayOptions } from "./replay.ts";
 
@@ -70,7 +70,9 @@ export function parseReplayCommand(args: string[]): ReplayCommand | null {
   try {
     parsed = parseArgs({ args, options: OPTIONS, allowPositionals: false, strict: true });
   } catch (error) {
-    throw usageErrorOf(error);
+    const joined = joinDashValue(error, args);
+    if (joined !== null) return parseReplayCommand(joined);
+    throw usageErrorOf(error, args);
   }
   const v = parsed.values;
   if (v.help) return null;
