@@ -18,10 +18,27 @@ export type Fields = Record<string, FieldValue>;
 
 const encoder = new TextEncoder();
 
+/** Empty, or with whitespace, `"`, `=`, `\` or a control character in it. */
+function needsQuotes(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c <= 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x22 || c === 0x3d || c === 0x5c) {
+      return true;
+    }
+  }
+  return s === "" || /\s/.test(s);
+}
+
 function formatValue(v: FieldValue): string {
   if (v === null || v === undefined) return "-";
   const s = String(v);
-  return s === "" || /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
+  if (!needsQuotes(s)) return s;
+  // Quoted, and control characters escaped: a peer's ESC, BEL or NUL never reaches a
+  // terminal or a log reader raw (JSON escapes those below 0x20, not DEL and C1).
+  return JSON.stringify(s).replace(
+    /[\x7f-\x9f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /** Formats one logfmt line (without the newline). */

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ClassLog, Logger, MAX_LOG_CLASSES, ThrottledWarning } from "../src/log.ts";
+import { ClassLog, formatLine, Logger, MAX_LOG_CLASSES, ThrottledWarning } from "../src/log.ts";
 
 Deno.test("log: a throttled warning logs the first at once, then one per interval with how many were not logged", () => {
   const lines: string[] = [];
@@ -77,4 +77,19 @@ Deno.test("log: classes past MAX_LOG_CLASSES are counted together, a line for th
   assert.match(lines.at(-1)!, /event=internal-error class=other count=1 /);
   classes.flush(true);
   assert.match(lines.at(-1)!, /event=internal-error class=other count=9743 total=9744$/);
+});
+
+Deno.test("log: control characters in a value are escaped, never written raw", () => {
+  const line = formatLine(
+    "warn",
+    "qmp-garbage",
+    { line: "a\x1b[2Jb\x07c\x00d\x7fe\x9bf" },
+    new Date(0),
+  );
+  assert.equal(
+    line,
+    'ts=1970-01-01T00:00:00.000Z level=warn event=qmp-garbage line="a\\u001b[2Jb\\u0007c\\u0000d\\u007fe\\u009bf"',
+  );
+  assert.ok([...line].every((c) => c >= " " && (c < "\x7f" || c > "\x9f")), "no control character");
+  assert.match(formatLine("info", "x", { plain: "abc" }, new Date(0)), / plain=abc$/);
 });
