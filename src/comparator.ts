@@ -312,7 +312,10 @@ export class Comparator {
         this.#clock.hold(on);
         this.#flow.outdev(on);
       },
-      onWriteError: (e) => log.warn("write-failed", { endpoint: "outdev", error: String(e) }),
+      // A write cut off by the stop itself is no peer's failure: `unsent-at-exit` counts it.
+      onWriteError: (e) => {
+        if (!this.#stopping) log.warn("write-failed", { endpoint: "outdev", error: String(e) });
+      },
       idle: this.#poll,
       pool: this.#pool,
     });

@@ -28,33 +28,43 @@ async function writeWithin(conn: Deno.Conn, data: Uint8Array, ms: number): Promi
   }
 }
 
+/**
+ * Sends identical TCP segments (1000 bytes each, in rounds of 200) on both inputs until their
+ * writes stall for 1.5 s, at most 200,000; returns how many were accepted, and whether they
+ * stalled. The writes left hanging go into `pending`.
+ */
+async function sendUntilStalled(
+  pri: Deno.Conn,
+  sec: Deno.Conn,
+  pending: Promise<unknown>[],
+): Promise<{ sent: number; stalled: boolean }> {
+  const payload = pseudoRandomBytes(1000, 3);
+  const ROUND = 200;
+  let sent = 0;
+  // 200 MB would be buffered without back-pressure; with it, writes stall far earlier.
+  while (sent < 200_000) {
+    const frames = Array.from(
+      { length: ROUND },
+      (_, i) => framed(frame({ tcp: { seq: 1 + (sent + i) * 1000, payload } })),
+    );
+    const batch = concat(...frames);
+    const [a, b] = [writeWithin(pri, batch, 1500), writeWithin(sec, batch, 1500)];
+    pending.push(a, b);
+    if (!(await a) || !(await b)) return { sent, stalled: true };
+    sent += ROUND;
+  }
+  return { sent, stalled: false };
+}
+
 Deno.test("e2e: a stalled outdev pauses the inputs; memory stays bounded; nothing is lost", async () => {
   const program = await startProgram({ noNotify: true });
   const pri = await connectRetry(program.ports["primary-in"]);
   const sec = await connectRetry(program.ports["secondary-in"]);
   const outConn = await connectRetry(program.ports["outdev"]); // connected, but not reading
   await program.waitForLine(/event=peer-connected endpoint=outdev /);
-  const payload = pseudoRandomBytes(1000, 3);
-  const ROUND = 200;
-  let sent = 0;
-  let stalled = false;
   const pending: Promise<unknown>[] = [];
   try {
-    // 200 MB would be buffered without back-pressure; with it, writes stall far earlier.
-    while (sent < 200_000) {
-      const frames = Array.from(
-        { length: ROUND },
-        (_, i) => framed(frame({ tcp: { seq: 1 + (sent + i) * 1000, payload } })),
-      );
-      const batch = concat(...frames);
-      const [a, b] = [writeWithin(pri, batch, 1500), writeWithin(sec, batch, 1500)];
-      pending.push(a, b);
-      if (!(await a) || !(await b)) {
-        stalled = true;
-        break;
-      }
-      sent += ROUND;
-    }
+    const { sent, stalled } = await sendUntilStalled(pri, sec, pending);
     assert.ok(stalled, "the inputs never stopped being read");
     assert.ok(sent * 1054 < 100 * 2 ** 20, `${sent} frames accepted before the stall`);
     const rss = rssMiB(program.pid);
@@ -78,5 +88,30 @@ Deno.test("e2e: a stalled outdev pauses the inputs; memory stays bounded; nothin
     await Promise.allSettled(pending);
     const { code } = await program.stop();
     assert.equal(code, 0);
+  }
+});
+
+Deno.test("e2e: SIGTERM with outdev stalled exits 0 within its flush bound, counting what it could not send", async () => {
+  const program = await startProgram({ noNotify: true });
+  const pri = await connectRetry(program.ports["primary-in"]);
+  const sec = await connectRetry(program.ports["secondary-in"]);
+  const outConn = await connectRetry(program.ports["outdev"]); // connected, never reading
+  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  const pending: Promise<unknown>[] = [];
+  try {
+    assert.ok((await sendUntilStalled(pri, sec, pending)).stalled);
+    const began = performance.now();
+    const { code, stderr } = await program.stop();
+    const ms = performance.now() - began;
+    assert.equal(code, 0);
+    // SHUTDOWN_FLUSH_MS (5 s) for outdev to take what was released, then out.
+    assert.ok(ms < 8000, `exited after ${ms.toFixed(0)} ms`);
+    assert.match(stderr, /event=unsent-at-exit endpoint=outdev bytes=\d+/);
+    assert.doesNotMatch(stderr, /event=write-failed/, "the stop's own cut is no peer's failure");
+  } finally {
+    pri.close();
+    sec.close();
+    outConn.close();
+    await Promise.allSettled(pending);
   }
 });
