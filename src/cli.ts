@@ -404,13 +404,25 @@ export function parseCommandLine(args: string[]): Command {
   if (notifyDev) named.push(["notify-dev", notifyDev]);
   if (qmp) named.push(["qmp", qmp]);
   if (qmpSecondary) named.push(["qmp-secondary", qmpSecondary]);
+  const metrics = listenAddress("metrics", v.metrics, "tcp-listen:127.0.0.1:9464");
+  const monitor = listenAddress("monitor", v.monitor, "unix-listen:/run/colo-compare.qmp");
+  if (metrics) named.push(["metrics", metrics]);
+  if (monitor) named.push(["monitor", monitor]);
+  if (v.capture === "") {
+    throw new UsageError("--capture needs a file path; e.g. --capture /var/log/colo/div.pcapng");
+  }
+  if (v["capture-max-bytes"] !== undefined && v.capture === undefined) {
+    throw new UsageError(
+      "--capture-max-bytes bounds the file of --capture, which is not given; give --capture FILE or drop it",
+    );
+  }
   for (let i = 0; i < named.length; i++) {
     for (let j = i + 1; j < named.length; j++) {
       if (sameAddress(named[i][1], named[j][1])) {
         throw new UsageError(
           `--${named[j][0]}: ${named[j][1].text} is the same socket as --${
             named[i][0]
-          }; every stream needs its own address`,
+          }; every stream and server needs its own address`,
         );
       }
     }
@@ -446,8 +458,8 @@ export function parseCommandLine(args: string[]): Command {
     captureMaxBytes: v["capture-max-bytes"] === undefined
       ? DEFAULT_CAPTURE_MAX_BYTES
       : positiveInteger("capture-max-bytes", v["capture-max-bytes"], "bytes", 2 ** 53),
-    metrics: listenAddress("metrics", v.metrics, "tcp-listen:127.0.0.1:9464"),
-    monitor: listenAddress("monitor", v.monitor, "unix-listen:/run/colo-compare.qmp"),
+    metrics,
+    monitor,
     id: objectId(v.id),
   };
   return { kind: "run", config };

@@ -166,6 +166,25 @@ Deno.test("cli: every user error names the flag and the fix", () => {
       /^--primary-in needs a value before --secondary-in; see --help$/,
     ],
     [[...BASE, "--outdev", "-x"], /^--outdev: /],
+    [[...BASE, "--capture", ""], /^--capture needs a file path/],
+    [
+      [...BASE, "--capture-max-bytes", "1000000"],
+      /^--capture-max-bytes bounds the file of --capture, which is not given/,
+    ],
+    [
+      [...BASE, "--monitor", "unix-listen:/tmp/c.sock", "--metrics", "unix-listen:/tmp/c.sock"],
+      /^--monitor: unix-listen:\/tmp\/c\.sock is the same socket as --metrics/,
+    ],
+    [
+      [
+        ...BASE.slice(0, 4),
+        "--outdev",
+        "tcp-listen:127.0.0.1:9464",
+        "--metrics",
+        "tcp-listen:127.0.0.1:9464",
+      ],
+      /^--metrics: tcp-listen:127\.0\.0\.1:9464 is the same socket as --outdev/,
+    ],
     [[...BASE, "--compare-timeout=-5"], /^--compare-timeout: "-5" is not a positive whole number/],
     [[...BASE, "--expired-scan-cycle", "1.5"], /^--expired-scan-cycle: "1.5" is not a positive/],
     [[...BASE, "--max-queue-size", "lots"], /^--max-queue-size: "lots" is not a positive/],
