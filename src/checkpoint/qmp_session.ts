@@ -581,9 +581,13 @@ export class QmpSession {
         return;
       case "query-migrate-parameters": {
         let delay = r["x-checkpoint-delay"];
-        if (typeof delay !== "number" || !Number.isInteger(delay) || delay < 0) {
-          // Not a QEMU that runs COLO as 7.2 does; the request still goes out, with the value
-          // last read or QEMU's default, so that a checkpoint is asked for all the same.
+        if (
+          typeof delay !== "number" || !Number.isInteger(delay) || delay < 0 ||
+          delay > 0xffffffff
+        ) {
+          // Not a QEMU that runs COLO as 7.2 does (its value is a uint32); the request still goes
+          // out, with the value last read or QEMU's default, so that a checkpoint is asked for
+          // all the same.
           delay = this.#delay ?? DEFAULT_CHECKPOINT_DELAY_MS;
           this.#note("no-checkpoint-delay", "warn", "qmp-no-checkpoint-delay", {
             note: `this monitor reports no x-checkpoint-delay; requests set ${delay} ms`,

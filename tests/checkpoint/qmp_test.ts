@@ -545,6 +545,24 @@ Deno.test("qmp session: error replies are logged once per class and release the 
   assert.deepEqual(h.drops, []);
 });
 
+Deno.test("qmp session: an x-checkpoint-delay beyond QEMU's uint32 is not written back; the last one read is", () => {
+  const h = new Harness();
+  h.connect();
+  for (
+    const [reply, sent] of [[2000, 2000], [1e308, 2000], [2 ** 32, 2000], [
+      2 ** 32 - 1,
+      2 ** 32 - 1,
+    ]]
+  ) {
+    assert.equal(h.session.request(h.now), true);
+    h.reply("query-migrate-parameters", { "x-checkpoint-delay": reply });
+    assert.deepEqual(h.sent.at(-1)!.arguments, { "x-checkpoint-delay": sent }, `after ${reply}`);
+    h.reply("migrate-set-parameters", {});
+    h.checkpoint();
+  }
+  assert.equal(h.logged("qmp-no-checkpoint-delay").length, 1);
+});
+
 Deno.test("qmp session: garbage, unknown messages, unknown events and stray replies change nothing", () => {
   const h = new Harness();
   h.connect();
