@@ -27,7 +27,8 @@ export const MAX_HEAD_BYTES = 16 * 1024;
 export const CLIENT_TIMEOUT_MS = 10_000;
 
 const encoder = new TextEncoder();
-const HEAD_END = encoder.encode("\r\n\r\n");
+const LF = 0x0a;
+const CR = 0x0d;
 
 /** A running metrics server. */
 export interface MetricsServer {
@@ -87,29 +88,36 @@ async function readHead(conn: Deno.Conn): Promise<string | "too-long" | null> {
     if (filled === buf.length) return "too-long";
     const n = await conn.read(buf.subarray(filled));
     if (n === null) return null;
-    const from = Math.max(0, filled - HEAD_END.length + 1);
+    const from = Math.max(0, filled - 2);
     filled += n;
-    const end = indexOf(buf.subarray(0, filled), HEAD_END, from);
+    const end = headEnd(buf.subarray(0, filled), from);
     if (end >= 0) return new TextDecoder().decode(buf.subarray(0, end));
   }
 }
 
-function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
-  outer: for (let i = from; i + needle.length <= hay.length; i++) {
-    for (let k = 0; k < needle.length; k++) if (hay[i + k] !== needle[k]) continue outer;
-    return i;
+/**
+ * Where the head's blank line begins in `bytes` (searched from `from`): a line end followed by
+ * an empty line, each `\r\n` or a bare `\n` (RFC 9112 2.2 lets a server take one), or -1.
+ */
+function headEnd(bytes: Uint8Array, from: number): number {
+  for (let i = from; i < bytes.length; i++) {
+    if (bytes[i] !== LF) continue;
+    const next = bytes[i + 1] === CR ? i + 2 : i + 1;
+    if (bytes[next] === LF) return i + 1;
   }
   return -1;
 }
 
 /** The answer to a request head: the metrics, or why not. */
 function answerTo(head: string, render: () => string, log: Logger): Answer {
-  const line = head.slice(0, head.indexOf("\r\n") >>> 0);
+  const line = head.slice(0, head.indexOf("\n") >>> 0).replace(/\r$/, "");
   const m = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/.exec(line);
   if (m === null) return plain(400, "Bad Request", "bad request line\n");
   const [, method, target] = m;
-  const q = target.indexOf("?");
-  const path = q < 0 ? target : target.slice(0, q);
+  // The absolute form (`GET http://host:9464/metrics`), which a server must take (RFC 9112).
+  const origin = target.replace(/^https?:\/\/[^/?]*/i, "") || "/";
+  const q = origin.indexOf("?");
+  const path = q < 0 ? origin : origin.slice(0, q);
   if (path !== "/metrics") {
     return plain(404, "Not Found", "colo-compare: the only resource is /metrics\n");
   }

@@ -84,6 +84,13 @@ Deno.test("metrics server: GET and HEAD /metrics, 404 elsewhere, 405 for other m
     assert.match(post, /^HTTP\/1\.1 405 /);
     assert.match(post, /\r\nallow: GET, HEAD\r\n/);
     assert.match(await exchange(port, "garbage\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    // Bare line feeds (RFC 9112 2.2), and the absolute form a server must take (3.2.2).
+    assert.match(await exchange(port, "GET /metrics HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 200 /);
+    assert.match(
+      await exchange(port, `GET http://127.0.0.1:${port}/metrics HTTP/1.1\r\n\r\n`),
+      /^HTTP\/1\.1 200 /,
+    );
+    assert.match(await exchange(port, "GET http://x/other HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 404 /);
 
     // fetch() is an HTTP client like Prometheus's.
     const r = await fetch(`http://127.0.0.1:${port}/metrics`);
