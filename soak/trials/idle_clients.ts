@@ -150,7 +150,13 @@ export const idleClients: Trial = {
     }
     clearInterval(fdTimer);
     const rssPeak = sampler.stop();
-    const refusals = ["metrics-client-refused", "monitor-client-refused", "tls-refused"]
+    const refusals = [
+      "metrics-client-refused",
+      "metrics-client-evicted",
+      "monitor-client-refused",
+      "monitor-client-evicted",
+      "tls-refused",
+    ]
       .reduce((n, e) => n + (program.events.get(e) ?? 0), 0);
     const exit = await program.stop();
     return [

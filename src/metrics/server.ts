@@ -60,21 +60,37 @@ export async function serveMetrics(
 ): Promise<MetricsServer> {
   const listener = await ClientListener.open("--metrics", address, socketMode);
   log.info("listening", { endpoint: "metrics", address: listener.boundText });
-  listener.serve("metrics", MAX_CLIENTS, async (conn) => {
-    // Closing ends the pending read or write.
-    const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
-    try {
-      const head = await readHead(conn);
-      if (head === null) return;
-      const answer = head === "too-long"
-        ? plain(431, "Request Header Fields Too Large", "request head too long\n")
-        : answerTo(head, render, log);
-      await writeAll(conn, encodeAnswer(answer));
-    } finally {
-      clearTimeout(timer);
-    }
-  }, log);
+  listener.serve(
+    "metrics",
+    MAX_CLIENTS,
+    async (conn) => {
+      // Closing ends the pending read or write.
+      const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
+      try {
+        const head = await readHead(conn);
+        if (head === null) return;
+        const answer = head === "too-long"
+          ? plain(431, "Request Header Fields Too Large", "request head too long\n")
+          : answerTo(head, render, log);
+        await writeAll(conn, encodeAnswer(answer));
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    log,
+    oldest,
+  );
   return { boundText: listener.boundText, close: () => listener.close() };
+}
+
+/**
+ * With every slot taken, the client served longest gives way to a new one: each has one
+ * request to send, and one that has not sent it yet is the likeliest to be holding a slot
+ * (slow clients cannot keep a scrape out for their whole timeout).
+ */
+function oldest(served: ReadonlyMap<Deno.Conn, number>): Deno.Conn | null {
+  for (const c of served.keys()) return c;
+  return null;
 }
 
 /**

@@ -19,8 +19,8 @@ import { QmpError, QomTree } from "./qom.ts";
 
 /** Output waiting for one client beyond which it is disconnected (SPEC 8). */
 export const MAX_PENDING_OUTPUT = 1024 * 1024;
-/** Clients served at once; more are closed at once. */
-const MAX_CLIENTS = 16;
+/** Clients served at once; past them a new one takes a silent one's place, or is closed. */
+export const MAX_CLIENTS = 16;
 /** A class of dropped frames gives at most one `COLO_COMPARE_DROP` per this period. */
 export const DROP_EVENT_INTERVAL_MS = 1000;
 /** `qom-set`s logged per interval; the rest are counted in the next line (SPEC 8). */
@@ -208,7 +208,18 @@ export class MonitorServer {
       MAX_CLIENTS,
       (conn, peer) => this.#serve(conn, peer),
       this.#log,
+      (served) => this.#stalestSilent(served),
     );
+  }
+
+  /**
+   * With every slot taken, the longest-connected client that has not negotiated
+   * (`qmp_capabilities`) gives way to a new one: connections that never speak QMP cannot keep
+   * the operator out. Clients that negotiated keep their slots, as QEMU's one client does.
+   */
+  #stalestSilent(served: ReadonlyMap<Deno.Conn, number>): Deno.Conn | null {
+    for (const c of this.#clients) if (!c.negotiated && served.has(c.conn)) return c.conn;
+    return null;
   }
 
   async #serve(conn: Deno.Conn, peer: string): Promise<void> {

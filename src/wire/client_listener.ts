@@ -16,6 +16,13 @@ import { clearStaleSocket, sleepUnless, StartupError } from "./endpoint.ts";
 import { keepAlive, TcpTuner } from "./keepalive.ts";
 import { addrText, listenUnix } from "./plain.ts";
 
+/**
+ * How long a client has been served before a new one may take its place (ms): long enough for a
+ * real client to have spoken, and a burst of new connections is refused rather than served and
+ * evicted one after another.
+ */
+export const EVICT_AFTER_MS = 1000;
+
 /** Serves one client until it is gone; `conn` is closed by the listener afterwards. */
 export type Session = (conn: Deno.Conn, peer: string) => Promise<void>;
 
@@ -24,7 +31,8 @@ export class ClientListener {
   readonly #listener: Deno.Listener;
   readonly #socketPath: string | null;
   readonly #tuner: TcpTuner | null;
-  readonly #conns = new Set<Deno.Conn>();
+  /** The clients served, and when each was accepted (ms), oldest first. */
+  readonly #conns = new Map<Deno.Conn, number>();
   readonly #sessions = new Set<Promise<void>>();
   #accepting: Promise<void> | null = null;
   /** Aborted at close: ends a pause after a failed accept at once. */
@@ -62,11 +70,23 @@ export class ClientListener {
   }
 
   /**
-   * Accepts clients and runs `session` for each, at most `maxClients` at once; a client past
-   * that is closed at once and logged as `<name>-client-refused` (rate-limited).
+   * Accepts clients and runs `session` for each, at most `maxClients` at once. A client past
+   * that takes the place of the one `evict` picks among those served (oldest first; one that gave
+   * way already is no longer among them, though its session may not have ended yet), if it was
+   * served {@linkcode EVICT_AFTER_MS} at least, which is closed; otherwise the new client is
+   * closed at once and logged as
+   * `<name>-client-refused` (rate-limited). Either way a few silent connections cannot keep
+   * the operator out for good (SPEC 8).
    */
-  serve(name: string, maxClients: number, session: Session, log: Logger): void {
+  serve(
+    name: string,
+    maxClients: number,
+    session: Session,
+    log: Logger,
+    evict: (served: ReadonlyMap<Deno.Conn, number>) => Deno.Conn | null = () => null,
+  ): void {
     const refused = new ThrottledWarning(log, `${name}-client-refused`);
+    const evicted = new ThrottledWarning(log, `${name}-client-evicted`);
     // A client gone before it was taken, or a listener short of descriptors, must not end
     // the accepts: the server would stay deaf while its socket still queues clients (SPEC 8).
     const failures = new AcceptFailures(log, { endpoint: name });
@@ -93,11 +113,22 @@ export class ClientListener {
         }
         failures.accepted();
         if (this.#conns.size >= maxClients) {
-          refused.note({ peer, note: `${maxClients} clients already` });
-          conn.close();
-          continue;
+          const victim = evict(this.#conns);
+          const since = victim === null ? undefined : this.#conns.get(victim);
+          // A burst of new clients is refused, not served in turn: each costs a session.
+          if (
+            victim === null || since === undefined || performance.now() - since < EVICT_AFTER_MS
+          ) {
+            refused.note({ peer, note: `${maxClients} clients already` });
+            conn.close();
+            continue;
+          }
+          // Its session ends with the close and gives its slot back.
+          evicted.note({ peer, note: `${maxClients} clients already; the stalest one gave way` });
+          this.#conns.delete(victim);
+          closeQuietly(victim);
         }
-        this.#conns.add(conn);
+        this.#conns.set(conn, performance.now());
         const running = session(conn, peer).catch(() => {}).finally(() => {
           this.#conns.delete(conn);
           this.#sessions.delete(running);
@@ -113,7 +144,7 @@ export class ClientListener {
     this.#closed = true;
     closeQuietly(this.#listener);
     this.#closing.abort();
-    for (const conn of this.#conns) closeQuietly(conn);
+    for (const conn of this.#conns.keys()) closeQuietly(conn);
     await this.#accepting;
     if (this.#socketPath !== null) {
       try {

@@ -13,6 +13,7 @@ import {
   serveMetrics,
 } from "../../src/metrics/server.ts";
 import { boundPort, parseAddress } from "../../src/wire/address.ts";
+import { EVICT_AFTER_MS } from "../../src/wire/client_listener.ts";
 
 const BODY = "# TYPE colo_compare_up gauge\ncolo_compare_up 1\n";
 
@@ -141,32 +142,33 @@ Deno.test("metrics server: a client that never sends its request is cut off afte
   }
 });
 
-Deno.test("metrics server: past the bound on clients a new one is closed at once, logged once, and a slot frees when a client goes", async () => {
+Deno.test("metrics server: past the bound on clients a new one is refused at once, then takes the oldest one's place, logged once", async () => {
   const { server, port, lines } = await start();
   const idle: Deno.Conn[] = [];
   try {
     for (let i = 0; i < MAX_CLIENTS; i++) {
       idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
     }
-    // Each of these is accepted after the idle ones (one accept loop, in order): refused.
-    for (let i = 0; i < 3; i++) {
-      assert.equal(
-        await exchange(port, "GET /metrics HTTP/1.1\r\n\r\n"),
-        "",
-        "closed with no answer",
-      );
-    }
-    const refusals = lines.filter((l) => l.includes("event=metrics-client-refused"));
-    assert.equal(refusals.length, 1, "refusals are rate-limited");
-    assert.match(refusals[0], /level=warn .*note="16 clients already"/);
-
-    // One idle client asks and goes: its slot serves the next client.
-    const one = idle.shift()!;
-    await one.write(new TextEncoder().encode("GET /metrics HTTP/1.1\r\n\r\n"));
-    assert.match(await readToEnd(one), /^HTTP\/1\.1 200 /);
-    one.close();
-    // The server freed the slot before it closed that connection.
+    // At once: refused (a burst of new clients is not served in turn).
+    assert.equal(await exchange(port, "GET /metrics HTTP/1.1\r\n\r\n"), "", "closed, no answer");
+    assert.ok(lines.some((l) => l.includes("event=metrics-client-refused")));
+    await new Promise((r) => setTimeout(r, EVICT_AFTER_MS));
+    // Then accepted after the idle ones (one accept loop, in order), and served; its slot was
+    // the oldest idle client's, whose connection was closed with no answer.
     assert.match(await exchange(port, "GET /metrics HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
+    assert.equal(await readToEnd(idle.shift()!), "");
+    // That one has gone when it was answered: one more fills the slots, the next evicts again.
+    idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    assert.equal(await readToEnd(idle.shift()!), "", "the oldest gave way again");
+    const evictions = lines.filter((l) => l.includes("event=metrics-client-evicted"));
+    assert.equal(evictions.length, 1, "evictions are rate-limited");
+    assert.match(evictions[0], /level=warn .*note="16 clients already; the stalest one gave way"/);
+    // The clients still there are served as they ask.
+    const next = idle.shift()!;
+    await next.write(new TextEncoder().encode("GET /metrics HTTP/1.1\r\n\r\n"));
+    assert.match(await readToEnd(next), /^HTTP\/1\.1 200 /);
+    next.close();
   } finally {
     for (const c of idle) c.close();
     await stop(server);

@@ -8,9 +8,15 @@ import type { ComparatorView, InsideEvent, Settings } from "../../src/inside/vie
 import { EventHub } from "../../src/inside/view.ts";
 import { Logger } from "../../src/log.ts";
 import { MAX_NESTING } from "../../src/monitor/json_splitter.ts";
-import { MAX_PENDING_OUTPUT, MonitorServer, SET_LOG_BURST } from "../../src/monitor/server.ts";
+import {
+  MAX_CLIENTS,
+  MAX_PENDING_OUTPUT,
+  MonitorServer,
+  SET_LOG_BURST,
+} from "../../src/monitor/server.ts";
 import { Stats } from "../../src/stats.ts";
 import { parseAddress } from "../../src/wire/address.ts";
+import { EVICT_AFTER_MS } from "../../src/wire/client_listener.ts";
 import { startRig } from "../support/fixture.ts";
 import { frame } from "../support/packets.ts";
 import { QmpClient } from "../support/qmp_client.ts";
@@ -90,6 +96,38 @@ Deno.test("monitor: greeting, capabilities negotiation, execute/return/error wit
       assert.deepEqual(done, { return: { epoch: 1 } });
     } finally {
       await c.close();
+    }
+  });
+});
+
+Deno.test("monitor: with every slot taken, a client that never negotiated gives way; negotiated ones keep theirs", async () => {
+  await withMonitor(async ({ port, logs }) => {
+    const silent: Deno.Conn[] = [];
+    const talking: QmpClient[] = [];
+    try {
+      for (let i = 0; i < MAX_CLIENTS; i++) {
+        silent.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      }
+      // Once they have been there a while, each new client takes the place of the oldest
+      // silent one, and is served.
+      await new Promise((r) => setTimeout(r, EVICT_AFTER_MS));
+      for (let i = 0; i < MAX_CLIENTS; i++) {
+        const c = await QmpClient.connect(port);
+        talking.push(c);
+        assert.deepEqual(await c.execute("qmp_capabilities"), { return: {} });
+      }
+      assert.equal(logs.filter((l) => l.includes("event=monitor-client-evicted")).length, 1);
+      // Every slot is a negotiated client's now: one more is refused, they stay.
+      const late = await Deno.connect({ hostname: "127.0.0.1", port });
+      silent.push(late);
+      const buf = new Uint8Array(4096);
+      assert.equal(await late.read(buf), null, "refused");
+      assert.ok(logs.some((l) => l.includes("event=monitor-client-refused")));
+      const q = await talking[0].execute("query-colo-compare");
+      assert.equal(q.return.connections, 1);
+    } finally {
+      for (const c of silent) c.close();
+      for (const c of talking) await c.close();
     }
   });
 });
