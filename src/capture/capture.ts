@@ -81,11 +81,23 @@ export class DivergenceCapture {
     this.#maxBytes = options.maxBytes ?? DEFAULT_CAPTURE_MAX_BYTES;
     this.#epochMs = options.epochMs;
     this.#log = options.log ?? null;
-    this.#emit([
+    const header = [
       sectionHeader(`colo-compare ${VERSION}`),
       interfaceDescription("primary-in"),
       interfaceDescription("secondary-in"),
-    ]);
+    ];
+    const size = header.reduce((n, b) => n + b.length, 0);
+    if (size > this.#maxBytes) {
+      // Not even the file's header fits: nothing is written (the bound holds).
+      this.#full = true;
+      this.#log?.warn("capture-full", {
+        bytes: 0,
+        max_bytes: this.#maxBytes,
+        note: `the file's header alone is ${size} bytes; raise --capture-max-bytes`,
+      });
+      return;
+    }
+    this.#emit(header);
   }
 
   /** Bytes written to the file so far (handed to it: see `failed`). */

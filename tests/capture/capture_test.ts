@@ -141,6 +141,29 @@ Deno.test("capture: stops at --capture-max-bytes and says so once", () => {
   assert.deepEqual(lines, ["capture-full"]);
 });
 
+Deno.test("capture: a bound smaller than the file's header writes nothing and says so", () => {
+  const lines: string[] = [];
+  const sink = new MemorySink();
+  const capture = new DivergenceCapture(sink, {
+    maxBytes: 100,
+    epochMs: (now) => now,
+    log: new (class {
+      warn(event: string) {
+        lines.push(event);
+      }
+    })() as never,
+  });
+  const rec = new CapturingRecorder(capture);
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  engine.primary(udp("p"), 0, 0);
+  engine.secondary(udp("s"), 0, 0);
+  engine.checkpoint();
+  assert.equal(capture.bytes, 0);
+  assert.deepEqual(sink.chunks, [], "not even the header");
+  assert.equal(capture.skipped, 1);
+  assert.deepEqual(lines, ["capture-full"], "once");
+});
+
 Deno.test("capture: an engine whose sink has no divergence hook behaves the same", () => {
   const plain = new Recorder();
   const capturing = new CapturingRecorder(
