@@ -23,6 +23,8 @@ const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 export const MAX_CLIENTS = 16;
 /** A request head longer than this is answered 431 and the connection closed. */
 export const MAX_HEAD_BYTES = 16 * 1024;
+/** The request head's first buffer; it grows fourfold up to {@linkcode MAX_HEAD_BYTES}. */
+const FIRST_HEAD_BYTES = 1024;
 /** A client that has not sent its request and taken the answer after this long is cut off. */
 export const CLIENT_TIMEOUT_MS = 10_000;
 
@@ -98,10 +100,17 @@ function oldest(served: ReadonlyMap<Deno.Conn, number>): Deno.Conn | null {
  * null when the client left first.
  */
 async function readHead(conn: Deno.Conn): Promise<string | "too-long" | null> {
-  const buf = new Uint8Array(MAX_HEAD_BYTES);
+  // A scrape's head is a few hundred bytes: the buffer grows only for longer ones (a crowd of
+  // silent clients, each served a while, then costs a little each, not the bound).
+  let buf = new Uint8Array(FIRST_HEAD_BYTES);
   let filled = 0;
   while (true) {
-    if (filled === buf.length) return "too-long";
+    if (filled === buf.length) {
+      if (buf.length === MAX_HEAD_BYTES) return "too-long";
+      const bigger = new Uint8Array(Math.min(buf.length * 4, MAX_HEAD_BYTES));
+      bigger.set(buf);
+      buf = bigger;
+    }
     const n = await conn.read(buf.subarray(filled));
     if (n === null) return null;
     const from = Math.max(0, filled - 2);

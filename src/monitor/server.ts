@@ -243,7 +243,8 @@ export class MonitorServer {
     });
     const splitter = new JsonSplitter();
     const decoder = new TextDecoder();
-    const buf = new Uint8Array(16 * 1024);
+    // Commands are short; a long one comes in several reads.
+    const buf = new Uint8Array(4 * 1024);
     try {
       while (true) {
         const n = await conn.read(buf);
