@@ -40,7 +40,7 @@ import { FrameWriter } from "./output/writer.ts";
 import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
 import { type Address, usesTls } from "./wire/address.ts";
-import { Endpoint, type EndpointName } from "./wire/endpoint.ts";
+import { Endpoint, type EndpointName, settledWithin } from "./wire/endpoint.ts";
 import { BlockPool } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
@@ -603,12 +603,7 @@ export class Comparator {
     this.#secondary.close();
     this.#channel?.close();
     this.#secondaryMonitor?.close();
-    let deadline: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#out.idle(),
-      new Promise<void>((r) => deadline = setTimeout(r, SHUTDOWN_FLUSH_MS)),
-    ]);
-    clearTimeout(deadline);
+    await settledWithin(this.#out.idle(), SHUTDOWN_FLUSH_MS);
     this.#outdev.close();
     await Promise.allSettled(this.#serving);
     await this.#trimmer?.settled();

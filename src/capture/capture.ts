@@ -14,7 +14,7 @@ import { seqAdd, seqAfter, seqDiff } from "../compare/seq.ts";
 import type { Logger } from "../log.ts";
 import { enhancedPacket, interfaceDescription, sectionHeader } from "./pcapng.ts";
 import { VERSION } from "../version.ts";
-import { StartupError } from "../wire/endpoint.ts";
+import { settledWithin, StartupError } from "../wire/endpoint.ts";
 import { writeAll } from "../wire/transport.ts";
 
 /** Default `--capture-max-bytes`: 64 MiB. */
@@ -256,16 +256,14 @@ export class BackgroundFile implements ByteSink {
 
   /** Writes what is queued, waiting at most `waitMs` for the writes, and closes the file. */
   async close(waitMs = CLOSE_WAIT_MS): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<true>((resolve) => timer = setTimeout(() => resolve(true), waitMs));
+    const deadline = performance.now() + waitMs;
     while (this.#writing !== null) {
-      if (await Promise.race([this.#writing, late]) === true) {
+      if (!await settledWithin(this.#writing, deadline - performance.now())) {
         this.#fail(new Error(`a write did not end within ${waitMs} ms; the rest is lost`));
         this.#queue = [];
         break;
       }
     }
-    clearTimeout(timer);
     try {
       this.#file.close();
     } catch {

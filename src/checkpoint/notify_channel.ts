@@ -10,7 +10,7 @@
 import { type ClassLog, type Logger, ThrottledWarning } from "../log.ts";
 import { FrameWriter } from "../output/writer.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
-import type { Endpoint } from "../wire/endpoint.ts";
+import { type Endpoint, settledWithin } from "../wire/endpoint.ts";
 import type { Conn } from "../wire/transport.ts";
 import type { ChannelEvents, CheckpointChannel } from "./channel.ts";
 import {
@@ -111,7 +111,7 @@ export class NotifyChannel implements CheckpointChannel {
           });
           // Answers to the messages before it (a COLO_USERSPACE_PROXY_INIT read in the same
           // chunk) still go out first, as QEMU's, which are written as each is read.
-          await this.#drained(FLUSH_BEFORE_RESET_MS);
+          await settledWithin(this.#out.idle(), FLUSH_BEFORE_RESET_MS);
           return;
         }
         if (this.#conn !== conn) return; // dropped for not reading
@@ -120,16 +120,6 @@ export class NotifyChannel implements CheckpointChannel {
       this.#conn = null;
       this.#out.detach(conn);
     }
-  }
-
-  /** Resolves once the output is written, the peer is gone, or after `ms`. */
-  async #drained(ms: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#out.idle(),
-      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-    ]);
-    clearTimeout(timer);
   }
 
   /** Sends one message; a peer with too much unread output is disconnected instead. */

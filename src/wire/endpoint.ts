@@ -250,6 +250,20 @@ export class Endpoint {
   }
 }
 
+/**
+ * Waits for `promise` to settle, at most `ms`: true when it did in time (whether it resolved
+ * or rejected), false when the time ran out first. The timer goes either way.
+ */
+export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Waits `ms`, or less if `signal` aborts meanwhile (at once if it has). */
 export function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();

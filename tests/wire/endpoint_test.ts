@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Logger } from "../../src/log.ts";
 import { parseAddress } from "../../src/wire/address.ts";
-import { Endpoint } from "../../src/wire/endpoint.ts";
+import { Endpoint, settledWithin } from "../../src/wire/endpoint.ts";
 import { PlainTransport } from "../../src/wire/plain.ts";
 import type { Conn, Listener, Transport } from "../../src/wire/transport.ts";
 
@@ -221,4 +221,10 @@ Deno.test("endpoint: unix-listen sockets get the socket mode, not the umask's", 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("settledWithin: true for a promise that resolves or rejects in time, false for one that never does", async () => {
+  assert.equal(await settledWithin(Promise.resolve(1), 1000), true);
+  assert.equal(await settledWithin(Promise.reject(new Error("no")), 1000), true);
+  assert.equal(await settledWithin(new Promise(() => {}), 10), false);
 });
