@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { type Address, AddressError, parseAddress, sameAddress, usesTls } from "./wire/address.ts";
 import { type Level, LEVELS } from "./log.ts";
 import { VERSION } from "./version.ts";
@@ -278,26 +278,37 @@ function level(text: string | undefined): Level | null {
   throw new UsageError(`--log-level: "${text}" is not a level; use one of ${LEVELS.join(", ")}`);
 }
 
+/** `parseArgs`' words for a flag followed by something that starts with "-". */
+const AMBIGUOUS = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/;
+
 /**
- * `args` with a flag's value that starts with one "-" (`--compare-timeout -5`) written as
- * `--compare-timeout=-5`, which `parseArgs` takes, so that the flag's own rule judges it; null
- * when `error` (from `parseArgs`) is not about such a value.
+ * `parseArgs`, strict, its errors turned into one-line {@linkcode UsageError}s. A flag's value
+ * that starts with one "-" (`--compare-timeout -5`), which `parseArgs` refuses as ambiguous, is
+ * taken as `--compare-timeout=-5`, so that the flag's own rule judges it; a flag followed by
+ * another flag has had its value forgotten.
  */
-export function joinDashValue(error: unknown, args: readonly string[]): string[] | null {
-  const msg = error instanceof Error ? error.message : String(error);
-  const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
-  if (!dash) return null;
-  const at = args.indexOf(dash[1]);
-  const value = args[at + 1];
-  if (at < 0 || value === undefined || value.startsWith("--")) return null;
-  return [...args.slice(0, at), `${dash[1]}=${value}`, ...args.slice(at + 2)];
+export function parseFlags<T extends ParseArgsConfig & { args: string[] }>(
+  config: T,
+): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (error) {
+    const dash = AMBIGUOUS.exec(error instanceof Error ? error.message : String(error));
+    const at = dash ? config.args.indexOf(dash[1]) : -1;
+    const value = config.args[at + 1];
+    if (at >= 0 && value !== undefined && !value.startsWith("--")) {
+      const joined = [...config.args.slice(0, at), `${dash![1]}=${value}`];
+      return parseFlags({ ...config, args: [...joined, ...config.args.slice(at + 2)] });
+    }
+    throw usageErrorOf(error, config.args);
+  }
 }
 
 /**
  * The {@linkcode UsageError} for an error thrown by `parseArgs` (one line naming the flag);
- * `args`, the command line it parsed, to show a value it refused.
+ * `args`, the command line it parsed, to name what followed a flag whose value is missing.
  */
-export function usageErrorOf(error: unknown, args: readonly string[] = []): UsageError {
+function usageErrorOf(error: unknown, args: readonly string[]): UsageError {
   const msg = error instanceof Error ? error.message : String(error);
   const unknown = /Unknown option '([^']+)'/.exec(msg);
   if (unknown) return new UsageError(`unknown flag ${unknown[1]}; see --help for the flags`);
@@ -305,10 +316,8 @@ export function usageErrorOf(error: unknown, args: readonly string[] = []): Usag
   if (missing) return new UsageError(`${missing[1]} needs a value; see --help`);
   const noValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
   if (noValue) return new UsageError(`${noValue[1]} takes no value; see --help`);
-  const dash = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
+  const dash = AMBIGUOUS.exec(msg);
   if (dash) {
-    // Another flag followed it: its value was forgotten (a value such as -1 is taken as one,
-    // `joinDashValue`, and judged by the flag's own rule).
     const next = args[args.indexOf(dash[1]) + 1];
     return new UsageError(`${dash[1]} needs a value${next ? ` before ${next}` : ""}; see --help`);
   }
@@ -349,14 +358,7 @@ function tlsOptions(
 /** Parses `args` (without the program name). Throws {@linkcode UsageError}. */
 export function parseCommandLine(args: string[]): Command {
   if (args[0] === "replay") return { kind: "replay", args: args.slice(1) };
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (error) {
-    const joined = joinDashValue(error, args);
-    if (joined !== null) return parseCommandLine(joined);
-    throw usageErrorOf(error, args);
-  }
+  const parsed = parseFlags({ args, options: OPTIONS, allowPositionals: true, strict: true });
   const v = parsed.values;
   if (v.help) return { kind: "help" };
   if (v.version) return { kind: "version" };

@@ -4,13 +4,12 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   BackgroundFile,
   DEFAULT_CAPTURE_MAX_BYTES,
   DivergenceCapture,
 } from "../capture/capture.ts";
-import { DEFAULTS, joinDashValue, positiveInteger, UsageError, usageErrorOf } from "../cli.ts";
+import { DEFAULTS, parseFlags, positiveInteger, UsageError } from "../cli.ts";
 import { CaptureFormatError, CaptureReader, type FrameSource } from "./pcap.ts";
 import { formatReport, replay, type ReplayOptions } from "./replay.ts";
 
@@ -66,14 +65,7 @@ const MAX_MS = 2 ** 31 - 1;
 
 /** Parses the flags after `replay`; null for --help. Throws {@linkcode UsageError}. */
 export function parseReplayCommand(args: string[]): ReplayCommand | null {
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: false, strict: true });
-  } catch (error) {
-    const joined = joinDashValue(error, args);
-    if (joined !== null) return parseReplayCommand(joined);
-    throw usageErrorOf(error, args);
-  }
+  const parsed = parseFlags({ args, options: OPTIONS, allowPositionals: false, strict: true });
   const v = parsed.values;
   if (v.help) return null;
   for (const side of ["primary", "secondary"] as const) {
