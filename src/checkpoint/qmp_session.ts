@@ -457,7 +457,8 @@ export class QmpSession {
         else this.#log.debug("qmp-migration", { status: text(data.status ?? "-") });
         return;
       default:
-        this.#note(`event:${text(name)}`, "debug", "qmp-event-ignored", { name: text(name) });
+        // `#note` bounds the class it keeps; the name shown is bounded here.
+        this.#note(`event:${name}`, "debug", "qmp-event-ignored", { name: text(name) });
     }
   }
 

@@ -71,12 +71,12 @@ export class ClientListener {
 
   /**
    * Accepts clients and runs `session` for each, at most `maxClients` at once. A client past
-   * that takes the place of the one `evict` picks among those served (oldest first; one that gave
-   * way already is no longer among them, though its session may not have ended yet), if it was
-   * served {@linkcode EVICT_AFTER_MS} at least, which is closed; otherwise the new client is
-   * closed at once and logged as
-   * `<name>-client-refused` (rate-limited). Either way a few silent connections cannot keep
-   * the operator out for good (SPEC 8).
+   * that takes the place of the one `evict` picks among those served (oldest first; one that
+   * gave way already is no longer among them, though its session may not have ended yet), if
+   * that one was served {@linkcode EVICT_AFTER_MS} at least: it is closed, and the eviction
+   * logged as `<name>-client-evicted`. Otherwise the new client is closed at once and logged as
+   * `<name>-client-refused`. Both are rate-limited. So a few silent connections cannot keep the
+   * operator out for good (SPEC 8).
    */
   serve(
     name: string,

@@ -115,11 +115,12 @@ class MemorySink implements ByteSink {
   }
 }
 
-Deno.test("capture: stops at --capture-max-bytes and says so once", () => {
+/** A capture bounded at `maxBytes` into memory, the events it warns of, and an engine with it. */
+function boundedCapture(maxBytes: number) {
   const lines: string[] = [];
   const sink = new MemorySink();
   const capture = new DivergenceCapture(sink, {
-    maxBytes: 1000,
+    maxBytes,
     epochMs: (now) => now,
     log: new (class {
       warn(event: string) {
@@ -129,6 +130,11 @@ Deno.test("capture: stops at --capture-max-bytes and says so once", () => {
   });
   const rec = new CapturingRecorder(capture);
   const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  return { lines, sink, capture, rec, engine };
+}
+
+Deno.test("capture: stops at --capture-max-bytes and says so once", () => {
+  const { lines, capture, rec, engine } = boundedCapture(1000);
   for (let i = 0; i < 10; i++) {
     engine.primary(udp(`p${i}`), 0, i);
     engine.secondary(udp(`s${i}`), 0, i);
@@ -142,19 +148,7 @@ Deno.test("capture: stops at --capture-max-bytes and says so once", () => {
 });
 
 Deno.test("capture: a bound smaller than the file's header writes nothing and says so", () => {
-  const lines: string[] = [];
-  const sink = new MemorySink();
-  const capture = new DivergenceCapture(sink, {
-    maxBytes: 100,
-    epochMs: (now) => now,
-    log: new (class {
-      warn(event: string) {
-        lines.push(event);
-      }
-    })() as never,
-  });
-  const rec = new CapturingRecorder(capture);
-  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  const { lines, sink, capture, engine } = boundedCapture(100);
   engine.primary(udp("p"), 0, 0);
   engine.secondary(udp("s"), 0, 0);
   engine.checkpoint();
