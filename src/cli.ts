@@ -285,13 +285,14 @@ const AMBIGUOUS = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/;
  * `parseArgs`, strict, its errors turned into one-line {@linkcode UsageError}s. A flag's value
  * that starts with one "-" (`--compare-timeout -5`), which `parseArgs` refuses as ambiguous, is
  * taken as `--compare-timeout=-5`, so that the flag's own rule judges it; a flag followed by
- * another flag has had its value forgotten.
+ * another flag has had its value forgotten. A flag that takes one value may be given once.
  */
 export function parseFlags<T extends ParseArgsConfig & { args: string[] }>(
   config: T,
 ): ReturnType<typeof parseArgs<T>> {
+  let parsed;
   try {
-    return parseArgs(config);
+    parsed = parseArgs({ ...config, tokens: true });
   } catch (error) {
     const dash = AMBIGUOUS.exec(error instanceof Error ? error.message : String(error));
     const at = dash ? config.args.indexOf(dash[1]) : -1;
@@ -301,6 +302,30 @@ export function parseFlags<T extends ParseArgsConfig & { args: string[] }>(
       return parseFlags({ ...config, args: [...joined, ...config.args.slice(at + 2)] });
     }
     throw usageErrorOf(error, config.args);
+  }
+  refuseRepeats(parsed.tokens ?? [], config.options ?? {});
+  return parsed as ReturnType<typeof parseArgs<T>>;
+}
+
+/**
+ * A flag given twice that takes one value: `parseArgs` keeps the last silently, so a command
+ * line edited by appending a flag would run with whichever came later. Refused, naming both.
+ */
+function refuseRepeats(
+  tokens: readonly ({ kind: string } & { name?: string; value?: string })[],
+  options: NonNullable<ParseArgsConfig["options"]>,
+): void {
+  const seen = new Map<string, string | undefined>();
+  for (const t of tokens) {
+    if (t.kind !== "option" || t.name === undefined) continue;
+    const option = options[t.name];
+    if (option?.type !== "string" || option.multiple) continue;
+    if (seen.has(t.name)) {
+      throw new UsageError(
+        `--${t.name} is given twice ("${seen.get(t.name)}" and "${t.value}"); give it once`,
+      );
+    }
+    seen.set(t.name, t.value);
   }
 }
 

@@ -165,7 +165,7 @@ Deno.test("cli: every user error names the flag and the fix", () => {
       ["--primary-in", "--secondary-in", "tcp-listen:127.0.0.1:0"],
       /^--primary-in needs a value before --secondary-in; see --help$/,
     ],
-    [[...BASE, "--outdev", "-x"], /^--outdev: /],
+    [[...BASE.slice(0, 4), "--outdev", "-x"], /^--outdev: /],
     [[...BASE, "--capture", ""], /^--capture needs a file path/],
     [
       [...BASE, "--capture-max-bytes", "1000000"],
@@ -212,8 +212,17 @@ Deno.test("cli: every user error names the flag and the fix", () => {
       /^--outdev: .* same socket as --primary-in/,
     ],
     [[...BASE, "extra"], /^unexpected argument "extra"/],
+    [
+      [...BASE, "--compare-timeout", "3000", "--compare-timeout=500"],
+      /^--compare-timeout is given twice \("3000" and "500"\); give it once$/,
+    ],
+    [[...BASE, "--outdev", "tcp-listen:127.0.0.1:9004"], /^--outdev is given twice/],
   ];
   for (const [args, re] of cases) assert.match(usageError(args), re, args.join(" "));
+  // A switch given twice says the same thing twice: not an error.
+  assert.doesNotThrow(() =>
+    parseCommandLine([...BASE, "--vnet-hdr-support", "--vnet-hdr-support"])
+  );
 });
 
 Deno.test("cli: --qmp is KVM COLO's checkpoint channel, exclusive with --notify-dev", () => {

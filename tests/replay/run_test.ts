@@ -88,6 +88,10 @@ Deno.test("replay: flags are checked like the comparator's", () => {
     /--compare-timeout: 0 is not allowed/,
   );
   assert.throws(() => parseReplayCommand(["--bogus"]), /unknown flag --bogus/);
+  assert.throws(
+    () => parseReplayCommand(["--primary", "p", "--secondary", "s", "--primary", "q"]),
+    /--primary is given twice \("p" and "q"\); give it once/,
+  );
   const c = parseReplayCommand(["--primary", "p", "--secondary", "s", "--checkpoint-delay", "0"]);
   assert.equal(c?.options.checkpointDelay, 0);
   assert.equal(parseReplayCommand(["--help"]), null);
