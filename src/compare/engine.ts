@@ -526,11 +526,14 @@ export class CompareEngine implements CompareContext {
     this.#hold(p);
 
     if (conn.tcp) {
-      // A primary segment takes the pass a dropped matched secondary left (QEMU would pop that
-      // segment now, whatever comes of it).
-      const pass = primary && conn.takeMatchedSecondaryDropped(this.#epoch);
-      if (!primary || conn.secondary.length > 0) compareTcp(this, conn, now);
-      else if (pass) passAfterMatchedSecondary(this, conn, p);
+      // A primary segment takes the pass a dropped matched secondary left: QEMU pops that
+      // segment now, ahead of the secondaries queued behind it. A primary with nothing to
+      // compare goes out against it alone (the queued ones wait for the next primary); one
+      // with bytes to compare meets the queue.
+      if (primary && conn.takeMatchedSecondaryDropped(this.#epoch)) {
+        passAfterMatchedSecondary(this, conn, p);
+        if (conn.secondary.length > 0) compareTcp(this, conn, now);
+      } else if (!primary || conn.secondary.length > 0) compareTcp(this, conn, now);
       // Otherwise the primary segment waits for its twin: `compareTcp` would find only that
       // out. Not called for it, the large function is not run (and not compiled) for the
       // commonest arrival of a request-and-answer stream, which the warm-up, sending both

@@ -83,11 +83,12 @@ export function dropIfFullyMatched(ctx: CompareContext, conn: Connection): void 
 }
 
 /**
- * A primary segment `p`, the only one held on `conn`, arrived while the secondary holds
- * nothing, after a fully matched secondary segment was dropped here in this epoch. QEMU still
- * holds that segment: its comparison pops both, releases `p` if it has nothing to compare (no
- * payload, or bytes compared already: a retransmission) and destroys the matched segment; `p`
- * with new bytes stays held. So here.
+ * A primary segment `p`, the only one held on `conn`, arrived after a fully matched secondary
+ * segment was dropped here in this epoch. QEMU still holds that segment at the head of the
+ * secondary queue: its comparison pops both, releases `p` if it has nothing to compare (no
+ * payload, or bytes compared already: a retransmission) and destroys the matched segment,
+ * leaving any secondary queued behind it for the next primary. `p` with new bytes stays held,
+ * for the secondaries behind it. So here; the caller compares what is left.
  */
 export function passAfterMatchedSecondary(ctx: CompareContext, conn: Connection, p: Packet): void {
   if (conn.primary.peek() === p) releaseIfUncompared(ctx, conn, p);
