@@ -12,7 +12,6 @@ import {
   type FrameKind,
   parseFrameAt,
   TCP_SEGMENT,
-  TH_ACK,
   TH_FIN,
   TH_RST,
   UNSUPPORTED,
@@ -871,7 +870,8 @@ export class CompareEngine implements CompareContext {
       if (primary) conn.primaryClosed = true;
       else conn.secondaryClosed = true;
     }
-    if ((info.flags & TH_ACK) === 0) return;
+    // The ACK field of every segment, as QEMU reads it whatever the flags: a SYN or an RST
+    // without the ACK flag carries one too (mostly 0).
     if (primary) {
       if (!conn.primaryAckSet || seqAfter(info.ack, conn.primaryAck)) {
         conn.primaryAck = info.ack;

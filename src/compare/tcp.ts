@@ -13,7 +13,7 @@ import type { Connection } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
 import type { Packet } from "./packet.ts";
 import { type Seq32, seqAfter, seqDiff } from "../packet/seq.ts";
-import { type FrameInfo, TH_ACK } from "../packet/parse.ts";
+import type { FrameInfo } from "../packet/parse.ts";
 
 function traceSegment(ctx: CompareContext, side: string, p: Packet): void {
   ctx.tracer!.trace("colo_compare_tcp_info", {
@@ -30,11 +30,10 @@ function traceSegment(ctx: CompareContext, side: string, p: Packet): void {
 /**
  * True when a primary segment may be released: its ACK must not be ahead of what the
  * secondary has acknowledged, min(highest primary ACK, highest secondary ACK), or the
- * secondary would miss data the client then stops retransmitting. A segment without the ACK
- * flag acknowledges nothing.
+ * secondary would miss data the client then stops retransmitting. QEMU reads the ACK field
+ * whatever the flags, so here: a segment without the ACK flag is judged by its field too.
  */
 function ackSettled(conn: Connection, p: Packet): boolean {
-  if ((p.flags & TH_ACK) === 0) return true;
   if (!conn.secondaryAckSet || seqAfter(p.ack, conn.secondaryAck)) return false;
   return !seqAfter(p.ack, conn.primaryAck);
 }
