@@ -95,6 +95,11 @@ function isVlanTpid(t: number): boolean {
   return t === 0x8100 || t === 0x88a8 || t === 0x9100;
 }
 
+/** The outer tags of QinQ: a service tag, then one 802.1Q tag (SPEC 4). */
+function isServiceTpid(t: number): boolean {
+  return t === 0x88a8 || t === 0x9100;
+}
+
 function unsupported(info: FrameInfo, reason: UnsupportedReason): FrameKind {
   info.kind = UNSUPPORTED;
   info.reason = reason;
@@ -131,17 +136,20 @@ export function parseFrameAt(
   let outer = 0;
   let inner = 0;
   if (isVlanTpid(type)) {
+    // One 802.1Q tag, or a service tag and then one 802.1Q tag; other stacks are not
+    // compared (QEMU too reads a service tag followed by another as no IP frame).
     if (end < off + 4) return unsupported(info, "runt");
+    const service = isServiceTpid(type);
     outer = 0x1000 | (u16(frame, off) & 0xfff);
     type = u16(frame, off + 2);
     off += 4;
-    if (isVlanTpid(type)) {
+    if (service && type === 0x8100) {
       if (end < off + 4) return unsupported(info, "runt");
       inner = 0x1000 | (u16(frame, off) & 0xfff);
       type = u16(frame, off + 2);
       off += 4;
-      if (isVlanTpid(type)) return unsupported(info, "vlan-stack");
     }
+    if (isVlanTpid(type)) return unsupported(info, "vlan-stack");
   }
   info.l3 = off;
   const key = info.key;

@@ -141,6 +141,10 @@ Deno.test("parse: non-IP, runts and insane IP headers are unsupported, each with
     [frame({ tcp: { dataOffset: 2 } }), "truncated-transport"],
     [frame({ ip: { totalLength: 22 }, udp: {} }), "truncated-transport"],
     [frame({ vlans: [{ vid: 1 }, { vid: 2 }, { vid: 3 }], udp: {} }), "vlan-stack"],
+    // SPEC 4: one 802.1Q tag, or a service tag then one 802.1Q tag; nothing else is skipped.
+    [frame({ vlans: [{ vid: 1 }, { vid: 2 }], udp: {} }), "vlan-stack"],
+    [frame({ vlans: [{ tpid: 0x88a8, vid: 1 }, { tpid: 0x88a8, vid: 2 }], udp: {} }), "vlan-stack"],
+    [frame({ vlans: [{ tpid: 0x88a8, vid: 1 }, { tpid: 0x9100, vid: 2 }], udp: {} }), "vlan-stack"],
   ];
   for (const [f, reason] of cases) {
     const info = parse(f);
