@@ -44,10 +44,10 @@ export const IPPROTO_UDPLITE = 136;
 /** Largest key: flags, protocol, two VLAN ids, ports, two IPv6 addresses. */
 export const KEY_MAX = 10 + 32;
 
-/** Key byte 0: IP version in the low bits, this bit for non-first fragments. */
+/** Key byte 0: IP version in the low bits, this bit for IPv6 fragments. */
 export const KEY_FRAGMENT = 0x80;
 
-/** The TCP ACK flag: only segments carrying it acknowledge anything. */
+/** The TCP ACK flag. */
 export const TH_ACK = 0x10;
 /** TCP FIN and RST: a side closed its direction (connections are then forgotten, SPEC 8). */
 export const TH_FIN = 0x01;
@@ -70,7 +70,10 @@ export class FrameInfo {
   l4 = 0;
   /** End of the IP payload (IP total length); Ethernet padding lies beyond it. */
   ipEnd = 0;
-  /** True for IP fragments: no transport header is assumed. */
+  /**
+   * True for IPv6 fragments (a fragment header): no transport header is assumed. IPv4
+   * fragments are parsed as whole packets, as QEMU parses them.
+   */
   fragment = false;
   /** TCP only: sequence and acknowledgement numbers, flags, payload offset and length. */
   seq: Seq32 = -0;
@@ -167,7 +170,9 @@ export function parseFrameAt(
       return unsupported(info, "bad-ipv4-header");
     }
     proto = frame[off + 9];
-    fragment = (u16(frame, off + 6) & 0x3fff) !== 0; // MF or a fragment offset
+    // Fragments are not told apart: as in QEMU, each is keyed and compared as the packet it
+    // looks like (a later fragment's "ports" are its first bytes), so that both replicas'
+    // fragments meet where QEMU's do.
     l4 = off + hl;
     ipEnd = off + total;
     info.ipVersion = 4;

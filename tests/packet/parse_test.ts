@@ -107,12 +107,16 @@ Deno.test("parse: IPv6 with hop-by-hop, routing, destination options and fragmen
   assert.equal(keyOf(frame({ ip: { v: 6 }, icmp: {} })), "icmpv6 [fd00::1] > [fd00::2]");
 });
 
-Deno.test("parse: IPv4 fragments are keyed without ports and compared whole", () => {
+Deno.test("parse: IPv4 fragments are parsed as the packets they look like, as QEMU parses them", () => {
   const first = frame({ ip: { flags: 0x1 }, udp: { payload: "part one" } });
-  const later = frame({ ip: { flags: 0, fragOffset: 100 }, raw: { proto: 17, bytes: "two" } });
-  assert.equal(keyOf(first), "udp 10.0.0.1 > 10.0.0.2 fragments");
-  assert.equal(keyOf(later), "udp 10.0.0.1 > 10.0.0.2 fragments");
+  const later = frame({ ip: { flags: 0, fragOffset: 100 }, raw: { proto: 17, bytes: "two!" } });
+  assert.equal(keyOf(first), "udp 10.0.0.1:5353 > 10.0.0.2:40000");
+  // A later fragment's first four bytes stand where the ports would be: "tw" and "o!".
+  assert.equal(keyOf(later), "udp 10.0.0.1:29815 > 10.0.0.2:28449");
   assert.equal(parse(later).kind, DATAGRAM);
+  const tcpFirst = frame({ ip: { flags: 0x1 }, tcp: { seq: 7, payload: "first part" } });
+  assert.equal(parse(tcpFirst).kind, TCP_SEGMENT);
+  assert.equal(parse(tcpFirst).payloadLen, 10);
 });
 
 Deno.test("parse: the vnet header is skipped and bounded to 20 bytes", () => {
