@@ -225,9 +225,13 @@ export function parseFrameAt(
     // and compare it whole.
     key[0] |= KEY_FRAGMENT;
   } else if (proto === IPPROTO_TCP) {
-    if (l4 + 20 > ipEnd) return unsupported(info, "truncated-transport");
+    // QEMU reads the header's fields wherever they lie in the frame, and takes the data
+    // offset as it is, even below 20 bytes (the payload then starts inside the header). So
+    // here, where the frame holds them; a header the frame does not hold (QEMU reads past
+    // its buffer) or whose payload would begin past the IP total length passes through.
+    if (l4 + 20 > end) return unsupported(info, "truncated-transport");
     const doff = (frame[l4 + 12] >> 4) << 2;
-    if (doff < 20 || l4 + doff > ipEnd) return unsupported(info, "truncated-transport");
+    if (l4 + doff > ipEnd) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + i];
     info.seq = u32(frame, l4 + 4);
     info.ack = u32(frame, l4 + 8);
@@ -239,11 +243,12 @@ export function parseFrameAt(
     proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE || proto === IPPROTO_SCTP ||
     proto === IPPROTO_DCCP || proto === IPPROTO_ESP
   ) {
-    // Ports (ESP: the SPI) are the first four bytes of the transport header.
-    if (l4 + 4 > ipEnd) return unsupported(info, "truncated-transport");
+    // Ports (ESP: the SPI) are the first four bytes of the transport header, read where the
+    // frame holds them, as QEMU reads them (past the IP total length too).
+    if (l4 + 4 > end) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + i];
   } else if (proto === IPPROTO_AH) {
-    if (l4 + 8 > ipEnd) return unsupported(info, "truncated-transport");
+    if (l4 + 8 > end) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + 4 + i];
   }
   info.keyLen = keyLen;

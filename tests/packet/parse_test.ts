@@ -141,9 +141,9 @@ Deno.test("parse: non-IP, runts and insane IP headers are unsupported, each with
     [frame({ ip: { v: 6, payloadLength: 900 }, udp: {} }), "bad-ipv6-header"],
     [frame({ tcp: {} }).slice(0, 14 + 20 + 10), "bad-ipv4-header"],
     [frame({ ip: { totalLength: 30 }, tcp: {} }), "truncated-transport"],
+    [frame({ ip: { totalLength: 30 }, tcp: {} }).slice(0, 14 + 30), "truncated-transport"],
     [frame({ tcp: { dataOffset: 15 } }), "truncated-transport"],
-    [frame({ tcp: { dataOffset: 2 } }), "truncated-transport"],
-    [frame({ ip: { totalLength: 22 }, udp: {} }), "truncated-transport"],
+    [frame({ ip: { totalLength: 22 }, udp: {} }).slice(0, 14 + 22), "truncated-transport"],
     [frame({ vlans: [{ vid: 1 }, { vid: 2 }, { vid: 3 }], udp: {} }), "vlan-stack"],
     // SPEC 4: one 802.1Q tag, or a service tag then one 802.1Q tag; nothing else is skipped.
     [frame({ vlans: [{ vid: 1 }, { vid: 2 }], udp: {} }), "vlan-stack"],
@@ -155,6 +155,18 @@ Deno.test("parse: non-IP, runts and insane IP headers are unsupported, each with
     assert.equal(info.kind, UNSUPPORTED, `expected ${reason}`);
     assert.equal(info.reason, reason);
   }
+});
+
+Deno.test("parse: transport fields are read where the frame holds them, as QEMU reads them", () => {
+  // A data offset below 5 words: the payload starts inside the header.
+  const short = parse(frame({ tcp: { dataOffset: 2, payload: "abcd" } }));
+  assert.equal(short.kind, TCP_SEGMENT);
+  assert.equal(short.payload, short.l4 + 8);
+  assert.equal(short.payloadLen, 12 + 4);
+  // UDP ports past a short IP total length, in the frame's bytes beyond it.
+  const udp = frame({ ip: { totalLength: 22 }, udp: {} });
+  assert.equal(parse(udp).kind, DATAGRAM);
+  assert.equal(keyOf(udp), "udp 10.0.0.1:5353 > 10.0.0.2:40000");
 });
 
 Deno.test("parse: every truncation and random corruption of valid frames parses without throwing", () => {
