@@ -2,9 +2,12 @@
  * Seeded random conversations for the differential run: several TCP connections carrying the
  * same byte streams segmented differently (or alike) on each side, ACKs advancing at
  * different moments on each side, pure ACKs on one side or both, retransmissions, segments
- * delivered out of order, interleaved UDP, ICMP and GRE exchanges, ARP noise, occasional real
- * divergence followed by a checkpoint, Xen INITs. The result is an ordinary scenario (frames
- * as builder options), so a failing seed can be saved and replayed as a file.
+ * delivered out of order, sides closing with a FIN on data or a bare FIN or RST, interleaved
+ * UDP, ICMP, GRE, SCTP and ESP exchanges, ARP noise, occasional real divergence followed by a
+ * checkpoint, Xen INITs. Over that, per seed ({@linkcode decorate}): vnet headers, QinQ or
+ * 0x88a8 tags, TCP and IPv4 options, DF/TTL/TOS noise and writes split at random points. The
+ * result is an ordinary scenario (frames as builder options), so a failing seed can be saved
+ * and replayed as a file.
  *
  * Sequence and ACK numbers often start just below 2^32 and wrap; ACKs decrease when
  * segments that carry different ACKs are delivered out of order or a stale pure ACK comes
@@ -21,9 +24,12 @@
  *   ACK in serial order) would decide differently, when its "compared" test and ours (which
  *   counts flushed bytes as compared) disagree (a primary that meets a fully matched secondary
  *   QEMU keeps and we dropped passes alike: we note the drop);
- * - no Ethernet padding, no VLAN, no IPv6, no "other" protocol with differing IP headers;
+ * - no Ethernet padding, no 802.1Q outer tag, no IPv6, no IP fragments, no "other" protocol
+ *   with differing IP headers; a QinQ or 0x88a8 tag only the same on every frame (QEMU keys
+ *   without VLAN ids), datagram IPv4 options only the same per flow;
+ * - every TCP segment carries the ACK flag (QEMU takes the ACK field of segments without it);
  * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset);
- * - no frames on a TCP connection after both VMs sent their FIN (ours forgets a closed
+ * - no frames on a TCP connection after both VMs sent their FIN or RST (ours forgets a closed
  *   connection once it holds nothing; QEMU keeps it, in its old place in the flush order);
  * - no timers: compare-timeout is far longer than a run, so only mismatches ask for
  *   checkpoints (a fully matched secondary segment that QEMU keeps never times out);
@@ -223,7 +229,7 @@ interface TcpConn {
 
 interface DatagramFlow {
   id: number;
-  kind: "udp" | "icmp" | "gre";
+  kind: "udp" | "icmp" | "gre" | "sctp" | "esp";
   next: number;
   /** Payload ids held in each queue (the model of both implementations). */
   heldP: string[];
@@ -239,6 +245,16 @@ interface Event {
   label?: string;
   message?: string;
 }
+
+/**
+ * Datagram flows of "other" protocols: their number and the bytes before the message (GRE's
+ * header; SCTP's ports and ESP's SPI, which are part of the key).
+ */
+const RAW_PROTOCOLS: Record<string, { proto: number; head: (id: number) => string }> = {
+  gre: { proto: 47, head: () => "00000800" },
+  sctp: { proto: 132, head: (id) => (0x0bb80000 + id).toString(16).padStart(8, "0") },
+  esp: { proto: 50, head: (id) => (0x00001000 + id).toString(16).padStart(8, "0") + "00000001" },
+};
 
 /** Builds the scenario of one seed. */
 export function randomScenario(seed: number): Scenario {
@@ -279,7 +295,7 @@ export function randomScenario(seed: number): Scenario {
   const flows: DatagramFlow[] = [];
   const nFlows = rng.int(0, 4);
   for (let i = 0; i < nFlows; i++) {
-    const kind = rng.pick(["udp", "udp", "icmp", "gre"] as const);
+    const kind = rng.pick(["udp", "udp", "icmp", "gre", "udp", "icmp", "sctp", "esp"] as const);
     flows.push({
       id: i,
       kind,
@@ -413,6 +429,19 @@ export function randomScenario(seed: number): Scenario {
     ];
   };
 
+  /**
+   * A side that sent its whole stream closes with a segment of its own, no payload: a FIN or
+   * an RST, with the ACK flag (QEMU takes the ACK field of every segment, flag or not).
+   */
+  const tcpBareClose = (c: TcpConn, side: Side): Event[] => {
+    const bit = side === "pri" ? 1 : 2;
+    if (c[side].pos < c.length || (c.fins & bit) !== 0) return [];
+    maybeAck(c, side);
+    c.fins |= bit;
+    const flags = rng.pick(["FA", "FA", "FPA", "RA"]);
+    return [{ side, label: tcpFrame(c, side, c[side].pos, c[side].pos, flags, "close") }];
+  };
+
   const diverge = (c: TcpConn): Event[] => {
     // The secondary sends other bytes for its next range: a real difference.
     const s = c.sec;
@@ -434,7 +463,8 @@ export function randomScenario(seed: number): Scenario {
     const ip = {
       src: "10.0.0.1",
       dst: `10.0.2.${f.id + 1}`,
-      id: f.kind === "gre" ? n : rng.int(0, 0xffff),
+      // QEMU compares "other" protocols with their IP header: the same ID on both sides.
+      id: f.kind === "udp" || f.kind === "icmp" ? rng.int(0, 0xffff) : n,
     };
     frames[label] = f.kind === "udp"
       ? { ip, udp: { sport: 5000 + f.id, dport: 53, payload: text } }
@@ -443,9 +473,9 @@ export function randomScenario(seed: number): Scenario {
       : {
         ip,
         raw: {
-          proto: 47,
+          proto: RAW_PROTOCOLS[f.kind].proto,
           bytes: {
-            hex: "00000800" +
+            hex: RAW_PROTOCOLS[f.kind].head(f.id) +
               [...text].map((ch) => ch.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
           },
         },
@@ -544,6 +574,8 @@ export function randomScenario(seed: number): Scenario {
         ev = tcpLoneAck(c, "pri");
       } else if (r < 0.32) {
         ev = tcpLoneRetransmission(c, rng.chance(0.6) ? "pri" : "sec");
+      } else if (r < 0.4) {
+        ev = tcpBareClose(c, rng.chance(0.5) ? "pri" : "sec");
       }
       if (ev.length === 0) {
         // Either side, but not too far apart: realistic lag.
@@ -571,7 +603,9 @@ export function randomScenario(seed: number): Scenario {
         continue;
       }
       c.leftOut = 0;
-      if ((c.pri.pos >= c.length && c.sec.pos >= c.length) || c.fins === 3) c.finished = true;
+      // Both streams sent: often done, else a bare FIN or RST may still close a side.
+      const sent = c.pri.pos >= c.length && c.sec.pos >= c.length;
+      if (c.fins === 3 || (sent && rng.chance(0.4))) c.finished = true;
       events.push(...ev);
     } else if (choice < 6 * open.length + 3 * live.length) {
       const f = rng.pick(live);
@@ -605,7 +639,7 @@ export function randomScenario(seed: number): Scenario {
   }
   events.push(...checkpoint());
 
-  return {
+  const scenario: Scenario = {
     name: `random-seed-${seed}`,
     rule: "random conversation: ours must produce QEMU's trace (normalised as in trace.ts)",
     description: `generated by generator.ts from seed ${seed}`,
@@ -615,6 +649,85 @@ export function randomScenario(seed: number): Scenario {
     frames,
     steps: toSteps(events, rng),
   };
+  decorate(scenario, seed);
+  return scenario;
+}
+
+function randomHex(rng: Rng, len: number): string {
+  let hex = "";
+  for (let i = 0; i < len; i++) hex += rng.int(0, 255).toString(16).padStart(2, "0");
+  return hex;
+}
+
+/**
+ * Header variety laid over a finished conversation, from a generator of its own (the
+ * conversation of a seed stays what it was): vnet headers of any length QEMU accepts (per
+ * frame for TCP, per flow for datagrams: QEMU compares datagrams on the frame length), a
+ * QinQ or lone 0x88a8 service tag on every IP frame (the same everywhere: QEMU leaves VLAN ids
+ * out of the key), TCP options of any length on either side, IPv4 options (TCP: any, per
+ * frame; datagrams: the same bytes per flow, since QEMU compares UDP and ICMP from a fixed
+ * 14-byte Ethernet offset and GRE with its IP header), DF, TTL and TOS noise outside GRE, and
+ * writes split at random points. None of it is a SPEC 9 difference.
+ */
+function decorate(s: Scenario, seed: number): void {
+  const rng = new Rng(seed * 7919 + 17);
+  const vnet = rng.chance(0.3);
+  const tags = rng.chance(0.25)
+    ? rng.chance(0.6)
+      ? [{ tpid: 0x88a8, vid: rng.int(1, 4094) }, { tpid: 0x8100, vid: rng.int(1, 4094) }]
+      : [{ tpid: 0x88a8, vid: rng.int(1, 4094) }]
+    : undefined;
+  const tcpOptions = rng.chance(0.35);
+  const ipOptions = rng.chance(0.3);
+  const ipNoise = rng.chance(0.5);
+  const vnetLengths = [0, 10, 12, 20, rng.int(1, 20)];
+  const flowVnet = new Map<string, number>();
+  const flowIpOptions = new Map<string, string>();
+  for (const [label, f] of Object.entries(s.frames)) {
+    const flow = /^([tuigse]\d+)[ps]\d/.exec(label)?.[1];
+    if (flow === undefined) {
+      // ARP: only a vnet header.
+      if (vnet) f.vnet = rng.pick(vnetLengths);
+      continue;
+    }
+    const isTcp = f.tcp !== undefined;
+    const isOther = f.raw !== undefined;
+    if (vnet) {
+      if (isTcp) f.vnet = rng.pick(vnetLengths);
+      else {
+        if (!flowVnet.has(flow)) flowVnet.set(flow, rng.pick(vnetLengths));
+        f.vnet = flowVnet.get(flow)!;
+      }
+      if (f.vnet) f.vnetFill = rng.int(0, 255);
+    }
+    if (tags) f.vlans = tags;
+    const ip = f.ip as Record<string, unknown>;
+    if (ipOptions) {
+      if (isTcp) {
+        if (rng.chance(0.5)) ip.options = randomHex(rng, 4 * rng.int(1, 10));
+      } else {
+        if (!flowIpOptions.has(flow)) {
+          flowIpOptions.set(flow, rng.chance(0.5) ? randomHex(rng, 4 * rng.int(1, 10)) : "");
+        }
+        const options = flowIpOptions.get(flow)!;
+        if (options) ip.options = options;
+      }
+    }
+    if (ipNoise && !isOther) {
+      if (rng.chance(0.5)) ip.flags = 2; // DF: not a fragment
+      ip.ttl = rng.int(1, 255);
+      ip.tos = rng.int(0, 255);
+    }
+    if (isTcp && tcpOptions && rng.chance(0.6)) {
+      f.tcp!.options = randomHex(rng, 4 * rng.int(1, 10));
+    }
+  }
+  if (vnet) s.options = { ...s.options, vnet: true };
+  for (const step of s.steps) {
+    if ((step.pri !== undefined || step.sec !== undefined) && rng.chance(0.15)) {
+      step.chunks = [rng.int(1, 9), rng.int(1, 80), rng.int(1, 400)];
+    }
+  }
 }
 
 /** Groups consecutive frames of one side into writes of up to four frames. */
