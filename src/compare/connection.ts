@@ -244,6 +244,15 @@ export class Connection {
     return flags >>> EPOCH_SHIFT === (epoch & 0xffff);
   }
 
+  /**
+   * Whether a pass noted by {@linkcode noteMatchedSecondaryDropped} in epoch `epoch` is still
+   * due (not taken): QEMU holds that segment yet. Changes nothing.
+   */
+  passDue(epoch: number): boolean {
+    const flags = this.#u32[this.#flagsAt];
+    return (flags & MATCHED_SECONDARY_DROPPED) !== 0 && flags >>> EPOCH_SHIFT === (epoch & 0xffff);
+  }
+
   /** True when neither queue holds a frame. */
   get empty(): boolean {
     return this.primary.length === 0 && this.secondary.length === 0;

@@ -959,11 +959,14 @@ export class CompareEngine implements CompareContext {
   /**
    * After its queues changed: a connection that holds frames is one a flush walks; one that
    * holds nothing is idle from `now`, or forgotten at once when both VMs closed it (SPEC 8).
+   * Not while a dropped matched secondary's pass is due: QEMU still holds that segment, and
+   * lets the close's last primary segment (its final ACK, say) go out against it. The pass
+   * is taken by the next primary segment; until then the connection is idle.
    */
   #place(conn: Connection, now: number): void {
     const table = this.#table;
     if (!conn.empty) table.markHeld(conn);
-    else if (conn.closed) table.remove(conn);
+    else if (conn.closed && !(conn.tcp && conn.passDue(this.#epoch))) table.remove(conn);
     else table.markIdle(conn, now);
   }
 
