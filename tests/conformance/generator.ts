@@ -225,6 +225,10 @@ interface TcpConn {
   fins: number;
   /** Frames left out in a row because the model said QEMU and ours would part. */
   leftOut: number;
+  /** How often a data segment goes without the ACK flag ("P", "FP"); 0 on most connections. */
+  noAck: number;
+  /** Opened by the VMs (a SYN with ACK field 0, no ACK flag) rather than answered (SYN-ACK). */
+  synOpen: boolean;
 }
 
 interface DatagramFlow {
@@ -238,6 +242,21 @@ interface DatagramFlow {
   /** Messages each side sends in all. */
   budget: number;
   blocked: boolean;
+  /** UDP only: datagrams are built as blocks that may be sent as IPv4 fragments. */
+  frag: boolean;
+  /** How each message is sent by each side (fragment size, 0 for whole; the rest sent). */
+  shapes: Map<number, FragShape>;
+}
+
+/**
+ * How one UDP datagram leaves each VM: whole (size 0) or as IPv4 fragments of `size` bytes of
+ * IP payload; `rest` false sends the first fragment only (the others lost).
+ */
+interface FragShape {
+  pri: number;
+  sec: number;
+  priRest: boolean;
+  secRest: boolean;
 }
 
 interface Event {
@@ -256,9 +275,15 @@ const RAW_PROTOCOLS: Record<string, { proto: number; head: (id: number) => strin
   esp: { proto: 50, head: (id) => (0x00001000 + id).toString(16).padStart(8, "0") + "00000001" },
 };
 
+/** IP payload bytes per fragment (multiples of 8) for fragmenting UDP flows. */
+const FRAGMENT_SIZES = [16, 24, 32, 40, 48, 64];
+
 /** Builds the scenario of one seed. */
 export function randomScenario(seed: number): Scenario {
   const rng = new Rng(seed);
+  // Fragments and segments without ACK draw from a generator of their own, so that a seed
+  // that uses neither gives the conversation it gave before them.
+  const xr = new Rng(seed * 104729 + 7);
   const frames: Record<string, FrameSpec> = {};
   const streams: Record<string, { random: number; seed: number }> = {};
   const events: Event[] = [];
@@ -290,6 +315,8 @@ export function randomScenario(seed: number): Scenario {
       finished: false,
       fins: 0,
       leftOut: 0,
+      noAck: xr.chance(0.3) ? xr.pick([0.1, 0.3, 0.7]) : 0,
+      synOpen: xr.chance(0.3),
     });
   }
   const flows: DatagramFlow[] = [];
@@ -305,6 +332,8 @@ export function randomScenario(seed: number): Scenario {
       sentS: 0,
       budget: rng.int(3, 30),
       blocked: false,
+      frag: kind === "udp" && xr.chance(0.4),
+      shapes: new Map(),
     });
   }
 
@@ -318,13 +347,14 @@ export function randomScenario(seed: number): Scenario {
     to: number,
     flags: string,
     tag: string,
+    ackField = c[side].ack,
   ): string => {
     const s = c[side];
     const label = `t${c.id}${side === "pri" ? "p" : "s"}${s.sent++}${tag}`;
     segments.set(label, {
       from,
       to: Math.max(from, to),
-      ack: s.ack >>> 0,
+      ack: ackField >>> 0,
       diverged: false,
       offset: 0,
     });
@@ -335,7 +365,7 @@ export function randomScenario(seed: number): Scenario {
         dport: c.dport,
         isn: c.isn,
         seq: (c.isn + from) >>> 0,
-        ack: s.ack >>> 0,
+        ack: ackField >>> 0,
         flags,
         window: side === "pri" ? 64240 : rng.pick([64240, 501, 29200]),
         payload: to > from ? { stream: c.stream, from, to } : undefined,
@@ -366,6 +396,13 @@ export function randomScenario(seed: number): Scenario {
     s.segments.push([from, to]);
     const fin = to === c.length && rng.chance(0.5) && finOk;
     if (fin) c.fins |= side === "pri" ? 1 : 2;
+    if (c.noAck > 0 && xr.chance(c.noAck)) {
+      // No ACK flag: the ACK field still counts, in QEMU and in ours; mostly the side's
+      // latest ACK, sometimes 0 or another value (the model leaves out what would part).
+      const r = xr.next();
+      const ack = r < 0.7 ? s.ack : r < 0.85 ? 0 : s.ack - xr.int(-2000, 2000);
+      return [{ side, label: tcpFrame(c, side, from, to, fin ? "FP" : "P", "", ack) }];
+    }
     return [{ side, label: tcpFrame(c, side, from, to, fin ? "FPA" : "PA", "") }];
   };
 
@@ -439,6 +476,12 @@ export function randomScenario(seed: number): Scenario {
     maybeAck(c, side);
     c.fins |= bit;
     const flags = rng.pick(["FA", "FA", "FPA", "RA"]);
+    if (xr.chance(0.3)) {
+      // Without the ACK flag: an RST often with ACK field 0.
+      const bare = flags.replace("A", "");
+      const ack = bare === "R" && xr.chance(0.5) ? 0 : c[side].ack;
+      return [{ side, label: tcpFrame(c, side, c[side].pos, c[side].pos, bare, "close", ack) }];
+    }
     return [{ side, label: tcpFrame(c, side, c[side].pos, c[side].pos, flags, "close") }];
   };
 
@@ -455,7 +498,95 @@ export function randomScenario(seed: number): Scenario {
     return [{ side: "sec", label }];
   };
 
+  /** A fragmenting flow's message n: how each side sends it, decided at its first use. */
+  const shapeOf = (f: DatagramFlow, n: number): FragShape => {
+    let shape = f.shapes.get(n);
+    if (shape === undefined) {
+      const size = xr.chance(0.25) ? 0 : xr.pick(FRAGMENT_SIZES);
+      shape = { pri: size, sec: size, priRest: true, secRest: true };
+      const r = xr.next();
+      if (r < 0.12) {
+        // Fragmented differently (or whole) on one side: the first fragments differ.
+        shape[xr.chance(0.5) ? "pri" : "sec"] = xr.pick([0, ...FRAGMENT_SIZES]);
+      } else if (r < 0.24 && size > 0) {
+        // Only the first fragment on one side.
+        shape[xr.chance(0.5) ? "priRest" : "secRest"] = false;
+      }
+      f.shapes.set(n, shape);
+    }
+    return shape;
+  };
+
+  /**
+   * A UDP datagram of a fragmenting flow, whole or as IPv4 fragments. Its payload is 8-byte
+   * blocks, each opening with 4 bytes of its own (flow, message, block): a later fragment is
+   * keyed by its first 4 bytes as if they were ports (QEMU and ours), so each later fragment
+   * is a connection of its own, holding at most one frame per side. The first fragment (or
+   * the whole datagram) is the flow's message, in the flow's model, named by its bytes.
+   */
+  const fragmented = (f: DatagramFlow, side: Side, corrupt: boolean): Event[] => {
+    const n = side === "pri" ? f.next++ : f.sentS++;
+    const shape = shapeOf(f, n);
+    const blocks = 2 + (n * 5 + f.id * 3) % 14;
+    let hex = (5000 + f.id).toString(16).padStart(4, "0") + "0035" +
+      (8 + 8 * blocks).toString(16).padStart(4, "0") + "0000";
+    for (let j = 0; j < blocks; j++) {
+      hex += (0xf0 | f.id).toString(16) +
+        [n & 0xff, j & 0xff, 0x5a].map((b) => b.toString(16).padStart(2, "0")).join("");
+      hex += j === 0 && corrupt ? "78787878" : ((n * 31 + j * 7 + f.id) & 0xff)
+        .toString(16).padStart(2, "0").repeat(4);
+    }
+    const total = hex.length / 2;
+    const size = shape[side] < total ? shape[side] : 0;
+    const rest = side === "pri" ? shape.priRest : shape.secRest;
+    const base = `u${f.id}${side === "pri" ? "p" : "s"}${n}${corrupt ? "x" : ""}`;
+    const id = `${corrupt ? "x" : ""}${n}${size > 0 ? `f${size}` : ""}`;
+    const ipId = xr.int(0, 0xffff);
+    const events: Event[] = [];
+    const parts = size === 0 ? 1 : rest ? Math.ceil(total / size) : 1;
+    for (let k = 0; k < parts; k++) {
+      const from = k * size, to = size === 0 ? total : Math.min(total, from + size);
+      const label = k === 0 ? base : `${base}f${k}`;
+      frames[label] = {
+        ip: size === 0 ? { src: "10.0.0.1", dst: `10.0.2.${f.id + 1}`, id: ipId } : {
+          src: "10.0.0.1",
+          dst: `10.0.2.${f.id + 1}`,
+          id: ipId,
+          flags: to < total ? 1 : 0,
+          fragOffset: from / 8,
+        },
+        raw: { proto: 17, bytes: { hex: hex.slice(2 * from, 2 * to) } },
+      };
+      events.push({ side, label });
+    }
+    datagramModel(f, side, id, corrupt);
+    return events;
+  };
+
+  /** The model of both implementations for one datagram connection. */
+  const datagramModel = (f: DatagramFlow, side: Side, id: string, corrupt: boolean) => {
+    if (side === "pri") {
+      const at = f.heldS.indexOf(id);
+      if (at >= 0) f.heldS.splice(at, 1);
+      else {
+        if (f.heldS.length > 0) f.blocked = true;
+        f.heldP.push(id);
+      }
+    } else {
+      f.heldS.push(id);
+      if (f.heldP.length > 0) {
+        const at = f.heldS.indexOf(f.heldP[0]);
+        if (at >= 0) {
+          f.heldS.splice(at, 1);
+          f.heldP.shift();
+        } else f.blocked = true;
+      }
+    }
+    if (corrupt) f.blocked = true;
+  };
+
   const datagram = (f: DatagramFlow, side: Side, corrupt: boolean): Event[] => {
+    if (f.frag) return fragmented(f, side, corrupt);
     const n = side === "pri" ? f.next++ : f.sentS++;
     const id = corrupt ? `x${n}` : `${n}`;
     const label = `${f.kind[0]}${f.id}${side === "pri" ? "p" : "s"}${n}${corrupt ? "x" : ""}`;
@@ -480,25 +611,7 @@ export function randomScenario(seed: number): Scenario {
           },
         },
       };
-    // The model of both implementations for one datagram connection.
-    if (side === "pri") {
-      const at = f.heldS.indexOf(id);
-      if (at >= 0) f.heldS.splice(at, 1);
-      else {
-        if (f.heldS.length > 0) f.blocked = true;
-        f.heldP.push(id);
-      }
-    } else {
-      f.heldS.push(id);
-      if (f.heldP.length > 0) {
-        const at = f.heldS.indexOf(f.heldP[0]);
-        if (at >= 0) {
-          f.heldS.splice(at, 1);
-          f.heldP.shift();
-        } else f.blocked = true;
-      }
-    }
-    if (corrupt) f.blocked = true;
+    datagramModel(f, side, id, corrupt);
     return [{ side, label }];
   };
 
@@ -525,9 +638,12 @@ export function randomScenario(seed: number): Scenario {
   };
 
   // Handshake: SYN-ACKs (no payload; nothing is queued yet, so either order is safe).
+  // Or the VMs open the connection: a SYN without the ACK flag, ACK field 0 (sometimes not).
   for (const c of tcp) {
-    const p = tcpFrame(c, "pri", -1, -1, "SA", "syn");
-    const s = tcpFrame(c, "sec", -1, -1, "SA", "syn");
+    const syn = c.synOpen ? "S" : "SA";
+    const synAck = c.synOpen ? (xr.chance(0.8) ? 0 : xr.int(1, 0xffffffff)) : c.pri.ack;
+    const p = tcpFrame(c, "pri", -1, -1, syn, "syn", synAck);
+    const s = tcpFrame(c, "sec", -1, -1, syn, "syn", synAck);
     const ev: Event[] = rng.chance(0.5)
       ? [{ side: "pri", label: p }, { side: "sec", label: s }]
       : [{ side: "sec", label: s }, { side: "pri", label: p }];
