@@ -4,7 +4,13 @@
  * different moments on each side, pure ACKs on one side or both, retransmissions, segments
  * delivered out of order, sides closing with a FIN on data or a bare FIN or RST, interleaved
  * UDP, ICMP, GRE, SCTP and ESP exchanges, ARP noise, occasional real divergence followed by a
- * checkpoint, Xen INITs. Over that, per seed ({@linkcode decorate}): vnet headers, QinQ or
+ * checkpoint, Xen INITs. Some UDP flows send their datagrams as IPv4 fragments (mostly alike on
+ * both sides; sometimes fragmented differently, or whole on one side, or with only the first
+ * fragment on one side), keyed and compared as the packets they look like, as QEMU 7.2 and
+ * ours do. Some TCP connections are opened by a SYN without the ACK flag (ACK field 0, or
+ * not), carry data segments flagged "P" or "FP" only (ACK field mostly the side's latest,
+ * sometimes 0 or another value) or close with a bare "R" or "F"; their ACK fields count like
+ * any other, and the model below leaves out what the two would decide differently. Over that, per seed ({@linkcode decorate}): vnet headers, QinQ or
  * 0x88a8 tags, TCP and IPv4 options, DF/TTL/TOS noise and writes split at random points. The
  * result is an ordinary scenario (frames as builder options), so a failing seed can be saved
  * and replayed as a file.
@@ -24,10 +30,13 @@
  *   ACK in serial order) would decide differently, when its "compared" test and ours (which
  *   counts flushed bytes as compared) disagree (a primary that meets a fully matched secondary
  *   QEMU keeps and we dropped passes alike: we note the drop);
- * - no Ethernet padding, no 802.1Q outer tag, no IPv6, no IP fragments, no "other" protocol
- *   with differing IP headers; a QinQ or 0x88a8 tag only the same on every frame (QEMU keys
+ * - no Ethernet padding, no 802.1Q outer tag, no IPv6, no "other" protocol with differing IP
+ *   headers; IPv4 fragments only for UDP, built so that each later fragment's first four
+ *   bytes (its "ports") are its own (each later fragment a connection holding at most one
+ *   frame per side) and no later fragment is shorter than 8 bytes; a QinQ or 0x88a8 tag only the same on every frame (QEMU keys
  *   without VLAN ids), datagram IPv4 options only the same per flow;
- * - every TCP segment carries the ACK flag (QEMU takes the ACK field of segments without it);
+ * - TCP segments without the ACK flag go through the same model: QEMU and ours take their ACK
+ *   field as they take any other (SPEC 9's row: QEMU the latest, ours the highest);
  * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset);
  * - no frames on a TCP connection after both VMs sent their FIN or RST (ours forgets a closed
  *   connection once it holds nothing; QEMU keeps it, in its old place in the flush order);
