@@ -47,8 +47,6 @@ export const KEY_MAX = 10 + 32;
 /** Key byte 0: IP version in the low bits, this bit for IPv6 fragments. */
 export const KEY_FRAGMENT = 0x80;
 
-/** The TCP ACK flag. */
-export const TH_ACK = 0x10;
 /** TCP FIN and RST: a side closed its direction (connections are then forgotten, SPEC 8). */
 export const TH_FIN = 0x01;
 export const TH_RST = 0x04;

@@ -47,7 +47,7 @@
  * @module
  */
 
-import type { FrameSpec, Scenario, Step } from "./scenario.ts";
+import { type FrameSpec, type Scenario, type Step, toHex } from "./scenario.ts";
 
 /** mulberry32: a small, good enough seeded generator. */
 export class Rng {
@@ -537,15 +537,17 @@ export function randomScenario(seed: number): Scenario {
     const n = side === "pri" ? f.next++ : f.sentS++;
     const shape = shapeOf(f, n);
     const blocks = 2 + (n * 5 + f.id * 3) % 14;
-    let hex = (5000 + f.id).toString(16).padStart(4, "0") + "0035" +
-      (8 + 8 * blocks).toString(16).padStart(4, "0") + "0000";
+    const total = 8 + 8 * blocks;
+    const bytes = new Uint8Array(total);
+    const udp = new DataView(bytes.buffer);
+    udp.setUint16(0, 5000 + f.id);
+    udp.setUint16(2, 53);
+    udp.setUint16(4, total);
     for (let j = 0; j < blocks; j++) {
-      hex += (0xf0 | f.id).toString(16) +
-        [n & 0xff, j & 0xff, 0x5a].map((b) => b.toString(16).padStart(2, "0")).join("");
-      hex += j === 0 && corrupt ? "78787878" : ((n * 31 + j * 7 + f.id) & 0xff)
-        .toString(16).padStart(2, "0").repeat(4);
+      const at = 8 + 8 * j;
+      bytes.set([0xf0 | f.id, n & 0xff, j & 0xff, 0x5a], at);
+      bytes.fill(j === 0 && corrupt ? 0x78 : (n * 31 + j * 7 + f.id) & 0xff, at + 4, at + 8);
     }
-    const total = hex.length / 2;
     const size = shape[side] < total ? shape[side] : 0;
     const rest = side === "pri" ? shape.priRest : shape.secRest;
     const base = `u${f.id}${side === "pri" ? "p" : "s"}${n}${corrupt ? "x" : ""}`;
@@ -564,7 +566,7 @@ export function randomScenario(seed: number): Scenario {
           flags: to < total ? 1 : 0,
           fragOffset: from / 8,
         },
-        raw: { proto: 17, bytes: { hex: hex.slice(2 * from, 2 * to) } },
+        raw: { proto: 17, bytes: { hex: toHex(bytes.subarray(from, to)) } },
       };
       events.push({ side, label });
     }
@@ -615,8 +617,7 @@ export function randomScenario(seed: number): Scenario {
         raw: {
           proto: RAW_PROTOCOLS[f.kind].proto,
           bytes: {
-            hex: RAW_PROTOCOLS[f.kind].head(f.id) +
-              [...text].map((ch) => ch.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
+            hex: RAW_PROTOCOLS[f.kind].head(f.id) + toHex(new TextEncoder().encode(text)),
           },
         },
       };
@@ -779,9 +780,7 @@ export function randomScenario(seed: number): Scenario {
 }
 
 function randomHex(rng: Rng, len: number): string {
-  let hex = "";
-  for (let i = 0; i < len; i++) hex += rng.int(0, 255).toString(16).padStart(2, "0");
-  return hex;
+  return toHex(Uint8Array.from({ length: len }, () => rng.int(0, 255)));
 }
 
 /**
