@@ -84,8 +84,10 @@ const PEER_RELEASE_INTERVAL_MS = 10_000;
  * older one is no part of this checkpoint (a user's `cont`, a missed `STOP`).
  */
 const MAX_SECONDARY_RESUME_LEAD_MS = 1000;
-/** Shutdown waits at most this long for outdev to take what was released. */
+/** Shutdown waits at most this long for outdev to take what was released... */
 const SHUTDOWN_FLUSH_MS = 5_000;
+/** ...and no longer than this once outdev takes nothing (a peer that does not read). */
+const SHUTDOWN_STALL_MS = 1_000;
 
 /** What {@linkcode Comparator.stop} reports. */
 export interface StopReport {
@@ -603,7 +605,7 @@ export class Comparator {
     this.#secondary.close();
     this.#channel?.close();
     this.#secondaryMonitor?.close();
-    await settledWithin(this.#out.idle(), SHUTDOWN_FLUSH_MS);
+    const cut = await this.#drainOutdev();
     this.#outdev.close();
     await Promise.allSettled(this.#serving);
     await this.#trimmer?.settled();
@@ -611,7 +613,7 @@ export class Comparator {
     const report: StopReport = {
       heldPrimary: uncompared.primary,
       heldSecondary: uncompared.secondary,
-      unsentBytes: this.#out.pendingBytes,
+      unsentBytes: this.#out.unsentBytes,
     };
     this.#classes.flush(true);
     this.#pauseLog.flush(true);
@@ -624,7 +626,11 @@ export class Comparator {
       });
     }
     if (report.unsentBytes) {
-      this.#log.warn("unsent-at-exit", { endpoint: "outdev", bytes: report.unsentBytes });
+      this.#log.warn("unsent-at-exit", {
+        endpoint: "outdev",
+        bytes: report.unsentBytes,
+        reason: cut ?? "outdev gone",
+      });
     }
     this.#log.info("summary", {
       ...this.stats.summary(),
@@ -640,6 +646,25 @@ export class Comparator {
       input_reads_at_once: this.#pumps.primary.readsAtOnce + this.#pumps.secondary.readsAtOnce,
     });
     return report;
+  }
+  /**
+   * Waits for outdev to take what was released (SPEC 8): as long as it keeps taking, up to
+   * {@linkcode SHUTDOWN_FLUSH_MS}, but a peer that takes nothing for
+   * {@linkcode SHUTDOWN_STALL_MS} is not waited for. Why it stopped waiting, or null when
+   * everything went (or outdev has no peer).
+   */
+  async #drainOutdev(): Promise<string | null> {
+    const out = this.#out;
+    const idle = out.idle();
+    const deadline = performance.now() + SHUTDOWN_FLUSH_MS;
+    for (let untaken = out.untakenBytes;;) {
+      const left = deadline - performance.now();
+      if (left <= 0) return `flush bound of ${SHUTDOWN_FLUSH_MS} ms`;
+      if (await settledWithin(idle, Math.min(SHUTDOWN_STALL_MS, left))) return null;
+      const now = out.untakenBytes;
+      if (now >= untaken) return `outdev took nothing for ${SHUTDOWN_STALL_MS} ms`;
+      untaken = now;
+    }
   }
 
   /** Serves an input peer, its socket polled before the event loop sleeps while it is on. */

@@ -165,6 +165,24 @@ export class FrameWriter {
     return this.#queued + (this.#inflight?.length ?? 0);
   }
 
+  /**
+   * Bytes the socket has not taken yet (framing included): unlike {@linkcode pendingBytes} it
+   * shrinks with every write, a part of a chunk's too, so a slow peer is seen to make progress.
+   */
+  get unsentBytes(): number {
+    return this.#queued + (this.#inflight === null ? 0 : this.#inflight.length - this.#sent);
+  }
+
+  /**
+   * Bytes the peer has not taken: {@linkcode unsentBytes} and, where the socket tells, those
+   * its kernel still holds for the peer. Shrinks as the peer reads, however little, where
+   * `unsentBytes` waits for the kernel's buffers to have room.
+   */
+  get untakenBytes(): number {
+    const kernel = this.#conn?.kernelQueued?.() ?? -1;
+    return this.unsentBytes + (kernel > 0 ? kernel : 0);
+  }
+
   /** True while connected and more than `highWater` bytes wait: readers should pause. */
   get congested(): boolean {
     return this.#congested;

@@ -37,6 +37,7 @@ function openSend(): void {
     {
       send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
       recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+      ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
     } as const,
     "writes without an op",
   );
@@ -45,7 +46,14 @@ function openSend(): void {
     libc.send(fd, p, SIZES[len] ??= BigInt(len), MSG_DONTWAIT | MSG_NOSIGNAL);
   sysRecv = (fd, p) =>
     libc.recv(fd, p, p.length === BLOCK_SIZE ? BLOCK_LEN : BigInt(p.length), MSG_DONTWAIT);
+  const count = new Int32Array(1);
+  sysOutq = (fd) => libc.ioctl(fd, SIOCOUTQ, count) === 0 ? count[0] : -1;
 }
+
+/** `SIOCOUTQ` (`TIOCOUTQ`): bytes in a socket's send queue its peer has not taken. */
+const SIOCOUTQ = 0x5411n;
+/** The send queue's bytes by `ioctl(2)`; null where it cannot be reached. */
+let sysOutq: ((fd: number) => number) | null = null;
 
 /** libc's `recv(2)` without waiting; null where it cannot be reached. */
 let sysRecv: ((fd: number, p: Uint8Array) => number) | null = null;
@@ -139,6 +147,11 @@ class PlainConn implements Conn {
   tryRecv(p: Uint8Array): number {
     if (this.#closed || sysRecv === null || this.fd === undefined) return -1;
     return sysRecv(this.fd, p);
+  }
+
+  kernelQueued(): number {
+    if (this.#closed || sysOutq === null || this.fd === undefined) return -1;
+    return sysOutq(this.fd);
   }
 
   close(): void {

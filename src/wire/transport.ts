@@ -26,6 +26,11 @@ export interface Conn {
    * Only while no read op of this connection waits.
    */
   tryRecv?(p: Uint8Array): number;
+  /**
+   * Bytes written to the socket that its peer has not taken yet (the kernel's send queue,
+   * `SIOCOUTQ`), or -1 where unknown: how a shutdown sees a slow peer read.
+   */
+  kernelQueued?(): number;
   /** Closes the stream. Idempotent. */
   close(): void;
   /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */

@@ -128,10 +128,11 @@ export class FrameCollector {
   #done: Promise<void>;
   #lastActivity = performance.now();
 
-  constructor(conn: Deno.Conn, vnet = false) {
+  /** `pace`: the first `slowReads` reads each wait `gapMs` before they read (a slow peer). */
+  constructor(conn: Deno.Conn, vnet = false, pace?: { slowReads: number; gapMs: number }) {
     this.#conn = conn;
     this.#vnet = vnet;
-    this.#done = this.#loop();
+    this.#done = this.#loop(pace?.slowReads ?? 0, pace?.gapMs ?? 0);
   }
 
   /** True once the peer closed the stream. */
@@ -139,10 +140,11 @@ export class FrameCollector {
     return this.#closed;
   }
 
-  async #loop(): Promise<void> {
+  async #loop(slowReads: number, gapMs: number): Promise<void> {
     const buf = new Uint8Array(256 * 1024);
     try {
-      while (true) {
+      for (let reads = 0;; reads++) {
+        if (reads < slowReads) await new Promise((r) => setTimeout(r, gapMs));
         const n = await this.#conn.read(buf);
         if (n === null) break;
         this.#lastActivity = performance.now();
