@@ -35,7 +35,7 @@ import {
   READ_NOW,
   TO_OP,
 } from "./input/pump.ts";
-import { ClassLog, type Logger } from "./log.ts";
+import { ClassLog, type Logger, ThrottledWarning } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
 import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
@@ -57,6 +57,13 @@ const OUT_MAX_BUFFERED = 32 * 1024 * 1024;
 const OUT_MAX_AGE_MS = 10_000;
 /** Repeating events are logged once per class, then summarised at most this often. */
 const SUMMARY_INTERVAL_MS = 10_000;
+/**
+ * Checkpoint lines (requests, flushes, requests with no peer to take them) logged per
+ * {@linkcode SUMMARY_INTERVAL_MS} at most, each kind; the rest are counted and summarised. A
+ * controller checkpointing many times a second, or a peer reporting checkpoints in a loop, then
+ * grows the log at a bounded rate (SPEC 8); the counters and the monitor's events miss none.
+ */
+const CHECKPOINT_LINES_PER_INTERVAL = 50;
 /**
  * How often the expiry scan looks at the RSS for a malloc trim (ms); the first look comes this
  * long after start, past the first pairs a comparator compares (src/malloc.ts).
@@ -127,6 +134,12 @@ export class Comparator {
   readonly engine: CompareEngine;
   readonly #log: Logger;
   readonly #classes: ClassLog;
+  /** `checkpoint-request`, `checkpoint-done` (info) and `checkpoint-request-undelivered`. */
+  readonly #checkpointLines: {
+    request: ThrottledWarning;
+    done: ThrottledWarning;
+    undelivered: ThrottledWarning;
+  };
   readonly #endpoints: Endpoint[] = [];
   readonly #primary: Endpoint;
   readonly #secondary: Endpoint;
@@ -287,6 +300,16 @@ export class Comparator {
     this.#log = log;
     this.#scanCycle = config.expiredScanCycle;
     this.#classes = new ClassLog(log, SUMMARY_INTERVAL_MS);
+    const lines = (event: string, level: "info" | "warn") =>
+      new ThrottledWarning(log, event, SUMMARY_INTERVAL_MS, undefined, {
+        level,
+        burst: CHECKPOINT_LINES_PER_INTERVAL,
+      });
+    this.#checkpointLines = {
+      request: lines("checkpoint-request", "info"),
+      done: lines("checkpoint-done", "info"),
+      undelivered: lines("checkpoint-request-undelivered", "warn"),
+    };
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
     // SPEC 11: dead peers within a minute. Opened now, while the ffi permission is granted
     // (the TLS transport the caller built uses the same shared tuner).
@@ -617,6 +640,7 @@ export class Comparator {
     };
     this.#classes.flush(true);
     this.#pauseLog.flush(true);
+    for (const lines of Object.values(this.#checkpointLines)) lines.flush(true);
     await this.#closeInside();
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
@@ -788,6 +812,10 @@ export class Comparator {
     this.#heldChanged();
     this.#classes.flush();
     this.#pauseLog.flush();
+    const lines = this.#checkpointLines;
+    lines.request.flush();
+    lines.done.flush();
+    lines.undelivered.flush();
   }
 
   /**
@@ -844,11 +872,11 @@ export class Comparator {
     let delivered = false;
     if (channel === null) {
       this.stats.checkpointsRequested++;
-      this.#log.info("checkpoint-request", { reason, conn: where, channel: "none" });
+      this.#checkpointLines.request.note({ reason, conn: where, channel: "none" });
     } else if (!channel.request()) {
       // Counted as outstanding all the same: the scan asks again after compare-timeout.
       this.stats.checkpointsUndelivered++;
-      this.#log.warn("checkpoint-request-undelivered", {
+      this.#checkpointLines.undelivered.note({
         reason,
         conn: where,
         note: `${channel.kind} has no peer`,
@@ -857,7 +885,7 @@ export class Comparator {
       delivered = true;
       this.#flow.checkpointPending(true);
       this.stats.checkpointsRequested++;
-      this.#log.info("checkpoint-request", { reason, conn: where, channel: channel.kind });
+      this.#checkpointLines.request.note({ reason, conn: where, channel: channel.kind });
     }
     this.#emit((s) => s.checkpointRequest?.({ reason, conn, delivered }));
   }
@@ -898,8 +926,9 @@ export class Comparator {
       requested: outstanding,
     };
     // Periodic checkpoints that change nothing are routine: debug only.
-    const level = outstanding || fields.released || fields.secondary_dropped ? "info" : "debug";
-    this.#log.log(level, "checkpoint-done", fields);
+    if (outstanding || fields.released || fields.secondary_dropped) {
+      this.#checkpointLines.done.note(fields);
+    } else this.#log.debug("checkpoint-done", fields);
     this.#out.flush();
     this.#heldChanged();
     this.#inside?.onCheckpointDone(this.stats.checkpointsReceived, performance.now());

@@ -83,6 +83,33 @@ Deno.test("e2e: a divergence sends one DO_CHECKPOINT; COLO_CHECKPOINT releases w
   }
 });
 
+Deno.test("e2e: checkpoints many times over log 50 lines of each kind per 10 s, then a count", async () => {
+  const rig = await startRig();
+  let closed = false;
+  try {
+    const ROUNDS = 70;
+    for (let i = 0; i < ROUNDS; i++) {
+      await rig.sendPrimary(frame({ udp: { sport: 2000 + i, payload: "primary" } }));
+      await rig.sendSecondary(frame({ udp: { sport: 2000 + i, payload: "secondary" } }));
+      await rig.notify.waitFor(i + 1);
+      await rig.sendNotify("COLO_CHECKPOINT");
+      await rig.outdev.waitFor(i + 1);
+    }
+    closed = true;
+    const { code, stderr } = await rig.close();
+    assert.equal(code, 0);
+    for (const event of ["checkpoint-request", "checkpoint-done"]) {
+      const lines = stderr.split("\n").filter((l) => l.includes(`event=${event} `));
+      assert.equal(lines.filter((l) => !l.includes("suppressed=")).length, 50, event);
+      // The count comes at the stop at the latest: nothing goes unaccounted for.
+      assert.equal(lines.filter((l) => l.includes(`suppressed=${ROUNDS - 50} `)).length, 1, event);
+    }
+    assert.match(stderr, new RegExp(`event=summary .*checkpoints_requested=${ROUNDS} `));
+  } finally {
+    if (!closed) await rig.close();
+  }
+});
+
 Deno.test("e2e: COLO_USERSPACE_PROXY_INIT is answered at once; unknown messages change nothing", async () => {
   const rig = await startRig();
   try {
