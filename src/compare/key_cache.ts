@@ -22,9 +22,8 @@ const SLOT_BITS = 10;
 const KEY_WORDS = Math.ceil(KEY_MAX / 4);
 
 /**
- * The first slot of a key hash: the top bits of a multiplicative hash of it (FNV-1a's low bits
- * alone put keys whose address and port change together into few slots; see `bucketOf` in
- * `connection.ts`).
+ * The first slot of a key hash: the top bits of a multiplicative hash of it (as `bucketOf` in
+ * `connection.ts` takes a bucket; the other slot takes the next bits).
  */
 export function slotOf(hash: number): number {
   return Math.imul(hash, 0x9e3779b1) >>> (32 - SLOT_BITS);

@@ -206,3 +206,58 @@ Deno.test("key cache: connections taking turns, forgotten and replaced, never an
   }
   assert.ok(hitAgain >= 0.95 * again, `${hitAgain} of ${again} found again`);
 });
+
+/**
+ * `count` IPv4 keys (18 bytes) that an unkeyed FNV-1a over 32-bit words, the hash before the
+ * keyed one, took to one state: bytes 0-11 vary (ports), and the word at bytes 12-15 (in the
+ * addresses, which a guest picks) undoes them. The construction a hash flood uses.
+ */
+function fnvCollidingKeys(count: number): Uint8Array[] {
+  const BASIS = 0x811c9dc5;
+  const PRIME = 0x01000193;
+  const PRIME_INVERSE = 0x359c449b; // PRIME * PRIME_INVERSE = 1 (mod 2^32)
+  assert.equal(Math.imul(PRIME, PRIME_INVERSE), 1);
+  const TARGET = 0x12345678;
+  const keys: Uint8Array[] = [];
+  for (let n = 0; n < count; n++) {
+    const k = new Uint8Array(KEY_MAX);
+    k.set([4, 17, 10, 1, 0, 0, (n >> 8) & 0xff, n & 0xff, 0x07, 0xd0, 0, 0, 0, 0, 0, 0, 7, 8]);
+    const view = new DataView(k.buffer);
+    let h = BASIS;
+    for (let w = 0; w < 3; w++) h = Math.imul(h ^ view.getUint32(w * 4, true), PRIME);
+    view.setUint32(12, (Math.imul(TARGET, PRIME_INVERSE) ^ h) >>> 0, true);
+    // Sanity: the unkeyed hash's state after the last whole word is the same for every key.
+    assert.equal(Math.imul(h ^ view.getUint32(12, true), PRIME), Math.imul(TARGET, 1));
+    keys.push(k);
+  }
+  return keys;
+}
+
+Deno.test("key hash: keys made to collide under an unkeyed hash spread over hashes and slots", () => {
+  const keys = fnvCollidingKeys(4096);
+  const hashes = new Set(keys.map((k) => hashKey(k, 18)));
+  const slots = new Set(keys.map((k) => slotOf(hashKey(k, 18))));
+  assert.ok(hashes.size >= 4090, `${hashes.size} hashes for 4096 keys`);
+  // 4096 keys over 1024 slots: about 1005 slots taken when spread at random.
+  assert.ok(slots.size >= 950, `${slots.size} slots for 4096 keys`);
+});
+
+Deno.test("key hash: keyed anew in every process", async () => {
+  const code =
+    `import { hashKey } from ${
+      JSON.stringify(new URL("../../src/packet/parse.ts", import.meta.url).href)
+    };` +
+    `console.log(hashKey(new Uint8Array(18).fill(7), 18));`;
+  const run = async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", code],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    assert.equal(out.code, 0);
+    return new TextDecoder().decode(out.stdout).trim();
+  };
+  const [a, b] = await Promise.all([run(), run()]);
+  assert.match(a, /^\d+$/);
+  assert.notEqual(a, b, "two processes, one hash: the secret is not random");
+});
