@@ -14,6 +14,7 @@ import {
   TCP_SEGMENT,
   TH_FIN,
   TH_RST,
+  TH_SYN,
   UNSUPPORTED,
 } from "../packet/parse.ts";
 import type { Connection } from "./connection.ts";
@@ -673,7 +674,7 @@ export class CompareEngine implements CompareContext {
     const info = this.#info;
     if (parseFrameAt(bytes, at, size, vnetLen, info) === UNSUPPORTED) return false;
     const conn = this.#table.find(info.key, info.keyLen);
-    if (conn === null) return false;
+    if (conn === null || conn.closed) return false;
     const queued = (primary ? conn.primary : conn.secondary).length;
     if (
       queued >= this.#longMark || queued >= this.#maxQueueSize ||
@@ -782,7 +783,15 @@ export class CompareEngine implements CompareContext {
       else sink.discard(side, info.reason, bytes, at, size, null);
       return null;
     }
-    const conn = this.#table.find(info.key, info.keyLen) ?? this.#newConnection(info);
+    let conn = this.#table.find(info.key, info.keyLen);
+    if (conn !== null && conn.closed && conn.empty && (info.flags & TH_SYN) !== 0 && conn.tcp) {
+      // Kept, closed and empty, only for a matched secondary's pass (`#place`): a SYN opens
+      // the 4-tuple anew, and the new connection must not inherit the old one's compared
+      // position and ACKs (a new ISN behind them would be released uncompared).
+      this.#table.remove(conn);
+      conn = null;
+    }
+    conn ??= this.#newConnection(info);
     if (conn === null) {
       sink.discard(side, "table-full", bytes, at, size, null);
       sink.checkpoint("resources", null, now);

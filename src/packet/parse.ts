@@ -49,6 +49,7 @@ export const KEY_FRAGMENT = 0x80;
 
 /** TCP FIN and RST: a side closed its direction (connections are then forgotten, SPEC 8). */
 export const TH_FIN = 0x01;
+export const TH_SYN = 0x02;
 export const TH_RST = 0x04;
 
 /**

@@ -620,3 +620,23 @@ Deno.test("tcp: a gap in the secondary's stream left by a secondary dropped at a
   assert.deepEqual(rec.released, [seg1(0), seg1(100)]);
   assert.deepEqual(rec.checkpoints, []);
 });
+
+Deno.test("tcp: a SYN on a closed connection kept for a due pass opens a new one, compared afresh", () => {
+  const { rec, p, s, engine } = setup();
+  const A = TCP.ACK;
+  const FA = TCP.FIN | TCP.ACK;
+  // The close cut differently: the secondary's one segment is matched in full by the
+  // primary's two, and dropped; its pass is due, so the closed connection is kept.
+  s(seg(1000, 0, 20, { flags: FA }));
+  p(seg(1000, 0, 10, { flags: A }));
+  p(seg(1000, 10, 20, { flags: FA }));
+  assert.equal(rec.released.length, 2);
+  assert.equal(engine.connections, 1, "kept for the pass");
+  // The 4-tuple reused: a SYN carrying data (TCP Fast Open), its ISN behind the old position.
+  const syn = frame({ tcp: { seq: 500, ack: 0, flags: TCP.SYN, payload: "new connection" } });
+  p(syn);
+  assert.equal(rec.released.length, 2, "held until the secondary's copy");
+  s(syn);
+  assert.deepEqual(rec.released.slice(2), [syn]);
+  assert.deepEqual(rec.checkpoints, []);
+});
