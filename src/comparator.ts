@@ -641,6 +641,8 @@ export class Comparator {
     this.#classes.flush(true);
     this.#pauseLog.flush(true);
     for (const lines of Object.values(this.#checkpointLines)) lines.flush(true);
+    for (const e of this.#endpoints) e.flushLogs(true);
+    for (const e of this.#channelEndpoints) e.flushLogs(true);
     await this.#closeInside();
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
@@ -816,6 +818,8 @@ export class Comparator {
     lines.request.flush();
     lines.done.flush();
     lines.undelivered.flush();
+    for (const e of this.#endpoints) e.flushLogs();
+    for (const e of this.#channelEndpoints) e.flushLogs();
   }
 
   /**

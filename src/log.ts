@@ -191,6 +191,7 @@ export class ThrottledWarning {
   readonly #level: Level;
   readonly #burst: number;
   readonly #key: Fields;
+  readonly #overflow: Level | null;
   /** When the current interval began, and how many lines were logged in it. */
   #windowAt = -Infinity;
   #logged = 0;
@@ -198,14 +199,16 @@ export class ThrottledWarning {
 
   /**
    * `options`: `level` (default warn), `burst` (lines per interval, default 1), `key` (fields
-   * on every line, the summary's too: which class it counts).
+   * on every line, the summary's too: which class it counts), `overflow` (a level the lines past
+   * the burst are still written at, where it is enabled: `--log-level debug` shows each one;
+   * counted all the same).
    */
   constructor(
     log: Logger,
     event: string,
     intervalMs = 10_000,
     now: () => number = () => performance.now(),
-    options: { level?: Level; burst?: number; key?: Fields } = {},
+    options: { level?: Level; burst?: number; key?: Fields; overflow?: Level } = {},
   ) {
     this.#log = log;
     this.#event = event;
@@ -214,6 +217,7 @@ export class ThrottledWarning {
     this.#level = options.level ?? "warn";
     this.#burst = options.burst ?? 1;
     this.#key = options.key ?? {};
+    this.#overflow = options.overflow ?? null;
   }
 
   /** One occurrence, described by `fields`; true when it was logged. */
@@ -225,6 +229,9 @@ export class ThrottledWarning {
     }
     if (this.#logged >= this.#burst) {
       this.#suppressed++;
+      if (this.#overflow !== null) {
+        this.#log.log(this.#overflow, this.#event, { ...this.#key, ...fields });
+      }
       return false;
     }
     this.#logged++;

@@ -69,6 +69,29 @@ Deno.test("log: a throttled line with a burst logs that many per interval, and f
   assert.match(lines[4], /suppressed=1 /, "final flush does not wait");
 });
 
+Deno.test("log: lines past a throttled line's burst go out at its overflow level where enabled, counted all the same", () => {
+  for (const level of ["info", "debug"] as const) {
+    const lines: string[] = [];
+    const w = new ThrottledWarning(
+      new Logger(level, (l) => lines.push(l)),
+      "x-peer",
+      1000,
+      () => 0,
+      {
+        level: "info",
+        burst: 2,
+        overflow: "debug",
+      },
+    );
+    for (let i = 0; i < 5; i++) w.note({ peer: i });
+    assert.equal(w.suppressed, 3);
+    w.flush(true);
+    const debug = lines.filter((l) => l.includes("level=debug event=x-peer peer="));
+    assert.equal(debug.length, level === "debug" ? 3 : 0, level);
+    assert.match(lines.at(-1)!, /level=info event=x-peer suppressed=3 /);
+  }
+});
+
 Deno.test("log: classes past MAX_LOG_CLASSES are counted together, a line for the first of them", () => {
   const lines: string[] = [];
   const classes = new ClassLog(new Logger("info", (l) => lines.push(l)), 1000, () => 0);

@@ -50,7 +50,8 @@ export const churn: Trial = {
     // Growth is measured over the second half: the first half lets the runtime's heap and
     // buffer pools settle (a garbage-collected heap grows until the collector runs).
     const warmup = sessions / 2;
-    const program = await scope.start({ noNotify: true });
+    // At debug level every peer's going is a line (at info, 20 per 10 s, then a count).
+    const program = await scope.start({ noNotify: true, flags: ["--log-level", "debug"] });
     const gone = (endpoint: string) =>
       program.count(new RegExp(`event=peer-disconnected\\b.*endpoint=${endpoint}\\b`));
     const left = {

@@ -27,6 +27,11 @@ export const DROP_EVENT_INTERVAL_MS = 1000;
 export const SET_LOG_BURST = 10;
 /** The interval of {@linkcode SET_LOG_BURST} (ms). */
 export const SET_LOG_INTERVAL_MS = 10_000;
+/**
+ * Clients connecting and leaving: at most this many lines of each per
+ * {@linkcode SET_LOG_INTERVAL_MS}, then a count (a connect loop must not flood the log, SPEC 8).
+ */
+export const CLIENT_LOG_BURST = 20;
 /** Bad input of one class is logged once per this interval (ms), then summarised. */
 export const BAD_INPUT_LOG_INTERVAL_MS = 60_000;
 
@@ -145,6 +150,8 @@ export class MonitorServer {
   #closed = false;
   #overflowLogged = false;
   readonly #sets: ThrottledWarning;
+  readonly #connectedLines: ThrottledWarning;
+  readonly #disconnectedLines: ThrottledWarning;
   readonly #badInputs = new Map<BadInput, ThrottledWarning>();
   /** Logs the counts of what was not logged, once their interval is over. */
   #summaryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -158,6 +165,14 @@ export class MonitorServer {
       level: "info",
       burst: SET_LOG_BURST,
     });
+    const clientLines = (event: string) =>
+      new ThrottledWarning(log, event, SET_LOG_INTERVAL_MS, undefined, {
+        level: "info",
+        burst: CLIENT_LOG_BURST,
+        overflow: "debug",
+      });
+    this.#connectedLines = clientLines("monitor-client-connected");
+    this.#disconnectedLines = clientLines("monitor-client-disconnected");
     this.#commands = {
       "query-version": () => ({ qemu: QEMU_VERSION, package: `colo-compare ${VERSION}` }),
       "query-commands": () => Object.keys(this.#commands).map((name) => ({ name })),
@@ -234,7 +249,7 @@ export class MonitorServer {
       }
     });
     this.#clients.add(client);
-    this.#log.info("monitor-client-connected", { peer });
+    this.#throttled(this.#connectedLines, { peer });
     client.send({
       QMP: {
         version: { qemu: QEMU_VERSION, package: `colo-compare ${VERSION}` },
@@ -271,7 +286,7 @@ export class MonitorServer {
     } finally {
       this.#clients.delete(client);
       client.close();
-      this.#log.info("monitor-client-disconnected", { peer });
+      this.#throttled(this.#disconnectedLines, { peer });
     }
   }
 
@@ -379,9 +394,13 @@ export class MonitorServer {
     this.#summaryTimer = setTimeout(() => this.#summarise(), ms);
   }
 
+  #throttlers(): ThrottledWarning[] {
+    return [this.#sets, this.#connectedLines, this.#disconnectedLines, ...this.#badInputs.values()];
+  }
+
   #summarise(): void {
     this.#summaryTimer = undefined;
-    for (const w of [this.#sets, ...this.#badInputs.values()]) {
+    for (const w of this.#throttlers()) {
       w.flush();
       if (w.suppressed > 0 && !this.#closed) this.#schedule(w.summaryDueInMs);
     }
@@ -462,7 +481,7 @@ export class MonitorServer {
     this.#unsubscribe?.();
     for (const c of this.#drops.values()) clearTimeout(c.timer);
     clearTimeout(this.#summaryTimer);
-    for (const w of [this.#sets, ...this.#badInputs.values()]) w.flush(true);
+    for (const w of this.#throttlers()) w.flush(true);
     for (const c of this.#clients) c.close();
     await this.#listener?.close();
   }

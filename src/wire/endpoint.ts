@@ -37,6 +37,13 @@ const BACKOFF_MAX_MS = 1000;
 const BRIEF_SESSION_MS = 1000;
 /** Rejected second peers: one warn line, then at most one summary per this period. */
 const REJECT_LOG_INTERVAL_MS = 10_000;
+/**
+ * Peers connecting and leaving: at most this many lines of each per
+ * {@linkcode REJECT_LOG_INTERVAL_MS}, then a count. A loop that connects and hangs up must not
+ * grow the log without bound (SPEC 8); a peer that comes and goes now and then is logged each
+ * time.
+ */
+const PEER_LINES_PER_INTERVAL = 20;
 
 /** Words for an error a user can act on. */
 export function reasonText(error: unknown): string {
@@ -59,6 +66,8 @@ export class Endpoint {
   #listener: Listener | null = null;
   #conn: Conn | null = null;
   readonly #rejected: ThrottledWarning;
+  readonly #connectedLines: ThrottledWarning;
+  readonly #disconnectedLines: ThrottledWarning;
 
   /** `signal`: aborting it closes the endpoint, as {@linkcode Endpoint.close} does. */
   constructor(
@@ -73,6 +82,15 @@ export class Endpoint {
     this.#transport = transport;
     this.#log = log;
     this.#rejected = new ThrottledWarning(log, "peer-rejected", REJECT_LOG_INTERVAL_MS);
+    const peerLines = (event: string) =>
+      new ThrottledWarning(log, event, REJECT_LOG_INTERVAL_MS, undefined, {
+        level: "info",
+        burst: PEER_LINES_PER_INTERVAL,
+        overflow: "debug",
+        key: { endpoint: name },
+      });
+    this.#connectedLines = peerLines("peer-connected");
+    this.#disconnectedLines = peerLines("peer-disconnected");
     signal?.addEventListener("abort", () => this.close(), { once: true });
   }
 
@@ -207,7 +225,7 @@ export class Endpoint {
   async #run(conn: Conn, session: Session): Promise<void> {
     this.#conn = conn;
     const peer = conn.peer;
-    this.#log.info("peer-connected", { endpoint: this.name, peer });
+    this.#connectedLines.note({ peer });
     this.#announce(true, peer);
     let why = "closed";
     try {
@@ -219,7 +237,7 @@ export class Endpoint {
       this.#conn = null;
     }
     if (!this.#abort.signal.aborted) {
-      this.#log.info("peer-disconnected", { endpoint: this.name, peer, reason: why });
+      this.#disconnectedLines.note({ peer, reason: why });
     }
     this.#announce(false, peer);
   }
@@ -231,6 +249,13 @@ export class Endpoint {
   /** Waits `ms`, or less if the endpoint is closed meanwhile. */
   #sleep(ms: number): Promise<void> {
     return sleepUnless(ms, this.#abort.signal);
+  }
+
+  /** Logs what the throttled lines counted once their period is over (at once: `final`). */
+  flushLogs(final = false): void {
+    this.#rejected.flush(final);
+    this.#connectedLines.flush(final);
+    this.#disconnectedLines.flush(final);
   }
 
   /** Drops the current peer (the next one is accepted or connected as usual). */

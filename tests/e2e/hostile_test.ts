@@ -225,3 +225,57 @@ Deno.test("e2e: connections reset before they are accepted stall no endpoint: pa
     await p.stop().catch(() => {});
   }
 });
+
+Deno.test("e2e: peers and monitor clients connecting in a loop log 20 lines of each per 10 s, then a count", async () => {
+  const p = await startProgram({ flags: ["--monitor", "tcp-listen:127.0.0.1:0"] });
+  const LOOPS = 30;
+  try {
+    const connect = (name: string) => Deno.connect({ hostname: "127.0.0.1", port: p.ports[name] });
+    for (let i = 0; i < LOOPS; i++) {
+      (await connect("primary-in")).close();
+      const client = await QmpClient.connect(p.ports["monitor"]); // reads the greeting
+      await client.close();
+    }
+    // A primary peer served after the loop: the endpoint accepts one peer after another, so
+    // every peer of the loop was accepted and gone before it. It stays until the stop.
+    const primary = await connect("primary-in");
+    const secondary = await connect("secondary-in");
+    const outdev = new FrameCollector(await connect("outdev"));
+    let stopped;
+    try {
+      const f = frame({ udp: { payload: "after the loop" } });
+      await writeAll(primary, framed(f));
+      await writeAll(secondary, framed(f));
+      assert.deepEqual((await outdev.waitFor(1)).map((r) => r.data), [f]);
+      stopped = await p.stop();
+    } finally {
+      primary.close();
+      secondary.close();
+      await outdev.close();
+    }
+    const { code, stderr } = stopped;
+    assert.equal(code, 0);
+    const lines = stderr.split("\n");
+    const count = (event: string, extra = "") => {
+      const all = lines.filter((l) => l.includes(`event=${event} `) && l.includes(extra));
+      const summary = all.filter((l) => l.includes("suppressed="));
+      return {
+        logged: all.length - summary.length,
+        suppressed: summary.reduce((n, l) => n + Number(/suppressed=(\d+)/.exec(l)![1]), 0),
+      };
+    };
+    // 31 peers on primary-in; 30 of them left before the stop (the last one's end is the stop's,
+    // not logged).
+    assert.deepEqual(count("peer-connected", "endpoint=primary-in "), {
+      logged: 20,
+      suppressed: 11,
+    });
+    assert.deepEqual(count("peer-disconnected", "endpoint=primary-in "), {
+      logged: 20,
+      suppressed: 10,
+    });
+    assert.deepEqual(count("monitor-client-connected"), { logged: 20, suppressed: 10 });
+  } finally {
+    await p.stop().catch(() => {});
+  }
+});
