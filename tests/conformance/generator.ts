@@ -48,6 +48,7 @@
  */
 
 import { type FrameSpec, type Scenario, type Step, toHex } from "./scenario.ts";
+import { pseudoRandomBytes } from "../support/packets.ts";
 
 /** mulberry32: a small, good enough seeded generator. */
 export class Rng {
@@ -238,6 +239,27 @@ interface TcpConn {
   noAck: number;
   /** Opened by the VMs (a SYN with ACK field 0, no ACK flag) rather than answered (SYN-ACK). */
   synOpen: boolean;
+  /** How often a data segment leaves as IPv4 fragments; 0 on most connections. */
+  frag: number;
+  /** The first-fragment size ("side:from:to" -> bytes, 0: whole) each side used per range. */
+  fragSizes: Map<string, number>;
+  /**
+   * The connections later fragments open (keyed by their first four bytes, read as ports):
+   * each is a TCP connection of its own in QEMU and in ours, compared on the model too.
+   */
+  fragConns: Map<string, FragConn>;
+}
+
+/**
+ * A connection of later TCP fragments: they parse as segments whose sequence number, ACK,
+ * data offset and flags are bytes 4-13 of the fragment. `base` is the first sequence number
+ * seen (the model counts from it); `fins` the sides whose fragment had FIN or RST set (ours
+ * forgets the connection once both did and it holds nothing, as for any TCP connection).
+ */
+interface FragConn {
+  model: TcpModel;
+  base: number;
+  fins: number;
 }
 
 interface DatagramFlow {
@@ -255,6 +277,21 @@ interface DatagramFlow {
   frag: boolean;
   /** How each message is sent by each side (fragment size, 0 for whole; the rest sent). */
   shapes: Map<number, FragShape>;
+  /**
+   * Fragmenting flows: later fragments start with (flow, block) only, not the message, so
+   * that the later fragments of different datagrams at the same offset share one key.
+   */
+  sharedKeys: boolean;
+  /** The connections of later fragments, by their first four bytes (hex). */
+  later: Map<string, DatagramQueue>;
+}
+
+/** The model of one datagram connection: payload ids held on each side. */
+interface DatagramQueue {
+  heldP: string[];
+  heldS: string[];
+  /** Diverged (or about to compare newest-first): no more frames until the next checkpoint. */
+  blocked: boolean;
 }
 
 /**
@@ -284,6 +321,23 @@ const RAW_PROTOCOLS: Record<string, { proto: number; head: (id: number) => strin
   esp: { proto: 50, head: (id) => (0x00001000 + id).toString(16).padStart(8, "0") + "00000001" },
 };
 
+/**
+ * IP payload bytes of a TCP segment's first fragment (multiples of 8; at least 24, so that
+ * the 20-byte header fits with some payload).
+ */
+const TCP_FRAGMENT_SIZES = [24, 32, 40, 64, 136, 512];
+
+const TCP_FLAG_BITS: Record<string, number> = { F: 1, S: 2, R: 4, P: 8, A: 16, U: 32 };
+
+/** A later TCP fragment as QEMU and ours read it: "ports", sequence number, payload length. */
+interface LaterFragment {
+  key: string;
+  seq: number;
+  len: number;
+  /** Its flags byte has FIN or RST set. */
+  closes: boolean;
+}
+
 /** IP payload bytes per fragment (multiples of 8) for fragmenting UDP flows. */
 const FRAGMENT_SIZES = [16, 24, 32, 40, 48, 64];
 
@@ -293,12 +347,17 @@ export function randomScenario(seed: number): Scenario {
   // Fragments and segments without ACK draw from a generator of their own, so that a seed
   // that uses neither gives the conversation it gave before them.
   const xr = new Rng(seed * 104729 + 7);
+  // TCP fragments, UDP fragments sharing keys and more RST closes: a third generator, for the
+  // same reason.
+  const yr = new Rng(seed * 130363 + 11);
   const frames: Record<string, FrameSpec> = {};
   const streams: Record<string, { random: number; seed: number }> = {};
   const events: Event[] = [];
   let pendingCheckpoint = -1;
 
   const tcp: TcpConn[] = [];
+  /** Each TCP connection's stream, for the bytes of segments sent as fragments. */
+  const streamBytes = new Map<number, Uint8Array>();
   const nTcp = rng.int(1, 4);
   for (let i = 0; i < nTcp; i++) {
     const length = rng.chance(0.3) ? rng.int(50, 600) : rng.int(600, 6000);
@@ -326,7 +385,11 @@ export function randomScenario(seed: number): Scenario {
       leftOut: 0,
       noAck: xr.chance(0.3) ? xr.pick([0.1, 0.3, 0.7]) : 0,
       synOpen: xr.chance(0.3),
+      frag: yr.chance(0.3) ? yr.pick([0.2, 0.5, 0.9]) : 0,
+      fragSizes: new Map(),
+      fragConns: new Map(),
     });
+    streamBytes.set(i, pseudoRandomBytes(length, seed * 16 + i));
   }
   const flows: DatagramFlow[] = [];
   const nFlows = rng.int(0, 4);
@@ -343,6 +406,8 @@ export function randomScenario(seed: number): Scenario {
       blocked: false,
       frag: kind === "udp" && xr.chance(0.4),
       shapes: new Map(),
+      sharedKeys: yr.chance(0.5),
+      later: new Map(),
     });
   }
 
@@ -383,6 +448,153 @@ export function randomScenario(seed: number): Scenario {
     return label;
   };
 
+  /** Later TCP fragments by label: what routes them to their own connection's model. */
+  const laterFragments = new Map<string, LaterFragment>();
+
+  /**
+   * A data segment that leaves as IPv4 fragments of `size` bytes of IP payload (`rest` false:
+   * the first only, the others lost). The first fragment holds the TCP header: QEMU and ours
+   * take it for a segment whose payload ends at the fragment's end, [from, from + size - 20)
+   * in the stream, and the model sees it so; the bytes after it are a gap in this side's
+   * stream, which the model treats as any other. Each later fragment parses as a TCP segment
+   * of its own connection: ports, sequence number, ACK, data offset and flags are its first 14
+   * bytes ({@linkcode tcpFragmentSize} keeps those sane).
+   */
+  const tcpFragments = (
+    c: TcpConn,
+    side: Side,
+    from: number,
+    to: number,
+    flags: string,
+    ackField: number,
+    size: number,
+    rest: boolean,
+  ): Event[] => {
+    const seg = tcpSegmentBytes(c, from, to, flags, ackField, side === "pri" ? 64240 : 501);
+    const base = `t${c.id}${side === "pri" ? "p" : "s"}${c[side].sent++}`;
+    const ipId = yr.int(0, 0xffff);
+    const events: Event[] = [];
+    const parts = rest ? Math.ceil(seg.length / size) : 1;
+    for (let k = 0; k < parts; k++) {
+      const at = k * size, end = Math.min(seg.length, at + size);
+      const label = k === 0 ? base : `${base}f${k}`;
+      frames[label] = {
+        ip: {
+          src: "10.0.0.1",
+          dst: `10.0.1.${c.id + 1}`,
+          id: ipId,
+          flags: end < seg.length ? 1 : 0,
+          fragOffset: at / 8,
+        },
+        raw: { proto: 6, bytes: { hex: toHex(seg.subarray(at, end)) } },
+      };
+      if (k === 0) {
+        segments.set(label, {
+          from,
+          to: from + size - 20,
+          ack: ackField >>> 0,
+          diverged: false,
+          offset: 0,
+        });
+      } else {
+        const part = seg.subarray(at, end);
+        const view = new DataView(part.buffer, part.byteOffset, part.byteLength);
+        laterFragments.set(label, {
+          key: toHex(part.subarray(0, 4)),
+          seq: view.getUint32(4),
+          len: part.length - ((part[12] >> 4) << 2),
+          closes: (part[13] & 0x05) !== 0,
+        });
+        segments.set(label, { from: 0, to: 0, ack: view.getUint32(8), diverged: false, offset: 0 });
+      }
+      events.push({ side, label });
+    }
+    return events;
+  };
+
+  /** A TCP segment's bytes as the VM sends them: a 20-byte header, then its stream bytes. */
+  const tcpSegmentBytes = (
+    c: TcpConn,
+    from: number,
+    to: number,
+    flags: string,
+    ackField: number,
+    window: number,
+  ): Uint8Array => {
+    const seg = new Uint8Array(20 + to - from);
+    const v = new DataView(seg.buffer);
+    v.setUint16(0, c.sport);
+    v.setUint16(2, c.dport);
+    v.setUint32(4, (c.isn + from) >>> 0);
+    v.setUint32(8, ackField >>> 0);
+    seg[12] = 5 << 4;
+    seg[13] = [...flags].reduce((bits, f) => bits | TCP_FLAG_BITS[f], 0);
+    v.setUint16(14, window);
+    seg.set(streamBytes.get(c.id)!.subarray(from, to), 20);
+    return seg;
+  };
+
+  /**
+   * The first-fragment size a side uses for segment [from, to) (0: sent whole): often the
+   * other side's (both guests fragment alike, so their later fragments pair up), else one of
+   * its own. Only sizes whose every fragment QEMU and ours read alike: the first holds the
+   * whole TCP header, every later one holds the 20 bytes of header it is read with and the
+   * data offset its byte 12 gives, and no segment, first or later, ends at sequence 0.
+   */
+  const tcpFragmentSize = (
+    c: TcpConn,
+    side: Side,
+    from: number,
+    to: number,
+    flags: string,
+    ackField: number,
+  ): number => {
+    if (c.frag === 0) return 0;
+    const range = `${from}:${to}`;
+    const other = c.fragSizes.get(`${side === "pri" ? "sec" : "pri"}:${range}`);
+    let size = other !== undefined && yr.chance(0.8)
+      ? other
+      : yr.chance(c.frag)
+      ? yr.pick(TCP_FRAGMENT_SIZES)
+      : 0;
+    if (size >= 20 + to - from || (size > 0 && endsAtZero(c, from + size - 20))) size = 0;
+    if (size > 0) {
+      const seg = tcpSegmentBytes(c, from, to, flags, ackField, 0);
+      for (let at = size; at < seg.length; at += size) {
+        const part = seg.subarray(at, Math.min(seg.length, at + size));
+        if (part.length < 20) {
+          size = 0;
+          break;
+        }
+        const doff = (part[12] >> 4) << 2;
+        const seq = new DataView(part.buffer, part.byteOffset).getUint32(4);
+        if (doff > part.length || ((seq + part.length - doff) >>> 0) === 0) {
+          size = 0;
+          break;
+        }
+      }
+    }
+    c.fragSizes.set(`${side}:${range}`, size);
+    return size;
+  };
+
+  /** A segment arrives on the model: its connection's, or its later-fragment connection's. */
+  const tcpArrive = (c: TcpConn, side: Side, label: string): boolean => {
+    const later = laterFragments.get(label);
+    if (later === undefined) return modelArrive(c.model, side, segments.get(label)!);
+    let conn = c.fragConns.get(later.key);
+    if (conn === undefined) {
+      conn = { model: newModel(), base: later.seq, fins: 0 };
+      c.fragConns.set(later.key, conn);
+    }
+    // Ours forgets a connection both sides closed: nothing more on it (see TcpConn.fins).
+    if (conn.fins === 3) return false;
+    if (later.closes) conn.fins |= side === "pri" ? 1 : 2;
+    const from = (later.seq - conn.base) | 0;
+    const seg = segments.get(label)!;
+    return modelArrive(conn.model, side, { ...seg, from, to: from + Math.max(0, later.len) });
+  };
+
   // Sequence number of the segment end must never be 0 (see the module comment).
   const endsAtZero = (c: TcpConn, to: number) => ((c.isn + to) >>> 0) === 0;
 
@@ -405,14 +617,20 @@ export function randomScenario(seed: number): Scenario {
     s.segments.push([from, to]);
     const fin = to === c.length && rng.chance(0.5) && finOk;
     if (fin) c.fins |= side === "pri" ? 1 : 2;
+    let flags = fin ? "FPA" : "PA";
+    let ack = s.ack;
     if (c.noAck > 0 && xr.chance(c.noAck)) {
       // No ACK flag: the ACK field still counts, in QEMU and in ours; mostly the side's
       // latest ACK, sometimes 0 or another value (the model leaves out what would part).
       const r = xr.next();
-      const ack = r < 0.7 ? s.ack : r < 0.85 ? 0 : s.ack - xr.int(-2000, 2000);
-      return [{ side, label: tcpFrame(c, side, from, to, fin ? "FP" : "P", "", ack) }];
+      ack = r < 0.7 ? s.ack : r < 0.85 ? 0 : s.ack - xr.int(-2000, 2000);
+      flags = fin ? "FP" : "P";
     }
-    return [{ side, label: tcpFrame(c, side, from, to, fin ? "FPA" : "PA", "") }];
+    const fragSize = tcpFragmentSize(c, side, from, to, flags, ack);
+    if (fragSize > 0) {
+      return tcpFragments(c, side, from, to, flags, ack, fragSize, !yr.chance(0.1));
+    }
+    return [{ side, label: tcpFrame(c, side, from, to, flags, "", ack) }];
   };
 
   /**
@@ -484,7 +702,9 @@ export function randomScenario(seed: number): Scenario {
     if (c[side].pos < c.length || (c.fins & bit) !== 0) return [];
     maybeAck(c, side);
     c.fins |= bit;
-    const flags = rng.pick(["FA", "FA", "FPA", "RA"]);
+    // RSTs were rare (about 6 in 300 seeds): more of them, from a generator of their own.
+    const picked = rng.pick(["FA", "FA", "FPA", "RA"]);
+    const flags = yr.chance(0.35) ? "RA" : picked;
     if (xr.chance(0.3)) {
       // Without the ACK flag: an RST often with ACK field 0.
       const bare = flags.replace("A", "");
@@ -492,6 +712,23 @@ export function randomScenario(seed: number): Scenario {
       return [{ side, label: tcpFrame(c, side, c[side].pos, c[side].pos, bare, "close", ack) }];
     }
     return [{ side, label: tcpFrame(c, side, c[side].pos, c[side].pos, flags, "close") }];
+  };
+
+  /**
+   * A side aborts mid-stream: a bare RST at its position (ACK flag or not, the field often 0
+   * then), and nothing new from it afterwards. A VM that resets stops sending; the other may
+   * go on, its bytes then wait until a checkpoint, as they do in QEMU.
+   */
+  const tcpAbort = (c: TcpConn, side: Side): Event[] => {
+    const bit = side === "pri" ? 1 : 2;
+    if ((c.fins & bit) !== 0 || c[side].pos >= c.length) return [];
+    maybeAck(c, side);
+    c.fins |= bit;
+    const flags = yr.chance(0.6) ? "RA" : "R";
+    const ack = flags === "R" && yr.chance(0.5) ? 0 : c[side].ack;
+    const label = tcpFrame(c, side, c[side].pos, c[side].pos, flags, "rst", ack);
+    c[side].pos = c.length;
+    return [{ side, label }];
   };
 
   const diverge = (c: TcpConn): Event[] => {
@@ -528,10 +765,15 @@ export function randomScenario(seed: number): Scenario {
 
   /**
    * A UDP datagram of a fragmenting flow, whole or as IPv4 fragments. Its payload is 8-byte
-   * blocks, each opening with 4 bytes of its own (flow, message, block): a later fragment is
-   * keyed by its first 4 bytes as if they were ports (QEMU and ours), so each later fragment
-   * is a connection of its own, holding at most one frame per side. The first fragment (or
-   * the whole datagram) is the flow's message, in the flow's model, named by its bytes.
+   * blocks, each opening with 4 bytes of its own (flow, message, block; or, with `sharedKeys`,
+   * flow and block only): a later fragment is keyed by its first 4 bytes as if they were
+   * ports (QEMU and ours), so each later fragment is a connection of its own, or one shared
+   * by the later fragments of every message at that offset. Those connections have a model
+   * each, kept by the flow's rules: a later fragment that would be a second held primary, or
+   * come after a divergence there, is lost instead. The first fragment (or the whole
+   * datagram) is the flow's message, in the flow's model, named by its bytes. A corrupt
+   * secondary has other bytes in one block: the first (in the first fragment) or any other
+   * (often in a later fragment: a divergence only that fragment's connection sees).
    */
   const fragmented = (f: DatagramFlow, side: Side, corrupt: boolean): Event[] => {
     const n = side === "pri" ? f.next++ : f.sentS++;
@@ -543,20 +785,33 @@ export function randomScenario(seed: number): Scenario {
     udp.setUint16(0, 5000 + f.id);
     udp.setUint16(2, 53);
     udp.setUint16(4, total);
+    const bad = !corrupt ? -1 : yr.chance(0.5) ? 0 : yr.int(1, blocks - 1);
     for (let j = 0; j < blocks; j++) {
       const at = 8 + 8 * j;
-      bytes.set([0xf0 | f.id, n & 0xff, j & 0xff, 0x5a], at);
-      bytes.fill(j === 0 && corrupt ? 0x78 : (n * 31 + j * 7 + f.id) & 0xff, at + 4, at + 8);
+      bytes.set([0xf0 | f.id, f.sharedKeys ? 0xee : n & 0xff, j & 0xff, 0x5a], at);
+      bytes.fill(j === bad ? 0x78 : (n * 31 + j * 7 + f.id) & 0xff, at + 4, at + 8);
     }
     const size = shape[side] < total ? shape[side] : 0;
     const rest = side === "pri" ? shape.priRest : shape.secRest;
     const base = `u${f.id}${side === "pri" ? "p" : "s"}${n}${corrupt ? "x" : ""}`;
-    const id = `${corrupt ? "x" : ""}${n}${size > 0 ? `f${size}` : ""}`;
+    /** Whether the corrupt block lies in [from, to). */
+    const badIn = (from: number, to: number) => bad >= 0 && 8 + 8 * bad >= from && 8 + 8 * bad < to;
+    const firstTo = size === 0 ? total : size;
+    const id = `${badIn(0, firstTo) ? "x" : ""}${n}${size > 0 ? `f${size}` : ""}`;
     const ipId = xr.int(0, 0xffff);
     const events: Event[] = [];
     const parts = size === 0 ? 1 : rest ? Math.ceil(total / size) : 1;
     for (let k = 0; k < parts; k++) {
       const from = k * size, to = size === 0 ? total : Math.min(total, from + size);
+      if (k > 0) {
+        const key = toHex(bytes.subarray(from, from + 4));
+        let q = f.later.get(key);
+        if (q === undefined) f.later.set(key, q = { heldP: [], heldS: [], blocked: false });
+        // Lost on the way: QEMU and ours would part (see DatagramQueue), or keep it simple.
+        if (q.blocked || (side === "pri" && q.heldP.length > 0)) continue;
+        const here = badIn(from, to);
+        datagramModel(q, side, `${here ? "x" : ""}${n}:${to - from}`, here);
+      }
       const label = k === 0 ? base : `${base}f${k}`;
       frames[label] = {
         ip: size === 0 ? { src: "10.0.0.1", dst: `10.0.2.${f.id + 1}`, id: ipId } : {
@@ -575,7 +830,7 @@ export function randomScenario(seed: number): Scenario {
   };
 
   /** The model of both implementations for one datagram connection. */
-  const datagramModel = (f: DatagramFlow, side: Side, id: string, corrupt: boolean) => {
+  const datagramModel = (f: DatagramQueue, side: Side, id: string, corrupt: boolean) => {
     if (side === "pri") {
       const at = f.heldS.indexOf(id);
       if (at >= 0) f.heldS.splice(at, 1);
@@ -635,6 +890,7 @@ export function randomScenario(seed: number): Scenario {
       c.blocked = false;
       c.leftOut = 0;
       modelFlush(c.model);
+      for (const f of c.fragConns.values()) modelFlush(f.model);
     }
     for (const f of flows) {
       f.heldP = [];
@@ -642,6 +898,7 @@ export function randomScenario(seed: number): Scenario {
       f.sentS = Math.max(f.sentS, f.next);
       f.next = f.sentS;
       f.blocked = false;
+      f.later.clear();
     }
     pendingCheckpoint = -1;
     return [{ side: "notify", message: "COLO_CHECKPOINT" }];
@@ -703,6 +960,7 @@ export function randomScenario(seed: number): Scenario {
       } else if (r < 0.4) {
         ev = tcpBareClose(c, rng.chance(0.5) ? "pri" : "sec");
       }
+      if (ev.length === 0 && yr.chance(0.015)) ev = tcpAbort(c, yr.chance(0.5) ? "pri" : "sec");
       if (ev.length === 0) {
         // Either side, but not too far apart: realistic lag.
         const lead = c.pri.pos - c.sec.pos;
@@ -716,12 +974,13 @@ export function randomScenario(seed: number): Scenario {
         ev = tcpData(c, side);
         if (ev.length === 0) ev = tcpData(c, side === "pri" ? "sec" : "pri");
       }
-      if (!ev.every((e) => modelArrive(c.model, e.side as Side, segments.get(e.label!)!))) {
+      if (!ev.every((e) => tcpArrive(c, e.side as Side, e.label!))) {
         // QEMU and ours would part here (the module comment): leave these frames out, and
         // after a few such frames let a checkpoint bring the two VMs together again.
         for (const e of ev) {
           delete frames[e.label!];
           segments.delete(e.label!);
+          laterFragments.delete(e.label!);
         }
         Object.assign(c, saved);
         pendingCheckpoint = savedPending;
@@ -749,7 +1008,8 @@ export function randomScenario(seed: number): Scenario {
       }
       const corrupt = side === "sec" && pendingCheckpoint < 0 && rng.chance(0.05);
       events.push(...datagram(f, side, corrupt));
-      if (f.blocked && pendingCheckpoint < 0) pendingCheckpoint = n + rng.int(1, 6);
+      const diverged = f.blocked || [...f.later.values()].some((q) => q.blocked);
+      if (diverged && pendingCheckpoint < 0) pendingCheckpoint = n + rng.int(1, 6);
     } else {
       const r = rng.next();
       if (r < 0.6) {
