@@ -7,10 +7,19 @@
  * checkpoint, Xen INITs. Some UDP flows send their datagrams as IPv4 fragments (mostly alike on
  * both sides; sometimes fragmented differently, or whole on one side, or with only the first
  * fragment on one side), keyed and compared as the packets they look like, as QEMU 7.2 and
- * ours do. Some TCP connections are opened by a SYN without the ACK flag (ACK field 0, or
+ * ours do; in some flows the later fragments of different datagrams share keys, and a
+ * diverging secondary may differ inside a later fragment only. Some TCP connections send
+ * segments as IPv4 fragments: the first fragment, which holds the TCP header, is a segment
+ * whose payload ends at the fragment's end (QEMU and ours take the payload length from the
+ * IP total length, or the equal frame length), so the rest of the segment is a gap in that
+ * side's stream; each later fragment is a TCP segment of the connection its first four bytes
+ * name, with sequence number, ACK and data offset read from its bytes 4-13. Some TCP
+ * connections are opened by a SYN without the ACK flag (ACK field 0, or
  * not), carry data segments flagged "P" or "FP" only (ACK field mostly the side's latest,
- * sometimes 0 or another value) or close with a bare "R" or "F"; their ACK fields count like
- * any other, and the model below leaves out what the two would decide differently. Over that, per seed ({@linkcode decorate}): vnet headers, QinQ or
+ * sometimes 0 or another value) or close with a bare "R" or "F" (RSTs also mid-stream, after
+ * which that side sends nothing new); their ACK fields count like any other, and the model
+ * below leaves out what the two would decide differently. Over that, per seed
+ * ({@linkcode decorate}): vnet headers, QinQ or
  * 0x88a8 tags, TCP and IPv4 options, DF/TTL/TOS noise and writes split at random points. The
  * result is an ordinary scenario (frames as builder options), so a failing seed can be saved
  * and replayed as a file.
@@ -31,13 +40,20 @@
  *   counts flushed bytes as compared) disagree (a primary that meets a fully matched secondary
  *   QEMU keeps and we dropped passes alike: we note the drop);
  * - no Ethernet padding, no 802.1Q outer tag, no IPv6, no "other" protocol with differing IP
- *   headers; IPv4 fragments only for UDP, built so that each later fragment's first four
- *   bytes (its "ports") are its own (each later fragment a connection holding at most one
- *   frame per side) and no later fragment is shorter than 8 bytes; a QinQ or 0x88a8 tag only the same on every frame (QEMU keys
+ *   headers; IPv4 fragments only for UDP and TCP. UDP: no later fragment is shorter than 8
+ *   bytes, and each later fragment's connection (named by its first four bytes, its "ports")
+ *   keeps the datagram rules above: a later fragment that would be its second held primary,
+ *   or come after a divergence there, is lost instead. TCP: the first fragment holds the
+ *   whole header; every later fragment holds the 20 header bytes it is read with and the
+ *   data offset its byte 12 gives (QEMU reads past a shorter one: no behaviour to compare);
+ *   each later fragment's connection has its own {@linkcode TcpModel}, and takes no frames
+ *   once both sides sent one there with FIN or RST in its flags byte (the rule for closed
+ *   connections below); a QinQ or 0x88a8 tag only the same on every frame (QEMU keys
  *   without VLAN ids), datagram IPv4 options only the same per flow;
  * - TCP segments without the ACK flag go through the same model: QEMU and ours take their ACK
  *   field as they take any other (SPEC 9's row: QEMU the latest, ours the highest);
- * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset);
+ * - no TCP segment ends exactly at sequence 0 (QEMU reads compare_seq 0 as unset), later
+ *   fragments read as segments included;
  * - no frames on a TCP connection after both VMs sent their FIN or RST (ours forgets a closed
  *   connection once it holds nothing; QEMU keeps it, in its old place in the flush order);
  * - no timers: compare-timeout is far longer than a run, so only mismatches ask for
@@ -450,6 +466,8 @@ export function randomScenario(seed: number): Scenario {
 
   /** Later TCP fragments by label: what routes them to their own connection's model. */
   const laterFragments = new Map<string, LaterFragment>();
+  /** The frames just built include a diverging later TCP fragment (a checkpoint is due). */
+  let laterDiverged = false;
 
   /**
    * A data segment that leaves as IPv4 fragments of `size` bytes of IP payload (`rest` false:
@@ -458,7 +476,9 @@ export function randomScenario(seed: number): Scenario {
    * in the stream, and the model sees it so; the bytes after it are a gap in this side's
    * stream, which the model treats as any other. Each later fragment parses as a TCP segment
    * of its own connection: ports, sequence number, ACK, data offset and flags are its first 14
-   * bytes ({@linkcode tcpFragmentSize} keeps those sane).
+   * bytes ({@linkcode tcpFragmentSize} keeps those sane). `corrupt`: the last later fragment
+   * (when it carries payload) has its last byte changed, a divergence only that fragment's
+   * connection sees (its key and sequence number are the same).
    */
   const tcpFragments = (
     c: TcpConn,
@@ -469,8 +489,13 @@ export function randomScenario(seed: number): Scenario {
     ackField: number,
     size: number,
     rest: boolean,
+    corrupt = false,
   ): Event[] => {
     const seg = tcpSegmentBytes(c, from, to, flags, ackField, side === "pri" ? 64240 : 501);
+    const last = seg.length - (seg.length - 1) % size - 1; // where the last fragment starts
+    const lastPayload = seg.length - last - ((seg[last + 12] >> 4) << 2);
+    const diverged = corrupt && rest && last > 0 && lastPayload > 0;
+    if (diverged) seg[seg.length - 1] ^= 0xff;
     const base = `t${c.id}${side === "pri" ? "p" : "s"}${c[side].sent++}`;
     const ipId = yr.int(0, 0xffff);
     const events: Event[] = [];
@@ -505,10 +530,17 @@ export function randomScenario(seed: number): Scenario {
           len: part.length - ((part[12] >> 4) << 2),
           closes: (part[13] & 0x05) !== 0,
         });
-        segments.set(label, { from: 0, to: 0, ack: view.getUint32(8), diverged: false, offset: 0 });
+        segments.set(label, {
+          from: 0,
+          to: 0,
+          ack: view.getUint32(8),
+          diverged: diverged && at === last,
+          offset: 0,
+        });
       }
       events.push({ side, label });
     }
+    if (diverged) laterDiverged = true;
     return events;
   };
 
@@ -628,7 +660,9 @@ export function randomScenario(seed: number): Scenario {
     }
     const fragSize = tcpFragmentSize(c, side, from, to, flags, ack);
     if (fragSize > 0) {
-      return tcpFragments(c, side, from, to, flags, ack, fragSize, !yr.chance(0.1));
+      // Now and then the secondary differs inside a later fragment only.
+      const corrupt = side === "sec" && pendingCheckpoint < 0 && yr.chance(0.2);
+      return tcpFragments(c, side, from, to, flags, ack, fragSize, !yr.chance(0.1), corrupt);
     }
     return [{ side, label: tcpFrame(c, side, from, to, flags, "", ack) }];
   };
@@ -941,6 +975,7 @@ export function randomScenario(seed: number): Scenario {
       const c = rng.pick(open);
       const saved = structuredClone(c);
       const savedPending = pendingCheckpoint;
+      laterDiverged = false;
       c.client += rng.chance(0.3) ? rng.int(1, 500) : 0;
       const r = rng.next();
       let ev: Event[] = [];
@@ -988,6 +1023,7 @@ export function randomScenario(seed: number): Scenario {
         continue;
       }
       c.leftOut = 0;
+      if (laterDiverged && pendingCheckpoint < 0) pendingCheckpoint = n + yr.int(1, 6);
       // Both streams sent: often done, else a bare FIN or RST may still close a side.
       const sent = c.pri.pos >= c.length && c.sec.pos >= c.length;
       if (c.fins === 3 || (sent && rng.chance(0.4))) c.finished = true;
