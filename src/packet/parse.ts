@@ -228,7 +228,10 @@ export function parseFrameAt(
     // offset as it is, even below 20 bytes (the payload then starts inside the header). So
     // here, where the frame holds them; a header the frame does not hold (QEMU reads past
     // its buffer) or whose payload would begin past the IP total length passes through.
-    if (l4 + 20 > end) return unsupported(info, "truncated-transport");
+    // QEMU reads bytes 0-13 only (ports, sequence and ACK numbers, data offset, flags): a
+    // shorter transport part that holds them, a later fragment of 14 to 19 bytes say, is
+    // compared there, so here too.
+    if (l4 + 14 > end) return unsupported(info, "truncated-transport");
     const doff = (frame[l4 + 12] >> 4) << 2;
     if (l4 + doff > ipEnd) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + i];

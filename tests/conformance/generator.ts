@@ -44,8 +44,9 @@
  *   bytes, and each later fragment's connection (named by its first four bytes, its "ports")
  *   keeps the datagram rules above: a later fragment that would be its second held primary,
  *   or come after a divergence there, is lost instead. TCP: the first fragment holds the
- *   whole header; every later fragment holds the 20 header bytes it is read with and the
- *   data offset its byte 12 gives (QEMU reads past a shorter one: no behaviour to compare);
+ *   whole header; every later fragment holds the 14 header bytes QEMU reads (ports to
+ *   flags; a later fragment of 14 to 19 bytes is a segment too) and the data offset its
+ *   byte 12 gives (QEMU reads past a shorter one: no behaviour to compare);
  *   each later fragment's connection has its own {@linkcode TcpModel}, and takes no frames
  *   once both sides sent one there with FIN or RST in its flags byte (the rule for closed
  *   connections below); a QinQ or 0x88a8 tag only the same on every frame (QEMU keys
@@ -570,8 +571,8 @@ export function randomScenario(seed: number): Scenario {
    * The first-fragment size a side uses for segment [from, to) (0: sent whole): often the
    * other side's (both guests fragment alike, so their later fragments pair up), else one of
    * its own. Only sizes whose every fragment QEMU and ours read alike: the first holds the
-   * whole TCP header, every later one holds the 20 bytes of header it is read with and the
-   * data offset its byte 12 gives, and no segment, first or later, ends at sequence 0.
+   * whole TCP header, every later one holds the 14 bytes of header QEMU reads and the data
+   * offset its byte 12 gives, and no segment, first or later, ends at sequence 0.
    */
   const tcpFragmentSize = (
     c: TcpConn,
@@ -594,7 +595,7 @@ export function randomScenario(seed: number): Scenario {
       const seg = tcpSegmentBytes(c, from, to, flags, ackField, 0);
       for (let at = size; at < seg.length; at += size) {
         const part = seg.subarray(at, Math.min(seg.length, at + size));
-        if (part.length < 20) {
+        if (part.length < 14) {
           size = 0;
           break;
         }

@@ -117,6 +117,18 @@ Deno.test("parse: IPv4 fragments are parsed as the packets they look like, as QE
   const tcpFirst = frame({ ip: { flags: 0x1 }, tcp: { seq: 7, payload: "first part" } });
   assert.equal(parse(tcpFirst).kind, TCP_SEGMENT);
   assert.equal(parse(tcpFirst).payloadLen, 10);
+  // A later TCP fragment of 16 bytes holds all QEMU reads of a header (bytes 0-13) and, with
+  // a data offset of 4 bytes, its payload: a segment, as in QEMU. With 13 bytes QEMU would
+  // read past the frame: passed through.
+  const tcpLater = (n: number) =>
+    frame({
+      ip: { flags: 0, fragOffset: 185 },
+      raw: { proto: 6, bytes: Uint8Array.from({ length: n }, (_, i) => (i === 12 ? 0x10 : i)) },
+    });
+  assert.equal(parse(tcpLater(16)).kind, TCP_SEGMENT);
+  assert.equal(parse(tcpLater(16)).payloadLen, 12);
+  assert.equal(parse(tcpLater(14)).payloadLen, 10);
+  assert.equal(parse(tcpLater(13)).reason, "truncated-transport");
 });
 
 Deno.test("parse: the vnet header is skipped and bounded to 20 bytes", () => {
