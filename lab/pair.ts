@@ -136,9 +136,14 @@ export class Pair {
     if (this.#stopping) throw new Error("stopped while starting");
   }
 
-  /** `checkpoint-request` lines our comparator has logged so far (0 in qemu mode). */
+  /**
+   * `checkpoint-request` lines our comparator has logged so far (0 in qemu mode): one per
+   * request at debug level, where the comparator runs here (at info, 50 per 10 s then a count).
+   */
   get checkpointRequests(): number {
-    return this.comparator?.lines.filter((l) => l.includes("event=checkpoint-request")).length ?? 0;
+    return this.comparator?.lines.filter((l) =>
+      l.includes("event=checkpoint-request") && !l.includes(" suppressed=")
+    ).length ?? 0;
   }
 
   /**
@@ -293,6 +298,9 @@ export class Pair {
         `tcp:127.0.0.1:${p.out}`,
         ...(this.options.comparatorQmp ? ["--qmp", `unix:${runDir}/c.qmp`] : []),
         ...(this.#watchSecondary ? ["--qmp-secondary", `unix:${runDir}/sc.qmp`] : []),
+        // Every checkpoint request a line (the story counts them).
+        "--log-level",
+        "debug",
         ...(this.options.comparatorArgs ?? []),
       ];
       Deno.writeTextFileSync(`${runDir}/cmdlines`, `comparator: deno ${args.join(" ")}\n`, {

@@ -61,7 +61,8 @@ const SUMMARY_INTERVAL_MS = 10_000;
  * Checkpoint lines (requests, flushes, requests with no peer to take them) logged per
  * {@linkcode SUMMARY_INTERVAL_MS} at most, each kind; the rest are counted and summarised. A
  * controller checkpointing many times a second, or a peer reporting checkpoints in a loop, then
- * grows the log at a bounded rate (SPEC 8); the counters and the monitor's events miss none.
+ * grows the log at a bounded rate (SPEC 8); the counters and the monitor's events miss none, and
+ * `--log-level debug` shows every one.
  */
 const CHECKPOINT_LINES_PER_INTERVAL = 50;
 /**
@@ -304,6 +305,7 @@ export class Comparator {
       new ThrottledWarning(log, event, SUMMARY_INTERVAL_MS, undefined, {
         level,
         burst: CHECKPOINT_LINES_PER_INTERVAL,
+        overflow: "debug",
       });
     this.#checkpointLines = {
       request: lines("checkpoint-request", "info"),
