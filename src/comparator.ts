@@ -675,6 +675,7 @@ export class Comparator {
     });
     return report;
   }
+
   /**
    * Waits for outdev to take what was released (SPEC 8): as long as it keeps taking, up to
    * {@linkcode SHUTDOWN_FLUSH_MS}, but a peer that takes nothing for
