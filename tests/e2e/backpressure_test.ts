@@ -56,12 +56,26 @@ async function sendUntilStalled(
   return { sent, stalled: false };
 }
 
-Deno.test("e2e: a stalled outdev pauses the inputs; memory stays bounded; nothing is lost", async () => {
+/** The program with all three peers connected; outdev's peer reads nothing until told. */
+async function startWithOutdevUnread() {
   const program = await startProgram({ noNotify: true });
   const pri = await connectRetry(program.ports["primary-in"]);
   const sec = await connectRetry(program.ports["secondary-in"]);
-  const outConn = await connectRetry(program.ports["outdev"]); // connected, but not reading
+  const outConn = await connectRetry(program.ports["outdev"]);
   await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  return { program, pri, sec, outConn };
+}
+
+/** Frames `sendUntilStalled` sent, each in its place: sequence numbers 1, 1001, 2001, ... */
+function assertInSequence(got: { data: Uint8Array }[]): void {
+  got.forEach((r, i) => {
+    const seq = new DataView(r.data.buffer, r.data.byteOffset).getUint32(38);
+    if (seq !== 1 + i * 1000) assert.fail(`frame ${i} has seq ${seq}`);
+  });
+}
+
+Deno.test("e2e: a stalled outdev pauses the inputs; memory stays bounded; nothing is lost", async () => {
+  const { program, pri, sec, outConn } = await startWithOutdevUnread();
   const pending: Promise<unknown>[] = [];
   try {
     const { sent, stalled } = await sendUntilStalled(pri, sec, pending);
@@ -72,10 +86,7 @@ Deno.test("e2e: a stalled outdev pauses the inputs; memory stays bounded; nothin
     // outdev reads again: every frame of the rounds that were accepted comes out, in order.
     const out = new FrameCollector(outConn);
     const got = await out.waitFor(sent, 30_000);
-    got.forEach((r, i) => {
-      const seq = new DataView(r.data.buffer, r.data.byteOffset).getUint32(38);
-      if (seq !== 1 + i * 1000) assert.fail(`frame ${i} has seq ${seq}`);
-    });
+    assertInSequence(got);
     await out.close();
   } finally {
     pri.close();
@@ -92,11 +103,7 @@ Deno.test("e2e: a stalled outdev pauses the inputs; memory stays bounded; nothin
 });
 
 Deno.test("e2e: SIGTERM with outdev stalled exits 0 once outdev took nothing for a second, counting what it could not send", async () => {
-  const program = await startProgram({ noNotify: true });
-  const pri = await connectRetry(program.ports["primary-in"]);
-  const sec = await connectRetry(program.ports["secondary-in"]);
-  const outConn = await connectRetry(program.ports["outdev"]); // connected, never reading
-  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  const { program, pri, sec, outConn } = await startWithOutdevUnread();
   const pending: Promise<unknown>[] = [];
   try {
     assert.ok((await sendUntilStalled(pri, sec, pending)).stalled);
@@ -120,11 +127,7 @@ Deno.test("e2e: SIGTERM with outdev stalled exits 0 once outdev took nothing for
 });
 
 Deno.test("e2e: SIGTERM with outdev reading slowly: everything released goes out, past the stall bound", async () => {
-  const program = await startProgram({ noNotify: true });
-  const pri = await connectRetry(program.ports["primary-in"]);
-  const sec = await connectRetry(program.ports["secondary-in"]);
-  const outConn = await connectRetry(program.ports["outdev"]); // connected, not reading yet
-  await program.waitForLine(/event=peer-connected endpoint=outdev /);
+  const { program, pri, sec, outConn } = await startWithOutdevUnread();
   const pending: Promise<unknown>[] = [];
   let out: FrameCollector | undefined;
   try {
@@ -145,10 +148,7 @@ Deno.test("e2e: SIGTERM with outdev reading slowly: everything released goes out
     assert.ok(released > 0 && released <= sent, `released ${released} of ${sent}`);
     const got = await out.waitFor(released, 10_000);
     assert.equal(got.length, released);
-    got.forEach((r, i) => {
-      const seq = new DataView(r.data.buffer, r.data.byteOffset).getUint32(38);
-      if (seq !== 1 + i * 1000) assert.fail(`frame ${i} has seq ${seq}`);
-    });
+    assertInSequence(got);
   } finally {
     pri.close();
     sec.close();
