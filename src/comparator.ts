@@ -640,11 +640,7 @@ export class Comparator {
       heldSecondary: uncompared.secondary,
       unsentBytes: this.#out.unsentBytes,
     };
-    this.#classes.flush(true);
-    this.#pauseLog.flush(true);
-    for (const lines of Object.values(this.#checkpointLines)) lines.flush(true);
-    for (const e of this.#endpoints) e.flushLogs(true);
-    for (const e of this.#channelEndpoints) e.flushLogs(true);
+    this.#flushLogs(true);
     await this.#closeInside();
     if (report.heldPrimary || report.heldSecondary) {
       this.#log.warn("held-at-exit", {
@@ -815,14 +811,22 @@ export class Comparator {
     }
     this.#out.flush();
     this.#heldChanged();
-    this.#classes.flush();
-    this.#pauseLog.flush();
+    this.#flushLogs();
+  }
+
+  /**
+   * Logs the counts of what the summarised and throttled lines left out, once their interval
+   * is over (at once: `final`, at the stop).
+   */
+  #flushLogs(final = false): void {
+    this.#classes.flush(final);
+    this.#pauseLog.flush(final);
     const lines = this.#checkpointLines;
-    lines.request.flush();
-    lines.done.flush();
-    lines.undelivered.flush();
-    for (const e of this.#endpoints) e.flushLogs();
-    for (const e of this.#channelEndpoints) e.flushLogs();
+    lines.request.flush(final);
+    lines.done.flush(final);
+    lines.undelivered.flush(final);
+    for (const e of this.#endpoints) e.flushLogs(final);
+    for (const e of this.#channelEndpoints) e.flushLogs(final);
   }
 
   /**
