@@ -144,7 +144,9 @@ class ReplaySink implements EngineSink {
     increment(this.report.byReason, reason);
     increment(this.report.byConnection, connection);
     this.requestLog.push({ atMs: now - this.#start, reason, connection });
-    this.doneAt = now + this.#options.checkpointDelay;
+    // A repeated request (none came within compare-timeout) does not postpone the checkpoint
+    // the first one started: with a delay longer than the timeout it would never come.
+    this.doneAt ??= now + this.#options.checkpointDelay;
   }
 
   divergence(

@@ -59,6 +59,33 @@ Deno.test("replay: with --checkpoint-delay, frames of the epoch wait for the che
   assert.deepEqual(at0.released, { compared: 2, passthrough: 0, checkpoint: 1 });
 });
 
+Deno.test("replay: a --checkpoint-delay longer than compare-timeout still completes the checkpoint; a repeated request does not postpone it", async () => {
+  // Requested at 4000 ms (the first scan after the timeout), repeated at 7000 ms: the
+  // checkpoint completes at 4000 + 5000 ms all the same. Before, each repeat moved the
+  // completion on, so it never came, and a capture clock that jumped (here by 10^9 ms at a
+  // scan cycle of 1 ms) cost a scan and a logged request per cycle: 23 s and 140 MB.
+  const options = { ...OPTIONS, checkpointDelay: 5000 };
+  const r = await run([at(0, udp("alone"))], [], options);
+  assert.deepEqual(r.requests.map((q) => [q.atMs, q.reason]), [[4000, "timeout"], [
+    7000,
+    "timeout",
+  ]]);
+  assert.equal(r.checkpoints.done, 1);
+  assert.deepEqual(r.released, { compared: 0, passthrough: 0, checkpoint: 1 });
+  assert.deepEqual(r.heldAtEnd, { primary: 0, secondary: 0 });
+  const jump = 1e9;
+  const started = performance.now();
+  const j = await run(
+    [at(0, udp("alone")), at(jump, udp("later"))],
+    [at(jump + 1, udp("later"))],
+    { ...options, expiredScanCycle: 1 },
+  );
+  assert.equal(j.checkpoints.done, 1);
+  assert.ok(j.checkpoints.requested <= 3, `${j.checkpoints.requested} requests`);
+  assert.deepEqual(j.released, { compared: 1, passthrough: 0, checkpoint: 1 });
+  assert.ok(performance.now() - started < 5000, "the jump took seconds of scans");
+});
+
 Deno.test("replay: one request per epoch; further divergences are counted, not requested", async () => {
   const primary = [at(0, udp("a")), at(10, udp("b", 54))];
   const secondary = [at(1, udp("x")), at(11, udp("y", 54))];
