@@ -34,6 +34,12 @@ const PCAPNG_SHB = 0x0a0d0d0a;
 /** A block or record larger than this is not a capture of Ethernet frames. */
 const MAX_RECORD = 16 * 1024 * 1024;
 /**
+ * Interfaces one pcapng section may describe (each is kept until the section ends): more is a
+ * damaged or hostile file, whose 20-byte descriptions would otherwise grow the reader without
+ * bound (~90 bytes each).
+ */
+export const MAX_INTERFACES = 65536;
+/**
  * The least total length of the pcapng blocks read, by type: their fixed fields and both length
  * words (a shorter one made the reader take its fields from the next block, or past the end).
  */
@@ -204,6 +210,11 @@ export class CaptureReader implements FrameSource {
     const body = at + 8;
     const end = at + total - 4;
     if (type === 1) {
+      if (this.#interfaces.length >= MAX_INTERFACES) {
+        throw new CaptureFormatError(
+          `more than ${MAX_INTERFACES} interfaces in one pcapng section`,
+        );
+      }
       const iface: Interface = {
         linktype: v.getUint16(body, le),
         unitsPerSecond: 1_000_000n,
