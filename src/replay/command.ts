@@ -79,7 +79,8 @@ export function parseReplayCommand(args: string[]): ReplayCommand | null {
   };
   const delay = v["checkpoint-delay"];
   const offset = v["secondary-offset"] ?? "0";
-  if (!/^-?[0-9]+(\.[0-9]+)?$/.test(offset.trim())) {
+  // Digits beyond a double's range read as Infinity, a time the scans would never reach.
+  if (!/^-?[0-9]+(\.[0-9]+)?$/.test(offset.trim()) || !Number.isFinite(Number(offset.trim()))) {
     throw new UsageError(
       `--secondary-offset: "${offset}" is not a number of milliseconds; e.g. --secondary-offset=-1500`,
     );

@@ -128,4 +128,10 @@ Deno.test("replay: flags are checked like the comparator's", () => {
     () => parseReplayCommand(["--primary=p", "--secondary=s", "--secondary-offset", "soon"]),
     /--secondary-offset: "soon" is not a number/,
   );
+  // 400 digits are a number beyond a double: Infinity, on which the scan loop never ended.
+  const huge = "9".repeat(400);
+  assert.throws(
+    () => parseReplayCommand(["--primary=p", "--secondary=s", `--secondary-offset=-${huge}`]),
+    /--secondary-offset: "-9{400}" is not a number of milliseconds/,
+  );
 });
