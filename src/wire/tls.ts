@@ -759,7 +759,15 @@ export class TlsTransport implements Transport {
       const onClose = () => fail(new Error(REFUSED_AFTER_HANDSHAKE));
       signal.addEventListener("abort", onAbort, { once: true });
       socket.once("error", fail);
+      // A server that takes the TCP connection and never answers must not hold the endpoint
+      // in its connect for good: given up as the listener gives up a client, then retried.
+      const handshakeMs = this.#options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+      timer = setTimeout(
+        () => fail(new Error(`no TLS handshake within ${handshakeMs} ms`)),
+        handshakeMs,
+      );
       socket.once("secureConnect", () => {
+        clearTimeout(timer);
         const subject = peerSubject(socket, creds, "server");
         if (subject instanceof Error) return fail(subject);
         // TLS 1.3: the server judges our certificate after our side of the handshake is done

@@ -434,6 +434,41 @@ Deno.test("tls: connect rejects at once when its signal aborts during the handsh
   }
 });
 
+Deno.test("tls: connect gives up on a server that accepts and never answers the ClientHello, after the handshake timeout", async () => {
+  // Before, nothing timed the handshake of a connect: the endpoint stayed "connecting" for
+  // good (40 s measured, one accept, no retry, no line), its output lost meanwhile.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held = silent.accept();
+  const t = new TlsTransport({
+    creds: loadCredentials(creds.dir, { server: true, client: true }),
+    authz: null,
+    log: new Lines().log,
+    handshakeTimeoutMs: 300,
+  });
+  const abort = new AbortController();
+  const connecting = t.connect(
+    parseAddress(`tls:127.0.0.1:${(silent.addr as Deno.NetAddr).port}`),
+    abort.signal,
+  );
+  // What settles first: the connect, or (the fault) the test's own bound.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<string>((r) => timer = setTimeout(() => r("still connecting"), 5000));
+  const conn = await held;
+  try {
+    const outcome = await Promise.race([
+      connecting.then(() => "connected", (e: Error) => e.message),
+      bound,
+    ]);
+    assert.match(outcome, /no TLS handshake within 300 ms/);
+  } finally {
+    clearTimeout(timer);
+    abort.abort(new Error("test over"));
+    await connecting.catch(() => {});
+    conn.close();
+    silent.close();
+  }
+});
+
 Deno.test("tls: credentials: each bad file fails with one line naming the file and the problem", () => {
   const cases: [string, { server: boolean; client: boolean }, RegExp][] = [
     [
