@@ -66,6 +66,8 @@ export const DEFAULT_MAX_CONNECTIONS = 65536;
 export const DEFAULT_IDLE_TIMEOUT = 60_000;
 /** Default bound on held bytes. */
 export const DEFAULT_MAX_HELD_BYTES = 1 << 30;
+/** The least slabs held frames may use before those of nearly empty slabs move out (1 MiB). */
+export const MIN_SLAB_BUDGET = 8;
 /**
  * A read buffer whose held frames fill three quarters of it is kept as their slab (see
  * `keepHeldInPlace`): at most a quarter of it is then memory held for nothing, as in a slab
@@ -103,6 +105,10 @@ export class CompareEngine implements CompareContext {
   readonly #maxConnections: number;
   readonly #idleTimeout: number;
   readonly #maxHeldBytes: number;
+  /** Slabs that `--max-held-bytes` pays for (at least {@linkcode MIN_SLAB_BUDGET}). */
+  readonly #slabBudget: number;
+  /** Slabs in use past which held frames move out of nearly empty slabs (`#unpinSlabs`). */
+  #unpinAt: number;
   readonly #keepInPlaceFrom: number;
   /** Blocks handed out by `readBuffer` and not adopted since. */
   readonly #readBuffers = new WeakSet<Uint8Array>();
@@ -180,6 +186,8 @@ export class CompareEngine implements CompareContext {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#slabBudget = Math.max(MIN_SLAB_BUDGET, Math.ceil(this.#maxHeldBytes / SLAB_SIZE));
+    this.#unpinAt = this.#slabBudget;
     this.#keepInPlaceFrom = options.keepInPlaceFrom ?? KEEP_IN_PLACE_FROM;
     this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool);
@@ -382,6 +390,7 @@ export class CompareEngine implements CompareContext {
   tick(now: number): boolean {
     if (now > this.#now) this.#now = now;
     this.#forgetIdle(now);
+    this.#unpinAt = Math.max(this.#slabBudget, 2 * this.#store.slabs);
     this.#packets.trim(now);
     this.#table.trim(now);
     let oldest = this.#oldest;
@@ -699,6 +708,20 @@ export class CompareEngine implements CompareContext {
     if (this.#settles) this.#sink.settle!();
     this.#store.keepAll(this.#unkeptIn, this.#unkept, n);
     this.#unlist(n);
+    if (this.#store.slabs > this.#unpinAt) this.#unpinSlabs();
+  }
+
+  /**
+   * The slabs in use outgrew what `--max-held-bytes` pays for: each held frame of a slab that
+   * holds little else moves to a buffer of its own (`FrameStore.evacuate`), so that frames held
+   * one or two a read do not pin a 128 KiB slab each until they time out (SPEC 8: memory of
+   * held frames bounded by the budget, not by the input rate times compare-timeout). Slabs
+   * still mostly held stay; the walk comes again only once the slabs in use doubled (or at the
+   * next scan), so that it costs O(1) a slab.
+   */
+  #unpinSlabs(): void {
+    for (let p = this.#oldest; p !== null; p = p.newer) this.#store.evacuate(p);
+    this.#unpinAt = Math.max(this.#slabBudget, 2 * this.#store.slabs);
   }
 
   /** Empties the list of held frames still in their read buffer (they were kept). */
@@ -742,6 +765,7 @@ export class CompareEngine implements CompareContext {
     this.#readBuffers.delete(block);
     this.#store.adopt(block, this.#unkept, n, sparse);
     this.#unlist(n);
+    if (this.#store.slabs > this.#unpinAt) this.#unpinSlabs();
     return true;
   }
 
