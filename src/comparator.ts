@@ -35,7 +35,7 @@ import {
   READ_NOW,
   TO_OP,
 } from "./input/pump.ts";
-import { ClassLog, type Logger, ThrottledWarning } from "./log.ts";
+import { ClassLog, type Logger, ThrottledWarning, writeFailedLines } from "./log.ts";
 import { FrameWriter } from "./output/writer.ts";
 import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
@@ -161,6 +161,8 @@ export class Comparator {
   readonly #requests: CheckpointRequests;
   readonly #subscribers: ComparatorEvents[] = [];
   readonly #pauseLog: PauseLog;
+  /** Writes to outdev that failed: a peer that connects and resets in a loop (SPEC 8). */
+  readonly #writeFailedLines: ThrottledWarning;
   readonly #clock: CompareClock;
   readonly #leadTimers: Record<Side, ReturnType<typeof setTimeout> | undefined> = {
     primary: undefined,
@@ -313,6 +315,7 @@ export class Comparator {
       undelivered: lines("checkpoint-request-undelivered", "warn"),
     };
     this.#pauseLog = new PauseLog(log, this.stats, SUMMARY_INTERVAL_MS);
+    this.#writeFailedLines = writeFailedLines(log, "outdev");
     // SPEC 11: dead peers within a minute. Opened now, while the ffi permission is granted
     // (the TLS transport the caller built uses the same shared tuner).
     this.#tuner = TcpTuner.shared();
@@ -341,7 +344,7 @@ export class Comparator {
       },
       // A write cut off by the stop itself is no peer's failure: `unsent-at-exit` counts it.
       onWriteError: (e) => {
-        if (!this.#stopping) log.warn("write-failed", { endpoint: "outdev", error: String(e) });
+        if (!this.#stopping) this.#writeFailedLines.note({ error: String(e) });
       },
       idle: this.#poll,
       pool: this.#pool,
@@ -825,6 +828,7 @@ export class Comparator {
     lines.request.flush(final);
     lines.done.flush(final);
     lines.undelivered.flush(final);
+    this.#writeFailedLines.flush(final);
     for (const e of this.#endpoints) e.flushLogs(final);
     for (const e of this.#channelEndpoints) e.flushLogs(final);
   }

@@ -270,3 +270,16 @@ export class ThrottledWarning {
     this.#logged = this.#burst;
   }
 }
+
+/**
+ * Failed writes to a peer (`event=write-failed`): at most 20 lines per 10 s per endpoint, then a
+ * count (the rest at debug). A peer that connects, sends and resets in a loop fails a write each
+ * time, and must not grow the log by a line each (SPEC 8).
+ */
+export function writeFailedLines(log: Logger, endpoint: string): ThrottledWarning {
+  return new ThrottledWarning(log, "write-failed", 10_000, undefined, {
+    burst: 20,
+    overflow: "debug",
+    key: { endpoint },
+  });
+}

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type ClassLog, type Logger, ThrottledWarning } from "../log.ts";
+import { type ClassLog, type Logger, ThrottledWarning, writeFailedLines } from "../log.ts";
 import { FrameWriter } from "../output/writer.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
 import { type Endpoint, settledWithin } from "../wire/endpoint.ts";
@@ -56,12 +56,13 @@ export class NotifyChannel implements CheckpointChannel {
     this.#classes = classes;
     this.#onBacklogDrop = onBacklogDrop;
     this.#oversize = new ThrottledWarning(log, "oversize-frame");
+    const writeFailed = writeFailedLines(log, "notify-dev");
     this.#out = new FrameWriter({
       vnet: false,
       highWater: CONTROL_BACKLOG_MAX,
       lowWater: CONTROL_BACKLOG_MAX / 2,
       maxBufferedDisconnected: 0,
-      onWriteError: (e) => log.warn("write-failed", { endpoint: "notify-dev", error: String(e) }),
+      onWriteError: (e) => writeFailed.note({ error: String(e) }),
     });
     this.#endpoint.onPeer((connected) => events.peer(connected));
   }

@@ -279,3 +279,54 @@ Deno.test("e2e: peers and monitor clients connecting in a loop log 20 lines of e
     await p.stop().catch(() => {});
   }
 });
+
+Deno.test("e2e: a notify-dev peer that asks and resets in a loop logs 20 failed writes per 10 s, not a line each", async () => {
+  // Each peer sends a burst of COLO_USERSPACE_PROXY_INIT and closes without reading: the
+  // answers meet a reset socket. Before, each such session wrote a warn line (50 here; a
+  // probe that kept at it: 393 in 15 s).
+  const p = await startProgram();
+  try {
+    const port = p.ports["notify-dev"];
+    const init = notifyMessage("COLO_USERSPACE_PROXY_INIT");
+    const burst = concat(...Array.from({ length: 1000 }, () => init));
+    // Each peer reads the start of its answers (so it is served, not refused as a second
+    // peer while the last session ends), then closes with the rest unread: a reset.
+    for (let served = 0; served < 80;) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await writeAll(c, burst);
+        if ((await c.read(new Uint8Array(1))) !== null) served++;
+      } catch {
+        // refused
+      } finally {
+        c.close();
+      }
+    }
+    // A peer that reads its answer: served (not refused as a second peer) once the loop's
+    // sessions are over.
+    const answer = notifyMessage("COLO_COMPARE_GET_XEN_INIT");
+    for (let served = false; !served;) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await writeAll(c, init);
+        const buf = new Uint8Array(answer.length);
+        let n = 0;
+        for (let got; n < buf.length && (got = await c.read(buf.subarray(n))) !== null;) n += got;
+        served = n === buf.length;
+      } catch {
+        // refused while a session of the loop was still on
+      } finally {
+        c.close();
+      }
+    }
+    const { code, stderr } = await p.stop();
+    assert.equal(code, 0);
+    const failed = stderr.split("\n").filter((l) =>
+      l.includes("event=write-failed ") && l.includes("endpoint=notify-dev")
+    );
+    assert.ok(failed.length > 0, "no write failed: the test did not reset a socket under a write");
+    assert.ok(failed.length <= 21, `${failed.length} write-failed lines`);
+  } finally {
+    await p.stop().catch(() => {});
+  }
+});
