@@ -750,7 +750,15 @@ export class Comparator {
     const p = engine.heldPrimaryBytes;
     const s = engine.heldSecondaryBytes;
     if (p + s > this.stats.heldBytesPeak) this.stats.heldBytesPeak = p + s;
-    this.#flow.held(p, s, engine.longQueue("primary"), engine.longQueue("secondary"));
+    // Against the budget, each frame costs its bookkeeping too (HELD_FRAME_COST).
+    this.#flow.held(
+      p,
+      s,
+      engine.longQueue("primary"),
+      engine.longQueue("secondary"),
+      engine.heldCost("primary"),
+      engine.heldCost("secondary"),
+    );
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {

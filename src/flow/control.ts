@@ -126,16 +126,22 @@ export class FlowControl {
 
   /**
    * The bytes each side holds now (after a chunk of input, a checkpoint, a scan), and whether
-   * a side has a queue too long to take another read (it is ahead whatever its bytes).
+   * a side has a queue too long to take another read (it is ahead whatever its bytes). `cost`:
+   * what they count against `--max-held-bytes` (bytes and each frame's bookkeeping), for the
+   * held-bytes marks; the bytes themselves by default.
    */
   held(
     primaryBytes: number,
     secondaryBytes: number,
     primaryLong = false,
     secondaryLong = false,
+    primaryCost = primaryBytes,
+    secondaryCost = secondaryBytes,
   ): void {
-    if (this.#mark("primary", primaryBytes, primaryLong)) this.#decide("primary");
-    if (this.#mark("secondary", secondaryBytes, secondaryLong)) this.#decide("secondary");
+    if (this.#mark("primary", primaryBytes, primaryLong, primaryCost)) this.#decide("primary");
+    if (this.#mark("secondary", secondaryBytes, secondaryLong, secondaryCost)) {
+      this.#decide("secondary");
+    }
   }
 
   /**
@@ -161,10 +167,11 @@ export class FlowControl {
   }
 
   /** Updates the high/low and lead states of one side; true when either changed. */
-  #mark(side: Side, bytes: number, long: boolean): boolean {
+  #mark(side: Side, bytes: number, long: boolean, cost: number): boolean {
     const s = this.#sides[side];
     const m = this.#marks;
-    const high = s.heldHigh ? bytes >= m.low : bytes > m.high;
+    // The budget's marks count what the frames cost (their bookkeeping too); the lead, bytes.
+    const high = s.heldHigh ? cost >= m.low : cost > m.high;
     const ahead = long || (s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh);
     if (!ahead) s.leadWaived = false;
     if (high === s.heldHigh && ahead === s.ahead) return false;

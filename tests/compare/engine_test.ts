@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CompareEngine } from "../../src/compare/engine.ts";
+import { CompareEngine, HELD_FRAME_COST } from "../../src/compare/engine.ts";
 import { FrameWriter } from "../../src/output/writer.ts";
 import { BlockPool } from "../../src/pool.ts";
 import { arp, frame, TCP } from "../support/packets.ts";
@@ -170,8 +170,9 @@ Deno.test("engine: a full connection table forgets the oldest idle connection", 
 
 Deno.test("engine: frames beyond the held-bytes budget are dropped and a checkpoint asked", () => {
   const rec = new Recorder();
+  // A frame of 142 bytes costs 142 + HELD_FRAME_COST: one fits in 600 bytes, two do not.
   const engine = new CompareEngine(
-    { compareTimeout: 3000, maxQueueSize: 1024, maxHeldBytes: 200 },
+    { compareTimeout: 3000, maxQueueSize: 1024, maxHeldBytes: 600 },
     rec,
   );
   engine.primary(udp("a".repeat(100)), 0, 0);
@@ -366,5 +367,30 @@ Deno.test("engine: one held frame per read does not pin a slab each: the slabs' 
   assert.ok(
     bytes <= 2 * maxHeldBytes,
     `${pool.blocks} blocks (${bytes} bytes) for ${reads} held frames against ${maxHeldBytes}`,
+  );
+});
+
+Deno.test("engine: each held frame counts its bookkeeping against the held-bytes budget, so small frames cannot hold several times the budget", () => {
+  // 46-byte frames, one per connection, none matched: the budget was reached at 22,795 frames
+  // of 1 MiB, each costing ~300 bytes of memory besides its bytes (the live comparator with
+  // the default 256M: 896 MiB of RSS with 2 x 67 MB of frames held).
+  const rec = new Recorder();
+  const maxHeldBytes = 2 ** 20;
+  const engine = new CompareEngine(
+    { compareTimeout: 3000, maxQueueSize: 1024, maxHeldBytes },
+    rec,
+  );
+  const f = frame({ udp: { sport: 1, payload: "abcd" } });
+  for (let i = 0; i < 30_000 && rec.checkpoints.length === 0; i++) {
+    const g = f.slice();
+    new DataView(g.buffer).setUint16(34, 1 + i); // a connection of its own
+    engine.primary(g, 0, 0);
+  }
+  assert.deepEqual(rec.checkpoints, ["resources"]);
+  const held = engine.heldPrimary;
+  assert.equal(
+    held,
+    Math.floor(maxHeldBytes / (f.length + HELD_FRAME_COST)),
+    `${held} frames of ${f.length} bytes held against ${maxHeldBytes}`,
   );
 });

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CompareEngine, type EngineOptions } from "../../src/compare/engine.ts";
+import { CompareEngine, type EngineOptions, HELD_FRAME_COST } from "../../src/compare/engine.ts";
 import type { ReleaseReason } from "../../src/compare/events.ts";
 import type { UnsupportedReason } from "../../src/packet/parse.ts";
 import { Rng } from "../../src/demo/traffic.ts";
@@ -115,7 +115,8 @@ Deno.test("takeRun: frames taken in runs are decided as frames handed over one b
       compareTimeout: 50,
       maxQueueSize: rng.next() < 0.3 ? rng.int(1, 40) : rng.int(64, 300),
       maxConnections: rng.int(2, 8),
-      maxHeldBytes: rng.next() < 0.2 ? rng.int(500, 5000) : undefined,
+      // Budgets of a few frames: their bytes and each one's bookkeeping (HELD_FRAME_COST).
+      maxHeldBytes: rng.next() < 0.2 ? 8 * HELD_FRAME_COST + rng.int(500, 5000) : undefined,
     };
     const one = feeder(options, false, vnet);
     const run = feeder(options, true, vnet);

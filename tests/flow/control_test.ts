@@ -170,3 +170,15 @@ Deno.test("flow: a side with a long queue is ahead whatever its bytes, until it 
   f.held(0, 5, false, true);
   assert.deepEqual(events.at(-1), ["secondary", true, "ahead"]);
 });
+
+Deno.test("flow: the held-bytes marks count what the frames cost (their bookkeeping too), the lead only their bytes", () => {
+  const { f, events } = flow();
+  // 40 bytes of small frames that cost 120 against the budget: above the high mark.
+  f.held(40, 0, false, false, 120, 0);
+  assert.deepEqual(events, [["primary", true, "held-bytes"]]);
+  f.held(40, 0, false, false, 45, 0);
+  assert.deepEqual(events.slice(1), [["primary", false, "held-bytes"]]);
+  // The lead mark (10,000) is one of bytes: 10,001 of them are ahead whatever their cost says.
+  f.held(10_001, 0, false, false, 40, 0);
+  assert.deepEqual(events.slice(2), [["primary", true, "ahead"]]);
+});
