@@ -106,6 +106,10 @@ export class CompareEngine implements CompareContext {
   #maxQueueSize: number;
   /** The sink's optional divergence hook, or null: costs nothing when no capture is on. */
   readonly #divergence: NonNullable<EngineSink["divergence"]> | null;
+  /** The last serial given to a queued frame (`Packet.serial`). */
+  #serial = 0;
+  /** What each connection's last divergence told the hook (`#tell`). */
+  readonly #told = new WeakMap<Connection, Told>();
   /** The sink's optional `settle`, or null. */
   readonly #settles: boolean;
   readonly #maxConnections: number;
@@ -430,13 +434,7 @@ export class CompareEngine implements CompareContext {
         }
         if (this.#divergence !== null) {
           const aged = oldest.side === "primary";
-          this.#divergence(
-            "timeout",
-            oldest.conn!,
-            aged ? oldest : null,
-            aged ? [] : [oldest],
-            now,
-          );
+          this.#tell("timeout", oldest.conn!, aged ? oldest : null, aged ? [] : [oldest], now);
         }
         this.#sink.checkpoint("timeout", oldest.conn, now);
         return true;
@@ -528,6 +526,7 @@ export class CompareEngine implements CompareContext {
     const info = this.#info;
     const queue = this.#table.queueFor(conn, side);
     const p = this.#packets.take();
+    p.serial = this.#serial = (this.#serial + 1) | 0;
     p.bytes = bytes;
     p.at = at;
     p.size = size;
@@ -1119,10 +1118,56 @@ export class CompareEngine implements CompareContext {
       } else {
         for (let i = 0; i < conn.secondary.length; i++) secondaries.push(conn.secondary.at(i));
       }
-      this.#divergence(reason, conn, conn.primary.peek() ?? null, secondaries, now);
+      this.#tell(reason, conn, conn.primary.peek() ?? null, secondaries, now);
     }
     this.#sink.checkpoint(reason, conn, now);
   }
+
+  /**
+   * Gives a divergence to the hook, once: a frame that waits is compared again at every frame
+   * its connection receives (and a timeout is seen at every scan until a checkpoint), and each
+   * time the hook was given the same frames, with every secondary held so far (a capture full
+   * of copies of one divergence, quadratic in the queue). Told again for the same reason and
+   * the same frame, the hook gets only the secondaries that came since, with the primary; with
+   * none, nothing.
+   */
+  #tell(
+    reason: CheckpointReason,
+    conn: Connection,
+    primary: Packet | null,
+    secondaries: Packet[],
+    now: number,
+  ): void {
+    const head = primary ?? secondaries[0];
+    if (head === undefined) return this.#divergence!(reason, conn, primary, secondaries, now);
+    const told = this.#told.get(conn);
+    let fresh = secondaries;
+    if (told !== undefined && told.reason === reason && told.head === head.serial) {
+      // TCP: one secondary, the head of its queue (by sequence number, not arrival). Others:
+      // every secondary held, in arrival order, none taken out while the primary waits.
+      fresh = conn.tcp
+        ? secondaries.filter((s) => s.serial !== told.last)
+        : secondaries.filter((s) => ((s.serial - told.last) | 0) > 0);
+      if (fresh.length === 0) return;
+    }
+    const last = fresh.length === 0 ? head.serial : fresh[fresh.length - 1].serial;
+    if (told === undefined) this.#told.set(conn, { reason, head: head.serial, last });
+    else {
+      told.reason = reason;
+      told.head = head.serial;
+      told.last = last;
+    }
+    this.#divergence!(reason, conn, primary, fresh, now);
+  }
+}
+
+/** The last divergence of a connection told to the hook: its reason and frames (serials). */
+interface Told {
+  reason: CheckpointReason;
+  /** The primary frame compared, or the secondary frame that timed out. */
+  head: number;
+  /** The last secondary frame given (the head's serial when there was none). */
+  last: number;
 }
 
 const EMPTY = new Uint8Array(0);

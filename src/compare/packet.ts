@@ -50,6 +50,11 @@ export class Packet {
   /** True while the packet sits in a queue. */
   queued = false;
   /**
+   * The engine's count of queued frames when this one was queued (int32, wrapping): tells a
+   * frame from a later one that reuses this record, for `--capture` (each divergence told once).
+   */
+  serial = 0;
+  /**
    * Start (in `bytes`) and length of the compared bytes: the TCP payload, or the whole IP
    * payload.
    */

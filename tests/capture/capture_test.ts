@@ -223,3 +223,60 @@ Deno.test("capture: closing gives up on a write that never ends (a hung mount) a
   assert.equal(failures.length, 1);
   assert.match(String(failures[0]), /a write did not end within 20 ms/);
 });
+
+/** Records what each divergence was about: the reason and the payloads of its frames. */
+class DivergenceLog extends Recorder {
+  readonly told: string[] = [];
+  divergence(
+    reason: CheckpointReason,
+    conn: Connection,
+    primary: Packet | null,
+    secondaries: readonly Packet[],
+  ): void {
+    // The payload: TCP's, or the UDP datagram's after its 8-byte header.
+    const text = (p: Packet) =>
+      new TextDecoder().decode(p.bytes.subarray(p.start + (conn.tcp ? 0 : 8), p.start + p.len));
+    this.told.push(`${reason} ${primary ? text(primary) : "-"} [${secondaries.map(text)}]`);
+  }
+}
+
+Deno.test("capture: a frame compared again as its connection receives more is told once, then only with the secondaries that came since", () => {
+  const rec = new DivergenceLog();
+  const engine = new CompareEngine({ compareTimeout: 100, maxQueueSize: 1024 }, rec);
+  // UDP: each frame the connection receives compares the waiting primary anew.
+  engine.primary(udp("p"), 0, 0);
+  engine.secondary(udp("a"), 0, 1);
+  engine.secondary(udp("b"), 0, 2);
+  engine.primary(udp("q"), 0, 3);
+  engine.secondary(udp("c"), 0, 4);
+  // TCP: the primary and secondary heads differ; more primary data comes behind them.
+  engine.primary(tcp(1000, "hello"), 0, 5);
+  engine.secondary(tcp(1000, "hellX"), 0, 6);
+  engine.primary(tcp(1005, "world"), 0, 7);
+  // The aged frame at two scans without a checkpoint in between.
+  engine.tick(150);
+  engine.tick(300);
+  assert.deepEqual(rec.told, [
+    "datagram p [a]",
+    "datagram p [b]",
+    "datagram p [c]",
+    "tcp-payload hello [hellX]",
+    "timeout p []",
+  ]);
+  // Every comparison that failed still asks for its checkpoint.
+  assert.deepEqual(rec.checkpoints, [
+    "datagram",
+    "datagram",
+    "datagram",
+    "datagram",
+    "tcp-payload",
+    "tcp-payload",
+    "timeout",
+    "timeout",
+  ]);
+  // After a checkpoint the same connection's next divergence is told whole.
+  engine.checkpoint();
+  engine.primary(udp("r"), 0, 400);
+  engine.secondary(udp("d"), 0, 401);
+  assert.deepEqual(rec.told.slice(5), ["datagram r [d]"]);
+});
