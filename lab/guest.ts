@@ -47,6 +47,28 @@ export const ROLE_PATH = "/cgi-bin/role";
 /** Printed on the serial console once httpd runs. */
 export const READY_MARK = "GUEST-READY";
 
+/**
+ * The bulk story's download: `/cgi-bin/bulk?N` answers the first N bytes of a file the guest
+ * writes at boot, the decimal numbers 0 to {@linkcode BULK_LAST} one a line (`seq`). A CGI, as
+ * SAME_PATH, so that no `Date:` makes the two VMs' replies differ; a file made before COLO
+ * starts, so both VMs hold it byte for byte (the secondary starts from the primary's RAM). Lines
+ * of numbers, not a repeated pattern: bytes compared at the wrong position differ.
+ */
+export const BULK_PATH = "/cgi-bin/bulk";
+const BULK_LAST = 620_000;
+/** What `/cgi-bin/bulk` can serve: the file is a little longer (4,228,897 bytes). */
+export const BULK_MAX_BYTES = 4 * 1024 * 1024;
+
+/** The first `size` bytes (at most {@linkcode BULK_MAX_BYTES}) of the guest's bulk file. */
+export function bulkBytes(size: number): Uint8Array {
+  if (size > BULK_MAX_BYTES) throw new RangeError(`bulk: at most ${BULK_MAX_BYTES} bytes`);
+  const out = new Uint8Array(size);
+  const enc = new TextEncoder();
+  let at = 0;
+  for (let n = 0; at < size; n++) at += enc.encodeInto(`${n}\n`, out.subarray(at)).written;
+  return out;
+}
+
 /** Modules virtio-net and fw_cfg need; their load order changes between kernel builds. */
 const MODULES = [
   "drivers/virtio/virtio.ko",
@@ -77,6 +99,7 @@ ip link set lo up
 ip addr add ${GUEST_IP}/24 dev eth0 || echo GUEST-NO-ETH0
 ip link set eth0 up
 ip route add default via 10.0.2.2
+seq 0 ${BULK_LAST} > /bulk
 httpd -p ${GUEST_HTTP_PORT} -h /www
 echo "${READY_MARK} role=$(cat /sys/firmware/qemu_fw_cfg/by_name/${ROLE_FW_CFG}/raw)"
 while true; do sleep 3600; done
@@ -92,6 +115,16 @@ printf 'Content-Type: text/plain\\r\\n\\r\\nrole %s\\n' "$role"
 
 const SAME_CGI = `#!/bin/sh
 printf 'Content-Type: text/plain\\r\\n\\r\\n%s' "${STATIC_BODY}"
+`;
+
+// The first N bytes of /bulk (N from the query string, at most BULK_MAX_BYTES). A length, so
+// that the client can tell a cut reply from a whole one.
+const BULK_CGI = `#!/bin/sh
+n=\${QUERY_STRING:-0}
+case $n in ''|*[!0-9]*) n=0 ;; esac
+[ "$n" -gt ${BULK_MAX_BYTES} ] && n=${BULK_MAX_BYTES}
+printf 'Content-Type: application/octet-stream\\r\\nContent-Length: %s\\r\\n\\r\\n' "$n"
+exec head -c "$n" /bulk
 `;
 
 /** A built guest. */
@@ -187,6 +220,7 @@ export async function buildGuest(cache = cacheDir()): Promise<Guest> {
     INIT,
     ROLE_CGI,
     SAME_CGI,
+    BULK_CGI,
     STATIC_BODY,
     format: 1,
   }))).slice(0, 16);
@@ -230,6 +264,7 @@ export async function buildGuest(cache = cacheDir()): Promise<Guest> {
       { kind: "file", path: "www/index.html", mode: 0o644, data: enc.encode(STATIC_BODY) },
       { kind: "file", path: "www/cgi-bin/role", mode: 0o755, data: enc.encode(ROLE_CGI) },
       { kind: "file", path: "www/cgi-bin/same", mode: 0o755, data: enc.encode(SAME_CGI) },
+      { kind: "file", path: "www/cgi-bin/bulk", mode: 0o755, data: enc.encode(BULK_CGI) },
     );
     for (const m of MODULES) {
       const name = m.slice(m.lastIndexOf("/") + 1);

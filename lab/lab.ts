@@ -2,17 +2,29 @@
  * `deno task lab`: COLO in a box. Builds a tiny Debian guest, boots a real QEMU COLO pair on
  * loopback with this project's comparator between the VMs (or QEMU's own colo-compare), drives
  * HTTP through it and prints what happened: requests answered, latency, checkpoints asked for
- * and done, divergences, frames held at exit.
+ * and done, divergences, frames held at exit. With `--bulk`: downloads checked byte for byte,
+ * throughput, and the checkpoints asked for by reason.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { type AccelChoice, buildShim, chooseAccel } from "./accel.ts";
-import { buildGuest, cacheDir, type Guest, ROLE_PATH, SAME_PATH } from "./guest.ts";
+import { buildGuest, BULK_MAX_BYTES, cacheDir, type Guest, ROLE_PATH, SAME_PATH } from "./guest.ts";
 import { percentile } from "./http.ts";
 import { type ComparatorSummary, type Mode, Pair } from "./pair.ts";
-import { answered, divergences, drive, latency, type StoryResult } from "./story.ts";
+import {
+  answered,
+  type BulkResult,
+  byReason,
+  divergences,
+  drive,
+  driveBulk,
+  isHttp,
+  latency,
+  type StoryResult,
+  throughput,
+} from "./story.ts";
 
 const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparator in between
 
@@ -23,7 +35,15 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
   --only-same             only /cgi-bin/same: no reply differs, so no checkpoint is needed
                           (the cost of comparing and releasing alone)
   --failover              kill the secondary half-way; the primary goes on alone (x-colo-lost-heartbeat)
+  --bulk SIZE             the bulk story instead: downloads of SIZE bytes (e.g. 1M, 512K, 4M, at
+                          most 4M) that both VMs serve alike, each on a fresh connection, each
+                          checked byte for byte; throughput and checkpoints by reason (none is
+                          needed: the same bytes, however each VM's TCP cuts them into segments)
+  --downloads N           with --bulk: how many, one after the other (default 5)
+  --mixed                 with --bulk: role requests beside each download, one after the other,
+                          so that checkpoints fall in the middle of the transfers
   --compare               both modes one after the other, same guest: a table of req/s, p50, p99
+                          (with --bulk: MiB/s, checkpoints done and asked for by reason)
   --accel auto|kvm|tcg    default auto: KVM when /dev/kvm is usable, else TCG
   --checkpoint-delay MS   QEMU's periodic checkpoint interval, x-checkpoint-delay (default 600000,
                           so that checkpoints come from the comparator)
@@ -32,6 +52,8 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
                           (--qmp-secondary), so its replies sent before the primary resumes
                           survive the checkpoint flush (default on)
   --keep                  keep the run directory (logs, command lines) and print where it is
+  --capture               ours: the comparator writes every divergence to divergences.pcapng in
+                          the run directory (--capture), which is then kept
   -h, --help
 `;
 
@@ -40,6 +62,11 @@ class UsageError extends Error {}
 interface LabOptions {
   modes: Mode[];
   requests: number;
+  /** The bulk story's download size, or null for the request story. */
+  bulk: number | null;
+  downloads: number;
+  mixed: boolean;
+  capture: boolean;
   failover: boolean;
   onlySame: boolean;
   accel: "auto" | "kvm" | "tcg";
@@ -59,6 +86,10 @@ function parse(args: string[]): LabOptions | null {
         mode: { type: "string", default: "ours" },
         requests: { type: "string", default: "200" },
         failover: { type: "boolean", default: false },
+        bulk: { type: "string" },
+        downloads: { type: "string" },
+        mixed: { type: "boolean", default: false },
+        capture: { type: "boolean", default: false },
         "only-same": { type: "boolean", default: false },
         compare: { type: "boolean", default: false },
         accel: { type: "string", default: "auto" },
@@ -89,9 +120,23 @@ function parse(args: string[]): LabOptions | null {
     }
     return Number(text);
   };
+  const bulk = v.bulk === undefined ? null : bulkSize(v.bulk);
+  if (bulk === null) {
+    for (const flag of ["downloads", "mixed"] as const) {
+      if (v[flag]) throw new UsageError(`--${flag} belongs to the bulk story: add --bulk SIZE`);
+    }
+  } else {
+    for (const flag of ["failover", "only-same"] as const) {
+      if (v[flag]) throw new UsageError(`--${flag} belongs to the request story, not --bulk`);
+    }
+  }
   return {
     modes: v.compare ? ["ours", "qemu"] : [v.mode],
     requests: count("requests", v.requests),
+    bulk,
+    downloads: count("downloads", v.downloads ?? "5"),
+    mixed: v.mixed,
+    capture: v.capture,
     failover: v.failover,
     onlySame: v["only-same"],
     accel: v.accel as LabOptions["accel"],
@@ -100,6 +145,19 @@ function parse(args: string[]): LabOptions | null {
     compare: v.compare,
     secondaryMonitor: v["secondary-monitor"] === "on",
   };
+}
+
+/** `--bulk`'s size: bytes, or with K/KiB or M/MiB; 1 byte to the guest file's 4 MiB. */
+function bulkSize(text: string): number {
+  const m = /^([1-9][0-9]*)(k|kib|m|mib)?$/i.exec(text);
+  const unit = m?.[2]?.[0].toLowerCase();
+  const size = m ? Number(m[1]) * (unit === "m" ? 1024 * 1024 : unit === "k" ? 1024 : 1) : 0;
+  if (size < 1 || size > BULK_MAX_BYTES) {
+    throw new UsageError(
+      `--bulk: "${text}" is not a size from 1 byte to 4M (the guest's file); e.g. --bulk 1M`,
+    );
+  }
+  return size;
 }
 
 const tty = Deno.stdout.isTerminal();
@@ -122,9 +180,30 @@ function statusLine(mode: Mode, s: StoryResult, total: number): string {
     `p50 ${fmt(l.p50)} p99 ${fmt(l.p99)}, checkpoints requested ${requested} done ${s.done}`;
 }
 
+/** The bulk story's line of progress. */
+function bulkLine(mode: Mode, b: BulkResult, total: number): string {
+  const exact = b.downloads.filter((d) => d.ok).length;
+  const requested = mode === "ours" ? String(b.requests.length) : "in-process";
+  const roles = b.roles.length ? `, ${answered({ results: b.roles }).ok} role` : "";
+  return `${mode}: ${exact}/${total} downloads of ${
+    mib(b.size)
+  } exact (${b.downloads.length} done${roles}), ` +
+    `${mibs(throughput(b))}, checkpoints requested ${requested} done ${b.done}`;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(2)} MiB`;
+}
+
+function mibs(rate: number): string {
+  return Number.isNaN(rate) ? "- MiB/s" : `${rate.toFixed(2)} MiB/s`;
+}
+
 interface ModeResult {
   mode: Mode;
-  story: StoryResult;
+  /** The request story's results (null for the bulk story). */
+  story: StoryResult | null;
+  bulk: BulkResult | null;
   summary: ComparatorSummary | null;
   checkpointMedianMs: number;
   /** Median time the secondary resumed before the primary after a checkpoint. */
@@ -155,40 +234,20 @@ async function runMode(
       preload,
       comparatorQmp: true,
       comparatorSecondaryQmp: o.secondaryMonitor,
+      comparatorArgs: o.capture ? ["--capture", `${runDir}/divergences.pcapng`] : [],
       note: (t) => say(`${mode}: ${t}`),
     });
     await pair.start();
     if (aborted) throw new Error("interrupted");
-    let last = 0;
-    let exitSaid = false;
-    const story = await drive(pair, o.requests, {
-      failoverAt: o.failover ? Math.floor(o.requests / 2) : undefined,
-      onlySame: o.onlySame,
-      aborted: () => aborted,
-      progress: (s, total) => {
-        const n = s.results.length;
-        if (tty) {
-          Deno.stdout.writeSync(encoder.encode(`\r\x1b[K${statusLine(mode, s, total)}`));
-        } else if (n === total || performance.now() - last > 5_000) {
-          last = performance.now();
-          say(statusLine(mode, s, total));
-        }
-        if (n === Math.floor(total / 2) && o.failover) {
-          say(`${mode}: killing the secondary, x-colo-lost-heartbeat to the primary (failover)`);
-        }
-        if (s.coloExit && !exitSaid) {
-          exitSaid = true;
-          say(`${mode}: the primary left COLO (COLO_EXIT reason ${s.coloExit}) and serves alone`);
-        }
-      },
-    });
-    if (tty) say(statusLine(mode, story, o.requests));
+    const story = o.bulk === null ? await requestStory(pair, mode, o) : null;
+    const bulk = o.bulk === null ? null : await bulkStory(pair, mode, o, o.bulk);
     const summary = await pair.stop();
     current = null;
     ok = !aborted;
     return {
       mode,
       story,
+      bulk,
       summary,
       checkpointMedianMs: percentile(pair.checkpoints.map((c) => c.ms), 50),
       resumeLeadMs: percentile(pair.secondaryResumeLeadMs(), 50),
@@ -196,13 +255,64 @@ async function runMode(
   } finally {
     await current?.stop();
     current = null;
-    if (o.keep || !ok) say(`${mode}: logs kept in ${runDir}`);
+    if (o.keep || o.capture || !ok) say(`${mode}: logs kept in ${runDir}`);
     else await Deno.remove(runDir, { recursive: true });
   }
 }
 
+async function requestStory(pair: Pair, mode: Mode, o: LabOptions): Promise<StoryResult> {
+  let last = 0;
+  let exitSaid = false;
+  const story = await drive(pair, o.requests, {
+    failoverAt: o.failover ? Math.floor(o.requests / 2) : undefined,
+    onlySame: o.onlySame,
+    aborted: () => aborted,
+    progress: (s, total) => {
+      const n = s.results.length;
+      if (tty) {
+        Deno.stdout.writeSync(encoder.encode(`\r\x1b[K${statusLine(mode, s, total)}`));
+      } else if (n === total || performance.now() - last > 5_000) {
+        last = performance.now();
+        say(statusLine(mode, s, total));
+      }
+      if (n === Math.floor(total / 2) && o.failover) {
+        say(`${mode}: killing the secondary, x-colo-lost-heartbeat to the primary (failover)`);
+      }
+      if (s.coloExit && !exitSaid) {
+        exitSaid = true;
+        say(`${mode}: the primary left COLO (COLO_EXIT reason ${s.coloExit}) and serves alone`);
+      }
+    },
+  });
+  if (tty) say(statusLine(mode, story, o.requests));
+  return story;
+}
+
+async function bulkStory(pair: Pair, mode: Mode, o: LabOptions, size: number): Promise<BulkResult> {
+  let last = 0;
+  const story = await driveBulk(pair, size, o.downloads, {
+    mixed: o.mixed,
+    aborted: () => aborted,
+    progress: (b, total) => {
+      if (tty) Deno.stdout.writeSync(encoder.encode(`\r\x1b[K${bulkLine(mode, b, total)}`));
+      else if (b.downloads.length === total || performance.now() - last > 5_000) {
+        last = performance.now();
+        say(bulkLine(mode, b, total));
+      }
+      const d = b.downloads.at(-1)!;
+      if (!d.ok) say(`${mode}: download ${b.downloads.length} failed: ${d.error}`);
+    },
+  });
+  if (tty) say(bulkLine(mode, story, o.downloads));
+  return story;
+}
+
 function report(r: ModeResult, o: LabOptions): void {
-  const s = r.story;
+  if (r.bulk) reportBulk(r, r.bulk, o);
+  else reportRequests(r, r.story!, o);
+}
+
+function reportRequests(r: ModeResult, s: StoryResult, o: LabOptions): void {
   const a = answered(s);
   const l = latency(s);
   const failed = s.results.filter((x) => !x.ok);
@@ -227,6 +337,17 @@ function report(r: ModeResult, o: LabOptions): void {
       fmt(r.checkpointMedianMs)
     }; the secondary resumed a median ${fmt(r.resumeLeadMs)} before the primary)`,
   );
+  reportComparator(r);
+  if (!o.onlySame) {
+    say(
+      `   the secondary's CGI read role "secondary" ${s.secondaryRoleReads} times (fw_cfg, not RAM)`,
+    );
+  }
+  if (failed.length) say(`   ${failed.length} failed, first: ${failed[0].error}`);
+}
+
+/** Our comparator's exit summary: divergences, held frames, its own counts. */
+function reportComparator(r: ModeResult): void {
   if (r.summary) {
     say(
       `   divergences ${
@@ -239,28 +360,102 @@ function report(r: ModeResult, o: LabOptions): void {
   } else if (r.mode === "qemu") {
     say("   divergences and held frames: not reported by QEMU's colo-compare");
   }
-  if (!o.onlySame) {
+}
+
+/** "tcp-payload 2, timeout 1", or "none". */
+function reasons(counts: Record<string, number>): string {
+  const parts = Object.entries(counts).sort().map(([k, v]) => `${k} ${v}`);
+  return parts.length ? parts.join(", ") : "none";
+}
+
+function reportBulk(r: ModeResult, b: BulkResult, o: LabOptions): void {
+  const exact = b.downloads.filter((d) => d.ok);
+  const ms = exact.map((d) => d.ms);
+  say(
+    `== ${r.mode}: ${exact.length}/${o.downloads} downloads of ${b.size} bytes complete and ` +
+      `byte for byte the guest's file`,
+  );
+  say(
+    `   ${mibs(throughput(b))} over the downloads' own time; a download took p50 ${
+      fmt(percentile(ms, 50))
+    }, max ${fmt(percentile(ms, 100))}`,
+  );
+  const during = b.downloads.reduce((n, d) => n + d.checkpoints, 0);
+  say(
+    `   checkpoints: ${b.done} done by QEMU (${during} while a download ran; STOP..RESUME, median ${
+      fmt(r.checkpointMedianMs)
+    })`,
+  );
+  if (r.mode === "ours") {
+    const http = b.requests.filter((q) => isHttp(q.conn));
+    const duringHttp = b.downloads.flatMap((d) => d.requests).filter((q) => isHttp(q.conn));
     say(
-      `   the secondary's CGI read role "secondary" ${s.secondaryRoleReads} times (fw_cfg, not RAM)`,
+      `   requested by the comparator: ${b.requests.length}; by reason: ${
+        reasons(byReason(b.requests))
+      }`,
+    );
+    if (!o.mixed) {
+      say(
+        `   for the guest's HTTP replies (identical on both VMs): ${http.length}` +
+          (http.length ? ` (${duringHttp.length} while a download ran)` : ""),
+      );
+    }
+  } else {
+    say(
+      `   QEMU's expiry scans that found a frame older than compare_timeout (a timeout ` +
+        `checkpoint each): ${b.qemuTimeouts}; QEMU traces no other TCP reason`,
     );
   }
-  if (failed.length) say(`   ${failed.length} failed, first: ${failed[0].error}`);
+  if (o.mixed) {
+    const a = answered({ results: b.roles });
+    say(
+      `   role requests beside the downloads: ${a.ok}/${b.roles.length} answered, ` +
+        `${a.fromPrimary} with the primary's reply`,
+    );
+  }
+  reportComparator(r);
+  for (const [i, d] of b.downloads.entries()) {
+    if (!d.ok) say(`   download ${i + 1} failed after ${d.bytes} bytes: ${d.error}`);
+  }
 }
 
 function table(results: ModeResult[], o: LabOptions): void {
+  if (o.bulk !== null) return bulkTable(results, o);
   say("");
   say("| comparator | answered | requests/s | p50 | p99 | checkpoints done |");
   say("| --- | --- | --- | --- | --- | --- |");
   for (const r of results) {
-    const l = latency(r.story);
-    const name = r.mode === "qemu"
-      ? "QEMU colo-compare"
-      : `this comparator (--qmp${o.secondaryMonitor ? " --qmp-secondary" : ""})`;
+    const s = r.story!;
+    const l = latency(s);
     say(
-      `| ${name} | ${answered(r.story).ok}/${r.story.results.length} | ` +
-        `${(r.story.results.length / r.story.seconds).toFixed(1)} | ${fmt(l.p50)} | ${
+      `| ${comparatorName(r.mode, o)} | ${answered(s).ok}/${s.results.length} | ` +
+        `${(s.results.length / s.seconds).toFixed(1)} | ${fmt(l.p50)} | ${
           fmt(l.p99)
-        } | ${r.story.done} |`,
+        } | ${s.done} |`,
+    );
+  }
+}
+
+function comparatorName(mode: Mode, o: LabOptions): string {
+  return mode === "qemu"
+    ? "QEMU colo-compare"
+    : `this comparator (--qmp${o.secondaryMonitor ? " --qmp-secondary" : ""})`;
+}
+
+function bulkTable(results: ModeResult[], o: LabOptions): void {
+  say("");
+  say("| comparator | exact | MiB/s | p50 download | checkpoints done | requested, by reason |");
+  say("| --- | --- | --- | --- | --- | --- |");
+  for (const r of results) {
+    const b = r.bulk!;
+    const exact = b.downloads.filter((d) => d.ok);
+    const why = r.mode === "ours"
+      ? reasons(byReason(b.requests))
+      : `in-process (timeouts ${b.qemuTimeouts})`;
+    say(
+      `| ${comparatorName(r.mode, o)} | ${exact.length}/${b.downloads.length} | ${
+        throughput(b).toFixed(2)
+      } | ${fmt(percentile(exact.map((d) => d.ms), 50))} | ${b.done} | ${why} |`,
     );
   }
 }
@@ -315,7 +510,9 @@ async function main(args: string[]): Promise<number> {
       say("interrupted: everything the lab started has been stopped");
       return 130;
     }
-    const bad = results.some((r) => answered(r.story).ok === 0);
+    const bad = results.some((r) =>
+      r.bulk ? r.bulk.downloads.some((d) => !d.ok) : answered(r.story!).ok === 0
+    );
     return bad ? 1 : 0;
   } catch (error) {
     console.error(

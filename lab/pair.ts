@@ -52,6 +52,12 @@ export interface Checkpoint {
   ms: number;
 }
 
+/** One checkpoint request our comparator logged: why, and for which connection. */
+export interface CheckpointRequest {
+  reason: string;
+  conn: string;
+}
+
 /** The comparator's exit summary, as logged. */
 export interface ComparatorSummary {
   fields: Record<string, string>;
@@ -82,6 +88,23 @@ export function logfmt(line: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const m of line.matchAll(/([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
     out[m[1]] = m[2].startsWith('"') ? JSON.parse(m[2]) : m[2];
+  }
+  return out;
+}
+
+/**
+ * The checkpoint requests among the comparator's log lines. A line that only counts the lines not
+ * logged at info has no reason and is not a request (a request line may carry such a count, and
+ * is one); `checkpoint-request-undelivered` is not a request either (the summary does not count it).
+ */
+export function checkpointRequestsIn(lines: string[]): CheckpointRequest[] {
+  const out: CheckpointRequest[] = [];
+  for (const l of lines) {
+    if (!l.includes("event=checkpoint-request ")) continue;
+    const f = logfmt(l);
+    if (f.event === "checkpoint-request" && f.reason) {
+      out.push({ reason: f.reason, conn: f.conn ?? "-" });
+    }
   }
   return out;
 }
@@ -141,9 +164,25 @@ export class Pair {
    * request at debug level, where the comparator runs here (at info, 50 per 10 s then a count).
    */
   get checkpointRequests(): number {
-    return this.comparator?.lines.filter((l) =>
-      l.includes("event=checkpoint-request") && !l.includes(" suppressed=")
-    ).length ?? 0;
+    return this.checkpointRequestLog().length;
+  }
+
+  /**
+   * The checkpoint requests our comparator has logged so far, each with its reason and the
+   * connection it was for (`-` for none).
+   */
+  checkpointRequestLog(): CheckpointRequest[] {
+    return checkpointRequestsIn(this.comparator?.lines ?? []);
+  }
+
+  /**
+   * QEMU's colo-compare (qemu mode): its expiry scans that found a frame older than
+   * compare_timeout, each one a checkpoint request (its `colo_old_packet_check_found` trace).
+   * QEMU traces no other reason for a TCP checkpoint.
+   */
+  get qemuTimeouts(): number {
+    return this.primary?.lines.filter((l) => l.startsWith("colo_old_packet_check_found"))
+      .length ?? 0;
   }
 
   /**
@@ -270,6 +309,9 @@ export class Pair {
         "iothread,id=iothread1",
         "-object",
         "colo-compare,id=comp0,primary_in=compare0-0,secondary_in=compare1,outdev=compare_out0,iothread=iothread1",
+        // A line per expiry scan that finds a frame too old (a checkpoint for a timeout).
+        "-trace",
+        "enable=colo_old_packet_check_found",
       );
     } else {
       // The comparator's own monitor: one QMP socket serves one client (SPEC 7b).

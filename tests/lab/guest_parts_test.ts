@@ -1,13 +1,15 @@
 /**
- * The lab's small pure parts: the newc archive the guest boots from, the percentile, and the
- * logfmt reading of the comparator's exit summary.
+ * The lab's small pure parts: the newc archive the guest boots from, the percentile, the
+ * logfmt reading of the comparator's exit summary and checkpoint requests, and the bulk file.
  */
 
 import assert from "node:assert/strict";
 import { newcArchive } from "../../lab/cpio.ts";
+import { BULK_MAX_BYTES, bulkBytes } from "../../lab/guest.ts";
 import { percentile } from "../../lab/http.ts";
-import { logfmt } from "../../lab/pair.ts";
+import { checkpointRequestsIn, logfmt } from "../../lab/pair.ts";
 import { have } from "../../lab/run.ts";
+import { byReason, firstDifference, isHttp } from "../../lab/story.ts";
 
 const enc = new TextEncoder();
 
@@ -97,4 +99,48 @@ Deno.test("lab: logfmt() reads the comparator's summary keys, dashes and quoted 
   assert.equal(f["dropped_secondary_not-ip"], "6");
   assert.equal(f.note, "never compared; not sent");
   assert.equal(f.held, "-");
+});
+
+Deno.test("lab: bulkBytes() is the start of `seq 0 N`, the guest's bulk file, cut anywhere", async () => {
+  const whole = bulkBytes(BULK_MAX_BYTES);
+  assert.equal(whole.length, BULK_MAX_BYTES);
+  assert.deepEqual(bulkBytes(5), enc.encode("0\n1\n2"));
+  assert.deepEqual(bulkBytes(12_345), whole.subarray(0, 12_345));
+  assert.throws(() => bulkBytes(BULK_MAX_BYTES + 1), RangeError);
+  if (!(await have("seq"))) {
+    console.warn("seq not installed: skipped the cross-check");
+    return;
+  }
+  const out = await new Deno.Command("seq", { args: ["0", "620000"], stdout: "piped" }).output();
+  assert.ok(out.stdout.length >= BULK_MAX_BYTES);
+  assert.ok(firstDifference(whole, out.stdout.subarray(0, BULK_MAX_BYTES)) === -1);
+});
+
+Deno.test("lab: firstDifference() names the first wrong byte, or where the shorter one ends", () => {
+  const a = enc.encode("0\n1\n2\n3\n");
+  assert.equal(firstDifference(a, enc.encode("0\n1\n2\n3\n")), -1);
+  assert.equal(firstDifference(enc.encode("0\n1\n9\n3\n"), a), 4);
+  assert.equal(firstDifference(enc.encode("0\n1\n"), a), 4);
+  assert.equal(firstDifference(a, enc.encode("0\n")), 2);
+});
+
+Deno.test("lab: checkpointRequestsIn() counts request lines with their reason, a count on one too, and no summary or undelivered line", () => {
+  const conn = '"tcp 10.0.2.15:80 > 10.0.2.2:40000"';
+  const lines = [
+    `ts=1 level=info event=checkpoint-request reason=tcp-payload conn=${conn} channel=qmp`,
+    `ts=2 level=debug event=checkpoint-request reason=timeout conn=${conn} channel=qmp`,
+    'ts=3 level=info event=checkpoint-request suppressed=7 note="counted, not logged: at most 50 per 10s"',
+    `ts=4 level=info event=checkpoint-request reason=datagram conn="icmpv6 fe80::1 > ff02::1" channel=qmp suppressed=2`,
+    `ts=5 level=warn event=checkpoint-request-undelivered reason=timeout conn=${conn} note="qmp has no peer"`,
+    `ts=6 level=info event=checkpoint-done epoch=3`,
+  ];
+  const requests = checkpointRequestsIn(lines);
+  assert.deepEqual(requests.map((r) => r.reason), ["tcp-payload", "timeout", "datagram"]);
+  assert.deepEqual(byReason(requests), {
+    "tcp-payload": 1,
+    timeout: 1,
+    "datagram (icmpv6 fe80::1 > ff02::1)": 1,
+  });
+  assert.ok(isHttp("tcp 10.0.2.15:80 > 10.0.2.2:40000"));
+  assert.ok(!isHttp("tcp 10.0.2.2:40000 > 10.0.2.15:80"));
 });

@@ -26,6 +26,11 @@ for (
     [["--accel", "hvf"], "--accel"],
     [["--secondary-monitor", "yes"], "--secondary-monitor"],
     [["--colour"], "--colour"],
+    [["--bulk", "5M"], "--bulk"],
+    [["--bulk", "1x"], "--bulk"],
+    [["--downloads", "3"], "--downloads"],
+    [["--bulk", "1M", "--downloads", "0"], "--downloads"],
+    [["--bulk", "1M", "--failover"], "--failover"],
   ] as const
 ) {
   Deno.test(`lab: ${args.join(" ")} exits 2 with one line naming ${names}`, async () => {
@@ -50,6 +55,10 @@ Deno.test("lab: --help prints the flags and exits 0", async () => {
       "--only-same",
       "--accel",
       "--secondary-monitor",
+      "--bulk",
+      "--downloads",
+      "--mixed",
+      "--capture",
     ]
   ) {
     assert.ok(r.stdout.includes(flag), flag);
