@@ -51,6 +51,9 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
                           ours: also give the comparator the secondary's monitor
                           (--qmp-secondary), so its replies sent before the primary resumes
                           survive the checkpoint flush (default on)
+  --guest-announce on|off virtio-net's guest_announce (default on, as QEMU's): on, the secondary's
+                          guest announces itself (gratuitous ARP, unsolicited IPv6 neighbour
+                          advertisements) after every checkpoint the secondary loads
   --keep                  keep the run directory (logs, command lines) and print where it is
   --capture               ours: the comparator writes every divergence to divergences.pcapng in
                           the run directory (--capture), which is then kept
@@ -74,6 +77,7 @@ interface LabOptions {
   keep: boolean;
   compare: boolean;
   secondaryMonitor: boolean;
+  guestAnnounce: boolean;
 }
 
 function parse(args: string[]): LabOptions | null {
@@ -96,6 +100,7 @@ function parse(args: string[]): LabOptions | null {
         "checkpoint-delay": { type: "string", default: "600000" },
         keep: { type: "boolean", default: false },
         "secondary-monitor": { type: "string", default: "on" },
+        "guest-announce": { type: "string", default: "on" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -111,8 +116,10 @@ function parse(args: string[]): LabOptions | null {
   if (!["auto", "kvm", "tcg"].includes(v.accel)) {
     throw new UsageError(`--accel: "${v.accel}" is not auto, kvm or tcg`);
   }
-  if (v["secondary-monitor"] !== "on" && v["secondary-monitor"] !== "off") {
-    throw new UsageError(`--secondary-monitor: "${v["secondary-monitor"]}" is not on or off`);
+  for (const flag of ["secondary-monitor", "guest-announce"] as const) {
+    if (v[flag] !== "on" && v[flag] !== "off") {
+      throw new UsageError(`--${flag}: "${v[flag]}" is not on or off`);
+    }
   }
   const count = (flag: string, text: string) => {
     if (!/^[1-9][0-9]*$/.test(text)) {
@@ -144,6 +151,7 @@ function parse(args: string[]): LabOptions | null {
     keep: v.keep,
     compare: v.compare,
     secondaryMonitor: v["secondary-monitor"] === "on",
+    guestAnnounce: v["guest-announce"] === "on",
   };
 }
 
@@ -235,6 +243,7 @@ async function runMode(
       comparatorQmp: true,
       comparatorSecondaryQmp: o.secondaryMonitor,
       comparatorArgs: o.capture ? ["--capture", `${runDir}/divergences.pcapng`] : [],
+      guestAnnounce: o.guestAnnounce,
       note: (t) => say(`${mode}: ${t}`),
     });
     await pair.start();

@@ -41,6 +41,13 @@ export interface PairOptions {
   comparatorSecondaryQmp?: boolean;
   /** Extra comparator flags. */
   comparatorArgs?: string[];
+  /**
+   * virtio-net's `guest_announce` (QEMU's default: on). On, the secondary QEMU asks its guest to
+   * announce itself after every checkpoint it loads (virtio-net's post-load resets the announce
+   * timer), and the guest sends gratuitous ARPs and unsolicited IPv6 neighbour advertisements
+   * that the primary never sends.
+   */
+  guestAnnounce?: boolean;
   /** Progress lines ("primary booted in 3.1 s"). */
   note?: (text: string) => void;
 }
@@ -209,7 +216,7 @@ export class Pair {
   }
 
   #qemu(name: "primary" | "secondary", extra: string[]): Child {
-    const { guest, accel, runDir, preload } = this.options;
+    const { guest, accel, runDir, preload, guestAnnounce } = this.options;
     const args = [
       "-name",
       name,
@@ -236,7 +243,9 @@ export class Pair {
       "-serial",
       "stdio",
       "-device",
-      "virtio-net-pci,id=e0,netdev=hn0,romfile=",
+      `virtio-net-pci,id=e0,netdev=hn0,romfile=${
+        guestAnnounce === false ? ",guest_announce=off" : ""
+      }`,
       "-fw_cfg",
       `name=${ROLE_FW_CFG},string=${roleValue(name)}`,
       "-qmp",

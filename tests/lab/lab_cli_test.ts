@@ -25,6 +25,7 @@ for (
     [["--checkpoint-delay", "soon"], "--checkpoint-delay"],
     [["--accel", "hvf"], "--accel"],
     [["--secondary-monitor", "yes"], "--secondary-monitor"],
+    [["--guest-announce", "no"], "--guest-announce"],
     [["--colour"], "--colour"],
     [["--bulk", "5M"], "--bulk"],
     [["--bulk", "1x"], "--bulk"],
@@ -59,6 +60,7 @@ Deno.test("lab: --help prints the flags and exits 0", async () => {
       "--downloads",
       "--mixed",
       "--capture",
+      "--guest-announce",
     ]
   ) {
     assert.ok(r.stdout.includes(flag), flag);
