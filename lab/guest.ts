@@ -2,7 +2,8 @@
  * The lab's guest, built from Debian packages only: the bookworm cloud kernel and
  * busybox-static, fetched with `apt-get download` and unpacked with `dpkg -x` (nothing is
  * installed on the host), and an initramfs with the virtio-net and fw_cfg modules, a static IP
- * and `httpd -p 80` serving a static page and a CGI whose answer names the VM it ran on.
+ * and `httpd -p 80` serving a static page, a CGI whose answer names the VM it ran on, and a CGI
+ * that serves a few MiB both VMs hold alike (written at boot, so the initramfs stays small).
  *
  * Downloads and builds are cached outside the repository (`$XDG_CACHE_HOME/colo-compare/lab`
  * or `~/.cache/colo-compare/lab`), a build keyed by a hash of everything it was made from.

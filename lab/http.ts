@@ -70,6 +70,8 @@ export interface Download {
   body: Uint8Array;
   /** From connect to the server's close. */
   ms: number;
+  /** The longest wait for a read, from the first body byte on (how long the stream stood still). */
+  longestGapMs: number;
 }
 
 /** A download that ended early, with how many body bytes it got. */
@@ -111,6 +113,8 @@ export async function download(port: number, path: string, stallMs: number): Pro
   let buf = new Uint8Array(256 * 1024);
   let used = 0;
   let bodyAt = -1;
+  let lastRead = 0;
+  let longestGapMs = 0;
   const received = () => bodyAt < 0 ? 0 : used - bodyAt;
   try {
     arm();
@@ -128,6 +132,9 @@ export async function download(port: number, path: string, stallMs: number): Pro
         const why = stalled ? `stalled, no byte in ${stallMs} ms,` : String(error);
         throw new DownloadError(`GET ${path}: ${why} after ${received()} body bytes`, received());
       }
+      const now = performance.now();
+      if (bodyAt >= 0) longestGapMs = Math.max(longestGapMs, now - lastRead);
+      lastRead = now;
       if (n === null) break;
       arm();
       const before = used;
@@ -152,7 +159,13 @@ export async function download(port: number, path: string, stallMs: number): Pro
       received(),
     );
   }
-  return { status: Number(status[1]), length, body: buf.subarray(bodyAt, used), ms };
+  return {
+    status: Number(status[1]),
+    length,
+    body: buf.subarray(bodyAt, used),
+    ms,
+    longestGapMs,
+  };
 }
 
 /** The `p`-th percentile (0..100) of `values`, nearest rank; NaN when empty. */

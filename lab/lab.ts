@@ -387,7 +387,9 @@ function reportBulk(r: ModeResult, b: BulkResult, o: LabOptions): void {
   say(
     `   ${mibs(throughput(b))} over the downloads' own time; a download took p50 ${
       fmt(percentile(ms, 50))
-    }, max ${fmt(percentile(ms, 100))}`,
+    }, max ${fmt(percentile(ms, 100))}; the longest the stream stood still: p50 ${
+      fmt(percentile(exact.map((d) => d.longestGapMs), 50))
+    }, max ${fmt(percentile(exact.map((d) => d.longestGapMs), 100))}`,
   );
   const during = b.downloads.reduce((n, d) => n + d.checkpoints, 0);
   say(
@@ -453,8 +455,11 @@ function comparatorName(mode: Mode, o: LabOptions): string {
 
 function bulkTable(results: ModeResult[], o: LabOptions): void {
   say("");
-  say("| comparator | exact | MiB/s | p50 download | checkpoints done | requested, by reason |");
-  say("| --- | --- | --- | --- | --- | --- |");
+  say(
+    "| comparator | exact | MiB/s | p50 download | longest stand-still | checkpoints done | " +
+      "requested, by reason |",
+  );
+  say("| --- | --- | --- | --- | --- | --- | --- |");
   for (const r of results) {
     const b = r.bulk!;
     const exact = b.downloads.filter((d) => d.ok);
@@ -464,7 +469,9 @@ function bulkTable(results: ModeResult[], o: LabOptions): void {
     say(
       `| ${comparatorName(r.mode, o)} | ${exact.length}/${b.downloads.length} | ${
         throughput(b).toFixed(2)
-      } | ${fmt(percentile(exact.map((d) => d.ms), 50))} | ${b.done} | ${why} |`,
+      } | ${fmt(percentile(exact.map((d) => d.ms), 50))} | ${
+        fmt(percentile(exact.map((d) => d.longestGapMs), 100))
+      } | ${b.done} | ${why} |`,
     );
   }
 }

@@ -167,6 +167,8 @@ export interface DownloadResult {
   /** The offset of the first byte that is not the guest file's, if one is not. */
   firstWrong?: number;
   ms: number;
+  /** The longest the stream stood still once the body had begun (ms). */
+  longestGapMs: number;
   /** Checkpoints QEMU did while it ran. */
   checkpoints: number;
   /** Our comparator's checkpoint requests while it ran. */
@@ -248,6 +250,7 @@ export async function driveBulk(
         bytes: d.body.length,
         firstWrong: wrong < 0 ? undefined : wrong,
         ms: d.ms,
+        longestGapMs: d.longestGapMs,
         error: d.status === 200
           ? wrong < 0 ? undefined : `byte ${wrong} of ${d.body.length} is not the file's`
           : `HTTP status ${d.status}`,
@@ -257,6 +260,7 @@ export async function driveBulk(
         ok: false,
         bytes: error instanceof DownloadError ? error.received : 0,
         ms: performance.now() - t,
+        longestGapMs: NaN,
         error: error instanceof Error ? error.message : String(error),
       };
     }
