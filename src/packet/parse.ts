@@ -28,7 +28,8 @@ export type UnsupportedReason =
   | "vlan-stack"
   | "bad-ipv4-header"
   | "bad-ipv6-header"
-  | "truncated-transport";
+  | "truncated-transport"
+  | "neighbour-discovery";
 
 /** IP protocol numbers the key and the comparison care about. */
 export const IPPROTO_ICMP = 1;
@@ -95,6 +96,19 @@ function u32(f: Uint8Array, at: number): number {
 
 function isVlanTpid(t: number): boolean {
   return t === 0x8100 || t === 0x88a8 || t === 0x9100;
+}
+
+/**
+ * IPv6 neighbour discovery (ICMPv6 router solicitation and advertisement, neighbour solicitation
+ * and advertisement, redirect: types 133-137) is IPv6's ARP, and is not compared, as ARP is not
+ * (SPEC 4). A secondary QEMU makes its guest announce itself after every checkpoint it loads
+ * (virtio-net's post-load resets the announce timer): gratuitous ARPs and unsolicited neighbour
+ * advertisements the primary never sends. Compared, each advertisement timed out into a
+ * checkpoint, which made the secondary announce again: a checkpoint every compare-timeout +
+ * expired-scan-cycle for as long as COLO ran (the lab, `--guest-announce`).
+ */
+function isNeighbourDiscovery(frame: Uint8Array, l4: number, ipEnd: number): boolean {
+  return l4 < ipEnd && frame[l4] >= 133 && frame[l4] <= 137;
 }
 
 /** The outer tags of QinQ: a service tag, then one 802.1Q tag (SPEC 4). */
@@ -252,6 +266,10 @@ export function parseFrameAt(
   } else if (proto === IPPROTO_AH) {
     if (l4 + 8 > end) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + 4 + i];
+  } else if (
+    proto === IPPROTO_ICMPV6 && info.ipVersion === 6 && isNeighbourDiscovery(frame, l4, ipEnd)
+  ) {
+    return unsupported(info, "neighbour-discovery");
   }
   info.keyLen = keyLen;
   return info.kind;

@@ -112,3 +112,16 @@ Deno.test("datagram: IPv6 and VLAN-tagged frames are compared, not passed throug
   s(frame({ vlans: [{ vid: 10 }], udp: { payload: "t" } }));
   assert.deepEqual(rec.released, [v6, tagged]);
 });
+
+Deno.test("datagram: a neighbour advertisement only the secondary sends (its guest announcing itself after each checkpoint it loads) is dropped and times out into no checkpoint; the primary's goes out at once", () => {
+  const { rec, p, s, engine } = setup();
+  const na = frame({ ip: { v: 6, dst: "ff02::1" }, icmp: { type: 136, payload: "announce" } });
+  s(na);
+  assert.equal(engine.tick(10_000), false);
+  assert.deepEqual(rec.checkpoints, []);
+  assert.deepEqual(rec.discards, ["secondary:neighbour-discovery"]);
+  p(na);
+  assert.deepEqual(rec.released, [na]);
+  assert.equal(engine.tick(20_000), false);
+  assert.deepEqual(rec.checkpoints, []);
+});

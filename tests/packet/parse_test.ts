@@ -245,3 +245,20 @@ Deno.test("parse: a frame inside a larger buffer parses as on its own, its bound
     }
   }
 });
+
+Deno.test("parse: IPv6 neighbour discovery (ICMPv6 133-137) is not compared, as ARP is not; other ICMPv6 is", () => {
+  for (const type of [133, 134, 135, 136, 137]) {
+    const info = parse(frame({ ip: { v: 6 }, icmp: { type, payload: "nd" } }));
+    assert.equal(info.kind, UNSUPPORTED, `type ${type}`);
+    assert.equal(info.reason, "neighbour-discovery");
+  }
+  // Behind a hop-by-hop header too.
+  const hop = parse(frame({ ip: { v: 6, ext: [{ type: 0 }] }, icmp: { type: 136 } }));
+  assert.equal(hop.reason, "neighbour-discovery");
+  // Echo, MLD reports, errors: compared.
+  for (const type of [1, 128, 129, 143]) {
+    assert.equal(parse(frame({ ip: { v: 6 }, icmp: { type } })).kind, DATAGRAM, `type ${type}`);
+  }
+  // ICMP (v4) type 136 is no neighbour discovery.
+  assert.equal(parse(frame({ icmp: { type: 136 } })).kind, DATAGRAM);
+});
