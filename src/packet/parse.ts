@@ -29,7 +29,8 @@ export type UnsupportedReason =
   | "bad-ipv4-header"
   | "bad-ipv6-header"
   | "truncated-transport"
-  | "neighbour-discovery";
+  | "neighbour-discovery"
+  | "multicast-listener-discovery";
 
 /** IP protocol numbers the key and the comparison care about. */
 export const IPPROTO_ICMP = 1;
@@ -99,16 +100,22 @@ function isVlanTpid(t: number): boolean {
 }
 
 /**
- * IPv6 neighbour discovery (ICMPv6 router solicitation and advertisement, neighbour solicitation
- * and advertisement, redirect: types 133-137) is IPv6's ARP, and is not compared, as ARP is not
- * (SPEC 4). A secondary QEMU makes its guest announce itself after every checkpoint it loads
- * (virtio-net's post-load resets the announce timer): gratuitous ARPs and unsolicited neighbour
- * advertisements the primary never sends. Compared, each advertisement timed out into a
- * checkpoint, which made the secondary announce again: a checkpoint every compare-timeout +
- * expired-scan-cycle for as long as COLO ran (the lab, `--guest-announce`).
+ * IPv6's link-level control, ICMPv6 neighbour discovery (router and neighbour solicitations and
+ * advertisements, redirects: types 133-137, IPv6's ARP) and multicast listener discovery
+ * (queries and reports: 130-132 and 143, IPv6's IGMP), is not compared, as ARP is not (SPEC 4).
+ * A secondary QEMU makes its guest announce itself after every checkpoint it loads (virtio-net's
+ * post-load resets the announce timer; the guest's `netdev_notify_peers`): gratuitous ARPs,
+ * unsolicited neighbour advertisements and MLD reports that the primary never sends. Compared,
+ * each of them timed out into a checkpoint, which made the secondary announce again: a
+ * checkpoint every compare-timeout + expired-scan-cycle for as long as COLO ran (the lab's
+ * `--guest-announce`). Null for any other ICMPv6 message.
  */
-function isNeighbourDiscovery(frame: Uint8Array, l4: number, ipEnd: number): boolean {
-  return l4 < ipEnd && frame[l4] >= 133 && frame[l4] <= 137;
+function linkControl(frame: Uint8Array, l4: number, ipEnd: number): UnsupportedReason | null {
+  if (l4 >= ipEnd) return null;
+  const type = frame[l4];
+  if (type >= 133 && type <= 137) return "neighbour-discovery";
+  if ((type >= 130 && type <= 132) || type === 143) return "multicast-listener-discovery";
+  return null;
 }
 
 /** The outer tags of QinQ: a service tag, then one 802.1Q tag (SPEC 4). */
@@ -266,10 +273,9 @@ export function parseFrameAt(
   } else if (proto === IPPROTO_AH) {
     if (l4 + 8 > end) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + 4 + i];
-  } else if (
-    proto === IPPROTO_ICMPV6 && info.ipVersion === 6 && isNeighbourDiscovery(frame, l4, ipEnd)
-  ) {
-    return unsupported(info, "neighbour-discovery");
+  } else if (proto === IPPROTO_ICMPV6 && info.ipVersion === 6) {
+    const control = linkControl(frame, l4, ipEnd);
+    if (control !== null) return unsupported(info, control);
   }
   info.keyLen = keyLen;
   return info.kind;

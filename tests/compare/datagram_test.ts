@@ -113,15 +113,21 @@ Deno.test("datagram: IPv6 and VLAN-tagged frames are compared, not passed throug
   assert.deepEqual(rec.released, [v6, tagged]);
 });
 
-Deno.test("datagram: a neighbour advertisement only the secondary sends (its guest announcing itself after each checkpoint it loads) is dropped and times out into no checkpoint; the primary's goes out at once", () => {
+Deno.test("datagram: a neighbour advertisement and an MLD report only the secondary sends (its guest announcing itself after each checkpoint it loads) are dropped and time out into no checkpoint; the primary's go out at once", () => {
   const { rec, p, s, engine } = setup();
   const na = frame({ ip: { v: 6, dst: "ff02::1" }, icmp: { type: 136, payload: "announce" } });
+  const mld = frame({ ip: { v: 6, dst: "ff02::16", ext: [{ type: 0 }] }, icmp: { type: 143 } });
   s(na);
+  s(mld);
   assert.equal(engine.tick(10_000), false);
   assert.deepEqual(rec.checkpoints, []);
-  assert.deepEqual(rec.discards, ["secondary:neighbour-discovery"]);
+  assert.deepEqual(rec.discards, [
+    "secondary:neighbour-discovery",
+    "secondary:multicast-listener-discovery",
+  ]);
   p(na);
-  assert.deepEqual(rec.released, [na]);
+  p(mld);
+  assert.deepEqual(rec.released, [na, mld]);
   assert.equal(engine.tick(20_000), false);
   assert.deepEqual(rec.checkpoints, []);
 });

@@ -246,7 +246,7 @@ Deno.test("parse: a frame inside a larger buffer parses as on its own, its bound
   }
 });
 
-Deno.test("parse: IPv6 neighbour discovery (ICMPv6 133-137) is not compared, as ARP is not; other ICMPv6 is", () => {
+Deno.test("parse: IPv6 neighbour and multicast listener discovery (ICMPv6 130-137, 143) are not compared, as ARP is not; other ICMPv6 is", () => {
   for (const type of [133, 134, 135, 136, 137]) {
     const info = parse(frame({ ip: { v: 6 }, icmp: { type, payload: "nd" } }));
     assert.equal(info.kind, UNSUPPORTED, `type ${type}`);
@@ -255,8 +255,12 @@ Deno.test("parse: IPv6 neighbour discovery (ICMPv6 133-137) is not compared, as 
   // Behind a hop-by-hop header too.
   const hop = parse(frame({ ip: { v: 6, ext: [{ type: 0 }] }, icmp: { type: 136 } }));
   assert.equal(hop.reason, "neighbour-discovery");
-  // Echo, MLD reports, errors: compared.
-  for (const type of [1, 128, 129, 143]) {
+  for (const type of [130, 131, 132, 143]) {
+    const info = parse(frame({ ip: { v: 6, ext: [{ type: 0 }] }, icmp: { type } }));
+    assert.equal(info.reason, "multicast-listener-discovery", `type ${type}`);
+  }
+  // Echo, errors: compared.
+  for (const type of [1, 2, 128, 129, 138, 144]) {
     assert.equal(parse(frame({ ip: { v: 6 }, icmp: { type } })).kind, DATAGRAM, `type ${type}`);
   }
   // ICMP (v4) type 136 is no neighbour discovery.
