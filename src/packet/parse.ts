@@ -248,19 +248,21 @@ export function parseFrameAt(
     // QEMU reads the header's fields wherever they lie in the frame, and takes the data
     // offset as it is, even below 20 bytes (the payload then starts inside the header). So
     // here, where the frame holds them; a header the frame does not hold (QEMU reads past
-    // its buffer) or whose payload would begin past the IP total length passes through.
-    // QEMU reads bytes 0-13 only (ports, sequence and ACK numbers, data offset, flags): a
-    // shorter transport part that holds them, a later fragment of 14 to 19 bytes say, is
-    // compared there, so here too.
+    // its buffer) passes through. QEMU reads bytes 0-13 only (ports, sequence and ACK
+    // numbers, data offset, flags): a shorter transport part that holds them, a later
+    // fragment of 14 to 19 bytes say, is compared there, so here too. A data offset that
+    // ends past the IP total length but inside the frame (a short later fragment padded to
+    // the Ethernet minimum) leaves no payload: a segment without data, held and released as
+    // QEMU holds and releases it (QEMU takes the padding after it for data, SPEC 9).
     if (l4 + 14 > end) return unsupported(info, "truncated-transport");
     const doff = (frame[l4 + 12] >> 4) << 2;
-    if (l4 + doff > ipEnd) return unsupported(info, "truncated-transport");
+    if (l4 + doff > end) return unsupported(info, "truncated-transport");
     for (let i = 0; i < 4; i++) key[6 + i] = frame[l4 + i];
     info.seq = u32(frame, l4 + 4);
     info.ack = u32(frame, l4 + 8);
     info.flags = frame[l4 + 13];
     info.payload = l4 + doff;
-    info.payloadLen = ipEnd - (l4 + doff);
+    info.payloadLen = Math.max(0, ipEnd - (l4 + doff));
     info.kind = TCP_SEGMENT;
   } else if (
     proto === IPPROTO_UDP || proto === IPPROTO_UDPLITE || proto === IPPROTO_SCTP ||
