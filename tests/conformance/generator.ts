@@ -20,7 +20,8 @@
  * which that side sends nothing new); their ACK fields count like any other, and the model
  * below leaves out what the two would decide differently. Over that, per seed
  * ({@linkcode decorate}): vnet headers, QinQ or
- * 0x88a8 tags, TCP and IPv4 options, DF/TTL/TOS noise and writes split at random points. The
+ * 0x88a8 tags, TCP and IPv4 options, DF/TTL/TOS noise, Ethernet padding (the same on both
+ * sides) on the frames that are not TCP, and writes split at random points. The
  * result is an ordinary scenario (frames as builder options), so a failing seed can be saved
  * and replayed as a file.
  *
@@ -39,7 +40,8 @@
  *   ACK in serial order) would decide differently, when its "compared" test and ours (which
  *   counts flushed bytes as compared) disagree (a primary that meets a fully matched secondary
  *   QEMU keeps and we dropped passes alike: we note the drop);
- * - no Ethernet padding, no 802.1Q outer tag, no IPv6, no "other" protocol with differing IP
+ * - no Ethernet padding on TCP frames (QEMU takes it for payload) and none that differs
+ *   between the sides, no 802.1Q outer tag, no IPv6, no "other" protocol with differing IP
  *   headers; IPv4 fragments only for UDP and TCP. UDP: no later fragment is shorter than 8
  *   bytes, and each later fragment's connection (named by its first four bytes, its "ports")
  *   keeps the datagram rules above: a later fragment that would be its second held primary,
@@ -59,7 +61,14 @@
  *   connection once it holds nothing; QEMU keeps it, in its old place in the flush order);
  * - no timers: compare-timeout is far longer than a run, so only mismatches ask for
  *   checkpoints (a fully matched secondary segment that QEMU keeps never times out);
- * - queues far below max-queue-size (QEMU counts the segments it keeps).
+ * - queues: most seeds far below max-queue-size; some run with a max-queue-size of 1 to 8, where
+ *   both refuse a frame that finds its queue holding more (its ACK not noted), and a TCP
+ *   secondary segment is left out where QEMU would count a fully matched segment it keeps and
+ *   we dropped (SPEC 9), so that the two would admit it differently.
+ *
+ * Some seeds ("wide") carry hundreds of short TCP connections instead of one to four: more
+ * than ours keeps handles for while idle, so most connections go idle and are woken again with
+ * the state they had.
  *
  * @module
  */
@@ -153,10 +162,26 @@ function serialMax(max: number | null, ack: number): number {
 
 /**
  * A segment arrives: queue it as QEMU does and run QEMU's comparison. False when QEMU and
- * ours would part (the frame must be left out of the conversation).
+ * ours would part (the frame must be left out of the conversation). `maxQueue`: the
+ * max-queue-size of a small-queue seed; a queue already holding more refuses the segment (it
+ * is lost, its ACK not noted, in QEMU and in ours). Ours may hold one secondary segment fewer:
+ * a fully matched one it dropped (SPEC 9) and QEMU keeps; where that makes the two admit
+ * differently the segment is left out.
  */
-function modelArrive(m: TcpModel, side: Side, seg: ModelSegment): boolean {
+function modelArrive(
+  m: TcpModel,
+  side: Side,
+  seg: ModelSegment,
+  maxQueue = Infinity,
+): boolean {
   const queue = side === "pri" ? m.pri : m.sec;
+  if (queue.length > maxQueue - 1) {
+    const matched = side === "sec" && queue.some((s) => s.to > s.from && s.offset >= s.to - s.from);
+    const qemuDrops = queue.length > maxQueue;
+    const oursDrops = queue.length - (matched ? 1 : 0) > maxQueue;
+    if (qemuDrops !== oursDrops) return false;
+    if (qemuDrops) return true;
+  }
   if (side === "pri") {
     m.packLatest = seg.ack >>> 0;
     m.maxPrimaryAck = serialMax(m.maxPrimaryAck, seg.ack >>> 0);
@@ -367,6 +392,11 @@ export function randomScenario(seed: number): Scenario {
   // TCP fragments, UDP fragments sharing keys and more RST closes: a third generator, for the
   // same reason.
   const yr = new Rng(seed * 130363 + 11);
+  // Small queues: a generator of their own too. Some seeds run with a max-queue-size of 1 to
+  // 8, so that queues fill and refuse frames (QEMU's admission rule, SPEC 5), on both sides,
+  // on TCP and datagram connections alike.
+  const qr = new Rng(seed * 15485863 + 3);
+  const maxQueue = qr.chance(0.3) ? qr.int(1, 8) : Infinity;
   const frames: Record<string, FrameSpec> = {};
   const streams: Record<string, { random: number; seed: number }> = {};
   const events: Event[] = [];
@@ -375,9 +405,17 @@ export function randomScenario(seed: number): Scenario {
   const tcp: TcpConn[] = [];
   /** Each TCP connection's stream, for the bytes of segments sent as fragments. */
   const streamBytes = new Map<number, Uint8Array>();
-  const nTcp = rng.int(1, 4);
+  // Wide seeds: hundreds of TCP connections with short streams, more than the connections
+  // that keep a handle while idle (AWAKE_IDLE_MAX, 256): most of them go idle and are woken
+  // again with the compared position and ACKs they had (ours keeps them off the heap).
+  const wide = qr.chance(0.05);
+  const nTcp = wide ? qr.int(260, 420) : rng.int(1, 4);
   for (let i = 0; i < nTcp; i++) {
-    const length = rng.chance(0.3) ? rng.int(50, 600) : rng.int(600, 6000);
+    const length = wide
+      ? rng.int(20, 400)
+      : rng.chance(0.3)
+      ? rng.int(50, 600)
+      : rng.int(600, 6000);
     const isn = rng.chance(0.4) ? (0x100000000 - rng.int(1, length)) >>> 0 : rng.int(1, 0xfff00000);
     // ACKs, too, may wrap during the conversation.
     const ackBase = rng.chance(0.3)
@@ -428,6 +466,9 @@ export function randomScenario(seed: number): Scenario {
     });
   }
 
+  /** A TCP connection's destination address (wide seeds: ports tell apart those beyond 250). */
+  const tcpDst = (c: TcpConn) => `10.0.1.${(c.id % 250) + 1}`;
+
   /** What the TCP model needs to know of each TCP frame, by label. */
   const segments = new Map<string, ModelSegment>();
 
@@ -450,7 +491,7 @@ export function randomScenario(seed: number): Scenario {
       offset: 0,
     });
     frames[label] = {
-      ip: { src: "10.0.0.1", dst: `10.0.1.${c.id + 1}`, id: rng.int(0, 0xffff) },
+      ip: { src: "10.0.0.1", dst: tcpDst(c), id: rng.int(0, 0xffff) },
       tcp: {
         sport: c.sport,
         dport: c.dport,
@@ -507,7 +548,7 @@ export function randomScenario(seed: number): Scenario {
       frames[label] = {
         ip: {
           src: "10.0.0.1",
-          dst: `10.0.1.${c.id + 1}`,
+          dst: tcpDst(c),
           id: ipId,
           flags: end < seg.length ? 1 : 0,
           fragOffset: at / 8,
@@ -614,7 +655,7 @@ export function randomScenario(seed: number): Scenario {
   /** A segment arrives on the model: its connection's, or its later-fragment connection's. */
   const tcpArrive = (c: TcpConn, side: Side, label: string): boolean => {
     const later = laterFragments.get(label);
-    if (later === undefined) return modelArrive(c.model, side, segments.get(label)!);
+    if (later === undefined) return modelArrive(c.model, side, segments.get(label)!, maxQueue);
     let conn = c.fragConns.get(later.key);
     if (conn === undefined) {
       conn = { model: newModel(), base: later.seq, fins: 0 };
@@ -625,7 +666,8 @@ export function randomScenario(seed: number): Scenario {
     if (later.closes) conn.fins |= side === "pri" ? 1 : 2;
     const from = (later.seq - conn.base) | 0;
     const seg = segments.get(label)!;
-    return modelArrive(conn.model, side, { ...seg, from, to: from + Math.max(0, later.len) });
+    const to = from + Math.max(0, later.len);
+    return modelArrive(conn.model, side, { ...seg, from, to }, maxQueue);
   };
 
   // Sequence number of the segment end must never be 0 (see the module comment).
@@ -864,8 +906,15 @@ export function randomScenario(seed: number): Scenario {
     return events;
   };
 
-  /** The model of both implementations for one datagram connection. */
+  /**
+   * The model of both implementations for one datagram connection. A queue that holds more
+   * than max-queue-size (small-queue seeds) refuses the datagram, in QEMU and in ours.
+   */
   const datagramModel = (f: DatagramQueue, side: Side, id: string, corrupt: boolean) => {
+    if ((side === "pri" ? f.heldP : f.heldS).length > maxQueue) {
+      if (corrupt) f.blocked = true;
+      return;
+    }
     if (side === "pri") {
       const at = f.heldS.indexOf(id);
       if (at >= 0) f.heldS.splice(at, 1);
@@ -949,14 +998,14 @@ export function randomScenario(seed: number): Scenario {
     const ev: Event[] = rng.chance(0.5)
       ? [{ side: "pri", label: p }, { side: "sec", label: s }]
       : [{ side: "sec", label: s }, { side: "pri", label: p }];
-    for (const e of ev) modelArrive(c.model, e.side as Side, segments.get(e.label!)!);
+    for (const e of ev) modelArrive(c.model, e.side as Side, segments.get(e.label!)!, maxQueue);
     events.push(...ev);
   }
   if (rng.chance(0.5)) events.push({ side: "notify", message: "COLO_USERSPACE_PROXY_INIT" });
 
   // Weighted choice among what can happen next, until every stream and flow is used up.
   let arps = 0;
-  for (let n = 0; n < 400; n++) {
+  for (let n = 0; n < (wide ? 10 * nTcp : 400); n++) {
     if (pendingCheckpoint >= 0 && n >= pendingCheckpoint) {
       events.push(...checkpoint());
       continue;
@@ -1066,7 +1115,11 @@ export function randomScenario(seed: number): Scenario {
     name: `random-seed-${seed}`,
     rule: "random conversation: ours must produce QEMU's trace (normalised as in trace.ts)",
     description: `generated by generator.ts from seed ${seed}`,
-    options: { compareTimeout: 600_000, expiredScanCycle: 60_000 },
+    options: {
+      compareTimeout: 600_000,
+      expiredScanCycle: 60_000,
+      ...(maxQueue === Infinity ? {} : { maxQueueSize: maxQueue }),
+    },
     compareOnly: true,
     streams,
     frames,
@@ -1141,6 +1194,17 @@ function decorate(s: Scenario, seed: number): void {
     }
     if (isTcp && tcpOptions && rng.chance(0.6)) {
       f.tcp!.options = randomHex(rng, 4 * rng.int(1, 10));
+    }
+  }
+  // Ethernet padding on the frames that are not TCP (a NIC pads what is shorter than its
+  // minimum, both VMs' alike): QEMU compares UDP and ICMP on the frame length, padding
+  // included, and "other" protocols whole, so only padding the same on both sides. From a
+  // generator of its own, so the rest of a seed's decoration stays what it was.
+  const pr = new Rng(seed * 48611 + 5);
+  const padTo = pr.chance(0.3) ? pr.pick([60, 64, 128]) : 0;
+  if (padTo > 0) {
+    for (const [label, f] of Object.entries(s.frames)) {
+      if (!label.startsWith("t") && f.tcp === undefined) f.padTo = padTo;
     }
   }
   if (vnet) s.options = { ...s.options, vnet: true };
