@@ -66,6 +66,11 @@
  *   secondary segment is left out where QEMU would count a fully matched segment it keeps and
  *   we dropped (SPEC 9), so that the two would admit it differently.
  *
+ * A secondary SYN-ACK often carries the secondary's own ISN, anywhere in the sequence space
+ * (QEMU's filter-rewriter moves the secondary's other segments into the primary's sequence
+ * space, not its SYN-ACK), and either side may send its SYN-ACK again later, with its first
+ * (stale) ACK field: payload-less segments far from the data in the sequence-ordered queues.
+ *
  * Some seeds ("wide") carry hundreds of short TCP connections instead of one to four: more
  * than ours keeps handles for while idle, so most connections go idle and are woken again with
  * the state they had.
@@ -281,6 +286,12 @@ interface TcpConn {
   noAck: number;
   /** Opened by the VMs (a SYN with ACK field 0, no ACK flag) rather than answered (SYN-ACK). */
   synOpen: boolean;
+  /**
+   * Where the secondary's SYN-ACK lies, from the ISN (-1: at the primary's ISN). QEMU's
+   * filter-rewriter moves the secondary's segments into the primary's sequence space, but not
+   * its SYN-ACK: that one carries the secondary's own ISN, anywhere in the sequence space.
+   */
+  secSyn: number;
   /** How often a data segment leaves as IPv4 fragments; 0 on most connections. */
   frag: number;
   /** The first-fragment size ("side:from:to" -> bytes, 0: whole) each side used per range. */
@@ -396,6 +407,8 @@ export function randomScenario(seed: number): Scenario {
   // 8, so that queues fill and refuse frames (QEMU's admission rule, SPEC 5), on both sides,
   // on TCP and datagram connections alike.
   const qr = new Rng(seed * 15485863 + 3);
+  // SYN-ACKs at the secondary's own ISN, and SYN-ACKs sent again later: one more.
+  const ir = new Rng(seed * 7727 + 13);
   const maxQueue = qr.chance(0.3) ? qr.int(1, 8) : Infinity;
   const frames: Record<string, FrameSpec> = {};
   const streams: Record<string, { random: number; seed: number }> = {};
@@ -440,6 +453,7 @@ export function randomScenario(seed: number): Scenario {
       leftOut: 0,
       noAck: xr.chance(0.3) ? xr.pick([0.1, 0.3, 0.7]) : 0,
       synOpen: xr.chance(0.3),
+      secSyn: ir.chance(0.4) ? ir.int(-0x7fff0000, 0x7fff0000) : -1,
       frag: yr.chance(0.3) ? yr.pick([0.2, 0.5, 0.9]) : 0,
       fragSizes: new Map(),
       fragConns: new Map(),
@@ -792,6 +806,18 @@ export function randomScenario(seed: number): Scenario {
   };
 
   /**
+   * A side sends its SYN-ACK again, late (the client's ACK of it was lost on that side's way):
+   * no payload, at its ISN (the secondary's own, see `secSyn`), with the ACK field of the
+   * first one, now stale. QEMU keeps it queued, in sequence order, until it is the lowest
+   * segment when a comparison runs.
+   */
+  const tcpSynAgain = (c: TcpConn, side: Side): Event[] => {
+    if (c.synOpen) return [];
+    const at = side === "sec" ? c.secSyn : -1;
+    return [{ side, label: tcpFrame(c, side, at, at, "SA", "synre", c.ackBase) }];
+  };
+
+  /**
    * A side aborts mid-stream: a bare RST at its position (ACK flag or not, the field often 0
    * then), and nothing new from it afterwards. A VM that resets stops sending; the other may
    * go on, its bytes then wait until a checkpoint, as they do in QEMU.
@@ -994,7 +1020,8 @@ export function randomScenario(seed: number): Scenario {
     const syn = c.synOpen ? "S" : "SA";
     const synAck = c.synOpen ? (xr.chance(0.8) ? 0 : xr.int(1, 0xffffffff)) : c.pri.ack;
     const p = tcpFrame(c, "pri", -1, -1, syn, "syn", synAck);
-    const s = tcpFrame(c, "sec", -1, -1, syn, "syn", synAck);
+    const at = c.synOpen ? -1 : c.secSyn;
+    const s = tcpFrame(c, "sec", at, at, syn, "syn", synAck);
     const ev: Event[] = rng.chance(0.5)
       ? [{ side: "pri", label: p }, { side: "sec", label: s }]
       : [{ side: "sec", label: s }, { side: "pri", label: p }];
@@ -1046,6 +1073,7 @@ export function randomScenario(seed: number): Scenario {
         ev = tcpBareClose(c, rng.chance(0.5) ? "pri" : "sec");
       }
       if (ev.length === 0 && yr.chance(0.015)) ev = tcpAbort(c, yr.chance(0.5) ? "pri" : "sec");
+      if (ev.length === 0 && ir.chance(0.03)) ev = tcpSynAgain(c, ir.chance(0.6) ? "sec" : "pri");
       if (ev.length === 0) {
         // Either side, but not too far apart: realistic lag.
         const lead = c.pri.pos - c.sec.pos;
