@@ -33,6 +33,12 @@ export type PeerListener = (connected: boolean, peer: string) => void;
 
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 1000;
+/**
+ * A connect (with its TLS handshake) not done after this long is given up and retried: a host
+ * that drops SYNs (down, or behind a firewall) held it for the kernel's SYN retries, about two
+ * minutes, before the endpoint tried again.
+ */
+export const CONNECT_TIMEOUT_MS = 10_000;
 /** A connected peer gone sooner than this counts as a failed connect for the backoff. */
 const BRIEF_SESSION_MS = 1000;
 /** Rejected second peers: one warn line, then at most one summary per this period. */
@@ -68,6 +74,8 @@ export class Endpoint {
   readonly #rejected: ThrottledWarning;
   readonly #connectedLines: ThrottledWarning;
   readonly #disconnectedLines: ThrottledWarning;
+  /** How long a connect may take before it is given up and retried (`tcp:`, `unix:`, `tls:`). */
+  connectTimeoutMs = CONNECT_TIMEOUT_MS;
 
   /** `signal`: aborting it closes the endpoint, as {@linkcode Endpoint.close} does. */
   constructor(
@@ -194,7 +202,7 @@ export class Endpoint {
     while (!signal.aborted) {
       let conn: Conn;
       try {
-        conn = await this.#transport.connect(this.address, signal);
+        conn = await this.#connectOnce(signal);
       } catch (error) {
         if (signal.aborted) break;
         failures++;
@@ -218,6 +226,21 @@ export class Endpoint {
       const pause = brief ? backoff : BACKOFF_MIN_MS;
       backoff = brief ? Math.min(backoff * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
       await this.#sleep(pause);
+    }
+  }
+
+  /** One connect, given up after {@linkcode Endpoint.connectTimeoutMs} or when `signal` aborts. */
+  async #connectOnce(signal: AbortSignal): Promise<Conn> {
+    const attempt = new AbortController();
+    const stop = () => attempt.abort(signal.reason);
+    signal.addEventListener("abort", stop, { once: true });
+    const ms = this.connectTimeoutMs;
+    const timer = setTimeout(() => attempt.abort(new Error(`not connected within ${ms} ms`)), ms);
+    try {
+      return await this.#transport.connect(this.address, attempt.signal);
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", stop);
     }
   }
 

@@ -62,6 +62,21 @@ Deno.test("endpoint: close() aborts a pending connect at once", async () => {
   assert.ok(performance.now() - start < 100, "serve() did not end promptly");
 });
 
+Deno.test("endpoint: a connect that hangs (SYNs dropped) is given up after its timeout and tried again", async () => {
+  const t = new HangingTransport();
+  const { log, line } = recordingLog();
+  const e = new Endpoint("outdev", parseAddress("tcp:127.0.0.1:9"), t, log);
+  e.connectTimeoutMs = 30;
+  const serving = e.serve(() => Promise.resolve());
+  const failed = await line(/event=connect-failed/);
+  assert.match(failed, /not connected within 30 ms/);
+  // The second attempt follows the backoff (100 ms), as after a refused connect.
+  await line(/event=connect-failed .*retry_ms=200/);
+  assert.equal(t.pending, 2);
+  e.close();
+  await serving;
+});
+
 Deno.test("endpoint: aborting its signal closes it, a pending connect included", async () => {
   const t = new HangingTransport();
   const { log } = recordingLog();
