@@ -170,6 +170,9 @@ export class CompareEngine implements CompareContext {
   /** A queue of the side grew past three quarters of max-queue-size (see `longQueue`). */
   #longPrimary = false;
   #longSecondary = false;
+  /** The connections whose queue of the side grew past that mark, until down to a quarter. */
+  readonly #longPrimaryConns: Connection[] = objectArray();
+  readonly #longSecondaryConns: Connection[] = objectArray();
   /**
    * Set when a queue grows past three quarters of max-queue-size; the input clears it. It
    * stops the read's decoding there until flow control has decided whether that side pauses:
@@ -263,18 +266,38 @@ export class CompareEngine implements CompareContext {
 
   /**
    * True once a queue of `side` held more than three quarters of max-queue-size frames (of
-   * {@linkcode LONG_QUEUE_MIN} or more), until `side` holds no more than a quarter of it in
-   * all. Flow control pauses such a side while the other catches up (SPEC 8): another read of
-   * small frames must not overflow the queue, whose excess QEMU's rule drops. Held bytes alone
-   * miss this: 1 MiB of lead is a thousand 1 KiB frames, or sixteen thousand small ones.
+   * {@linkcode LONG_QUEUE_MIN} or more), until each queue of `side` that did holds no more
+   * than a quarter of it. Flow control pauses such a side while the other catches up (SPEC 8):
+   * another read of small frames must not overflow the queue, whose excess QEMU's rule drops.
+   * Held bytes alone miss this: 1 MiB of lead is a thousand 1 KiB frames, or sixteen thousand
+   * small ones. Frames of other connections do not count: a frame or two per read that the
+   * other side never sends, waiting for the timeout, kept the side "long" (paused, or its lead
+   * waived for good) after the other side had caught up with the long queue (a red-team run:
+   * the secondary, never paused while the primary is, overflowed its copy of identical traffic).
    */
   longQueue(side: Side): boolean {
     const primary = side === "primary";
     if (!(primary ? this.#longPrimary : this.#longSecondary)) return false;
-    if ((primary ? this.#heldPrimary : this.#heldSecondary) > this.#maxQueueSize >> 2) return true;
+    const conns = primary ? this.#longPrimaryConns : this.#longSecondaryConns;
+    const quarter = this.#maxQueueSize >> 2;
+    let n = 0;
+    for (let i = 0; i < conns.length; i++) {
+      const c = conns[i];
+      if ((primary ? c.primary : c.secondary).length > quarter) conns[n++] = c;
+    }
+    conns.length = n;
+    if (n > 0) return true;
     if (primary) this.#longPrimary = false;
     else this.#longSecondary = false;
     return false;
+  }
+
+  /** `conn`'s queue of the side grew past three quarters of max-queue-size (`longQueue`). */
+  #grewLong(primary: boolean, conn: Connection): void {
+    const conns = primary ? this.#longPrimaryConns : this.#longSecondaryConns;
+    if (!conns.includes(conn)) conns.push(conn);
+    if (primary) this.#longPrimary = true;
+    else this.#longSecondary = true;
   }
 
   /**
@@ -550,9 +573,13 @@ export class CompareEngine implements CompareContext {
     }
     const long = this.#longMark;
     if (queue.length > long) {
-      if (primary) this.#longPrimary = true;
-      else this.#longSecondary = true;
-      if (queue.length === long + 1) this.queueGrewLong = true;
+      if (queue.length === long + 1) {
+        this.queueGrewLong = true;
+        this.#grewLong(primary, conn);
+      } else if (!(primary ? this.#longPrimary : this.#longSecondary)) {
+        // Past a mark lowered at runtime (`maxQueueSize`).
+        this.#grewLong(primary, conn);
+      }
     }
     this.#hold(p);
 

@@ -76,6 +76,25 @@ Deno.test("engine: longQueue: set by a queue past three quarters of max-queue-si
   assert.equal(engine.longQueue("primary"), false, "16 held: no more than a quarter");
 });
 
+Deno.test("engine: longQueue: cleared once the long queue is down to a quarter, whatever other connections hold", () => {
+  // The red-team's run: a primary read of one frame on a connection the secondary never sends
+  // and 127 on one both send. The stray frames wait for the timeout; they must not keep the
+  // primary "long" (paused for its lead) after the secondary caught up with the long queue: the
+  // secondary, never paused while the primary is, then ran on until its own copy overflowed.
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 64 }, rec);
+  for (let i = 0; i < 20; i++) engine.primary(udp(`a${i}`, 2001 + i), 0, 0);
+  for (let i = 0; i < 49; i++) engine.primary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), true, "a queue of 49 is long");
+  for (let i = 0; i < 32; i++) engine.secondary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), true, "17 left on it: more than a quarter");
+  engine.secondary(udp("q32"), 0, 0);
+  assert.equal(engine.heldPrimary, 36, "20 strays and 16 on the long queue");
+  assert.equal(engine.longQueue("primary"), false, "16 on the long queue: no longer long");
+  for (let i = 49; i < 98; i++) engine.primary(udp(`q${i}`), 0, 0);
+  assert.equal(engine.longQueue("primary"), true, "long again");
+});
+
 Deno.test("engine: longQueue: never for queues shorter than 64 frames (QEMU's drops stay as they are)", () => {
   const rec = new Recorder();
   const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 63 }, rec);
