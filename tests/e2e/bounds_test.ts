@@ -268,6 +268,52 @@ Deno.test("e2e: a side ahead on one connection pauses while the other reads, how
   }
 });
 
+Deno.test("e2e: frames on other connections that wait for the timeout do not keep a side paused for a long queue the other caught up with", async () => {
+  const program = await startProgram({ noNotify: true });
+  const { pri, sec, out } = await connectInputs(program);
+  // 300 primary frames on connections the secondary never sends (more than a quarter of
+  // max-queue-size, 1,024), then 3,000 frames of 1 KB on one connection both send. The primary
+  // pauses once that queue is long; the secondary sends all of it at once. Counting the strays,
+  // the primary stayed "long" after the secondary had caught up, and the secondary, never
+  // paused while the primary is, overflowed its queue: frames dropped, never to come out (no
+  // checkpoint channel here).
+  const COUNT = 3000;
+  const payload = pseudoRandomBytes(1000, 7);
+  const stream = (start: number, count: number) =>
+    concat(
+      ...Array.from({ length: count }, (_, k) => {
+        const data = payload.slice();
+        new DataView(data.buffer).setUint32(0, start + k);
+        return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
+      }),
+    );
+  const strays = concat(
+    ...Array.from(
+      { length: 300 },
+      (_, i) => framed(frame({ udp: { sport: 2000 + i, payload: "a" } })),
+    ),
+  );
+  const writing = writeAll(pri, concat(strays, stream(0, COUNT)));
+  try {
+    await program.waitForLine(/event=input-paused side=primary reason=ahead/);
+    await writeAll(sec, stream(0, COUNT));
+    await out.waitFor(COUNT, 10_000);
+    await writing;
+    out.frames.forEach((f, i) => {
+      const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
+      if (n !== i) assert.fail(`frame ${i} carries ${n}`);
+    });
+  } finally {
+    pri.close();
+    sec.close();
+    await writing.catch(() => {});
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /queue-full/);
+  }
+});
+
 Deno.test("e2e: small frames on one connection from both sides at once: reads of a thousand frames overflow no queue", async () => {
   const program = await startProgram({ noNotify: true });
   const { pri, sec, out } = await connectInputs(program);
