@@ -1154,9 +1154,10 @@ export class CompareEngine implements CompareContext {
    * Gives a divergence to the hook, once: a frame that waits is compared again at every frame
    * its connection receives (and a timeout is seen at every scan until a checkpoint), and each
    * time the hook was given the same frames, with every secondary held so far (a capture full
-   * of copies of one divergence, quadratic in the queue). Told again for the same reason and
-   * the same frame, the hook gets only the secondaries that came since, with the primary; with
-   * none, nothing.
+   * of copies of one divergence, quadratic in the queue). A comparison told again for the same
+   * frame gives the hook only the secondaries that came since, with the primary, and nothing
+   * when none came; a frame's timeout is told once. The two are kept apart, so that a scan's
+   * timeout between two arrivals does not make the next comparison whole again.
    */
   #tell(
     reason: CheckpointReason,
@@ -1167,34 +1168,42 @@ export class CompareEngine implements CompareContext {
   ): void {
     const head = primary ?? secondaries[0];
     if (head === undefined) return this.#divergence!(reason, conn, primary, secondaries, now);
-    const told = this.#told.get(conn);
-    let fresh = secondaries;
-    if (told !== undefined && told.reason === reason && told.head === head.serial) {
+    let told = this.#told.get(conn);
+    if (told === undefined) {
+      told = { reason, head: head.serial, last: head.serial, aged: null };
+      this.#told.set(conn, told);
+    } else if (reason === "timeout") {
+      if (told.aged === head.serial) return;
+    } else if (told.reason === reason && told.head === head.serial) {
       // TCP: one secondary, the head of its queue (by sequence number, not arrival). Others:
       // every secondary held, in arrival order, none taken out while the primary waits.
-      fresh = conn.tcp
-        ? secondaries.filter((s) => s.serial !== told.last)
-        : secondaries.filter((s) => ((s.serial - told.last) | 0) > 0);
-      if (fresh.length === 0) return;
+      const last = told.last;
+      secondaries = conn.tcp
+        ? secondaries.filter((s) => s.serial !== last)
+        : secondaries.filter((s) => ((s.serial - last) | 0) > 0);
+      if (secondaries.length === 0) return;
     }
-    const last = fresh.length === 0 ? head.serial : fresh[fresh.length - 1].serial;
-    if (told === undefined) this.#told.set(conn, { reason, head: head.serial, last });
+    if (reason === "timeout") told.aged = head.serial;
     else {
       told.reason = reason;
       told.head = head.serial;
-      told.last = last;
+      told.last = secondaries.length === 0 ? head.serial : secondaries.at(-1)!.serial;
     }
-    this.#divergence!(reason, conn, primary, fresh, now);
+    this.#divergence!(reason, conn, primary, secondaries, now);
   }
 }
 
-/** The last divergence of a connection told to the hook: its reason and frames (serials). */
+/** What a connection's divergences told the hook (frames by their serials). */
 interface Told {
+  /**
+   * The last comparison told: its reason, its primary frame, the last secondary given (a
+   * timeout, until a comparison is told: no comparison's reason).
+   */
   reason: CheckpointReason;
-  /** The primary frame compared, or the secondary frame that timed out. */
   head: number;
-  /** The last secondary frame given (the head's serial when there was none). */
   last: number;
+  /** The last frame whose timeout was told, or null. */
+  aged: number | null;
 }
 
 const EMPTY = new Uint8Array(0);

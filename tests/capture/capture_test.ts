@@ -274,9 +274,14 @@ Deno.test("capture: a frame compared again as its connection receives more is to
     "timeout",
     "timeout",
   ]);
+  // A timeout between two arrivals does not make the next comparison whole again.
+  engine.secondary(udp("e"), 0, 310);
+  engine.tick(400);
+  engine.secondary(udp("f"), 0, 410);
+  assert.deepEqual(rec.told.slice(5), ["datagram p [e]", "datagram p [f]"]);
   // After a checkpoint the same connection's next divergence is told whole.
   engine.checkpoint();
-  engine.primary(udp("r"), 0, 400);
-  engine.secondary(udp("d"), 0, 401);
-  assert.deepEqual(rec.told.slice(5), ["datagram r [d]"]);
+  engine.primary(udp("r"), 0, 500);
+  engine.secondary(udp("d"), 0, 501);
+  assert.deepEqual(rec.told.slice(7), ["datagram r [d]"]);
 });
