@@ -12,7 +12,10 @@
  *   while the other side, connected, catches up. Without this, identical streams read at uneven
  *   speeds drift apart until a queue overflows, and from then on they can never match again. Never
  *   both at once for this reason: when each side holds what the other has not sent yet, both
- *   read on (the queues bound them). And only while the other side reads: a connected peer
+ *   read on (the queues bound them), or rather the one that became ahead last pauses and the
+ *   other, even if paused first, reads: kept paused (for a queue the other never sends) while
+ *   the other read on and ran a long queue of its own, a side never caught up with it, and the
+ *   other's queue overflowed with identical frames (red-team flow6 probe). And only while the other side reads: a connected peer
  *   that sends nothing for {@linkcode LEAD_PAUSE_MS} (a diverged or idle secondary) must not
  *   stall the other side (the comparator tells {@linkcode FlowControl.leadTimeout}); once
  *   waived, a side is not paused for its lead again until it has (nearly) caught up. While a
@@ -62,6 +65,8 @@ interface SideState {
   ahead: boolean;
   /** The last pause for being ahead timed out: not again until below the lead low mark. */
   leadWaived: boolean;
+  /** When it last became ahead (a count): of two sides ahead, the later pauses. */
+  aheadSince: number;
   paused: boolean;
   reason: PauseReason;
 }
@@ -72,6 +77,8 @@ export class FlowControl {
   readonly #listener: PauseListener;
   #outdevCongested = false;
   #checkpointPending = false;
+  /** How many times a side became ahead. */
+  #aheads = 0;
   readonly #sides: Record<Side, SideState> = {
     primary: this.#initial(),
     secondary: this.#initial(),
@@ -83,6 +90,7 @@ export class FlowControl {
       heldHigh: false,
       ahead: false,
       leadWaived: false,
+      aheadSince: 0,
       paused: false,
       reason: "held-bytes",
     };
@@ -138,8 +146,11 @@ export class FlowControl {
     primaryCost = primaryBytes,
     secondaryCost = secondaryBytes,
   ): void {
-    if (this.#mark("primary", primaryBytes, primaryLong, primaryCost)) this.#decide("primary");
-    if (this.#mark("secondary", secondaryBytes, secondaryLong, secondaryCost)) {
+    const primary = this.#mark("primary", primaryBytes, primaryLong, primaryCost);
+    const secondary = this.#mark("secondary", secondaryBytes, secondaryLong, secondaryCost);
+    // Either side's lead decides whether the other may pause for its own (never both).
+    if (primary || secondary) {
+      this.#decide("primary");
       this.#decide("secondary");
     }
   }
@@ -174,6 +185,7 @@ export class FlowControl {
     const high = s.heldHigh ? cost >= m.low : cost > m.high;
     const ahead = long || (s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh);
     if (!ahead) s.leadWaived = false;
+    else if (!s.ahead) s.aheadSince = ++this.#aheads;
     if (high === s.heldHigh && ahead === s.ahead) return false;
     s.heldHigh = high;
     s.ahead = ahead;
@@ -190,7 +202,9 @@ export class FlowControl {
       : s.heldHigh
       ? "held-bytes"
       : s.ahead && !s.leadWaived && other.present &&
-          (!other.paused || this.#checkpointPending)
+          (this.#checkpointPending ||
+            ((!other.paused || other.reason === "ahead") &&
+              !(other.ahead && !other.leadWaived && other.aheadSince > s.aheadSince)))
       ? "ahead"
       : null;
     const paused = reason !== null;

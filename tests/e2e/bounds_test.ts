@@ -467,3 +467,47 @@ Deno.test("e2e: SIGTERM is prompt while a tcp: connect is still pending", async 
     listener.close();
   }
 });
+
+Deno.test("e2e: a side paused for a long queue the other never sends resumes when the other runs a long queue ahead too: neither overflows", async () => {
+  const program = await startProgram({ noNotify: true });
+  const { pri, sec, out } = await connectInputs(program);
+  // 800 primary frames on a connection the secondary never sends: past three quarters of
+  // max-queue-size (1,024), so the primary pauses as ahead. Then 3,000 frames of 1 KB on one
+  // connection both send. The secondary, sending all of it, runs a long queue of its own; kept
+  // paused while the secondary read on, the primary never caught up, and the secondary's queue
+  // overflowed: identical frames dropped, never to come out (no checkpoint channel here).
+  const COUNT = 3000;
+  const payload = pseudoRandomBytes(1000, 7);
+  const stream = (start: number, count: number) =>
+    concat(
+      ...Array.from({ length: count }, (_, k) => {
+        const data = payload.slice();
+        new DataView(data.buffer).setUint32(0, start + k);
+        return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
+      }),
+    );
+  const solo = concat(
+    ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
+  );
+  const writing = writeAll(pri, concat(solo, stream(0, COUNT)));
+  try {
+    await program.waitForLine(/event=input-paused side=primary reason=ahead/);
+    await writeAll(sec, stream(0, COUNT));
+    const got = await out.waitFor(COUNT, 10_000);
+    await writing;
+    const ours = got.filter((f) => f.data.length > 1000);
+    assert.equal(ours.length, COUNT);
+    ours.forEach((f, i) => {
+      const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
+      if (n !== i) assert.fail(`frame ${i} carries ${n}`);
+    });
+  } finally {
+    pri.close();
+    sec.close();
+    await writing.catch(() => {});
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /queue-full/);
+  }
+});

@@ -125,6 +125,21 @@ Deno.test("flow: both sides ahead never pause both: one reads on", () => {
   assert.equal(f.paused("secondary"), true, "now the secondary is the one ahead");
 });
 
+Deno.test("flow: a side that runs ahead while the other is paused for its lead pauses, and the other reads on", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(30, 0); // the primary ahead, on frames the secondary may never send
+  assert.equal(f.paused("primary"), true);
+  // The secondary, reading on, runs ahead too: kept paused, the primary could never catch up
+  // with it, and its queue overflowed.
+  f.held(30, 30);
+  assert.equal(f.paused("secondary"), true);
+  assert.equal(f.reason("secondary"), "ahead");
+  assert.equal(f.paused("primary"), false, "the primary catches up");
+  f.held(30, 5);
+  assert.equal(f.paused("secondary"), false);
+  assert.equal(f.paused("primary"), true, "ahead again, and the other reads");
+});
+
 Deno.test("flow: while a checkpoint is on its way both sides ahead pause; when it is done one reads on", () => {
   const { f } = flow({ leadHigh: 20, leadLow: 10 });
   f.checkpointPending(true);
