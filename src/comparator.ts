@@ -442,6 +442,7 @@ export class Comparator {
     // A queue grew long with this frame: the pump stops decoding its read for flow control.
     const grewLong = () => {
       engine.queueGrewLong = false;
+      this.#flow.newLead(side);
       return true;
     };
     const frame = side === "primary"

@@ -167,6 +167,20 @@ export class FlowControl {
   }
 
   /**
+   * A queue of `side` grew long: a lead of its own, which an earlier lead's waiver does not
+   * cover. Waived for good while another connection's frames, which the other side never sends,
+   * kept the side ahead (until their timeout), the side overflowed a queue the other was about
+   * to catch up with (red-team flow6 probe: a secondary quiet for 150 ms, then identical frames
+   * dropped on the primary's one connection).
+   */
+  newLead(side: Side): void {
+    const s = this.#sides[side];
+    if (!s.leadWaived) return;
+    s.leadWaived = false;
+    this.#decide(side);
+  }
+
+  /**
    * `side`'s input got a peer, or lost it. An input without a peer is never paused, and the
    * other side is never paused for being ahead of it.
    */

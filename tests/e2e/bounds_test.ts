@@ -511,3 +511,50 @@ Deno.test("e2e: a side paused for a long queue the other never sends resumes whe
     assert.doesNotMatch(stderr, /queue-full/);
   }
 });
+
+Deno.test("e2e: a lead waived for a queue the other never sends does not cover a queue that grows long later", async () => {
+  const program = await startProgram({ noNotify: true });
+  const { pri, sec, out } = await connectInputs(program);
+  // 800 primary frames on a connection the secondary never sends: the primary pauses as
+  // ahead, and the secondary, sending nothing for 100 ms, has the lead waived. Then 3,000
+  // frames of 1 KB on one connection both send, the secondary 50 ms late. Waived for good while
+  // the first connection's frames kept the primary ahead, the primary overflowed the second.
+  const COUNT = 3000;
+  const payload = pseudoRandomBytes(1000, 7);
+  const stream = (start: number, count: number) =>
+    concat(
+      ...Array.from({ length: count }, (_, k) => {
+        const data = payload.slice();
+        new DataView(data.buffer).setUint32(0, start + k);
+        return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
+      }),
+    );
+  const solo = concat(
+    ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
+  );
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    await writeAll(pri, solo);
+    await program.waitForLine(/event=input-paused side=primary reason=ahead/);
+    await program.waitForLine(/event=input-resumed side=primary reason=ahead/);
+    writing = writeAll(pri, stream(0, COUNT));
+    await new Promise((r) => setTimeout(r, 50)); // the secondary a little late, as a shape
+    await writeAll(sec, stream(0, COUNT));
+    const got = await out.waitFor(COUNT, 10_000);
+    await writing;
+    const ours = got.filter((f) => f.data.length > 1000);
+    assert.equal(ours.length, COUNT);
+    ours.forEach((f, i) => {
+      const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
+      if (n !== i) assert.fail(`frame ${i} carries ${n}`);
+    });
+  } finally {
+    pri.close();
+    sec.close();
+    await writing.catch(() => {});
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /queue-full/);
+  }
+});

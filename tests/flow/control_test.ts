@@ -176,6 +176,19 @@ Deno.test("flow: a lead pause that times out is waived until the side has caught
   assert.equal(f.paused("primary"), true, "a timeout for the other side changes nothing");
 });
 
+Deno.test("flow: a queue grown long after a lead was waived is a new lead: the side pauses again", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(0, 0, true, false); // a long queue the secondary never sends
+  assert.equal(f.paused("primary"), true);
+  f.leadTimeout("primary");
+  assert.equal(f.paused("primary"), false, "waived");
+  f.newLead("primary"); // another connection's queue grew long, still ahead for the first
+  assert.equal(f.paused("primary"), true);
+  assert.equal(f.reason("primary"), "ahead");
+  f.newLead("secondary");
+  assert.equal(f.paused("secondary"), false, "nothing waived: nothing changes");
+});
+
 Deno.test("flow: a side with a long queue is ahead whatever its bytes, until it is short again", () => {
   const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
   f.held(5, 0, true, false); // few bytes, but a queue near max-queue-size
