@@ -11,13 +11,13 @@
  *   three quarters as long as max-queue-size: frames the other side has not sent yet) pauses
  *   while the other side, connected, catches up. Without this, identical streams read at uneven
  *   speeds drift apart until a queue overflows, and from then on they can never match again. Never
- *   both at once for this reason: when each side holds what the other has not sent yet, both
- *   read on (the queues bound them), or rather the one that became ahead last pauses and the
- *   other, even if paused first, reads: kept paused (for a queue the other never sends) while
- *   the other read on and ran a long queue of its own, a side never caught up with it, and the
- *   other's queue overflowed with identical frames (red-team flow6 probe). And only while the other side reads: a connected peer
- *   that sends nothing for {@linkcode LEAD_PAUSE_MS} (a diverged or idle secondary) must not
- *   stall the other side (the comparator tells {@linkcode FlowControl.leadTimeout}); once
+ *   both at once for this reason: when each side holds what the other has not sent yet, the one
+ *   that became ahead last pauses and the other, even if it paused first, reads on. (Kept paused
+ *   for a queue the other never sends while the other read on into a long queue of its own, a
+ *   side never caught up, and the other's queue overflowed with identical frames: the flow6
+ *   probe.) And only while the other side reads: a connected peer that sends nothing for
+ *   {@linkcode LEAD_PAUSE_MS} (a diverged or idle secondary) must not stall the other side (the
+ *   comparator tells {@linkcode FlowControl.leadTimeout}); once
  *   waived, a side is not paused for its lead again until it has (nearly) caught up. While a
  *   checkpoint is on its way both may pause for their lead, and the comparator waits for it
  *   longer (see {@linkcode FlowControl.checkpointPending}).
