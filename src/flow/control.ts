@@ -14,7 +14,7 @@
  *   both at once for this reason: when each side holds what the other has not sent yet, the one
  *   that became ahead last pauses and the other, even if it paused first, reads on. (Kept paused
  *   for a queue the other never sends while the other read on into a long queue of its own, a
- *   side never caught up, and the other's queue overflowed with identical frames: the flow6
+ *   side never caught up, and the other's queue overflowed with identical frames: a stress
  *   probe.) And only while the other side reads: a connected peer that sends nothing for
  *   {@linkcode LEAD_PAUSE_MS} (a diverged or idle secondary) must not stall the other side (the
  *   comparator tells {@linkcode FlowControl.leadTimeout}); once
@@ -170,7 +170,7 @@ export class FlowControl {
    * A queue of `side` grew long: a lead of its own, which an earlier lead's waiver does not
    * cover. Waived for good while another connection's frames, which the other side never sends,
    * kept the side ahead (until their timeout), the side overflowed a queue the other was about
-   * to catch up with (red-team flow6 probe: a secondary quiet for 150 ms, then identical frames
+   * to catch up with (a stress probe: a secondary quiet for 150 ms, then identical frames
    * dropped on the primary's one connection).
    */
   newLead(side: Side): void {
