@@ -268,6 +268,29 @@ Deno.test("e2e: a side ahead on one connection pauses while the other reads, how
   }
 });
 
+/**
+ * `count` framed UDP datagrams of 1 KB on one connection, each numbered in its payload's first
+ * four bytes (frame byte 42); the same bytes on every call, as both replicas send them.
+ */
+function numberedDatagrams(count: number): Uint8Array {
+  const payload = pseudoRandomBytes(1000, 7);
+  return concat(
+    ...Array.from({ length: count }, (_, k) => {
+      const data = payload.slice();
+      new DataView(data.buffer).setUint32(0, k);
+      return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
+    }),
+  );
+}
+
+/** Fails unless the frames carry the numbers of {@linkcode numberedDatagrams} 0, 1, 2, ... */
+function assertNumberedInOrder(frames: readonly { data: Uint8Array }[]): void {
+  frames.forEach((f, i) => {
+    const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
+    if (n !== i) assert.fail(`frame ${i} carries ${n}`);
+  });
+}
+
 Deno.test("e2e: frames on other connections that wait for the timeout do not keep a side paused for a long queue the other caught up with", async () => {
   const program = await startProgram({ noNotify: true });
   const { pri, sec, out } = await connectInputs(program);
@@ -278,31 +301,19 @@ Deno.test("e2e: frames on other connections that wait for the timeout do not kee
   // paused while the primary is, overflowed its queue: frames dropped, never to come out (no
   // checkpoint channel here).
   const COUNT = 3000;
-  const payload = pseudoRandomBytes(1000, 7);
-  const stream = (start: number, count: number) =>
-    concat(
-      ...Array.from({ length: count }, (_, k) => {
-        const data = payload.slice();
-        new DataView(data.buffer).setUint32(0, start + k);
-        return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
-      }),
-    );
   const strays = concat(
     ...Array.from(
       { length: 300 },
       (_, i) => framed(frame({ udp: { sport: 2000 + i, payload: "a" } })),
     ),
   );
-  const writing = writeAll(pri, concat(strays, stream(0, COUNT)));
+  const writing = writeAll(pri, concat(strays, numberedDatagrams(COUNT)));
   try {
     await program.waitForLine(/event=input-paused side=primary reason=ahead/);
-    await writeAll(sec, stream(0, COUNT));
+    await writeAll(sec, numberedDatagrams(COUNT));
     await out.waitFor(COUNT, 10_000);
     await writing;
-    out.frames.forEach((f, i) => {
-      const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
-      if (n !== i) assert.fail(`frame ${i} carries ${n}`);
-    });
+    assertNumberedInOrder(out.frames);
   } finally {
     pri.close();
     sec.close();
@@ -477,30 +488,18 @@ Deno.test("e2e: a side paused for a long queue the other never sends resumes whe
   // paused while the secondary read on, the primary never caught up, and the secondary's queue
   // overflowed: identical frames dropped, never to come out (no checkpoint channel here).
   const COUNT = 3000;
-  const payload = pseudoRandomBytes(1000, 7);
-  const stream = (start: number, count: number) =>
-    concat(
-      ...Array.from({ length: count }, (_, k) => {
-        const data = payload.slice();
-        new DataView(data.buffer).setUint32(0, start + k);
-        return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
-      }),
-    );
   const solo = concat(
     ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
   );
-  const writing = writeAll(pri, concat(solo, stream(0, COUNT)));
+  const writing = writeAll(pri, concat(solo, numberedDatagrams(COUNT)));
   try {
     await program.waitForLine(/event=input-paused side=primary reason=ahead/);
-    await writeAll(sec, stream(0, COUNT));
+    await writeAll(sec, numberedDatagrams(COUNT));
     const got = await out.waitFor(COUNT, 10_000);
     await writing;
     const ours = got.filter((f) => f.data.length > 1000);
     assert.equal(ours.length, COUNT);
-    ours.forEach((f, i) => {
-      const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
-      if (n !== i) assert.fail(`frame ${i} carries ${n}`);
-    });
+    assertNumberedInOrder(ours);
   } finally {
     pri.close();
     sec.close();
@@ -520,15 +519,6 @@ Deno.test("e2e: a lead waived for a queue the other never sends does not cover a
   // frames of 1 KB on one connection both send, the secondary 50 ms late. Waived for good while
   // the first connection's frames kept the primary ahead, the primary overflowed the second.
   const COUNT = 3000;
-  const payload = pseudoRandomBytes(1000, 7);
-  const stream = (start: number, count: number) =>
-    concat(
-      ...Array.from({ length: count }, (_, k) => {
-        const data = payload.slice();
-        new DataView(data.buffer).setUint32(0, start + k);
-        return framed(frame({ udp: { sport: 7, dport: 9, payload: data } }));
-      }),
-    );
   const solo = concat(
     ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
   );
@@ -537,17 +527,14 @@ Deno.test("e2e: a lead waived for a queue the other never sends does not cover a
     await writeAll(pri, solo);
     await program.waitForLine(/event=input-paused side=primary reason=ahead/);
     await program.waitForLine(/event=input-resumed side=primary reason=ahead/);
-    writing = writeAll(pri, stream(0, COUNT));
+    writing = writeAll(pri, numberedDatagrams(COUNT));
     await new Promise((r) => setTimeout(r, 50)); // the secondary a little late, as a shape
-    await writeAll(sec, stream(0, COUNT));
+    await writeAll(sec, numberedDatagrams(COUNT));
     const got = await out.waitFor(COUNT, 10_000);
     await writing;
     const ours = got.filter((f) => f.data.length > 1000);
     assert.equal(ours.length, COUNT);
-    ours.forEach((f, i) => {
-      const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
-      if (n !== i) assert.fail(`frame ${i} carries ${n}`);
-    });
+    assertNumberedInOrder(ours);
   } finally {
     pri.close();
     sec.close();
