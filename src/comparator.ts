@@ -23,7 +23,13 @@ import { CompareEngine } from "./compare/engine.ts";
 import type { CheckpointReason, Tracer } from "./compare/events.ts";
 import type { Side } from "./compare/packet.ts";
 import { CompareClock } from "./flow/clock.ts";
-import { FlowControl, heldMarks, LEAD_PAUSE_MS, type PauseReason } from "./flow/control.ts";
+import {
+  FlowControl,
+  heldMarks,
+  LEAD_PAUSE_MS,
+  type LongQueue,
+  type PauseReason,
+} from "./flow/control.ts";
 import { PauseLog } from "./flow/pause_log.ts";
 import { Inside, type InsideHost } from "./inside/inside.ts";
 import type { Settings } from "./inside/view.ts";
@@ -755,11 +761,18 @@ export class Comparator {
     this.#flow.held(
       p,
       s,
-      engine.longQueue("primary"),
-      engine.longQueue("secondary"),
+      this.#longQueue("primary"),
+      this.#longQueue("secondary"),
       engine.heldCost("primary"),
       engine.heldCost("secondary"),
     );
+  }
+
+  /** Whether `side` has a long queue, and where (see {@linkcode LongQueue}). */
+  #longQueue(side: Side): LongQueue {
+    const engine = this.engine;
+    if (!engine.longQueue(side)) return "none";
+    return engine.longQueueMatched(side) ? "matched" : "unmatched";
   }
 
   #onPause(side: Side, paused: boolean, reason: PauseReason): void {

@@ -43,6 +43,7 @@ const SECONDARY_CLOSED = 1 << 5;
 const IDLE = 1 << 6;
 const HELD = 1 << 7;
 const MATCHED_SECONDARY_DROPPED = 1 << 8;
+const MATCHED = 1 << 9;
 /** The checkpoint epoch of `MATCHED_SECONDARY_DROPPED`, mod 2^16, in the flag word's top half. */
 const EPOCH_SHIFT = 16;
 
@@ -197,6 +198,20 @@ export class Connection {
 
   set secondaryClosed(on: boolean) {
     setBit(this.#u32, this.#flagsAt, SECONDARY_CLOSED, on);
+  }
+
+  /**
+   * A primary frame went out here as the same as the secondary's: both VMs send on this
+   * connection, so a queue that grows long on it is one the other side catches up with (flow
+   * control, `CompareEngine.longQueueMatched`).
+   */
+  get matched(): boolean {
+    return (this.#u32[this.#flagsAt] & MATCHED) !== 0;
+  }
+
+  /** Notes a compared primary frame (see `matched`). */
+  noteMatched(): void {
+    this.#u32[this.#flagsAt] |= MATCHED;
   }
 
   /** On the table's idle list. */

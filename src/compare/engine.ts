@@ -292,6 +292,19 @@ export class CompareEngine implements CompareContext {
     return false;
   }
 
+  /**
+   * Whether a long queue of the side (see {@linkcode CompareEngine.longQueue}, called first)
+   * is on a connection where frames matched before: one the other side sends on, and so
+   * catches up with. A side whose long queues are all on connections where nothing matched
+   * yet may be waiting for frames the other never sends (a one-sided burst, until its
+   * timeout); flow control weighs the two leads apart.
+   */
+  longQueueMatched(side: Side): boolean {
+    const conns = side === "primary" ? this.#longPrimaryConns : this.#longSecondaryConns;
+    for (let i = 0; i < conns.length; i++) if (conns[i].matched) return true;
+    return false;
+  }
+
   /** `conn`'s queue of the side grew past three quarters of max-queue-size (`longQueue`). */
   #grewLong(primary: boolean, conn: Connection): void {
     const conns = primary ? this.#longPrimaryConns : this.#longSecondaryConns;
@@ -1014,6 +1027,7 @@ export class CompareEngine implements CompareContext {
     other.shift();
     // QEMU's comparison here takes a matched secondary it still held off its queue first.
     if (conn.tcp) conn.takeMatchedSecondaryDropped(this.#epoch);
+    conn.noteMatched();
     if (primary) {
       this.#sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
       this.dropSecondary(head);
@@ -1122,6 +1136,7 @@ export class CompareEngine implements CompareContext {
   // CompareContext, used by the TCP and datagram rules.
 
   sendPrimary(p: Packet): void {
+    p.conn!.noteMatched();
     this.#unhold(p);
     this.tracer?.trace("colo_compare_main", { str: "packet same and release packet" });
     this.#sink.release(p.bytes, p.at, p.size, p.vnetLen, "compared", undefined, p.createdAt);

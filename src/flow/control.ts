@@ -12,7 +12,9 @@
  *   while the other side, connected, catches up. Without this, identical streams read at uneven
  *   speeds drift apart until a queue overflows, and from then on they can never match again. Never
  *   both at once for this reason: when each side holds what the other has not sent yet, the one
- *   that became ahead last pauses and the other, even if it paused first, reads on. (Kept paused
+ *   whose lead the other surely catches up with pauses (a long queue on a connection where
+ *   frames matched before, over long queues where nothing matched), else the one that became
+ *   ahead last, and the other, even if it paused first, reads on. (Kept paused
  *   for a queue the other never sends while the other read on into a long queue of its own, a
  *   side never caught up, and the other's queue overflowed with identical frames: a stress
  *   probe.) And only while the other side reads: a connected peer that sends nothing for
@@ -26,6 +28,14 @@
  */
 
 import type { Side } from "../compare/packet.ts";
+
+/**
+ * Whether a side has a queue too long to take another read, and whether the other side
+ * catches up with it: "matched" when one such queue is on a connection where frames matched
+ * before (the other side sends there), "unmatched" when all are on connections where nothing
+ * matched yet (perhaps frames the other side never sends, waiting for their timeout).
+ */
+export type LongQueue = "none" | "unmatched" | "matched";
 
 /** Why an input is paused; the first that applies is reported. */
 export type PauseReason = "outdev-congested" | "held-bytes" | "ahead";
@@ -65,8 +75,10 @@ interface SideState {
   ahead: boolean;
   /** The last pause for being ahead timed out: not again until below the lead low mark. */
   leadWaived: boolean;
-  /** When it last became ahead (a count): of two sides ahead, the later pauses. */
+  /** When it last became ahead (a count): of two sides ahead, the later pauses... */
   aheadSince: number;
+  /** ...unless only this one is ahead with long queues where nothing matched (see `#yields`). */
+  unmatched: boolean;
   paused: boolean;
   reason: PauseReason;
 }
@@ -91,6 +103,7 @@ export class FlowControl {
       ahead: false,
       leadWaived: false,
       aheadSince: 0,
+      unmatched: false,
       paused: false,
       reason: "held-bytes",
     };
@@ -134,15 +147,16 @@ export class FlowControl {
 
   /**
    * The bytes each side holds now (after a chunk of input, a checkpoint, a scan), and whether
-   * a side has a queue too long to take another read (it is ahead whatever its bytes). `cost`:
+   * a side has a queue too long to take another read (it is ahead whatever its bytes; see
+   * {@linkcode LongQueue}). `cost`:
    * what they count against `--max-held-bytes` (bytes and each frame's bookkeeping), for the
    * held-bytes marks; the bytes themselves by default.
    */
   held(
     primaryBytes: number,
     secondaryBytes: number,
-    primaryLong = false,
-    secondaryLong = false,
+    primaryLong: LongQueue = "none",
+    secondaryLong: LongQueue = "none",
     primaryCost = primaryBytes,
     secondaryCost = secondaryBytes,
   ): void {
@@ -192,18 +206,35 @@ export class FlowControl {
   }
 
   /** Updates the high/low and lead states of one side; true when either changed. */
-  #mark(side: Side, bytes: number, long: boolean, cost: number): boolean {
+  #mark(side: Side, bytes: number, long: LongQueue, cost: number): boolean {
     const s = this.#sides[side];
     const m = this.#marks;
     // The budget's marks count what the frames cost (their bookkeeping too); the lead, bytes.
     const high = s.heldHigh ? cost >= m.low : cost > m.high;
-    const ahead = long || (s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh);
+    const ahead = long !== "none" || (s.ahead ? bytes >= m.leadLow : bytes > m.leadHigh);
+    const unmatched = long === "unmatched";
     if (!ahead) s.leadWaived = false;
     else if (!s.ahead) s.aheadSince = ++this.#aheads;
-    if (high === s.heldHigh && ahead === s.ahead) return false;
+    if (high === s.heldHigh && ahead === s.ahead && unmatched === s.unmatched) return false;
     s.heldHigh = high;
     s.ahead = ahead;
+    s.unmatched = unmatched;
     return true;
+  }
+
+  /**
+   * Of two sides ahead, `s` reads on and `other` pauses: the side whose lead the other catches
+   * up with pauses. A side ahead only with long queues where nothing matched may wait for
+   * frames the other side never sends; paused for them, it stops the other from catching up
+   * with a long queue of its own, which overflows with identical frames (a stress probe: the
+   * secondary long on the one connection, then the primary long with 54 frames of its own).
+   * So the other pauses for that lead, if it is one where frames matched; otherwise the side
+   * that became ahead last pauses.
+   */
+  #yields(s: SideState, other: SideState): boolean {
+    if (!other.ahead || other.leadWaived) return false;
+    if (s.unmatched !== other.unmatched) return s.unmatched;
+    return other.aheadSince > s.aheadSince;
   }
 
   #decide(side: Side): void {
@@ -217,8 +248,7 @@ export class FlowControl {
       ? "held-bytes"
       : s.ahead && !s.leadWaived && other.present &&
           (this.#checkpointPending ||
-            ((!other.paused || other.reason === "ahead") &&
-              !(other.ahead && !other.leadWaived && other.aheadSince > s.aheadSince)))
+            ((!other.paused || other.reason === "ahead") && !this.#yields(s, other)))
       ? "ahead"
       : null;
     const paused = reason !== null;

@@ -76,6 +76,23 @@ Deno.test("engine: longQueue: set by a queue past three quarters of max-queue-si
   assert.equal(engine.longQueue("primary"), false, "16 held: no more than a quarter");
 });
 
+Deno.test("engine: longQueueMatched: whether a long queue is on a connection where frames matched", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 64 }, rec);
+  for (let i = 0; i < 49; i++) engine.primary(udp(`a${i}`, 2000), 0, 0);
+  assert.equal(engine.longQueue("primary"), true);
+  assert.equal(engine.longQueueMatched("primary"), false, "nothing matched on it yet");
+  engine.secondary(udp("b0", 3000), 0, 0);
+  engine.primary(udp("b0", 3000), 0, 0);
+  assert.equal(engine.longQueueMatched("primary"), false, "frames matched elsewhere only");
+  for (let i = 0; i < 49; i++) engine.secondary(udp(`c${i}`, 4000), 0, 0);
+  engine.primary(udp("c0", 4000), 0, 0); // matched at once, against the secondary's head
+  assert.equal(engine.longQueue("secondary"), true);
+  assert.equal(engine.longQueueMatched("secondary"), true);
+  engine.secondary(udp("a0", 2000), 0, 0); // the primary's head goes out compared
+  assert.equal(engine.longQueueMatched("primary"), true);
+});
+
 Deno.test("engine: longQueue: cleared once the long queue is down to a quarter, whatever other connections hold", () => {
   // The red-team's run: a primary read of one frame on a connection the secondary never sends
   // and 127 on one both send. The stray frames wait for the timeout; they must not keep the

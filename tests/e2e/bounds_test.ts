@@ -545,3 +545,41 @@ Deno.test("e2e: a lead waived for a queue the other never sends does not cover a
     assert.doesNotMatch(stderr, /queue-full/);
   }
 });
+
+Deno.test("e2e: a side long where frames matched stays paused when the other grows long on frames of its own: it catches up, nothing overflows", async () => {
+  const program = await startProgram({ noNotify: true });
+  const { pri, sec, out } = await connectInputs(program);
+  // 3,000 frames of 1 KB on one connection both send. The first ten go out compared; then the
+  // secondary sends the rest at once and pauses as ahead, its queue past three quarters of
+  // max-queue-size (1,024). Then the primary sends 800 frames the secondary never sends, and
+  // the rest. Paused for those as the later of two sides ahead, the primary never caught up,
+  // and the secondary, reading on, overflowed its queue with identical frames (a stress probe).
+  const COUNT = 3000;
+  const all = numberedDatagrams(COUNT);
+  const first = all.subarray(0, 10 * (all.length / COUNT));
+  const solo = concat(
+    ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
+  );
+  let writing: Promise<unknown> = Promise.resolve();
+  try {
+    await writeAll(pri, first);
+    await writeAll(sec, first);
+    await out.waitFor(10, 10_000);
+    writing = writeAll(sec, all.subarray(first.length));
+    await program.waitForLine(/event=input-paused side=secondary reason=ahead/);
+    writing = Promise.all([writing, writeAll(pri, concat(solo, all.subarray(first.length)))]);
+    const got = await out.waitFor(COUNT, 10_000);
+    await writing;
+    const ours = got.filter((f) => f.data.length > 1000);
+    assert.equal(ours.length, COUNT);
+    assertNumberedInOrder(ours);
+  } finally {
+    pri.close();
+    sec.close();
+    await writing.catch(() => {});
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /queue-full/);
+  }
+});

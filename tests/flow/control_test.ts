@@ -140,6 +140,29 @@ Deno.test("flow: a side that runs ahead while the other is paused for its lead p
   assert.equal(f.paused("primary"), true, "ahead again, and the other reads");
 });
 
+Deno.test("flow: of two sides ahead, one long only where nothing matched reads on; the other, long where frames matched, pauses", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.held(0, 0, "none", "matched"); // the secondary ahead on a connection both send on
+  assert.equal(f.paused("secondary"), true);
+  // A one-sided burst makes the primary long too, later: paused for it, the primary would
+  // never catch up with the secondary's queue, which overflowed with identical frames.
+  f.held(0, 0, "unmatched", "matched");
+  assert.equal(f.paused("secondary"), true, "the primary catches up with the secondary's lead");
+  assert.equal(f.paused("primary"), false);
+  f.held(0, 0, "unmatched", "none"); // caught up: the primary is paused for its own
+  assert.equal(f.paused("secondary"), false);
+  assert.equal(f.paused("primary"), true);
+  // The secondary runs ahead again where frames matched: the later of two such would read
+  // on, but not against a lead where nothing matched.
+  f.held(0, 0, "unmatched", "matched");
+  assert.equal(f.paused("secondary"), true);
+  assert.equal(f.paused("primary"), false);
+  // Both long where frames matched: the later pauses, as before.
+  f.held(0, 0, "matched", "matched");
+  assert.equal(f.paused("primary"), false);
+  assert.equal(f.paused("secondary"), true);
+});
+
 Deno.test("flow: while a checkpoint is on its way both sides ahead pause; when it is done one reads on", () => {
   const { f } = flow({ leadHigh: 20, leadLow: 10 });
   f.checkpointPending(true);
@@ -178,7 +201,7 @@ Deno.test("flow: a lead pause that times out is waived until the side has caught
 
 Deno.test("flow: a queue grown long after a lead was waived is a new lead: the side pauses again", () => {
   const { f } = flow({ leadHigh: 20, leadLow: 10 });
-  f.held(0, 0, true, false); // a long queue the secondary never sends
+  f.held(0, 0, "unmatched", "none"); // a long queue the secondary never sends
   assert.equal(f.paused("primary"), true);
   f.leadTimeout("primary");
   assert.equal(f.paused("primary"), false, "waived");
@@ -191,22 +214,22 @@ Deno.test("flow: a queue grown long after a lead was waived is a new lead: the s
 
 Deno.test("flow: a side with a long queue is ahead whatever its bytes, until it is short again", () => {
   const { f, events } = flow({ leadHigh: 20, leadLow: 10 });
-  f.held(5, 0, true, false); // few bytes, but a queue near max-queue-size
+  f.held(5, 0, "matched", "none"); // few bytes, but a queue near max-queue-size
   assert.deepEqual(events, [["primary", true, "ahead"]]);
-  f.held(5, 0, false, false);
+  f.held(5, 0, "none", "none");
   assert.deepEqual(events.at(-1), ["primary", false, "ahead"]);
-  f.held(0, 5, false, true);
+  f.held(0, 5, "none", "matched");
   assert.deepEqual(events.at(-1), ["secondary", true, "ahead"]);
 });
 
 Deno.test("flow: the held-bytes marks count what the frames cost (their bookkeeping too), the lead only their bytes", () => {
   const { f, events } = flow();
   // 40 bytes of small frames that cost 120 against the budget: above the high mark.
-  f.held(40, 0, false, false, 120, 0);
+  f.held(40, 0, "none", "none", 120, 0);
   assert.deepEqual(events, [["primary", true, "held-bytes"]]);
-  f.held(40, 0, false, false, 45, 0);
+  f.held(40, 0, "none", "none", 45, 0);
   assert.deepEqual(events.slice(1), [["primary", false, "held-bytes"]]);
   // The lead mark (10,000) is one of bytes: 10,001 of them are ahead whatever their cost says.
-  f.held(10_001, 0, false, false, 40, 0);
+  f.held(10_001, 0, "none", "none", 40, 0);
   assert.deepEqual(events.slice(2), [["primary", true, "ahead"]]);
 });
