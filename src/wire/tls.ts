@@ -19,6 +19,7 @@ import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
 import { type Logger, ThrottledWarning } from "../log.ts";
 import { AcceptFailures } from "./accept.ts";
+import { reasonText } from "./endpoint.ts";
 import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { signedBy, TLS_FILES, type TlsCredentials } from "./tls_creds.ts";
@@ -755,19 +756,22 @@ export class TlsTransport implements Transport {
         discard(socket);
         reject(nodeErrorToDeno(error));
       };
-      const onAbort = () => fail(signal.reason);
+      // A server that takes the TCP connection and never answers the ClientHello is given up
+      // when the endpoint's connect timeout aborts `signal`; the line says how far it got.
+      let tcpConnected = false;
+      let secured = false;
+      socket.once("connect", () => tcpConnected = true);
+      const onAbort = () =>
+        fail(
+          tcpConnected && !secured
+            ? new Error(`no TLS handshake (${reasonText(signal.reason)})`)
+            : signal.reason,
+        );
       const onClose = () => fail(new Error(REFUSED_AFTER_HANDSHAKE));
       signal.addEventListener("abort", onAbort, { once: true });
       socket.once("error", fail);
-      // A server that takes the TCP connection and never answers must not hold the endpoint
-      // in its connect for good: given up as the listener gives up a client, then retried.
-      const handshakeMs = this.#options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-      timer = setTimeout(
-        () => fail(new Error(`no TLS handshake within ${handshakeMs} ms`)),
-        handshakeMs,
-      );
       socket.once("secureConnect", () => {
-        clearTimeout(timer);
+        secured = true;
         const subject = peerSubject(socket, creds, "server");
         if (subject instanceof Error) return fail(subject);
         // TLS 1.3: the server judges our certificate after our side of the handshake is done
