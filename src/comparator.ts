@@ -47,7 +47,7 @@ import { ComparatorSink } from "./sink.ts";
 import { Stats } from "./stats.ts";
 import { type Address, usesTls } from "./wire/address.ts";
 import { Endpoint, type EndpointName, settledWithin } from "./wire/endpoint.ts";
-import { BlockPool } from "./pool.ts";
+import { BLOCK_SIZE, BlockPool, READ_BLOCK_SIZE } from "./pool.ts";
 import { PlainTransport } from "./wire/plain.ts";
 import { deadPeerAfterMs, TcpTuner } from "./wire/keepalive.ts";
 import { MallocTrimmer } from "./malloc.ts";
@@ -445,6 +445,11 @@ export class Comparator {
   #pump(side: Side, bytesPerTurn: number): InputPump {
     const engine = this.engine;
     const stats = this.stats;
+    // 1 MiB reads where the kernel's loopback work is what they save (src/pool.ts); a TLS
+    // input reads what node:tls decrypted, in records of 16 KiB, and a block of the pool
+    // costs less memory.
+    const address = side === "primary" ? this.config.primaryIn : this.config.secondaryIn;
+    const readSize = usesTls(address) ? BLOCK_SIZE : READ_BLOCK_SIZE;
     // A queue grew long with this frame: the pump stops decoding its read for flow control.
     const grewLong = () => {
       engine.queueGrewLong = false;
@@ -506,7 +511,7 @@ export class Comparator {
           return kept;
         },
         decide: () => this.#heldChanged(),
-        buffer: () => engine.readBuffer(),
+        buffer: () => engine.readBuffer(readSize),
         internalError,
         oversize: () => this.stats.oversizeResets++,
         waiting: this.#inputsWait,

@@ -26,7 +26,7 @@ import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
 import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
-import { type BlockPool, objectArray, Pool } from "../pool.ts";
+import { type BlockPool, objectArray, Pool, READ_BLOCK_SIZE } from "../pool.ts";
 import {
   comparedAlready,
   compareTcp,
@@ -51,11 +51,14 @@ export interface EngineOptions {
   maxHeldBytes?: number;
   /** Blocks for held frames, shared with the output buffer (default: a pool of its own). */
   pool?: BlockPool;
+  /** Blocks the inputs read into (`readBuffer`; default: a pool of its own). */
+  readPool?: BlockPool;
   /** Idle connections that keep a handle (default `AWAKE_IDLE_MAX`; tests hibernate more). */
   awakeIdleConnections?: number;
   /**
    * Bytes of held frames from which {@linkcode CompareEngine.keepHeldInPlace} keeps them in
-   * their read buffer instead of copying them (default `KEEP_IN_PLACE_FROM`; tests lower it).
+   * their read buffer instead of copying them (default: three quarters of the buffer, see
+   * `keepInPlaceFrom`; tests lower it).
    */
   keepInPlaceFrom?: number;
 }
@@ -79,11 +82,13 @@ export const MIN_SLAB_BUDGET = 8;
  * `keepHeldInPlace`): at most a quarter of it is then memory held for nothing, as in a slab
  * whose frames go at different times.
  */
-export const KEEP_IN_PLACE_FROM = (SLAB_SIZE * 3) / 4;
+export function keepInPlaceFrom(block: Uint8Array): number {
+  return block.length - (block.length >> 2);
+}
 /**
- * Read buffers kept for fewer held bytes than {@linkcode KEEP_IN_PLACE_FROM} at one time: a
- * block each (128 KiB) at most, until their frames go (issue 11: at low load a held frame's
- * copy into a slab and its copy out again were two views of garbage per frame).
+ * Read buffers kept for fewer held bytes than {@linkcode keepInPlaceFrom} at one time: a block
+ * each at most, until their frames go (issue 11: at low load a held frame's copy into a slab
+ * and its copy out again were two views of garbage per frame).
  */
 export const SPARSE_KEPT_MAX = 2;
 
@@ -119,6 +124,7 @@ export class CompareEngine implements CompareContext {
   readonly #slabBudget: number;
   /** Slabs in use past which held frames move out of nearly empty slabs (`#unpinSlabs`). */
   #unpinAt: number;
+  /** The `keepInPlaceFrom` option, or 0 for three quarters of the block. */
   readonly #keepInPlaceFrom: number;
   /** Blocks handed out by `readBuffer` and not adopted since. */
   readonly #readBuffers = new WeakSet<Uint8Array>();
@@ -201,9 +207,9 @@ export class CompareEngine implements CompareContext {
     this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
     this.#slabBudget = Math.max(MIN_SLAB_BUDGET, Math.ceil(this.#maxHeldBytes / SLAB_SIZE));
     this.#unpinAt = this.#slabBudget;
-    this.#keepInPlaceFrom = options.keepInPlaceFrom ?? KEEP_IN_PLACE_FROM;
+    this.#keepInPlaceFrom = options.keepInPlaceFrom ?? 0;
     this.#table = new ConnectionTable(options.awakeIdleConnections);
-    this.#store = new FrameStore(options.pool);
+    this.#store = new FrameStore(options.pool, options.readPool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
     this.#settles = sink.settle !== undefined;
   }
@@ -456,6 +462,7 @@ export class CompareEngine implements CompareContext {
     this.#unpinAt = Math.max(this.#slabBudget, 2 * this.#store.slabs);
     this.#packets.trim(now);
     this.#table.trim(now);
+    this.#store.trim(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {
@@ -813,7 +820,7 @@ export class CompareEngine implements CompareContext {
     // Fewer bytes than make the block worth keeping: kept all the same while few such blocks
     // are (a frame held until the other side's copy comes, one read at a time: no copy in and
     // none out, `FrameWriter`'s write in place), else copied.
-    const sparse = this.#unkeptBytes < this.#keepInPlaceFrom;
+    const sparse = this.#unkeptBytes < (this.#keepInPlaceFrom || keepInPlaceFrom(block));
     if (sparse && this.#store.sparseSlabs >= SPARSE_KEPT_MAX) {
       this.keepHeld();
       return false;
@@ -830,13 +837,14 @@ export class CompareEngine implements CompareContext {
   }
 
   /**
-   * A block of the shared pool to read frames into, for
-   * {@linkcode CompareEngine.keepHeldInPlace}. The sink copies what it was handed first: the
-   * block may have been a slab whose frames it has not copied yet.
+   * A block to read frames into, for {@linkcode CompareEngine.keepHeldInPlace}: of
+   * {@linkcode READ_BLOCK_SIZE} bytes, or of the slabs' size (`SLAB_SIZE`, from the shared
+   * pool). The sink copies what it was handed first: the block may have been a slab whose
+   * frames it has not copied yet.
    */
-  readBuffer(): Uint8Array {
+  readBuffer(size: number = READ_BLOCK_SIZE): Uint8Array {
     if (this.#settles) this.#sink.settle!();
-    const block = this.#store.takeBlock();
+    const block = this.#store.takeBlock(size);
     this.#readBuffers.add(block);
     return block;
   }
@@ -1223,7 +1231,7 @@ interface Told {
 
 const EMPTY = new Uint8Array(0);
 /** The most bytes one comparison for twins covers (a read's). */
-const MAX_SAME_SPAN = SLAB_SIZE;
+const MAX_SAME_SPAN = READ_BLOCK_SIZE;
 /** What `#unkept` holds past its end. */
 const EMPTY_PACKET = new Packet();
 

@@ -6,13 +6,14 @@
  * comes back in whole slabs instead of fragmenting the heap with thousands of small buffers.
  * Each side fills slabs of its own: a checkpoint drops every held secondary frame, and their
  * slabs are then free whole for the released primary frames (engine.ts `checkpoint`). A read
- * buffer that is a block of the pool and mostly held frames becomes their slab as it is,
- * without a copy ({@linkcode FrameStore.adopt}).
+ * buffer ({@linkcode FrameStore.takeBlock}, a block of {@linkcode READ_BLOCK_SIZE} or a slab's) that is
+ * mostly held frames becomes their slab as it is, without a copy ({@linkcode FrameStore.adopt}).
+ * Slabs are counted in units of {@linkcode SLAB_SIZE}: such a slab is eight.
  *
  * @module
  */
 
-import { BLOCK_SIZE, BlockPool, objectArray } from "../pool.ts";
+import { BLOCK_SIZE, BlockPool, objectArray, READ_BLOCK_SIZE } from "../pool.ts";
 import type { Packet } from "./packet.ts";
 
 /** One slab: the frames copied into it and how many of them are still held. */
@@ -45,15 +46,12 @@ const LARGE_FRAME = 16 * 1024;
  * them cost less to copy along than a copy of their own.
  */
 const RUN_GAP = 128;
-/**
- * A long-held frame is moved out of its slab only while the slab's held bytes are below this:
- * then the copy frees a slab of frames long gone. A slab still mostly held stays whole.
- */
-const EVACUATE_BELOW = SLAB_SIZE / 4;
 
 /** The slab allocator for held frames. */
 export class FrameStore {
   readonly #pool: BlockPool;
+  /** Blocks the inputs read into (`takeBlock`), adopted as slabs or given back. */
+  readonly #readPool: BlockPool;
   /** The slab each side is filling. */
   #primary: Slab | null = null;
   #secondary: Slab | null = null;
@@ -63,13 +61,21 @@ export class FrameStore {
   /** Of objects' elements kind from the start: the first push under traffic changes nothing. */
   readonly #spare: Slab[] = objectArray();
 
-  /** `pool`: blocks shared with the output buffer (the comparator's); one of its own if none. */
-  constructor(pool: BlockPool = new BlockPool()) {
+  /**
+   * `pool`: blocks shared with the output buffer (the comparator's); one of its own if none.
+   * `readPool`: the inputs' read blocks; one of its own if none.
+   */
+  constructor(
+    pool: BlockPool = new BlockPool(),
+    readPool: BlockPool = new BlockPool(READ_BLOCK_SIZE),
+  ) {
     if (pool.size !== SLAB_SIZE) throw new RangeError(`slabs are ${SLAB_SIZE} bytes`);
+    if (readPool.size === SLAB_SIZE) throw new RangeError(`read blocks are not ${SLAB_SIZE} bytes`);
     this.#pool = pool;
+    this.#readPool = readPool;
   }
 
-  /** Slabs in use (holding frames, or being filled). */
+  /** Slabs in use (holding frames, or being filled), in units of {@linkcode SLAB_SIZE}. */
   get slabs(): number {
     return this.#slabs;
   }
@@ -141,25 +147,34 @@ export class FrameStore {
   }
 
   /**
-   * A block of the pool to read frames into: one that {@linkcode FrameStore.adopt} can make a
-   * slab of. Nothing may lie in it any more (its last user's frames are gone or copied).
+   * A block to read frames into, of `size` bytes: {@linkcode READ_BLOCK_SIZE}, or
+   * {@linkcode SLAB_SIZE} (a block of the shared pool). One that {@linkcode FrameStore.adopt}
+   * can make a slab of. Nothing may lie in it any more (its last user's frames are gone or
+   * copied).
    */
-  takeBlock(): Uint8Array {
-    return this.#pool.take();
+  takeBlock(size: number = READ_BLOCK_SIZE): Uint8Array {
+    if (size === SLAB_SIZE) return this.#pool.take();
+    if (size !== this.#readPool.size) throw new RangeError(`no read blocks of ${size} bytes`);
+    return this.#readPool.take();
+  }
+
+  /** Gives up read blocks unused for a while ({@linkcode BlockPool.trim}). */
+  trim(now: number): void {
+    this.#readPool.trim(now);
   }
 
   /**
    * Makes `block` (from {@linkcode FrameStore.takeBlock}: a read buffer its reader gives up)
    * the slab of the frames of `held[0, n)` that still lie in it: they stay where they are,
-   * uncopied (issue 11). The block goes back to the pool once they are all gone, as any
+   * uncopied (issue 11). The block goes back to its pool once they are all gone, as any
    * slab's does. Nothing else is put into it.
    */
   adopt(block: Uint8Array, held: readonly Packet[], n: number, sparse = false): void {
     const slab = this.#slab(block);
-    slab.used = SLAB_SIZE;
+    slab.used = block.length;
     slab.sparse = sparse;
     if (sparse) this.#sparse++;
-    this.#slabs++;
+    this.#slabs += block.length / SLAB_SIZE;
     for (let i = 0; i < n; i++) {
       const p = held[i];
       // A packet listed twice (released and reused within the read) is placed once.
@@ -210,10 +225,11 @@ export class FrameStore {
    * Moves a long-held frame into a buffer of its own, so that one stuck frame does not pin a
    * whole slab of frames long gone. Frames of a slab that is still mostly held stay: copying
    * them would free nothing until all are copied, and would double their memory meanwhile (a
-   * flood's thousands of held frames at a timeout, released a checkpoint later).
+   * flood's thousands of held frames at a timeout, released a checkpoint later). A slab is
+   * "mostly held" down to a quarter of its bytes.
    */
   evacuate(p: Packet): void {
-    if (p.slab === null || p.slab.liveBytes > EVACUATE_BELOW) return;
+    if (p.slab === null || p.slab.liveBytes > p.slab.bytes.length >> 2) return;
     const own = p.frame().slice();
     this.release(p);
     this.#move(p, own, 0);
@@ -233,9 +249,10 @@ export class FrameStore {
   }
 
   #giveBack(slab: Slab): void {
-    this.#slabs--;
+    const bytes = slab.bytes;
+    this.#slabs -= bytes.length / SLAB_SIZE;
     if (slab.sparse) this.#sparse--;
-    this.#pool.give(slab.bytes);
+    (bytes.length === SLAB_SIZE ? this.#pool : this.#readPool).give(bytes);
     // No frame refers to it any more (each one's `slab` was cleared when it went).
     slab.bytes = NO_BYTES;
     slab.used = slab.live = slab.liveBytes = 0;

@@ -15,11 +15,11 @@ import type { Side } from "../compare/packet.ts";
 import { type Logger, ThrottledWarning } from "../log.ts";
 import { FrameDecoder, NET_BUFSIZE } from "../wire/codec.ts";
 import type { Conn } from "../wire/transport.ts";
-import { BLOCK_SIZE } from "../pool.ts";
+import { READ_BLOCK_SIZE } from "../pool.ts";
 import { opWaiting, waitingOpId } from "../wire/read_op.ts";
 
 /** Bytes asked of the socket per read: many frames per read, one decode pass each. */
-export const READ_SIZE = BLOCK_SIZE;
+export const READ_SIZE = READ_BLOCK_SIZE;
 
 /**
  * Bytes read after which the loop makes sure the event loop turns (SPEC 8). A read that finds
@@ -84,8 +84,8 @@ export interface PumpHooks {
    */
   decide?(): void;
   /**
-   * A buffer to read into (the comparator's: a block of its pool, as large as
-   * {@linkcode READ_SIZE}): the first one, and one after each buffer `chunk` kept. Without it
+   * A buffer to read into (the comparator's: a block of {@linkcode READ_SIZE}, or of its
+   * pool for a TLS input): the first one, and one after each buffer `chunk` kept. Without it
    * the pump reads into one array of its own, always.
    */
   buffer?(): Uint8Array;
@@ -350,7 +350,7 @@ export class InputPump {
             // gone, perhaps while this side waits). After `chunk` nothing refers to what was
             // decoded of it. A buffer not kept is the pump's until the next read.
             if (start >= 0) {
-              const spare = this.#spare ??= new Uint8Array(READ_SIZE);
+              const spare = this.#spare ??= new Uint8Array(chunk.length);
               spare.set(chunk.subarray(start, end));
               [chunk, start, end] = [spare, 0, end - start];
             }

@@ -11,7 +11,7 @@ import type { Conn, Listener, Transport } from "./transport.ts";
 import { keepAlive, type TcpTuner } from "./keepalive.ts";
 import { readableRid, readRid, socketFd } from "./read_op.ts";
 import { openLibc } from "../libc.ts";
-import { BLOCK_SIZE } from "../pool.ts";
+import { READ_BLOCK_SIZE } from "../pool.ts";
 
 /** The largest write {@linkcode Conn.trySend} makes at once; longer ones take the op. */
 export const SEND_AT_ONCE_MAX = 4096;
@@ -45,7 +45,7 @@ function openSend(): void {
   sysSend = (fd, p, len) =>
     libc.send(fd, p, SIZES[len] ??= BigInt(len), MSG_DONTWAIT | MSG_NOSIGNAL);
   sysRecv = (fd, p) =>
-    libc.recv(fd, p, p.length === BLOCK_SIZE ? BLOCK_LEN : BigInt(p.length), MSG_DONTWAIT);
+    libc.recv(fd, p, p.length === READ_BLOCK_SIZE ? BLOCK_LEN : BigInt(p.length), MSG_DONTWAIT);
   const count = new Int32Array(1);
   sysOutq = (fd) => libc.ioctl(fd, SIOCOUTQ, count) === 0 ? count[0] : -1;
 }
@@ -57,8 +57,8 @@ let sysOutq: ((fd: number) => number) | null = null;
 
 /** libc's `recv(2)` without waiting; null where it cannot be reached. */
 let sysRecv: ((fd: number, p: Uint8Array) => number) | null = null;
-/** The read buffers' size (a pool block) as a BigInt (see {@linkcode SIZES}). */
-const BLOCK_LEN = BigInt(BLOCK_SIZE);
+/** The read buffers' size as a BigInt (see {@linkcode SIZES}). */
+const BLOCK_LEN = BigInt(READ_BLOCK_SIZE);
 
 /** Default mode of the sockets `unix-listen:` creates (SPEC 11). */
 export const DEFAULT_SOCKET_MODE = 0o600;

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { CompareEngine, SPARSE_KEPT_MAX } from "../../src/compare/engine.ts";
 import { SLAB_SIZE } from "../../src/compare/store.ts";
-import { BlockPool } from "../../src/pool.ts";
+import { BlockPool, READ_BLOCK_SIZE } from "../../src/pool.ts";
 import { concat, frame, framed } from "../support/packets.ts";
 import { outdev } from "../support/outdev.ts";
 import { Recorder } from "../support/recorder.ts";
@@ -38,8 +38,8 @@ Deno.test("in place: a read block full enough keeps its held frames; less, and t
   const bytes = frames.reduce((n, f) => n + f.length, 0);
   for (const [from, keeps] of [[bytes, true], [bytes + 1, false]] as const) {
     const rec = new Recorder();
-    const pool = new BlockPool();
-    const engine = new CompareEngine({ ...options, pool, keepInPlaceFrom: from }, rec);
+    const readPool = new BlockPool(READ_BLOCK_SIZE);
+    const engine = new CompareEngine({ ...options, readPool, keepInPlaceFrom: from }, rec);
     // Blocks kept for fewer bytes, as many as may be: their frames wait for their twins.
     const waiting = Array.from({ length: SPARSE_KEPT_MAX }, (_, i) => udp(`wait ${i}`, 3000 + i));
     for (const f of waiting) {
@@ -54,14 +54,14 @@ Deno.test("in place: a read block full enough keeps its held frames; less, and t
     assert.deepEqual(rec.released, [...waiting, ...frames]);
     assert.equal(engine.heldPrimary, 0);
     // Kept: the blocks went back to the pool with their last frame; copied: the reader has it.
-    assert.equal(pool.free, SPARSE_KEPT_MAX + (keeps ? 1 : 0));
+    assert.equal(readPool.free, SPARSE_KEPT_MAX + (keeps ? 1 : 0));
   }
 });
 
 Deno.test("in place: a block with fewer held bytes is kept while few such blocks hold frames", () => {
   const rec = new Recorder();
-  const pool = new BlockPool();
-  const engine = new CompareEngine({ ...options, pool }, rec);
+  const readPool = new BlockPool(READ_BLOCK_SIZE);
+  const engine = new CompareEngine({ ...options, readPool }, rec);
   for (let round = 0; round < 3; round++) {
     // One frame at a time, its twin after it: the same block comes back for the next read.
     const f = udp(`request ${round}`);
@@ -70,7 +70,7 @@ Deno.test("in place: a block with fewer held bytes is kept while few such blocks
     assert.equal(engine.keepHeldInPlace(), true);
     read(engine, "secondary", new Uint8Array(SLAB_SIZE), [f]);
     assert.deepEqual(rec.released.at(-1), f);
-    assert.equal(pool.free, 1, "the kept block is the pool's again with its frame gone");
+    assert.equal(readPool.free, 1, "the kept block is the pool's again with its frame gone");
   }
   assert.equal(engine.heldPrimary, 0);
 });
