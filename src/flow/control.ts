@@ -58,7 +58,8 @@ export type PauseListener = (side: Side, paused: boolean, reason: PauseReason) =
 export function heldMarks(maxHeldBytes: number): HeldMarks {
   const high = Math.floor(maxHeldBytes / 4);
   const low = Math.floor(maxHeldBytes / 8);
-  // A few reads (128 KiB each) of lead: far less than max-queue-size frames on one connection.
+  // A read of a plain input (1 MiB; a TLS one reads 128 KiB) of lead: about max-queue-size 1 KB
+  // frames on one connection, whose queue is "long" at three quarters of that anyway.
   return { high, low, leadHigh: Math.min(LEAD_HIGH, low), leadLow: Math.min(LEAD_LOW, low / 2) };
 }
 
