@@ -6,9 +6,10 @@
  * comes back in whole slabs instead of fragmenting the heap with thousands of small buffers.
  * Each side fills slabs of its own: a checkpoint drops every held secondary frame, and their
  * slabs are then free whole for the released primary frames (engine.ts `checkpoint`). A read
- * buffer ({@linkcode FrameStore.takeBlock}, a block of {@linkcode READ_BLOCK_SIZE} or a slab's) that is
- * mostly held frames becomes their slab as it is, without a copy ({@linkcode FrameStore.adopt}).
- * Slabs are counted in units of {@linkcode SLAB_SIZE}: such a slab is eight.
+ * buffer ({@linkcode FrameStore.takeBlock}: a block of {@linkcode READ_BLOCK_SIZE}, or one of
+ * the shared pool's) that is mostly held frames becomes their slab as it is, without a copy
+ * ({@linkcode FrameStore.adopt}). Slabs are counted in units of {@linkcode SLAB_SIZE}: one
+ * of 1 MiB is eight.
  *
  * @module
  */
