@@ -24,7 +24,8 @@ export const BLOCK_SIZE = 128 * 1024;
 /**
  * Read size of the plain (`tcp:`, `unix:`) inputs: each reads into a block of this size, which
  * becomes the slab of its frames when they fill most of it (src/compare/store.ts, `adopt`); a
- * TLS input reads into a block of {@linkcode BLOCK_SIZE}. 1 MiB, not a block: when
+ * TLS input, or one under a `--max-held-bytes` below 8 MiB, reads into a block of
+ * {@linkcode BLOCK_SIZE} (src/comparator.ts, `readSizeFor`). 1 MiB, not a block: when
  * the inputs are full (tcp-1000x100), each read of ours gives the sender's window back, and
  * on loopback the kernel sends the sender's waiting segments there and then, on ours' CPU:
  * fewer, larger reads leave more of that work to the sender (bench/README.md, "1 MiB reads").

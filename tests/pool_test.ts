@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { BlockPool, TRIM_INTERVAL_MS } from "../src/pool.ts";
+import { BLOCK_SIZE, BlockPool, READ_BLOCK_SIZE, TRIM_INTERVAL_MS } from "../src/pool.ts";
+import { readSizeFor } from "../src/comparator.ts";
+import { parseAddress } from "../src/wire/address.ts";
 
 Deno.test("pool: a block given back is the next one taken; none is allocated twice", () => {
   const pool = new BlockPool(1024);
@@ -30,4 +32,12 @@ Deno.test("pool: trim gives up only the blocks that stayed free for a whole inte
   now += TRIM_INTERVAL_MS;
   assert.equal(pool.trim(now), 4, "a quiet interval gives up the rest");
   assert.equal(pool.blocks, 0);
+});
+
+Deno.test("read size: 1 MiB for a plain input under a budget of 8 MiB or more; a pool block for TLS and smaller budgets", () => {
+  const MiB = 2 ** 20;
+  assert.equal(readSizeFor(parseAddress("tcp:127.0.0.1:9000"), 256 * MiB), READ_BLOCK_SIZE);
+  assert.equal(readSizeFor(parseAddress("unix:/tmp/p.sock"), 8 * MiB), READ_BLOCK_SIZE);
+  assert.equal(readSizeFor(parseAddress("tcp:127.0.0.1:9000"), 8 * MiB - 1), BLOCK_SIZE);
+  assert.equal(readSizeFor(parseAddress("tls:127.0.0.1:9000"), 256 * MiB), BLOCK_SIZE);
 });

@@ -583,3 +583,35 @@ Deno.test("e2e: a side long where frames matched stays paused when the other gro
     assert.doesNotMatch(stderr, /queue-full/);
   }
 });
+
+Deno.test("e2e: under a 1 MiB --max-held-bytes no read holds more than the budget takes: identical traffic is all released", async () => {
+  const program = await startProgram({ noNotify: true, flags: ["--max-held-bytes", "1M"] });
+  const { pri, sec, out } = await connectInputs(program);
+  // 20,000 datagrams of 1 KB on 100 connections, both sides written at once, 1 MiB at a time.
+  // A read is held whole before flow control sees it: with 1 MiB reads under a 1 MiB budget,
+  // frames were dropped as memory-limit (a flow probe: 18,784 of 30,000 primary frames).
+  const COUNT = 20_000;
+  const payload = pseudoRandomBytes(1000, 7);
+  const all = concat(
+    ...Array.from({ length: COUNT }, (_, k) => {
+      const data = payload.slice();
+      new DataView(data.buffer).setUint32(0, k);
+      return framed(frame({ udp: { sport: 1000 + k % 100, dport: 9, payload: data } }));
+    }),
+  );
+  try {
+    for (let o = 0; o < all.length; o += 1024 * 1024) {
+      const part = all.subarray(o, Math.min(all.length, o + 1024 * 1024));
+      await Promise.all([writeAll(pri, part), writeAll(sec, part)]);
+    }
+    const got = await out.waitFor(COUNT, 20_000);
+    assert.equal(got.length, COUNT);
+  } finally {
+    pri.close();
+    sec.close();
+    await out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /memory-limit|queue-full/);
+  }
+});
