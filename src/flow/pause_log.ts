@@ -2,7 +2,8 @@
  * Pauses of the inputs in the log (SPEC 8: a pause and its end are logged at info) and in the
  * counters. A side's pause for one reason and its end are logged at most once per interval;
  * pauses in between are summarised (`event=input-pauses`), so a busy outdev cannot flood the
- * log. A pause whose reason changes counts as the end of one pause and the start of another.
+ * log, and logged each at debug. A pause whose reason changes counts as the end of one pause
+ * and the start of another.
  *
  * @module
  */
@@ -71,7 +72,10 @@ export class PauseLog {
     s.reason = reason;
     s.since = now;
     s.logged = now - (s.loggedAt.get(reason) ?? -Infinity) >= this.#intervalMs;
-    if (!s.logged) return;
+    if (!s.logged) {
+      if (this.#log.enabled("debug")) this.#log.debug("input-paused", { side, reason, ...details });
+      return;
+    }
     s.loggedAt.set(reason, now);
     this.#log.info("input-paused", { side, reason, ...details });
   }
@@ -84,6 +88,9 @@ export class PauseLog {
     } else {
       s.quiet++;
       s.quietMs += ms;
+      if (this.#log.enabled("debug")) {
+        this.#log.debug("input-resumed", { side, reason: s.reason, paused_ms: Math.round(ms) });
+      }
     }
   }
 

@@ -512,12 +512,15 @@ Deno.test("e2e: a side paused for a long queue the other never sends resumes whe
 });
 
 Deno.test("e2e: a lead waived for a queue the other never sends does not cover a queue that grows long later", async () => {
-  const program = await startProgram({ noNotify: true });
+  // At debug every pause is logged, not only the first of each 10 s.
+  const program = await startProgram({ noNotify: true, flags: ["--log-level", "debug"] });
   const { pri, sec, out } = await connectInputs(program);
   // 800 primary frames on a connection the secondary never sends: the primary pauses as
   // ahead, and the secondary, sending nothing for 100 ms, has the lead waived. Then 3,000
-  // frames of 1 KB on one connection both send, the secondary 50 ms late. Waived for good while
-  // the first connection's frames kept the primary ahead, the primary overflowed the second.
+  // frames of 1 KB on one connection both send, the secondary once the primary has paused for
+  // its long queue there (it must send within 100 ms: a fixed 50 ms delay let a loaded CI
+  // machine waive the lead again). Waived for good while the first connection's frames kept
+  // the primary ahead, the primary never paused for the second and overflowed it.
   const COUNT = 3000;
   const solo = concat(
     ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
@@ -528,7 +531,7 @@ Deno.test("e2e: a lead waived for a queue the other never sends does not cover a
     await program.waitForLine(/event=input-paused side=primary reason=ahead/);
     await program.waitForLine(/event=input-resumed side=primary reason=ahead/);
     writing = writeAll(pri, numberedDatagrams(COUNT));
-    await new Promise((r) => setTimeout(r, 50)); // the secondary a little late, as a shape
+    await program.waitForLine(/level=debug event=input-paused side=primary reason=ahead/);
     await writeAll(sec, numberedDatagrams(COUNT));
     const got = await out.waitFor(COUNT, 10_000);
     await writing;

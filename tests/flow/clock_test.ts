@@ -60,6 +60,24 @@ Deno.test("pause log: a pause and its end at info; frequent ones summarised, all
   assert.equal(stats.pauses.get("primary:outdev-congested"), 101);
 });
 
+Deno.test("pause log: at debug, the pauses summarised at info are logged each", () => {
+  const lines: string[] = [];
+  let now = 0;
+  const p = new PauseLog(new Logger("debug", (l) => lines.push(l)), new Stats(), 10_000, () => now);
+  p.change("secondary", true, "ahead");
+  now = 5;
+  p.change("secondary", false, "ahead");
+  p.change("secondary", true, "ahead", { held_bytes: 7 });
+  now = 25;
+  p.change("secondary", false, "ahead");
+  assert.equal(lines.length, 4);
+  assert.match(lines[2], /level=debug event=input-paused side=secondary reason=ahead held_bytes=7/);
+  assert.match(
+    lines[3],
+    /level=debug event=input-resumed side=secondary reason=ahead paused_ms=20/,
+  );
+});
+
 Deno.test("pause log: a new reason ends one pause and starts another, each logged", () => {
   const lines: string[] = [];
   let now = 0;
