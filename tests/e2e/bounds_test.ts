@@ -159,6 +159,9 @@ async function connectInputs(program: Program) {
   return { pri, sec, out };
 }
 
+/** The inputs and outdev of {@linkcode connectInputs}. */
+type Inputs = Awaited<ReturnType<typeof connectInputs>>;
+
 async function connectAll(program: Program) {
   const pri = await connectRetry(program.ports["primary-in"]);
   const sec = await connectRetry(program.ports["secondary-in"]);
@@ -289,6 +292,44 @@ function assertNumberedInOrder(frames: readonly { data: Uint8Array }[]): void {
     const n = new DataView(f.data.buffer, f.data.byteOffset).getUint32(42);
     if (n !== i) assert.fail(`frame ${i} carries ${n}`);
   });
+}
+
+/** `count` tiny primary datagrams on one connection the secondary never sends. */
+function soloDatagrams(count: number): Uint8Array {
+  return concat(
+    ...Array.from({ length: count }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
+  );
+}
+
+/**
+ * Connects the inputs and outdev of `program`, runs `send` (which hands each write it leaves
+ * under way to `track`), then expects {@linkcode numberedDatagrams}' `count` frames out in
+ * order among the 1 KB ones, and, once everything is closed, a clean exit without a frame
+ * dropped at a full queue.
+ */
+async function expectNumberedThrough(
+  program: Program,
+  count: number,
+  send: (io: Inputs, track: (write: Promise<unknown>) => void) => Promise<void>,
+): Promise<void> {
+  const io = await connectInputs(program);
+  const writes: Promise<unknown>[] = [];
+  try {
+    await send(io, (write) => writes.push(write));
+    const got = await io.out.waitFor(count, 10_000);
+    await Promise.all(writes);
+    const ours = got.filter((f) => f.data.length > 1000);
+    assert.equal(ours.length, count);
+    assertNumberedInOrder(ours);
+  } finally {
+    io.pri.close();
+    io.sec.close();
+    await Promise.allSettled(writes);
+    await io.out.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /queue-full/);
+  }
 }
 
 Deno.test("e2e: frames on other connections that wait for the timeout do not keep a side paused for a long queue the other caught up with", async () => {
@@ -481,40 +522,22 @@ Deno.test("e2e: SIGTERM is prompt while a tcp: connect is still pending", async 
 
 Deno.test("e2e: a side paused for a long queue the other never sends resumes when the other runs a long queue ahead too: neither overflows", async () => {
   const program = await startProgram({ noNotify: true });
-  const { pri, sec, out } = await connectInputs(program);
   // 800 primary frames on a connection the secondary never sends: past three quarters of
   // max-queue-size (1,024), so the primary pauses as ahead. Then 3,000 frames of 1 KB on one
   // connection both send. The secondary, sending all of it, runs a long queue of its own; kept
   // paused while the secondary read on, the primary never caught up, and the secondary's queue
   // overflowed: identical frames dropped, never to come out (no checkpoint channel here).
   const COUNT = 3000;
-  const solo = concat(
-    ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
-  );
-  const writing = writeAll(pri, concat(solo, numberedDatagrams(COUNT)));
-  try {
+  await expectNumberedThrough(program, COUNT, async ({ pri, sec }, track) => {
+    track(writeAll(pri, concat(soloDatagrams(800), numberedDatagrams(COUNT))));
     await program.waitForLine(/event=input-paused side=primary reason=ahead/);
     await writeAll(sec, numberedDatagrams(COUNT));
-    const got = await out.waitFor(COUNT, 10_000);
-    await writing;
-    const ours = got.filter((f) => f.data.length > 1000);
-    assert.equal(ours.length, COUNT);
-    assertNumberedInOrder(ours);
-  } finally {
-    pri.close();
-    sec.close();
-    await writing.catch(() => {});
-    await out.close();
-    const { code, stderr } = await program.stop();
-    assert.equal(code, 0);
-    assert.doesNotMatch(stderr, /queue-full/);
-  }
+  });
 });
 
 Deno.test("e2e: a lead waived for a queue the other never sends does not cover a queue that grows long later", async () => {
   // At debug every pause is logged, not only the first of each 10 s.
   const program = await startProgram({ noNotify: true, flags: ["--log-level", "debug"] });
-  const { pri, sec, out } = await connectInputs(program);
   // 800 primary frames on a connection the secondary never sends: the primary pauses as
   // ahead, and the secondary, sending nothing for 100 ms, has the lead waived. Then 3,000
   // frames of 1 KB on one connection both send, the secondary once the primary has paused for
@@ -522,36 +545,18 @@ Deno.test("e2e: a lead waived for a queue the other never sends does not cover a
   // machine waive the lead again). Waived for good while the first connection's frames kept
   // the primary ahead, the primary never paused for the second and overflowed it.
   const COUNT = 3000;
-  const solo = concat(
-    ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
-  );
-  let writing: Promise<void> = Promise.resolve();
-  try {
-    await writeAll(pri, solo);
+  await expectNumberedThrough(program, COUNT, async ({ pri, sec }, track) => {
+    await writeAll(pri, soloDatagrams(800));
     await program.waitForLine(/event=input-paused side=primary reason=ahead/);
     await program.waitForLine(/event=input-resumed side=primary reason=ahead/);
-    writing = writeAll(pri, numberedDatagrams(COUNT));
+    track(writeAll(pri, numberedDatagrams(COUNT)));
     await program.waitForLine(/level=debug event=input-paused side=primary reason=ahead/);
     await writeAll(sec, numberedDatagrams(COUNT));
-    const got = await out.waitFor(COUNT, 10_000);
-    await writing;
-    const ours = got.filter((f) => f.data.length > 1000);
-    assert.equal(ours.length, COUNT);
-    assertNumberedInOrder(ours);
-  } finally {
-    pri.close();
-    sec.close();
-    await writing.catch(() => {});
-    await out.close();
-    const { code, stderr } = await program.stop();
-    assert.equal(code, 0);
-    assert.doesNotMatch(stderr, /queue-full/);
-  }
+  });
 });
 
 Deno.test("e2e: a side long where frames matched stays paused when the other grows long on frames of its own: it catches up, nothing overflows", async () => {
   const program = await startProgram({ noNotify: true });
-  const { pri, sec, out } = await connectInputs(program);
   // 3,000 frames of 1 KB on one connection both send. The first ten go out compared; then the
   // secondary sends the rest at once and pauses as ahead, its queue past three quarters of
   // max-queue-size (1,024). Then the primary sends 800 frames the secondary never sends, and
@@ -560,31 +565,14 @@ Deno.test("e2e: a side long where frames matched stays paused when the other gro
   const COUNT = 3000;
   const all = numberedDatagrams(COUNT);
   const first = all.subarray(0, 10 * (all.length / COUNT));
-  const solo = concat(
-    ...Array.from({ length: 800 }, () => framed(frame({ udp: { sport: 2000, payload: "a" } }))),
-  );
-  let writing: Promise<unknown> = Promise.resolve();
-  try {
+  await expectNumberedThrough(program, COUNT, async ({ pri, sec, out }, track) => {
     await writeAll(pri, first);
     await writeAll(sec, first);
     await out.waitFor(10, 10_000);
-    writing = writeAll(sec, all.subarray(first.length));
+    track(writeAll(sec, all.subarray(first.length)));
     await program.waitForLine(/event=input-paused side=secondary reason=ahead/);
-    writing = Promise.all([writing, writeAll(pri, concat(solo, all.subarray(first.length)))]);
-    const got = await out.waitFor(COUNT, 10_000);
-    await writing;
-    const ours = got.filter((f) => f.data.length > 1000);
-    assert.equal(ours.length, COUNT);
-    assertNumberedInOrder(ours);
-  } finally {
-    pri.close();
-    sec.close();
-    await writing.catch(() => {});
-    await out.close();
-    const { code, stderr } = await program.stop();
-    assert.equal(code, 0);
-    assert.doesNotMatch(stderr, /queue-full/);
-  }
+    track(writeAll(pri, concat(soloDatagrams(800), all.subarray(first.length))));
+  });
 });
 
 Deno.test("e2e: under a 1 MiB --max-held-bytes no read holds more than the budget takes: identical traffic is all released", async () => {
