@@ -44,7 +44,19 @@ export function sameDatagram(head: Packet, frame: Uint8Array, at: number, len: n
   return head.len === len && bytesEqual(head.bytes, head.start, frame, at, len);
 }
 
-/** Compares what can be compared on `conn`, oldest primary first. */
+/**
+ * Compares what can be compared on `conn`, oldest primary first.
+ *
+ * The oldest primary is compared only with the secondary datagrams it has not met yet: its
+ * `offset` counts those at the head of the secondary queue it was compared with, none equal.
+ * They stay there, in order, until it leaves: a secondary datagram leaves its queue only paired
+ * with the oldest primary (which then leaves too) or in a checkpoint's flush (which releases
+ * every primary). QEMU compares it with the whole secondary queue again on each frame that
+ * arrives on the connection: with both queues long (a connection whose replicas differ, as
+ * QUIC's encrypted datagrams always do, until the checkpoint), each arrival cost up to
+ * max-queue-size comparisons (bench/README.md, "Datagrams compared once"). With trace lines on,
+ * every comparison is made again, as QEMU's trace shows them.
+ */
 export function compareDatagrams(ctx: CompareContext, conn: Connection, now: number): void {
   const pq = conn.primary;
   const sq = conn.secondary;
@@ -52,7 +64,8 @@ export function compareDatagrams(ctx: CompareContext, conn: Connection, now: num
   while (pq.length > 0 && sq.length > 0) {
     const p = pq.peek()!;
     let found = -1;
-    for (let i = 0; i < sq.length; i++) {
+    const from = tracer === null && p.offset <= sq.length ? p.offset : 0;
+    for (let i = from; i < sq.length; i++) {
       const s = sq.at(i);
       tracer?.trace("colo_compare_main", { str: `compare ${kindOf(conn)}` });
       if (s.len === p.len && bytesEqual(p.bytes, p.start, s.bytes, s.start, p.len)) {
@@ -62,6 +75,7 @@ export function compareDatagrams(ctx: CompareContext, conn: Connection, now: num
       if (tracer) traceMiss(ctx, conn, p, s);
     }
     if (found < 0) {
+      p.offset = sq.length;
       tracer?.trace("colo_compare_main", { str: "packet different" });
       ctx.mismatch("datagram", conn, now);
       return;

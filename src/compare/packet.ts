@@ -66,8 +66,13 @@ export class Packet {
   #seq = 0;
   #seqEnd = 0;
   #ack = 0;
-  /** TCP only. `offset` counts payload bytes already matched against the other side. */
+  /** TCP only: the segment's flags. */
   flags = 0;
+  /**
+   * TCP: the payload bytes already matched against the other side. A primary datagram at the
+   * head of its queue: how many secondary datagrams at the head of theirs it was compared
+   * with and did not match (src/compare/datagram.ts).
+   */
   offset = 0;
   /** Neighbours in the engine's arrival-order list of held packets (for the expiry scan). */
   older: Packet | null = null;

@@ -377,3 +377,44 @@ Deno.test("fuzz: hibernating every idle connection but one changes no decision",
     assert.deepEqual(state(h), state(a), `seed ${seed}`);
   }
 });
+
+Deno.test("fuzz: a primary datagram compared once with each secondary decides as comparing it with the whole queue on every arrival", () => {
+  // Without a tracer, the oldest primary datagram is compared only with the secondary ones it
+  // has not met yet; with one, with the whole secondary queue on every arrival, as QEMU does.
+  // Few distinct payloads on few connections, so that queues grow long before a match, matches
+  // are found deep in the queue, and checkpoints (some keeping the secondary's newer frames, as
+  // `--qmp-secondary` does) cut in between.
+  for (let seed = 1; seed <= 60; seed++) {
+    const rng = new Rng(seed * 13);
+    const options = { compareTimeout: 40, maxQueueSize: rng.int(2, 60) };
+    const rescanning = new Recorder();
+    const once = new Recorder();
+    const full = new CompareEngine(options, rescanning, { trace() {} });
+    const fast = new CompareEngine(options, once);
+    const kinds = rng.int(2, 6);
+    let now = 0;
+    for (let step = 0; step < 1500; step++) {
+      now += rng.int(0, 3);
+      const r = rng.next();
+      if (r < 0.94) {
+        const side = rng.next() < 0.5 ? "primary" : "secondary";
+        const f = frame({
+          udp: { sport: rng.int(1, 2), payload: `datagram ${rng.int(1, kinds)}` },
+          ip: { id: rng.int(0, 65535) },
+        });
+        full[side](f, 0, now);
+        fast[side](f, 0, now);
+      } else if (r < 0.98) {
+        full.tick(now);
+        fast.tick(now);
+      } else {
+        const cutoff = rng.next() < 0.5 ? now - rng.int(0, 20) : null;
+        assert.equal(fast.checkpoint(now, cutoff), full.checkpoint(now, cutoff));
+      }
+      assert.equal(fast.heldPrimary, full.heldPrimary, `seed ${seed} step ${step}`);
+      assert.equal(fast.heldSecondary, full.heldSecondary, `seed ${seed} step ${step}`);
+    }
+    assert.deepEqual(once.log, rescanning.log, `seed ${seed}`);
+    assert.ok(rescanning.released.length > 100, `seed ${seed}: enough datagrams matched`);
+  }
+});
