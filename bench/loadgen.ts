@@ -113,6 +113,8 @@ export interface LoadResult {
   lost?: number;
   /** DO_CHECKPOINT requests seen on notify-dev. */
   checkpointRequests: number;
+  /** COLO_CHECKPOINT answers sent (the `diverged` workload). */
+  checkpointsAnswered?: number;
   latency?: Latency;
   /** The comparator's RSS before any peer connected (latency workload). */
   idleRss?: number;
@@ -478,6 +480,8 @@ class PairedSender {
     /** Frames already counted on outdev before this sender started. */
     readonly base: number,
     firstRound = 0,
+    /** What secondary-in is sent, if not `pattern` (the same frames, the same framing). */
+    secondaryPattern?: Pattern,
   ) {
     this.#wire = pattern.bytes.length / pattern.frames;
     this.#step = Math.max(this.#wire, Math.min(writeSize, Math.floor(window * this.#wire / 4)));
@@ -486,7 +490,7 @@ class PairedSender {
     this.#primary = { conn: peers.primary, pattern, bytes: 0, writing: 0, moved: [] };
     this.#secondary = {
       conn: peers.secondary,
-      pattern: { ...pattern, bytes: pattern.bytes.slice() },
+      pattern: secondaryPattern ?? { ...pattern, bytes: pattern.bytes.slice() },
       bytes: 0,
       writing: 0,
       moved: [],
@@ -1055,6 +1059,35 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
 }
 
 /**
+ * Replicas that differ in every datagram (as a QUIC service's do): 64 UDP flows, the secondary's
+ * payload another than the primary's, of the same length, both sent as in `throughput` (within
+ * its window, so no queue overflows); this process answers checkpoint requests like a COLO
+ * controller, after `checkpointDelayMs` (0 from bench.ts: the comparator is never kept waiting,
+ * so the row measures what it can carry). Every primary frame comes out in a checkpoint's flush.
+ */
+async function diverged(cfg: LoadConfig, result: LoadResult): Promise<void> {
+  const shape = SHAPES[cfg.workload];
+  const peers = await connect(cfg);
+  await probe(peers);
+  if (peers.notify) peers.notify.answerAfterMs = cfg.checkpointDelayMs;
+  const pattern = buildPattern(shape, 512, 1 << 20);
+  const other = buildPattern(shape, pattern.frames, 0, 0, 8);
+  const sender = new PairedSender(
+    peers,
+    pattern,
+    cfg.writeSize,
+    windowFor(cfg, shape),
+    peers.counter.frames,
+    0,
+    other,
+  );
+  Object.assign(result, await measureWindow(cfg, peers, sender, cfg.warmupMs));
+  await sender.stop();
+  await finish(cfg, peers, sender.frames, result);
+  result.checkpointsAnswered = peers.notify?.answered ?? 0;
+}
+
+/**
  * The lagging secondary: primary-in at full speed, secondary-in the same stream at a fraction
  * of the primary's rate, this process answering checkpoint requests like a COLO controller.
  * Samples the comparator's RSS every 500 ms.
@@ -1154,6 +1187,9 @@ export async function run(cfg: LoadConfig): Promise<LoadResult> {
       break;
     case "flood":
       await flood(cfg, result);
+      break;
+    case "diverged":
+      await diverged(cfg, result);
       break;
     default:
       await throughput(cfg, result);

@@ -17,6 +17,7 @@ export const WORKLOADS = [
   "latency",
   "scale",
   "flood",
+  "diverged",
   "tcp-1000-tls",
   "tcp-1000x100-tls",
   "tcp-64-tls",
@@ -62,6 +63,7 @@ const PLAIN_SHAPES: Record<PlainWorkload, StreamShape> = {
   "latency": { proto: "tcp", payload: 1000, connections: 1 },
   "scale": { proto: "tcp", payload: 1000, connections: 1 },
   "flood": { proto: "tcp", payload: 1000, connections: 16 },
+  "diverged": { proto: "udp", payload: 512, connections: 64 },
 };
 
 /** The stream of every workload: a `-tls` one sends what its plain one does. */
@@ -111,13 +113,15 @@ export function sourceAddress(i: number): string {
  * comparison across misaligned segments really mismatches; UDP payloads are the same in every
  * datagram of a flow, so QEMU 7.2's newest-first datagram comparison (SPEC section 9) cannot
  * turn a little skew between the two inputs into spurious mismatches (the compared bytes and
- * their cost are the same).
+ * their cost are the same). `udpSeed` picks the UDP payload: the `diverged` workload's
+ * secondary sends another one, of the same length.
  */
 export function buildPattern(
   shape: StreamShape,
   minFrames: number,
   minBytes = 0,
   firstConnection = 0,
+  udpSeed = 7,
 ): Pattern {
   const wire = 4 + frameBytes(shape);
   const wanted = Math.max(minFrames, Math.ceil(minBytes / wire));
@@ -127,7 +131,7 @@ export function buildPattern(
   const seqOffsets = new Uint32Array(shape.proto === "tcp" ? frames : 0);
   const seqStart = new Uint32Array(seqOffsets.length);
   const frameOffsets = new Uint32Array(frames);
-  const udpPayload = pseudoRandomBytes(shape.payload, 7);
+  const udpPayload = pseudoRandomBytes(shape.payload, udpSeed);
   // A few distinct payloads reused round-robin keep building fast for big patterns.
   const tcpPayloads = Array.from(
     { length: Math.min(frames, 997) },

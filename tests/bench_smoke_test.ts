@@ -34,6 +34,24 @@ Deno.test("bench: a quick run against the forwarder prints the table", async () 
   assert.match(text, /\| tcp-1000 +\| forwarder +\| [\d,]+/);
 });
 
+Deno.test("bench: the diverged workload's frames all come out of ours through the checkpoints it asks for", async () => {
+  const text = await deno([
+    "task",
+    "bench",
+    "--quick",
+    "--targets",
+    "ours",
+    "--only",
+    "diverged",
+  ]);
+  // The lost column is 0: every primary frame sent was released by a checkpoint's flush.
+  assert.match(text, /\| diverged +\| ours +\| [\d,]+ .*\| 0 +\| +\|$/m);
+  const line = text.match(/diverged\/ours: (\d+) DO_CHECKPOINT, (\d+) COLO_CHECKPOINT answered/);
+  assert.ok(line, text);
+  assert.ok(Number(line[2]) > 0, "checkpoints were asked for and answered");
+  assert.equal(line[1], line[2], "one request per epoch, each answered");
+});
+
 Deno.test("bench: latency_mix serves ours and the forwarder in turn and prints a row for each", async () => {
   const text = await deno([
     "run",
