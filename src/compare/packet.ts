@@ -17,15 +17,26 @@ const EMPTY = new Uint8Array(0);
 const KEEP_SLOTS = 16;
 /**
  * Longer arrays of queues that emptied, for the next queue that grows past
- * {@linkcode KEEP_SLOTS}: at most {@linkcode MAX_SPARES} of at most {@linkcode MAX_SPARE_SLOTS}
- * slots (256 KiB in all), shared by every queue of the process. A queue that fills with a read's
- * frames (a thousand or two of a stream's segments held until the other side's read) and empties
- * again otherwise grew a new array each time, one reallocation after another: about 30 bytes of
- * garbage per compared pair in tcp-64, most of the hot path's (issue 11).
+ * {@linkcode KEEP_SLOTS}: arrays of at most {@linkcode MAX_SPARE_ARRAY_SLOTS} slots, at most
+ * {@linkcode MAX_SPARE_SLOTS} in all (256 KiB), shared by every queue of the process. A queue
+ * that fills with a read's frames (a thousand or two of a stream's segments held until the other
+ * side's read) and empties again otherwise grew a new array each time, one reallocation after
+ * another: about 30 bytes of garbage per compared pair in tcp-64, most of the hot path's (issue
+ * 11). Counted in slots, not arrays: many queues that fill a little and empty together (64 UDP
+ * flows whose replicas differ, some 60 frames a side each between checkpoints) let all but eight
+ * of their arrays go at each flush under a limit of eight arrays, old-generation garbage that
+ * grew the diverged row's heap to 36 MiB (bench/README.md, "Queue arrays kept by their slots").
  */
 const spares: (Packet | undefined)[][] = [];
-const MAX_SPARES = 8;
-const MAX_SPARE_SLOTS = 8192;
+/** Slots of the arrays in {@linkcode spares}. */
+let spareSlots = 0;
+const MAX_SPARE_ARRAY_SLOTS = 8192;
+const MAX_SPARE_SLOTS = 65536;
+
+/** The spare arrays kept for queues that grow, and their slots (for tests). */
+export function queueSpares(): { arrays: number; slots: number } {
+  return { arrays: spares.length, slots: spareSlots };
+}
 
 /**
  * One frame held by the comparator: the whole frame as received (vnet header included) is
@@ -180,6 +191,7 @@ export class PacketQueue {
       spares.push(spare);
       return false;
     }
+    spareSlots -= spare.length;
     this.#tail = this.#tail - this.#head;
     for (let i = 0; i < this.#tail; i++) spare[i] = items[this.#head + i];
     this.#head = 0;
@@ -210,7 +222,12 @@ export class PacketQueue {
   #empty(): void {
     const items = this.#items;
     if (items.length > KEEP_SLOTS) {
-      if (items.length <= MAX_SPARE_SLOTS && spares.length < MAX_SPARES) spares.push(items);
+      if (
+        items.length <= MAX_SPARE_ARRAY_SLOTS && spareSlots + items.length <= MAX_SPARE_SLOTS
+      ) {
+        spares.push(items);
+        spareSlots += items.length;
+      }
       this.#items = NO_ITEMS;
     }
     this.#head = this.#tail = 0;

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Packet, PacketQueue } from "../../src/compare/packet.ts";
+import { Packet, PacketQueue, queueSpares } from "../../src/compare/packet.ts";
 
 function packet(seq: number): Packet {
   const p = new Packet();
@@ -103,4 +103,29 @@ Deno.test("packet queue: a long array another queue emptied is reused in order, 
   q.drain(() => {});
   assert.equal(q.length, 0);
   assert.equal(q.peek(), undefined);
+});
+
+Deno.test("packet queue: the arrays of many queues that fill a little and empty together are kept for the next ones, within 64 Ki slots", () => {
+  // As 64 UDP flows whose replicas differ do between checkpoints: both sides' queues fill with
+  // some 60 frames, and a flush empties them all at once.
+  const queues = Array.from({ length: 128 }, () => new PacketQueue());
+  const frames = Array.from({ length: 60 }, (_, i) => packet(i));
+  const fill = () => {
+    for (const q of queues) for (const p of frames) q.push(p);
+  };
+  fill();
+  const filled = queueSpares();
+  for (const q of queues) q.drain(() => {});
+  const emptied = queueSpares();
+  assert.equal(emptied.arrays - filled.arrays, 128, "every queue's array is kept");
+  fill();
+  assert.equal(queueSpares().arrays, emptied.arrays - 128, "and taken again by the next fill");
+  for (const q of queues) assert.deepEqual(seqs(q), frames.map((p) => p.seq));
+  for (const q of queues) q.drain(() => {});
+  // Many more: the spares stop at 64 Ki slots.
+  const many = Array.from({ length: 3000 }, () => new PacketQueue());
+  for (const q of many) for (const p of frames) q.push(p);
+  for (const q of many) q.drain(() => {});
+  assert.ok(queueSpares().slots <= 65536, `${queueSpares().slots} slots`);
+  assert.ok(queueSpares().slots > 65536 - 200, "filled up to the limit");
 });
