@@ -577,12 +577,22 @@ interface Window {
   cpu: CpuUse;
 }
 
-/** Measures released frames per second after a warm-up, then checks the count. */
+/**
+ * Measures released frames per second after a warm-up, then checks the count.
+ *
+ * The `diverged` workload: replicas that differ in every datagram (as a QUIC service's do), the
+ * secondary's payload another than the primary's, of the same length; this process answers
+ * checkpoint requests like a COLO controller, after `checkpointDelayMs` (0 from bench.ts: the
+ * comparator is never kept waiting, so the row measures what it can carry). Every primary frame
+ * then comes out in a checkpoint's flush.
+ */
 async function throughput(cfg: LoadConfig, result: LoadResult): Promise<void> {
   const shape = SHAPES[cfg.workload];
+  const diverged = cfg.workload === "diverged";
   const peers = await connect(cfg);
   // A sink forwards nothing, not even the probe; it accepts its peers at once.
   if (!cfg.sendOnly) await probe(peers);
+  if (diverged && peers.notify) peers.notify.answerAfterMs = cfg.checkpointDelayMs;
   const pattern = buildPattern(shape, 512, 1 << 20);
   const sender = new PairedSender(
     peers,
@@ -590,11 +600,14 @@ async function throughput(cfg: LoadConfig, result: LoadResult): Promise<void> {
     cfg.writeSize,
     windowFor(cfg, shape),
     peers.counter.frames,
+    0,
+    diverged ? buildPattern(shape, pattern.frames, 0, 0, 8) : undefined,
   );
   const window = await measureWindow(cfg, peers, sender, cfg.warmupMs);
   Object.assign(result, window);
   await sender.stop();
   await finish(cfg, peers, sender.frames, result);
+  if (diverged) result.checkpointsAnswered = peers.notify?.answered ?? 0;
 }
 
 async function measureWindow(
@@ -1059,35 +1072,6 @@ async function scale(cfg: LoadConfig, result: LoadResult): Promise<void> {
 }
 
 /**
- * Replicas that differ in every datagram (as a QUIC service's do): 64 UDP flows, the secondary's
- * payload another than the primary's, of the same length, both sent as in `throughput` (within
- * its window, so no queue overflows); this process answers checkpoint requests like a COLO
- * controller, after `checkpointDelayMs` (0 from bench.ts: the comparator is never kept waiting,
- * so the row measures what it can carry). Every primary frame comes out in a checkpoint's flush.
- */
-async function diverged(cfg: LoadConfig, result: LoadResult): Promise<void> {
-  const shape = SHAPES[cfg.workload];
-  const peers = await connect(cfg);
-  await probe(peers);
-  if (peers.notify) peers.notify.answerAfterMs = cfg.checkpointDelayMs;
-  const pattern = buildPattern(shape, 512, 1 << 20);
-  const other = buildPattern(shape, pattern.frames, 0, 0, 8);
-  const sender = new PairedSender(
-    peers,
-    pattern,
-    cfg.writeSize,
-    windowFor(cfg, shape),
-    peers.counter.frames,
-    0,
-    other,
-  );
-  Object.assign(result, await measureWindow(cfg, peers, sender, cfg.warmupMs));
-  await sender.stop();
-  await finish(cfg, peers, sender.frames, result);
-  result.checkpointsAnswered = peers.notify?.answered ?? 0;
-}
-
-/**
  * The lagging secondary: primary-in at full speed, secondary-in the same stream at a fraction
  * of the primary's rate, this process answering checkpoint requests like a COLO controller.
  * Samples the comparator's RSS every 500 ms.
@@ -1187,9 +1171,6 @@ export async function run(cfg: LoadConfig): Promise<LoadResult> {
       break;
     case "flood":
       await flood(cfg, result);
-      break;
-    case "diverged":
-      await diverged(cfg, result);
       break;
     default:
       await throughput(cfg, result);
