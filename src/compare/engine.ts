@@ -459,7 +459,7 @@ export class CompareEngine implements CompareContext {
   tick(now: number): boolean {
     if (now > this.#now) this.#now = now;
     this.#forgetIdle(now);
-    this.#unpinAt = Math.max(this.#slabBudget, 2 * this.#store.slabs);
+    this.#rearmUnpin();
     this.#packets.trim(now);
     this.#table.trim(now);
     this.#store.trim(now);
@@ -788,6 +788,11 @@ export class CompareEngine implements CompareContext {
    */
   #unpinSlabs(): void {
     for (let p = this.#oldest; p !== null; p = p.newer) this.#store.evacuate(p);
+    this.#rearmUnpin();
+  }
+
+  /** The next walk of {@linkcode CompareEngine.#unpinSlabs}: once the slabs in use doubled. */
+  #rearmUnpin(): void {
     this.#unpinAt = Math.max(this.#slabBudget, 2 * this.#store.slabs);
   }
 
