@@ -306,7 +306,9 @@ export class Comparator {
    * program's own, opened by main.ts (a comparator in a test leaves its runner's alone).
    * `clock`: the engine's time (src/warmup.ts gives its comparators a faster one).
    * `bytesPerTurn`: how much the input pumps read before they make sure the event loop turns
-   * (src/input/pump.ts; src/warmup.ts gives its comparators a smaller one).
+   * (src/input/pump.ts; src/warmup.ts gives its comparators a smaller one). `readSize`: what
+   * each input reads at a time, instead of {@linkcode readSizeFor}'s choice (src/warmup.ts
+   * gives its second comparator pool blocks).
    */
   constructor(
     config: Config,
@@ -315,6 +317,7 @@ export class Comparator {
     pages: ExecutablePages | null = null,
     clock: CompareClock = new CompareClock(),
     bytesPerTurn: number = BYTES_PER_TURN,
+    readSize: number | null = null,
   ) {
     this.config = config;
     this.#clock = clock;
@@ -394,8 +397,8 @@ export class Comparator {
       (side, paused, reason) => this.#onPause(side, paused, reason),
     );
     this.#pumps = {
-      primary: this.#pump("primary", bytesPerTurn),
-      secondary: this.#pump("secondary", bytesPerTurn),
+      primary: this.#pump("primary", bytesPerTurn, readSize),
+      secondary: this.#pump("secondary", bytesPerTurn, readSize),
     };
 
     /** `served`: bound and served here (the channel's endpoint is served by the channel). */
@@ -454,11 +457,11 @@ export class Comparator {
     } else this.#channel = null;
   }
 
-  #pump(side: Side, bytesPerTurn: number): InputPump {
+  #pump(side: Side, bytesPerTurn: number, size: number | null): InputPump {
     const engine = this.engine;
     const stats = this.stats;
     const address = side === "primary" ? this.config.primaryIn : this.config.secondaryIn;
-    const readSize = readSizeFor(address, this.config.maxHeldBytes);
+    const readSize = size ?? readSizeFor(address, this.config.maxHeldBytes);
     // A queue grew long with this frame: the pump stops decoding its read for flow control.
     const grewLong = () => {
       engine.queueGrewLong = false;

@@ -27,6 +27,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { Logger } from "./log.ts";
 import { MallocTrimmer } from "./malloc.ts";
+import { BLOCK_SIZE } from "./pool.ts";
 import { arp, concat, frame, framed, pseudoRandomBytes, TCP, withVnet } from "./packet/build.ts";
 import { boundPort, parseAddress } from "./wire/address.ts";
 import { teachSettledAtOnce } from "./wire/read_op.ts";
@@ -273,9 +274,15 @@ export async function warmUp(config: Config, options: WarmupOptions = {}): Promi
   let collected: boolean | undefined;
   // The throwaway comparators, reachable until the warm-up ends (see above).
   const kept: Comparator[] = [];
-  for (const n of [pairs - second, second]) {
+  // The second reads pool blocks (128 KiB, as a TLS input does), not 1 MiB ones: the first has
+  // taught the code the path of the real comparator's plain inputs, and the second's blocks are
+  // garbage until V8's next full collection. Of 1 MiB, they set one off during the second (an
+  // incremental mark-compact at 10 MB of heap), and V8 then let the heap grow to 36 MB before
+  // the next: the soak's crowd of silent TLS clients (soak/trials/idle_clients.ts) grew the RSS
+  // 64-75 MiB instead of 50-55.
+  for (const [n, readSize] of [[pairs - second, null], [second, BLOCK_SIZE]] as const) {
     if (n === 0 || failure !== undefined) continue;
-    const round = await throughThrowaway(config, frames, n, abort.signal, giveBack);
+    const round = await throughThrowaway(config, frames, n, abort.signal, giveBack, readSize);
     kept.push(round.comparator);
     done += round.done;
     clockMs += round.clockMs;
@@ -349,6 +356,7 @@ async function throughThrowaway(
   n: number,
   signal: AbortSignal,
   giveBack: () => Promise<void>,
+  readSize: number | null,
 ): Promise<
   { comparator: Comparator; done: number; clockMs: number; aheadPauses: number; error?: unknown }
 > {
@@ -381,6 +389,7 @@ async function throughThrowaway(
     null,
     clock,
     WARMUP_BYTES_PER_TURN,
+    readSize,
   );
   const conns: Deno.Conn[] = [];
   const closeAll = () => {
