@@ -42,6 +42,16 @@ export function rate(m: Measurement | undefined): number | undefined {
   return median((m?.runs ?? []).flatMap((r) => r.framesPerSecond ?? []));
 }
 
+/** Median frames per CPU-second of the target (its cost per frame). */
+function ratePerCpu(m: Measurement | undefined): number | undefined {
+  return median((m?.runs ?? []).flatMap((r) => r.framesPerCpuSecond ?? []));
+}
+
+/** Primary frames of a measurement's runs that never came out of outdev. */
+function lostIn(m: Measurement): number {
+  return m.runs.reduce((s, r) => s + (r.lost ?? 0), 0);
+}
+
 function spread(m: Measurement): string {
   const xs = m.runs.flatMap((r) => r.framesPerSecond ?? []);
   if (xs.length < 2) return "";
@@ -81,7 +91,7 @@ export function table(measurements: Measurement[]): string {
     const frame = m.runs[0].frameBytes;
     const lat = (k: "p50" | "p99") => median(m.runs.flatMap((x) => x.latency?.[k] ?? []));
     const cpu = (k: "target" | "generator") => median(m.runs.flatMap((x) => x.cpu?.[k] ?? []));
-    const lost = m.runs.reduce((s, x) => s + (x.lost ?? 0), 0);
+    const lost = lostIn(m);
     const qemu = measurements.find((q) => q.workload === m.workload && q.target === "qemu");
     // A -tls workload's row reads like its plain one's.
     const latency = plainOf(m.workload) === "latency";
@@ -99,9 +109,7 @@ export function table(measurements: Measurement[]): string {
       m.workload,
       m.target === "sink" ? "sink (generator max)" : m.target,
       latency ? "-" : fmtInt(r) + spread(m),
-      latency || m.target === "sink"
-        ? "-"
-        : fmtInt(median(m.runs.flatMap((x) => x.framesPerCpuSecond ?? []))),
+      latency || m.target === "sink" ? "-" : fmtInt(ratePerCpu(m)),
       r === undefined || latency ? "-" : fmtInt((r * frame * 8) / 1e6),
       fmtUs(lat("p50")),
       fmtUs(lat("p99")),
@@ -273,12 +281,10 @@ export function checks(measurements: Measurement[]): Check[] {
   // secondary queue), and no frame lost on the way through the checkpoints.
   const dOurs = get("diverged", "ours");
   const dQemu = get("diverged", "qemu");
-  const perCpu = (m?: Measurement) =>
-    median(m?.runs.flatMap((r) => r.framesPerCpuSecond ?? []) ?? []);
   if (dOurs && dQemu) {
-    const a = perCpu(dOurs);
-    const b = perCpu(dQemu);
-    const lost = [dOurs, dQemu].map((m) => m.runs.reduce((s, r) => s + (r.lost ?? 0), 0));
+    const a = ratePerCpu(dOurs);
+    const b = ratePerCpu(dQemu);
+    const lost = [lostIn(dOurs), lostIn(dQemu)];
     out.push({
       name: "diverged: every primary frame released, ours at least QEMU's frames per CPU-second",
       pass: a === undefined || b === undefined ? undefined : a >= b && lost[0] === 0,
@@ -367,7 +373,7 @@ export function checks(measurements: Measurement[]): Check[] {
     m.runs.length > 0
   );
   if (ident.length > 0) {
-    const lost = ident.reduce((s, m) => s + m.runs.reduce((t, r) => t + (r.lost ?? 0), 0), 0);
+    const lost = ident.reduce((s, m) => s + lostIn(m), 0);
     const cps = ident.reduce((s, m) => s + m.runs.reduce((t, r) => t + r.checkpointRequests, 0), 0);
     out.push({
       name: "ours: every frame released, no checkpoint",
