@@ -111,12 +111,10 @@ async function main(args: string[]): Promise<number> {
   log.debug("malloc", { mmap_threshold: mmapThreshold ? BLOCK_SIZE : "glibc's" });
   // Opened while read and ffi are granted; given back once serving, and with malloc trims.
   const pages = ExecutablePages.open();
-  const comparator = new Comparator(
-    config,
-    log,
-    await tlsTransport(config, log),
-    typeof pages === "string" ? null : pages,
-  );
+  const comparator = new Comparator(config, log, {
+    tls: await tlsTransport(config, log),
+    pages: typeof pages === "string" ? null : pages,
+  });
   const stopSignal = waitForSignal();
   // Bound first: a bad address ends the program at once, and a peer that connects during the
   // warm-up (QEMU started right after the comparator) waits in the kernel's queue instead of

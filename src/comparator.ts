@@ -146,6 +146,33 @@ export interface ComparatorEvents {
   pause?(side: Side, paused: boolean, reason: PauseReason): void;
 }
 
+/** What a {@linkcode Comparator} is built with besides its config and logger. */
+export interface ComparatorOptions {
+  /**
+   * The TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when any
+   * address is `tls`. Built by the caller, so that a program without TLS never loads node:tls
+   * and node:crypto (about 4 MiB of RSS, bench/README.md issue 11).
+   */
+  tls?: Transport | null;
+  /**
+   * The executable's read-only pages, given back with each malloc trim (src/exec_pages.ts); the
+   * program's own, opened by main.ts (a comparator in a test leaves its runner's alone).
+   */
+  pages?: ExecutablePages | null;
+  /** The engine's time (src/warmup.ts gives its comparators a faster one). */
+  clock?: CompareClock;
+  /**
+   * How much the input pumps read before they make sure the event loop turns
+   * (src/input/pump.ts; src/warmup.ts gives its comparators a smaller one).
+   */
+  bytesPerTurn?: number;
+  /**
+   * What each input reads at a time, instead of {@linkcode readSizeFor}'s choice (src/warmup.ts
+   * gives its second comparator pool blocks).
+   */
+  readSize?: number | null;
+}
+
 /** One comparator instance: the program's whole runtime state, wired. */
 export class Comparator {
   readonly config: Config;
@@ -299,26 +326,17 @@ export class Comparator {
   readonly #tlsEndpoints: Endpoint[] = [];
 
   /**
-   * `tls`: the TLS transport (`TlsTransport` over `--tls-creds`, read at start); needed when
-   * any address is `tls`. Built by the caller, so that a program without TLS never loads
-   * node:tls and node:crypto (about 4 MiB of RSS, bench/README.md issue 11). `pages`: the
-   * executable's read-only pages, given back with each malloc trim (src/exec_pages.ts); the
-   * program's own, opened by main.ts (a comparator in a test leaves its runner's alone).
-   * `clock`: the engine's time (src/warmup.ts gives its comparators a faster one).
-   * `bytesPerTurn`: how much the input pumps read before they make sure the event loop turns
-   * (src/input/pump.ts; src/warmup.ts gives its comparators a smaller one). `readSize`: what
-   * each input reads at a time, instead of {@linkcode readSizeFor}'s choice (src/warmup.ts
-   * gives its second comparator pool blocks).
+   * `options`: see {@linkcode ComparatorOptions}. The program's own comparator (main.ts) is
+   * given `tls` and `pages`, the warm-up's throwaways their own clock and read sizes.
    */
-  constructor(
-    config: Config,
-    log: Logger,
-    tls: Transport | null = null,
-    pages: ExecutablePages | null = null,
-    clock: CompareClock = new CompareClock(),
-    bytesPerTurn: number = BYTES_PER_TURN,
-    readSize: number | null = null,
-  ) {
+  constructor(config: Config, log: Logger, options: ComparatorOptions = {}) {
+    const {
+      tls = null,
+      pages = null,
+      clock = new CompareClock(),
+      bytesPerTurn = BYTES_PER_TURN,
+      readSize = null,
+    } = options;
     this.config = config;
     this.#clock = clock;
     this.#log = log;

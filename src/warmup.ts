@@ -385,11 +385,7 @@ async function throughThrowaway(
       compareTimeout: 3_600_000,
     },
     new Logger("error", () => {}),
-    null,
-    null,
-    clock,
-    WARMUP_BYTES_PER_TURN,
-    readSize,
+    { clock, bytesPerTurn: WARMUP_BYTES_PER_TURN, readSize },
   );
   const conns: Deno.Conn[] = [];
   const closeAll = () => {

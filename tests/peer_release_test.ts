@@ -56,7 +56,10 @@ async function started(config: Config, log = new Logger("error")) {
   const pages = new CountingPages();
   const creds = credentialsFor(config.tlsCreds, configAddresses(config));
   const tls = creds && new TlsTransport({ creds, authz: null, log, tuner: null });
-  const comparator = new Comparator(config, log, tls, pages as unknown as ExecutablePages);
+  const comparator = new Comparator(config, log, {
+    tls,
+    pages: pages as unknown as ExecutablePages,
+  });
   await comparator.start();
   const ports = comparator.addresses();
   const port = (name: string) => boundPort(ports[name]);
