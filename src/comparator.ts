@@ -444,6 +444,7 @@ export class Comparator {
       checkpointDone: () => this.#checkpointDone(),
       coloExit: () => this.#coloExit(),
       coloActive: () => this.engine.setPassthrough(false),
+      vmStopped: (stopped) => this.#flow.vmsStopped(stopped),
       peer: () => {},
     };
     if (config.qmp) {

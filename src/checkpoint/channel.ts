@@ -24,6 +24,14 @@ export interface ChannelEvents {
   coloExit(reason: string): void;
   /** COLO is active (again): compare as usual. */
   coloActive(): void;
+  /**
+   * The primary VM stopped (QMP `STOP`: a checkpoint begins, or a user's stop), or runs again
+   * (`RESUME`, or the monitor went away). While it is stopped nothing new comes: what is still
+   * unread in the input sockets was sent before the stop and belongs to the epoch that the
+   * checkpoint's flush ends (SPEC 7b), so the inputs must be read, not kept paused for their
+   * lead. notify-dev tells no such thing.
+   */
+  vmStopped(stopped: boolean): void;
   /** The controller peer connected or went away. */
   peer(connected: boolean): void;
 }

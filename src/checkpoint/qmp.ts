@@ -73,6 +73,7 @@ export class QmpChannel implements CheckpointChannel {
         checkpointDone: () => events.checkpointDone(),
         coloExit: (reason) => events.coloExit(reason),
         coloActive: () => events.coloActive(),
+        vmStopped: (stopped) => events.vmStopped(stopped),
         peer: (connected) => events.peer(connected),
       },
       log,
@@ -93,7 +94,7 @@ export class QmpChannel implements CheckpointChannel {
     const none = () => {};
     return new QmpChannel(
       endpoint,
-      { checkpointDone: none, coloExit: none, coloActive: none, peer },
+      { checkpointDone: none, coloExit: none, coloActive: none, vmStopped: none, peer },
       log,
       watch,
     );

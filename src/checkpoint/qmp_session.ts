@@ -223,6 +223,7 @@ export class QmpSession {
     this.#phase = "detached";
     // A stop whose end (or whose run state) we did not see is no checkpoint we can vouch for.
     this.#pending.clear();
+    const stopped = this.#stopped !== null;
     this.#stopped = null;
     this.#partial = new Uint8Array(0);
     this.#partialBytes = 0;
@@ -230,6 +231,8 @@ export class QmpSession {
     this.#polling = false;
     this.#lastPoll = -Infinity;
     if (final) this.flushLogs();
+    // Without the monitor, a resume would go unseen: the inputs are paused as usual again.
+    if (stopped) this.#sink.vmStopped(false);
     if (wasReady) this.#sink.peer(false);
   }
 
@@ -424,6 +427,7 @@ export class QmpSession {
         if (this.#stopped !== null) return; // a repeated STOP adds nothing
         this.#stopped = { runState: null, pass: false, resumed: false, decided: false };
         this.#send("query-status", undefined, now, this.#stopped);
+        this.#sink.vmStopped(true);
         return;
       case "MIGRATION_PASS":
         if (this.#stopped !== null) this.#stopped.pass = true;
@@ -433,14 +437,9 @@ export class QmpSession {
         if (s === null) return; // resumed from a stop seen before we connected
         this.#stopped = null;
         s.resumed = true;
-        if (s.runState === null && !s.pass) return; // decided when its query-status is answered
-        s.decided = true;
-        // A reply without a run state says nothing against a checkpoint: count it unless COLO
-        // is known to be off (a monitor that answers `{}` must not make checkpoints vanish).
-        if (s.pass || s.runState === "colo") this.#checkpointDone("resume");
-        else if (s.runState === "unknown" && this.#colo !== "inactive") {
-          this.#checkpointDone("resume run_state=unknown");
-        } else this.#log.debug("qmp-stop-not-checkpoint", { run_state: s.runState });
+        this.#resumed(s);
+        // After the flush: what the inputs hold from now on is the new epoch's.
+        this.#sink.vmStopped(false);
         return;
       }
       case "COLO_EXIT":
@@ -460,6 +459,18 @@ export class QmpSession {
         // `#note` bounds the class it keeps; the name shown is bounded here.
         this.#note(`event:${name}`, "debug", "qmp-event-ignored", { name: text(name) });
     }
+  }
+
+  /** A `RESUME` ended the stop `s`: a checkpoint's (flush) or not, or decided later. */
+  #resumed(s: Stop): void {
+    if (s.runState === null && !s.pass) return; // decided when its query-status is answered
+    s.decided = true;
+    // A reply without a run state says nothing against a checkpoint: count it unless COLO is
+    // known to be off (a monitor that answers `{}` must not make checkpoints vanish).
+    if (s.pass || s.runState === "colo") this.#checkpointDone("resume");
+    else if (s.runState === "unknown" && this.#colo !== "inactive") {
+      this.#checkpointDone("resume run_state=unknown");
+    } else this.#log.debug("qmp-stop-not-checkpoint", { run_state: s.runState });
   }
 
   #checkpointDone(how: string): void {

@@ -22,7 +22,8 @@
  *   comparator tells {@linkcode FlowControl.leadTimeout}); once
  *   waived, a side is not paused for its lead again until it has (nearly) caught up. While a
  *   checkpoint is on its way both may pause for their lead, and the comparator waits for it
- *   longer (see {@linkcode FlowControl.checkpointPending}).
+ *   longer (see {@linkcode FlowControl.checkpointPending}); once the VMs have stopped for it,
+ *   neither does (see {@linkcode FlowControl.vmsStopped}).
  *
  * @module
  */
@@ -90,6 +91,7 @@ export class FlowControl {
   readonly #listener: PauseListener;
   #outdevCongested = false;
   #checkpointPending = false;
+  #vmsStopped = false;
   /** How many times a side became ahead. */
   #aheads = 0;
   readonly #sides: Record<Side, SideState> = {
@@ -142,6 +144,21 @@ export class FlowControl {
   checkpointPending(pending: boolean): void {
     if (this.#checkpointPending === pending) return;
     this.#checkpointPending = pending;
+    this.#decide("primary");
+    this.#decide("secondary");
+  }
+
+  /**
+   * The primary VM stopped (a checkpoint begins: QMP `STOP`), or runs again. While it is
+   * stopped no side pauses for being ahead: what the sockets still hold was sent before the
+   * stop, and must be read before the checkpoint's flush, which ends its epoch (SPEC 7b); read
+   * after it, it would be taken for the next epoch's, and a primary frame of it would wait for
+   * a copy the secondary, restored from the primary's state, never sends. How much that can be
+   * is bounded by what was on its way when the VMs stopped; the held-bytes marks still apply.
+   */
+  vmsStopped(stopped: boolean): void {
+    if (this.#vmsStopped === stopped) return;
+    this.#vmsStopped = stopped;
     this.#decide("primary");
     this.#decide("secondary");
   }
@@ -247,7 +264,7 @@ export class FlowControl {
       ? "outdev-congested"
       : s.heldHigh
       ? "held-bytes"
-      : s.ahead && !s.leadWaived && other.present &&
+      : s.ahead && !s.leadWaived && other.present && !this.#vmsStopped &&
           (this.#checkpointPending ||
             ((!other.paused || other.reason === "ahead") && !this.#yields(s, other)))
       ? "ahead"

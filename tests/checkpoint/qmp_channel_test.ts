@@ -33,6 +33,11 @@ class Events implements ChannelEvents {
   coloActive(): void {
     this.#push("colo-active");
   }
+  /** The VM's stops and resumes, apart from `happened`. */
+  readonly stops: boolean[] = [];
+  vmStopped(stopped: boolean): void {
+    this.stops.push(stopped);
+  }
   peer(connected: boolean): void {
     this.#push(`peer ${connected}`);
   }

@@ -109,6 +109,7 @@ Deno.test({
       checkpointDone: () => happened.push("checkpoint-done"),
       coloExit: (reason) => happened.push(`colo-exit: ${reason}`),
       coloActive: () => happened.push("colo-active"),
+      vmStopped: () => {},
       peer: (connected) => happened.push(`peer ${connected}`),
     };
     const channel = new QmpChannel(

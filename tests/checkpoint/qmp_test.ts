@@ -49,12 +49,18 @@ class Harness implements QmpSessionSink {
   }
   checkpointDone(): void {
     this.happened.push("checkpoint-done");
+    this.stops.push("checkpoint-done");
   }
   coloExit(reason: string): void {
     this.happened.push(`colo-exit: ${reason}`);
   }
   coloActive(): void {
     this.happened.push("colo-active");
+  }
+  /** `vmStopped` calls, apart from `happened`, with the flushes between them. */
+  readonly stops: string[] = [];
+  vmStopped(stopped: boolean): void {
+    this.stops.push(stopped ? "stopped" : "running");
   }
   peer(connected: boolean): void {
     this.happened.push(`peer ${connected}`);
@@ -263,6 +269,36 @@ Deno.test("qmp session: STOP in run state colo, then RESUME, is one checkpoint d
   // QEMU's periodic checkpoints look the same and flush too.
   h.checkpoint();
   assert.deepEqual(h.happened, ["checkpoint-done", "checkpoint-done"]);
+});
+
+Deno.test("qmp session: STOP tells the VM stopped at once; RESUME tells it runs only after the flush", () => {
+  const h = new Harness();
+  h.connect();
+  h.event("STOP");
+  assert.deepEqual(h.stops, ["stopped"], "before its run state is known");
+  h.event("STOP");
+  assert.deepEqual(h.stops, ["stopped"], "a repeated STOP adds nothing");
+  h.reply("query-status", { status: "colo", singlestep: false, running: false });
+  h.event("RESUME");
+  assert.deepEqual(h.stops, ["stopped", "checkpoint-done", "running"]);
+  // A user's stop is a stop too (nothing new comes meanwhile); its cont flushes nothing.
+  h.stops.length = 0;
+  h.checkpoint("paused");
+  assert.deepEqual(h.stops, ["stopped", "running"]);
+  // Resumed before the reply: running at once, the flush when the reply decides it.
+  h.stops.length = 0;
+  h.event("STOP");
+  h.event("RESUME");
+  h.reply("query-status", { status: "colo" });
+  assert.deepEqual(h.stops, ["stopped", "running", "checkpoint-done"]);
+  // A monitor lost during a stop would never show its RESUME.
+  h.stops.length = 0;
+  h.event("STOP");
+  h.session.detach();
+  assert.deepEqual(h.stops, ["stopped", "running"]);
+  h.stops.length = 0;
+  h.session.detach();
+  assert.deepEqual(h.stops, [], "nothing to end when no stop was open");
 });
 
 Deno.test("qmp session: a user's stop (run state paused) and cont flush nothing", () => {

@@ -10,6 +10,9 @@ import { type Program, startProgram } from "../support/program.ts";
 import { QmpPeer } from "../support/qmp_peer.ts";
 import { writeAll } from "../../src/wire/transport.ts";
 
+const equal = (a: Uint8Array, b: Uint8Array) =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
+
 interface KvmRig {
   program: Program;
   peer: QmpPeer;
@@ -96,6 +99,53 @@ Deno.test("e2e qmp: one migrate-set-parameters per epoch with the current delay;
     await rig.peer.event("RESUME");
     await rig.program.waitForLine(/event=qmp-stop-not-checkpoint run_state=paused/);
     assert.equal(rig.outdev.frames.length, 2);
+  } finally {
+    const r = await rig.close();
+    assert.equal(r.code, 0);
+  }
+});
+
+Deno.test("e2e qmp: what the inputs left unread while paused for their lead is read once the VMs stop, and the checkpoint's flush releases it", async () => {
+  // --max-held-bytes 1M: a side is ahead past 128 KiB held. A compare-timeout of a minute: the
+  // pauses are not waived for a checkpoint that takes long.
+  const rig = await startKvmRig(100, ["--max-held-bytes", "1M", "--compare-timeout", "60000"]);
+  try {
+    const datagram = (tag: string, i: number) =>
+      frame({ udp: { payload: `${tag}${i}`.padEnd(1000, tag) } });
+    const send = async (
+      write: (f: Uint8Array) => Promise<void>,
+      tag: string,
+      from: number,
+      n: number,
+    ) => {
+      for (let i = from; i < from + n; i++) await write(datagram(tag, i));
+    };
+    // 200 datagrams of each side that differ: a checkpoint is asked for, both sides are ahead.
+    await send(rig.sendPrimary, "P", 0, 200);
+    await send(rig.sendSecondary, "S", 0, 200);
+    await rig.peer.waitFor("migrate-set-parameters");
+    await rig.program.waitForLine(/event=input-paused side=primary reason=ahead/);
+    await rig.program.waitForLine(/event=input-paused side=secondary reason=ahead/);
+    // Sent before the VMs stop, left in the sockets: 50 more each, then a pair that matches on
+    // another flow, released once both inputs have read that far.
+    await send(rig.sendPrimary, "P", 200, 50);
+    await send(rig.sendSecondary, "S", 200, 50);
+    const marker = frame({ udp: { sport: 9, dport: 9, payload: "read through" } });
+    await rig.sendPrimary(marker);
+    await rig.sendSecondary(marker);
+    rig.peer.runState = "colo";
+    const asked = rig.peer.received("query-status").length;
+    await rig.peer.event("STOP");
+    const found = await rig.outdev.waitUntil((f) => equal(f.data, marker));
+    assert.ok(found, "both inputs read what was sent before the stop");
+    await rig.peer.waitFor("query-status", asked + 1);
+    rig.peer.runState = "running";
+    await rig.peer.event("RESUME");
+    const out = await rig.outdev.waitFor(251);
+    const primaries = out.filter((f) => !equal(f.data, marker)).map((f) => f.data);
+    assert.deepEqual(primaries, Array.from({ length: 250 }, (_, i) => datagram("P", i)));
+    await rig.program.waitForLine(/event=checkpoint-done .*released=250 secondary_dropped=250/);
+    assert.equal(rig.peer.received("migrate-set-parameters").length, 1, "one checkpoint for all");
   } finally {
     const r = await rig.close();
     assert.equal(r.code, 0);

@@ -233,3 +233,25 @@ Deno.test("flow: the held-bytes marks count what the frames cost (their bookkeep
   f.held(10_001, 0, "none", "none", 40, 0);
   assert.deepEqual(events.slice(2), [["primary", true, "ahead"]]);
 });
+
+Deno.test("flow: while the VMs are stopped for a checkpoint no side pauses for its lead; the held-bytes mark still holds", () => {
+  const { f } = flow({ leadHigh: 20, leadLow: 10 });
+  f.checkpointPending(true);
+  f.held(30, 30);
+  assert.ok(f.paused("primary") && f.paused("secondary"), "both ahead while the VMs run");
+  f.vmsStopped(true);
+  assert.ok(!f.paused("primary") && !f.paused("secondary"), "what is in flight is read");
+  f.held(150, 30); // over the primary's high mark
+  assert.equal(f.reason("primary"), "held-bytes");
+  assert.ok(f.paused("primary") && !f.paused("secondary"));
+  f.held(30, 30);
+  assert.ok(!f.paused("primary"));
+  f.vmsStopped(false);
+  assert.ok(
+    f.paused("primary") && f.paused("secondary"),
+    "running again, still pending: as before",
+  );
+  f.checkpointPending(false);
+  f.held(0, 0); // the flush
+  assert.ok(!f.paused("primary") && !f.paused("secondary"));
+});
