@@ -106,7 +106,8 @@ Deno.test("e2e qmp: one migrate-set-parameters per epoch with the current delay;
 });
 
 Deno.test("e2e qmp: what the inputs left unread while paused for their lead is read once the VMs stop, and the checkpoint's flush releases it", async () => {
-  // --max-held-bytes 1M: a side is ahead past 128 KiB held. A compare-timeout of a minute: the
+  // --max-held-bytes 1M: a side is ahead past 128 KiB of frames held, and over its high mark past
+  // 256 KiB of frames and 256 bytes each: 140 to 165 datagrams of 1 KB are between. A compare-timeout of a minute: the
   // pauses are not waived for a checkpoint that takes long.
   const rig = await startKvmRig(100, ["--max-held-bytes", "1M", "--compare-timeout", "60000"]);
   try {
@@ -120,16 +121,16 @@ Deno.test("e2e qmp: what the inputs left unread while paused for their lead is r
     ) => {
       for (let i = from; i < from + n; i++) await write(datagram(tag, i));
     };
-    // 200 datagrams of each side that differ: a checkpoint is asked for, both sides are ahead.
-    await send(rig.sendPrimary, "P", 0, 200);
-    await send(rig.sendSecondary, "S", 0, 200);
+    // 140 datagrams of each side that differ: a checkpoint is asked for, both sides are ahead.
+    await send(rig.sendPrimary, "P", 0, 140);
+    await send(rig.sendSecondary, "S", 0, 140);
     await rig.peer.waitFor("migrate-set-parameters");
     await rig.program.waitForLine(/event=input-paused side=primary reason=ahead/);
     await rig.program.waitForLine(/event=input-paused side=secondary reason=ahead/);
-    // Sent before the VMs stop, left in the sockets: 50 more each, then a pair that matches on
+    // Sent before the VMs stop, left in the sockets: 25 more each, then a pair that matches on
     // another flow, released once both inputs have read that far.
-    await send(rig.sendPrimary, "P", 200, 50);
-    await send(rig.sendSecondary, "S", 200, 50);
+    await send(rig.sendPrimary, "P", 140, 25);
+    await send(rig.sendSecondary, "S", 140, 25);
     const marker = frame({ udp: { sport: 9, dport: 9, payload: "read through" } });
     await rig.sendPrimary(marker);
     await rig.sendSecondary(marker);
@@ -141,10 +142,10 @@ Deno.test("e2e qmp: what the inputs left unread while paused for their lead is r
     await rig.peer.waitFor("query-status", asked + 1);
     rig.peer.runState = "running";
     await rig.peer.event("RESUME");
-    const out = await rig.outdev.waitFor(251);
+    const out = await rig.outdev.waitFor(166);
     const primaries = out.filter((f) => !equal(f.data, marker)).map((f) => f.data);
-    assert.deepEqual(primaries, Array.from({ length: 250 }, (_, i) => datagram("P", i)));
-    await rig.program.waitForLine(/event=checkpoint-done .*released=250 secondary_dropped=250/);
+    assert.deepEqual(primaries, Array.from({ length: 165 }, (_, i) => datagram("P", i)));
+    await rig.program.waitForLine(/event=checkpoint-done .*released=165 secondary_dropped=165/);
     assert.equal(rig.peer.received("migrate-set-parameters").length, 1, "one checkpoint for all");
   } finally {
     const r = await rig.close();
