@@ -17,7 +17,13 @@
  */
 
 import { arp, concat, ethernet, frame } from "../support/packets.ts";
-import { connectRetry, connectUnixRetry, FrameCollector, type Received } from "../support/net.ts";
+import {
+  connectRetry,
+  connectUnixRetry,
+  FrameCollector,
+  type Received,
+  sameBytes,
+} from "../support/net.ts";
 import type { Impl } from "./impl.ts";
 import {
   type BuiltFrame,
@@ -53,12 +59,6 @@ const decoder = new TextDecoder();
 export function isMarker(f: Received): boolean {
   const at = (f.vnetLen ?? 0) + 6;
   for (let i = 0; i < 6; i++) if (f.data[at + i] !== MARKER_MAC_BYTES[i]) return false;
-  return true;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 

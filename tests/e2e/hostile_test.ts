@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { FrameCollector, resetConnections } from "../support/net.ts";
+import { FrameCollector, resetConnections, sameBytes } from "../support/net.ts";
 import { QmpClient } from "../support/qmp_client.ts";
 import {
   concat,
@@ -128,8 +128,7 @@ for (const vnet of [false, true]) {
         const aloneIn = vnet ? withVnet(alone, 12) : alone;
         await writeAll(primary, framed(aloneIn, vnet ? 12 : undefined));
         primaries++;
-        const same = (a: Uint8Array) => (f: { data: Uint8Array }) =>
-          f.data.length === a.length && f.data.every((b, i) => b === a[i]);
+        const same = (a: Uint8Array) => (f: { data: Uint8Array }) => sameBytes(f.data, a);
         let flushed;
         for (let tries = 0; tries < 5 && !flushed; tries++) {
           await say("COLO_CHECKPOINT");

@@ -4,14 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { connectRetry, FrameCollector } from "../support/net.ts";
+import { connectRetry, FrameCollector, sameBytes } from "../support/net.ts";
 import { frame, framed } from "../support/packets.ts";
 import { type Program, startProgram } from "../support/program.ts";
 import { QmpPeer } from "../support/qmp_peer.ts";
 import { writeAll } from "../../src/wire/transport.ts";
-
-const equal = (a: Uint8Array, b: Uint8Array) =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
 
 interface KvmRig {
   program: Program;
@@ -107,8 +104,8 @@ Deno.test("e2e qmp: one migrate-set-parameters per epoch with the current delay;
 
 Deno.test("e2e qmp: what the inputs left unread while paused for their lead is read once the VMs stop, and the checkpoint's flush releases it", async () => {
   // --max-held-bytes 1M: a side is ahead past 128 KiB of frames held, and over its high mark past
-  // 256 KiB of frames and 256 bytes each: 140 to 165 datagrams of 1 KB are between. A compare-timeout of a minute: the
-  // pauses are not waived for a checkpoint that takes long.
+  // 256 KiB of frames and 256 bytes each: 140 to 165 datagrams of 1 KB are between. A
+  // compare-timeout of a minute: the pauses are not waived for a checkpoint that takes long.
   const rig = await startKvmRig(100, ["--max-held-bytes", "1M", "--compare-timeout", "60000"]);
   try {
     const datagram = (tag: string, i: number) =>
@@ -137,13 +134,13 @@ Deno.test("e2e qmp: what the inputs left unread while paused for their lead is r
     rig.peer.runState = "colo";
     const asked = rig.peer.received("query-status").length;
     await rig.peer.event("STOP");
-    const found = await rig.outdev.waitUntil((f) => equal(f.data, marker));
+    const found = await rig.outdev.waitUntil((f) => sameBytes(f.data, marker));
     assert.ok(found, "both inputs read what was sent before the stop");
     await rig.peer.waitFor("query-status", asked + 1);
     rig.peer.runState = "running";
     await rig.peer.event("RESUME");
     const out = await rig.outdev.waitFor(166);
-    const primaries = out.filter((f) => !equal(f.data, marker)).map((f) => f.data);
+    const primaries = out.filter((f) => !sameBytes(f.data, marker)).map((f) => f.data);
     assert.deepEqual(primaries, Array.from({ length: 165 }, (_, i) => datagram("P", i)));
     await rig.program.waitForLine(/event=checkpoint-done .*released=165 secondary_dropped=165/);
     assert.equal(rig.peer.received("migrate-set-parameters").length, 1, "one checkpoint for all");

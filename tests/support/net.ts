@@ -114,6 +114,13 @@ export interface Received {
   at: number;
 }
 
+/** True when two frames are the same bytes (to find one among those a collector received). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * Reads framed messages (u32 BE length [+ u32 BE vnet length] + bytes) from a connection in
  * the background, and lets tests await a count or a quiet period.
