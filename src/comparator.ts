@@ -98,6 +98,13 @@ const PEER_RELEASE_INTERVAL_MS = 10_000;
  * older one is no part of this checkpoint (a user's `cont`, a missed `STOP`).
  */
 const MAX_SECONDARY_RESUME_LEAD_MS = 1000;
+/**
+ * notify-dev's `COLO_CHECKPOINT` found an input paused for its lead: its flush waits until the
+ * inputs have read what their sockets held then, but never longer than this (ms)...
+ */
+const READ_FIRST_MAX_MS = 100;
+/** ...and looks this often (ms) whether they have. */
+const READ_FIRST_CHECK_MS = 1;
 /** Shutdown waits at most this long for outdev to take what was released... */
 const SHUTDOWN_FLUSH_MS = 5_000;
 /** ...and no longer than this once outdev takes nothing (a peer that does not read). */
@@ -113,6 +120,20 @@ const SHUTDOWN_STALL_MS = 1_000;
  */
 export function readSizeFor(input: Address, maxHeldBytes: number): number {
   return usesTls(input) || maxHeldBytes < 8 * READ_BLOCK_SIZE ? BLOCK_SIZE : READ_BLOCK_SIZE;
+}
+
+/**
+ * A checkpoint's flush waiting for the inputs to read what was sent before it (see
+ * `Comparator.#checkpointArrived`).
+ */
+interface ReadFirst {
+  /** When it began (`performance.now()`, ms). */
+  since: number;
+  /** Per input, the pump's byte count once it has read what was unread then (Infinity: unknown). */
+  until: Record<Side, number>;
+  /** Both pumps' byte counts together when it began. */
+  readBefore: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** What {@linkcode Comparator.stop} reports. */
@@ -324,6 +345,10 @@ export class Comparator {
   #peerReleasedAt = -Infinity;
   /** The endpoints with a TLS address (served or a channel's). */
   readonly #tlsEndpoints: Endpoint[] = [];
+  /** Each input's connection while it is served. */
+  readonly #inputConns: Record<Side, Conn | null> = { primary: null, secondary: null };
+  /** A checkpoint's flush that waits for the inputs to read first, or null. */
+  #readFirst: ReadFirst | null = null;
 
   /**
    * `options`: see {@linkcode ComparatorOptions}. The program's own comparator (main.ts) is
@@ -441,7 +466,7 @@ export class Comparator {
     // The checkpoint channel (SPEC 7): QMP for KVM COLO, notify-dev for Xen, or none. Its
     // endpoint is served by the channel; the session logs COLO's transitions itself.
     const events: ChannelEvents = {
-      checkpointDone: () => this.#checkpointDone(),
+      checkpointDone: (stopped) => this.#checkpointArrived(stopped),
       coloExit: () => this.#coloExit(),
       coloActive: () => this.engine.setPassthrough(false),
       vmStopped: (stopped) => this.#flow.vmsStopped(stopped),
@@ -670,6 +695,8 @@ export class Comparator {
     clearTimeout(this.#leadTimers.primary);
     clearTimeout(this.#leadTimers.secondary);
     clearTimeout(this.#peerRelease);
+    // A flush owed to the controller is made with what was read: its primaries go out.
+    if (this.#readFirst !== null) this.#flushReadFirst();
     this.#pumps.primary.stop();
     this.#pumps.secondary.stop();
     this.#primary.close();
@@ -745,9 +772,11 @@ export class Comparator {
       this.#poll.watch(fd, conn.pending?.bind(conn) ?? null);
     this.#parks[side] = watched && conn.settlesOnTurn ? fd : -1;
     this.#rebit();
+    this.#inputConns[side] = conn;
     try {
       await this.#pumps[side].run(conn);
     } finally {
+      this.#inputConns[side] = null;
       this.#parks[side] = -1;
       if (watched) this.#poll!.unwatch(fd);
       this.#rebit();
@@ -976,7 +1005,83 @@ export class Comparator {
     this.#heldChanged();
   }
 
-  #checkpointDone(): void {
+  /**
+   * The controller says a checkpoint happened (SPEC 7). `stopped`: the VMs have not run since
+   * (notify-dev), so what the input sockets hold now was sent before it, and its flush must
+   * take it: read afterwards, it would be taken for the next epoch's, and a primary frame of it
+   * would wait for a copy the secondary, restored from the primary's state, never sends (QEMU,
+   * which reads its inputs whenever they are readable, releases it with the flush). Only an
+   * input paused for its lead leaves that much unread: then the flush waits until both inputs
+   * have read what they held when the checkpoint came (see {@linkcode ReadFirst}), no longer
+   * than {@linkcode READ_FIRST_MAX_MS}. Over QMP the stop was told when it began (`vmStopped`),
+   * and the inputs read on since.
+   */
+  #checkpointArrived(stopped: boolean): void {
+    if (this.#readFirst !== null) this.#flushReadFirst();
+    if (!stopped || !this.#pausedForLead()) {
+      this.#checkpointDone();
+      return;
+    }
+    const p = this.#pumps;
+    const until = (side: Side) => {
+      const unread = this.#inputConns[side]?.unread?.() ?? -1;
+      return unread < 0 ? Infinity : p[side].bytesRead + unread;
+    };
+    this.#readFirst = {
+      since: performance.now(),
+      until: { primary: until("primary"), secondary: until("secondary") },
+      readBefore: p.primary.bytesRead + p.secondary.bytesRead,
+      timer: undefined,
+    };
+    // No pause for a lead meanwhile (the held-bytes and outdev pauses stay): both inputs read.
+    this.#flow.vmsStopped(true);
+    this.#readFirstCheck();
+  }
+
+  #pausedForLead(): boolean {
+    const flow = this.#flow;
+    return (flow.paused("primary") && flow.reason("primary") === "ahead") ||
+      (flow.paused("secondary") && flow.reason("secondary") === "ahead");
+  }
+
+  /** Flushes once both inputs have read what they held, or the wait is over; else looks again. */
+  #readFirstCheck(): void {
+    const r = this.#readFirst!;
+    r.timer = undefined;
+    if (
+      (this.#readThrough("primary", r) && this.#readThrough("secondary", r)) ||
+      performance.now() - r.since >= READ_FIRST_MAX_MS
+    ) {
+      this.#flushReadFirst();
+    } else r.timer = setTimeout(() => this.#readFirstCheck(), READ_FIRST_CHECK_MS);
+  }
+
+  /**
+   * Whether input `side` has read what it held when the checkpoint came: it has no peer, is
+   * paused for another reason (held bytes, outdev: those bounds stay), has read that many
+   * bytes, or waits for a socket with nothing left in it.
+   */
+  #readThrough(side: Side, r: ReadFirst): boolean {
+    const pump = this.#pumps[side];
+    if (!pump.serving || pump.paused || pump.bytesRead >= r.until[side]) return true;
+    return pump.idle && (this.#inputConns[side]?.unread?.() ?? 0) <= 0;
+  }
+
+  /** The flush a checkpoint owed once its inputs read first (or the program stops). */
+  #flushReadFirst(): void {
+    const r = this.#readFirst!;
+    this.#readFirst = null;
+    clearTimeout(r.timer);
+    const p = this.#pumps;
+    this.#checkpointDone({
+      read_first_bytes: p.primary.bytesRead + p.secondary.bytesRead - r.readBefore,
+      read_first_ms: Math.round((performance.now() - r.since) * 10) / 10,
+    });
+    this.#flow.vmsStopped(false);
+  }
+
+  /** Flushes: a new epoch starts. `extra`: fields for its log line. */
+  #checkpointDone(extra: Record<string, number> | null = null): void {
     this.#now = this.#clock.now();
     this.stats.checkpointsReceived++;
     const outstanding = this.#requests.outstanding;
@@ -997,6 +1102,7 @@ export class Comparator {
       secondary_dropped: this.stats.secondaryFlushed - dropped,
       ...(this.#secondaryMonitor ? { secondary_kept: kept } : {}),
       requested: outstanding,
+      ...extra,
     };
     // Periodic checkpoints that change nothing are routine: debug only.
     if (outstanding || fields.released || fields.secondary_dropped) {
@@ -1105,7 +1211,7 @@ export class Comparator {
           checkpointOutstanding: this.#requests.outstanding,
         };
       },
-      checkpointDone: () => this.#checkpointDone(),
+      checkpointDone: () => this.#checkpointArrived(false),
     };
   }
 

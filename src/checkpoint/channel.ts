@@ -14,9 +14,12 @@ export type ChannelKind = "notify-dev" | "qmp";
 export interface ChannelEvents {
   /**
    * A checkpoint completed (notify-dev: `COLO_CHECKPOINT`; QMP: `RESUME` after a `STOP` in run
-   * state `colo`): flush, a new epoch starts.
+   * state `colo`): flush, a new epoch starts. `stopped`: the VMs have not run again since they
+   * stopped for it (notify-dev: libxl sends `COLO_CHECKPOINT` before it resumes the PVM), so
+   * what the input sockets still hold was sent before, and is the epoch's that the flush ends.
+   * QMP's `RESUME` says the VM runs; {@linkcode ChannelEvents.vmStopped} told of the stop.
    */
-  checkpointDone(): void;
+  checkpointDone(stopped: boolean): void;
   /**
    * COLO ended (QMP `COLO_EXIT`: failover, or the secondary lost): release everything held and
    * pass the primary through, uncompared, until {@linkcode ChannelEvents.coloActive}.
@@ -29,7 +32,7 @@ export interface ChannelEvents {
    * (`RESUME`, or the monitor went away). While it is stopped nothing new comes: what is still
    * unread in the input sockets was sent before the stop and belongs to the epoch that the
    * checkpoint's flush ends (SPEC 7b), so the inputs must be read, not kept paused for their
-   * lead. notify-dev tells no such thing.
+   * lead. notify-dev tells of no stop, only of a checkpoint while stopped.
    */
   vmStopped(stopped: boolean): void;
   /** The controller peer connected or went away. */

@@ -149,7 +149,8 @@ export class NotifyChannel implements CheckpointChannel {
         this.#send(GET_XEN_INIT_BYTES);
         break;
       case "checkpoint":
-        this.#events.checkpointDone();
+        // Sent before the PVM is resumed (prior-art.md, 1.3): both VMs are still stopped.
+        this.#events.checkpointDone(true);
         break;
       default:
         this.#classes.note("warn", "notify-unknown", {}, {

@@ -70,7 +70,7 @@ export class QmpChannel implements CheckpointChannel {
       {
         send: (command) => this.#send(command),
         drop: (reason) => this.#drop(reason),
-        checkpointDone: () => events.checkpointDone(),
+        checkpointDone: (stopped) => events.checkpointDone(stopped),
         coloExit: (reason) => events.coloExit(reason),
         coloActive: () => events.coloActive(),
         vmStopped: (stopped) => events.vmStopped(stopped),

@@ -475,7 +475,8 @@ export class QmpSession {
 
   #checkpointDone(how: string): void {
     this.#log.debug("qmp-checkpoint-seen", { decided_on: how });
-    this.#sink.checkpointDone();
+    // Read after RESUME: the VM runs again (the stop was told, and the inputs read on).
+    this.#sink.checkpointDone(false);
   }
 
   /**

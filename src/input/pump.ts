@@ -156,6 +156,8 @@ export class InputPump {
   forcedTurns = 0;
   /** Reads made at once, without Deno's op (`Conn.tryRecv`). */
   readsAtOnce = 0;
+  /** Bytes read from this input's peers, all of them (decoded or waiting to be). */
+  bytesRead = 0;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
   /** The id of the read op this pump waits for (src/wire/read_op.ts), or -1. */
@@ -195,6 +197,11 @@ export class InputPump {
    */
   get idle(): boolean {
     return !this.#running || this.#parked || this.#awaitingOther || opWaiting(this.#waitingOn);
+  }
+
+  /** A peer's connection is being served. */
+  get serving(): boolean {
+    return this.#running;
   }
 
   /** Paused by flow control: it reads again only when resumed. */
@@ -324,6 +331,7 @@ export class InputPump {
       if (!n) break;
       lastRead = n;
       sinceTurn += n;
+      this.bytesRead += n;
       while (this.#paused && !this.#stopped) {
         if (parks) hooks.reading!(this.side);
         await new Promise<void>((r) => this.#resume = r);

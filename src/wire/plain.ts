@@ -48,12 +48,28 @@ function openSend(): void {
     libc.recv(fd, p, p.length === READ_BLOCK_SIZE ? BLOCK_LEN : BigInt(p.length), MSG_DONTWAIT);
   const count = new Int32Array(1);
   sysOutq = (fd) => libc.ioctl(fd, SIOCOUTQ, count) === 0 ? count[0] : -1;
+  sysInq = (fd) => libc.ioctl(fd, SIOCINQ, count) === 0 ? count[0] : -1;
 }
 
 /** `SIOCOUTQ` (`TIOCOUTQ`): bytes in a socket's send queue its peer has not taken. */
 const SIOCOUTQ = 0x5411n;
 /** The send queue's bytes by `ioctl(2)`; null where it cannot be reached. */
 let sysOutq: ((fd: number) => number) | null = null;
+
+/** `SIOCINQ` (`FIONREAD`): bytes in a socket's receive queue not read yet. */
+const SIOCINQ = 0x541bn;
+/** The receive queue's bytes by `ioctl(2)`; null where it cannot be reached. */
+let sysInq: ((fd: number) => number) | null = null;
+
+/**
+ * The bytes socket `fd` has received and not yet given to a read (the kernel's receive queue),
+ * or -1 where that cannot be asked (no libc: libc is opened at the first use, or by the first
+ * plain transport, while the `ffi` permission is granted).
+ */
+export function socketUnread(fd: number): number {
+  openSend();
+  return sysInq === null ? -1 : sysInq(fd);
+}
 
 /** libc's `recv(2)` without waiting; null where it cannot be reached. */
 let sysRecv: ((fd: number, p: Uint8Array) => number) | null = null;
@@ -152,6 +168,11 @@ class PlainConn implements Conn {
   kernelQueued(): number {
     if (this.#closed || sysOutq === null || this.fd === undefined) return -1;
     return sysOutq(this.fd);
+  }
+
+  unread(): number {
+    if (this.#closed || this.fd === undefined) return -1;
+    return socketUnread(this.fd);
   }
 
   close(): void {

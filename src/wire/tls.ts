@@ -27,6 +27,7 @@ import { subjectDn } from "./x509.ts";
 import { DEAD_PEER_TIMING, type TcpTuner } from "./keepalive.ts";
 import { type ScavengeNudge, TLS_SCAVENGE } from "./scavenge.ts";
 import { BACKLOG_KEEP_BYTES, ByteBacklog } from "./byte_backlog.ts";
+import { socketUnread } from "./plain.ts";
 
 /** Above this many received bytes not yet read, the socket stops reading (back-pressure). */
 const READ_HIGH_WATER = 1024 * 1024;
@@ -415,6 +416,14 @@ export class TlsConn implements Conn {
 
   pending(): boolean {
     return this.#filled > 0 || this.#backlog.length > 0 || this.#buffered > 0;
+  }
+
+  unread(): number {
+    if (this.fd === undefined || this.#socket.destroyed) return -1;
+    const kernel = socketUnread(this.fd);
+    if (kernel < 0) return -1;
+    return kernel + this.#filled + this.#backlog.length + this.#buffered +
+      this.#socket.readableLength;
   }
 
   read(p: Uint8Array): Promise<number | null> {

@@ -31,6 +31,13 @@ export interface Conn {
    * `SIOCOUTQ`), or -1 where unknown: how a shutdown sees a slow peer read.
    */
   kernelQueued?(): number;
+  /**
+   * Bytes received and not read yet, or -1 where unknown: the kernel's receive queue
+   * (`SIOCINQ`), and for TLS what it took from the socket and holds besides (the records in
+   * the kernel counted as they are, encrypted). How a checkpoint's flush knows what was sent
+   * before it (src/comparator.ts, "read first").
+   */
+  unread?(): number;
   /** Closes the stream. Idempotent. */
   close(): void;
   /** The peer as operators read it: `127.0.0.1:40312`, `[::1]:40312`, `unix`. */

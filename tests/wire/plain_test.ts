@@ -187,3 +187,26 @@ Deno.test("plain: a read at once takes what the socket holds, without an op; not
     close();
   }
 });
+
+Deno.test("plain: unread tells the bytes the socket received and no read took yet; -1 after close", async () => {
+  const { ours, peer, close } = await plainPair();
+  try {
+    assert.ok(ours.unread, "plain connections tell what is unread");
+    assert.equal(ours.unread(), 0);
+    await writeAll(peer, new Uint8Array(1000));
+    // On loopback the bytes are in our receive queue once the peer's write returned; the
+    // kernel may show them a moment later on a loaded host.
+    let unread = ours.unread();
+    for (let i = 0; i < 100 && unread < 1000; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+      unread = ours.unread();
+    }
+    assert.equal(unread, 1000);
+    assert.equal(ours.tryRecv!(new Uint8Array(300)), 300);
+    assert.equal(ours.unread(), 700, "what a read took is no longer unread");
+    ours.close();
+    assert.equal(ours.unread(), -1, "closed: never the descriptor's next owner");
+  } finally {
+    close();
+  }
+});

@@ -769,7 +769,7 @@ Deno.test("tls: a peer without TCP_NODELAY is acknowledged at once after the han
   assert.ok(Math.min(...delays) < 25, `the second write took ${delays.map(Math.round)} ms`);
 });
 
-Deno.test("tls: an input tells its socket's descriptor for polling, and holds bytes it decrypted (pending) until they are read", async () => {
+Deno.test("tls: an input tells its socket's descriptor for polling, and holds bytes it decrypted (pending, unread) until they are read", async () => {
   const { listener, client, server: conn } = await rawPair(tuner());
   const server = conn as TlsConn;
   try {
@@ -779,8 +779,10 @@ Deno.test("tls: an input tells its socket's descriptor for polling, and holds by
     await client.write(encoder.encode("held"));
     await came;
     assert.equal(server.pending(), true, "decrypted, not read yet");
+    assert.ok(server.unread() >= 4, `unread ${server.unread()}: at least the decrypted bytes`);
     assert.equal(await readText(server, 4), "held");
     assert.equal(server.pending(), false);
+    assert.equal(server.unread(), 0, "read: nothing left in the socket or the TLS layer");
   } finally {
     client.close();
     server.close();
