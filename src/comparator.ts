@@ -98,13 +98,6 @@ const PEER_RELEASE_INTERVAL_MS = 10_000;
  * older one is no part of this checkpoint (a user's `cont`, a missed `STOP`).
  */
 const MAX_SECONDARY_RESUME_LEAD_MS = 1000;
-/**
- * notify-dev's `COLO_CHECKPOINT` found an input paused for its lead: its flush waits until the
- * inputs have read what their sockets held then, but never longer than this (ms)...
- */
-const READ_FIRST_MAX_MS = 100;
-/** ...and looks this often (ms) whether they have. */
-const READ_FIRST_CHECK_MS = 1;
 /** Shutdown waits at most this long for outdev to take what was released... */
 const SHUTDOWN_FLUSH_MS = 5_000;
 /** ...and no longer than this once outdev takes nothing (a peer that does not read). */
@@ -120,20 +113,6 @@ const SHUTDOWN_STALL_MS = 1_000;
  */
 export function readSizeFor(input: Address, maxHeldBytes: number): number {
   return usesTls(input) || maxHeldBytes < 8 * READ_BLOCK_SIZE ? BLOCK_SIZE : READ_BLOCK_SIZE;
-}
-
-/**
- * A checkpoint's flush waiting for the inputs to read what was sent before it (see
- * `Comparator.#checkpointArrived`).
- */
-interface ReadFirst {
-  /** When it began (`performance.now()`, ms). */
-  since: number;
-  /** Per input, the pump's byte count once it has read what was unread then (Infinity: unknown). */
-  until: Record<Side, number>;
-  /** Both pumps' byte counts together when it began. */
-  readBefore: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** What {@linkcode Comparator.stop} reports. */
@@ -347,8 +326,6 @@ export class Comparator {
   readonly #tlsEndpoints: Endpoint[] = [];
   /** Each input's connection while it is served. */
   readonly #inputConns: Record<Side, Conn | null> = { primary: null, secondary: null };
-  /** A checkpoint's flush that waits for the inputs to read first, or null. */
-  #readFirst: ReadFirst | null = null;
 
   /**
    * `options`: see {@linkcode ComparatorOptions}. The program's own comparator (main.ts) is
@@ -695,8 +672,6 @@ export class Comparator {
     clearTimeout(this.#leadTimers.primary);
     clearTimeout(this.#leadTimers.secondary);
     clearTimeout(this.#peerRelease);
-    // A flush owed to the controller is made with what was read: its primaries go out.
-    if (this.#readFirst !== null) this.#flushReadFirst();
     this.#pumps.primary.stop();
     this.#pumps.secondary.stop();
     this.#primary.close();
@@ -1006,36 +981,32 @@ export class Comparator {
   }
 
   /**
-   * The controller says a checkpoint happened (SPEC 7). `stopped`: the VMs have not run since
-   * (notify-dev), so what the input sockets hold now was sent before it, and its flush must
-   * take it: read afterwards, it would be taken for the next epoch's, and a primary frame of it
-   * would wait for a copy the secondary, restored from the primary's state, never sends (QEMU,
-   * which reads its inputs whenever they are readable, releases it with the flush). Only an
-   * input paused for its lead leaves that much unread: then the flush waits until both inputs
-   * have read what they held when the checkpoint came (see {@linkcode ReadFirst}), no longer
-   * than {@linkcode READ_FIRST_MAX_MS}. Over QMP the stop was told when it began (`vmStopped`),
-   * and the inputs read on since.
+   * The controller says a checkpoint happened (SPEC 7): flush. `stopped`: the VMs have not run
+   * since (notify-dev), so what the input sockets still hold was sent before it, and belongs to
+   * the epoch the flush ends: read as the next one's, a primary frame of it would wait for a
+   * copy the secondary, restored from the primary's state, never sends, and be released by a
+   * timeout's checkpoint seconds later (QEMU, which reads its inputs whenever they are readable,
+   * releases it with the flush). Only an input paused for its lead leaves much there; then each
+   * input's next bytes, as many as its socket held (`Conn.unread`), are the epoch's tail: their
+   * primary frames go out as they are read and their secondary frames are dropped, as the flush
+   * would have done, without being held first. Over QMP the stop was told when it began
+   * (`vmStopped`), and the inputs read on until the flush.
    */
   #checkpointArrived(stopped: boolean): void {
-    if (this.#readFirst !== null) this.#flushReadFirst();
-    if (!stopped || !this.#pausedForLead()) {
-      this.#checkpointDone();
-      return;
+    const tail = stopped && this.#pausedForLead();
+    const unread = {
+      primary: tail ? this.#unread("primary") : 0,
+      secondary: tail ? this.#unread("secondary") : 0,
+    };
+    this.#checkpointDone(
+      tail
+        ? { unread_primary_bytes: unread.primary, unread_secondary_bytes: unread.secondary }
+        : null,
+    );
+    if (tail) {
+      this.#epochTail("primary", unread.primary);
+      this.#epochTail("secondary", unread.secondary);
     }
-    const p = this.#pumps;
-    const until = (side: Side) => {
-      const unread = this.#inputConns[side]?.unread?.() ?? -1;
-      return unread < 0 ? Infinity : p[side].bytesRead + unread;
-    };
-    this.#readFirst = {
-      since: performance.now(),
-      until: { primary: until("primary"), secondary: until("secondary") },
-      readBefore: p.primary.bytesRead + p.secondary.bytesRead,
-      timer: undefined,
-    };
-    // No pause for a lead meanwhile (the held-bytes and outdev pauses stay): both inputs read.
-    this.#flow.vmsStopped(true);
-    this.#readFirstCheck();
   }
 
   #pausedForLead(): boolean {
@@ -1044,40 +1015,22 @@ export class Comparator {
       (flow.paused("secondary") && flow.reason("secondary") === "ahead");
   }
 
-  /** Flushes once both inputs have read what they held, or the wait is over; else looks again. */
-  #readFirstCheck(): void {
-    const r = this.#readFirst!;
-    r.timer = undefined;
-    if (
-      (this.#readThrough("primary", r) && this.#readThrough("secondary", r)) ||
-      performance.now() - r.since >= READ_FIRST_MAX_MS
-    ) {
-      this.#flushReadFirst();
-    } else r.timer = setTimeout(() => this.#readFirstCheck(), READ_FIRST_CHECK_MS);
+  /** What input `side`'s socket holds unread (-1: unknown, or no peer). */
+  #unread(side: Side): number {
+    return this.#inputConns[side]?.unread?.() ?? -1;
   }
 
   /**
-   * Whether input `side` has read what it held when the checkpoint came: it has no peer, is
-   * paused for another reason (held bytes, outdev: those bounds stay), has read that many
-   * bytes, or waits for a socket with nothing left in it.
+   * Input `side`'s next `unread` bytes, and what it read but has not decoded yet (a paused
+   * read), are the tail of the epoch just flushed. Nothing where the socket's queue is unknown
+   * (a unix socket: Deno 2.9.6 tells no descriptor), or empty while the input waits on it.
    */
-  #readThrough(side: Side, r: ReadFirst): boolean {
+  #epochTail(side: Side, unread: number): void {
     const pump = this.#pumps[side];
-    if (!pump.serving || pump.paused || pump.bytesRead >= r.until[side]) return true;
-    return pump.idle && (this.#inputConns[side]?.unread?.() ?? 0) <= 0;
-  }
-
-  /** The flush a checkpoint owed once its inputs read first (or the program stops). */
-  #flushReadFirst(): void {
-    const r = this.#readFirst!;
-    this.#readFirst = null;
-    clearTimeout(r.timer);
-    const p = this.#pumps;
-    this.#checkpointDone({
-      read_first_bytes: p.primary.bytesRead + p.secondary.bytesRead - r.readBefore,
-      read_first_ms: Math.round((performance.now() - r.since) * 10) / 10,
-    });
-    this.#flow.vmsStopped(false);
+    if (unread < 0 || (unread === 0 && pump.idle)) return;
+    const engine = this.engine;
+    engine.epochTail(side, true);
+    pump.mark(unread, () => engine.epochTail(side, false));
   }
 
   /** Flushes: a new epoch starts. `extra`: fields for its log line. */

@@ -22,7 +22,13 @@ import { ConnectionTable } from "./connection.ts";
 import type { CompareContext } from "./context.ts";
 import { bytesEqual } from "./bytes.ts";
 import { compareDatagrams, sameDatagram } from "./datagram.ts";
-import type { CheckpointReason, EngineSink, Tracer } from "./events.ts";
+import type {
+  CheckpointReason,
+  DiscardReason,
+  EngineSink,
+  ReleaseReason,
+  Tracer,
+} from "./events.ts";
 import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
@@ -164,6 +170,13 @@ export class CompareEngine implements CompareContext {
   #sameSpan = 0;
   /** COLO is not active (SPEC 7b): primary frames pass through, secondary ones are dropped. */
   #passthrough = false;
+  /** The sides whose next frames are the tail of the epoch a checkpoint ended (`epochTail`). */
+  #tailPrimary = false;
+  #tailSecondary = false;
+  /** Why primary frames are released as they come, uncompared; null: they are compared. */
+  #primaryPass: ReleaseReason | null = null;
+  /** Why secondary frames are dropped as they come; null: they are compared. */
+  #secondaryDrop: DiscardReason | null = null;
   /** Held packets in arrival order, oldest first (arrival time order, too). */
   #oldest: Packet | null = null;
   #newest: Packet | null = null;
@@ -373,16 +386,16 @@ export class CompareEngine implements CompareContext {
    * another array calls it first).
    */
   primaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
-    if (this.#passthrough && size > 0) {
-      this.#sink.release(bytes, at, size, vnetLen, "passthrough");
-    } else this.#input("primary", bytes, at, size, vnetLen, now);
+    const pass = this.#primaryPass;
+    if (pass !== null && size > 0) this.#sink.release(bytes, at, size, vnetLen, pass);
+    else this.#input("primary", bytes, at, size, vnetLen, now);
   }
 
   /** A frame arrived on secondary-in: `bytes[at, at + size)`, as for `primaryAt`. */
   secondaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
-    if (this.#passthrough && size > 0) {
-      this.#sink.discard("secondary", "colo-inactive", bytes, at, size, null);
-    } else this.#input("secondary", bytes, at, size, vnetLen, now);
+    const drop = this.#secondaryDrop;
+    if (drop !== null && size > 0) this.#sink.discard("secondary", drop, bytes, at, size, null);
+    else this.#input("secondary", bytes, at, size, vnetLen, now);
   }
 
   /**
@@ -443,7 +456,27 @@ export class CompareEngine implements CompareContext {
   setPassthrough(on: boolean): void {
     if (on === this.#passthrough) return;
     this.#passthrough = on;
+    this.#uncompared();
     if (on) this.checkpoint();
+  }
+
+  /**
+   * `side`'s next frames are (`on`), or are no longer, the tail of the epoch the last
+   * checkpoint ended: sent before it, read after its flush (the comparator knows how many
+   * bytes). Each is treated as the flush treated what was held: a primary frame is released at
+   * once (reason "checkpoint"), a secondary frame dropped, none held or compared.
+   */
+  epochTail(side: Side, on: boolean): void {
+    if (side === "primary") this.#tailPrimary = on;
+    else this.#tailSecondary = on;
+    this.#uncompared();
+  }
+
+  /** Sets what happens to frames that are not compared, from COLO's state and the tails. */
+  #uncompared(): void {
+    const colo = !this.#passthrough;
+    this.#primaryPass = !colo ? "passthrough" : this.#tailPrimary ? "checkpoint" : null;
+    this.#secondaryDrop = !colo ? "colo-inactive" : this.#tailSecondary ? "checkpoint" : null;
   }
 
   /** True while COLO is not active and frames pass uncompared. */
@@ -652,7 +685,12 @@ export class CompareEngine implements CompareContext {
   ): number {
     this.runFrames = 0;
     this.runEnd = at;
-    if (this.tracer !== null || this.#passthrough) return at;
+    if (
+      this.tracer !== null ||
+      (side === "primary" ? this.#primaryPass : this.#secondaryDrop) !== null
+    ) {
+      return at;
+    }
     if (bytes !== this.#unkeptIn && this.#unkeptCount > 0) this.keepHeld();
     if (now > this.#now) this.#now = now;
     const primary = side === "primary";

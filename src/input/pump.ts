@@ -156,8 +156,15 @@ export class InputPump {
   forcedTurns = 0;
   /** Reads made at once, without Deno's op (`Conn.tryRecv`). */
   readsAtOnce = 0;
-  /** Bytes read from this input's peers, all of them (decoded or waiting to be). */
-  bytesRead = 0;
+  /**
+   * Bytes read from this input's peers, all of them (decoded or waiting to be). `-0`: a double
+   * from the start; a small integer would change its representation past 2^31, under traffic
+   * (src/comparator.ts, `#trimCheckedAt`).
+   */
+  bytesRead = -0;
+  /** Where {@linkcode InputPump.mark}'s mark lies in {@linkcode bytesRead}; Infinity: none. */
+  #markAt = Infinity;
+  #onMark: (() => void) | null = null;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
   /** The id of the read op this pump waits for (src/wire/read_op.ts), or -1. */
@@ -199,11 +206,6 @@ export class InputPump {
     return !this.#running || this.#parked || this.#awaitingOther || opWaiting(this.#waitingOn);
   }
 
-  /** A peer's connection is being served. */
-  get serving(): boolean {
-    return this.#running;
-  }
-
   /** Paused by flow control: it reads again only when resumed. */
   get paused(): boolean {
     return this.#paused;
@@ -221,6 +223,23 @@ export class InputPump {
     const u = this.#unpark;
     this.#unpark = null;
     u!();
+  }
+
+  /**
+   * Calls `reached` once the frames of this input's next `bytes` bytes, and of what it read
+   * and has not decoded yet, have been handed over (its reads are cut to end there), or its
+   * connection ends first. Replaces a mark not reached yet.
+   */
+  mark(bytes: number, reached: () => void): void {
+    this.#markAt = this.bytesRead + bytes;
+    this.#onMark = reached;
+  }
+
+  #reachMark(): void {
+    const reached = this.#onMark;
+    this.#markAt = Infinity;
+    this.#onMark = null;
+    reached?.();
   }
 
   /** Reading pauses after the chunk in hand (it waits undecoded) until resumed. */
@@ -273,6 +292,7 @@ export class InputPump {
       this.#unpark = null;
       this.#waitingOn = -1;
       this.#awaitingOther = false;
+      if (this.#onMark !== null) this.#reachMark();
       if (decoder.midFrame && !this.#stopped) {
         this.#partialLost.note({ endpoint: this.#name });
       }
@@ -289,13 +309,17 @@ export class InputPump {
       hooks.park !== undefined && hooks.recvNow !== undefined && hooks.reading !== undefined;
     let lastRead = READ_SIZE;
     while (!this.#stopped) {
+      // The chunk before was decoded whole: a mark there is reached, one ahead cuts the read.
+      const toMark = this.#markAt - this.bytesRead;
+      if (toMark <= 0) this.#reachMark();
+      const into = toMark < buf.length && toMark > 0 ? buf.subarray(0, toMark) : buf;
       let n: number | null = -1;
       if (
         parks && lastRead <= PARK_AFTER_READ_MAX && sinceTurn < bytesPerTurn && hooks.recvNow!()
       ) {
         // No op asks for this socket: what is there already is read at once (0, the end, and
         // errors are left to the op to tell).
-        n = conn.tryRecv!(buf);
+        n = conn.tryRecv!(into);
         if (n < 0) {
           const then = hooks.park!(this.side);
           if (then === PARK) {
@@ -312,7 +336,7 @@ export class InputPump {
       if (n <= 0) {
         // The other input may be parked: it reads (or parks again) now.
         if (parks) hooks.reading!(this.side);
-        const read = conn.read(buf);
+        const read = conn.read(into);
         const waitingOn = this.#waitingOn = waitingOpId(read);
         if (sinceTurn >= bytesPerTurn) {
           sinceTurn = 0;

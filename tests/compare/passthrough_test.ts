@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { frame } from "../support/packets.ts";
+import { concat, frame, framed } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 const udp = (payload: string, sport = 1000) => frame({ udp: { sport, payload } });
@@ -75,3 +75,55 @@ Deno.test("engine: passthrough off compares again; switching to the same state c
   engine.secondary(udp("r"), 0, 0);
   assert.deepEqual(rec.checkpoints, ["datagram"]);
 });
+
+Deno.test("engine: an epoch's tail: a side's frames are released (primary) or dropped (secondary) as the checkpoint's flush would, never held; the other side and the end of the tail compare again", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.epochTail("primary", true);
+  engine.primary(udp("old 1"), 0, 0);
+  engine.primary(tcp(5, "old 2"), 0, 1);
+  assert.deepEqual(rec.released, [udp("old 1"), tcp(5, "old 2")], "at once, uncompared");
+  assert.deepEqual(rec.releaseReasons, ["checkpoint", "checkpoint"]);
+  // The secondary's tail is dropped; its frames after it are compared.
+  engine.epochTail("secondary", true);
+  engine.secondary(udp("old s"), 0, 2);
+  engine.epochTail("secondary", false);
+  engine.secondary(udp("new"), 0, 3);
+  assert.deepEqual(rec.discards, ["secondary:checkpoint"]);
+  assert.equal(engine.heldSecondary, 1, "after its tail, held for comparison");
+  engine.epochTail("primary", false);
+  engine.primary(udp("new"), 0, 4);
+  assert.deepEqual(rec.released.at(-1), udp("new"));
+  assert.deepEqual(rec.releaseReasons.at(-1), "compared");
+  assert.deepEqual(rec.checkpoints, []);
+  assert.equal(engine.heldPrimary + engine.heldSecondary, 0);
+});
+
+Deno.test("engine: COLO_EXIT's passthrough wins over a tail, and the tail goes on after COLO is back", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.epochTail("secondary", true);
+  engine.setPassthrough(true);
+  engine.secondary(udp("a"), 0, 0);
+  engine.setPassthrough(false);
+  engine.secondary(udp("b"), 0, 1);
+  assert.deepEqual(rec.discards, ["secondary:colo-inactive", "secondary:checkpoint"]);
+  engine.epochTail("secondary", false);
+  engine.secondary(udp("c"), 0, 2);
+  assert.equal(engine.heldSecondary, 1);
+});
+
+Deno.test("engine: a read of a side in its tail is not taken as a run: each frame is handed over", () => {
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, new Recorder());
+  const bytes = framedAll([udp("a"), udp("b")]);
+  engine.epochTail("primary", true);
+  assert.equal(engine.takeRun("primary", bytes, 0, bytes.length, false, 0), 0);
+  assert.equal(engine.runFrames, 0);
+  engine.epochTail("primary", false);
+  engine.epochTail("secondary", true);
+  assert.equal(engine.takeRun("secondary", bytes, 0, bytes.length, false, 0), 0);
+});
+
+function framedAll(frames: Uint8Array[]): Uint8Array {
+  return concat(...frames.map((f) => framed(f)));
+}

@@ -44,11 +44,17 @@ interface Outcome {
   doCheckpoints: number;
 }
 
-async function drive(
-  kind: ImplKind,
-  list: Conversation[],
-  divergence: Conversation,
-): Promise<Outcome> {
+/** One implementation's four streams, connected, outdev accepted and quiet. */
+interface Rig {
+  pri: Deno.Conn;
+  sec: Deno.Conn;
+  out: FrameCollector;
+  notifyConn: Deno.Conn;
+  notify: FrameCollector;
+}
+
+/** Starts `kind` with timers out of the way, connects its streams, runs `use`, stops it. */
+async function withImpl<T>(kind: ImplKind, use: (rig: Rig) => Promise<T>): Promise<T> {
   const impl = await startImpl(kind, { compareTimeout: 60_000, expiredScanCycle: 60_000 });
   try {
     const pri = await connect(impl.endpoints.pri);
@@ -66,56 +72,7 @@ async function drive(
       }
       await out.quiet(100);
       out.take();
-      const rng = new Rng(3);
-      const pFrames = interleave(list, "primary", 6, rng);
-      const sFrames = interleave(list, "secondary", 6, rng);
-      // In batches: under back-pressure QEMU 7.2's send queue is LIFO and reorders outdev
-      // (SPEC 8 wants FIFO); at a guest's pace it never builds up.
-      const BATCH = 30;
-      for (let i = 0; i < Math.max(pFrames.length, sFrames.length); i += BATCH) {
-        await Promise.all([
-          writeAll(pri, concat(...pFrames.slice(i, i + BATCH).map((f) => framed(f.bytes)))),
-          writeAll(sec, concat(...sFrames.slice(i, i + BATCH).map((f) => framed(f.bytes)))),
-        ]);
-        await out.quiet(20);
-      }
-      const expected = list.reduce((n, c) => n + c.primary.length, 0);
-      await out.quiet(300);
-      const beforeCheckpoint = out.frames.length;
-      // The divergence: a checkpoint request, then the controller's COLO_CHECKPOINT.
-      await writeAll(pri, framed(divergence.primary[0].bytes));
-      await writeAll(sec, framed(divergence.secondary[0].bytes));
-      await notify.waitFor(1, 10_000);
-      await notify.quiet(200);
-      await writeAll(notifyConn, notifyMessage("COLO_CHECKPOINT"));
-      try {
-        await out.waitFor(expected + 1, 10_000);
-      } catch (error) {
-        const got = new Set(out.frames.map((r) => frameKey(r.data)));
-        const missing = list.flatMap((c) =>
-          c.primary.flatMap((p, i) =>
-            got.has(frameKey(p.bytes)) ? [] : [`${c.label} #${i} seq=${p.seq} len=${p.len}`]
-          )
-        );
-        throw new Error(`${kind}: ${error}; missing: ${missing.join(", ")}`);
-      }
-      await out.quiet(200);
-      const byKey = new Map<string, number>();
-      for (const c of [...list, divergence]) {
-        for (const p of c.primary) byKey.set(frameKey(p.bytes), c.id);
-      }
-      const perConversation = new Map<number, string[]>();
-      for (const r of out.frames) {
-        const key = frameKey(r.data);
-        const id = byKey.get(key) ?? -1;
-        perConversation.set(id, [...(perConversation.get(id) ?? []), key]);
-      }
-      return {
-        perConversation,
-        beforeCheckpoint,
-        total: out.frames.length,
-        doCheckpoints: notify.frames.length,
-      };
+      return await use({ pri, sec, out, notifyConn, notify });
     } finally {
       pri.close();
       sec.close();
@@ -125,6 +82,65 @@ async function drive(
   } finally {
     await impl.stop();
   }
+}
+
+function drive(
+  kind: ImplKind,
+  list: Conversation[],
+  divergence: Conversation,
+): Promise<Outcome> {
+  return withImpl(kind, async ({ pri, sec, out, notifyConn, notify }) => {
+    const rng = new Rng(3);
+    const pFrames = interleave(list, "primary", 6, rng);
+    const sFrames = interleave(list, "secondary", 6, rng);
+    // In batches: under back-pressure QEMU 7.2's send queue is LIFO and reorders outdev
+    // (SPEC 8 wants FIFO); at a guest's pace it never builds up.
+    const BATCH = 30;
+    for (let i = 0; i < Math.max(pFrames.length, sFrames.length); i += BATCH) {
+      await Promise.all([
+        writeAll(pri, concat(...pFrames.slice(i, i + BATCH).map((f) => framed(f.bytes)))),
+        writeAll(sec, concat(...sFrames.slice(i, i + BATCH).map((f) => framed(f.bytes)))),
+      ]);
+      await out.quiet(20);
+    }
+    const expected = list.reduce((n, c) => n + c.primary.length, 0);
+    await out.quiet(300);
+    const beforeCheckpoint = out.frames.length;
+    // The divergence: a checkpoint request, then the controller's COLO_CHECKPOINT.
+    await writeAll(pri, framed(divergence.primary[0].bytes));
+    await writeAll(sec, framed(divergence.secondary[0].bytes));
+    await notify.waitFor(1, 10_000);
+    await notify.quiet(200);
+    await writeAll(notifyConn, notifyMessage("COLO_CHECKPOINT"));
+    try {
+      await out.waitFor(expected + 1, 10_000);
+    } catch (error) {
+      const got = new Set(out.frames.map((r) => frameKey(r.data)));
+      const missing = list.flatMap((c) =>
+        c.primary.flatMap((p, i) =>
+          got.has(frameKey(p.bytes)) ? [] : [`${c.label} #${i} seq=${p.seq} len=${p.len}`]
+        )
+      );
+      throw new Error(`${kind}: ${error}; missing: ${missing.join(", ")}`);
+    }
+    await out.quiet(200);
+    const byKey = new Map<string, number>();
+    for (const c of [...list, divergence]) {
+      for (const p of c.primary) byKey.set(frameKey(p.bytes), c.id);
+    }
+    const perConversation = new Map<number, string[]>();
+    for (const r of out.frames) {
+      const key = frameKey(r.data);
+      const id = byKey.get(key) ?? -1;
+      perConversation.set(id, [...(perConversation.get(id) ?? []), key]);
+    }
+    return {
+      perConversation,
+      beforeCheckpoint,
+      total: out.frames.length,
+      doCheckpoints: notify.frames.length,
+    };
+  });
 }
 
 Deno.test({
@@ -171,43 +187,20 @@ Deno.test({
  * how many DO_CHECKPOINT came.
  */
 async function flushAfterLead(kind: ImplKind, n: number) {
-  const impl = await startImpl(kind, { compareTimeout: 60_000, expiredScanCycle: 60_000 });
-  try {
-    const pri = await connect(impl.endpoints.pri);
-    const sec = await connect(impl.endpoints.sec);
-    const out = new FrameCollector(await connect(impl.endpoints.out));
-    const notifyConn = await connect(impl.endpoints.notify);
-    const notify = new FrameCollector(notifyConn);
-    try {
-      // As in `drive`: ARP through until outdev is accepted.
-      const marker = arp("10.255.255.1", "10.255.255.2");
-      while (out.frames.length === 0) {
-        await writeAll(pri, framed(marker));
-        await out.waitFor(1, 200).catch(() => {});
-      }
-      await out.quiet(100);
-      out.take();
-      const stream = (tag: string) =>
-        concat(...Array.from({ length: n }, (_, i) => framed(leadDatagram(tag, i))));
-      await Promise.all([writeAll(pri, stream("P")), writeAll(sec, stream("S"))]);
-      await notify.waitFor(1, 10_000);
-      await notify.quiet(300);
-      const before = out.frames.length;
-      await writeAll(notifyConn, notifyMessage("COLO_CHECKPOINT"));
-      await out.waitFor(n, 10_000).catch(() => {});
-      await out.quiet(300);
-      await notify.quiet(300);
-      const released = out.frames.map((r) => frameKey(r.data));
-      return { before, released, doCheckpoints: notify.frames.length };
-    } finally {
-      pri.close();
-      sec.close();
-      await out.close();
-      await notify.close();
-    }
-  } finally {
-    await impl.stop();
-  }
+  return await withImpl(kind, async ({ pri, sec, out, notifyConn, notify }) => {
+    const stream = (tag: string) =>
+      concat(...Array.from({ length: n }, (_, i) => framed(leadDatagram(tag, i))));
+    await Promise.all([writeAll(pri, stream("P")), writeAll(sec, stream("S"))]);
+    await notify.waitFor(1, 10_000);
+    await notify.quiet(300);
+    const before = out.frames.length;
+    await writeAll(notifyConn, notifyMessage("COLO_CHECKPOINT"));
+    await out.waitFor(n, 10_000).catch(() => {});
+    await out.quiet(300);
+    await notify.quiet(300);
+    const released = out.frames.map((r) => frameKey(r.data));
+    return { before, released, doCheckpoints: notify.frames.length };
+  });
 }
 
 function leadDatagram(tag: string, i: number): Uint8Array {

@@ -413,3 +413,50 @@ Deno.test("pump: a parked pump that is stopped ends its loop", async () => {
     close();
   }
 });
+
+/** A connection over one byte stream: each read takes as much as the reader's array holds. */
+class StreamConn implements Conn {
+  readonly peer = "stream";
+  readonly #bytes: Uint8Array;
+  #at = 0;
+  readonly reads: number[] = [];
+  constructor(bytes: Uint8Array) {
+    this.#bytes = bytes;
+  }
+  read(p: Uint8Array): Promise<number | null> {
+    const n = Math.min(p.length, this.#bytes.length - this.#at);
+    if (n === 0) return Promise.resolve(null);
+    p.set(this.#bytes.subarray(this.#at, this.#at + n));
+    this.#at += n;
+    this.reads.push(n);
+    return Promise.resolve(n);
+  }
+  write(p: Uint8Array): Promise<number> {
+    return Promise.resolve(p.length);
+  }
+  close(): void {}
+}
+
+Deno.test("pump: a mark cuts the read there and is reached once the frames before it were handed over; a mark not reached is when the connection ends", async () => {
+  const seen: (number | string)[] = [];
+  const pump = new InputPump("secondary", false, {
+    now: () => 0,
+    frame: (bytes, at) => void seen.push(bytes[at]),
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  // Ten frames of one byte, five bytes each framed: the mark at 12 bytes falls in the third.
+  const data = concat(...Array.from({ length: 10 }, (_, i) => framed(new Uint8Array([i + 1]))));
+  pump.mark(12, () => seen.push("mark"));
+  const conn = new StreamConn(data);
+  await pump.run(conn);
+  assert.equal(conn.reads[0], 12, "the first read ends at the mark");
+  assert.deepEqual(seen, [1, 2, "mark", 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.equal(pump.bytesRead, data.length);
+  // Beyond what the connection brings: reached when it ends.
+  const more = new StreamConn(data.subarray(0, 10));
+  pump.mark(1000, () => seen.push("ended"));
+  await pump.run(more);
+  assert.deepEqual(seen.slice(-3), [1, 2, "ended"]);
+});
