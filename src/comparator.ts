@@ -1022,15 +1022,17 @@ export class Comparator {
 
   /**
    * Input `side`'s next `unread` bytes, and what it read but has not decoded yet (a paused
-   * read), are the tail of the epoch just flushed. Nothing where the socket's queue is unknown
-   * (a unix socket: Deno 2.9.6 tells no descriptor), or empty while the input waits on it.
+   * read), are the tail of the epoch just flushed. Where the socket's queue is unknown (-1: a
+   * unix socket, whose descriptor Deno 2.9.6 does not tell), only the latter.
    */
   #epochTail(side: Side, unread: number): void {
     const pump = this.#pumps[side];
-    if (unread < 0 || (unread === 0 && pump.idle)) return;
+    const bytes = Math.max(unread, 0);
+    // An input that waits on its socket has nothing read and undecoded.
+    if (bytes === 0 && pump.idle) return;
     const engine = this.engine;
     engine.epochTail(side, true);
-    pump.mark(unread, () => engine.epochTail(side, false));
+    pump.mark(bytes, () => engine.epochTail(side, false));
   }
 
   /** Flushes: a new epoch starts. `extra`: fields for its log line. */
