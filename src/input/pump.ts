@@ -165,6 +165,8 @@ export class InputPump {
   /** Where {@linkcode InputPump.mark}'s mark lies in {@linkcode bytesRead}; Infinity: none. */
   #markAt = Infinity;
   #onMark: (() => void) | null = null;
+  /** A mark's bytes counted from the end of a read that settled before it was set; -1: none. */
+  #markAfterRead = -1;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
   /** The id of the read op this pump waits for (src/wire/read_op.ts), or -1. */
@@ -231,13 +233,18 @@ export class InputPump {
    * connection ends first. Replaces a mark not reached yet.
    */
   mark(bytes: number, reached: () => void): void {
-    this.#markAt = this.bytesRead + bytes;
     this.#onMark = reached;
+    // A read op that settled in this turn, its bytes not counted yet, took them from the
+    // socket before `bytes` was counted there: the mark is counted from its end.
+    const settled = this.#waitingOn >= 0 && !opWaiting(this.#waitingOn);
+    this.#markAfterRead = settled ? bytes : -1;
+    this.#markAt = settled ? Infinity : this.bytesRead + bytes;
   }
 
   #reachMark(): void {
     const reached = this.#onMark;
     this.#markAt = Infinity;
+    this.#markAfterRead = -1;
     this.#onMark = null;
     reached?.();
   }
@@ -356,6 +363,10 @@ export class InputPump {
       lastRead = n;
       sinceTurn += n;
       this.bytesRead += n;
+      if (this.#markAfterRead >= 0) {
+        this.#markAt = this.bytesRead + this.#markAfterRead;
+        this.#markAfterRead = -1;
+      }
       while (this.#paused && !this.#stopped) {
         if (parks) hooks.reading!(this.side);
         await new Promise<void>((r) => this.#resume = r);

@@ -460,3 +460,47 @@ Deno.test("pump: a mark cuts the read there and is reached once the frames befor
   await pump.run(more);
   assert.deepEqual(seen.slice(-3), [1, 2, "ended"]);
 });
+
+Deno.test("pump: over a socket, a mark set once a read has settled and before its bytes were counted is counted from that read's end", async () => {
+  const { ours, peer, close } = await plainPair();
+  const seen: (number | string)[] = [];
+  let setMark: (() => void) | null = null;
+  let decoded = () => {};
+  const pump = new InputPump("primary", false, {
+    now: () => 0,
+    frame: (bytes, at) => void seen.push(bytes[at]),
+    chunk: () => decoded(),
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  // The mark is set by a reaction to the read op's promise registered before the pump's own
+  // await: it runs once the op has settled, before the pump's code after the await (a
+  // checkpoint read by another socket in the same turn of the event loop).
+  const conn: Conn = {
+    peer: ours.peer,
+    settlesOnTurn: ours.settlesOnTurn,
+    read(p) {
+      const read = ours.read(p);
+      const mark = setMark;
+      setMark = null;
+      if (mark !== null) void read.then(mark);
+      return read;
+    },
+    write: (p) => ours.write(p),
+    close: () => ours.close(),
+  };
+  setMark = () => pump.mark(5, () => seen.push("mark"));
+  try {
+    const running = pump.run(conn);
+    // Two frames in the read that settles as the mark is set; the mark's 5 bytes are the third.
+    const first = new Promise<void>((r) => decoded = r);
+    await writeAll(peer, concat(framed(new Uint8Array([1])), framed(new Uint8Array([2]))));
+    await first;
+    await writeAll(peer, concat(framed(new Uint8Array([3])), framed(new Uint8Array([4]))));
+    peer.close();
+    await running;
+    assert.deepEqual(seen, [1, 2, 3, "mark", 4]);
+  } finally {
+    close();
+  }
+});
