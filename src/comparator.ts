@@ -981,58 +981,55 @@ export class Comparator {
   }
 
   /**
-   * The controller says a checkpoint happened (SPEC 7): flush. `stopped`: the VMs have not run
-   * since (notify-dev), so what the input sockets still hold was sent before it, and belongs to
-   * the epoch the flush ends: read as the next one's, a primary frame of it would wait for a
-   * copy the secondary, restored from the primary's state, never sends, and be released by a
-   * timeout's checkpoint seconds later (QEMU, which reads its inputs whenever they are readable,
-   * releases it with the flush). Only an input paused for its lead leaves much there; then each
-   * input's next bytes, as many as its socket held (`Conn.unread`), are the epoch's tail: their
-   * primary frames go out as they are read and their secondary frames are dropped, as the flush
-   * would have done, without being held first. Over QMP the stop was told when it began
-   * (`vmStopped`), and the inputs read on until the flush.
+   * The controller says a checkpoint happened (SPEC 7): flush. What an input's socket still
+   * holds then, and what it read and has not decoded yet, may have been sent before the VMs
+   * stopped for it: read as the next epoch's, a primary frame of it would wait for a copy the
+   * secondary, restored from the primary's state, never sends, and go out with the checkpoint
+   * a timeout asks for seconds later (QEMU, which reads its inputs whenever they are readable,
+   * releases it with the flush). So that much of each such input is the epoch's tail: its
+   * primary frames go out as they are read and its secondary frames are dropped, as the flush
+   * would have done, without being held first. `stopped` (notify-dev): the VMs have not run
+   * since, and every input's unread bytes are the old epoch's. Over QMP the VM runs again when
+   * `RESUME` is read, and an input that read on through the stop (`vmStopped`) has only new
+   * bytes there; an input that was paused (outdev, held bytes) could not, and its are old.
    */
   #checkpointArrived(stopped: boolean): void {
-    const tail = stopped && this.#pausedForLead();
-    const unread = {
-      primary: tail ? this.#unread("primary") : 0,
-      secondary: tail ? this.#unread("secondary") : 0,
+    const primary = this.#oldUnread("primary", stopped);
+    const secondary = this.#oldUnread("secondary", stopped);
+    const tails = {
+      primary: this.#hasTail("primary", primary),
+      secondary: this.#hasTail("secondary", secondary),
     };
+    const tail = tails.primary || tails.secondary;
     this.#checkpointDone(
-      tail
-        ? { unread_primary_bytes: unread.primary, unread_secondary_bytes: unread.secondary }
-        : null,
+      tail ? { unread_primary_bytes: primary ?? 0, unread_secondary_bytes: secondary ?? 0 } : null,
     );
-    if (tail) {
-      this.#epochTail("primary", unread.primary);
-      this.#epochTail("secondary", unread.secondary);
-    }
-  }
-
-  #pausedForLead(): boolean {
-    const flow = this.#flow;
-    return (flow.paused("primary") && flow.reason("primary") === "ahead") ||
-      (flow.paused("secondary") && flow.reason("secondary") === "ahead");
-  }
-
-  /** What input `side`'s socket holds unread (-1: unknown, or no peer). */
-  #unread(side: Side): number {
-    return this.#inputConns[side]?.unread?.() ?? -1;
+    if (tails.primary) this.#epochTail("primary", primary!);
+    if (tails.secondary) this.#epochTail("secondary", secondary!);
   }
 
   /**
-   * Input `side`'s next `unread` bytes, and what it read but has not decoded yet (a paused
-   * read), are the tail of the epoch just flushed. Where the socket's queue is unknown (-1: a
-   * unix socket, whose descriptor Deno 2.9.6 does not tell), only the latter.
+   * The bytes of input `side` that are the old epoch's (see `#checkpointArrived`): what its
+   * socket holds (-1: unknown, a unix socket, whose descriptor Deno 2.9.6 does not tell), or
+   * null when none can be.
    */
-  #epochTail(side: Side, unread: number): void {
-    const pump = this.#pumps[side];
-    const bytes = Math.max(unread, 0);
+  #oldUnread(side: Side, stopped: boolean): number | null {
+    const conn = this.#inputConns[side];
+    if (conn === null || !(stopped || this.#flow.paused(side))) return null;
+    return conn.unread?.() ?? -1;
+  }
+
+  /** Whether input `side` has a tail: bytes in its socket, or a read not decoded yet. */
+  #hasTail(side: Side, unread: number | null): boolean {
     // An input that waits on its socket has nothing read and undecoded.
-    if (bytes === 0 && pump.idle) return;
+    return unread !== null && (unread > 0 || !this.#pumps[side].idle);
+  }
+
+  /** Input `side`'s next `unread` bytes, and what it read and has not decoded, are the tail. */
+  #epochTail(side: Side, unread: number): void {
     const engine = this.engine;
     engine.epochTail(side, true);
-    pump.mark(bytes, () => engine.epochTail(side, false));
+    this.#pumps[side].mark(Math.max(unread, 0), () => engine.epochTail(side, false));
   }
 
   /** Flushes: a new epoch starts. `extra`: fields for its log line. */
@@ -1059,8 +1056,8 @@ export class Comparator {
       requested: outstanding,
       ...extra,
     };
-    // Periodic checkpoints that change nothing are routine: debug only.
-    if (outstanding || fields.released || fields.secondary_dropped) {
+    // Periodic checkpoints that change nothing are routine: debug only. A tail is news.
+    if (outstanding || fields.released || fields.secondary_dropped || extra !== null) {
       this.#checkpointLines.done.note(fields);
     } else this.#log.debug("checkpoint-done", fields);
     this.#out.flush();

@@ -167,6 +167,8 @@ export class InputPump {
   #onMark: (() => void) | null = null;
   /** A mark's bytes counted from the end of a read that settled before it was set; -1: none. */
   #markAfterRead = -1;
+  /** A read (Deno's op: `Conn.settlesOnTurn`) was asked for and its bytes are not counted yet. */
+  #opReadOut = false;
   /** The arrival time of the chunk being decoded (the hooks' `now`), -0: a double from the start. */
   #arrival = -0;
   /** The id of the read op this pump waits for (src/wire/read_op.ts), or -1. */
@@ -234,9 +236,10 @@ export class InputPump {
    */
   mark(bytes: number, reached: () => void): void {
     this.#onMark = reached;
-    // A read op that settled in this turn, its bytes not counted yet, took them from the
-    // socket before `bytes` was counted there: the mark is counted from its end.
-    const settled = this.#waitingOn >= 0 && !opWaiting(this.#waitingOn);
+    // A read op that settled (in this turn, or at once before a turn the loop waits for), its
+    // bytes not counted yet, took them from the socket before `bytes` was counted there: the
+    // mark is counted from its end. One that still waits takes them from among `bytes`.
+    const settled = this.#opReadOut && !opWaiting(this.#waitingOn);
     this.#markAfterRead = settled ? bytes : -1;
     this.#markAt = settled ? Infinity : this.bytesRead + bytes;
   }
@@ -299,6 +302,7 @@ export class InputPump {
       this.#unpark = null;
       this.#waitingOn = -1;
       this.#awaitingOther = false;
+      this.#opReadOut = false;
       if (this.#onMark !== null) this.#reachMark();
       if (decoder.midFrame && !this.#stopped) {
         this.#partialLost.note({ endpoint: this.#name });
@@ -344,6 +348,7 @@ export class InputPump {
         // The other input may be parked: it reads (or parks again) now.
         if (parks) hooks.reading!(this.side);
         const read = conn.read(into);
+        this.#opReadOut = conn.settlesOnTurn === true;
         const waitingOn = this.#waitingOn = waitingOpId(read);
         if (sinceTurn >= bytesPerTurn) {
           sinceTurn = 0;
@@ -363,6 +368,7 @@ export class InputPump {
       lastRead = n;
       sinceTurn += n;
       this.bytesRead += n;
+      this.#opReadOut = false;
       if (this.#markAfterRead >= 0) {
         this.#markAt = this.bytesRead + this.#markAfterRead;
         this.#markAfterRead = -1;

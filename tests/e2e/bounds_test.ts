@@ -678,3 +678,37 @@ Deno.test("e2e: under a 1 MiB --max-held-bytes no read holds more than the budge
     assert.doesNotMatch(stderr, /memory-limit|queue-full/);
   }
 });
+
+Deno.test("e2e: what an input paused for its held bytes left unread is the tail of COLO_CHECKPOINT's epoch too: released with it, no timeout's checkpoint after", async () => {
+  // --max-held-bytes 1M: the primary pauses past 256 KiB of frames held (and 256 bytes each);
+  // the secondary, connected and silent, waives its lead after 100 ms.
+  const program = await startProgram({
+    flags: ["--max-held-bytes", "1M", "--compare-timeout", "60000"],
+  });
+  const { pri, sec, ntf, notify, out } = await connectAll(program);
+  const datagram = (i: number) => frame({ udp: { payload: `${i}`.padEnd(1000, "P") } });
+  const frames = Array.from({ length: 400 }, (_, i) => datagram(i));
+  try {
+    await writeAll(pri, concat(...frames.map((f) => framed(f))));
+    await program.waitForLine(/event=input-paused side=primary reason=held-bytes/);
+    // A Xen checkpoint comes every 5 s whether asked for or not.
+    await writeAll(ntf, notifyMessage("COLO_CHECKPOINT"));
+    const released = (await out.waitFor(400)).map((r) => r.data);
+    assert.deepEqual(released, frames);
+    assert.match(
+      await program.waitForLine(/event=checkpoint-done/),
+      /requested=false unread_primary_bytes=\d+ unread_secondary_bytes=0$/,
+    );
+  } finally {
+    pri.close();
+    sec.close();
+    await out.close();
+    await notify.close();
+    const { code, stderr } = await program.stop();
+    assert.equal(code, 0);
+    const summary = /event=summary .*/.exec(stderr)?.[0] ?? "";
+    assert.ok(summary.includes("released_by_checkpoint=400 "), summary);
+    assert.ok(summary.includes("checkpoints_requested=0 "), "none asked for: nothing was left");
+    assert.ok(summary.includes("held_primary_bytes=0 "), summary);
+  }
+});

@@ -150,6 +150,38 @@ Deno.test("e2e qmp: what the inputs left unread while paused for their lead is r
   }
 });
 
+Deno.test("e2e qmp: what an input paused for its held bytes could not read through the stop is the tail of the epoch RESUME ends", async () => {
+  // --max-held-bytes 1M: the primary pauses past 256 KiB of frames held (and 256 bytes each),
+  // and stays paused through the stop: that bound stays (the pause for a lead would not).
+  const rig = await startKvmRig(100, ["--max-held-bytes", "1M", "--compare-timeout", "60000"]);
+  const frames = Array.from({ length: 400 }, (_, i) => udp(`${i}`.padEnd(1000, "P")));
+  let stderr = "";
+  try {
+    for (const f of frames) await rig.sendPrimary(f);
+    await rig.program.waitForLine(/event=input-paused side=primary reason=held-bytes/);
+    // QEMU's periodic checkpoint: STOP, then RESUME.
+    rig.peer.runState = "colo";
+    const asked = rig.peer.received("query-status").length;
+    await rig.peer.event("STOP");
+    await rig.peer.waitFor("query-status", asked + 1);
+    rig.peer.runState = "running";
+    await rig.peer.event("RESUME");
+    assert.deepEqual((await rig.outdev.waitFor(400)).map((r) => r.data), frames);
+    assert.match(
+      await rig.program.waitForLine(/event=checkpoint-done/),
+      /requested=false unread_primary_bytes=\d+ unread_secondary_bytes=0$/,
+    );
+  } finally {
+    const r = await rig.close();
+    stderr = r.stderr;
+    assert.equal(r.code, 0);
+  }
+  const summary = /event=summary .*/.exec(stderr)?.[0] ?? "";
+  assert.ok(summary.includes("released_by_checkpoint=400 "), summary);
+  assert.ok(summary.includes("checkpoints_requested=0 "), "none asked for: nothing was left");
+  assert.ok(summary.includes("held_primary_bytes=0 "), summary);
+});
+
 Deno.test("e2e qmp: COLO_EXIT releases what is held and passes the primary through until COLO is back", async () => {
   const rig = await startKvmRig(20000);
   try {
