@@ -387,8 +387,39 @@ export class CompareEngine implements CompareContext {
    */
   primaryAt(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
     const pass = this.#primaryPass;
-    if (pass !== null && size > 0) this.#sink.release(bytes, at, size, vnetLen, pass);
-    else this.#input("primary", bytes, at, size, vnetLen, now);
+    if (pass === null || size === 0) this.#input("primary", bytes, at, size, vnetLen, now);
+    else if (pass === "checkpoint") this.#releaseTail(bytes, at, size, vnetLen, now);
+    else this.#sink.release(bytes, at, size, vnetLen, pass);
+  }
+
+  /**
+   * A primary frame of an epoch's tail (`epochTail`) goes out as the flush sends a held one: a
+   * TCP segment's bytes count as compared (`flushedTcp`), so that the secondary's copy, should
+   * it come after all, is dropped as compared (by the expiry scan, as after a flush) instead of
+   * asking for a checkpoint once it times out. ACKs and FINs are not tracked, on either side's
+   * tail: both sides' tracking goes on from the new epoch.
+   */
+  #releaseTail(bytes: Uint8Array, at: number, size: number, vnetLen: number, now: number): void {
+    if (now > this.#now) this.#now = now;
+    const info = this.#info;
+    if (parseFrameAt(bytes, at, size, vnetLen, info) === UNSUPPORTED) {
+      this.#sink.release(bytes, at, size, vnetLen, "passthrough", info.reason);
+      return;
+    }
+    if (info.kind === TCP_SEGMENT && info.payloadLen > 0) {
+      // A connection is made where none is (a full table of held ones: none, and the frame
+      // goes out all the same).
+      const conn = this.#table.find(info.key, info.keyLen) ?? this.#newConnection(info);
+      if (conn !== null) {
+        const end = seqAdd(info.seq, info.payloadLen);
+        if (!conn.compareSeqSet || seqAfter(end, conn.compareSeq)) {
+          conn.compareSeq = end;
+          conn.compareSeqSet = true;
+        }
+        this.#place(conn, now);
+      }
+    }
+    this.#sink.release(bytes, at, size, vnetLen, "checkpoint");
   }
 
   /** A frame arrived on secondary-in: `bytes[at, at + size)`, as for `primaryAt`. */

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { CompareEngine } from "../../src/compare/engine.ts";
-import { concat, frame, framed } from "../support/packets.ts";
+import { arp, concat, frame, framed } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 const udp = (payload: string, sport = 1000) => frame({ udp: { sport, payload } });
@@ -127,3 +127,22 @@ Deno.test("engine: a read of a side in its tail is not taken as a run: each fram
 function framedAll(frames: Uint8Array[]): Uint8Array {
   return concat(...frames.map((f) => framed(f)));
 }
+
+Deno.test("engine: a primary TCP segment of a tail counts as compared, as a flushed one does: the secondary's copy, coming late, is dropped by the scan, not a timeout's checkpoint", () => {
+  const rec = new Recorder();
+  const engine = new CompareEngine({ compareTimeout: 3000, maxQueueSize: 1024 }, rec);
+  engine.epochTail("primary", true);
+  engine.primary(tcp(100, "hello"), 0, 0);
+  engine.primary(arp("10.0.0.1", "10.0.0.2"), 0, 0);
+  engine.epochTail("primary", false);
+  assert.deepEqual(rec.releaseReasons, ["checkpoint", "passthrough"]);
+  engine.secondary(tcp(100, "hello"), 0, 1);
+  // As after a flush: nothing can pair with it, and the expiry scan drops it.
+  assert.equal(engine.tick(10_000), false, "nothing times out");
+  assert.equal(engine.heldSecondary, 0, "dropped as compared");
+  assert.deepEqual(rec.checkpoints, []);
+  // The next bytes are compared as usual.
+  engine.primary(tcp(105, "world"), 0, 2);
+  engine.secondary(tcp(105, "WORLD"), 0, 3);
+  assert.equal(rec.checkpoints.length, 1);
+});
