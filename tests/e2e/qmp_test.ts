@@ -51,6 +51,24 @@ async function startKvmRig(delay: number, flags: string[] = []): Promise<KvmRig>
   };
 }
 
+/**
+ * A stop in run state `runState` that the session has asked about (`query-status`), then
+ * `RESUME`; `whileStopped` runs between the stop and the question's answer being awaited.
+ */
+async function stopAndResume(
+  rig: KvmRig,
+  runState: string,
+  whileStopped: () => Promise<void> = () => Promise.resolve(),
+): Promise<void> {
+  rig.peer.runState = runState;
+  const asked = rig.peer.received("query-status").length;
+  await rig.peer.event("STOP");
+  await whileStopped();
+  await rig.peer.waitFor("query-status", asked + 1);
+  rig.peer.runState = "running";
+  await rig.peer.event("RESUME");
+}
+
 const udp = (payload: string) => frame({ udp: { payload } });
 const tcp = (payload: string) => frame({ tcp: { seq: 1000, ack: 1, payload } });
 
@@ -88,12 +106,7 @@ Deno.test("e2e qmp: one migrate-set-parameters per epoch with the current delay;
       "x-checkpoint-delay": 999,
     });
     // A user's stop and cont flush nothing.
-    rig.peer.runState = "paused";
-    const asked = rig.peer.received("query-status").length;
-    await rig.peer.event("STOP");
-    await rig.peer.waitFor("query-status", asked + 1);
-    rig.peer.runState = "running";
-    await rig.peer.event("RESUME");
+    await stopAndResume(rig, "paused");
     await rig.program.waitForLine(/event=qmp-stop-not-checkpoint run_state=paused/);
     assert.equal(rig.outdev.frames.length, 2);
   } finally {
@@ -131,14 +144,10 @@ Deno.test("e2e qmp: what the inputs left unread while paused for their lead is r
     const marker = frame({ udp: { sport: 9, dport: 9, payload: "read through" } });
     await rig.sendPrimary(marker);
     await rig.sendSecondary(marker);
-    rig.peer.runState = "colo";
-    const asked = rig.peer.received("query-status").length;
-    await rig.peer.event("STOP");
-    const found = await rig.outdev.waitUntil((f) => sameBytes(f.data, marker));
-    assert.ok(found, "both inputs read what was sent before the stop");
-    await rig.peer.waitFor("query-status", asked + 1);
-    rig.peer.runState = "running";
-    await rig.peer.event("RESUME");
+    await stopAndResume(rig, "colo", async () => {
+      const found = await rig.outdev.waitUntil((f) => sameBytes(f.data, marker));
+      assert.ok(found, "both inputs read what was sent before the stop");
+    });
     const out = await rig.outdev.waitFor(166);
     const primaries = out.filter((f) => !sameBytes(f.data, marker)).map((f) => f.data);
     assert.deepEqual(primaries, Array.from({ length: 165 }, (_, i) => datagram("P", i)));
@@ -160,12 +169,7 @@ Deno.test("e2e qmp: what an input paused for its held bytes could not read throu
     for (const f of frames) await rig.sendPrimary(f);
     await rig.program.waitForLine(/event=input-paused side=primary reason=held-bytes/);
     // QEMU's periodic checkpoint: STOP, then RESUME.
-    rig.peer.runState = "colo";
-    const asked = rig.peer.received("query-status").length;
-    await rig.peer.event("STOP");
-    await rig.peer.waitFor("query-status", asked + 1);
-    rig.peer.runState = "running";
-    await rig.peer.event("RESUME");
+    await stopAndResume(rig, "colo");
     assert.deepEqual((await rig.outdev.waitFor(400)).map((r) => r.data), frames);
     assert.match(
       await rig.program.waitForLine(/event=checkpoint-done/),
