@@ -40,6 +40,7 @@ import {
   flushedTcp,
   passAfterMatchedSecondary,
   sameSegment,
+  settledUpTo,
 } from "./tcp.ts";
 import { NET_BUFSIZE, wordAt } from "../wire/codec.ts";
 
@@ -411,11 +412,7 @@ export class CompareEngine implements CompareContext {
       // goes out all the same).
       const conn = this.#table.find(info.key, info.keyLen) ?? this.#newConnection(info);
       if (conn !== null) {
-        const end = seqAdd(info.seq, info.payloadLen);
-        if (!conn.compareSeqSet || seqAfter(end, conn.compareSeq)) {
-          conn.compareSeq = end;
-          conn.compareSeqSet = true;
-        }
+        settledUpTo(conn, seqAdd(info.seq, info.payloadLen));
         this.#place(conn, now);
       }
     }

@@ -236,8 +236,16 @@ export function compareTcp(ctx: CompareContext, conn: Connection, now: number): 
  * before the checkpoint is dropped as compared instead of waiting at a gap that never fills.
  */
 export function flushedTcp(conn: Connection, p: Packet): void {
-  if (p.len > 0 && !comparedAlready(conn, p)) {
-    conn.compareSeq = p.seqEnd;
+  if (p.len > 0) settledUpTo(conn, p.seqEnd);
+}
+
+/**
+ * The bytes of `conn` up to `seqEnd` are settled without a comparison (a checkpoint flushed
+ * them, or its epoch's tail went out): `compare_seq` moves past them, if it is not there yet.
+ */
+export function settledUpTo(conn: Connection, seqEnd: Seq32): void {
+  if (!conn.compareSeqSet || seqAfter(seqEnd, conn.compareSeq)) {
+    conn.compareSeq = seqEnd;
     conn.compareSeqSet = true;
   }
 }

@@ -34,8 +34,8 @@ export interface Conn {
   /**
    * Bytes received and not read yet, or -1 where unknown: the kernel's receive queue
    * (`SIOCINQ`), and for TLS what it took from the socket and holds besides (the records in
-   * the kernel counted as they are, encrypted). How a checkpoint's flush knows what was sent
-   * before it (src/comparator.ts, "read first").
+   * the kernel counted as they are, encrypted). How a checkpoint knows how much of an input
+   * was sent before it (src/comparator.ts, `#checkpointArrived`: the epoch's tail).
    */
   unread?(): number;
   /** Closes the stream. Idempotent. */
