@@ -163,11 +163,17 @@ Deno.test("flow: of two sides ahead, one long only where nothing matched reads o
   assert.equal(f.paused("secondary"), true);
 });
 
-Deno.test("flow: while a checkpoint is on its way both sides ahead pause; when it is done one reads on", () => {
+/** Both sides ahead while a checkpoint is on its way: both pause, the flush will settle both. */
+function bothAheadForCheckpoint(): FlowControl {
   const { f } = flow({ leadHigh: 20, leadLow: 10 });
   f.checkpointPending(true);
   f.held(30, 30);
-  assert.ok(f.paused("primary") && f.paused("secondary"), "the flush will settle both");
+  assert.ok(f.paused("primary") && f.paused("secondary"), "both paused while the VMs run");
+  return f;
+}
+
+Deno.test("flow: while a checkpoint is on its way both sides ahead pause; when it is done one reads on", () => {
+  const f = bothAheadForCheckpoint();
   f.checkpointPending(false);
   assert.notEqual(f.paused("primary"), f.paused("secondary"));
   f.held(0, 0); // the flush emptied the queues
@@ -235,10 +241,7 @@ Deno.test("flow: the held-bytes marks count what the frames cost (their bookkeep
 });
 
 Deno.test("flow: while the VMs are stopped for a checkpoint no side pauses for its lead; the held-bytes mark still holds", () => {
-  const { f } = flow({ leadHigh: 20, leadLow: 10 });
-  f.checkpointPending(true);
-  f.held(30, 30);
-  assert.ok(f.paused("primary") && f.paused("secondary"), "both ahead while the VMs run");
+  const f = bothAheadForCheckpoint();
   f.vmsStopped(true);
   assert.ok(!f.paused("primary") && !f.paused("secondary"), "what is in flight is read");
   f.held(150, 30); // over the primary's high mark
