@@ -1010,7 +1010,7 @@ export class Comparator {
 
   /**
    * The bytes of input `side` that are the old epoch's (see `#checkpointArrived`): what its
-   * socket holds (-1: unknown, a unix socket, whose descriptor Deno 2.9.6 does not tell), or
+   * socket holds (-1: unknown, a socket whose descriptor was not found), or
    * null when none can be.
    */
   #oldUnread(side: Side, stopped: boolean): number | null {

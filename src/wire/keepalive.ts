@@ -8,10 +8,10 @@
  * the kernel retransmits for some 15 minutes). Either way the endpoint is free again after
  * about 55 s.
  *
- * Deno does not expose a socket's file descriptor, so the descriptor is found by its addresses:
- * the one whose local and peer address are the connection's. libc is opened once at start,
- * while the `ffi` permission is still granted; the permission is revoked afterwards with the
- * others (src/permissions.ts), and only the five functions below stay callable. The same tuner
+ * Deno does not expose a connected socket's file descriptor, so the descriptor is found by its
+ * addresses (src/wire/socket_fd.ts). libc is opened once at start, while the `ffi` permission
+ * is still granted; the permission is revoked afterwards with the others (src/permissions.ts),
+ * and only the functions opened stay callable. The same tuner
  * has the kernel acknowledge at once where it would hold our ACKs back ({@linkcode
  * TcpTuner.quickAck}: after a TLS handshake, after a QMP command).
  *
@@ -19,6 +19,7 @@
  */
 
 import { openLibc } from "../libc.ts";
+import { SocketFinder, type SocketName } from "./socket_fd.ts";
 
 /** When a silent peer is given up (SPEC 11: within a minute). */
 export interface KeepaliveTiming {
@@ -47,13 +48,7 @@ export interface KeepaliveSettings {
   userTimeoutMs: number;
 }
 
-/** One end of a TCP connection as the runtime reports it. */
-export interface SocketName {
-  hostname: string;
-  port: number;
-}
-
-// Linux's numbers (<sys/socket.h>, <netinet/tcp.h>, <fcntl.h>).
+// Linux's numbers (<sys/socket.h>, <netinet/tcp.h>).
 const SOL_SOCKET = 1;
 const SO_KEEPALIVE = 9;
 const IPPROTO_TCP = 6;
@@ -62,50 +57,13 @@ const TCP_KEEPINTVL = 5;
 const TCP_KEEPCNT = 6;
 const TCP_USER_TIMEOUT = 18;
 const TCP_QUICKACK = 12;
-const F_GETFD = 1;
-const AF_INET = 2;
-const AF_INET6 = 10;
-/** Descriptors are handed out lowest first, so this many unused ones in a row end the search. */
-const FREE_RUN_END = 1024;
-const MAX_FD = 1 << 20;
 
 const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-/** The canonical text of an IP address, so Deno's and the kernel's spellings compare equal. */
-export function canonicalIp(host: string): string {
-  const h = host.startsWith("[") ? host.slice(1, -1) : host;
-  if (!h.includes(":")) return h;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(h);
-  if (mapped) return mapped[1];
-  try {
-    return new URL(`http://[${h}]/`).hostname.slice(1, -1);
-  } catch {
-    return h.toLowerCase();
-  }
-}
-
-/** `ip|port` of a `sockaddr_in` / `sockaddr_in6`, or null for another family. */
-function sockaddrText(a: Uint8Array): string | null {
-  const family = a[0] | (a[1] << 8);
-  const port = (a[2] << 8) | a[3];
-  if (family === AF_INET) return `${a[4]}.${a[5]}.${a[6]}.${a[7]}|${port}`;
-  if (family !== AF_INET6) return null;
-  const groups: string[] = [];
-  for (let i = 8; i < 24; i += 2) groups.push(((a[i] << 8) | a[i + 1]).toString(16));
-  return `${canonicalIp(groups.join(":"))}|${port}`;
-}
-
-function nameText(n: SocketName): string {
-  return `${canonicalIp(n.hostname)}|${n.port}`;
-}
 
 /**
  * Turns keepalive on for `tcp`, with `tuner`'s timing where there is one (else the kernel's).
@@ -125,8 +83,7 @@ export function keepAlive(tcp: Deno.TcpConn, tuner: TcpTuner | null, fd = -1): n
 export class TcpTuner {
   readonly timing: KeepaliveTiming;
   readonly #libc: Libc;
-  readonly #addr = new Uint8Array(128);
-  readonly #len = new Uint32Array(1);
+  readonly #finder: SocketFinder;
   readonly #int = new Int32Array(1);
   readonly #intLen = new Uint32Array(1);
 
@@ -134,8 +91,9 @@ export class TcpTuner {
   /** Why {@linkcode TcpTuner.shared} is null, for the log line at start. */
   static unavailable = "";
 
-  private constructor(libc: Libc, timing: KeepaliveTiming) {
+  private constructor(libc: Libc, finder: SocketFinder, timing: KeepaliveTiming) {
     this.#libc = libc;
+    this.#finder = finder;
     this.timing = timing;
   }
 
@@ -146,10 +104,11 @@ export class TcpTuner {
   static shared(): TcpTuner | null {
     if (TcpTuner.#shared !== undefined) return TcpTuner.#shared;
     const libc = openLibc(SYMBOLS, "keepalive timing");
-    if (typeof libc === "string") {
-      TcpTuner.unavailable = libc;
+    const finder = SocketFinder.shared();
+    if (typeof libc === "string" || finder === null) {
+      TcpTuner.unavailable = typeof libc === "string" ? libc : SocketFinder.unavailable;
       TcpTuner.#shared = null;
-    } else TcpTuner.#shared = new TcpTuner(libc, DEAD_PEER_TIMING);
+    } else TcpTuner.#shared = new TcpTuner(libc, finder, DEAD_PEER_TIMING);
     return TcpTuner.#shared;
   }
 
@@ -160,7 +119,7 @@ export class TcpTuner {
    * search then). An option the kernel refuses leaves its default.
    */
   tuneSocket(local: SocketName, remote: SocketName, fd = -1): number {
-    const found = fd >= 0 ? fd : this.#find(local, remote);
+    const found = fd >= 0 ? fd : this.#finder.tcp(local, remote);
     if (found >= 0) this.#tuneFd(found);
     return found;
   }
@@ -189,7 +148,7 @@ export class TcpTuner {
 
   /** The keepalive options of the socket connecting `local` and `remote`, or null. */
   read(local: SocketName, remote: SocketName): KeepaliveSettings | null {
-    const fd = this.#find(local, remote);
+    const fd = this.#finder.tcp(local, remote);
     if (fd < 0) return null;
     return {
       keepalive: this.#get(fd, SOL_SOCKET, SO_KEEPALIVE) !== 0,
@@ -198,27 +157,6 @@ export class TcpTuner {
       probes: this.#get(fd, IPPROTO_TCP, TCP_KEEPCNT),
       userTimeoutMs: this.#get(fd, IPPROTO_TCP, TCP_USER_TIMEOUT),
     };
-  }
-
-  #find(local: SocketName, remote: SocketName): number {
-    const want = nameText(remote);
-    const wantLocal = nameText(local);
-    let free = 0;
-    for (let fd = 3; fd < MAX_FD && free < FREE_RUN_END; fd++) {
-      if (this.#libc.fcntl(fd, F_GETFD, 0) === -1) {
-        free++;
-        continue;
-      }
-      free = 0;
-      if (this.#name(this.#libc.getpeername, fd) !== want) continue;
-      if (this.#name(this.#libc.getsockname, fd) === wantLocal) return fd;
-    }
-    return -1;
-  }
-
-  #name(call: Libc["getpeername"], fd: number): string | null {
-    this.#len[0] = this.#addr.length;
-    return call(fd, this.#addr, this.#len) === 0 ? sockaddrText(this.#addr) : null;
   }
 
   #set(fd: number, level: number, option: number, value: number): boolean {

@@ -10,6 +10,7 @@ import type { Address } from "./address.ts";
 import type { Conn, Listener, Transport } from "./transport.ts";
 import { keepAlive, type TcpTuner } from "./keepalive.ts";
 import { readableRid, readRid, socketFd } from "./read_op.ts";
+import { SocketFinder } from "./socket_fd.ts";
 import { openLibc } from "../libc.ts";
 import { READ_BLOCK_SIZE } from "../pool.ts";
 
@@ -90,12 +91,19 @@ export function addrText(a: Deno.Addr): string {
 /**
  * A Deno socket as a {@linkcode Conn}; `read` is Deno's read op where it can be reached
  * (src/wire/read_op.ts), `write` Deno's own. TCP gets `TCP_NODELAY` and keepalive, with
- * `tuner`'s timing where there is one (SPEC 11).
+ * `tuner`'s timing where there is one (SPEC 11). A unix socket's descriptor, which Deno does
+ * not tell, is found by its addresses (src/wire/socket_fd.ts), and claimed until it closes.
  */
 function wrap(conn: Deno.Conn, tuner: TcpTuner | null): Conn {
   let fd = socketFd(conn) ?? undefined;
   let quickAck: (() => void) | undefined;
-  if (conn.remoteAddr.transport === "tcp") {
+  if (conn.remoteAddr.transport === "unix" && fd === undefined) {
+    const local = (conn.localAddr as Deno.UnixAddr).path;
+    const found = SocketFinder.shared()?.unix(local, (conn.remoteAddr as Deno.UnixAddr).path);
+    if (found !== undefined && found >= 0) {
+      return new PlainConn(conn, addrText(conn.remoteAddr), found, undefined, true);
+    }
+  } else if (conn.remoteAddr.transport === "tcp") {
     const tcp = conn as Deno.TcpConn;
     tcp.setNoDelay(true);
     // Deno shows the descriptor of an accepted socket, not of one it connected: found by
@@ -123,6 +131,8 @@ class PlainConn implements Conn {
   readonly peer: string;
   readonly fd: number | undefined;
   readonly quickAck: (() => void) | undefined;
+  /** `fd` is a unix socket's, claimed from {@linkcode SocketFinder} until close. */
+  readonly #claimed: boolean;
   /** Deno's read op settles at once or at a later turn; `Conn.read` wraps it in awaits. */
   readonly settlesOnTurn: boolean;
 
@@ -131,6 +141,7 @@ class PlainConn implements Conn {
     peer: string,
     fd: number | undefined,
     quickAck: (() => void) | undefined,
+    claimed = false,
   ) {
     this.#conn = conn;
     // Stored twice: a field V8 takes for constant until its second store, and `trySend` reads
@@ -141,6 +152,7 @@ class PlainConn implements Conn {
     this.peer = peer;
     this.fd = fd;
     this.quickAck = quickAck;
+    this.#claimed = claimed;
   }
 
   read(p: Uint8Array): Promise<number | null> {
@@ -183,6 +195,7 @@ class PlainConn implements Conn {
     } catch {
       // already closed by Deno (a failed read or write)
     }
+    if (this.#claimed) SocketFinder.shared()!.release(this.fd!);
   }
 }
 
@@ -260,6 +273,7 @@ export class PlainTransport implements Transport {
    */
   constructor(socketMode: number = DEFAULT_SOCKET_MODE, tuner: TcpTuner | null = null) {
     openSend();
+    SocketFinder.shared();
     this.#socketMode = socketMode;
     this.#tuner = tuner;
   }

@@ -22,7 +22,8 @@
  *
  * libc is opened at start, while the `ffi` permission is granted; without it (or not on
  * Linux) nothing is polled. Only sockets whose file descriptor is known take part: plain TCP
- * inputs, and TLS inputs (the TCP socket under them); Deno 2.9.6 tells none for a unix socket.
+ * and unix inputs (a unix socket's found by its addresses, src/wire/socket_fd.ts), and TLS
+ * inputs (the TCP socket under them).
  * A TLS input may hold plaintext it decrypted already while its socket is not readable; no poll
  * waits then (`watch`'s `pending`).
  *
