@@ -29,13 +29,14 @@ import {
   TARGETS,
   unavailable,
 } from "./targets.ts";
-import { overTls, plainOf, type WorkloadName, WORKLOADS } from "./workloads.ts";
+import { overTls, overUnix, plainOf, type WorkloadName, WORKLOADS } from "./workloads.ts";
 import { makeCreds, removeCreds } from "../tests/support/tls_creds.ts";
 
 const USAGE = `usage: deno task bench [options]
   --quick              short smoke run (a few seconds per target)
   --only W[,W...]      workloads: ${WORKLOADS.join(", ")}
-                       (-tls: the same over mutual TLS, ours and QEMU only)
+                       (-tls: the same over mutual TLS, -unix: over unix sockets; ours
+                       and QEMU only)
   --targets T[,T...]   ${TARGETS.join(", ")} (default: all; sink = generator send-only max)
   --duration S         measuring window per throughput run (default 5, quick 0.5)
   --warmup S           warm-up before the window (default 2, quick 0.3)
@@ -58,10 +59,10 @@ const USAGE = `usage: deno task bench [options]
 
 /**
  * Workloads each target takes part in (the forwarder has no connection table to scale, and
- * speaks no TLS).
+ * speaks no TLS and no unix sockets).
  */
 function applies(target: TargetName, workload: WorkloadName): boolean {
-  if (overTls(workload)) return target === "ours" || target === "qemu";
+  if (overTls(workload) || overUnix(workload)) return target === "ours" || target === "qemu";
   if (target === "sink") return !["latency", "scale", "flood", "diverged"].includes(workload);
   if (target === "forwarder") return !["scale", "flood", "diverged"].includes(workload);
   return true;
@@ -166,8 +167,12 @@ async function runOnce(
     cpuProfileDir: opts.cpuProfileDir,
     expiredScanCycleMs: workload === "scale" ? opts.scaleScanCycleMs : undefined,
     tlsDir: overTls(workload) ? tlsDir : undefined,
+    unixDir: overUnix(workload) ? await Deno.makeTempDir({ prefix: "colo-bench-" }) : undefined,
   };
-  const running = await start(target, targetOpts);
+  const running = await start(target, targetOpts).catch(async (error) => {
+    if (targetOpts.unixDir) await Deno.remove(targetOpts.unixDir, { recursive: true });
+    throw error;
+  });
   try {
     const cfg: LoadConfig = {
       workload,
@@ -223,6 +228,7 @@ async function runOnce(
     return { result: parsed, peakRss: parsed.peakRss ?? 0 };
   } finally {
     await running.stop();
+    if (targetOpts.unixDir) await Deno.remove(targetOpts.unixDir, { recursive: true });
   }
 }
 

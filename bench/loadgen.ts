@@ -30,7 +30,13 @@ import {
 /** What the orchestrator asks of one generator run. */
 export interface LoadConfig {
   workload: WorkloadName;
-  ports: { primary: number; secondary: number; outdev: number; notify?: number };
+  /** A TCP port, or a unix socket's path (the `-unix` workloads). */
+  ports: {
+    primary: number | string;
+    secondary: number | string;
+    outdev: number | string;
+    notify?: number;
+  };
   /** The comparator's pid, for RSS and CPU samples. */
   targetPid: number;
   warmupMs: number;
@@ -379,10 +385,28 @@ async function connectTlsRetry(port: number, dir: string, timeoutMs = 10_000): P
   }
 }
 
+/** A unix socket connection to `path`, retrying while the comparator is not listening yet. */
+async function connectUnixRetry(path: string, timeoutMs = 10_000): Promise<Deno.Conn> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(20);
+    }
+  }
+}
+
 export async function connect(cfg: Pick<LoadConfig, "ports" | "tlsDir">): Promise<Peers> {
   phase = "connecting";
   const dir = cfg.tlsDir;
-  const stream = (port: number) => dir ? connectTlsRetry(port, dir) : connectRetry(port);
+  const stream = (at: number | string) =>
+    typeof at === "string"
+      ? connectUnixRetry(at)
+      : dir
+      ? connectTlsRetry(at, dir)
+      : connectRetry(at);
   const outdev = await stream(cfg.ports.outdev);
   const notifyConn = cfg.ports.notify ? await connectRetry(cfg.ports.notify) : undefined;
   const primary = await stream(cfg.ports.primary);

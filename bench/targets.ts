@@ -15,11 +15,11 @@ export const TARGETS = ["ours", "qemu", "forwarder", "sink"] as const;
 /** One kind of target. */
 export type TargetName = typeof TARGETS[number];
 
-/** The four endpoints' ports of a running target. */
+/** Where a running target's four endpoints listen: a TCP port, or a unix socket's path. */
 export interface Ports {
-  primary: number;
-  secondary: number;
-  outdev: number;
+  primary: number | string;
+  secondary: number | string;
+  outdev: number | string;
   notify?: number;
 }
 
@@ -49,6 +49,21 @@ export interface TargetOptions {
    * `verify-peer=on`). notify-dev stays plain TCP.
    */
   tlsDir?: string;
+  /**
+   * A directory for the unix sockets of a `-unix` workload: primary-in, secondary-in and
+   * outdev listen there (ours: `unix-listen:`; QEMU: chardevs with `path=`). notify-dev stays
+   * on TCP.
+   */
+  unixDir?: string;
+}
+
+/** The unix socket paths of a `-unix` workload's endpoints in `dir`. */
+function unixPaths(dir: string): Record<"primary-in" | "secondary-in" | "outdev", string> {
+  return {
+    "primary-in": `${dir}/pri.sock`,
+    "secondary-in": `${dir}/sec.sock`,
+    "outdev": `${dir}/out.sock`,
+  };
 }
 
 const repoRoot = new URL("..", import.meta.url).pathname;
@@ -100,12 +115,13 @@ export async function start(name: TargetName, opts: TargetOptions): Promise<Runn
         const run = args.indexOf("run");
         args.splice(run + 1, 0, "--cpu-prof", `--cpu-prof-dir=${opts.cpuProfileDir}`);
       }
-      args.push(...listenFlags(opts.tlsDir));
+      const paths = opts.unixDir ? unixPaths(opts.unixDir) : {};
+      args.push(...listenFlags(opts.tlsDir, paths));
       if (opts.tlsDir) args.push("--tls-creds", opts.tlsDir);
       if (opts.expiredScanCycleMs) {
         args.push("--expired-scan-cycle", String(opts.expiredScanCycleMs));
       }
-      return await startLogfmt(name, cmd, args);
+      return await startLogfmt(name, cmd, args, paths);
     }
     case "forwarder":
     case "sink": {
@@ -116,10 +132,15 @@ export async function start(name: TargetName, opts: TargetOptions): Promise<Runn
   }
 }
 
-function listenFlags(tlsDir?: string): string[] {
+/** The endpoints' flags: TLS where `tlsDir` is given, a unix socket where `paths` has one. */
+function listenFlags(tlsDir?: string, paths: Record<string, string> = {}): string[] {
   return ["primary-in", "secondary-in", "outdev", "notify-dev"].flatMap((e) => [
     `--${e}`,
-    tlsDir && e !== "notify-dev" ? "tls-listen:127.0.0.1:0" : "tcp-listen:127.0.0.1:0",
+    paths[e] !== undefined
+      ? `unix-listen:${paths[e]}`
+      : tlsDir && e !== "notify-dev"
+      ? "tls-listen:127.0.0.1:0"
+      : "tcp-listen:127.0.0.1:0",
   ]);
 }
 
@@ -209,8 +230,16 @@ function wrap(
   };
 }
 
-/** Starts a program that prints `event=listening endpoint=E address=H:P` lines and `event=ready`. */
-async function startLogfmt(name: TargetName, cmd: string, args: string[]): Promise<Running> {
+/**
+ * Starts a program that prints `event=listening endpoint=E address=H:P` lines and
+ * `event=ready`; `paths`: the endpoints on unix sockets, and where.
+ */
+async function startLogfmt(
+  name: TargetName,
+  cmd: string,
+  args: string[],
+  paths: Record<string, string> = {},
+): Promise<Running> {
   const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "piped" })
     .spawn();
   const stderr = new StderrTail(child.stderr);
@@ -241,7 +270,7 @@ async function startLogfmt(name: TargetName, cmd: string, args: string[]): Promi
     clearTimeout(deadline);
   }
   const port = (e: string) => {
-    const p = found.get(e);
+    const p = paths[e] ?? found.get(e);
     if (p === undefined) throw new Error(`${name} did not say where ${e} listens`);
     return p;
   };
@@ -259,11 +288,17 @@ async function startLogfmt(name: TargetName, cmd: string, args: string[]): Promi
  * (it connects with retries and probes the release path).
  */
 function startQemu(opts: TargetOptions): Running {
-  const [primary, secondary, outdev, notify] = freePorts(4);
+  const ports = freePorts(4);
+  const paths = opts.unixDir ? unixPaths(opts.unixDir) : null;
+  const [primary, secondary, outdev] = paths
+    ? [paths["primary-in"], paths["secondary-in"], paths["outdev"]]
+    : ports;
+  const notify = ports[3];
   const tls = opts.tlsDir ? ",tls-creds=tls0" : "";
-  const chardev = (id: string, port: number, overTls = false) => [
+  const chardev = (id: string, at: number | string, overTls = false) => [
     "-chardev",
-    `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off${overTls ? tls : ""}`,
+    `socket,id=${id},${typeof at === "string" ? `path=${at}` : `host=127.0.0.1,port=${at}`}` +
+    `,server=on,wait=off${overTls ? tls : ""}`,
   ];
   let compare =
     "colo-compare,id=cmp,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1,notify_dev=ntf";

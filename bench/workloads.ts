@@ -23,13 +23,14 @@ export const WORKLOADS = [
   "tcp-64-tls",
   "udp-512-tls",
   "latency-tls",
+  "latency-unix",
 ] as const;
 
 /** One workload's name. */
 export type WorkloadName = typeof WORKLOADS[number];
 
-/** A workload over plain TCP: what a `-tls` workload does, over TLS. */
-export type PlainWorkload = Exclude<WorkloadName, `${string}-tls`>;
+/** A workload over plain TCP: what a `-tls` or `-unix` workload does over TLS or unix sockets. */
+export type PlainWorkload = Exclude<WorkloadName, `${string}-tls` | `${string}-unix`>;
 
 /**
  * True for the `-tls` workloads: primary-in, secondary-in and outdev are TLS servers
@@ -40,9 +41,17 @@ export function overTls(workload: WorkloadName): boolean {
   return workload.endsWith("-tls");
 }
 
-/** The plain workload a `-tls` one runs over TLS (a plain one is its own). */
+/**
+ * True for the `-unix` workloads: primary-in, secondary-in and outdev are unix sockets
+ * (`unix-listen:`, QEMU's chardevs with `path=`); notify-dev stays on TCP.
+ */
+export function overUnix(workload: WorkloadName): boolean {
+  return workload.endsWith("-unix");
+}
+
+/** The plain workload a `-tls` or `-unix` one runs (a plain one is its own). */
 export function plainOf(workload: WorkloadName): PlainWorkload {
-  return workload.replace(/-tls$/, "") as PlainWorkload;
+  return workload.replace(/-(tls|unix)$/, "") as PlainWorkload;
 }
 
 /** What one stream of frames looks like. */

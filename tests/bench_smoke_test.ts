@@ -52,6 +52,20 @@ Deno.test("bench: the diverged workload's frames all come out of ours through th
   assert.equal(line[1], line[2], "one request per epoch, each answered");
 });
 
+Deno.test("bench: the latency-unix workload runs ours over unix sockets and prints its row", async () => {
+  const text = await deno([
+    "task",
+    "bench",
+    "--quick",
+    "--targets",
+    "ours",
+    "--only",
+    "latency-unix",
+  ]);
+  assert.match(text, /\| latency-unix +\| ours +\| .*\| \d+ µs \| \d+ µs \|/);
+  assert.match(text, /latency-unix\/ours: warm 300 pairs p50 \d+ µs/);
+});
+
 Deno.test("bench: latency_mix serves ours and the forwarder in turn and prints a row for each", async () => {
   const text = await deno([
     "run",
