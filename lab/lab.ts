@@ -54,6 +54,9 @@ const HELP = `deno task lab [options]: a real QEMU COLO pair with this comparato
   --guest-announce on|off virtio-net's guest_announce (default on, as QEMU's): on, the secondary's
                           guest announces itself (gratuitous ARP, unsolicited IPv6 neighbour
                           advertisements) after every checkpoint the secondary loads
+  --sockets tcp|unix      the primary's compare0 and compare_out chardevs on TCP (default) or
+                          on unix sockets, the comparator beside the primary QEMU; the
+                          secondary's stream comes over TCP either way
   --keep                  keep the run directory (logs, command lines) and print where it is
   --capture               ours: the comparator writes every divergence to divergences.pcapng in
                           the run directory (--capture), which is then kept
@@ -78,6 +81,8 @@ interface LabOptions {
   compare: boolean;
   secondaryMonitor: boolean;
   guestAnnounce: boolean;
+  /** `--sockets unix`. */
+  unixSockets: boolean;
 }
 
 function parse(args: string[]): LabOptions | null {
@@ -101,6 +106,7 @@ function parse(args: string[]): LabOptions | null {
         keep: { type: "boolean", default: false },
         "secondary-monitor": { type: "string", default: "on" },
         "guest-announce": { type: "string", default: "on" },
+        sockets: { type: "string", default: "tcp" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -115,6 +121,9 @@ function parse(args: string[]): LabOptions | null {
   }
   if (!["auto", "kvm", "tcg"].includes(v.accel)) {
     throw new UsageError(`--accel: "${v.accel}" is not auto, kvm or tcg`);
+  }
+  if (v.sockets !== "tcp" && v.sockets !== "unix") {
+    throw new UsageError(`--sockets: "${v.sockets}" is not tcp or unix`);
   }
   for (const flag of ["secondary-monitor", "guest-announce"] as const) {
     if (v[flag] !== "on" && v[flag] !== "off") {
@@ -152,6 +161,7 @@ function parse(args: string[]): LabOptions | null {
     compare: v.compare,
     secondaryMonitor: v["secondary-monitor"] === "on",
     guestAnnounce: v["guest-announce"] === "on",
+    unixSockets: v.sockets === "unix",
   };
 }
 
@@ -244,6 +254,7 @@ async function runMode(
       comparatorSecondaryQmp: o.secondaryMonitor,
       comparatorArgs: o.capture ? ["--capture", `${runDir}/divergences.pcapng`] : [],
       guestAnnounce: o.guestAnnounce,
+      unixSockets: o.unixSockets,
       note: (t) => say(`${mode}: ${t}`),
     });
     await pair.start();

@@ -42,6 +42,12 @@ export interface PairOptions {
   /** Extra comparator flags. */
   comparatorArgs?: string[];
   /**
+   * The primary's `compare0` and `compare_out` chardevs (and QEMU's comparator's clients of
+   * them) on unix sockets in `runDir` instead of TCP: the comparator beside the primary QEMU on
+   * one host. The secondary's `red1` connects over TCP, as from another host.
+   */
+  unixSockets?: boolean;
+  /**
    * virtio-net's `guest_announce` (QEMU's default: on). On, the secondary QEMU asks its guest to
    * announce itself after every checkpoint it loads (virtio-net's post-load resets the announce
    * timer), and the guest sends gratuitous ARPs and unsolicited IPv6 neighbour advertisements
@@ -278,15 +284,21 @@ export class Pair {
     const { mode, runDir, checkpointDelayMs } = this.options;
     const note = this.options.note ?? (() => {});
     const p = this.#ports;
+    const unix = this.options.unixSockets ?? false;
+    // compare0 and compare_out on unix sockets with --sockets unix; the others on TCP.
+    const at = (port: number) =>
+      unix && (port === p.compare0 || port === p.out)
+        ? `path=${runDir}/${port === p.out ? "out" : "compare0"}.sock`
+        : `host=127.0.0.1,port=${port}`;
     const server = (
       id: string,
       port: number,
-    ) => ["-chardev", `socket,id=${id},host=127.0.0.1,port=${port},server=on,wait=off`];
+    ) => ["-chardev", `socket,id=${id},${at(port)},server=on,wait=off`];
     const client = (
       id: string,
       port: number,
       more = "",
-    ) => ["-chardev", `socket,id=${id},host=127.0.0.1,port=${port}${more}`];
+    ) => ["-chardev", `socket,id=${id},${at(port)}${more}`];
     const t0 = performance.now();
 
     // The primary, as COLO-FT.txt; with our comparator, without QEMU's compare and its clients.
@@ -342,11 +354,11 @@ export class Pair {
         ...PROGRAM_RUN_FLAGS,
         MAIN,
         "--primary-in",
-        `tcp:127.0.0.1:${p.compare0}`,
+        unix ? `unix:${runDir}/compare0.sock` : `tcp:127.0.0.1:${p.compare0}`,
         "--secondary-in",
         "tcp-listen:127.0.0.1:0",
         "--outdev",
-        `tcp:127.0.0.1:${p.out}`,
+        unix ? `unix:${runDir}/out.sock` : `tcp:127.0.0.1:${p.out}`,
         ...(this.options.comparatorQmp ? ["--qmp", `unix:${runDir}/c.qmp`] : []),
         ...(this.#watchSecondary ? ["--qmp-secondary", `unix:${runDir}/sc.qmp`] : []),
         // Every checkpoint request a line (the story counts them).

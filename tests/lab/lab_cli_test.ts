@@ -26,6 +26,7 @@ for (
     [["--accel", "hvf"], "--accel"],
     [["--secondary-monitor", "yes"], "--secondary-monitor"],
     [["--guest-announce", "no"], "--guest-announce"],
+    [["--sockets", "vsock"], "--sockets"],
     [["--colour"], "--colour"],
     [["--bulk", "5M"], "--bulk"],
     [["--bulk", "1x"], "--bulk"],
@@ -61,6 +62,7 @@ Deno.test("lab: --help prints the flags and exits 0", async () => {
       "--mixed",
       "--capture",
       "--guest-announce",
+      "--sockets",
     ]
   ) {
     assert.ok(r.stdout.includes(flag), flag);
