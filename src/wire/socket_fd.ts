@@ -29,21 +29,29 @@ export interface SocketName {
   port: number;
 }
 
-// Linux's numbers (<sys/socket.h>, <fcntl.h>).
-const F_GETFD = 1;
+// Linux's numbers (<sys/socket.h>, <poll.h>).
+const POLLNVAL = 0x20;
 const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 /** Descriptors are handed out lowest first, so this many unused ones in a row end the search. */
 const FREE_RUN_END = 1024;
 const MAX_FD = 1 << 20;
+/**
+ * Descriptors asked at once whether they are open: one `poll(2)` with no events and no wait
+ * marks each closed one `POLLNVAL`. One `fcntl(2)` each took some 110 us a search, most of it
+ * for the free run that ends it.
+ */
+const BATCH = 1024;
+/** `struct pollfd`: `int fd; short events; short revents;`. */
+const POLLFD_SIZE = 8;
 /** `sizeof(sa_family_t)`: the length of an unnamed unix socket's address. */
 const FAMILY_LEN = 2;
 
 const SYMBOLS = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "usize", "i32"], result: "i32" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -102,6 +110,8 @@ export class SocketFinder {
   readonly #libc: Libc;
   readonly #addr = new Uint8Array(128);
   readonly #len = new Uint32Array(1);
+  readonly #pollfds = new Uint8Array(BATCH * POLLFD_SIZE);
+  readonly #pollView = new DataView(this.#pollfds.buffer);
   /** Unix sockets found for a connection that is still open. */
   readonly #claimed = new Set<number>();
 
@@ -153,17 +163,29 @@ export class SocketFinder {
   /** Up to `most` open, unclaimed descriptors whose addresses are `local` and `remote`. */
   #matching(local: string, remote: string, most: number): number[] {
     const found: number[] = [];
+    const view = this.#pollView;
     let free = 0;
-    for (let fd = 3; fd < MAX_FD && free < FREE_RUN_END && found.length < most; fd++) {
-      if (this.#libc.fcntl(fd, F_GETFD, 0) === -1) {
-        free++;
-        continue;
+    for (let base = 3; base < MAX_FD && free < FREE_RUN_END; base += BATCH) {
+      const n = Math.min(BATCH, MAX_FD - base);
+      for (let i = 0; i < n; i++) {
+        view.setInt32(i * POLLFD_SIZE, base + i, true);
+        view.setInt32(i * POLLFD_SIZE + 4, 0, true);
       }
-      free = 0;
-      if (this.#claimed.has(fd)) continue;
-      // A listening socket has no peer: getpeername fails, and it is never taken.
-      if (this.#name(this.#libc.getpeername, fd) !== remote) continue;
-      if (this.#name(this.#libc.getsockname, fd) === local) found.push(fd);
+      this.#libc.poll(this.#pollfds, BigInt(n), 0);
+      for (let i = 0; i < n && free < FREE_RUN_END; i++) {
+        if (view.getInt16(i * POLLFD_SIZE + 6, true) & POLLNVAL) {
+          free++;
+          continue;
+        }
+        free = 0;
+        const fd = base + i;
+        if (this.#claimed.has(fd)) continue;
+        // A listening socket has no peer: getpeername fails, and it is never taken.
+        if (this.#name(this.#libc.getpeername, fd) !== remote) continue;
+        if (this.#name(this.#libc.getsockname, fd) !== local) continue;
+        found.push(fd);
+        if (found.length === most) return found;
+      }
     }
     return found;
   }
