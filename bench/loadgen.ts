@@ -9,7 +9,7 @@
  * @module
  */
 
-import { connectRetry } from "../tests/support/net.ts";
+import { connectRetry, connectUnixRetry } from "../tests/support/net.ts";
 import { notifyMessage } from "../tests/support/packets.ts";
 import { rawClient } from "../tests/support/tls_creds.ts";
 import { readCpuSeconds, readMemory } from "./proc.ts";
@@ -378,19 +378,6 @@ async function connectTlsRetry(port: number, dir: string, timeoutMs = 10_000): P
       const conn = await rawClient(port, dir);
       await conn.handshake();
       return conn;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(20);
-    }
-  }
-}
-
-/** A unix socket connection to `path`, retrying while the comparator is not listening yet. */
-async function connectUnixRetry(path: string, timeoutMs = 10_000): Promise<Deno.Conn> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    try {
-      return await Deno.connect({ transport: "unix", path });
     } catch (e) {
       if (Date.now() > deadline) throw e;
       await sleep(20);

@@ -21,29 +21,18 @@ async function deno(args: string[]): Promise<string> {
   return text;
 }
 
+/** A `--quick` run of `deno task bench` with `targets` on workload `only`; its output. */
+function quickBench(targets: string, only: string): Promise<string> {
+  return deno(["task", "bench", "--quick", "--targets", targets, "--only", only]);
+}
+
 Deno.test("bench: a quick run against the forwarder prints the table", async () => {
-  const text = await deno([
-    "task",
-    "bench",
-    "--quick",
-    "--targets",
-    "forwarder",
-    "--only",
-    "tcp-1000",
-  ]);
+  const text = await quickBench("forwarder", "tcp-1000");
   assert.match(text, /\| tcp-1000 +\| forwarder +\| [\d,]+/);
 });
 
 Deno.test("bench: the diverged workload's frames all come out of ours through the checkpoints it asks for", async () => {
-  const text = await deno([
-    "task",
-    "bench",
-    "--quick",
-    "--targets",
-    "ours",
-    "--only",
-    "diverged",
-  ]);
+  const text = await quickBench("ours", "diverged");
   // The lost column is 0: every primary frame sent was released by a checkpoint's flush.
   assert.match(text, /\| diverged +\| ours +\| [\d,]+ .*\| 0 +\| +\|$/m);
   const line = text.match(/diverged\/ours: (\d+) DO_CHECKPOINT, (\d+) COLO_CHECKPOINT answered/);
@@ -53,15 +42,7 @@ Deno.test("bench: the diverged workload's frames all come out of ours through th
 });
 
 Deno.test("bench: the latency-unix workload runs ours over unix sockets and prints its row", async () => {
-  const text = await deno([
-    "task",
-    "bench",
-    "--quick",
-    "--targets",
-    "ours",
-    "--only",
-    "latency-unix",
-  ]);
+  const text = await quickBench("ours", "latency-unix");
   assert.match(text, /\| latency-unix +\| ours +\| .*\| \d+ µs \| \d+ µs \|/);
   assert.match(text, /latency-unix\/ours: warm 300 pairs p50 \d+ µs/);
 });
