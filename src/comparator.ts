@@ -1010,8 +1010,8 @@ export class Comparator {
 
   /**
    * The bytes of input `side` that are the old epoch's (see `#checkpointArrived`): what its
-   * socket holds (-1: unknown, a socket whose descriptor was not found), or
-   * null when none can be.
+   * socket holds (-1: unknown, a socket whose descriptor was not found), or null when none can
+   * be.
    */
   #oldUnread(side: Side, stopped: boolean): number | null {
     const conn = this.#inputConns[side];

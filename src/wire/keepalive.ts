@@ -11,9 +11,9 @@
  * Deno does not expose a connected socket's file descriptor, so the descriptor is found by its
  * addresses (src/wire/socket_fd.ts). libc is opened once at start, while the `ffi` permission
  * is still granted; the permission is revoked afterwards with the others (src/permissions.ts),
- * and only the functions opened stay callable. The same tuner
- * has the kernel acknowledge at once where it would hold our ACKs back ({@linkcode
- * TcpTuner.quickAck}: after a TLS handshake, after a QMP command).
+ * and only the functions opened stay callable. The same tuner has the kernel acknowledge at
+ * once where it would hold our ACKs back ({@linkcode TcpTuner.quickAck}: after a TLS
+ * handshake, after a QMP command).
  *
  * @module
  */
