@@ -226,14 +226,23 @@ const ENDPOINTS = {
   "notify-dev": "notify",
 } as const;
 
-/** Starts our program (`deno run -A main.ts ...`) on port 0 and reads its ports from stderr. */
-export async function startOurs(o: ScenarioOptions): Promise<Impl> {
+/**
+ * Starts our program (`deno run -A main.ts ...`) on port 0 and reads its ports from stderr;
+ * `sockets` "unix": on four unix sockets in a directory of its own instead, as QEMU's.
+ */
+export async function startOurs(
+  o: ScenarioOptions,
+  sockets: "tcp" | "unix" = "tcp",
+): Promise<Impl> {
+  const dir = sockets === "unix" ? await Deno.makeTempDir({ prefix: "colo-conformance-" }) : "";
+  const at = (name: string) =>
+    sockets === "unix" ? `unix-listen:${dir}/${name}` : "tcp-listen:127.0.0.1:0";
   const args = [
     "run",
     "-A",
     `${REPO_ROOT}/main.ts`,
-    ...["--primary-in", "tcp-listen:127.0.0.1:0", "--secondary-in", "tcp-listen:127.0.0.1:0"],
-    ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tcp-listen:127.0.0.1:0"],
+    ...["--primary-in", at("pri"), "--secondary-in", at("sec")],
+    ...["--outdev", at("out"), "--notify-dev", at("ntf")],
   ];
   if (o.compareTimeout !== undefined) args.push("--compare-timeout", String(o.compareTimeout));
   if (o.expiredScanCycle !== undefined) {
@@ -242,6 +251,8 @@ export async function startOurs(o: ScenarioOptions): Promise<Impl> {
   if (o.maxQueueSize !== undefined) args.push("--max-queue-size", String(o.maxQueueSize));
   if (o.vnet) args.push("--vnet-hdr-support");
   const proc = new Process(Deno.execPath(), args, REPO_ROOT);
+  const cleanup = () =>
+    sockets === "unix" ? Deno.remove(dir, { recursive: true }).catch(() => {}) : Promise.resolve();
   const ports: Partial<Record<keyof Impl["endpoints"], number>> = {};
   let ready = false;
   let wake = () => {};
@@ -262,31 +273,48 @@ export async function startOurs(o: ScenarioOptions): Promise<Impl> {
       }
       await Promise.race([new Promise<void>((r) => (wake = r)), proc.exited]);
     }
+  } catch (error) {
+    await cleanup();
+    throw error;
   } finally {
     clearTimeout(timeout);
     off();
   }
-  if (!ports.pri || !ports.sec || !ports.out || !ports.notify) {
+  const unix = sockets === "unix";
+  if (!unix && (!ports.pri || !ports.sec || !ports.out || !ports.notify)) {
     await proc.stop();
     throw new Error(`our program did not log all four listening ports:\n${proc.log()}`);
   }
+  const endpoint = (k: keyof Impl["endpoints"], name: string): Endpoint =>
+    unix ? { path: `${dir}/${name}` } : { port: ports[k]! };
   return {
     kind: "ours",
     endpoints: {
-      pri: { port: ports.pri! },
-      sec: { port: ports.sec! },
-      out: { port: ports.out! },
-      notify: { port: ports.notify! },
+      pri: endpoint("pri", "pri"),
+      sec: endpoint("sec", "sec"),
+      out: endpoint("out", "out"),
+      notify: endpoint("notify", "ntf"),
     },
     notifyVnet: false,
     exited: proc.exited,
     hasExited: () => proc.hasExited(),
     log: () => proc.log(),
-    stop: () => proc.stop(),
+    stop: async () => {
+      const status = await proc.stop();
+      await cleanup();
+      return status;
+    },
   };
 }
 
-/** Starts an implementation of the given kind. */
-export function startImpl(kind: ImplKind, o: ScenarioOptions): Promise<Impl> {
-  return kind === "qemu" ? startQemu(o) : startOurs(o);
+/**
+ * Starts an implementation of the given kind; `sockets`: ours' (QEMU's are unix sockets
+ * always).
+ */
+export function startImpl(
+  kind: ImplKind,
+  o: ScenarioOptions,
+  sockets: "tcp" | "unix" = "tcp",
+): Promise<Impl> {
+  return kind === "qemu" ? startQemu(o) : startOurs(o, sockets);
 }
