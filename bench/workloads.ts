@@ -23,6 +23,7 @@ export const WORKLOADS = [
   "tcp-64-tls",
   "udp-512-tls",
   "latency-tls",
+  "tcp-1000-unix",
   "latency-unix",
 ] as const;
 
