@@ -693,11 +693,19 @@ Deno.test("e2e: under a 1 MiB --max-held-bytes no read holds more than the budge
 
 Deno.test("e2e: what an input paused for its held bytes left unread is the tail of COLO_CHECKPOINT's epoch too: released with it, no timeout's checkpoint after", async () => {
   // --max-held-bytes 1M: the primary pauses past 256 KiB of frames held (and 256 bytes each);
-  // the secondary, connected and silent, waives its lead after 100 ms.
+  // the secondary, connected and silent, waives its lead after 100 ms. Unix inputs: a write to
+  // one completes once its bytes are in the program's socket, where the tail is counted. Over
+  // TCP what the program's receive window had no room for waits in the sender's kernel, and
+  // is not (README, Bounds).
+  const dir = await Deno.makeTempDir();
   const program = await startProgram({
     flags: ["--max-held-bytes", "1M", "--compare-timeout", "60000"],
+    endpoints: [
+      ...unixInputEndpoints(dir),
+      ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tcp-listen:127.0.0.1:0"],
+    ],
   });
-  const { pri, sec, ntf, notify, out } = await connectAll(program);
+  const { pri, sec, ntf, notify, out } = await connectAll(program, dir);
   const datagram = (i: number) => frame({ udp: { payload: `${i}`.padEnd(1000, "P") } });
   const frames = Array.from({ length: 400 }, (_, i) => datagram(i));
   try {
@@ -718,5 +726,6 @@ Deno.test("e2e: what an input paused for its held bytes left unread is the tail 
       "checkpoints_requested=0 ",
       "held_primary_bytes=0 ",
     ]);
+    await Deno.remove(dir, { recursive: true });
   }
 });
