@@ -9,7 +9,12 @@ import { startRig } from "../support/fixture.ts";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { frame, framed, pseudoRandomBytes } from "../support/packets.ts";
 import { makeCreds, rawClient, removeCreds } from "../support/tls_creds.ts";
-import { listenEndpoints, startProgram, unixInputEndpoints } from "../support/program.ts";
+import {
+  connectInputStreams,
+  listenEndpoints,
+  startProgram,
+  unixInputEndpoints,
+} from "../support/program.ts";
 import { writeAll } from "../../src/wire/transport.ts";
 
 const DATA = pseudoRandomBytes(200, 5);
@@ -138,12 +143,7 @@ for (const transport of ["tcp", "unix"] as const) {
         ? [...unixInputEndpoints(dir), "--outdev", "tcp-listen:127.0.0.1:0"]
         : listenEndpoints(true),
     });
-    const input = (name: "pri" | "sec", endpoint: string) =>
-      transport === "unix"
-        ? Deno.connect({ transport: "unix", path: `${dir}/${name}.sock` })
-        : connectRetry(program.ports[endpoint]);
-    const pri = await input("pri", "primary-in");
-    const sec = await input("sec", "secondary-in");
+    const { pri, sec } = await connectInputStreams(program, transport === "unix" ? dir : null);
     const out = new FrameCollector(await connectRetry(program.ports["outdev"]));
     let stderr = "";
     try {

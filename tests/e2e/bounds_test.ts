@@ -5,7 +5,12 @@
 import assert from "node:assert/strict";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { concat, frame, framed, notifyMessage, pseudoRandomBytes } from "../support/packets.ts";
-import { type Program, startProgram, unixInputEndpoints } from "../support/program.ts";
+import {
+  connectInputStreams,
+  type Program,
+  startProgram,
+  unixInputEndpoints,
+} from "../support/program.ts";
 import { writeAll } from "../../src/wire/transport.ts";
 
 function rssMiB(pid: number): number {
@@ -164,9 +169,7 @@ type Inputs = Awaited<ReturnType<typeof connectInputs>>;
 
 /** Connects to every stream; the inputs to the unix sockets in `dir` where it is given. */
 async function connectAll(program: Program, dir: string | null = null) {
-  const unix = (name: string) => Deno.connect({ transport: "unix", path: `${dir}/${name}` });
-  const pri = dir ? await unix("pri.sock") : await connectRetry(program.ports["primary-in"]);
-  const sec = dir ? await unix("sec.sock") : await connectRetry(program.ports["secondary-in"]);
+  const { pri, sec } = await connectInputStreams(program, dir);
   const ntf = await connectRetry(program.ports["notify-dev"]);
   const notify = new FrameCollector(ntf);
   const out = new FrameCollector(await connectRetry(program.ports["outdev"]));

@@ -7,7 +7,12 @@
 import assert from "node:assert/strict";
 import { connectRetry, FrameCollector, sameBytes } from "../support/net.ts";
 import { concat, frame, framed } from "../support/packets.ts";
-import { type Program, startProgram, unixInputEndpoints } from "../support/program.ts";
+import {
+  connectInputStreams,
+  type Program,
+  startProgram,
+  unixInputEndpoints,
+} from "../support/program.ts";
 import { QmpPeer } from "../support/qmp_peer.ts";
 import { writeAll } from "../../src/wire/transport.ts";
 
@@ -36,12 +41,7 @@ async function startKvmRig(
       ? {}
       : { endpoints: [...unixInputEndpoints(unixDir), "--outdev", "tcp-listen:127.0.0.1:0"] }),
   });
-  const input = (name: string, endpoint: string) =>
-    unixDir === null
-      ? connectRetry(program.ports[endpoint])
-      : Deno.connect({ transport: "unix", path: `${unixDir}/${name}.sock` });
-  const primary = await input("pri", "primary-in");
-  const secondary = await input("sec", "secondary-in");
+  const { pri: primary, sec: secondary } = await connectInputStreams(program, unixDir);
   const outdev = new FrameCollector(await connectRetry(program.ports["outdev"]));
   for (const name of ["primary-in", "secondary-in", "outdev"]) {
     await program.waitForLine(new RegExp(`event=peer-connected endpoint=${name} `));

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { connectRetry } from "./net.ts";
+
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** A running comparator process. */
@@ -48,6 +50,23 @@ export function unixInputEndpoints(dir: string): string[] {
     "--secondary-in",
     `unix-listen:${dir}/sec.sock`,
   ];
+}
+
+/**
+ * Connects to `program`'s primary-in and secondary-in: on the unix sockets
+ * {@linkcode unixInputEndpoints} made in `dir`, or on TCP where `dir` is null.
+ */
+export async function connectInputStreams(
+  program: Program,
+  dir: string | null,
+): Promise<{ pri: Deno.Conn; sec: Deno.Conn }> {
+  const input = (name: string, endpoint: string) =>
+    dir === null
+      ? connectRetry(program.ports[endpoint])
+      : Deno.connect({ transport: "unix", path: `${dir}/${name}.sock` });
+  const pri = await input("pri", "primary-in");
+  const sec = await input("sec", "secondary-in");
+  return { pri, sec };
 }
 
 /** The endpoint flags of a test run: every stream on tcp-listen:127.0.0.1:0. */
