@@ -167,6 +167,14 @@ async function connectInputs(program: Program) {
 /** The inputs and outdev of {@linkcode connectInputs}. */
 type Inputs = Awaited<ReturnType<typeof connectInputs>>;
 
+/** Every endpoint: the inputs on unix sockets in `dir`, outdev and notify-dev on TCP. */
+function endpointsWithUnixInputs(dir: string): string[] {
+  return [
+    ...unixInputEndpoints(dir),
+    ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tcp-listen:127.0.0.1:0"],
+  ];
+}
+
 /** Connects to every stream; the inputs to the unix sockets in `dir` where it is given. */
 async function connectAll(program: Program, dir: string | null = null) {
   const { pri, sec } = await connectInputStreams(program, dir);
@@ -265,21 +273,13 @@ async function stopCounting(
  * sides pause for their lead at three quarters of max-queue-size (768), the rest left unread:
  * 32 of the first 800 read and not decoded yet (or in the sockets), the last 200, sent once
  * both had paused, in the sockets. QEMU, which reads whatever is readable, flushes all 1000;
- * read after the flush as the next epoch's, 232 primaries would wait for a second checkpoint. `unix`: the inputs are unix sockets, whose descriptors Deno does not tell (found
- * by their addresses, src/wire/socket_fd.ts, for their queues to be asked).
+ * read after the flush as the next epoch's, 232 primaries would wait for a second checkpoint.
+ * `unix`: the inputs are unix sockets, whose descriptors Deno does not tell (found by their
+ * addresses, src/wire/socket_fd.ts, for their queues to be asked).
  */
 async function epochTail(unix: boolean): Promise<void> {
   const dir = unix ? await Deno.makeTempDir() : "";
-  const program = await startProgram(
-    unix
-      ? {
-        endpoints: [
-          ...unixInputEndpoints(dir),
-          ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tcp-listen:127.0.0.1:0"],
-        ],
-      }
-      : {},
-  );
+  const program = await startProgram(unix ? { endpoints: endpointsWithUnixInputs(dir) } : {});
   const { pri, sec, ntf, notify, out } = await connectAll(program, unix ? dir : null);
   const datagram = (tag: string, i: number) =>
     frame({ udp: { payload: `${tag}${i}`.padEnd(100, tag) } });
@@ -703,10 +703,7 @@ Deno.test("e2e: what an input paused for its held bytes left unread is the tail 
   const dir = await Deno.makeTempDir();
   const program = await startProgram({
     flags: ["--max-held-bytes", "1M", "--compare-timeout", "60000"],
-    endpoints: [
-      ...unixInputEndpoints(dir),
-      ...["--outdev", "tcp-listen:127.0.0.1:0", "--notify-dev", "tcp-listen:127.0.0.1:0"],
-    ],
+    endpoints: endpointsWithUnixInputs(dir),
   });
   const { pri, sec, ntf, notify, out } = await connectAll(program, dir);
   const datagram = (i: number) => frame({ udp: { payload: `${i}`.padEnd(1000, "P") } });
