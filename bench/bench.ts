@@ -155,24 +155,40 @@ const GENERATOR_V8_FLAGS_LATENCY = "--v8-flags=--invocation-count-for-maglev=100
   "--invocation-count-for-turbofan=300,--min-semi-space-size=16,--max-semi-space-size=16," +
   "--expose-gc";
 
-/** Runs one workload once against a freshly started target. */
+/**
+ * Runs one workload once against a freshly started target; a `-unix` workload's sockets in a
+ * directory made for the run.
+ */
 async function runOnce(
   opts: Options,
   target: TargetName,
   workload: WorkloadName,
   tlsDir: string | undefined,
 ): Promise<{ result: LoadResult; peakRss: number }> {
+  const unixDir = overUnix(workload) ? await Deno.makeTempDir({ prefix: "colo-bench-" }) : null;
+  try {
+    return await runIn(opts, target, workload, tlsDir, unixDir);
+  } finally {
+    if (unixDir !== null) await Deno.remove(unixDir, { recursive: true });
+  }
+}
+
+/** {@linkcode runOnce}, with the `-unix` workloads' sockets in `unixDir`. */
+async function runIn(
+  opts: Options,
+  target: TargetName,
+  workload: WorkloadName,
+  tlsDir: string | undefined,
+  unixDir: string | null,
+): Promise<{ result: LoadResult; peakRss: number }> {
   const targetOpts: TargetOptions = {
     oursCommand: opts.oursCommand,
     cpuProfileDir: opts.cpuProfileDir,
     expiredScanCycleMs: workload === "scale" ? opts.scaleScanCycleMs : undefined,
     tlsDir: overTls(workload) ? tlsDir : undefined,
-    unixDir: overUnix(workload) ? await Deno.makeTempDir({ prefix: "colo-bench-" }) : undefined,
+    unixDir: unixDir ?? undefined,
   };
-  const running = await start(target, targetOpts).catch(async (error) => {
-    if (targetOpts.unixDir) await Deno.remove(targetOpts.unixDir, { recursive: true });
-    throw error;
-  });
+  const running = await start(target, targetOpts);
   try {
     const cfg: LoadConfig = {
       workload,
@@ -228,7 +244,6 @@ async function runOnce(
     return { result: parsed, peakRss: parsed.peakRss ?? 0 };
   } finally {
     await running.stop();
-    if (targetOpts.unixDir) await Deno.remove(targetOpts.unixDir, { recursive: true });
   }
 }
 

@@ -14,6 +14,7 @@ import { notifyMessage } from "../tests/support/packets.ts";
 import { rawClient } from "../tests/support/tls_creds.ts";
 import { readCpuSeconds, readMemory } from "./proc.ts";
 import { accountRun, type SchedReport, SchedTrace } from "./sched_trace.ts";
+import type { Ports } from "./targets.ts";
 import {
   buildPattern,
   frameBytes,
@@ -30,13 +31,8 @@ import {
 /** What the orchestrator asks of one generator run. */
 export interface LoadConfig {
   workload: WorkloadName;
-  /** A TCP port, or a unix socket's path (the `-unix` workloads). */
-  ports: {
-    primary: number | string;
-    secondary: number | string;
-    outdev: number | string;
-    notify?: number;
-  };
+  /** Where the target listens (TCP ports; unix socket paths in the `-unix` workloads). */
+  ports: Ports;
   /** The comparator's pid, for RSS and CPU samples. */
   targetPid: number;
   warmupMs: number;
