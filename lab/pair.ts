@@ -284,12 +284,22 @@ export class Pair {
     const { mode, runDir, checkpointDelayMs } = this.options;
     const note = this.options.note ?? (() => {});
     const p = this.#ports;
-    const unix = this.options.unixSockets ?? false;
-    // compare0 and compare_out on unix sockets with --sockets unix; the others on TCP.
-    const at = (port: number) =>
-      unix && (port === p.compare0 || port === p.out)
-        ? `path=${runDir}/${port === p.out ? "out" : "compare0"}.sock`
-        : `host=127.0.0.1,port=${port}`;
+    // compare0 and compare_out on unix sockets with --sockets unix, by the port each replaces;
+    // the others on TCP.
+    const unixPath = new Map<number, string>(
+      this.options.unixSockets
+        ? [[p.compare0, `${runDir}/compare0.sock`], [p.out, `${runDir}/out.sock`]]
+        : [],
+    );
+    const at = (port: number) => {
+      const path = unixPath.get(port);
+      return path === undefined ? `host=127.0.0.1,port=${port}` : `path=${path}`;
+    };
+    // Where the comparator reaches a chardev server of the primary's.
+    const reach = (port: number) => {
+      const path = unixPath.get(port);
+      return path === undefined ? `tcp:127.0.0.1:${port}` : `unix:${path}`;
+    };
     const server = (
       id: string,
       port: number,
@@ -354,11 +364,11 @@ export class Pair {
         ...PROGRAM_RUN_FLAGS,
         MAIN,
         "--primary-in",
-        unix ? `unix:${runDir}/compare0.sock` : `tcp:127.0.0.1:${p.compare0}`,
+        reach(p.compare0),
         "--secondary-in",
         "tcp-listen:127.0.0.1:0",
         "--outdev",
-        unix ? `unix:${runDir}/out.sock` : `tcp:127.0.0.1:${p.out}`,
+        reach(p.out),
         ...(this.options.comparatorQmp ? ["--qmp", `unix:${runDir}/c.qmp`] : []),
         ...(this.#watchSecondary ? ["--qmp-secondary", `unix:${runDir}/sc.qmp`] : []),
         // Every checkpoint request a line (the story counts them).
