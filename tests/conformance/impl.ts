@@ -234,9 +234,9 @@ export async function startOurs(
   o: ScenarioOptions,
   sockets: "tcp" | "unix" = "tcp",
 ): Promise<Impl> {
-  const dir = sockets === "unix" ? await Deno.makeTempDir({ prefix: "colo-conformance-" }) : "";
-  const at = (name: string) =>
-    sockets === "unix" ? `unix-listen:${dir}/${name}` : "tcp-listen:127.0.0.1:0";
+  const unix = sockets === "unix";
+  const dir = unix ? await Deno.makeTempDir({ prefix: "colo-conformance-" }) : "";
+  const at = (name: string) => unix ? `unix-listen:${dir}/${name}` : "tcp-listen:127.0.0.1:0";
   const args = [
     "run",
     "-A",
@@ -252,7 +252,7 @@ export async function startOurs(
   if (o.vnet) args.push("--vnet-hdr-support");
   const proc = new Process(Deno.execPath(), args, REPO_ROOT);
   const cleanup = () =>
-    sockets === "unix" ? Deno.remove(dir, { recursive: true }).catch(() => {}) : Promise.resolve();
+    unix ? Deno.remove(dir, { recursive: true }).catch(() => {}) : Promise.resolve();
   const ports: Partial<Record<keyof Impl["endpoints"], number>> = {};
   let ready = false;
   let wake = () => {};
@@ -280,7 +280,6 @@ export async function startOurs(
     clearTimeout(timeout);
     off();
   }
-  const unix = sockets === "unix";
   if (!unix && (!ports.pri || !ports.sec || !ports.out || !ports.notify)) {
     await proc.stop();
     throw new Error(`our program did not log all four listening ports:\n${proc.log()}`);
