@@ -272,6 +272,7 @@ export class PlainTransport implements Transport {
    * timing of TCP connections (null: the kernel's).
    */
   constructor(socketMode: number = DEFAULT_SOCKET_MODE, tuner: TcpTuner | null = null) {
+    // libc's calls are opened now, while the `ffi` permission is granted (src/permissions.ts).
     openSend();
     SocketFinder.shared();
     this.#socketMode = socketMode;
