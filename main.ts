@@ -134,12 +134,13 @@ async function main(args: string[]): Promise<number> {
   const stopping = new AbortController();
   stopSignal.then(() => stopping.abort());
   // The hot path compiled before the first guest frame, on throwaway comparators (issue 11).
-  // The pages only the start needed go first, and again as the warm-up goes on, so that what
-  // it runs (the parser, both compilers, the collector) is never resident all at once: the
-  // warm-up does not raise the process's peak RSS above the start's.
+  // Its module is loaded first (the loader's pages go with the start's), then the pages only
+  // the start needed go, and again as the warm-up goes on, so that what it runs (both
+  // compilers, the collector) is never resident all at once: the warm-up adds about 3 MiB to
+  // the start's peak RSS (bench/README.md, "The warm-up's own high-water mark").
   if (config.warmup !== false) {
-    releasePages("warmup");
     const { warmUp } = await import("./src/warmup.ts");
+    releasePages("warmup");
     // release() catches what fails; the release once serving logs it.
     const giveBack = typeof pages === "string" ? undefined : () => void release(pages);
     const { clockMs, aheadPauses, ...report } = await warmUp(config, {

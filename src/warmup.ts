@@ -321,8 +321,12 @@ function why(reason: unknown, deadlineMs: number): string {
   return reason === "deadline" ? `over ${deadlineMs} ms` : "the program is stopping";
 }
 
-/** Pairs between two releases of the warm-up's pages (about 60 ms of it). */
-export const RELEASE_EVERY = 250;
+/**
+ * Pairs between two releases of the warm-up's pages (about 25 ms of it): the pages the last
+ * pairs ran are back within that time, so a release every 250 pairs let them stack up with the
+ * compilers' memory (bench/README.md, "The warm-up's own high-water mark").
+ */
+export const RELEASE_EVERY = 100;
 
 /**
  * Every this many pairs, each side's frame is written in two parts, 1 ms apart, so that the
