@@ -72,10 +72,12 @@ const SUMMARY_INTERVAL_MS = 10_000;
  */
 const CHECKPOINT_LINES_PER_INTERVAL = 50;
 /**
- * How often the expiry scan looks at the RSS for a malloc trim (ms); the first look comes this
- * long after start, past the first pairs a comparator compares (src/malloc.ts).
+ * How often the comparator looks at the anonymous RSS for a malloc trim (ms; src/malloc.ts):
+ * often enough to trim within the compilers' burst at the first bulk traffic, which sets the
+ * peak within a few hundred milliseconds. A look reads `/proc/self/status` through a descriptor
+ * opened at start: microseconds.
  */
-const TRIM_CHECK_MS = 2000;
+const TRIM_CHECK_MS = 100;
 /**
  * Inputs read without an op, and park, only this long (ms) after the event loop last turned:
  * then they read through ops, and the loop turns for timers and the other sockets (SPEC 8).
@@ -215,6 +217,8 @@ export class Comparator {
   };
   readonly #serving: Promise<void>[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** The malloc trimmer's looks, every {@linkcode TRIM_CHECK_MS}. */
+  #trimTimer: ReturnType<typeof setInterval> | undefined;
   /** `expired-scan-cycle`; the monitor may change it at runtime. */
   #scanCycle: number;
   /** Seeing inside (SPEC 12): `--capture`, and `--metrics`/`--monitor` (null when off). */
@@ -222,8 +226,12 @@ export class Comparator {
   readonly #inside: Inside | null;
   /**
    * Engine time of the chunk, scan or checkpoint being processed (for the hold-time metric).
-   * `-0`: a double from the start (see `#trimCheckedAt`); the real comparator is made before the
-   * warm-up, whose first fractional time would otherwise deprecate its map.
+   * `-0`, not `0`: a double from the start, which compares as 0. A field that starts as a small
+   * integer and takes its first fractional time later changes its representation for the whole
+   * class, and V8 drops the code compiled for the class's objects (bench/README.md, "Compiled
+   * before listening"); the real comparator is made before the warm-up, whose first fractional
+   * time would otherwise deprecate its map. Time fields that the warm-up does not reach start as
+   * `-0` for the same reason.
    */
   #now = -0;
   #stopping = false;
@@ -309,15 +317,6 @@ export class Comparator {
     this.#turnAt = performance.now();
     this.#noPark = false;
   };
-  /**
-   * When the scan last looked at the RSS for a malloc trim (engine ms). `-0`, not `0`: a double
-   * from the start, which compares as 0. A field that starts as a small integer and takes its
-   * first fractional time later changes its representation for the whole class, and V8 drops
-   * the code compiled for the class's objects: here in the middle of the traffic, at the first
-   * scan that looked, 2 s after start (bench/README.md, "Compiled before listening"). Time
-   * fields that the warm-up does not reach start as `-0` for the same reason.
-   */
-  #trimCheckedAt = -0;
   /** The release that follows peer connects, while it waits. */
   #peerRelease: ReturnType<typeof setTimeout> | undefined;
   /** When the last such release ran (`performance.now()` ms). */
@@ -633,6 +632,13 @@ export class Comparator {
     // executable's pages back just as the hot path ran them (bench/README.md, "The generator
     // warmed before the cold row").
     this.#trimmer?.rebase();
+    const trimmer = this.#trimmer;
+    if (trimmer !== null) {
+      this.#trimTimer = setInterval(
+        () => trimmer.maybeTrim().catch((e) => this.#sink.internalError("malloc-trim", e)),
+        TRIM_CHECK_MS,
+      );
+    }
     this.#startScans(this.#scanCycle);
     const c = this.config;
     this.#log.info("ready", {
@@ -669,6 +675,7 @@ export class Comparator {
     }
     this.#stopping = true;
     clearInterval(this.#timer);
+    clearInterval(this.#trimTimer);
     clearTimeout(this.#leadTimers.primary);
     clearTimeout(this.#leadTimers.secondary);
     clearTimeout(this.#peerRelease);
@@ -870,10 +877,6 @@ export class Comparator {
       this.#sink.internalError("expiry-scan", error);
     }
     this.#pool.trim(now);
-    if (this.#trimmer !== null && now - this.#trimCheckedAt >= TRIM_CHECK_MS) {
-      this.#trimCheckedAt = now;
-      this.#trimmer.maybeTrim().catch((e) => this.#sink.internalError("malloc-trim", e));
-    }
     this.#out.flush();
     this.#heldChanged();
     this.#flushLogs();

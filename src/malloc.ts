@@ -8,7 +8,11 @@
  * (milliseconds on a fragmented heap), so the trigger is the process's RSS instead, a few
  * microseconds to read: once it has grown {@linkcode RSS_GROWTH} past what it was after the last
  * trim (or at start), `malloc_trim(0)` runs on a thread of Deno's pool and gives malloc's free pages back
- * wherever they lie. Memory in use stays, and the next trim waits for the next growth.
+ * wherever they lie. Memory in use stays, and the next trim waits for the next growth. A fast
+ * growth between two looks ({@linkcode RSS_BURST}) trims at once: V8's compilers fill malloc's
+ * arenas, and touch the executable's pages given back with each trim, within a few hundred
+ * milliseconds of the first traffic of a kind. At most {@linkcode TRIMS_PER_WINDOW} trims per
+ * {@linkcode TRIM_WINDOW_MS}, one every 2 s on average, as when the trimmer looked every 2 s.
  *
  * libc is opened at start, while the `ffi` permission is still granted (src/permissions.ts);
  * where it cannot be (not Linux, no permission), nothing is trimmed.
@@ -20,6 +24,22 @@ import { openLibc } from "./libc.ts";
 
 /** RSS growth (bytes) past the level after the last trim that calls for the next one. */
 export const RSS_GROWTH = 8 * 2 ** 20;
+
+/**
+ * RSS growth (bytes) since the trimmer last looked that calls for a trim at once, however far
+ * the RSS is from its level: with the comparator looking every 100 ms, the compilers' burst at
+ * the first bulk traffic (10 MiB of malloc's arenas and 12 MiB of the executable's pages within
+ * 0.35 s) is trimmed while it runs, where {@linkcode RSS_GROWTH} looked at every 2 s came after
+ * it had set the peak. Slower growth (a busy stream's heap) waits for {@linkcode RSS_GROWTH}:
+ * trims under steady traffic cost it (bench/README.md, "Trims while the compilers run").
+ */
+export const RSS_BURST = 2 * 2 ** 20;
+
+/** At most this many trims within any {@linkcode TRIM_WINDOW_MS}. */
+export const TRIMS_PER_WINDOW = 5;
+
+/** The window of {@linkcode TRIMS_PER_WINDOW} (ms): one trim every 2 s on average. */
+export const TRIM_WINDOW_MS = 10_000;
 
 const SYMBOLS = {
   // Off the main thread: trimming a large heap takes milliseconds.
@@ -68,8 +88,12 @@ export class MallocTrimmer {
   readonly #rss: () => number;
   /** RSS after the last trim, or when the trimmer was made. */
   #level: number;
+  /** RSS at the last look ({@linkcode MallocTrimmer.maybeTrim}). */
+  #looked: number;
   /** The trim under way, or null. */
   #running: Promise<unknown> | null = null;
+  /** When the last {@linkcode TRIMS_PER_WINDOW} trims started (ms), oldest first. */
+  readonly #startedAt: number[] = [];
   /** Trims started. */
   trims = 0;
 
@@ -77,7 +101,7 @@ export class MallocTrimmer {
   constructor(trim: () => Promise<unknown>, rss: () => number = () => Deno.memoryUsage().rss) {
     this.#trim = trim;
     this.#rss = rss;
-    this.#level = rss();
+    this.#level = this.#looked = rss();
   }
 
   /**
@@ -100,7 +124,7 @@ export class MallocTrimmer {
    * trimmed after themselves) calls for no trim of the program's (src/comparator.ts, `start`).
    */
   rebase(): void {
-    this.#level = this.#rss();
+    this.#level = this.#looked = this.#rss();
   }
 
   /** Trims now, whatever the RSS. */
@@ -109,20 +133,29 @@ export class MallocTrimmer {
   }
 
   /**
-   * Trims when the RSS has grown {@linkcode RSS_GROWTH} past its level after the last trim
-   * and no trim is under way; resolves when done (at once when there was nothing to do).
-   * True when a trim ran.
+   * Trims when the RSS has grown {@linkcode RSS_GROWTH} past its level after the last trim, or
+   * {@linkcode RSS_BURST} since the last look, no trim is under way and fewer than
+   * {@linkcode TRIMS_PER_WINDOW} started in the {@linkcode TRIM_WINDOW_MS} before `now` (ms,
+   * any clock that does not go back); resolves when done (at once when there was nothing to
+   * do). True when a trim ran.
    */
-  async maybeTrim(): Promise<boolean> {
+  async maybeTrim(now: number = performance.now()): Promise<boolean> {
+    const rss = this.#rss();
+    const burst = rss - this.#looked >= RSS_BURST;
+    this.#looked = rss;
     if (this.#running !== null) return false;
-    if (this.#rss() - this.#level < RSS_GROWTH) return false;
+    const started = this.#startedAt;
+    if (started.length === TRIMS_PER_WINDOW && now - started[0] < TRIM_WINDOW_MS) return false;
+    if (!burst && rss - this.#level < RSS_GROWTH) return false;
+    if (started.length === TRIMS_PER_WINDOW) started.shift();
+    started.push(now);
     this.trims++;
     this.#running = this.#trim();
     try {
       await this.#running;
     } finally {
       this.#running = null;
-      this.#level = this.#rss();
+      this.#level = this.#looked = this.#rss();
     }
     return true;
   }

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { MallocTrimmer, RSS_GROWTH } from "../src/malloc.ts";
+import {
+  MallocTrimmer,
+  RSS_BURST,
+  RSS_GROWTH,
+  TRIM_WINDOW_MS,
+  TRIMS_PER_WINDOW,
+} from "../src/malloc.ts";
 import { dlopenCalls } from "./support/dlopen_count.ts";
 import { runJsonChild } from "./support/child.ts";
 import type { MmapChildResult } from "./support/mmap_child.ts";
@@ -23,12 +29,65 @@ function fake(start: number) {
   return { state, trimmer };
 }
 
-Deno.test("malloc: no trim until the RSS has grown 8 MiB past its level when made", async () => {
+/** Grows the fake RSS by `bytes` in steps under RSS_BURST, looking after each: false if any trimmed. */
+async function growSlowly(
+  state: { rss: number },
+  trimmer: MallocTrimmer,
+  bytes: number,
+): Promise<boolean> {
+  const step = RSS_BURST - 1;
+  for (let left = bytes; left > 0; left -= step) {
+    state.rss += Math.min(step, left);
+    if (await trimmer.maybeTrim()) return false;
+  }
+  return true;
+}
+
+Deno.test("malloc: slow growth trims nothing until the RSS has grown 8 MiB past its level when made", async () => {
   const { state, trimmer } = fake(200 * MiB);
   assert.equal(await trimmer.maybeTrim(), false);
-  state.rss += RSS_GROWTH - 1;
-  assert.equal(await trimmer.maybeTrim(), false);
+  assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   assert.equal(state.trims, 0);
+  state.rss += 1;
+  const trimming = trimmer.maybeTrim();
+  state.release!();
+  assert.equal(await trimming, true);
+});
+
+Deno.test("malloc: 2 MiB grown between two looks trims at once, far below the 8 MiB", async () => {
+  const { state, trimmer } = fake(200 * MiB);
+  state.rss += RSS_BURST - 1;
+  assert.equal(await trimmer.maybeTrim(), false);
+  state.rss += RSS_BURST;
+  const trimming = trimmer.maybeTrim();
+  state.release!();
+  assert.equal(await trimming, true);
+  assert.equal(state.trims, 1);
+  // The level and the last look are now the RSS after the trim: 2 MiB more is the next burst.
+  state.rss += RSS_BURST - 1;
+  assert.equal(await trimmer.maybeTrim(), false);
+  state.rss += RSS_BURST;
+  const next = trimmer.maybeTrim();
+  state.release!();
+  assert.equal(await next, true);
+});
+
+Deno.test("malloc: at most 5 trims within any 10 s, then the next once the oldest is 10 s old", async () => {
+  const { state, trimmer } = fake(100 * MiB);
+  const burst = (now: number) => {
+    state.rss += RSS_BURST;
+    const trimming = trimmer.maybeTrim(now);
+    state.release?.();
+    state.release = null;
+    return trimming;
+  };
+  for (let i = 0; i < TRIMS_PER_WINDOW; i++) assert.equal(await burst(i * 100), true);
+  assert.equal(await burst(TRIM_WINDOW_MS - 1), false, "a sixth within 10 s of the first");
+  assert.equal(state.trims, TRIMS_PER_WINDOW);
+  assert.equal(await burst(TRIM_WINDOW_MS), true, "10 s after the first");
+  assert.equal(await burst(TRIM_WINDOW_MS + 50), false, "within 10 s of the second");
+  assert.equal(await burst(TRIM_WINDOW_MS + 100), true);
+  assert.equal(trimmer.trims, TRIMS_PER_WINDOW + 2);
 });
 
 Deno.test("malloc: after a rebase, growth counts from the RSS then (a warm-up's is not the program's)", async () => {
@@ -36,8 +95,7 @@ Deno.test("malloc: after a rebase, growth counts from the RSS then (a warm-up's 
   state.rss += RSS_GROWTH + MiB; // the warm-up's
   trimmer.rebase();
   assert.equal(await trimmer.maybeTrim(), false);
-  state.rss += RSS_GROWTH - 1;
-  assert.equal(await trimmer.maybeTrim(), false);
+  assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   state.rss += 1;
   const trimming = trimmer.maybeTrim();
   state.release!();
@@ -47,10 +105,13 @@ Deno.test("malloc: after a rebase, growth counts from the RSS then (a warm-up's 
 
 Deno.test("malloc: growth past the level trims once; the level is then what is left", async () => {
   const { state, trimmer } = fake(100 * MiB);
-  state.rss += RSS_GROWTH + MiB;
   state.freed = 5 * MiB;
+  assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
+  state.rss += MiB + 1;
   const trimming = trimmer.maybeTrim();
+  state.rss += RSS_BURST;
   assert.equal(await trimmer.maybeTrim(), false, "no second trim while one is under way");
+  state.rss -= RSS_BURST;
   let settled = false;
   const waiting = trimmer.settled().then(() => settled = true);
   await Promise.resolve();
@@ -61,8 +122,8 @@ Deno.test("malloc: growth past the level trims once; the level is then what is l
   assert.equal(state.trims, 1);
   assert.equal(trimmer.trims, 1);
   // Left at 104 MiB: 111 MiB is not enough for the next trim, 112 MiB is.
-  state.rss = 104 * MiB + RSS_GROWTH - 1;
-  assert.equal(await trimmer.maybeTrim(), false);
+  assert.equal(state.rss, 104 * MiB);
+  assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   state.rss += 1;
   const next = trimmer.maybeTrim();
   state.release!();
