@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type ImplKind, qemuAvailable, startImpl } from "../conformance/impl.ts";
+import { type Endpoint, type ImplKind, qemuAvailable, startImpl } from "../conformance/impl.ts";
 import {
   type Conversation,
   conversations,
@@ -19,6 +19,7 @@ import { frameKey } from "../../src/demo/verdict.ts";
 import { connectRetry, FrameCollector } from "../support/net.ts";
 import { arp, concat, frame, framed, notifyMessage } from "../support/packets.ts";
 import { writeAll } from "../../src/wire/transport.ts";
+import { SocketFinder } from "../../src/wire/socket_fd.ts";
 
 const haveQemu = await qemuAvailable();
 
@@ -51,6 +52,8 @@ interface Rig {
   out: FrameCollector;
   notifyConn: Deno.Conn;
   notify: FrameCollector;
+  /** The inputs' socket paths, where they are unix sockets. */
+  paths: { pri?: string; sec?: string };
 }
 
 /**
@@ -83,7 +86,9 @@ async function withImpl<T>(
       }
       await out.quiet(100);
       out.take();
-      return await use({ pri, sec, out, notifyConn, notify });
+      const pathOf = (e: Endpoint) => "path" in e ? e.path : undefined;
+      const paths = { pri: pathOf(impl.endpoints.pri), sec: pathOf(impl.endpoints.sec) };
+      return await use({ pri, sec, out, notifyConn, notify, paths });
     } finally {
       pri.close();
       sec.close();
@@ -199,7 +204,7 @@ Deno.test({
  * DO_CHECKPOINT came. `sockets`: ours' endpoints.
  */
 async function flushAfterLead(kind: ImplKind, n: number, rest: number, sockets: "tcp" | "unix") {
-  return await withImpl(kind, async ({ pri, sec, out, notifyConn, notify }) => {
+  return await withImpl(kind, async ({ pri, sec, out, notifyConn, notify, paths }) => {
     const stream = (tag: string, from: number, to: number) =>
       concat(...Array.from({ length: to - from }, (_, i) => framed(leadDatagram(tag, from + i))));
     const sendBoth = (from: number, to: number) =>
@@ -208,6 +213,9 @@ async function flushAfterLead(kind: ImplKind, n: number, rest: number, sockets: 
     await notify.waitFor(1, 10_000);
     await notify.quiet(300);
     await sendBoth(n - rest, n);
+    // QEMU reads on: the checkpoint comes once it has read the last frames (under load it
+    // took more than 300 ms of quiet, and the last were read after the flush and held).
+    if (kind === "qemu") await readByPeer([paths.pri!, paths.sec!]);
     await out.quiet(300);
     const before = out.frames.length;
     await writeAll(notifyConn, notifyMessage("COLO_CHECKPOINT"));
@@ -217,6 +225,41 @@ async function flushAfterLead(kind: ImplKind, n: number, rest: number, sockets: 
     const released = out.frames.map((r) => frameKey(r.data));
     return { before, released, doCheckpoints: notify.frames.length };
   }, sockets);
+}
+
+/** `SIOCOUTQ`: on a unix stream socket, the bytes written that its peer has not read yet. */
+const SIOCOUTQ = 0x5411n;
+
+/**
+ * Resolves once the peer of this process's unix socket connected to each of `paths` has read
+ * everything written to it (its `SIOCOUTQ` is 0), checked every 10 ms for up to 10 s.
+ */
+async function readByPeer(paths: string[]): Promise<void> {
+  const finder = SocketFinder.shared();
+  assert.ok(finder !== null, SocketFinder.unavailable);
+  const libc = Deno.dlopen(
+    "libc.so.6",
+    {
+      ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+    } as const,
+  );
+  const fds = paths.map((path) => finder.unix(null, path));
+  try {
+    assert.ok(fds.every((fd) => fd >= 0), `the sockets connected to ${paths.join(", ")}`);
+    const queued = new Int32Array(1);
+    const unread = () =>
+      fds.reduce((sum, fd) => {
+        assert.equal(libc.symbols.ioctl(fd, SIOCOUTQ, queued), 0);
+        return sum + queued[0];
+      }, 0);
+    for (let tries = 0; unread() > 0; tries++) {
+      assert.ok(tries < 1000, `${unread()} bytes still unread by the peer after 10 s`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } finally {
+    for (const fd of fds) if (fd >= 0) finder.release(fd);
+    libc.close();
+  }
 }
 
 function leadDatagram(tag: string, i: number): Uint8Array {
