@@ -162,7 +162,7 @@ const scratch = new Uint8Array(64 * 1024);
 
 /**
  * The whole text of `file` (a `/proc` file, made afresh at each read from its start), read
- * through one buffer: the trimmer reads `/proc/self/status` every 2 s.
+ * through one buffer: the trimmer reads `/proc/self/status` every 100 ms.
  */
 function readAgain(file: Deno.FsFile): string {
   file.seekSync(0, Deno.SeekMode.Start);
