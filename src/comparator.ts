@@ -173,6 +173,11 @@ export interface ComparatorOptions {
    * gives its second comparator pool blocks).
    */
   readSize?: number | null;
+  /**
+   * Whether it trims malloc's free memory as its RSS grows (src/malloc.ts); default true.
+   * src/warmup.ts's throwaway comparators do not: the warm-up trims after every 100 pairs.
+   */
+  trims?: boolean;
 }
 
 /** One comparator instance: the program's whole runtime state, wired. */
@@ -337,6 +342,7 @@ export class Comparator {
       clock = new CompareClock(),
       bytesPerTurn = BYTES_PER_TURN,
       readSize = null,
+      trims = true,
     } = options;
     this.config = config;
     this.#clock = clock;
@@ -360,7 +366,9 @@ export class Comparator {
     // (the TLS transport the caller built uses the same shared tuner).
     this.#tuner = TcpTuner.shared();
     this.#pages = pages;
-    this.#trimmer = pages
+    this.#trimmer = !trims
+      ? null
+      : pages
       ? MallocTrimmer.open(() => this.#releasePages(pages), () => pages.anonymousRss())
       : MallocTrimmer.open();
     this.#poll = PollWait.open();

@@ -389,7 +389,7 @@ async function throughThrowaway(
       compareTimeout: 3_600_000,
     },
     new Logger("error", () => {}),
-    { clock, bytesPerTurn: WARMUP_BYTES_PER_TURN, readSize },
+    { clock, bytesPerTurn: WARMUP_BYTES_PER_TURN, readSize, trims: false },
   );
   const conns: Deno.Conn[] = [];
   const closeAll = () => {
