@@ -12,7 +12,11 @@ import type { MmapChildResult } from "./support/mmap_child.ts";
 
 const MiB = 2 ** 20;
 
-/** A trimmer over a fake RSS and a trim that takes `freed` bytes off it when it completes. */
+/**
+ * A trimmer over a fake RSS and a trim that takes `freed` bytes off it when it completes
+ * (`state.release`, set while a trim is under way); `look` is a look whose trim, if it starts
+ * one, completes at once.
+ */
 function fake(start: number) {
   const state = { rss: start, trims: 0, freed: 0, release: null as (() => void) | null };
   const trimmer = new MallocTrimmer(
@@ -20,13 +24,19 @@ function fake(start: number) {
       new Promise<void>((resolve) => {
         state.trims++;
         state.release = () => {
+          state.release = null;
           state.rss -= state.freed;
           resolve();
         };
       }),
     () => state.rss,
   );
-  return { state, trimmer };
+  const look = (now?: number) => {
+    const trimmed = trimmer.maybeTrim(now);
+    state.release?.();
+    return trimmed;
+  };
+  return { state, trimmer, look };
 }
 
 /** Grows the fake RSS by `bytes` in steps under RSS_BURST, looking after each: false if any trimmed. */
@@ -44,42 +54,33 @@ async function growSlowly(
 }
 
 Deno.test("malloc: slow growth trims nothing until the RSS has grown 8 MiB past its level when made", async () => {
-  const { state, trimmer } = fake(200 * MiB);
-  assert.equal(await trimmer.maybeTrim(), false);
+  const { state, trimmer, look } = fake(200 * MiB);
+  assert.equal(await look(), false);
   assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   assert.equal(state.trims, 0);
   state.rss += 1;
-  const trimming = trimmer.maybeTrim();
-  state.release!();
-  assert.equal(await trimming, true);
+  assert.equal(await look(), true);
 });
 
 Deno.test("malloc: 2 MiB grown between two looks trims at once, far below the 8 MiB", async () => {
-  const { state, trimmer } = fake(200 * MiB);
+  const { state, look } = fake(200 * MiB);
   state.rss += RSS_BURST - 1;
-  assert.equal(await trimmer.maybeTrim(), false);
+  assert.equal(await look(), false);
   state.rss += RSS_BURST;
-  const trimming = trimmer.maybeTrim();
-  state.release!();
-  assert.equal(await trimming, true);
+  assert.equal(await look(), true);
   assert.equal(state.trims, 1);
   // The level and the last look are now the RSS after the trim: 2 MiB more is the next burst.
   state.rss += RSS_BURST - 1;
-  assert.equal(await trimmer.maybeTrim(), false);
+  assert.equal(await look(), false);
   state.rss += RSS_BURST;
-  const next = trimmer.maybeTrim();
-  state.release!();
-  assert.equal(await next, true);
+  assert.equal(await look(), true);
 });
 
 Deno.test("malloc: at most 5 trims within any 10 s, then the next once the oldest is 10 s old", async () => {
-  const { state, trimmer } = fake(100 * MiB);
+  const { state, trimmer, look } = fake(100 * MiB);
   const burst = (now: number) => {
     state.rss += RSS_BURST;
-    const trimming = trimmer.maybeTrim(now);
-    state.release?.();
-    state.release = null;
-    return trimming;
+    return look(now);
   };
   for (let i = 0; i < TRIMS_PER_WINDOW; i++) assert.equal(await burst(i * 100), true);
   assert.equal(await burst(TRIM_WINDOW_MS - 1), false, "a sixth within 10 s of the first");
@@ -91,20 +92,18 @@ Deno.test("malloc: at most 5 trims within any 10 s, then the next once the oldes
 });
 
 Deno.test("malloc: after a rebase, growth counts from the RSS then (a warm-up's is not the program's)", async () => {
-  const { state, trimmer } = fake(30 * MiB);
+  const { state, trimmer, look } = fake(30 * MiB);
   state.rss += RSS_GROWTH + MiB; // the warm-up's
   trimmer.rebase();
-  assert.equal(await trimmer.maybeTrim(), false);
+  assert.equal(await look(), false);
   assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   state.rss += 1;
-  const trimming = trimmer.maybeTrim();
-  state.release!();
-  assert.equal(await trimming, true);
+  assert.equal(await look(), true);
   assert.equal(state.trims, 1);
 });
 
 Deno.test("malloc: growth past the level trims once; the level is then what is left", async () => {
-  const { state, trimmer } = fake(100 * MiB);
+  const { state, trimmer, look } = fake(100 * MiB);
   state.freed = 5 * MiB;
   assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   state.rss += MiB + 1;
@@ -125,9 +124,7 @@ Deno.test("malloc: growth past the level trims once; the level is then what is l
   assert.equal(state.rss, 104 * MiB);
   assert.ok(await growSlowly(state, trimmer, RSS_GROWTH - 1));
   state.rss += 1;
-  const next = trimmer.maybeTrim();
-  state.release!();
-  assert.equal(await next, true);
+  assert.equal(await look(), true);
   assert.equal(state.trims, 2);
 });
 
