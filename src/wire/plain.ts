@@ -72,6 +72,16 @@ export function socketUnread(fd: number): number {
   return sysInq === null ? -1 : sysInq(fd);
 }
 
+/**
+ * The bytes written to socket `fd` that are still in the kernel (over TCP not yet acknowledged
+ * by the peer; over a unix socket not yet read by it), or -1 where that cannot be asked (as
+ * {@linkcode socketUnread}).
+ */
+export function socketUnsent(fd: number): number {
+  openSend();
+  return sysOutq === null ? -1 : sysOutq(fd);
+}
+
 /** libc's `recv(2)` without waiting; null where it cannot be reached. */
 let sysRecv: ((fd: number, p: Uint8Array) => number) | null = null;
 /** The read buffers' size as a BigInt (see {@linkcode SIZES}). */
@@ -178,8 +188,8 @@ class PlainConn implements Conn {
   }
 
   kernelQueued(): number {
-    if (this.#closed || sysOutq === null || this.fd === undefined) return -1;
-    return sysOutq(this.fd);
+    if (this.#closed || this.fd === undefined) return -1;
+    return socketUnsent(this.fd);
   }
 
   unread(): number {

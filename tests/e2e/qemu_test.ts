@@ -20,6 +20,7 @@ import { connectRetry, FrameCollector } from "../support/net.ts";
 import { arp, concat, frame, framed, notifyMessage } from "../support/packets.ts";
 import { writeAll } from "../../src/wire/transport.ts";
 import { SocketFinder } from "../../src/wire/socket_fd.ts";
+import { socketUnsent } from "../../src/wire/plain.ts";
 
 const haveQemu = await qemuAvailable();
 
@@ -227,9 +228,6 @@ async function flushAfterLead(kind: ImplKind, n: number, rest: number, sockets: 
   }, sockets);
 }
 
-/** `SIOCOUTQ`: on a unix stream socket, the bytes written that its peer has not read yet. */
-const SIOCOUTQ = 0x5411n;
-
 /**
  * Resolves once the peer of this process's unix socket connected to each of `paths` has read
  * everything written to it (its `SIOCOUTQ` is 0), checked every 10 ms for up to 10 s.
@@ -237,20 +235,14 @@ const SIOCOUTQ = 0x5411n;
 async function readByPeer(paths: string[]): Promise<void> {
   const finder = SocketFinder.shared();
   assert.ok(finder !== null, SocketFinder.unavailable);
-  const libc = Deno.dlopen(
-    "libc.so.6",
-    {
-      ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-    } as const,
-  );
   const fds = paths.map((path) => finder.unix(null, path));
   try {
     assert.ok(fds.every((fd) => fd >= 0), `the sockets connected to ${paths.join(", ")}`);
-    const queued = new Int32Array(1);
     const unread = () =>
       fds.reduce((sum, fd) => {
-        assert.equal(libc.symbols.ioctl(fd, SIOCOUTQ, queued), 0);
-        return sum + queued[0];
+        const unsent = socketUnsent(fd);
+        assert.ok(unsent >= 0, "SIOCOUTQ through libc");
+        return sum + unsent;
       }, 0);
     for (let tries = 0; unread() > 0; tries++) {
       assert.ok(tries < 1000, `${unread()} bytes still unread by the peer after 10 s`);
@@ -258,7 +250,6 @@ async function readByPeer(paths: string[]): Promise<void> {
     }
   } finally {
     for (const fd of fds) if (fd >= 0) finder.release(fd);
-    libc.close();
   }
 }
 
