@@ -315,7 +315,7 @@ async function measure(
             const { result, peakRss } = await runOnce(opts, target, workload, tlsDir);
             m.runs.push(result);
             m.peakRss.push(peakRss);
-            progress(summary(result) + "\n");
+            progress(summary(result, peakRss) + "\n");
             // A scale run disturbed by a release has no figure per connection: once more.
             if (result.scale && givenBackDuringSteps(result.scale) && attempt < SCALE_RETRIES) {
               continue;
@@ -367,7 +367,7 @@ async function measure(
   return opts.strict && checked.some((c) => c.pass === false) ? 1 : 0;
 }
 
-function summary(r: LoadResult): string {
+function summary(r: LoadResult, peakRss: number): string {
   const parts: string[] = [];
   if (r.framesPerSecond !== undefined) {
     parts.push(`${r.framesPerSecond.toLocaleString("en-US")} frames/s`);
@@ -382,7 +382,8 @@ function summary(r: LoadResult): string {
   if (r.lost) parts.push(`${r.lost} lost`);
   if (r.cpu) parts.push(`cpu ${r.cpu.target}%/${r.cpu.generator}%`);
   if (r.scale) parts.push(`${r.scale.bytesPerConnection} B/conn, busy ${r.scale.ratio}`);
-  if (r.flood) parts.push(`peak ${(r.flood.peakRss / 2 ** 20).toFixed(1)} MiB`);
+  if (r.flood) parts.push(`flood peak ${(r.flood.peakRss / 2 ** 20).toFixed(1)} MiB`);
+  if (peakRss > 0) parts.push(`peak RSS ${(peakRss / 2 ** 20).toFixed(1)} MiB`);
   return parts.join(", ");
 }
 
