@@ -22,6 +22,7 @@ import {
   table,
 } from "./report.ts";
 import {
+  cacheModules,
   defaultOursCommand,
   start,
   type TargetName,
@@ -264,6 +265,10 @@ async function main(): Promise<number> {
   progress(
     `bench: ${machine.cores} cores ${machine.cpu}, ${machine.memory}, load ${machine.load}\n`,
   );
+  if (opts.targets.includes("ours") && !skip.has("ours")) {
+    const cached = await cacheModules(opts.oursCommand);
+    if (cached !== undefined) progress(`bench: ${cached}\n`);
+  }
   // The -tls workloads' credentials: made with openssl for this run, removed after it.
   const creds = opts.workloads.some(overTls) ? await makeCreds() : undefined;
   try {
