@@ -82,7 +82,12 @@ export const checkpointStorm: Trial = {
       await writeAll(peers.primary, batch);
       await writeAll(peers.secondary, batch);
       if (!(await out.until(() => out.frames >= want, 60_000, 10_000))) {
-        throw new Error(`the idle connections' pairs did not come out (${out.frames} frames)`);
+        // Once seen in CI (output stopped for 10 s, not reproduced since): what the program
+        // said last (pauses, checkpoints) goes with the error.
+        throw new Error(
+          `the idle connections' pairs did not come out (${out.frames} of ${want} frames); ` +
+            `the program's last lines:\n${program.tail(12)}`,
+        );
       }
       idle = connections;
       const doneBefore = done();
