@@ -515,7 +515,7 @@ export class FrameWriter {
    * start of the read buffer that was kept for it) and the chunk holds nothing else: no copy
    * and no view (issue 11). {@linkcode IN_PLACE} when it went whole; else the bytes the socket
    * took, 0 or more (the chunk, copied as usual, goes on from there through the op), or -1: not
-   * tried.
+   * tried, or not taken at all.
    */
   #sendInPlace(): number {
     const c = this.#runChunk;
@@ -529,8 +529,12 @@ export class FrameWriter {
     ) return -1;
     for (let i = 0; i < head; i++) if (bytes[i] !== c.buf[i]) return -1;
     const sent = conn.trySend(bytes, c.len);
-    // Would block or failed: the op writes the copy, not another try at once.
-    if (sent !== c.len) return sent < 0 ? 0 : sent;
+    // Part of it, or -1 (too long to try at once, would block, failed): the copy goes on
+    // through `#pump`, which tries it once more after a -1. Returned as it is: an operation on
+    // it here, run only when a chunk of frames in place does not go whole (seldom in the
+    // warm-up, and more often once whole reads of twins are released in place, `deferred.ts`),
+    // made V8 throw this function away at the first such chunk under traffic.
+    if (sent !== c.len) return sent;
     this.#runChunk = null;
     this.#runBytes = EMPTY;
     this.#queue.pop();
