@@ -87,6 +87,13 @@ export class Connection {
   #at = 0;
   /** Word index of the record's flags in its chunk. */
   #flagsAt = 0;
+  /**
+   * Its frames the engine deferred (`deferred.ts`): held as much as queued ones, so that the
+   * connection is not idle, hibernated or evicted meanwhile. None whenever the handle is free.
+   */
+  deferred = 0;
+  /** TCP: where the last of those segments ends (int32, read as uint32). */
+  deferredEnd = 0;
   /** Links in the table's list of connections that hold frames or of recently idle ones. */
   listPrev: Connection | null = null;
   listNext: Connection | null = null;
@@ -268,9 +275,9 @@ export class Connection {
     return (flags & MATCHED_SECONDARY_DROPPED) !== 0 && flags >>> EPOCH_SHIFT === (epoch & 0xffff);
   }
 
-  /** True when neither queue holds a frame. */
+  /** True when neither queue holds a frame, and none is deferred. */
   get empty(): boolean {
-    return this.primary.length === 0 && this.secondary.length === 0;
+    return this.primary.length === 0 && this.secondary.length === 0 && this.deferred === 0;
   }
 
   /** True once both VMs closed this direction (FIN or RST from each). */

@@ -32,6 +32,7 @@ import type {
 import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
+import { DEFER_FRAMES, DeferredFrames } from "./deferred.ts";
 import { type BlockPool, objectArray, Pool, READ_BLOCK_SIZE } from "../pool.ts";
 import {
   comparedAlready,
@@ -42,7 +43,7 @@ import {
   sameSegment,
   settledUpTo,
 } from "./tcp.ts";
-import { NET_BUFSIZE, wordAt } from "../wire/codec.ts";
+import { NET_BUFSIZE, wordAt, writeHeader } from "../wire/codec.ts";
 
 /** Engine settings (SPEC 2), plus resource bounds QEMU does not have. */
 export interface EngineOptions {
@@ -68,6 +69,11 @@ export interface EngineOptions {
    * `keepInPlaceFrom`; tests lower it).
    */
   keepInPlaceFrom?: number;
+  /**
+   * Defer the arrivals a read brings while nothing is held (`deferred.ts`; default true).
+   * Tests of how held frames are kept in slabs turn it off.
+   */
+  deferArrivals?: boolean;
 }
 
 /** Default bound on connections: four times QEMU's table, which QEMU wipes when full. */
@@ -154,6 +160,14 @@ export class CompareEngine implements CompareContext {
   /** Bytes of the frames listed in `#unkept` (some may have left since: at most this many). */
   #unkeptBytes = 0;
   #unkeptIn: Uint8Array = EMPTY;
+  /** Arrivals not queued yet (`deferred.ts`), counted as held in `#heldPrimary` and so on. */
+  readonly #deferred = new DeferredFrames();
+  readonly #defers: boolean;
+  /**
+   * The framing words' bytes before each frame of the streams `takeRun` takes runs of (4, or 8
+   * with `vnet`); 0 before its first run. Frames deferred by `#input` get the same.
+   */
+  #runHeader = 0;
   /** The held frame the frame being input is byte for byte (see `#connectionOf`), or null. */
   #twin: Packet | null = null;
   /**
@@ -222,6 +236,7 @@ export class CompareEngine implements CompareContext {
     this.#slabBudget = Math.max(MIN_SLAB_BUDGET, Math.ceil(this.#maxHeldBytes / SLAB_SIZE));
     this.#unpinAt = this.#slabBudget;
     this.#keepInPlaceFrom = options.keepInPlaceFrom ?? 0;
+    this.#defers = options.deferArrivals ?? true;
     this.#table = new ConnectionTable(options.awakeIdleConnections);
     this.#store = new FrameStore(options.pool, options.readPool);
     this.#divergence = sink.divergence?.bind(sink) ?? null;
@@ -243,6 +258,7 @@ export class CompareEngine implements CompareContext {
   }
 
   set maxQueueSize(n: number) {
+    this.#settleDeferred();
     this.#maxQueueSize = n;
     this.#longMark = longMark(n);
   }
@@ -338,6 +354,7 @@ export class CompareEngine implements CompareContext {
    * secondary frames except TCP segments with nothing left to compare. O(held frames).
    */
   uncompared(): { primary: number; secondary: number } {
+    this.#settleDeferred();
     let secondary = 0;
     for (let p = this.#oldest; p !== null; p = p.newer) {
       if (p.side === "secondary" && !this.#settled(p)) secondary++;
@@ -357,11 +374,13 @@ export class CompareEngine implements CompareContext {
 
   /** Arrival time of the oldest held frame, or null when nothing is held. */
   get oldestHeldAt(): number | null {
+    this.#settleDeferred();
     return this.#oldest?.createdAt ?? null;
   }
 
   /** Connections in first-seen order. */
   connectionList(): Iterable<Connection> {
+    this.#settleDeferred();
     return this.#table;
   }
 
@@ -437,6 +456,7 @@ export class CompareEngine implements CompareContext {
    * primary's next frames. Returns how many were kept.
    */
   checkpoint(now: number = this.#now, secondaryCutoff: number | null = null): number {
+    this.#settleDeferred();
     this.#epoch++;
     // The sink may read the released frames later (`releaseHeld`): they must be in slabs.
     this.keepHeld();
@@ -483,6 +503,7 @@ export class CompareEngine implements CompareContext {
    */
   setPassthrough(on: boolean): void {
     if (on === this.#passthrough) return;
+    this.#settleDeferred();
     this.#passthrough = on;
     this.#uncompared();
     if (on) this.checkpoint();
@@ -495,6 +516,7 @@ export class CompareEngine implements CompareContext {
    * once (reason "checkpoint"), a secondary frame dropped, none held or compared.
    */
   epochTail(side: Side, on: boolean): void {
+    this.#settleDeferred();
     if (side === "primary") this.#tailPrimary = on;
     else this.#tailSecondary = on;
     this.#uncompared();
@@ -518,6 +540,7 @@ export class CompareEngine implements CompareContext {
    * Costs O(expired) however many connections exist.
    */
   tick(now: number): boolean {
+    this.#settleDeferred();
     if (now > this.#now) this.#now = now;
     this.#forgetIdle(now);
     this.#rearmUnpin();
@@ -573,6 +596,12 @@ export class CompareEngine implements CompareContext {
     if (size === 0) {
       sink.discard(side, "empty", bytes, at, 0, null);
       return;
+    }
+    if (
+      this.#deferred.pending > 0 || (this.#runHeader !== 0 && this.#oldest === null && this.#defers)
+    ) {
+      if (this.#takeOne(side, bytes, at, size, vnetLen, now)) return;
+      this.#settleDeferred();
     }
     if (bytes !== this.#unkeptIn && this.#unkeptCount > 0) this.keepHeld();
     if (now > this.#now) this.#now = now;
@@ -702,6 +731,10 @@ export class CompareEngine implements CompareContext {
    * and returns where it stopped (`at` when it took none). A `len` beyond the framing's bound
    * stops it too: the decoder breaks the stream there (SPEC 3). {@linkcode runFrames} says how
    * many frames it took, and {@linkcode runEnd} where the frame it took or was taking last ends.
+   *
+   * While nothing is held, the frames it would hold are deferred instead (`deferred.ts`): not
+   * queued, and paired with their twins from the other side's next read straight from their
+   * copies, one comparison for a whole read of twins; anything else queues them first.
    */
   takeRun(
     side: Side,
@@ -723,7 +756,25 @@ export class CompareEngine implements CompareContext {
     if (now > this.#now) this.#now = now;
     const primary = side === "primary";
     const header = vnet ? 8 : 4;
+    this.#runHeader = header;
     let i = at;
+    const deferred = this.#deferred;
+    if (deferred.pending > 0 && deferred.side !== side) {
+      i = this.#takeTwins(primary, bytes, at, end, header, now);
+      // Stopped at a frame that is not the next deferred one's twin: `#input` takes it.
+      if (deferred.pending > 0) return i;
+    }
+    if (this.#defers && this.#oldest === null) {
+      if (end - i <= deferred.room()) {
+        i = this.#defer(side, primary, bytes, i, end, header, now);
+        // Stopped at a frame it may not defer: `#input` takes it, after the deferred ones.
+        if (deferred.pending > 0) return i;
+      } else {
+        // A read larger than the deferred frames' room (a 1 MiB read under load) is held the
+        // usual way, behind them: deferring part of it only to queue it all later costs more.
+        this.#settleDeferred();
+      }
+    }
     while (end - i >= header) {
       const size = wordAt(bytes, i);
       const f = i + header;
@@ -743,6 +794,8 @@ export class CompareEngine implements CompareContext {
     return i;
   }
 
+  /** Frames deferred so far (`deferred.ts`): how often the path is taken, for tests. */
+  framesDeferred = 0;
   /** Frames the last {@linkcode CompareEngine.takeRun} took. */
   runFrames = 0;
   /**
@@ -751,6 +804,307 @@ export class CompareEngine implements CompareContext {
    * or `secondaryAt` throws on).
    */
   runEnd = 0;
+
+  /**
+   * `takeRun`'s frames from `bytes[at]` on while nothing is held and the decoder hands over
+   * frames from `side` in a row: defers each that `#deferFrame` takes, and copies them, with
+   * their framing words, at once. Returns where it stopped.
+   */
+  #defer(
+    side: Side,
+    primary: boolean,
+    bytes: Uint8Array,
+    at: number,
+    end: number,
+    header: number,
+    now: number,
+  ): number {
+    if (primary ? this.#longPrimary : this.#longSecondary) return at;
+    const deferred = this.#deferred;
+    if (deferred.pending === 0 || deferred.head > 0) {
+      // The bytes about to be overwritten may be released frames the sink has not copied.
+      if (this.#settles) this.#sink.settle!();
+      deferred.prepare(side, header);
+    }
+    const base = deferred.end;
+    const room = deferred.bytes.length - base;
+    let i = at;
+    while (end - i >= header && deferred.count < DEFER_FRAMES) {
+      const size = wordAt(bytes, i);
+      const f = i + header;
+      if (size === 0 || size > end - f || size > NET_BUFSIZE || f + size - at > room) break;
+      const vnetLen = header === 8 ? wordAt(bytes, i + 4) : 0;
+      if (!this.#deferFrame(primary, bytes, f, size, vnetLen, now, base + f - at)) break;
+      i = f + size;
+      this.runEnd = i;
+      this.runFrames++;
+    }
+    if (i > at) {
+      deferred.bytes.set(bytes.subarray(at, i), base);
+      deferred.end = base + i - at;
+    }
+    return i;
+  }
+
+  /**
+   * Defers the frame `bytes[at, at + size)`, to be copied to `to` in the deferred bytes, if it
+   * is one `#holdAtOnce` would hold (nothing is held, so it is the first of its side's queue
+   * on its connection or follows the deferred ones there) and a TCP segment with payload, in
+   * sequence after any deferred before it on its connection, and not one that could close or
+   * open it. Does for it what holding it does to the connection (its ACK and flags noted, the
+   * matched secondary's pass taken, the connection held) and counts it as held. Returns false,
+   * having changed nothing, otherwise.
+   */
+  #deferFrame(
+    primary: boolean,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+    to: number,
+  ): boolean {
+    const info = this.#info;
+    if (
+      parseFrameAt(bytes, at, size, vnetLen, info) !== TCP_SEGMENT || info.payloadLen === 0 ||
+      (info.flags & (TH_SYN | TH_FIN | TH_RST)) !== 0
+    ) return false;
+    const conn = this.#table.find(info.key, info.keyLen);
+    if (conn === null || conn.closed || !conn.tcp) return false;
+    const queued = conn.deferred;
+    if (
+      queued >= this.#longMark || queued >= this.#maxQueueSize || this.#overBudget(size) ||
+      (queued > 0 && (info.seq | 0) !== conn.deferredEnd) ||
+      (primary && conn.passDue(this.#epoch))
+    ) return false;
+    this.#trackTcp(primary, conn, info);
+    // As `#enqueue` takes it: a pass noted in an earlier epoch is gone.
+    if (primary) conn.takeMatchedSecondaryDropped(this.#epoch);
+    const deferred = this.#deferred;
+    const j = deferred.count++;
+    const seqEnd = seqAdd(info.seq, info.payloadLen);
+    deferred.at[j] = to;
+    deferred.size[j] = size;
+    deferred.vnetLen[j] = vnetLen;
+    deferred.payload[j] = info.payload - at;
+    deferred.len[j] = info.payloadLen;
+    deferred.flags[j] = info.flags;
+    deferred.seq[j] = info.seq;
+    deferred.seqEnd[j] = seqEnd;
+    deferred.ack[j] = info.ack;
+    deferred.createdAt[j] = now;
+    deferred.conn[j] = conn;
+    conn.deferred = queued + 1;
+    conn.deferredEnd = seqEnd | 0;
+    this.framesDeferred++;
+    if (primary) {
+      this.#heldPrimary++;
+      this.#heldPrimaryBytes += size;
+    } else {
+      this.#heldSecondary++;
+      this.#heldSecondaryBytes += size;
+    }
+    this.#place(conn, now);
+    return true;
+  }
+
+  /**
+   * `takeRun`'s frames from `bytes[at]` on while the other side's frames are deferred: each
+   * that is byte for byte the oldest deferred one, with the same framing words, is decided by
+   * `#pairDeferred`. Returns where it stopped.
+   */
+  #takeTwins(
+    primary: boolean,
+    bytes: Uint8Array,
+    at: number,
+    end: number,
+    header: number,
+    now: number,
+  ): number {
+    const deferred = this.#deferred;
+    const held = deferred.bytes;
+    // One comparison for all the twins in the steady state: as many bytes as both have.
+    const from = deferred.at[deferred.head] - header;
+    const span = Math.min(end - at, deferred.end - from);
+    const sameTo = span > 0 && bytesEqual(bytes, at, held, from, span) ? at + span : at;
+    let i = at;
+    while (deferred.head < deferred.count && end - i >= header) {
+      const size = wordAt(bytes, i);
+      const f = i + header;
+      if (size === 0 || size > end - f || size > NET_BUFSIZE) break;
+      if (
+        f + size > sameTo && (
+          size !== deferred.size[deferred.head] ||
+          !bytesEqual(held, deferred.at[deferred.head] - header, bytes, i, header + size)
+        )
+      ) break;
+      this.runEnd = f + size;
+      const vnetLen = header === 8 ? wordAt(bytes, i + 4) : 0;
+      if (!this.#pairDeferred(primary, bytes, f, size, vnetLen, now)) break;
+      i = f + size;
+      this.runFrames++;
+    }
+    return i;
+  }
+
+  /**
+   * The frame `bytes[at, at + size)` is byte for byte the oldest deferred frame, from the other
+   * side: decides the two as `#pairTwin` decides a twin at the head of its queue (the primary
+   * of the two released, the secondary dropped) and returns true, or returns false, having
+   * changed nothing, where `#pairTwin` leaves the frame to `#input` (the held-bytes bound, a
+   * segment compared already).
+   */
+  #pairDeferred(
+    primary: boolean,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): boolean {
+    const deferred = this.#deferred;
+    const j = deferred.head;
+    const conn = deferred.conn[j]!;
+    // Sequence numbers as stored, int32: compared and stored mod 2^32 all the same, and never
+    // a number the compiled code must check is still an int32 (a uint32 above 2^31 made V8
+    // throw this function's code away at the real peers' first such segment).
+    const seqEnd = deferred.seqEnd[j];
+    if (
+      this.#overBudget(size) || (conn.compareSeqSet && !seqAfter(seqEnd, conn.compareSeq))
+    ) return false;
+    const info = this.#info;
+    info.flags = deferred.flags[j];
+    info.ack = deferred.ack[j];
+    this.#trackTcp(primary, conn, info);
+    conn.compareSeq = seqEnd;
+    conn.compareSeqSet = true;
+    // As `#paired` decides, the twin taken off its queue first.
+    conn.takeMatchedSecondaryDropped(this.#epoch);
+    conn.noteMatched();
+    deferred.conn[j] = null;
+    deferred.head = j + 1;
+    conn.deferred--;
+    const sink = this.#sink;
+    const twin = deferred.at[j];
+    if (primary) {
+      sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
+      this.#heldSecondary--;
+      this.#heldSecondaryBytes -= size;
+      sink.discard("secondary", "compared", deferred.bytes, twin, size, conn);
+      // `dropIfFullyMatched` would find no matched secondary segment queued here.
+    } else {
+      conn.noteMatched();
+      this.#heldPrimary--;
+      this.#heldPrimaryBytes -= size;
+      sink.release(
+        deferred.bytes,
+        twin,
+        size,
+        vnetLen,
+        "compared",
+        undefined,
+        deferred.createdAt[j],
+      );
+      sink.discard("secondary", "compared", bytes, at, size, conn);
+    }
+    this.#place(conn, now);
+    return true;
+  }
+
+  /**
+   * A frame handed over on its own (`#input`: one the decoder assembled across reads, say)
+   * while frames are deferred or nothing is held, on a stream `takeRun` takes: deferred (behind
+   * those of its side), or decided with the oldest deferred frame when its twin. False when
+   * `#input` must take it, after the deferred ones.
+   */
+  #takeOne(
+    side: Side,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    now: number,
+  ): boolean {
+    const deferred = this.#deferred;
+    const primary = side === "primary";
+    if (now > this.#now) this.#now = now;
+    if (deferred.pending > 0 && deferred.side !== side) {
+      const j = deferred.head;
+      if (
+        size !== deferred.size[j] || vnetLen !== deferred.vnetLen[j] ||
+        !bytesEqual(deferred.bytes, deferred.at[j], bytes, at, size)
+      ) return false;
+      return this.#pairDeferred(primary, bytes, at, size, vnetLen, now);
+    }
+    const header = deferred.pending > 0 ? deferred.header : this.#runHeader;
+    if ((header === 4 && vnetLen !== 0) || (primary ? this.#longPrimary : this.#longSecondary)) {
+      return false;
+    }
+    if (deferred.pending === 0 || deferred.head > 0) {
+      if (this.#settles) this.#sink.settle!();
+      deferred.prepare(side, header);
+    }
+    if (deferred.count >= DEFER_FRAMES) return false;
+    const to = deferred.end + header;
+    if (to + size > deferred.bytes.length) return false;
+    if (!this.#deferFrame(primary, bytes, at, size, vnetLen, now, to)) return false;
+    writeHeader(deferred.bytes, deferred.end, size, header === 8, vnetLen);
+    deferred.bytes.set(bytes.subarray(at, at + size), to);
+    deferred.end = to + size;
+    return true;
+  }
+
+  /**
+   * Queues the deferred frames (`#defer`) as `#holdAtOnce` would have queued them when they
+   * came, and keeps them in slabs: before anything but `takeRun` sees the held frames.
+   */
+  #settleDeferred(): void {
+    const deferred = this.#deferred;
+    if (deferred.pending === 0) return;
+    if (this.#unkeptCount > 0) this.keepHeld();
+    const side = deferred.side;
+    const primary = side === "primary";
+    const bytes = deferred.bytes;
+    this.#unkeptIn = bytes;
+    for (let j = deferred.head; j < deferred.count; j++) {
+      const conn = deferred.conn[j]!;
+      deferred.conn[j] = null;
+      conn.deferred--;
+      const size = deferred.size[j];
+      // Counted as held since it came: `#hold` counts it again.
+      if (primary) {
+        this.#heldPrimary--;
+        this.#heldPrimaryBytes -= size;
+      } else {
+        this.#heldSecondary--;
+        this.#heldSecondaryBytes -= size;
+      }
+      const p = this.#packets.take();
+      p.serial = this.#serial = (this.#serial + 1) | 0;
+      p.bytes = bytes;
+      p.at = deferred.at[j];
+      p.size = size;
+      p.vnetLen = deferred.vnetLen[j];
+      p.createdAt = deferred.createdAt[j];
+      p.side = side;
+      p.conn = conn;
+      p.offset = 0;
+      p.start = p.at + deferred.payload[j];
+      p.len = deferred.len[j];
+      p.seq = deferred.seq[j];
+      p.seqEnd = deferred.seqEnd[j];
+      p.ack = deferred.ack[j];
+      p.flags = deferred.flags[j];
+      (primary ? conn.primary : conn.secondary).insertBySeq(p);
+      this.#hold(p);
+      // As `#enqueue` does: with no primary held it only looks at the secondary queue's head.
+      if (!primary) compareTcp(this, conn, this.#now);
+      this.#unkept[this.#unkeptCount++] = p;
+      this.#unkeptBytes += size;
+    }
+    deferred.head = deferred.count;
+    this.keepHeld();
+  }
 
   /**
    * `takeRun`'s frame `bytes[at, at + size)` when the other side's oldest held frame may be

@@ -104,6 +104,7 @@ function feeder(options: EngineOptions, runs: boolean, vnet: boolean) {
 
 Deno.test("takeRun: frames taken in runs are decided as frames handed over one by one", () => {
   let takenTotal = 0;
+  let deferredTotal = 0;
   for (let seed = 1; seed <= 40; seed++) {
     const rng = new Rng(seed * 7919 + 13);
     const vnet = seed % 4 === 0;
@@ -180,9 +181,12 @@ Deno.test("takeRun: frames taken in runs are decided as frames handed over one b
     assert.deepEqual(run.rec.log, one.rec.log, `seed ${seed}`);
     assert.ok(one.rec.released.length > 100, `seed ${seed}: enough frames released`);
     takenTotal += run.taken;
+    deferredTotal += run.engine.framesDeferred;
   }
   // The runs must have taken most frames, or this compared the frame-by-frame path with itself.
   assert.ok(takenTotal > 40_000, `${takenTotal} frames taken in runs`);
+  // And deferred many of them (`deferred.ts`), or this never compared that path either.
+  assert.ok(deferredTotal > 1_000, `${deferredTotal} frames deferred`);
 });
 
 Deno.test("takeRun: the steady state takes whole reads at once, and stops at a difference", () => {
@@ -288,4 +292,58 @@ Deno.test("takeRun: a frame the engine throws on ends the run past it, counted f
   assert.throws(() => engine.takeRun("secondary", buf, 0, end, false, 2), /sink failed/);
   assert.equal(engine.runFrames, 2);
   assert.equal(engine.runEnd, ends[2], "past the frame it failed on");
+});
+
+Deno.test("takeRun: frames deferred while nothing is held are decided as held ones, whoever asks", () => {
+  const stream = pseudoRandomBytes(64 * 16, 5);
+  const frames = Array.from({ length: 16 }, (_, i) =>
+    frame({
+      tcp: {
+        seq: (0xffffff00 + 64 * i) >>> 0,
+        ack: 7,
+        payload: stream.subarray(64 * i, 64 * i + 64),
+      },
+    }));
+  const framedRead = (from: number, to: number) => {
+    const buf = new Uint8Array(frames.slice(from, to).reduce((n, f) => n + 4 + f.length, 0));
+    let end = 0;
+    for (const f of frames.slice(from, to)) {
+      end = writeHeader(buf, end, f.length, false, 0);
+      buf.set(f, end);
+      end += f.length;
+    }
+    return buf;
+  };
+  const script = (deferArrivals: boolean) => {
+    const f = feeder({ compareTimeout: 100, maxQueueSize: 1024, deferArrivals }, true, false);
+    const read = (side: Side, from: number, to: number, now: number) => {
+      const buf = framedRead(from, to);
+      f.read(side, buf, buf.length, now);
+    };
+    read("primary", 0, 1, 1); // a new connection: held the usual way
+    read("secondary", 0, 1, 2);
+    read("primary", 1, 4, 3); // deferred
+    const held = [f.engine.heldPrimary, f.engine.heldPrimaryBytes];
+    read("secondary", 1, 2, 4); // pairs the oldest
+    read("primary", 4, 6, 5); // behind the two left
+    read("secondary", 2, 6, 6);
+    read("secondary", 6, 9, 7); // the secondary first this time
+    read("primary", 6, 7, 8);
+    f.engine.tick(50); // nothing old yet
+    f.engine.tick(120); // the secondary's two left are: a checkpoint
+    f.engine.checkpoint(121);
+    read("primary", 9, 12, 130);
+    f.engine.maxQueueSize = 2; // asked while frames are deferred
+    read("secondary", 9, 12, 131);
+    return { f, held };
+  };
+  const on = script(true);
+  const off = script(false);
+  assert.ok(on.f.engine.framesDeferred >= 10, `${on.f.engine.framesDeferred} deferred`);
+  assert.equal(off.f.engine.framesDeferred, 0);
+  assert.deepEqual(on.held, [3, 3 * frames[1].length], "deferred frames count as held");
+  assert.deepEqual(on.f.rec.log, off.f.rec.log);
+  assert.deepEqual(on.f.rec.checkpoints, ["timeout"]);
+  assert.equal(on.f.rec.released.length, 10, "all but the secondary-only two");
+  assert.equal(on.f.engine.heldPrimary + on.f.engine.heldSecondary, 0);
 });
