@@ -897,13 +897,7 @@ export class CompareEngine implements CompareContext {
     conn.deferred = queued + 1;
     conn.deferredEnd = seqEnd | 0;
     this.framesDeferred++;
-    if (primary) {
-      this.#heldPrimary++;
-      this.#heldPrimaryBytes += size;
-    } else {
-      this.#heldSecondary++;
-      this.#heldSecondaryBytes += size;
-    }
+    this.#countHeld(primary, 1, size);
     this.#place(conn, now);
     return true;
   }
@@ -988,14 +982,12 @@ export class CompareEngine implements CompareContext {
     const twin = deferred.at[j];
     if (primary) {
       sink.release(bytes, at, size, vnetLen, "compared", undefined, now);
-      this.#heldSecondary--;
-      this.#heldSecondaryBytes -= size;
+      this.#countHeld(false, -1, size);
       sink.discard("secondary", "compared", deferred.bytes, twin, size, conn);
       // `dropIfFullyMatched` would find no matched secondary segment queued here.
     } else {
       conn.noteMatched();
-      this.#heldPrimary--;
-      this.#heldPrimaryBytes -= size;
+      this.#countHeld(true, -1, size);
       sink.release(
         deferred.bytes,
         twin,
@@ -1072,13 +1064,7 @@ export class CompareEngine implements CompareContext {
       conn.deferred--;
       const size = deferred.size[j];
       // Counted as held since it came: `#hold` counts it again.
-      if (primary) {
-        this.#heldPrimary--;
-        this.#heldPrimaryBytes -= size;
-      } else {
-        this.#heldSecondary--;
-        this.#heldSecondaryBytes -= size;
-      }
+      this.#countHeld(primary, -1, size);
       const p = this.#packets.take();
       p.serial = this.#serial = (this.#serial + 1) | 0;
       p.bytes = bytes;
@@ -1509,13 +1495,7 @@ export class CompareEngine implements CompareContext {
     if (this.#newest) this.#newest.newer = p;
     else this.#oldest = p;
     this.#newest = p;
-    if (p.side === "primary") {
-      this.#heldPrimary++;
-      this.#heldPrimaryBytes += p.size;
-    } else {
-      this.#heldSecondary++;
-      this.#heldSecondaryBytes += p.size;
-    }
+    this.#countHeld(p.side === "primary", 1, p.size);
   }
 
   #unhold(p: Packet): void {
@@ -1525,12 +1505,17 @@ export class CompareEngine implements CompareContext {
     if (p.newer) p.newer.older = p.older;
     else this.#newest = p.older;
     p.older = p.newer = null;
-    if (p.side === "primary") {
-      this.#heldPrimary--;
-      this.#heldPrimaryBytes -= p.size;
+    this.#countHeld(p.side === "primary", -1, p.size);
+  }
+
+  /** `n` frames of `size` bytes more held from a side (fewer when `n` is negative). */
+  #countHeld(primary: boolean, n: number, size: number): void {
+    if (primary) {
+      this.#heldPrimary += n;
+      this.#heldPrimaryBytes += n * size;
     } else {
-      this.#heldSecondary--;
-      this.#heldSecondaryBytes -= p.size;
+      this.#heldSecondary += n;
+      this.#heldSecondaryBytes += n * size;
     }
   }
 
