@@ -335,9 +335,6 @@ export const RELEASE_EVERY = 100;
  * engine's compiled code for it (tests/warm_code_test.ts).
  */
 const SPLIT_EVERY = 100;
-/** Where in every {@linkcode SPLIT_EVERY} pairs the secondary falls a frame behind. */
-const LAG_AT = SPLIT_EVERY >> 1;
-const EMPTY = new Uint8Array(0);
 
 /**
  * Resolves once the comparator's pending reads have completed with what was written: a timer
@@ -475,23 +472,6 @@ async function throughThrowaway(
           sent += follow.value.length;
           done++;
         }
-      } else if (done % SPLIT_EVERY === LAG_AT && done + 2 < n) {
-        // The secondary a frame behind: the primary's next frame comes while the secondary's
-        // copies have paired only the first of the two before it. The engine's deferred
-        // frames then move up behind the paired one (`DeferredFrames.prepare`), a path pairs
-        // sent one at a time never take and a stream's reads take all the time.
-        const a = frames.next();
-        const b = frames.next();
-        const rest = [a, b].flatMap((f) => f.done ? [] : [f.value]);
-        await writeAll(primary, concat(next.value, rest[0] ?? EMPTY));
-        await readsComplete();
-        await writeAll(secondary, next.value);
-        await readsComplete();
-        if (rest.length > 1) await writeAll(primary, rest[1]);
-        await readsComplete();
-        await writeAll(secondary, concat(...rest));
-        for (const f of rest) sent += f.length;
-        done += rest.length;
       } else {
         await writeAll(primary, next.value);
         await writeAll(secondary, next.value);

@@ -119,12 +119,7 @@ Deno.test("warm code: the first frames of the real peers make V8 throw away no c
     );
     assert.ok(served, "V8's log has no event for dropPermissions: nothing marks the warm-up's end");
     const since = Number(served.split(",").at(-2));
-    // Not counted: the warm-up's own code thrown away once the throwaway comparators it
-    // referred to are collected ("embedded weak objects cleared"); it never runs again.
-    const after = log.filter((l) =>
-      l.startsWith("code-deopt,") && Number(l.split(",")[1]) > since &&
-      !(l.includes("/src/warmup.ts:") && l.endsWith(",embedded weak objects cleared"))
-    );
+    const after = log.filter((l) => l.startsWith("code-deopt,") && Number(l.split(",")[1]) > since);
     assert.ok(
       after.length <= MOST,
       `${after.length} deoptimizations after the warm-up:\n${after.join("\n")}`,

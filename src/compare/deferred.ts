@@ -65,20 +65,19 @@ export class DeferredFrames {
     return this.count - this.head;
   }
 
-  /** Bytes that more frames of the pending ones' side may take (after `prepare`). */
+  /** Bytes that more frames may take: behind the pending ones, or all when none is pending. */
   room(): number {
-    if (this.head === this.count) return DEFER_BYTES;
-    return DEFER_BYTES - this.end + this.at[this.head] - this.header;
+    return this.head === this.count ? DEFER_BYTES : DEFER_BYTES - this.end;
   }
 
   /**
-   * Makes room for frames from `side` behind those pending (of the same side): allocates on
-   * first use, starts over when none is pending, and moves the pending ones to the front
-   * when they do not start there. `header`: bytes of framing words before each frame. The
-   * caller must have had the bytes before the pending ones copied out (the output writer
-   * copies released frames lazily).
+   * Starts over with frames from `side` (none may be pending), each after `header` bytes of
+   * framing words; allocates on first use. More frames of the same side go behind the pending
+   * ones while there is room (`room`); the pending frames never move: once they are all
+   * decided, the next read starts over at the front. The caller must have had the bytes copied
+   * out that the output writer still reads here (it copies released frames lazily).
    */
-  prepare(side: Side, header: number): void {
+  start(side: Side, header: number): void {
     if (this.bytes.length === 0) {
       this.bytes = new Uint8Array(DEFER_BYTES);
       this.at = new Int32Array(DEFER_FRAMES);
@@ -93,30 +92,8 @@ export class DeferredFrames {
       this.createdAt = new Float64Array(DEFER_FRAMES);
       this.conn = new Array<Connection | null>(DEFER_FRAMES).fill(null);
     }
-    if (this.head === this.count) {
-      this.head = this.count = this.end = 0;
-      this.side = side;
-      this.header = header;
-      return;
-    }
-    const head = this.head;
-    if (head === 0) return;
-    const from = this.at[head] - header;
-    this.bytes.copyWithin(0, from, this.end);
-    this.end -= from;
-    const n = this.count - head;
-    for (const a of [this.size, this.vnetLen, this.payload, this.len, this.flags, this.seq]) {
-      a.copyWithin(0, head, this.count);
-    }
-    this.seqEnd.copyWithin(0, head, this.count);
-    this.ack.copyWithin(0, head, this.count);
-    this.createdAt.copyWithin(0, head, this.count);
-    const at = this.at;
-    for (let j = 0; j < n; j++) at[j] = at[head + j] - from;
-    const conn = this.conn;
-    for (let j = 0; j < n; j++) conn[j] = conn[head + j];
-    conn.fill(null, n, this.count);
-    this.head = 0;
-    this.count = n;
+    this.head = this.count = this.end = 0;
+    this.side = side;
+    this.header = header;
   }
 }

@@ -821,10 +821,10 @@ export class CompareEngine implements CompareContext {
   ): number {
     if (primary ? this.#longPrimary : this.#longSecondary) return at;
     const deferred = this.#deferred;
-    if (deferred.pending === 0 || deferred.head > 0) {
+    if (deferred.pending === 0) {
       // The bytes about to be overwritten may be released frames the sink has not copied.
       if (this.#settles) this.#sink.settle!();
-      deferred.prepare(side, header);
+      deferred.start(side, header);
     }
     const base = deferred.end;
     const room = deferred.bytes.length - base;
@@ -1032,13 +1032,12 @@ export class CompareEngine implements CompareContext {
     if ((header === 4 && vnetLen !== 0) || (primary ? this.#longPrimary : this.#longSecondary)) {
       return false;
     }
-    if (deferred.pending === 0 || deferred.head > 0) {
+    if (deferred.pending === 0) {
       if (this.#settles) this.#sink.settle!();
-      deferred.prepare(side, header);
+      deferred.start(side, header);
     }
-    if (deferred.count >= DEFER_FRAMES) return false;
     const to = deferred.end + header;
-    if (to + size > deferred.bytes.length) return false;
+    if (deferred.count >= DEFER_FRAMES || to + size > deferred.bytes.length) return false;
     if (!this.#deferFrame(primary, bytes, at, size, vnetLen, now, to)) return false;
     writeHeader(deferred.bytes, deferred.end, size, header === 8, vnetLen);
     deferred.bytes.set(bytes.subarray(at, at + size), to);
