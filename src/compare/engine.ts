@@ -658,16 +658,7 @@ export class CompareEngine implements CompareContext {
   ): void {
     const info = this.#info;
     const queue = this.#table.queueFor(conn, side);
-    const p = this.#packets.take();
-    p.serial = this.#serial = (this.#serial + 1) | 0;
-    p.bytes = bytes;
-    p.at = at;
-    p.size = size;
-    p.vnetLen = vnetLen;
-    p.createdAt = now;
-    p.side = side;
-    p.conn = conn;
-    p.offset = 0;
+    const p = this.#packet(side, conn, bytes, at, size, vnetLen, now);
     if (kind === TCP_SEGMENT) {
       p.start = info.payload;
       p.len = info.payloadLen;
@@ -821,11 +812,7 @@ export class CompareEngine implements CompareContext {
   ): number {
     if (primary ? this.#longPrimary : this.#longSecondary) return at;
     const deferred = this.#deferred;
-    if (deferred.pending === 0) {
-      // The bytes about to be overwritten may be released frames the sink has not copied.
-      if (this.#settles) this.#sink.settle!();
-      deferred.start(side, header);
-    }
+    if (deferred.pending === 0) this.#startDeferred(side, header);
     const base = deferred.end;
     const room = deferred.bytes.length - base;
     let i = at;
@@ -986,7 +973,6 @@ export class CompareEngine implements CompareContext {
       sink.discard("secondary", "compared", deferred.bytes, twin, size, conn);
       // `dropIfFullyMatched` would find no matched secondary segment queued here.
     } else {
-      conn.noteMatched();
       this.#countHeld(true, -1, size);
       sink.release(
         deferred.bytes,
@@ -1032,10 +1018,7 @@ export class CompareEngine implements CompareContext {
     if ((header === 4 && vnetLen !== 0) || (primary ? this.#longPrimary : this.#longSecondary)) {
       return false;
     }
-    if (deferred.pending === 0) {
-      if (this.#settles) this.#sink.settle!();
-      deferred.start(side, header);
-    }
+    if (deferred.pending === 0) this.#startDeferred(side, header);
     const to = deferred.end + header;
     if (deferred.count >= DEFER_FRAMES || to + size > deferred.bytes.length) return false;
     if (!this.#deferFrame(primary, bytes, at, size, vnetLen, now, to)) return false;
@@ -1043,6 +1026,13 @@ export class CompareEngine implements CompareContext {
     deferred.bytes.set(bytes.subarray(at, at + size), to);
     deferred.end = to + size;
     return true;
+  }
+
+  /** Deferred frames from `side` start over at the front of the deferred bytes. */
+  #startDeferred(side: Side, header: number): void {
+    // The bytes about to be overwritten may be released frames the sink has not copied.
+    if (this.#settles) this.#sink.settle!();
+    this.#deferred.start(side, header);
   }
 
   /**
@@ -1064,17 +1054,17 @@ export class CompareEngine implements CompareContext {
       const size = deferred.size[j];
       // Counted as held since it came: `#hold` counts it again.
       this.#countHeld(primary, -1, size);
-      const p = this.#packets.take();
-      p.serial = this.#serial = (this.#serial + 1) | 0;
-      p.bytes = bytes;
-      p.at = deferred.at[j];
-      p.size = size;
-      p.vnetLen = deferred.vnetLen[j];
-      p.createdAt = deferred.createdAt[j];
-      p.side = side;
-      p.conn = conn;
-      p.offset = 0;
-      p.start = p.at + deferred.payload[j];
+      const at = deferred.at[j];
+      const p = this.#packet(
+        side,
+        conn,
+        bytes,
+        at,
+        size,
+        deferred.vnetLen[j],
+        deferred.createdAt[j],
+      );
+      p.start = at + deferred.payload[j];
       p.len = deferred.len[j];
       p.seq = deferred.seq[j];
       p.seqEnd = deferred.seqEnd[j];
@@ -1485,6 +1475,29 @@ export class CompareEngine implements CompareContext {
   /** Forgets connections idle for `idleTimeout` or longer, oldest first. O(forgotten). */
   #forgetIdle(now: number): void {
     this.#table.forgetIdle(now, this.#idleTimeout);
+  }
+
+  /** A packet record for the frame `bytes[at, at + size)` about to be queued on `conn`. */
+  #packet(
+    side: Side,
+    conn: Connection,
+    bytes: Uint8Array,
+    at: number,
+    size: number,
+    vnetLen: number,
+    createdAt: number,
+  ): Packet {
+    const p = this.#packets.take();
+    p.serial = this.#serial = (this.#serial + 1) | 0;
+    p.bytes = bytes;
+    p.at = at;
+    p.size = size;
+    p.vnetLen = vnetLen;
+    p.createdAt = createdAt;
+    p.side = side;
+    p.conn = conn;
+    p.offset = 0;
+    return p;
   }
 
   #hold(p: Packet): void {
