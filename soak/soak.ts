@@ -43,11 +43,13 @@ export async function runTrial(trial: Trial, profile: Profile): Promise<TrialRes
     ]);
   } catch (error) {
     run.catch(() => {});
+    const [first, ...rest] = (error instanceof Error ? error.message : String(error)).split("\n");
     checks = [{
       check: "trial completes",
       bound: `within ${limit} s, no error`,
-      measured: error instanceof Error ? error.message.split("\n")[0] : String(error),
+      measured: first,
       pass: false,
+      detail: rest.join("\n") || undefined,
     }];
   } finally {
     clearTimeout(timer);
@@ -58,9 +60,10 @@ export async function runTrial(trial: Trial, profile: Profile): Promise<TrialRes
 
 /** One result line: `PASS  1 table-full  check: measured (bound)`. */
 export function resultLine(r: TrialResult, c: Check): string {
-  return `${
+  const line = `${
     c.pass ? "PASS" : "FAIL"
   }  ${r.trial.id} ${r.trial.name}  ${c.check}: ${c.measured} (bound ${c.bound})`;
+  return c.detail ? `${line}\n${c.detail.replace(/^/gm, "      ")}` : line;
 }
 
 /** The results as a markdown table. */

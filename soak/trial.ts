@@ -24,6 +24,8 @@ export interface Check {
   /** What was measured, with enough context to judge it. */
   measured: string;
   pass: boolean;
+  /** More lines for a failed check (the program's last log lines), printed under its row. */
+  detail?: string;
 }
 
 /** A trial of the suite. */

@@ -86,7 +86,7 @@ export const checkpointStorm: Trial = {
         // said last (pauses, checkpoints) goes with the error.
         throw new Error(
           `the idle connections' pairs did not come out (${out.frames} of ${want} frames); ` +
-            `the program's last lines:\n${program.tail(12)}`,
+            `the program's last lines:\n${program.tail(30)}`,
         );
       }
       idle = connections;
