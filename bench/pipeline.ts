@@ -1,6 +1,6 @@
 /**
- * The CPU cost of the hot path per compared pair, in one process and without sockets: 128 KiB
- * chunks of framed tcp-64, tcp-1000, tcp-1000x100 or udp-512 frames go through the frame decoder, the compare
+ * The CPU cost of the hot path per compared pair, in one process and without sockets: reads
+ * (the checkout's read block, 1 MiB, unless `--read` says) of framed tcp-64, tcp-1000, tcp-1000x100 or udp-512 frames go through the frame decoder, the compare
  * engine, the comparator's sink and the outdev writer (onto a stream that takes every write at
  * once), a primary chunk then the same secondary chunk, as the input pumps feed them. TCP
  * sequence numbers go on from round to round and start near the 32-bit wrap, as the load
@@ -11,6 +11,7 @@
  *
  *   deno run -A bench/pipeline.ts [--workload tcp-64|tcp-1000|tcp-1000x100|udp-512] [--rounds N]
  *     [--root DIR]   # the src/ of another checkout, for before/after runs
+ *     [--read BYTES] # bytes per read instead of the checkout's read block (a pump's 1 MiB under load)
  *     [--per-read N] # N frames per read instead of a whole buffer (1: the latency workload's reads)
  *     [--allocated]  # instead: the bytes the measured rounds allocate per pair, as one JSON line
  *                    # ({"workload", "pairs", "bytesPerPair"}), from V8's sampling heap profiler
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     workload: { type: "string", default: "tcp-64" },
     rounds: { type: "string", default: "7" },
     root: { type: "string" },
+    read: { type: "string" },
     "per-read": { type: "string" },
     allocated: { type: "boolean" },
   },
@@ -137,10 +139,17 @@ const secondaryIn: FrameDecoder = new Decoder({
 const keepHeld = "keepHeld" in engine;
 /** Read buffers from the engine's pool, kept by it when full of held frames (same). */
 const inPlace = "keepHeldInPlace" in engine;
-/** The checkout's read and block size (256 KiB before it was a constant of `pool.ts`). */
-const READ: number = (await src("pool.ts").catch(() => ({}))).BLOCK_SIZE ?? 256 * 1024;
-/** Bytes per read: a whole buffer, or `--per-read` frames (the rest of the buffer then stale). */
-const CHUNK = values["per-read"] ? Number(values["per-read"]) * STEP : READ;
+/**
+ * The checkout's read block size (`READ_BLOCK_SIZE` since the inputs read 1 MiB, `BLOCK_SIZE`
+ * before, 256 KiB before it was a constant of `pool.ts`). Until this read the first name, the
+ * reads here were of 256 KiB.
+ */
+const pool = await src("pool.ts").catch(() => ({}));
+const READ: number = pool.READ_BLOCK_SIZE ?? pool.BLOCK_SIZE ?? 256 * 1024;
+/** Bytes per read: a whole buffer, `--read` bytes, or `--per-read` frames. */
+const CHUNK = values["per-read"]
+  ? Number(values["per-read"]) * STEP
+  : Math.min(READ, Number(values.read ?? READ));
 const readBuffer = () => inPlace ? engine.readBuffer() : new Uint8Array(READ);
 let primaryBuf = readBuffer();
 let secondaryBuf = readBuffer();
@@ -210,8 +219,15 @@ if (allocated !== undefined) {
       `rounds of ${PATTERNS * FRAMES} pairs; fastest ${runs[0].toFixed(0)}, slowest ` +
       `${runs[ROUNDS - 1].toFixed(0)}); CPU ${
         cpuRuns[Math.floor(ROUNDS / 2)].toFixed(0)
-      } ns per pair`,
+      } ns per pair${deferredShare()}`,
   );
+}
+
+/** "; N% deferred": the share of the frames the engine deferred (checkouts that defer). */
+function deferredShare(): string {
+  const deferred = (engine as { framesDeferred?: number }).framesDeferred;
+  if (deferred === undefined) return "";
+  return `; ${((100 * deferred) / ((ROUNDS + 1) * PATTERNS * FRAMES)).toFixed(0)}% deferred`;
 }
 
 /** A node of V8's sampling heap profile: bytes allocated at one stack, and its callees'. */
