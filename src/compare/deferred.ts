@@ -15,12 +15,20 @@
 
 import type { Connection } from "./connection.ts";
 import type { Side } from "./packet.ts";
-import { objectArray } from "../pool.ts";
+import { objectArray, READ_BLOCK_SIZE } from "../pool.ts";
 
-/** Bytes of frames (with their framing words) deferred at most. */
+/**
+ * Bytes of frames (with their framing words) deferred at most at first: a read of tcp-64 at
+ * full speed (about 33 KiB) or of a TLS input (128 KiB) fits.
+ */
 export const DEFER_BYTES = 256 * 1024;
-/** Frames deferred at most. */
-export const DEFER_FRAMES = 4096;
+/**
+ * ...and from the first read that does not fit on: a whole read block (a plain input's reads
+ * under load), so that such reads are deferred too rather than queued.
+ */
+export const DEFER_MAX_BYTES = READ_BLOCK_SIZE;
+/** Bytes of room per frame that may be deferred: the frame bound follows the bytes'. */
+const BYTES_PER_FRAME = 64;
 
 const EMPTY = new Uint8Array(0);
 const NO_INTS = new Int32Array(0);
@@ -40,6 +48,8 @@ export class DeferredFrames {
   head = 0;
   /** Frames copied (decided ones before `head` included). */
   count = 0;
+  /** Frames that may be copied before the next start. */
+  capacity = 0;
   // Each frame's fields, as a `Packet` holds them (sequence numbers stored as int32, read as
   // uint32): allocated with the first deferred frame.
   at: Int32Array = NO_INTS;
@@ -67,33 +77,41 @@ export class DeferredFrames {
 
   /** Bytes that more frames may take: behind the pending ones, or all when none is pending. */
   room(): number {
-    return this.head === this.count ? DEFER_BYTES : DEFER_BYTES - this.end;
+    return this.head === this.count ? this.bytes.length : this.bytes.length - this.end;
   }
 
   /**
    * Starts over with frames from `side` (none may be pending), each after `header` bytes of
-   * framing words; allocates on first use. More frames of the same side go behind the pending
-   * ones while there is room (`room`); the pending frames never move: once they are all
-   * decided, the next read starts over at the front. The caller must have had the bytes copied
-   * out that the output writer still reads here (it copies released frames lazily).
+   * framing words, with room for at least `want` bytes (at most {@linkcode DEFER_MAX_BYTES}):
+   * allocates {@linkcode DEFER_BYTES} at first use, and the most once a read needs more than
+   * that. More frames of the same side go behind the pending ones while there is room
+   * (`room`); the pending frames never move: once they are all decided, the next read starts
+   * over at the front. The caller must have had the bytes copied out that the output writer
+   * still reads here (it copies released frames lazily).
    */
-  start(side: Side, header: number): void {
-    if (this.bytes.length === 0) {
-      this.bytes = new Uint8Array(DEFER_BYTES);
-      this.at = new Int32Array(DEFER_FRAMES);
-      this.size = new Int32Array(DEFER_FRAMES);
-      this.vnetLen = new Int32Array(DEFER_FRAMES);
-      this.payload = new Int32Array(DEFER_FRAMES);
-      this.len = new Int32Array(DEFER_FRAMES);
-      this.flags = new Int32Array(DEFER_FRAMES);
-      this.seq = new Int32Array(DEFER_FRAMES);
-      this.seqEnd = new Int32Array(DEFER_FRAMES);
-      this.ack = new Int32Array(DEFER_FRAMES);
-      this.createdAt = new Float64Array(DEFER_FRAMES);
-      this.conn = new Array<Connection | null>(DEFER_FRAMES).fill(null);
+  start(side: Side, header: number, want: number): void {
+    if (this.bytes.length < want) {
+      this.#allocate(want <= DEFER_BYTES ? DEFER_BYTES : DEFER_MAX_BYTES);
     }
     this.head = this.count = this.end = 0;
     this.side = side;
     this.header = header;
+  }
+
+  #allocate(bytes: number): void {
+    const frames = bytes / BYTES_PER_FRAME;
+    this.bytes = new Uint8Array(bytes);
+    this.capacity = frames;
+    this.at = new Int32Array(frames);
+    this.size = new Int32Array(frames);
+    this.vnetLen = new Int32Array(frames);
+    this.payload = new Int32Array(frames);
+    this.len = new Int32Array(frames);
+    this.flags = new Int32Array(frames);
+    this.seq = new Int32Array(frames);
+    this.seqEnd = new Int32Array(frames);
+    this.ack = new Int32Array(frames);
+    this.createdAt = new Float64Array(frames);
+    this.conn = new Array<Connection | null>(frames).fill(null);
   }
 }
