@@ -1,7 +1,8 @@
 /**
- * Arrivals the engine has not queued yet (issue 11): TCP segments that one side's read brings
- * while nothing at all is held, each checked to be one the engine would only hold (a segment
- * with payload on a known open connection, in sequence, within every bound), and copied here
+ * Arrivals the engine has not queued yet (issue 11): datagrams and TCP segments that one
+ * side's read brings while nothing at all is held, each checked to be one the engine would only
+ * hold (on a known open connection, within every bound; a segment with payload, in sequence),
+ * and copied here
  * with their framing words, back to back as they arrived. When the other side's read brings
  * the same bytes, each pair is decided as queueing the first and pairing the second would
  * decide it, without a `Packet`, a queue or a slab for the first: in the steady state of a
@@ -51,7 +52,8 @@ export class DeferredFrames {
   /** Frames that may be copied before the next start. */
   capacity = 0;
   // Each frame's fields, as a `Packet` holds them (sequence numbers stored as int32, read as
-  // uint32): allocated with the first deferred frame.
+  // uint32; a datagram's payload is its IP payload, and it has no sequence numbers, ACK or
+  // flags): allocated with the first deferred frame.
   at: Int32Array = NO_INTS;
   size: Int32Array = NO_INTS;
   vnetLen: Int32Array = NO_INTS;
