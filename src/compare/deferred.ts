@@ -16,7 +16,7 @@
 
 import type { Connection } from "./connection.ts";
 import type { Side } from "./packet.ts";
-import { objectArray, READ_BLOCK_SIZE } from "../pool.ts";
+import { objectArray, READ_BLOCK_SIZE, TRIM_INTERVAL_MS } from "../pool.ts";
 
 /**
  * Bytes of frames (with their framing words) deferred at most at first: a read of tcp-64 at
@@ -51,6 +51,9 @@ export class DeferredFrames {
   count = 0;
   /** Frames that may be copied before the next start. */
   capacity = 0;
+  /** A start since the last trim wanted more than {@linkcode DEFER_BYTES}. */
+  #grownUsed = false;
+  #trimmedAt = 0;
   // Each frame's fields, as a `Packet` holds them (sequence numbers stored as int32, read as
   // uint32; a datagram's payload is its IP payload, and it has no sequence numbers, ACK or
   // flags): allocated with the first deferred frame.
@@ -92,12 +95,28 @@ export class DeferredFrames {
    * still reads here (it copies released frames lazily).
    */
   start(side: Side, header: number, want: number): void {
+    if (want > DEFER_BYTES) this.#grownUsed = true;
     if (this.bytes.length < want) {
       this.#allocate(want <= DEFER_BYTES ? DEFER_BYTES : DEFER_MAX_BYTES);
     }
     this.head = this.count = this.end = 0;
     this.side = side;
     this.header = header;
+  }
+
+  /**
+   * At most once per {@linkcode TRIM_INTERVAL_MS} (`now` in ms), with none pending: a buffer
+   * grown for large reads goes back to {@linkcode DEFER_BYTES} when no read since the last
+   * trim needed more (a burst's 1.8 MiB is not kept for good).
+   */
+  trim(now: number): void {
+    if (now - this.#trimmedAt < TRIM_INTERVAL_MS) return;
+    this.#trimmedAt = now;
+    if (!this.#grownUsed && this.head === this.count && this.bytes.length > DEFER_BYTES) {
+      this.#allocate(DEFER_BYTES);
+      this.head = this.count = this.end = 0;
+    }
+    this.#grownUsed = false;
   }
 
   #allocate(bytes: number): void {

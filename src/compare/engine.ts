@@ -547,6 +547,7 @@ export class CompareEngine implements CompareContext {
     this.#packets.trim(now);
     this.#table.trim(now);
     this.#store.trim(now);
+    this.#deferred.trim(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {
