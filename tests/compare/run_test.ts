@@ -16,7 +16,7 @@ import {
   type OversizeError,
   writeHeader,
 } from "../../src/wire/codec.ts";
-import { frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { concat, frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 type Side = "primary" | "secondary";
@@ -359,16 +359,7 @@ Deno.test("takeRun: a read larger than the deferred frames' first room makes it 
         frame({ tcp: { seq: 1000 + 64 * i, payload: payload.subarray(64 * i, 64 * i + 64) } }),
       ),
   );
-  const read = (from: number, to: number) => {
-    const parts = framed.slice(from, to);
-    const buf = new Uint8Array(parts.reduce((n, f) => n + f.length, 0));
-    let at = 0;
-    for (const f of parts) {
-      buf.set(f, at);
-      at += f.length;
-    }
-    return buf;
-  };
+  const read = (from: number, to: number) => concat(...framed.slice(from, to));
   const script = (deferArrivals: boolean) => {
     const f = feeder({ compareTimeout: 3000, maxQueueSize: 100_000, deferArrivals }, true, false);
     const both = (from: number, to: number, now: number) => {
@@ -401,15 +392,10 @@ Deno.test("takeRun: deferred datagrams are decided as held ones: twins, another 
     );
   const a = [0, 1, 2, 3, 4, 5].map((n) => datagram(5000, n));
   const b = [0, 1, 2, 3, 4, 5].map((n) => datagram(6000, n));
-  const join = (frames: Uint8Array[]) => {
-    const buf = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
-    frames.reduce((at, f) => (buf.set(f, at), at + f.length), 0);
-    return buf;
-  };
   const script = (deferArrivals: boolean) => {
     const f = feeder({ compareTimeout: 100, maxQueueSize: 1024, deferArrivals }, true, false);
     const read = (side: Side, frames: Uint8Array[], now: number) => {
-      const buf = join(frames);
+      const buf = concat(...frames);
       f.read(side, buf, buf.length, now);
     };
     read("primary", [a[0], b[0]], 1); // new connections: held the usual way
