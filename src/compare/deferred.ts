@@ -1,14 +1,14 @@
 /**
- * Arrivals the engine has not queued yet (issue 11): datagrams and TCP segments that one
- * side's read brings while nothing at all is held, each checked to be one the engine would only
- * hold (on a known open connection, within every bound; a segment with payload, in sequence),
- * and copied here with their framing words, back to back as they arrived. When the other
- * side's read brings the same bytes, each pair is decided as queueing the first and pairing
- * the second would decide it, without a `Packet`, a queue or a slab for the first: in the
- * steady state of a stream one comparison covers a whole read of twins. Anything else the
- * engine is asked first queues them as they would have been queued (`CompareEngine`'s
- * `#settleDeferred`), so nothing else ever sees them. Frames and bytes here are bounded (a
- * read block at most): a read that brings more goes the queued way.
+ * Arrivals the engine has not queued yet (issue 11): TCP segments that one side's read brings
+ * while nothing at all is held, each checked to be one the engine would only hold (a segment
+ * with payload on a known open connection, in sequence, within every bound), and copied here
+ * with their framing words, back to back as they arrived. When the other side's read brings
+ * the same bytes, each pair is decided as queueing the first and pairing the second would
+ * decide it, without a `Packet`, a queue or a slab for the first: in the steady state of a
+ * stream one comparison covers a whole read of twins. Anything else the engine is asked first
+ * queues them as they would have been queued (`CompareEngine`'s `#settleDeferred`), so
+ * nothing else ever sees them. Frames and bytes here are bounded (a read block at most): a
+ * read that brings more goes the queued way.
  *
  * @module
  */
@@ -54,8 +54,7 @@ export class DeferredFrames {
   #grownUsed = false;
   #trimmedAt = 0;
   // Each frame's fields, as a `Packet` holds them (sequence numbers stored as int32, read as
-  // uint32; a datagram's payload is its IP payload, and it has no sequence numbers, ACK or
-  // flags): allocated with the first deferred frame.
+  // uint32): allocated with the first deferred frame.
   at: Int32Array = NO_INTS;
   size: Int32Array = NO_INTS;
   vnetLen: Int32Array = NO_INTS;

@@ -839,11 +839,11 @@ export class CompareEngine implements CompareContext {
   /**
    * Defers the frame `bytes[at, at + size)`, to be copied to `to` in the deferred bytes, if it
    * is one `#holdAtOnce` would hold (nothing is held, so it is the first of its side's queue
-   * on its connection or follows the deferred ones there) and a datagram, or a TCP segment
-   * with payload, in sequence after any deferred before it on its connection, and not one that
-   * could close or open it. Does for it what holding it does to the connection (a segment's
-   * ACK and flags noted, the matched secondary's pass taken; the connection held) and counts
-   * it as held. Returns false, having changed nothing, otherwise.
+   * on its connection or follows the deferred ones there) and a TCP segment with payload, in
+   * sequence after any deferred before it on its connection, and not one that could close or
+   * open it. Does for it what holding it does to the connection (its ACK and flags noted, the
+   * matched secondary's pass taken, the connection held) and counts it as held. Returns false,
+   * having changed nothing, otherwise.
    */
   #deferFrame(
     primary: boolean,
@@ -855,48 +855,37 @@ export class CompareEngine implements CompareContext {
     to: number,
   ): boolean {
     const info = this.#info;
-    const kind = parseFrameAt(bytes, at, size, vnetLen, info);
-    const tcp = kind === TCP_SEGMENT;
     if (
-      tcp
-        ? info.payloadLen === 0 || (info.flags & (TH_SYN | TH_FIN | TH_RST)) !== 0
-        : kind !== DATAGRAM
+      parseFrameAt(bytes, at, size, vnetLen, info) !== TCP_SEGMENT || info.payloadLen === 0 ||
+      (info.flags & (TH_SYN | TH_FIN | TH_RST)) !== 0
     ) return false;
     const conn = this.#table.find(info.key, info.keyLen);
-    if (conn === null || conn.closed) return false;
+    if (conn === null || conn.closed || !conn.tcp) return false;
     const queued = conn.deferred;
     if (
       queued >= this.#longMark || queued >= this.#maxQueueSize || this.#overBudget(size) ||
-      (tcp && (
-        (queued > 0 && (info.seq | 0) !== conn.deferredEnd) ||
-        (primary && conn.passDue(this.#epoch))
-      ))
+      (queued > 0 && (info.seq | 0) !== conn.deferredEnd) ||
+      (primary && conn.passDue(this.#epoch))
     ) return false;
+    this.#trackTcp(primary, conn, info);
+    // As `#enqueue` takes it: a pass noted in an earlier epoch is gone.
+    if (primary) conn.takeMatchedSecondaryDropped(this.#epoch);
     const deferred = this.#deferred;
     const j = deferred.count++;
+    const seqEnd = seqAdd(info.seq, info.payloadLen);
     deferred.at[j] = to;
     deferred.size[j] = size;
     deferred.vnetLen[j] = vnetLen;
+    deferred.payload[j] = info.payload - at;
+    deferred.len[j] = info.payloadLen;
+    deferred.flags[j] = info.flags;
+    deferred.seq[j] = info.seq;
+    deferred.seqEnd[j] = seqEnd;
+    deferred.ack[j] = info.ack;
     deferred.createdAt[j] = now;
     deferred.conn[j] = conn;
-    if (tcp) {
-      this.#trackTcp(primary, conn, info);
-      // As `#enqueue` takes it: a pass noted in an earlier epoch is gone.
-      if (primary) conn.takeMatchedSecondaryDropped(this.#epoch);
-      const seqEnd = seqAdd(info.seq, info.payloadLen);
-      deferred.payload[j] = info.payload - at;
-      deferred.len[j] = info.payloadLen;
-      deferred.flags[j] = info.flags;
-      deferred.seq[j] = info.seq;
-      deferred.seqEnd[j] = seqEnd;
-      deferred.ack[j] = info.ack;
-      conn.deferredEnd = seqEnd | 0;
-    } else {
-      // A datagram: its IP payload is what `compareDatagrams` compares.
-      deferred.payload[j] = info.l4 - at;
-      deferred.len[j] = info.ipEnd - info.l4;
-    }
     conn.deferred = queued + 1;
+    conn.deferredEnd = seqEnd | 0;
     this.framesDeferred++;
     this.#countHeld(primary, 1, size);
     this.#place(conn, now);
@@ -960,22 +949,21 @@ export class CompareEngine implements CompareContext {
     const deferred = this.#deferred;
     const j = deferred.head;
     const conn = deferred.conn[j]!;
-    if (this.#overBudget(size)) return false;
-    if (conn.tcp) {
-      // Sequence numbers as stored, int32: compared and stored mod 2^32 all the same, and
-      // never a number the compiled code must check is still an int32 (a uint32 above 2^31
-      // made V8 throw this function's code away at the real peers' first such segment).
-      const seqEnd = deferred.seqEnd[j];
-      if (conn.compareSeqSet && !seqAfter(seqEnd, conn.compareSeq)) return false;
-      const info = this.#info;
-      info.flags = deferred.flags[j];
-      info.ack = deferred.ack[j];
-      this.#trackTcp(primary, conn, info);
-      conn.compareSeq = seqEnd;
-      conn.compareSeqSet = true;
-      // As `#paired` decides, the twin taken off its queue first.
-      conn.takeMatchedSecondaryDropped(this.#epoch);
-    }
+    // Sequence numbers as stored, int32: compared and stored mod 2^32 all the same, and never
+    // a number the compiled code must check is still an int32 (a uint32 above 2^31 made V8
+    // throw this function's code away at the real peers' first such segment).
+    const seqEnd = deferred.seqEnd[j];
+    if (
+      this.#overBudget(size) || (conn.compareSeqSet && !seqAfter(seqEnd, conn.compareSeq))
+    ) return false;
+    const info = this.#info;
+    info.flags = deferred.flags[j];
+    info.ack = deferred.ack[j];
+    this.#trackTcp(primary, conn, info);
+    conn.compareSeq = seqEnd;
+    conn.compareSeqSet = true;
+    // As `#paired` decides, the twin taken off its queue first.
+    conn.takeMatchedSecondaryDropped(this.#epoch);
     conn.noteMatched();
     deferred.conn[j] = null;
     deferred.head = j + 1;
@@ -1084,18 +1072,14 @@ export class CompareEngine implements CompareContext {
       );
       p.start = at + deferred.payload[j];
       p.len = deferred.len[j];
-      const queue = primary ? conn.primary : conn.secondary;
-      if (conn.tcp) {
-        p.seq = deferred.seq[j];
-        p.seqEnd = deferred.seqEnd[j];
-        p.ack = deferred.ack[j];
-        p.flags = deferred.flags[j];
-        queue.insertBySeq(p);
-      } else queue.push(p);
+      p.seq = deferred.seq[j];
+      p.seqEnd = deferred.seqEnd[j];
+      p.ack = deferred.ack[j];
+      p.flags = deferred.flags[j];
+      (primary ? conn.primary : conn.secondary).insertBySeq(p);
       this.#hold(p);
-      // As `#enqueue` does: with no primary held it only looks at the secondary queue's head
-      // (a datagram's comparison, with the other side holding nothing, finds nothing to do).
-      if (!primary && conn.tcp) compareTcp(this, conn, this.#now);
+      // As `#enqueue` does: with no primary held it only looks at the secondary queue's head.
+      if (!primary) compareTcp(this, conn, this.#now);
       this.#unkept[this.#unkeptCount++] = p;
       this.#unkeptBytes += size;
     }
