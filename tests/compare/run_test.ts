@@ -384,39 +384,3 @@ Deno.test("takeRun: a read larger than the deferred frames' first room makes it 
   assert.equal(on.f.rec.released.length, count);
   assert.equal(on.f.engine.heldPrimary + on.f.engine.heldSecondary, 0);
 });
-
-Deno.test("takeRun: deferred datagrams are decided as held ones: twins, another order, a mismatch", () => {
-  const datagram = (port: number, n: number) =>
-    encodeFrame(
-      frame({ udp: { sport: port, payload: pseudoRandomBytes(40 + n, port * 100 + n) } }),
-    );
-  const a = [0, 1, 2, 3, 4, 5].map((n) => datagram(5000, n));
-  const b = [0, 1, 2, 3, 4, 5].map((n) => datagram(6000, n));
-  const script = (deferArrivals: boolean) => {
-    const f = feeder({ compareTimeout: 100, maxQueueSize: 1024, deferArrivals }, true, false);
-    const read = (side: Side, frames: Uint8Array[], now: number) => {
-      const buf = concat(...frames);
-      f.read(side, buf, buf.length, now);
-    };
-    read("primary", [a[0], b[0]], 1); // new connections: held the usual way
-    read("secondary", [a[0], b[0]], 2);
-    read("primary", [a[1], b[1], a[2]], 3); // deferred
-    read("secondary", [a[1], b[1], a[2]], 4); // twins
-    read("secondary", [a[3], b[3]], 5); // the secondary first
-    read("primary", [b[3], a[3]], 6); // another order: compared as held
-    read("primary", [a[4], a[5]], 7);
-    read("secondary", [a[4], b[5]], 8); // b[5]: no primary sent it
-    f.engine.tick(120); // the primary's a[5] waited too long: a checkpoint
-    f.engine.checkpoint(121);
-    return f;
-  };
-  const on = script(true);
-  const off = script(false);
-  assert.ok(on.engine.framesDeferred >= 6, `${on.engine.framesDeferred} deferred`);
-  assert.equal(off.engine.framesDeferred, 0);
-  assert.deepEqual(on.rec.log, off.rec.log);
-  assert.deepEqual(on.rec.checkpoints, off.rec.checkpoints);
-  assert.equal(on.rec.released.length, 9, "every primary datagram");
-  assert.deepEqual(on.rec.checkpoints, ["timeout"]);
-  assert.equal(on.engine.heldPrimary + on.engine.heldSecondary, 0);
-});
