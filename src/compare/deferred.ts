@@ -52,7 +52,12 @@ export class DeferredFrames {
   capacity = 0;
   /** A start since the last trim wanted more than {@linkcode DEFER_BYTES}. */
   #grownUsed = false;
-  #trimmedAt = 0;
+  /**
+   * A double from the start (-0, as `Pool`'s): the compare clock's times are, and a field
+   * first a small integer changes its object's shape at the first such store (V8 threw away
+   * the expiry scan's code at the real comparator's first trim: tests/warm_code_test.ts).
+   */
+  #trimmedAt = -0;
   // Each frame's fields, as a `Packet` holds them (sequence numbers stored as int32, read as
   // uint32): allocated with the first deferred frame.
   at: Int32Array = NO_INTS;
