@@ -231,8 +231,9 @@ export class InputPump {
 
   /**
    * Calls `reached` once the frames of this input's next `bytes` bytes, and of what it read
-   * and has not decoded yet, have been handed over (its reads are cut to end there), or its
-   * connection ends first. Replaces a mark not reached yet.
+   * and has not decoded yet, have been handed over (its reads are cut to end there; a read
+   * that was waiting already is decoded up to the mark first), or its connection ends first.
+   * Replaces a mark not reached yet.
    */
   mark(bytes: number, reached: () => void): void {
     this.#onMark = reached;
@@ -381,6 +382,13 @@ export class InputPump {
       let chunk = buf;
       let start = 0;
       let end = n;
+      // A mark set while this read waited (`mark`) may fall inside what it brought: the bytes
+      // before it are decoded first, then it is reached, then the rest (read after it came).
+      let rest = 0;
+      const markAt = this.#markAt;
+      const markIn = markAt - (this.bytesRead - n);
+      if (markIn <= 0) this.#reachMark();
+      else if (markIn < n) [end, rest] = [markIn, n - markIn];
       this.#arrival = hooks.now();
       for (;;) {
         let broken;
@@ -394,14 +402,15 @@ export class InputPump {
           }
           if (hooks.chunk() === true) {
             buf = this.#buf = hooks.buffer!();
-            // Stopped for a pause decision in a buffer its held frames kept: the rest waits
-            // in an array of the pump's own (the buffer goes back to the pool once they are
-            // gone, perhaps while this side waits). After `chunk` nothing refers to what was
-            // decoded of it. A buffer not kept is the pump's until the next read.
-            if (start >= 0) {
+            // Stopped for a pause decision (or at a mark) in a buffer its held frames kept:
+            // the rest waits in an array of the pump's own (the buffer goes back to the pool
+            // once they are gone, perhaps while this side waits). After `chunk` nothing refers
+            // to what was decoded of it. A buffer not kept is the pump's until the next read.
+            if (start >= 0 || rest > 0) {
+              const from = start >= 0 ? start : end;
               const spare = this.#spare ??= new Uint8Array(chunk.length);
-              spare.set(chunk.subarray(start, end));
-              [chunk, start, end] = [spare, 0, end - start];
+              spare.set(chunk.subarray(from, end + rest));
+              [chunk, start, end] = [spare, start >= 0 ? 0 : -1, end - from];
             }
           }
         } catch (error) {
@@ -419,7 +428,13 @@ export class InputPump {
           hooks.oversize(broken.len);
           return;
         }
-        if (start < 0) break;
+        if (start < 0) {
+          if (rest === 0) break;
+          // Decoded up to the mark: reached (unless a later one replaced it), then the rest.
+          if (this.#markAt === markAt) this.#reachMark();
+          [start, end, rest] = [end, end + rest, 0];
+          continue;
+        }
         while (this.#paused && !this.#stopped) {
           if (parks) hooks.reading!(this.side);
           await new Promise<void>((r) => this.#resume = r);

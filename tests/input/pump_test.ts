@@ -504,3 +504,79 @@ Deno.test("pump: over a socket, a mark set once a read has settled and before it
     close();
   }
 });
+
+Deno.test("pump: over a socket, a mark set while a read waits is reached once the bytes before it are handed over, even when that read brings more", async () => {
+  const { ours, peer, close } = await plainPair();
+  const seen: (number | string)[] = [];
+  let waiting: () => void = () => {};
+  const pump = new InputPump("secondary", false, {
+    now: () => 0,
+    frame: (bytes, at) => void seen.push(bytes[at]),
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const conn: Conn = {
+    peer: ours.peer,
+    settlesOnTurn: ours.settlesOnTurn,
+    read(p) {
+      const read = ours.read(p);
+      waiting();
+      return read;
+    },
+    write: (p) => ours.write(p),
+    close: () => ours.close(),
+  };
+  try {
+    const reading = new Promise<void>((r) => waiting = r);
+    const running = pump.run(conn);
+    await reading;
+    assert.equal(pump.idle, true, "the read waits for the socket");
+    // A checkpoint while the read waits: the socket holds the two frames sent before it (10
+    // bytes, as SIOCINQ would tell) by the time the mark is set; three more follow at once,
+    // and the waiting read takes all five.
+    pump.mark(10, () => seen.push("mark"));
+    await writeAll(peer, concat(...[1, 2, 3, 4, 5].map((i) => framed(new Uint8Array([i])))));
+    peer.close();
+    await running;
+    assert.deepEqual(seen, [1, 2, "mark", 3, 4, 5]);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("pump: a mark of no bytes set while a read waits is reached before that read's frames", async () => {
+  const { ours, peer, close } = await plainPair();
+  const seen: (number | string)[] = [];
+  let waiting: () => void = () => {};
+  const pump = new InputPump("secondary", false, {
+    now: () => 0,
+    frame: (bytes, at) => void seen.push(bytes[at]),
+    chunk() {},
+    internalError: (e) => assert.fail(String(e)),
+    oversize: () => assert.fail("not oversize"),
+  }, log);
+  const conn: Conn = {
+    peer: ours.peer,
+    settlesOnTurn: ours.settlesOnTurn,
+    read(p) {
+      const read = ours.read(p);
+      waiting();
+      return read;
+    },
+    write: (p) => ours.write(p),
+    close: () => ours.close(),
+  };
+  try {
+    const reading = new Promise<void>((r) => waiting = r);
+    const running = pump.run(conn);
+    await reading;
+    pump.mark(0, () => seen.push("mark"));
+    await writeAll(peer, concat(framed(new Uint8Array([1])), framed(new Uint8Array([2]))));
+    peer.close();
+    await running;
+    assert.deepEqual(seen, ["mark", 1, 2]);
+  } finally {
+    close();
+  }
+});
