@@ -7,28 +7,20 @@
  * decide it, without a `Packet`, a queue or a slab for the first: in the steady state of a
  * stream one comparison covers a whole read of twins. Anything else the engine is asked first
  * queues them as they would have been queued (`CompareEngine`'s `#settleDeferred`), so
- * nothing else ever sees them. Frames and bytes here are bounded (a read block at most): a
- * read that brings more goes the queued way.
+ * nothing else ever sees them. Frames and bytes here are bounded: a read that brings more goes
+ * the queued way.
  *
  * @module
  */
 
 import type { Connection } from "./connection.ts";
 import type { Side } from "./packet.ts";
-import { objectArray, READ_BLOCK_SIZE, TRIM_INTERVAL_MS } from "../pool.ts";
+import { objectArray } from "../pool.ts";
 
-/**
- * Bytes of frames (with their framing words) deferred at most at first: a read of tcp-64 at
- * full speed (about 33 KiB) or of a TLS input (128 KiB) fits.
- */
+/** Bytes of frames (with their framing words) deferred at most. */
 export const DEFER_BYTES = 256 * 1024;
-/**
- * ...and from the first read that does not fit on: a whole read block (a plain input's reads
- * under load), so that such reads are deferred too rather than queued.
- */
-export const DEFER_MAX_BYTES = READ_BLOCK_SIZE;
-/** Bytes of room per frame that may be deferred: the frame bound follows the bytes'. */
-const BYTES_PER_FRAME = 64;
+/** Frames deferred at most. */
+export const DEFER_FRAMES = 4096;
 
 const EMPTY = new Uint8Array(0);
 const NO_INTS = new Int32Array(0);
@@ -48,16 +40,6 @@ export class DeferredFrames {
   head = 0;
   /** Frames copied (decided ones before `head` included). */
   count = 0;
-  /** Frames that may be copied before the next start. */
-  capacity = 0;
-  /** A start since the last trim wanted more than {@linkcode DEFER_BYTES}. */
-  #grownUsed = false;
-  /**
-   * A double from the start (-0, as `Pool`'s): the compare clock's times are, and a field
-   * first a small integer changes its object's shape at the first such store (V8 threw away
-   * the expiry scan's code at the real comparator's first trim: tests/warm_code_test.ts).
-   */
-  #trimmedAt = -0;
   // Each frame's fields, as a `Packet` holds them (sequence numbers stored as int32, read as
   // uint32): allocated with the first deferred frame.
   at: Int32Array = NO_INTS;
@@ -85,57 +67,33 @@ export class DeferredFrames {
 
   /** Bytes that more frames may take: behind the pending ones, or all when none is pending. */
   room(): number {
-    return this.head === this.count ? this.bytes.length : this.bytes.length - this.end;
+    return this.head === this.count ? DEFER_BYTES : DEFER_BYTES - this.end;
   }
 
   /**
    * Starts over with frames from `side` (none may be pending), each after `header` bytes of
-   * framing words, with room for at least `want` bytes (at most {@linkcode DEFER_MAX_BYTES}):
-   * allocates {@linkcode DEFER_BYTES} at first use, and the most once a read needs more than
-   * that. More frames of the same side go behind the pending ones while there is room
-   * (`room`); the pending frames never move: once they are all decided, the next read starts
-   * over at the front. The caller must have had the bytes copied out that the output writer
-   * still reads here (it copies released frames lazily).
+   * framing words; allocates on first use. More frames of the same side go behind the pending
+   * ones while there is room (`room`); the pending frames never move: once they are all
+   * decided, the next read starts over at the front. The caller must have had the bytes copied
+   * out that the output writer still reads here (it copies released frames lazily).
    */
-  start(side: Side, header: number, want: number): void {
-    if (want > DEFER_BYTES) this.#grownUsed = true;
-    if (this.bytes.length < want) {
-      this.#allocate(want <= DEFER_BYTES ? DEFER_BYTES : DEFER_MAX_BYTES);
+  start(side: Side, header: number): void {
+    if (this.bytes.length === 0) {
+      this.bytes = new Uint8Array(DEFER_BYTES);
+      this.at = new Int32Array(DEFER_FRAMES);
+      this.size = new Int32Array(DEFER_FRAMES);
+      this.vnetLen = new Int32Array(DEFER_FRAMES);
+      this.payload = new Int32Array(DEFER_FRAMES);
+      this.len = new Int32Array(DEFER_FRAMES);
+      this.flags = new Int32Array(DEFER_FRAMES);
+      this.seq = new Int32Array(DEFER_FRAMES);
+      this.seqEnd = new Int32Array(DEFER_FRAMES);
+      this.ack = new Int32Array(DEFER_FRAMES);
+      this.createdAt = new Float64Array(DEFER_FRAMES);
+      this.conn = new Array<Connection | null>(DEFER_FRAMES).fill(null);
     }
     this.head = this.count = this.end = 0;
     this.side = side;
     this.header = header;
-  }
-
-  /**
-   * At most once per {@linkcode TRIM_INTERVAL_MS} (`now` in ms), with none pending: a buffer
-   * grown for large reads goes back to {@linkcode DEFER_BYTES} when no read since the last
-   * trim needed more (a burst's 1.8 MiB is not kept for good).
-   */
-  trim(now: number): void {
-    if (now - this.#trimmedAt < TRIM_INTERVAL_MS) return;
-    this.#trimmedAt = now;
-    if (!this.#grownUsed && this.head === this.count && this.bytes.length > DEFER_BYTES) {
-      this.#allocate(DEFER_BYTES);
-      this.head = this.count = this.end = 0;
-    }
-    this.#grownUsed = false;
-  }
-
-  #allocate(bytes: number): void {
-    const frames = bytes / BYTES_PER_FRAME;
-    this.bytes = new Uint8Array(bytes);
-    this.capacity = frames;
-    this.at = new Int32Array(frames);
-    this.size = new Int32Array(frames);
-    this.vnetLen = new Int32Array(frames);
-    this.payload = new Int32Array(frames);
-    this.len = new Int32Array(frames);
-    this.flags = new Int32Array(frames);
-    this.seq = new Int32Array(frames);
-    this.seqEnd = new Int32Array(frames);
-    this.ack = new Int32Array(frames);
-    this.createdAt = new Float64Array(frames);
-    this.conn = new Array<Connection | null>(frames).fill(null);
   }
 }

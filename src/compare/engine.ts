@@ -32,7 +32,7 @@ import type {
 import { Packet, type PacketQueue, type Side } from "./packet.ts";
 import { type Seq32, seqAdd, seqAfter } from "../packet/seq.ts";
 import { FrameStore, SLAB_SIZE } from "./store.ts";
-import { DEFER_MAX_BYTES, DeferredFrames } from "./deferred.ts";
+import { DEFER_FRAMES, DeferredFrames } from "./deferred.ts";
 import { type BlockPool, objectArray, Pool, READ_BLOCK_SIZE } from "../pool.ts";
 import {
   comparedAlready,
@@ -547,7 +547,6 @@ export class CompareEngine implements CompareContext {
     this.#packets.trim(now);
     this.#table.trim(now);
     this.#store.trim(now);
-    this.#deferred.trim(now);
     let oldest = this.#oldest;
     while (oldest !== null && now - oldest.createdAt > this.#compareTimeout) {
       if (!this.#settled(oldest)) {
@@ -757,15 +756,13 @@ export class CompareEngine implements CompareContext {
       if (deferred.pending > 0) return i;
     }
     if (this.#defers && this.#oldest === null) {
-      if (
-        end - i <= deferred.room() || (deferred.pending === 0 && end - i <= DEFER_MAX_BYTES)
-      ) {
+      if (end - i <= deferred.room()) {
         i = this.#defer(side, primary, bytes, i, end, header, now);
         // Stopped at a frame it may not defer: `#input` takes it, after the deferred ones.
         if (deferred.pending > 0) return i;
       } else {
-        // A read larger than the room behind deferred frames is held the usual way, behind
-        // them: deferring part of it only to queue it all later costs more.
+        // A read larger than the deferred frames' room (a 1 MiB read under load) is held the
+        // usual way, behind them: deferring part of it only to queue it all later costs more.
         this.#settleDeferred();
       }
     }
@@ -815,11 +812,11 @@ export class CompareEngine implements CompareContext {
   ): number {
     if (primary ? this.#longPrimary : this.#longSecondary) return at;
     const deferred = this.#deferred;
-    if (deferred.pending === 0) this.#startDeferred(side, header, end - at);
+    if (deferred.pending === 0) this.#startDeferred(side, header);
     const base = deferred.end;
     const room = deferred.bytes.length - base;
     let i = at;
-    while (end - i >= header && deferred.count < deferred.capacity) {
+    while (end - i >= header && deferred.count < DEFER_FRAMES) {
       const size = wordAt(bytes, i);
       const f = i + header;
       if (size === 0 || size > end - f || size > NET_BUFSIZE || f + size - at > room) break;
@@ -1021,9 +1018,9 @@ export class CompareEngine implements CompareContext {
     if ((header === 4 && vnetLen !== 0) || (primary ? this.#longPrimary : this.#longSecondary)) {
       return false;
     }
-    if (deferred.pending === 0) this.#startDeferred(side, header, header + size);
+    if (deferred.pending === 0) this.#startDeferred(side, header);
     const to = deferred.end + header;
-    if (deferred.count >= deferred.capacity || to + size > deferred.bytes.length) return false;
+    if (deferred.count >= DEFER_FRAMES || to + size > deferred.bytes.length) return false;
     if (!this.#deferFrame(primary, bytes, at, size, vnetLen, now, to)) return false;
     writeHeader(deferred.bytes, deferred.end, size, header === 8, vnetLen);
     deferred.bytes.set(bytes.subarray(at, at + size), to);
@@ -1031,14 +1028,11 @@ export class CompareEngine implements CompareContext {
     return true;
   }
 
-  /**
-   * Deferred frames from `side` start over at the front of the deferred bytes, with room for
-   * `want` bytes if it can be made.
-   */
-  #startDeferred(side: Side, header: number, want: number): void {
+  /** Deferred frames from `side` start over at the front of the deferred bytes. */
+  #startDeferred(side: Side, header: number): void {
     // The bytes about to be overwritten may be released frames the sink has not copied.
     if (this.#settles) this.#sink.settle!();
-    this.#deferred.start(side, header, want);
+    this.#deferred.start(side, header);
   }
 
   /**

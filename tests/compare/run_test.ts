@@ -10,13 +10,12 @@ import type { ReleaseReason } from "../../src/compare/events.ts";
 import type { UnsupportedReason } from "../../src/packet/parse.ts";
 import { Rng } from "../../src/demo/traffic.ts";
 import {
-  encodeFrame,
   FrameDecoder,
   NET_BUFSIZE,
   type OversizeError,
   writeHeader,
 } from "../../src/wire/codec.ts";
-import { concat, frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
+import { frame, pseudoRandomBytes, TCP } from "../support/packets.ts";
 import { Recorder } from "../support/recorder.ts";
 
 type Side = "primary" | "secondary";
@@ -346,41 +345,5 @@ Deno.test("takeRun: frames deferred while nothing is held are decided as held on
   assert.deepEqual(on.f.rec.log, off.f.rec.log);
   assert.deepEqual(on.f.rec.checkpoints, ["timeout"]);
   assert.equal(on.f.rec.released.length, 10, "all but the secondary-only two");
-  assert.equal(on.f.engine.heldPrimary + on.f.engine.heldSecondary, 0);
-});
-
-Deno.test("takeRun: a read larger than the deferred frames' first room makes it grow, up to a read block", () => {
-  const count = 12_000; // 1.5 MB of 64-byte segments: a read of 4,000 (0.5 MB), then 8,000
-  const payload = pseudoRandomBytes(64 * count, 9);
-  const framed = Array.from(
-    { length: count },
-    (_, i) =>
-      encodeFrame(
-        frame({ tcp: { seq: 1000 + 64 * i, payload: payload.subarray(64 * i, 64 * i + 64) } }),
-      ),
-  );
-  const read = (from: number, to: number) => concat(...framed.slice(from, to));
-  const script = (deferArrivals: boolean) => {
-    const f = feeder({ compareTimeout: 3000, maxQueueSize: 100_000, deferArrivals }, true, false);
-    const both = (from: number, to: number, now: number) => {
-      const buf = read(from, to);
-      f.read("primary", buf, buf.length, now);
-      const deferred = f.engine.framesDeferred;
-      f.read("secondary", buf, buf.length, now + 1);
-      return deferred;
-    };
-    both(0, 1, 1); // a new connection: held the usual way
-    const half = both(1, 4_001, 2);
-    const whole = both(4_001, 12_000, 3) - half; // 0.98 MB: deferred too
-    return { f, half, whole };
-  };
-  const on = script(true);
-  const off = script(false);
-  assert.equal(read(1, 4_001).length > 256 * 1024, true);
-  assert.equal(read(4_001, 12_000).length <= 1024 * 1024, true);
-  assert.equal(on.half, 4_000, "a read of 0.5 MB deferred whole");
-  assert.equal(on.whole, 7_999, "a read of 0.98 MB deferred whole");
-  assert.deepEqual(on.f.rec.log, off.f.rec.log);
-  assert.equal(on.f.rec.released.length, count);
   assert.equal(on.f.engine.heldPrimary + on.f.engine.heldSecondary, 0);
 });
