@@ -505,7 +505,12 @@ Deno.test("pump: over a socket, a mark set once a read has settled and before it
   }
 });
 
-Deno.test("pump: over a socket, a mark set while a read waits is reached once the bytes before it are handed over, even when that read brings more", async () => {
+/**
+ * A pump over a socket whose first read waits for the peer: once it does, `mark(bytes)` is set
+ * (a checkpoint while the read waits), then the peer sends `frames` (one byte each) in one
+ * write and closes. Returns what the pump handed over, with "mark" where the mark was reached.
+ */
+async function markWhileWaiting(bytes: number, frames: number[]): Promise<(number | string)[]> {
   const { ours, peer, close } = await plainPair();
   const seen: (number | string)[] = [];
   let waiting: () => void = () => {};
@@ -532,51 +537,23 @@ Deno.test("pump: over a socket, a mark set while a read waits is reached once th
     const running = pump.run(conn);
     await reading;
     assert.equal(pump.idle, true, "the read waits for the socket");
-    // A checkpoint while the read waits: the socket holds the two frames sent before it (10
-    // bytes, as SIOCINQ would tell) by the time the mark is set; three more follow at once,
-    // and the waiting read takes all five.
-    pump.mark(10, () => seen.push("mark"));
-    await writeAll(peer, concat(...[1, 2, 3, 4, 5].map((i) => framed(new Uint8Array([i])))));
+    pump.mark(bytes, () => seen.push("mark"));
+    await writeAll(peer, concat(...frames.map((i) => framed(new Uint8Array([i])))));
     peer.close();
     await running;
-    assert.deepEqual(seen, [1, 2, "mark", 3, 4, 5]);
+    return seen;
   } finally {
     close();
   }
+}
+
+Deno.test("pump: over a socket, a mark set while a read waits is reached once the bytes before it are handed over, even when that read brings more", async () => {
+  // The socket holds the two frames sent before the checkpoint (10 bytes, as SIOCINQ would
+  // tell) by the time the mark is set; three more follow at once, and the waiting read takes
+  // all five.
+  assert.deepEqual(await markWhileWaiting(10, [1, 2, 3, 4, 5]), [1, 2, "mark", 3, 4, 5]);
 });
 
 Deno.test("pump: a mark of no bytes set while a read waits is reached before that read's frames", async () => {
-  const { ours, peer, close } = await plainPair();
-  const seen: (number | string)[] = [];
-  let waiting: () => void = () => {};
-  const pump = new InputPump("secondary", false, {
-    now: () => 0,
-    frame: (bytes, at) => void seen.push(bytes[at]),
-    chunk() {},
-    internalError: (e) => assert.fail(String(e)),
-    oversize: () => assert.fail("not oversize"),
-  }, log);
-  const conn: Conn = {
-    peer: ours.peer,
-    settlesOnTurn: ours.settlesOnTurn,
-    read(p) {
-      const read = ours.read(p);
-      waiting();
-      return read;
-    },
-    write: (p) => ours.write(p),
-    close: () => ours.close(),
-  };
-  try {
-    const reading = new Promise<void>((r) => waiting = r);
-    const running = pump.run(conn);
-    await reading;
-    pump.mark(0, () => seen.push("mark"));
-    await writeAll(peer, concat(framed(new Uint8Array([1])), framed(new Uint8Array([2]))));
-    peer.close();
-    await running;
-    assert.deepEqual(seen, ["mark", 1, 2]);
-  } finally {
-    close();
-  }
+  assert.deepEqual(await markWhileWaiting(0, [1, 2]), ["mark", 1, 2]);
 });
