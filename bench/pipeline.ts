@@ -1,8 +1,9 @@
 /**
  * The CPU cost of the hot path per compared pair, in one process and without sockets: reads
- * (the checkout's read block, 1 MiB, unless `--read` says) of framed tcp-64, tcp-1000, tcp-1000x100 or udp-512 frames go through the frame decoder, the compare
- * engine, the comparator's sink and the outdev writer (onto a stream that takes every write at
- * once), a primary chunk then the same secondary chunk, as the input pumps feed them. TCP
+ * (the checkout's read block, 1 MiB, unless `--read` says) of framed tcp-64, tcp-1000,
+ * tcp-1000x100 or udp-512 frames go through the frame decoder, the compare engine, the
+ * comparator's sink and the outdev writer (onto a stream that takes every write at once), a
+ * primary chunk then the same secondary chunk, as the input pumps feed them. TCP
  * sequence numbers go on from round to round and start near the 32-bit wrap, as the load
  * generator's do after a while. What the machine's other jobs do not disturb as much as the
  * socket bench: issue 11's changes were weighed with it and with `deno task bench`. Prints the

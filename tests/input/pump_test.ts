@@ -461,6 +461,21 @@ Deno.test("pump: a mark cuts the read there and is reached once the frames befor
   assert.deepEqual(seen.slice(-3), [1, 2, "ended"]);
 });
 
+/** `conn` with `seen` told of each read it is asked for, once the read has been asked. */
+function onRead(conn: Conn, seen: (read: Promise<number | null>) => void): Conn {
+  return {
+    peer: conn.peer,
+    settlesOnTurn: conn.settlesOnTurn,
+    read(p) {
+      const read = conn.read(p);
+      seen(read);
+      return read;
+    },
+    write: (p) => conn.write(p),
+    close: () => conn.close(),
+  };
+}
+
 Deno.test("pump: over a socket, a mark set once a read has settled and before its bytes were counted is counted from that read's end", async () => {
   const { ours, peer, close } = await plainPair();
   const seen: (number | string)[] = [];
@@ -476,19 +491,11 @@ Deno.test("pump: over a socket, a mark set once a read has settled and before it
   // The mark is set by a reaction to the read op's promise registered before the pump's own
   // await: it runs once the op has settled, before the pump's code after the await (a
   // checkpoint read by another socket in the same turn of the event loop).
-  const conn: Conn = {
-    peer: ours.peer,
-    settlesOnTurn: ours.settlesOnTurn,
-    read(p) {
-      const read = ours.read(p);
-      const mark = setMark;
-      setMark = null;
-      if (mark !== null) void read.then(mark);
-      return read;
-    },
-    write: (p) => ours.write(p),
-    close: () => ours.close(),
-  };
+  const conn = onRead(ours, (read) => {
+    const mark = setMark;
+    setMark = null;
+    if (mark !== null) void read.then(mark);
+  });
   setMark = () => pump.mark(5, () => seen.push("mark"));
   try {
     const running = pump.run(conn);
@@ -521,17 +528,7 @@ async function markWhileWaiting(bytes: number, frames: number[]): Promise<(numbe
     internalError: (e) => assert.fail(String(e)),
     oversize: () => assert.fail("not oversize"),
   }, log);
-  const conn: Conn = {
-    peer: ours.peer,
-    settlesOnTurn: ours.settlesOnTurn,
-    read(p) {
-      const read = ours.read(p);
-      waiting();
-      return read;
-    },
-    write: (p) => ours.write(p),
-    close: () => ours.close(),
-  };
+  const conn = onRead(ours, () => waiting());
   try {
     const reading = new Promise<void>((r) => waiting = r);
     const running = pump.run(conn);
